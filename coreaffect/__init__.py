@@ -1,0 +1,3 @@
+"""coreaffect: valence and arousal from facial video."""
+
+__version__ = "0.1.0"

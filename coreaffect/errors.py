@@ -1,0 +1,46 @@
+"""The project's exception types.
+
+Every error that bad user input can cause is a :class:`CoreAffectError`, so that a script (and the
+command line) can tell "your file is wrong" apart from a bug. Each names the file and the problem.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["AnnotationError", "CoreAffectError", "VideoError"]
+
+
+class CoreAffectError(Exception):
+    """Base class of the errors that coreaffect raises on bad input."""
+
+
+class AnnotationError(CoreAffectError, ValueError):
+    """An annotation file is missing, malformed or out of range.
+
+    Args:
+        path: The offending file.
+        problem: What is wrong, in words.
+        line: 1-based line number in the file, when the problem is on one line.
+    """
+
+    def __init__(self, path: str | Path, problem: str, line: int | None = None) -> None:
+        self.path = Path(path)
+        self.problem = problem
+        self.line = line
+        where = f"{self.path}, line {line}" if line is not None else str(self.path)
+        super().__init__(f"{where}: {problem}")
+
+
+class VideoError(CoreAffectError, OSError):
+    """A video file, frame folder or camera cannot be opened or decoded.
+
+    Args:
+        source: The file, folder or camera index.
+        problem: What is wrong, in words.
+    """
+
+    def __init__(self, source: str | Path | int, problem: str) -> None:
+        self.source = source
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
