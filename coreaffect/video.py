@@ -1,0 +1,411 @@
+"""Frames and timestamps from a video file, a folder of numbered images, or a camera, streamed.
+
+A :class:`VideoSource` never holds a whole video in memory: iterating it yields one
+:class:`Frame` at a time, and :meth:`VideoSource.chunks` yields :class:`FrameChunk` s of at most
+``chunk_size`` frames, so memory is bounded by one chunk whatever the video's length. Images are
+always ``uint8`` RGB of shape ``(H, W, 3)`` (OpenCV decodes BGR; the conversion is done once per
+frame).
+
+Sources:
+
+* **Video file**: anything OpenCV's FFmpeg backend decodes (mp4, avi, mkv, ...). Frames are decoded
+  sequentially from the start, never by seeking. ``index`` counts decoded frames from 0.
+* **Folder of numbered images** (png, jpg, jpeg, bmp): frames are ordered by the integer in the file
+  name (the last run of digits, so ``frame_2.png`` comes before ``frame_10.png``), and
+  ``index = number - first_index``. Gaps in the numbering stay gaps in ``index`` (Aff-Wild2's
+  cropped_aligned folders omit frames without a face and number from 1, so use
+  ``first_index=1``; AFEW-VA numbers from ``00000.png``, the default ``first_index=0``).
+* **Camera**: an integer device index, read until the device stops delivering frames.
+
+Timestamps (seconds):
+
+* Files: ``time = index / fps`` with ``fps`` from the container. This assumes a constant frame
+  rate; a variable-frame-rate file gets nominal, evenly spaced times. When the container carries
+  no usable rate, the ``fps`` argument is used (else 25 Hz) and a warning says so.
+* Folders: ``time = index / fps``, with ``fps`` from the argument, 25 Hz by default (the rate of
+  Aff-Wild2, AFEW-VA and the DANTE annotations).
+* Cameras: seconds since the first frame of the iteration, from a monotonic clock.
+
+Every iteration starts again from the first frame (files are re-opened), so a source can be
+iterated any number of times and gives the same frames each time.
+
+Damaged input: a truncated or partly corrupt file yields every frame that decodes, then emits a
+:class:`UserWarning` (and a log record) naming the file, the index where decoding stopped and the
+frame count the container announced. A path that does not exist, a file no frame can be decoded
+from (for instance a text file renamed ``.mp4``), an empty folder, or an unreadable image in a
+folder raise :class:`~coreaffect.errors.VideoError` naming the culprit.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from coreaffect.config import VideoConfig
+from coreaffect.errors import VideoError
+
+__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_FPS = 25.0  # the rate of Aff-Wild2, AFEW-VA, MAHNOB and DANTE annotations
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # frame-folder formats; any case
+_DIGITS = re.compile(r"\d+")
+
+
+class Frame(NamedTuple):
+    """One decoded frame.
+
+    Attributes:
+        image: ``(H, W, 3)`` uint8 RGB image.
+        time: Timestamp in seconds (see the module notes).
+        index: Frame index in the source.
+    """
+
+    image: np.ndarray
+    time: float
+    index: int
+
+
+class FrameChunk(NamedTuple):
+    """Consecutive frames of a source, stacked.
+
+    Attributes:
+        images: ``(T, H, W, 3)`` uint8 RGB images.
+        times: ``(T,)`` float64 timestamps in seconds.
+        indices: ``(T,)`` int64 frame indices in the source (increasing; gaps possible for
+            folders).
+    """
+
+    images: np.ndarray
+    times: np.ndarray
+    indices: np.ndarray
+
+
+class VideoSource:
+    """A streamed source of RGB frames with timestamps.
+
+    Args:
+        source: A video file, a folder of numbered images, or a camera's integer device index.
+        fps: Frame rate for sources that carry none: folders (default 25 Hz), and files whose
+            container has no usable rate. A file's own rate always wins when it has one.
+        chunk_size: Default number of frames per :meth:`chunks` chunk.
+        first_index: For folders, the number of the first frame (0 for ``00000.png``, 1 for
+            1-based numbering); ``index = number - first_index``. Ignored for files and cameras.
+
+    Raises:
+        VideoError: The path does not exist, the file is not a decodable video, the folder has
+            no images, its images cannot be ordered or read, or the camera cannot be opened.
+        ValueError: ``fps`` is not positive or ``chunk_size`` is below 1.
+
+    Example::
+
+        with VideoSource("interview.mp4") as video:
+            for chunk in video.chunks(64):
+                process(chunk.images, chunk.times)  # (T, H, W, 3) uint8 RGB, (T,) seconds
+    """
+
+    def __init__(
+        self,
+        source: str | Path | int,
+        *,
+        fps: float | None = None,
+        chunk_size: int = 64,
+        first_index: int = 0,
+    ) -> None:
+        if fps is not None and not fps > 0:
+            raise ValueError(f"fps must be positive, got {fps}")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = int(chunk_size)
+        self.first_index = int(first_index)
+        self._closed = False
+        self._captures: list[cv2.VideoCapture] = []  # captures of iterations in progress
+        self._files: list[tuple[int, Path]] = []  # (index, path) of a folder's images
+        self._frame_count: int | None = None
+        if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
+            self._source: Path | int = int(source)
+            self._kind = "camera"
+            self._name = f"camera{int(source)}"
+            self._open_camera(fps)
+            return
+        path = Path(source)
+        self._source = path
+        if not path.exists():
+            raise VideoError(path, "no such file or folder")
+        if path.is_dir():
+            self._kind = "folder"
+            self._name = path.name
+            self._open_folder(fps)
+        else:
+            self._kind = "file"
+            self._name = path.stem
+            self._open_file(fps)
+
+    @classmethod
+    def from_config(
+        cls, source: str | Path | int, config: VideoConfig, *, first_index: int = 0
+    ) -> VideoSource:
+        """Open ``source`` with the frame rate and chunk size of a :class:`VideoConfig`.
+
+        Args:
+            source: A video file, a folder of numbered images, or a camera index.
+            config: ``config.fps`` is the rate for sources without one, ``config.chunk_size``
+                the default chunk size.
+            first_index: Number of a folder's first frame (see the class).
+
+        Returns:
+            The opened source.
+        """
+        return cls(source, fps=config.fps, chunk_size=config.chunk_size, first_index=first_index)
+
+    # -- properties ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """Identifier: the file's stem, the folder's name, or ``"camera<N>"``."""
+        return self._name
+
+    @property
+    def kind(self) -> str:
+        """``"file"``, ``"folder"`` or ``"camera"``."""
+        return self._kind
+
+    @property
+    def source(self) -> Path | int:
+        """The path or camera index this source reads."""
+        return self._source
+
+    @property
+    def fps(self) -> float:
+        """Frame rate in Hz used for timestamps."""
+        return self._fps
+
+    @property
+    def frame_count(self) -> int | None:
+        """Frames announced by the container (files) or images present (folders); ``None`` for
+        cameras and containers that do not say. For folders with gaps, indices go beyond it."""
+        return self._frame_count
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """Frame size as ``(width, height)`` in pixels."""
+        return self._size
+
+    def __repr__(self) -> str:
+        width, height = self._size
+        return (f"VideoSource({self._source!r}, kind={self._kind!r}, fps={self._fps:g}, "
+                f"frame_count={self._frame_count}, size={width}x{height})")
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _open_file(self, fps: float | None) -> None:
+        path = self._source
+        capture = cv2.VideoCapture(str(path))
+        try:
+            if not capture.isOpened():
+                raise VideoError(path, "cannot be opened as a video (not a video file, an "
+                                 "unsupported codec, or a file cut short before its index)")
+            ok, image = capture.read()
+            if not ok or image is None:
+                raise VideoError(path, "no frame could be decoded (not a video, or empty)")
+            count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+            rate = capture.get(cv2.CAP_PROP_FPS)
+        finally:
+            capture.release()
+        self._size = (int(image.shape[1]), int(image.shape[0]))
+        self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
+        if math.isfinite(rate) and 0 < rate < 1000:
+            self._fps = float(rate)
+        else:
+            self._fps = float(fps) if fps is not None else DEFAULT_FPS
+            message = (f"{path}: the container carries no usable frame rate ({rate}); "
+                       f"timestamps use {self._fps:g} Hz")
+            logger.warning(message)
+            warnings.warn(message, stacklevel=3)
+
+    def _open_folder(self, fps: float | None) -> None:
+        folder = self._source
+        self._fps = float(fps) if fps is not None else DEFAULT_FPS
+        numbered: dict[int, Path] = {}
+        for path in folder.iterdir():
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+                continue
+            digits = _DIGITS.findall(path.stem)
+            if not digits:
+                raise VideoError(path, "image in a frame folder has no frame number in its name")
+            number = int(digits[-1])
+            if number in numbered:
+                raise VideoError(path, f"frame number {number} also used by "
+                                 f"{numbered[number].name}")
+            numbered[number] = path
+        if not numbered:
+            raise VideoError(folder, f"folder has no images ({', '.join(IMAGE_SUFFIXES)})")
+        self._files = [(number - self.first_index, numbered[number]) for number in sorted(numbered)]
+        first_index, first_path = self._files[0]
+        if first_index < 0:
+            raise VideoError(first_path, f"frame number {first_index + self.first_index} is below "
+                             f"first_index={self.first_index}")
+        image = self._read_image(first_path)
+        self._size = (int(image.shape[1]), int(image.shape[0]))
+        self._frame_count = len(self._files)
+
+    def _open_camera(self, fps: float | None) -> None:
+        capture = self._camera_capture()
+        try:
+            width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+            height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            rate = capture.get(cv2.CAP_PROP_FPS)
+        finally:
+            capture.release()
+        self._size = (width, height)
+        if math.isfinite(rate) and rate > 0:
+            self._fps = float(rate)
+        else:
+            self._fps = float(fps) if fps is not None else DEFAULT_FPS
+
+    def _camera_capture(self) -> cv2.VideoCapture:
+        capture = cv2.VideoCapture(self._source)
+        if not capture.isOpened():
+            capture.release()
+            raise VideoError(self._source, "camera cannot be opened")
+        return capture
+
+    def _read_image(self, path: Path) -> np.ndarray:
+        """Read one folder image as BGR ``(H, W, 3)`` uint8."""
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise VideoError(path, "image cannot be read (corrupt or not an image)")
+        return image
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _bgr_frames(self) -> Iterator[tuple[np.ndarray, float, int]]:
+        """Yield ``(bgr_image, time, index)``; ``bgr_image`` is ``(H, W, 3)`` uint8 BGR."""
+        if self._closed:
+            raise VideoError(self._source, "source is closed")
+        if self._kind == "folder":
+            yield from self._folder_frames()
+        elif self._kind == "file":
+            yield from self._file_frames()
+        else:
+            yield from self._camera_frames()
+
+    def _folder_frames(self) -> Iterator[tuple[np.ndarray, float, int]]:
+        width, height = self._size
+        for index, path in self._files:
+            image = self._read_image(path)
+            if image.shape[:2] != (height, width):
+                raise VideoError(path, f"image is {image.shape[1]}x{image.shape[0]}, but the "
+                                 f"folder's first image is {width}x{height}")
+            yield image, index / self._fps, index
+
+    def _file_frames(self) -> Iterator[tuple[np.ndarray, float, int]]:
+        capture = cv2.VideoCapture(str(self._source))
+        if not capture.isOpened():
+            raise VideoError(self._source, "cannot be opened as a video any more")
+        self._captures.append(capture)
+        index = 0
+        try:
+            while True:
+                ok, image = capture.read()
+                if not ok or image is None:
+                    break
+                yield image, index / self._fps, index
+                index += 1
+        finally:
+            capture.release()
+            if capture in self._captures:
+                self._captures.remove(capture)
+        if self._closed:  # closed while iterating: the stop is not the file's fault
+            return
+        if index == 0:
+            raise VideoError(self._source, "no frame could be decoded")
+        if self._frame_count is not None and index < self._frame_count:
+            message = (f"{self._source}: decoding stopped at frame index {index}, but the "
+                       f"container announces {self._frame_count} frames (truncated or corrupt "
+                       f"file); {index} frames were read")
+            logger.warning(message)
+            warnings.warn(message, stacklevel=3)
+
+    def _camera_frames(self) -> Iterator[tuple[np.ndarray, float, int]]:
+        capture = self._camera_capture()
+        self._captures.append(capture)
+        index = 0
+        start = None
+        try:
+            while not self._closed:
+                ok, image = capture.read()
+                now = time.monotonic()
+                if not ok or image is None:
+                    break
+                start = now if start is None else start
+                yield image, now - start, index
+                index += 1
+        finally:
+            capture.release()
+            if capture in self._captures:
+                self._captures.remove(capture)
+
+    def __iter__(self) -> Iterator[Frame]:
+        """Yield every frame from the start, as :class:`Frame` with an ``(H, W, 3)`` RGB image."""
+        for image, when, index in self._bgr_frames():
+            yield Frame(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), when, index)
+
+    def chunks(self, size: int | None = None) -> Iterator[FrameChunk]:
+        """Yield the frames from the start in chunks of ``size`` (the last may be shorter).
+
+        Args:
+            size: Frames per chunk; defaults to the source's ``chunk_size``.
+
+        Yields:
+            :class:`FrameChunk` with ``images`` ``(T, H, W, 3)`` uint8 RGB, ``T <= size``. Each
+            chunk is a new array, so a consumer may keep it.
+        """
+        size = self.chunk_size if size is None else int(size)
+        if size < 1:
+            raise ValueError(f"chunk size must be >= 1, got {size}")
+        width, height = self._size
+        images = times = indices = None
+        filled = 0
+        for image, when, index in self._bgr_frames():
+            if images is None:
+                if image.shape[:2] != (height, width):  # cameras may deliver another size
+                    height, width = image.shape[:2]
+                images = np.empty((size, height, width, 3), dtype=np.uint8)  # (T, H, W, 3)
+                times = np.empty(size, dtype=np.float64)
+                indices = np.empty(size, dtype=np.int64)
+            cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=images[filled])
+            times[filled] = when
+            indices[filled] = index
+            filled += 1
+            if filled == size:
+                yield FrameChunk(images, times, indices)
+                images = times = indices = None
+                filled = 0
+        if filled:
+            yield FrameChunk(images[:filled], times[:filled], indices[:filled])
+
+    # -- resources ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release open decoders; iterating afterwards raises :class:`VideoError`."""
+        self._closed = True
+        for capture in self._captures:
+            capture.release()
+        self._captures.clear()
+
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,234 @@
+"""Tests of coreaffect.video: files in two codecs, frame folders, damaged and invalid input."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coreaffect.config import VideoConfig
+from coreaffect.errors import VideoError
+from coreaffect.video import Frame, FrameChunk, VideoSource
+
+WIDTH, HEIGHT, BLOCK = 96, 64, 16  # frames are a 6 x 4 grid of flat 16 px blocks
+BITS = 8  # blocks 0..7 carry the frame number in binary (white = 1)
+RED, GREEN, BLUE = 8, 9, 10  # blocks with a pure colour, to check the channel order
+
+
+def _block(k: int) -> tuple[slice, slice]:
+    row, col = divmod(k, WIDTH // BLOCK)
+    return slice(row * BLOCK, (row + 1) * BLOCK), slice(col * BLOCK, (col + 1) * BLOCK)
+
+
+def coded_frame(number: int) -> np.ndarray:
+    """An ``(H, W, 3)`` RGB frame whose flat blocks encode ``number``; survives lossy codecs."""
+    image = np.full((HEIGHT, WIDTH, 3), 128, dtype=np.uint8)
+    for bit in range(BITS):
+        image[_block(bit)] = 255 if (number >> bit) & 1 else 0
+    image[_block(RED)] = (255, 0, 0)
+    image[_block(GREEN)] = (0, 255, 0)
+    image[_block(BLUE)] = (0, 0, 255)
+    return image
+
+
+def block_mean(image: np.ndarray, k: int) -> np.ndarray:
+    """Mean RGB of the centre of block ``k`` (away from compression ringing at the edges)."""
+    rows, cols = _block(k)
+    return image[rows, cols][4:-4, 4:-4].reshape(-1, 3).mean(axis=0)
+
+
+def decode_number(image: np.ndarray) -> int:
+    return sum(1 << bit for bit in range(BITS) if block_mean(image, bit).mean() > 128)
+
+
+def write_video(path: Path, count: int, fourcc: str, fps: float = 20.0) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (WIDTH, HEIGHT))
+    assert writer.isOpened(), f"cannot write {fourcc} video"
+    for k in range(count):
+        writer.write(cv2.cvtColor(coded_frame(k), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+
+
+CODECS = [("mp4v", ".mp4"), ("MJPG", ".avi")]
+
+
+@pytest.fixture(params=CODECS, ids=[codec for codec, _ in CODECS])
+def video_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    fourcc, suffix = request.param
+    return write_video(tmp_path / f"clip{suffix}", 30, fourcc)
+
+
+def test_file_properties(video_file: Path) -> None:
+    video = VideoSource(video_file)
+    assert video.kind == "file"
+    assert video.name == "clip"
+    assert video.fps == pytest.approx(20.0)
+    assert video.frame_count == 30
+    assert video.size == (WIDTH, HEIGHT)
+
+
+def test_file_frames_are_exact_and_rgb(video_file: Path) -> None:
+    frames = list(VideoSource(video_file))
+    assert len(frames) == 30
+    for k, frame in enumerate(frames):
+        assert isinstance(frame, Frame)
+        assert frame.image.shape == (HEIGHT, WIDTH, 3)
+        assert frame.image.dtype == np.uint8
+        assert frame.index == k
+        assert frame.time == pytest.approx(k / 20.0)
+        assert decode_number(frame.image) == k
+        np.testing.assert_allclose(block_mean(frame.image, RED), (255, 0, 0), atol=40)
+        np.testing.assert_allclose(block_mean(frame.image, BLUE), (0, 0, 255), atol=40)
+
+
+def test_chunks_agree_with_frames(video_file: Path) -> None:
+    video = VideoSource(video_file, chunk_size=7)
+    chunks = list(video.chunks())
+    assert [len(chunk.indices) for chunk in chunks] == [7, 7, 7, 7, 2]
+    assert all(isinstance(chunk, FrameChunk) for chunk in chunks)
+    assert chunks[0].images.shape == (7, HEIGHT, WIDTH, 3)
+    assert chunks[0].times.dtype == np.float64 and chunks[0].indices.dtype == np.int64
+    frames = list(video)
+    np.testing.assert_array_equal(np.concatenate([c.images for c in chunks]),
+                                  np.stack([f.image for f in frames]))
+    np.testing.assert_array_equal(np.concatenate([c.times for c in chunks]),
+                                  [f.time for f in frames])
+    np.testing.assert_array_equal(np.concatenate([c.indices for c in chunks]), np.arange(30))
+    assert [len(c.indices) for c in video.chunks(64)] == [30]
+
+
+def test_iterating_twice_gives_the_same_frames(video_file: Path) -> None:
+    video = VideoSource(video_file)
+    first = np.concatenate([chunk.images for chunk in video.chunks(8)])
+    second = np.concatenate([chunk.images for chunk in video.chunks(8)])
+    np.testing.assert_array_equal(first, second)
+
+
+def test_truncated_file_yields_prefix_and_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write_video(tmp_path / "cut.avi", 40, "MJPG")
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    video = VideoSource(path)
+    assert video.frame_count == 40
+    with caplog.at_level(logging.WARNING, logger="coreaffect.video"), \
+            pytest.warns(UserWarning, match=r"cut\.avi.*stopped at frame index (\d+).*40 frames"):
+        frames = list(video)
+    assert 0 < len(frames) < 40
+    assert [decode_number(f.image) for f in frames] == list(range(len(frames)))
+    assert f"index {len(frames)}" in caplog.text
+
+
+def test_complete_file_does_not_warn(video_file: Path, recwarn: pytest.WarningsRecorder) -> None:
+    list(VideoSource(video_file))
+    assert not [w for w in recwarn if "stopped" in str(w.message)]
+
+
+def test_text_file_renamed_mp4_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 50)
+    with pytest.raises(VideoError, match="notes.mp4"):
+        VideoSource(path)
+
+
+def test_missing_path_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(VideoError, match="nothing.mp4.*no such file"):
+        VideoSource(tmp_path / "nothing.mp4")
+
+
+def test_folder_natural_sort_gaps_first_index_and_fps(tmp_path: Path) -> None:
+    folder = tmp_path / "video7"
+    folder.mkdir()
+    for number in (10, 2, 1):  # lexical order would put 10 before 2
+        write_png(folder / f"{number}.png", coded_frame(number))
+    (folder / "notes.txt").write_text("not a frame")
+    video = VideoSource(folder, fps=10, first_index=1)
+    assert (video.kind, video.name, video.frame_count, video.fps) == ("folder", "video7", 3, 10.0)
+    assert video.size == (WIDTH, HEIGHT)
+    frames = list(video)
+    assert [f.index for f in frames] == [0, 1, 9]
+    assert [f.time for f in frames] == pytest.approx([0.0, 0.1, 0.9])
+    for frame, number in zip(frames, (1, 2, 10), strict=True):
+        np.testing.assert_array_equal(frame.image, coded_frame(number))  # lossless: exact
+    (chunk,) = list(video.chunks(5))
+    np.testing.assert_array_equal(chunk.indices, [0, 1, 9])
+
+
+def test_folder_zero_based_default_fps(tmp_path: Path) -> None:
+    for number in range(3):
+        write_png(tmp_path / f"{number:05d}.png", coded_frame(number))
+    video = VideoSource(tmp_path)
+    assert video.fps == 25.0
+    assert [(f.index, f.time) for f in video] == [(0, 0.0), (1, 0.04), (2, 0.08)]
+
+
+@settings(max_examples=15, deadline=None)
+@given(numbers=st.sets(st.integers(1, 5000), min_size=1, max_size=8), pad=st.integers(0, 6),
+       first=st.integers(0, 1))
+def test_folder_order_is_numeric(numbers: set[int], pad: int, first: int) -> None:
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        for number in numbers:
+            cv2.imwrite(str(folder / f"frame_{number:0{pad}d}.jpg"),
+                        np.zeros((4, 4, 3), dtype=np.uint8))
+        indices = [f.index for f in VideoSource(folder, first_index=first)]
+    assert indices == [n - first for n in sorted(numbers)]
+
+
+def test_empty_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(VideoError, match="no images"):
+        VideoSource(tmp_path)
+
+
+def test_unreadable_image_in_folder_is_an_error(tmp_path: Path) -> None:
+    write_png(tmp_path / "0.png", coded_frame(0))
+    (tmp_path / "1.png").write_bytes(b"\x89PNG but broken")
+    video = VideoSource(tmp_path)
+    with pytest.raises(VideoError, match="1.png"):
+        list(video)
+
+
+def test_folder_problems_are_errors(tmp_path: Path) -> None:
+    write_png(tmp_path / "1.png", coded_frame(1))
+    write_png(tmp_path / "01.jpg", coded_frame(1))
+    with pytest.raises(VideoError, match="frame number 1"):
+        VideoSource(tmp_path)
+    (tmp_path / "01.jpg").unlink()
+    with pytest.raises(VideoError, match="first_index"):
+        VideoSource(tmp_path, first_index=2)
+    write_png(tmp_path / "2.png", np.zeros((10, 10, 3), dtype=np.uint8))
+    with pytest.raises(VideoError, match="2.png.*10x10"):
+        list(VideoSource(tmp_path))
+
+
+def test_from_config_close_and_context_manager(video_file: Path) -> None:
+    with VideoSource.from_config(video_file, VideoConfig(chunk_size=5)) as video:
+        assert video.chunk_size == 5
+        stream = video.chunks()
+        next(stream)
+    with pytest.raises(VideoError, match="closed"):
+        next(iter(video))
+
+
+def test_bad_arguments(video_file: Path) -> None:
+    with pytest.raises(ValueError):
+        VideoSource(video_file, fps=0)
+    with pytest.raises(ValueError):
+        VideoSource(video_file, chunk_size=0)
+
+
+def test_camera_that_cannot_be_opened_is_an_error() -> None:
+    with pytest.raises(VideoError, match="camera"):
+        VideoSource(57)  # no such device
