@@ -1,0 +1,728 @@
+"""Valence-arousal annotations: read them as public corpora ship them, fuse raters, align to frames.
+
+Every reader returns an :class:`Annotations`: strictly increasing times in seconds and one
+(valence, arousal) pair per time in [-1, 1], NaN where there is no label. Labels reach video frames
+through :func:`resample_labels` (or :meth:`Annotations.resample`).
+
+Formats (``format=``):
+
+``dante``
+    The DANTE web tool's export, ``annotation/<UserId>/<video>/valence.csv`` and ``arousal.csv``,
+    one folder per rater and video. Each file is ``;``-separated with the header
+    ``TimeStamp;UserId;NameVideo;AnnoType;Value`` and one row per 25 Hz sample, ``TimeStamp`` in
+    seconds (integer or float), ``Value`` in [-1, 1]; the other columns are not read. The video id
+    is the ``<video>`` folder name; every rater holding it must have both files. ``path`` may be
+    the ``annotation`` root (``video`` picks the video, and may be left out when there is one
+    only), a ``<UserId>/<video>`` folder or one of its files: all raters of the video under that
+    root are read and fused.
+``aff-wild2``
+    ``<video>.txt``, comma-separated, header ``valence,arousal``, one row per frame: data row i
+    (0-based, after the header) is frame i, at time i / fps. -5 marks an invalid value (the
+    dataset writes it in both columns of an invalid frame): each -5 becomes NaN. ``fps``
+    defaults to 30, the rate of most Aff-Wild2 videos; pass the video's real rate.
+``afew-va``
+    One folder per clip, ``NNN/``, holding the PNG frames and ``NNN.json``:
+    ``{"video_id": "NNN", "frames": {"00000": {"valence": 3, "arousal": -2, "landmarks": [...]},
+    ...}}``. Keys of ``frames`` are frame numbers; frame i is at time i / fps, ``fps`` defaulting
+    to 25. Valence and arousal are integers in [-10, 10], divided by 10; ``null`` is no label.
+    ``video_id``, when present, must match the file name (``"7"`` matches ``007``). ``path`` may
+    be the json file, the clip folder, or the folder of clips with ``video``.
+``sewa``
+    ``;``-separated, no header, rows ``name;time;arousal;valence;liking`` at 10 Hz (arousal before
+    valence); ``time`` is in seconds and ``liking`` is not read. ``name`` is the video id and must
+    be the same on every row.
+``recola``
+    One file per dimension, ``<root>/arousal/<video>.csv`` and ``<root>/valence/<video>.csv``,
+    ``;``-separated with the header ``time;FM1 ;FM2 ;FM3 ;FF1 ;FF2 ;FF3``: one column per rater
+    (names stripped of spaces; any number of raters), one row per 25 Hz sample, ``time`` in
+    seconds. Both files must name the same raters, in any order. ``path`` may be either file (the
+    other has the same name in the sibling folder) or ``<root>`` with ``video``.
+``csv``
+    Comma-separated with a header naming ``time``, ``valence`` and ``arousal`` once each, in any
+    order (case and spaces ignored); other columns are ignored. An empty value cell is NaN.
+
+For ``aff-wild2``, ``sewa`` and ``csv``, ``path`` is the file, or its folder with ``video`` (the
+file ``<video>.txt`` or ``<video>.csv``); the video id is the file name without suffix (``sewa``:
+the name column). Whenever ``path`` is a file and ``video`` is given, the two must agree.
+
+Rules for every format: text is UTF-8 (a byte-order mark is allowed); blank lines at the end are
+ignored, elsewhere an error; every row has the header's number of columns; cells are decimal
+numbers (``nan`` or an empty value cell is no label); times are finite and strictly increasing
+(never re-sorted); values lie in [-1, 1]. A violation, or a missing, unreadable or empty file,
+raises :class:`~coreaffect.errors.AnnotationError` naming the file and, where it applies, the line.
+
+Several raters (``dante``, ``recola``) are put on one time grid, that of the file with the most
+samples (the first such, raters in sorted order, valence before arousal), by
+:func:`resample_labels` (NaN outside a rater's span); equal grids, as in well-formed exports, are
+used as they are. The (R, T, 2) array is kept in ``raters`` and fused by :func:`fuse_raters`.
+
+Auto-detection (:func:`detect_format`): a ``.json`` file is ``afew-va``; another file is told by
+its first non-blank line: the DANTE header is ``dante``; ``;``-separated with first cell ``time``
+is ``recola``; exactly ``valence,arousal`` is ``aff-wild2``; comma-separated and naming ``time``,
+``valence`` and ``arousal`` is ``csv``; five ``;``-separated cells, the second a number, is
+``sewa``. A folder with ``arousal/`` and ``valence/`` subfolders is ``recola``; one holding
+``valence.csv`` or ``arousal.csv`` is ``dante``; one holding ``<its name>.json`` is ``afew-va``;
+then ``afew-va`` if a subfolder holds ``<its name>.json``, ``dante`` if some
+``<UserId>/<video>/`` holds ``valence.csv`` or ``arousal.csv``; else the folder's first ``.csv``
+or ``.txt`` file (sorted) decides. Anything else raises ``AnnotationError``.
+
+Reaction delay: annotators respond late, so the label of frame time t is the annotation at
+t + delay. ``read_annotations(..., delay=d)`` returns times shifted by -d;
+``resample(..., delay=d)`` looks labels up at ``new_times + d``. The two add up: use one.
+
+References:
+    Grimm, M., & Kroschel, K. (2005). Evaluation of natural emotions using self assessment
+    manikins. IEEE Workshop on Automatic Speech Recognition and Understanding, 381-385.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from coreaffect.config import FUSIONS
+from coreaffect.errors import AnnotationError
+
+__all__ = ["FORMATS", "Annotations", "detect_format", "fuse_raters", "read_annotations",
+           "resample_labels"]
+
+logger = logging.getLogger(__name__)
+
+FORMATS = ("dante", "aff-wild2", "afew-va", "sewa", "recola", "csv")
+_DEFAULT_FPS = {
+    "aff-wild2": 30.0,  # most Aff-Wild2 videos are 30 fps; the corpus passes the real rate
+    "afew-va": 25.0,  # AFEW-VA ships frames without a rate; pass the real one when known
+}
+_DIMS = ("valence", "arousal")
+_DANTE_HEADER = ["timestamp", "userid", "namevideo", "annotype", "value"]
+_DANTE_FILES = ("valence.csv", "arousal.csv")
+_AFFWILD_INVALID = -5.0
+_AFEW_SCALE = 10.0
+
+
+class Annotations(NamedTuple):
+    """The labels of one video.
+
+    Attributes:
+        times: (T,) float64 seconds, strictly increasing, already shifted by the read's delay.
+        values: (T, 2) float64, VA last axis (valence, arousal), in [-1, 1]; NaN = no label.
+        video: The video id (see the module docs for where each format keeps it).
+        path: The file read; for ``dante`` the ``annotation`` root and for ``recola`` the folder
+            that holds ``arousal/`` and ``valence/``.
+        raters: (R, T, 2) per-rater values before fusion, on the ``times`` grid; ``None`` for
+            single-rater formats.
+    """
+
+    times: np.ndarray
+    values: np.ndarray
+    video: str
+    path: Path
+    raters: np.ndarray | None = None
+
+    def resample(self, times: np.ndarray, delay: float = 0.0) -> np.ndarray:
+        """Labels at frame times; see :func:`resample_labels`.
+
+        Args:
+            times: (N,) frame times in seconds.
+            delay: Reaction delay in seconds: frame time t gets the label at t + delay. Added to
+                any delay given to :func:`read_annotations`.
+
+        Returns:
+            (N, 2) labels, VA last axis; NaN where there is none.
+        """
+        return resample_labels(self.times, self.values, times, delay)
+
+
+def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray,
+                    delay: float = 0.0) -> np.ndarray:
+    """Labels at new times by linear interpolation between the two bracketing samples.
+
+    A new time t is looked up at t + delay. Inside [times[0], times[-1]] the result interpolates
+    the samples on either side; it is NaN outside that span, and NaN when either bracketing
+    sample is NaN unless t + delay hits a valid sample exactly (then it is that sample).
+
+    Args:
+        times: (T,) sample times in seconds, strictly increasing.
+        values: (T, ...) samples, typically (T, 2) with VA last axis.
+        new_times: (N,) times to label, in any order; non-finite times give NaN.
+        delay: Reaction delay in seconds (labels are shifted earlier by this much).
+
+    Returns:
+        (N, ...) float64 labels.
+
+    Raises:
+        ValueError: If the shapes disagree or ``times`` is not strictly increasing.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    query = np.asarray(new_times, dtype=np.float64) + float(delay)
+    if times.ndim != 1 or query.ndim != 1 or values.shape[:1] != times.shape:
+        raise ValueError(f"need times (T,), values (T, ...) and new_times (N,); got "
+                         f"{times.shape}, {values.shape}, {query.shape}")
+    if not np.all(np.diff(times) > 0):
+        raise ValueError("times must be strictly increasing")
+    out = np.full(query.shape + values.shape[1:], np.nan)
+    if times.size == 0:
+        return out
+    inside = (query >= times[0]) & (query <= times[-1])  # False for NaN
+    q = query[inside]
+    left = np.searchsorted(times, q, side="right") - 1  # last sample at or before q
+    if times.size > 1:
+        i0 = np.clip(left, 0, times.size - 2)
+        w = (q - times[i0]) / (times[i0 + 1] - times[i0])
+        w = w.reshape(w.shape + (1,) * (values.ndim - 1))  # broadcast over trailing axes
+        out[inside] = values[i0] * (1.0 - w) + values[i0 + 1] * w
+    hit = times[left] == q  # exact hits keep their sample, whatever the neighbours are
+    rows = np.flatnonzero(inside)[hit]
+    out[rows] = values[left[hit]]
+    return out
+
+
+def fuse_raters(ratings: np.ndarray, method: str = "mean") -> np.ndarray:
+    """Fuse several raters' labels into one series, NaN-aware.
+
+    ``"mean"`` averages, at each time, the raters that have a label there. ``"ewe"`` is the
+    evaluator-weighted estimator (Grimm & Kroschel, 2005), for each VA dimension separately:
+    rater r gets weight w_r = max(rho_r, 0), rho_r the Pearson correlation between rater r and
+    the NaN-aware mean of the *other* raters (over the times where both exist; 0 when undefined).
+    Leaving rater r out of the reference keeps a rater from correlating with itself, which
+    matters with few raters. The fused value at time t is sum_r w_r x_rt / sum_r w_r over the
+    raters labelled at t, NaN where those weights sum to 0. If every weight of a dimension is 0,
+    that dimension falls back to the mean. A single rater is returned as is.
+
+    Args:
+        ratings: (R, T, 2) labels, VA last axis; NaN = no label.
+        method: ``"mean"`` or ``"ewe"``.
+
+    Returns:
+        (T, 2) fused labels.
+
+    Raises:
+        ValueError: For an unknown method or a shape that is not (R, T, D) with R >= 1.
+    """
+    ratings = np.asarray(ratings, dtype=np.float64)
+    if method not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {method!r}")
+    if ratings.ndim != 3 or ratings.shape[0] == 0:
+        raise ValueError(f"ratings must be (R, T, D) with R >= 1, got {ratings.shape}")
+    weights = np.ones((ratings.shape[0], ratings.shape[2]))  # (R, D)
+    if method == "ewe" and ratings.shape[0] > 1:
+        weights = _ewe_weights(ratings)
+    return _weighted_mean(ratings, weights)
+
+
+def _weighted_mean(ratings: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(R, T, D) ratings, (R, D) weights -> (T, D), over the raters present at each time."""
+    present = ~np.isnan(ratings)
+    w = np.where(present, weights[:, None, :], 0.0)  # (R, T, D)
+    total = w.sum(axis=0)
+    weighted = (np.where(present, ratings, 0.0) * w).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, weighted / total, np.nan)
+
+
+def _ewe_weights(ratings: np.ndarray) -> np.ndarray:
+    """EWE weights (R, D) of (R, T, D) ratings; see :func:`fuse_raters`."""
+    n_raters, _, n_dims = ratings.shape
+    weights = np.zeros((n_raters, n_dims))
+    for r in range(n_raters):  # loop over raters only, a handful
+        others = np.delete(ratings, r, axis=0)
+        reference = _weighted_mean(others, np.ones((n_raters - 1, n_dims)))  # (T, D)
+        for d in range(n_dims):
+            weights[r, d] = max(_correlation(ratings[r, :, d], reference[:, d]), 0.0)
+    dead = weights.sum(axis=0) == 0
+    if dead.any():
+        logger.warning("EWE: no rater correlates positively with the others in dimension(s) %s; "
+                       "using the mean there", np.flatnonzero(dead).tolist())
+        weights[:, dead] = 1.0
+    return weights
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation over the times where both (T,) series exist; 0 when undefined."""
+    both = ~(np.isnan(x) | np.isnan(y))
+    if both.sum() < 2:
+        return 0.0
+    xc = x[both] - x[both].mean()
+    yc = y[both] - y[both].mean()
+    denom = np.sqrt((xc @ xc) * (yc @ yc))
+    return float(xc @ yc / denom) if denom > 0 else 0.0
+
+
+def read_annotations(path: str | Path, format: str = "auto", *, video: str | None = None,
+                     fusion: str = "mean", delay: float = 0.0, fps: float | None = None
+                     ) -> Annotations:
+    """Read one video's annotations in any supported format.
+
+    Args:
+        path: A file or folder; what each format accepts is in the module docs.
+        format: One of :data:`FORMATS`, or ``"auto"`` to detect it (:func:`detect_format`).
+        video: The video id, to pick one video from a folder; for a file, a check.
+        fusion: Rater fusion for ``dante`` and ``recola``: ``"mean"`` or ``"ewe"``.
+        delay: Reaction delay in seconds; the returned times are shifted by -delay.
+        fps: Frame rate for the frame-indexed formats (``aff-wild2``: 30 by default,
+            ``afew-va``: 25 by default); ignored by the others, which carry times.
+
+    Returns:
+        The video's :class:`Annotations`.
+
+    Raises:
+        AnnotationError: If the path or its content is missing or malformed.
+        ValueError: For an unknown format or fusion, a non-finite delay, or fps <= 0.
+    """
+    path = Path(path)
+    if format not in (*FORMATS, "auto"):
+        raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
+    if fusion not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+    if not np.isfinite(delay):
+        raise ValueError(f"delay must be finite, got {delay}")
+    if fps is not None and not (np.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be positive, got {fps}")
+    if format == "auto":
+        format = detect_format(path)
+    if format in _DEFAULT_FPS:
+        fps = _DEFAULT_FPS[format] if fps is None else float(fps)
+    readers: dict[str, Callable[[Path, str | None, float | None], Annotations]] = {
+        "dante": _read_dante, "aff-wild2": _read_affwild2, "afew-va": _read_afew,
+        "sewa": _read_sewa, "recola": _read_recola, "csv": _read_csv,
+    }
+    try:
+        got = readers[format](path, video, fps)
+    except OSError as err:  # a folder that cannot be listed, a file vanishing mid-read
+        raise AnnotationError(path, f"cannot read ({err.strerror or err})") from None
+    if got.raters is not None:  # multi-rater readers leave the fusion to here
+        got = got._replace(values=fuse_raters(got.raters, fusion))
+    logger.debug("%s: %s annotations of %r, %d samples", got.path, format, got.video,
+                 got.times.size)
+    return got._replace(times=got.times - delay)
+
+
+def detect_format(path: str | Path) -> str:
+    """Tell the annotation format of a file or folder, by the rules in the module docs.
+
+    Args:
+        path: A file or folder.
+
+    Returns:
+        One of :data:`FORMATS`.
+
+    Raises:
+        AnnotationError: If the path is missing or unreadable, or its format cannot be told.
+    """
+    path = Path(path)
+    try:
+        if path.is_dir():
+            return _detect_folder(path)
+    except OSError as err:
+        raise AnnotationError(path, f"cannot list folder ({err.strerror or err})") from None
+    if not path.exists():
+        raise AnnotationError(path, "no such file or folder")
+    if path.suffix.lower() == ".json":
+        return "afew-va"
+    text = _read_text(path)
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    line = next((ln for ln in lines if ln.strip()), None)
+    if line is None:
+        raise AnnotationError(path, "empty file")
+    semi = [cell.strip().lower() for cell in line.split(";")]
+    comma = [cell.strip().lower() for cell in line.split(",")]
+    if semi == _DANTE_HEADER:
+        return "dante"
+    if len(semi) >= 2 and semi[0] == "time":
+        return "recola"
+    if comma == list(_DIMS):
+        return "aff-wild2"
+    if {"time", *_DIMS} <= set(comma):
+        return "csv"
+    if len(semi) == 5 and _is_number(semi[1]):
+        return "sewa"
+    raise AnnotationError(path, f"cannot tell the annotation format from its first line "
+                                f"{_short(line)}; pass format= one of {FORMATS}")
+
+
+def _detect_folder(path: Path) -> str:
+    if (path / "arousal").is_dir() and (path / "valence").is_dir():
+        return "recola"
+    if any((path / name).is_file() for name in _DANTE_FILES):
+        return "dante"
+    if (path / f"{path.name}.json").is_file():
+        return "afew-va"
+    subfolders = sorted(p for p in path.iterdir() if p.is_dir())
+    if any((p / f"{p.name}.json").is_file() for p in subfolders):
+        return "afew-va"
+    for name in _DANTE_FILES:
+        if next(path.glob(f"*/*/{name}"), None) is not None:
+            return "dante"
+    files = sorted(p for p in path.iterdir()
+                   if p.suffix.lower() in (".csv", ".txt") and p.is_file())
+    if files:
+        return detect_format(files[0])
+    raise AnnotationError(path, f"cannot tell the annotation format of this folder; "
+                                f"pass format= one of {FORMATS}")
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_text(path: Path) -> str:
+    """The file's text; every failure is an :class:`AnnotationError`."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AnnotationError(path, "no such file") from None
+    except IsADirectoryError:
+        raise AnnotationError(path, "is a folder, not a file") from None
+    except OSError as err:
+        raise AnnotationError(path, f"cannot read ({err.strerror or err})") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise AnnotationError(path, f"not UTF-8 text (byte {err.start}: {err.reason})",
+                              line) from None
+
+
+class _Table(NamedTuple):
+    """The non-blank rows of a delimited file, flattened: row i is cells[start[i]:][:width[i]]."""
+
+    cells: list[str]
+    start: np.ndarray  # (N,) index of each row's first cell
+    width: np.ndarray  # (N,) cells in each row
+    line: np.ndarray  # (N,) 1-based line number of each row
+
+    def header(self) -> list[str]:
+        return [cell.strip().lower() for cell in self.cells[: self.width[0]]]
+
+    def column(self, j: int, first: int, ncols: int) -> list[str]:
+        """Cell j of rows first..N-1, all ``ncols`` wide."""
+        return self.cells[self.start[first] + j : self.start[-1] + self.width[-1] : ncols]
+
+
+def _table(path: Path, delimiter: str) -> _Table:
+    """Read a delimited file; trailing blank rows are dropped, blank rows elsewhere an error."""
+    text = _read_text(path).replace("\r\n", "\n")
+    if '"' in text or "\r" in text:  # quoting or old Mac line ends: the csv module's job
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
+            rows = [(reader.line_num, cells) for cells in reader]
+        except csv.Error as err:
+            raise AnnotationError(path, f"malformed line ({err})", reader.line_num) from None
+        lines = [line for line, _ in rows]
+        widths = [len(cells) for _, cells in rows]
+        blank = [not "".join(cells).strip() for _, cells in rows]
+        flat = [cell for _, cells in rows for cell in cells]
+    else:  # split plain lines as the csv module would, without a list per row: ~10x faster
+        texts = text.split("\n")
+        lines = range(1, len(texts) + 1)
+        widths = [line.count(delimiter) + 1 for line in texts]
+        blank = [not line.replace(delimiter, "").strip() for line in texts]
+        flat = delimiter.join(texts).split(delimiter)
+    keep = len(blank) - next((i for i, b in enumerate(reversed(blank)) if not b), len(blank))
+    if keep == 0:
+        raise AnnotationError(path, "empty file")
+    if any(blank[:keep]):
+        raise AnnotationError(path, "blank line inside the data", int(lines[blank.index(True)]))
+    width = np.array(widths[:keep])
+    return _Table(flat, np.cumsum(width) - width, width, np.array(lines[:keep]))
+
+
+def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, first: int = 1,
+             delimiter: str = ",") -> tuple[np.ndarray, np.ndarray]:
+    """Parse some columns of rows first..N-1, which must be ``ncols`` wide.
+
+    Returns:
+        (N - first, len(columns)) float64 values (empty cell = NaN) and their 1-based lines.
+    """
+    lines = table.line[first:]
+    if not lines.size:
+        raise AnnotationError(path, "no data rows")
+    wrong = np.flatnonzero(table.width[first:] != ncols)
+    if wrong.size:
+        raise AnnotationError(path, f"expected {ncols} {delimiter!r}-separated columns, found "
+                                    f"{table.width[first + wrong[0]]}", int(lines[wrong[0]]))
+    out = np.empty((lines.size, len(columns)))
+    for k, j in enumerate(columns):
+        column = table.column(j, first, ncols)
+        try:
+            out[:, k] = np.array(column, dtype=np.float64)  # fast path: every cell a number
+            continue
+        except ValueError:
+            pass
+        for i, cell in enumerate(column):  # slow path: empty cells, or find the bad one
+            try:
+                out[i, k] = float(cell) if cell.strip() else np.nan
+            except ValueError:
+                raise AnnotationError(path, f"column {j + 1}: {_short(cell)} is not a number",
+                                      int(lines[i])) from None
+    return out, lines
+
+
+def _check(path: Path, times: np.ndarray | None, values: np.ndarray, lines: np.ndarray,
+           names: Sequence[str] = _DIMS) -> None:
+    """Times (N,) finite and strictly increasing; values (N, K) NaN or in [-1, 1]."""
+    if times is not None:
+        bad = np.flatnonzero(~np.isfinite(times))
+        if bad.size:
+            raise AnnotationError(path, f"time {times[bad[0]]} is not a finite number",
+                                  int(lines[bad[0]]))
+        back = np.flatnonzero(np.diff(times) <= 0) + 1
+        if back.size:
+            i = back[0]
+            raise AnnotationError(path, f"time {times[i]:g} does not follow {times[i - 1]:g}: "
+                                        f"times must be strictly increasing", int(lines[i]))
+    bad = np.argwhere(~(np.isnan(values) | (np.abs(values) <= 1.0)))
+    if bad.size:
+        i, j = bad[0]
+        raise AnnotationError(path, f"{names[j]} {values[i, j]:g} is outside [-1, 1]",
+                              int(lines[i]))
+
+
+def _pick(folder: Path, available: dict[str, Path], video: str | None, what: str
+          ) -> tuple[str, Path]:
+    """Choose ``video`` among ``available`` (id -> path), or the only one when it is None."""
+    names = sorted(available)
+    listing = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+    if video is None:
+        if len(names) == 1:
+            return names[0], available[names[0]]
+        if not names:
+            raise AnnotationError(folder, f"no {what} here")
+        raise AnnotationError(folder, f"holds {len(names)} videos; pass video= one of: {listing}")
+    if video not in available:
+        raise AnnotationError(folder, f"no {what} for video {video!r}; available: "
+                                      f"{listing or 'none'}")
+    return video, available[video]
+
+
+def _one_file(path: Path, video: str | None, suffix: str, what: str, check: bool = True
+              ) -> Path:
+    """The file of a single-file format: ``path`` itself, or ``<path>/<video><suffix>``."""
+    if path.is_dir():
+        available = {p.stem: p for p in path.glob(f"*{suffix}") if p.is_file()}
+        return _pick(path, available, video, what)[1]
+    if not path.exists():
+        raise AnnotationError(path, "no such file")
+    if check:
+        _check_video(path, video, path.stem)
+    return path
+
+
+def _check_video(path: Path, video: str | None, found: str) -> None:
+    if video is not None and video != found:
+        raise AnnotationError(path, f"holds video {found!r}, not the requested {video!r}")
+
+
+def _read_affwild2(path: Path, video: str | None, fps: float | None) -> Annotations:
+    path = _one_file(path, video, ".txt", "Aff-Wild2 <video>.txt")
+    table = _table(path, ",")
+    if table.header() != list(_DIMS):
+        raise AnnotationError(path, "missing header: expected 'valence,arousal'",
+                              int(table.line[0]))
+    values, lines = _numbers(path, table, (0, 1), 2)
+    values[values == _AFFWILD_INVALID] = np.nan  # -5 marks an invalid value
+    _check(path, None, values, lines)
+    return Annotations(np.arange(len(values)) / fps, values, path.stem, path)
+
+
+def _read_csv(path: Path, video: str | None, fps: float | None) -> Annotations:
+    path = _one_file(path, video, ".csv", "<video>.csv")
+    table = _table(path, ",")
+    header = table.header()
+    if any(header.count(name) != 1 for name in ("time", *_DIMS)):
+        raise AnnotationError(path, f"missing header: need columns time, valence and arousal "
+                                    f"once each, found {header}", int(table.line[0]))
+    columns = [header.index(name) for name in ("time", *_DIMS)]
+    data, lines = _numbers(path, table, columns, len(header))
+    _check(path, data[:, 0], data[:, 1:], lines)
+    return Annotations(data[:, 0].copy(), data[:, 1:].copy(), path.stem, path)
+
+
+def _read_sewa(path: Path, video: str | None, fps: float | None) -> Annotations:
+    path = _one_file(path, video, ".csv", "SEWA <video>.csv", check=False)
+    table = _table(path, ";")
+    data, lines = _numbers(path, table, (1, 2, 3), 5, first=0, delimiter=";")
+    names = [name.strip() for name in table.column(0, 0, 5)]
+    if not names[0]:
+        raise AnnotationError(path, "empty name in the first column", int(lines[0]))
+    other = next((i for i, name in enumerate(names) if name != names[0]), None)
+    if other is not None:
+        raise AnnotationError(path, f"name {_short(names[other])} differs from {names[0]!r}: "
+                                    f"one video per file", int(lines[other]))
+    _check_video(path, video, names[0])
+    values = data[:, [2, 1]]  # the file has arousal before valence
+    _check(path, data[:, 0], values, lines)
+    return Annotations(data[:, 0].copy(), values, names[0], path)
+
+
+def _read_afew(path: Path, video: str | None, fps: float | None) -> Annotations:
+    if path.is_dir():
+        own = path / f"{path.name}.json"
+        clips = {p.name: p / f"{p.name}.json" for p in path.iterdir()}
+        if own.is_file() and video in (None, path.name):
+            clips = {path.name: own}
+        clips = {name: file for name, file in clips.items() if file.is_file()}
+        path = _pick(path, clips, video, "AFEW-VA clip folder NNN/ with NNN.json")[1]
+    clip = path.stem
+    _check_video(path, video, clip)
+    try:
+        data = json.loads(_read_text(path))
+    except json.JSONDecodeError as err:
+        raise AnnotationError(path, f"not valid JSON ({err.msg})", err.lineno) from None
+    except (ValueError, RecursionError) as err:  # huge integers, deep nesting
+        raise AnnotationError(path, f"not valid JSON ({type(err).__name__})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("frames"), dict):
+        raise AnnotationError(path, 'expected an object with a "frames" object')
+    if "video_id" in data and not _same_id(data["video_id"], clip):
+        raise AnnotationError(path, f"video_id {_short(str(data['video_id']))} does not match "
+                                    f"the file name {clip!r}")
+    if not data["frames"]:
+        raise AnnotationError(path, "no frames")
+    index, values = [], []
+    for key, frame in data["frames"].items():
+        if not (key.isascii() and key.isdigit() and len(key) <= 9):
+            raise AnnotationError(path, f"frame key {_short(key)} is not a frame number")
+        if not isinstance(frame, dict) or not all(dim in frame for dim in _DIMS):
+            raise AnnotationError(path, f"frame {key}: expected an object with valence, arousal")
+        index.append(int(key))
+        values.append([_afew_value(path, key, dim, frame[dim]) for dim in _DIMS])
+    order = np.argsort(index, kind="stable")
+    frame_numbers = np.asarray(index)[order]
+    twice = np.flatnonzero(np.diff(frame_numbers) == 0)
+    if twice.size:
+        raise AnnotationError(path, f"frame {frame_numbers[twice[0]]} appears twice")
+    return Annotations(frame_numbers / fps, np.asarray(values, dtype=np.float64)[order], clip, path)
+
+
+def _afew_value(path: Path, key: str, dim: str, raw: object) -> float:
+    """An AFEW-VA label in [-10, 10] scaled to [-1, 1]; null (or NaN) is no label."""
+    if raw is None:
+        return np.nan
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise AnnotationError(path, f"frame {key}: {dim} {_short(str(raw))} is not a number")
+    try:
+        scaled = float(raw) / _AFEW_SCALE
+    except OverflowError:
+        scaled = np.inf
+    if not (np.isnan(scaled) or abs(scaled) <= 1.0):
+        raise AnnotationError(path, f"frame {key}: {dim} {raw} is outside [-10, 10]")
+    return scaled
+
+
+def _same_id(video_id: object, clip: str) -> bool:
+    """Whether a json ``video_id`` names the clip (``7`` and ``"7"`` both match ``007``)."""
+    if isinstance(video_id, bool) or not isinstance(video_id, (str, int)):
+        return False
+    return str(video_id).lstrip("0") == clip.lstrip("0")
+
+
+def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations:
+    path = path.absolute()
+    if path.is_file() or any((path / name).is_file() for name in _DANTE_FILES):
+        if path.is_file() and path.name not in _DANTE_FILES:
+            raise AnnotationError(path, f"DANTE files are named {' or '.join(_DANTE_FILES)}")
+        folder = path.parent if path.is_file() else path  # <root>/<UserId>/<video>
+        root, found = folder.parent.parent, folder.name
+        _check_video(path, video, found)
+    elif path.is_dir():
+        root = path
+        available = {v.name: v for u in root.iterdir() if u.is_dir() for v in u.iterdir()
+                     if any((v / name).is_file() for name in _DANTE_FILES)}
+        found = _pick(root, available, video, "DANTE <UserId>/<video>/valence.csv")[0]
+    else:
+        raise AnnotationError(path, "no such file or folder")
+    series = []
+    for user in sorted(p for p in root.iterdir() if p.is_dir()):
+        files = [user / found / name for name in _DANTE_FILES]
+        missing = [f for f in files if not f.is_file()]
+        if len(missing) == 1:
+            raise AnnotationError(missing[0], "missing: every rater needs valence.csv and "
+                                              "arousal.csv")
+        if not missing:
+            series.extend(_read_dante_file(f) for f in files)  # valence, then arousal
+    grid, stacked = _align(series)  # (2R, T): rater-major, then (valence, arousal)
+    raters = stacked.reshape(-1, 2, grid.size).transpose(0, 2, 1)  # (R, T, 2)
+    return Annotations(grid, None, found, root, raters)
+
+
+def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) times and (T, 1) values of one DANTE file."""
+    table = _table(path, ";")
+    if table.header() != _DANTE_HEADER:
+        raise AnnotationError(path, "missing header: expected "
+                                    "'TimeStamp;UserId;NameVideo;AnnoType;Value'",
+                              int(table.line[0]))
+    data, lines = _numbers(path, table, (0, 4), 5, delimiter=";")
+    _check(path, data[:, 0], data[:, 1:], lines, names=[path.stem])
+    return data[:, 0].copy(), data[:, 1].copy()
+
+
+def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotations:
+    path = path.absolute()
+    if path.is_dir():
+        if not all((path / dim).is_dir() for dim in _DIMS):
+            raise AnnotationError(path, "expected RECOLA folders arousal/ and valence/ here")
+        available = {p.stem: p for dim in _DIMS for p in (path / dim).glob("*.csv")}
+        path = _pick(path, available, video, "RECOLA arousal/<video>.csv")[1]
+    elif not path.is_file():
+        raise AnnotationError(path, "no such file or folder")
+    dim = path.parent.name.lower()
+    if dim not in _DIMS:
+        raise AnnotationError(path, "RECOLA files live in folders named arousal/ and valence/")
+    _check_video(path, video, path.stem)
+    other = "valence" if dim == "arousal" else "arousal"
+    files = {dim: path, other: path.parent.parent / other / path.name}
+    if not files[other].is_file():
+        raise AnnotationError(path, f"no matching {other} file: expected {files[other]}")
+    val_t, val, val_names = _read_recola_file(files["valence"])
+    aro_t, aro, aro_names = _read_recola_file(files["arousal"])
+    if sorted(val_names) != sorted(aro_names):
+        raise AnnotationError(files["arousal"], f"raters {aro_names} differ from {val_names} "
+                                                f"in {files['valence']}")
+    aro = aro[:, [aro_names.index(name) for name in val_names]]  # valence file's rater order
+    grid, stacked = _align([(val_t, val), (aro_t, aro)])  # (2, T, R)
+    return Annotations(grid, None, path.stem, path.parent.parent, stacked.transpose(2, 1, 0))
+
+
+def _read_recola_file(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(T,) times, (T, R) values and the R rater names of one RECOLA file."""
+    table = _table(path, ";")
+    header = [cell.strip() for cell in table.cells[: table.width[0]]]
+    names = header[1:]
+    if header[0].lower() != "time" or not names or not all(names) or len(set(names)) < len(names):
+        raise AnnotationError(path, f"missing header: expected 'time;FM1 ;FM2 ;...' with distinct "
+                                    f"rater names, found {header[:8]}", int(table.line[0]))
+    data, lines = _numbers(path, table, range(len(header)), len(header), delimiter=";")
+    _check(path, data[:, 0], data[:, 1:], lines, [f"{path.parent.name} of {n}" for n in names])
+    return data[:, 0].copy(), data[:, 1:].copy(), names
+
+
+def _align(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Put series of (T_i,) times and (T_i, ...) values on the grid of the longest one.
+
+    Returns:
+        (T,) grid and (S, T, ...) values, S the number of series.
+    """
+    grid = max((times for times, _ in series), key=len)  # the first of the longest
+    if all(np.array_equal(times, grid) for times, _ in series):
+        return grid, np.stack([values for _, values in series])
+    logger.debug("aligning %d series of lengths %s onto a grid of %d samples", len(series),
+                 [len(times) for times, _ in series], grid.size)
+    return grid, np.stack([resample_labels(times, values, grid) for times, values in series])

@@ -1,0 +1,473 @@
+"""Tests of coreaffect.annotations: formats as shipped, detection, fusion, resampling, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coreaffect.annotations import (
+    FORMATS,
+    Annotations,
+    detect_format,
+    fuse_raters,
+    read_annotations,
+    resample_labels,
+)
+from coreaffect.errors import AnnotationError
+
+RECOLA_RATERS = ("FM1", "FM2", "FM3", "FF1", "FF2", "FF3")
+
+
+# --- writers: files exactly as the datasets ship them -----------------------------------------
+
+
+def write_dante(root: Path, video: str, raters: dict[str, tuple[list, list]],
+                step: float = 0.04) -> None:
+    """``root/<UserId>/<video>/{valence,arousal}.csv``; raters maps UserId -> (valence, arousal)."""
+    for user, series in raters.items():
+        folder = root / user / video
+        folder.mkdir(parents=True, exist_ok=True)
+        for dim, values in zip(("valence", "arousal"), series, strict=True):
+            lines = ["TimeStamp;UserId;NameVideo;AnnoType;Value"]
+            lines += [f"{i * step:.2f};{user};{video};{dim};{v}" for i, v in enumerate(values)]
+            (folder / f"{dim}.csv").write_text("\n".join(lines) + "\n")
+
+
+def write_recola(root: Path, video: str, valence: np.ndarray, arousal: np.ndarray,
+                 names: tuple[str, ...] = RECOLA_RATERS) -> None:
+    """``root/{valence,arousal}/<video>.csv`` with the trailing-space rater header; (T, R) each."""
+    for dim, data in (("valence", valence), ("arousal", arousal)):
+        (root / dim).mkdir(parents=True, exist_ok=True)
+        lines = ["time;" + ";".join(f"{name} " for name in names)]
+        lines += [f"{i * 0.04:.2f};" + ";".join(f"{v:.6f}" for v in row)
+                  for i, row in enumerate(np.atleast_2d(data))]
+        (root / dim / f"{video}.csv").write_text("\n".join(lines) + "\n")
+
+
+def write_afew(root: Path, clip: str, frames: dict, video_id: str | None = None) -> Path:
+    """``root/NNN/`` with a PNG frame and ``NNN.json``."""
+    folder = root / clip
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "00000.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    doc = {"actor": "someone", "frames": frames, "video_id": video_id or clip}
+    (folder / f"{clip}.json").write_text(json.dumps(doc))
+    return folder
+
+
+def afew_frame(valence: int | None, arousal: int | None) -> dict:
+    return {"valence": valence, "arousal": arousal, "landmarks": [[1.0, 2.0]] * 68}
+
+
+# --- each format --------------------------------------------------------------------------------
+
+
+def test_dante_root_with_one_video_is_inferred_and_fused(tmp_path):
+    write_dante(tmp_path, "vid1", {"u1": ([0.1, 0.2, 0.3], [-0.1, 0.0, 0.1]),
+                                   "u2": ([0.3, 0.4, 0.5], [0.1, 0.2, 0.3])})
+    ann = read_annotations(tmp_path, "dante")
+    assert isinstance(ann, Annotations)
+    assert ann.video == "vid1"
+    assert ann.path == tmp_path.absolute()
+    np.testing.assert_allclose(ann.times, [0.0, 0.04, 0.08])
+    np.testing.assert_allclose(ann.values, [[0.2, 0.0], [0.3, 0.1], [0.4, 0.2]])
+    assert ann.raters.shape == (2, 3, 2)
+    np.testing.assert_allclose(ann.raters[1, :, 0], [0.3, 0.4, 0.5])
+
+
+def test_dante_file_or_video_folder_reads_every_rater_of_the_video(tmp_path):
+    write_dante(tmp_path, "vid1", {"u1": ([0.0, 0.2], [0.0, 0.0]), "u2": ([0.2, 0.4], [0.0, 0.0])})
+    write_dante(tmp_path, "vid2", {"u1": ([0.9, 0.9], [0.0, 0.0])})
+    for path in (tmp_path / "u2" / "vid1" / "arousal.csv", tmp_path / "u1" / "vid1"):
+        ann = read_annotations(path, "dante")
+        assert ann.video == "vid1" and ann.raters.shape == (2, 2, 2)
+        np.testing.assert_allclose(ann.values[:, 0], [0.1, 0.3])
+    ann = read_annotations(tmp_path, "dante", video="vid2")
+    np.testing.assert_allclose(ann.values, [[0.9, 0.0], [0.9, 0.0]])
+
+
+def test_dante_unknown_or_ambiguous_video_lists_the_available_ones(tmp_path):
+    write_dante(tmp_path, "vid1", {"u1": ([0.0], [0.0])})
+    write_dante(tmp_path, "vid2", {"u1": ([0.0], [0.0])})
+    for video in (None, "nope"):
+        with pytest.raises(AnnotationError, match="vid1, vid2"):
+            read_annotations(tmp_path, "dante", video=video)
+
+
+def test_dante_rater_missing_a_dimension_is_an_error(tmp_path):
+    write_dante(tmp_path, "vid1", {"u1": ([0.0], [0.0]), "u2": ([0.0], [0.0])})
+    (tmp_path / "u2" / "vid1" / "arousal.csv").unlink()
+    with pytest.raises(AnnotationError, match="arousal.csv") as err:
+        read_annotations(tmp_path, "dante")
+    assert err.value.path.name == "arousal.csv"
+
+
+def test_dante_raters_of_different_lengths_are_aligned_on_the_longest_grid(tmp_path):
+    write_dante(tmp_path, "v", {"u1": ([0.1, 0.2], [0.1, 0.2]),
+                                "u2": ([0.3, 0.4, 0.5, 0.6], [0.3, 0.4, 0.5, 0.6])})
+    ann = read_annotations(tmp_path, "dante")
+    np.testing.assert_allclose(ann.times, [0.0, 0.04, 0.08, 0.12])
+    np.testing.assert_allclose(ann.raters[0, :, 0], [0.1, 0.2, np.nan, np.nan])
+    np.testing.assert_allclose(ann.values[:, 0], [0.2, 0.3, 0.5, 0.6])  # NaN-aware mean
+
+
+def test_dante_ewe_fusion_drops_an_anticorrelated_rater(tmp_path):
+    rising = [0.0, 0.1, 0.2, 0.3]
+    falling = [-v for v in rising]
+    write_dante(tmp_path, "v", {"a": (rising, rising), "b": (rising, rising),
+                                "c": (rising, rising), "d": (falling, falling)})
+    np.testing.assert_allclose(read_annotations(tmp_path, "dante", fusion="ewe").values[:, 0],
+                               rising, atol=1e-12)
+    np.testing.assert_allclose(read_annotations(tmp_path, "dante").values[:, 0],
+                               [v / 2 for v in rising], atol=1e-12)
+
+
+def test_affwild2_rows_are_frames_and_minus_five_is_invalid(tmp_path):
+    path = tmp_path / "118-30-640x480.txt"
+    path.write_text("valence,arousal\n0.1,0.2\n-5,-5\n0.4,-5\n-0.5,-0.6\n")
+    ann = read_annotations(path, "aff-wild2")
+    assert ann.video == "118-30-640x480" and ann.raters is None and ann.path == path
+    np.testing.assert_allclose(ann.times, np.arange(4) / 30)  # the documented default
+    np.testing.assert_allclose(ann.values, [[0.1, 0.2], [np.nan] * 2, [0.4, np.nan], [-0.5, -0.6]])
+    np.testing.assert_allclose(read_annotations(path, "aff-wild2", fps=25).times, np.arange(4) / 25)
+    folder = read_annotations(tmp_path, "aff-wild2", video="118-30-640x480")
+    np.testing.assert_array_equal(folder.values, ann.values)
+
+
+def test_afew_va_scales_by_ten_and_orders_frames(tmp_path):
+    folder = write_afew(tmp_path, "001", {"00002": afew_frame(10, -10), "00000": afew_frame(3, 0),
+                                          "00001": afew_frame(None, 5)})
+    for path in (folder, folder / "001.json", tmp_path):
+        ann = read_annotations(path, "afew-va")
+        assert ann.video == "001" and ann.path == folder / "001.json"
+        np.testing.assert_allclose(ann.times, np.arange(3) / 25)  # the documented default
+        np.testing.assert_allclose(ann.values, [[0.3, 0.0], [np.nan, 0.5], [1.0, -1.0]])
+    np.testing.assert_allclose(read_annotations(folder, "afew-va", fps=10).times, [0, 0.1, 0.2])
+
+
+def test_afew_va_checks_video_id_range_and_clip_choice(tmp_path):
+    write_afew(tmp_path, "002", {"00000": afew_frame(1, 1)}, video_id="003")
+    with pytest.raises(AnnotationError, match="video_id"):
+        read_annotations(tmp_path / "002", "afew-va")
+    write_afew(tmp_path, "004", {"00000": afew_frame(1, 1)}, video_id="4")  # same number: fine
+    assert read_annotations(tmp_path, "afew-va", video="004").video == "004"
+    with pytest.raises(AnnotationError, match="002, 004"):
+        read_annotations(tmp_path, "afew-va")
+    write_afew(tmp_path, "005", {"00000": afew_frame(11, 1)})
+    with pytest.raises(AnnotationError, match=r"frame 00000: valence 11 is outside \[-10, 10\]"):
+        read_annotations(tmp_path / "005", "afew-va")
+
+
+def test_sewa_reads_arousal_before_valence(tmp_path):
+    path = tmp_path / "Train_01.csv"
+    path.write_text("Train_01;0.00;0.5;-0.25;0.1\nTrain_01;0.10;0.6;-0.35;0.2\n")
+    ann = read_annotations(path, "sewa")
+    assert ann.video == "Train_01" and ann.raters is None
+    np.testing.assert_allclose(ann.times, [0.0, 0.1])
+    np.testing.assert_allclose(ann.values, [[-0.25, 0.5], [-0.35, 0.6]])
+    assert read_annotations(tmp_path, "sewa", video="Train_01").video == "Train_01"
+
+
+def test_sewa_name_must_be_constant(tmp_path):
+    path = tmp_path / "a.csv"
+    path.write_text("a;0.0;0;0;0\na;0.1;0;0;0\nb;0.2;0;0;0\n")
+    with pytest.raises(AnnotationError, match="one video per file") as err:
+        read_annotations(path, "sewa")
+    assert err.value.line == 3
+
+
+def test_recola_strips_rater_names_and_reads_from_either_file_or_root(tmp_path):
+    valence = np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [0.0, 0.0, 0.0, 0.0, 0.0, 0.6]])
+    arousal = -valence
+    write_recola(tmp_path, "P16", valence, arousal)
+    for path in (tmp_path / "arousal" / "P16.csv", tmp_path / "valence" / "P16.csv", tmp_path):
+        ann = read_annotations(path, "recola", video="P16")
+        assert ann.video == "P16" and ann.path == tmp_path.absolute()
+        assert ann.raters.shape == (6, 2, 2)
+        np.testing.assert_allclose(ann.times, [0.0, 0.04])
+        np.testing.assert_allclose(ann.values, [[0.35, -0.35], [0.1, -0.1]])
+        np.testing.assert_allclose(ann.raters[:, 0, 0], valence[0])
+
+
+def test_recola_matches_raters_by_name_across_files(tmp_path):
+    write_recola(tmp_path, "P1", np.array([[0.1, 0.2]]), np.array([[0.3, 0.4]]), ("FM1", "FF1"))
+    (tmp_path / "arousal" / "P1.csv").write_text("time;FF1 ;FM1 \n0.00;0.4;0.3\n")
+    ann = read_annotations(tmp_path / "valence" / "P1.csv", "recola")
+    np.testing.assert_allclose(ann.raters[:, 0, :], [[0.1, 0.3], [0.2, 0.4]])
+    (tmp_path / "arousal" / "P1.csv").write_text("time;FF1 ;FM2 \n0.00;0.4;0.3\n")
+    with pytest.raises(AnnotationError, match="raters"):
+        read_annotations(tmp_path / "valence" / "P1.csv", "recola")
+
+
+def test_recola_missing_sibling_is_a_clear_error(tmp_path):
+    write_recola(tmp_path, "P1", np.zeros((2, 6)), np.zeros((2, 6)))
+    (tmp_path / "valence" / "P1.csv").unlink()
+    with pytest.raises(AnnotationError, match="no matching valence file"):
+        read_annotations(tmp_path / "arousal" / "P1.csv", "recola")
+
+
+def test_csv_ignores_extra_columns_and_reads_empty_cells_as_nan(tmp_path):
+    path = tmp_path / "clip.csv"
+    path.write_text("frame, Arousal ,time,valence\n0,0.5,0.0,0.1\n1,,0.5,-0.2\n")
+    ann = read_annotations(path)
+    assert ann.video == "clip"
+    np.testing.assert_allclose(ann.times, [0.0, 0.5])
+    np.testing.assert_allclose(ann.values, [[0.1, 0.5], [-0.2, np.nan]])
+
+
+def test_read_delay_shifts_times_earlier(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text("time,valence,arousal\n0.0,0,0\n0.04,0.1,0.1\n0.08,0.2,0.2\n")
+    np.testing.assert_allclose(read_annotations(path, delay=0.04).times, [-0.04, 0.0, 0.04])
+
+
+def test_detect_format_of_each_layout(tmp_path):
+    write_dante(tmp_path / "annotation", "vid", {"u1": ([0.0], [0.0])})
+    write_recola(tmp_path / "recola", "P1", np.zeros((1, 6)), np.zeros((1, 6)))
+    write_afew(tmp_path / "afew", "001", {"00000": afew_frame(0, 0)})
+    (tmp_path / "aff").mkdir()
+    (tmp_path / "aff" / "v.txt").write_text("valence,arousal\n0,0\n")
+    (tmp_path / "sewa.csv").write_text("Train_01;0.00;0.5;-0.25;0.1\n")
+    (tmp_path / "plain.csv").write_text("time,valence,arousal\n0,0,0\n")
+    expected = {
+        "annotation": "dante", "annotation/u1/vid": "dante", "annotation/u1/vid/valence.csv":
+        "dante", "recola": "recola", "recola/arousal/P1.csv": "recola", "afew": "afew-va",
+        "afew/001": "afew-va", "afew/001/001.json": "afew-va", "aff": "aff-wild2",
+        "aff/v.txt": "aff-wild2", "sewa.csv": "sewa", "plain.csv": "csv",
+    }
+    for relative, fmt in expected.items():
+        assert detect_format(tmp_path / relative) == fmt, relative
+    assert read_annotations(tmp_path / "afew").video == "001"
+    (tmp_path / "odd.csv").write_text("a;b\n")
+    for path in (tmp_path / "odd.csv", tmp_path / "missing.csv"):
+        with pytest.raises(AnnotationError):
+            detect_format(path)
+
+
+# --- bad content --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "text", "line", "match"), [
+    ("csv", "time,valence,arousal\n0,0,0\n0.1,1.5,0\n", 3, "valence 1.5 is outside"),
+    ("csv", "time,valence,arousal\n0,0,0\n0,0,0\n", 3, "strictly increasing"),
+    ("csv", "time,valence,arousal\n0,0,0\n0.1,abc,0\n", 3, "'abc' is not a number"),
+    ("csv", "time,valence,arousal\n0,0\n", 2, "expected 3"),
+    ("csv", "time,valence,arousal\n0,0,0\n\n0.2,0,0\n", 3, "blank line"),
+    ("csv", "0,0,0\n", 1, "missing header"),
+    ("csv", "time,valence,arousal\n,0,0\n", 2, "not a finite number"),
+    ("sewa", "a;0.0;0;0;0\na;0.1;-1.2;0;0\n", 2, "arousal -1.2 is outside"),
+    ("aff-wild2", "valence,arousal\n0,0\n0,2\n", 3, "arousal 2 is outside"),
+    ("aff-wild2", "arousal,valence\n0,0\n", 1, "missing header"),
+    ("dante", "TimeStamp;UserId;NameVideo;AnnoType;Value\n0;u;v;valence;-3\n", 2, "outside"),
+    ("recola", "time;FM1 ;FM2 \n0.00;0.1;0.2\n0.04;0.1;7\n", 3, "outside"),
+])
+def test_bad_content_names_file_and_line(tmp_path, fmt, text, line, match):
+    target = _layout(tmp_path, fmt, text.encode())
+    with pytest.raises(AnnotationError, match=match) as err:
+        read_annotations(target, fmt)
+    assert err.value.line == line
+    assert err.value.path.name == target.name
+    assert f"line {line}" in str(err.value)
+
+
+def test_empty_undecodable_and_missing_files(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_bytes(b"")
+    with pytest.raises(AnnotationError, match="empty file"):
+        read_annotations(path, "csv")
+    path.write_bytes(b"time,valence,arousal\n0,0,0\n\xff\xfe\n")
+    with pytest.raises(AnnotationError, match="not UTF-8") as err:
+        read_annotations(path, "csv")
+    assert err.value.line == 3
+    for fmt in FORMATS:
+        with pytest.raises(AnnotationError):
+            read_annotations(tmp_path / "nothing" / "here.csv", fmt)
+    with pytest.raises(ValueError, match="format"):
+        read_annotations(path, "bogus")
+
+
+def test_a_long_recording_reads_fast(tmp_path):
+    t = 30 * 60 * 25  # 30 minutes at 25 Hz
+    rng = np.random.default_rng(0)
+    write_recola(tmp_path, "P1", rng.uniform(-1, 1, (t, 6)), rng.uniform(-1, 1, (t, 6)))
+    start = time.perf_counter()
+    ann = read_annotations(tmp_path / "arousal" / "P1.csv")
+    elapsed = time.perf_counter() - start
+    assert ann.values.shape == (t, 2)
+    assert elapsed < 0.5, f"two 30-minute files took {elapsed:.2f} s"
+
+
+# --- fusion -------------------------------------------------------------------------------------
+
+
+def test_fuse_mean_ignores_missing_raters():
+    ratings = np.array([[[0.2, 0.4], [np.nan, 0.0], [np.nan, np.nan]],
+                        [[0.4, 0.0], [0.6, np.nan], [np.nan, np.nan]]])  # (R=2, T=3, 2)
+    np.testing.assert_allclose(fuse_raters(ratings), [[0.3, 0.2], [0.6, 0.0], [np.nan] * 2])
+
+
+def test_fuse_ewe_against_hand_computed_weights():
+    # x1 = x2 = (0, .2, .4), x3 = (.4, .2, .6). Leave-one-out correlations: x1 and x2 with
+    # (x_other + x3) / 2 = (.2, .2, .5) give sqrt(3)/2; x3 with (0, .2, .4) gives 1/2.
+    x = np.array([[0.0, 0.2, 0.4], [0.0, 0.2, 0.4], [0.4, 0.2, 0.6]])
+    ratings = np.stack([x, x], axis=-1)  # same series in both dimensions, (3, 3, 2)
+    w = np.array([math.sqrt(3) / 2, math.sqrt(3) / 2, 0.5])
+    expected = (w @ x) / w.sum()
+    np.testing.assert_allclose(fuse_raters(ratings, "ewe"), np.stack([expected] * 2, -1))
+
+
+def test_fuse_ewe_zero_weight_for_anticorrelated_rater_and_fallbacks():
+    s = np.array([0.0, 0.1, 0.2, 0.3])
+    ratings = np.stack([s, s, s, -s])[:, :, None].repeat(2, axis=2)  # (4, 4, 2)
+    np.testing.assert_allclose(fuse_raters(ratings, "ewe")[:, 0], s, atol=1e-12)
+    np.testing.assert_allclose(fuse_raters(ratings[:1], "ewe"), ratings[0])  # a single rater
+    opposed = np.stack([s, -s])[:, :, None].repeat(2, axis=2)  # no positive weight: the mean
+    np.testing.assert_allclose(fuse_raters(opposed, "ewe"), np.zeros((4, 2)), atol=1e-12)
+    with pytest.raises(ValueError):
+        fuse_raters(ratings, "median")
+
+
+# --- resampling ---------------------------------------------------------------------------------
+
+
+TIMES = np.array([0.0, 1.0, 2.0, 3.0])
+VALUES = np.array([[0.0, 0.0], [0.2, -0.2], [np.nan, -0.4], [0.6, -0.6]])
+
+
+def test_resample_interpolates_inside_and_is_nan_outside():
+    new = np.array([-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    expected = np.array([
+        [np.nan, np.nan], [0.0, 0.0], [0.1, -0.1], [0.2, -0.2],  # exact hit despite NaN on right
+        [np.nan, -0.3], [np.nan, -0.4], [np.nan, -0.5], [0.6, -0.6], [np.nan, np.nan],
+    ])
+    np.testing.assert_allclose(resample_labels(TIMES, VALUES, new), expected)
+    np.testing.assert_allclose(resample_labels(TIMES, VALUES, new[::-1]), expected[::-1])
+
+
+def test_resample_delay_looks_labels_up_later():
+    np.testing.assert_allclose(resample_labels(TIMES, VALUES, [0.5, 2.75], delay=0.5),
+                               [[0.2, -0.2], [np.nan, np.nan]])
+    ann = Annotations(TIMES, VALUES, "v", Path("v.csv"), None)
+    np.testing.assert_allclose(ann.resample(np.array([0.25]), delay=0.25), [[0.1, -0.1]])
+
+
+def test_resample_edge_cases():
+    one = resample_labels([1.0], [[0.5, 0.5]], [0.0, 1.0, np.nan, np.inf])
+    np.testing.assert_allclose(one, [[np.nan] * 2, [0.5, 0.5], [np.nan] * 2, [np.nan] * 2])
+    assert resample_labels(np.empty(0), np.empty((0, 2)), [0.0]).shape == (1, 2)
+    with pytest.raises(ValueError):
+        resample_labels([1.0, 0.0], [[0, 0], [0, 0]], [0.5])
+
+
+# --- random content: an Annotations or an AnnotationError, nothing else -----------------------
+
+
+VALID = {
+    "dante": "TimeStamp;UserId;NameVideo;AnnoType;Value\n0;u;v;arousal;0.1\n0.04;u;v;arousal;0.2\n",
+    "recola": "time;FM1 ;FM2 \n0.00;0.1;0.2\n0.04;0.3;0.4\n",
+}
+HEADERS = ["", "time,valence,arousal\n", "valence,arousal\n", "time;FM1 ;FM2 \n",
+           "TimeStamp;UserId;NameVideo;AnnoType;Value\n", "v;"]
+TOKENS = ["0", "1", "-1", "0.04", "-5", "1e400", "nan", "inf", "", " ", ";", ",", "\n", "\r\n",
+          "\r", '"', "time", "valence", "u", "\x00", "é", "\ufeff"]
+texts = st.builds(lambda head, body: head + "".join(body), st.sampled_from(HEADERS),
+                  st.lists(st.sampled_from(TOKENS), max_size=30))
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-12, 12) | st.integers() | st.floats()
+    | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner,
+                                                                max_size=3),
+    max_leaves=8)
+frame_keys = st.sampled_from(["00000", "00001", "0", "1", "-1", "x", "0" * 30, "١"])
+afew_docs = st.fixed_dictionaries(
+    {"frames": st.dictionaries(frame_keys, st.dictionaries(
+        st.sampled_from(["valence", "arousal", "landmarks"]), json_values, max_size=3)
+        | json_values, max_size=4)},
+    optional={"video_id": json_values})
+contents = st.one_of(
+    st.binary(max_size=120),
+    st.text(max_size=120).map(str.encode),
+    texts.map(str.encode),
+    afew_docs.map(lambda doc: json.dumps(doc).encode()),
+    json_values.map(lambda doc: json.dumps(doc).encode()),
+)
+GOOD_CELLS = ["0", "0.5", "-0.5", "1", "-1", "-0", "0.25"]
+CELLS = GOOD_CELLS * 4 + ["-5", "1.5", "nan", "", " ", "x", "1e400"]
+TABLES = {  # header, delimiter, leading cells of a row ({t} = a time), number of value cells
+    "csv": ("time,valence,arousal", ",", ["{t}"], 2),
+    "aff-wild2": ("valence,arousal", ",", [], 2),
+    "sewa": (None, ";", ["vid", "{t}"], 3),
+    "dante": ("TimeStamp;UserId;NameVideo;AnnoType;Value", ";", ["{t}", "u", "vid", "valence"], 1),
+    "recola": ("time;FM1 ;FM2 ", ";", ["{t}"], 2),
+}
+
+
+def _table_text(fmt: str, rows: list[tuple[bool, list[str]]]) -> bytes:
+    header, delimiter, lead, _ = TABLES[fmt]
+    lines = [] if header is None else [header]
+    for i, (in_order, cells) in enumerate(rows):
+        time_cell = f"{i * 0.04:.2f}" if in_order else cells[0] if cells else ""
+        lines.append(delimiter.join([c.format(t=time_cell) for c in lead] + cells))
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _near_valid(fmt: str) -> st.SearchStrategy[bytes]:
+    """Rows close to the format: mostly the right columns, times and in-range values."""
+    if fmt == "afew-va":
+        label = st.one_of(st.integers(-11, 11), st.none())
+        frame = st.fixed_dictionaries({"valence": label, "arousal": label})
+        keys = st.integers(0, 20).map(lambda i: f"{i:05d}")
+        doc = st.fixed_dictionaries({"frames": st.dictionaries(keys, frame, max_size=6)},
+                                    optional={"video_id": st.sampled_from(["001", "1", 2, "x"])})
+        return doc.map(lambda d: json.dumps(d).encode())
+    width = TABLES[fmt][3]
+    cells = st.sampled_from(CELLS)
+    row = st.tuples(st.integers(0, 19).map(bool),
+                    st.lists(cells, min_size=width, max_size=width)
+                    | st.lists(cells, min_size=width - 1, max_size=width + 1))
+    return st.lists(row, max_size=8).map(lambda rows: _table_text(fmt, rows))
+
+
+def _layout(root: Path, fmt: str, content: bytes) -> Path:
+    """Write ``content`` as the file a format reads, in its layout; returns the file."""
+    relative = {"dante": "annotation/u1/vid/valence.csv", "aff-wild2": "vid.txt",
+                "afew-va": "001/001.json", "sewa": "vid.csv", "recola": "arousal/vid.csv",
+                "csv": "vid.csv"}[fmt]
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    if fmt == "dante":
+        (path.parent / "arousal.csv").write_text(VALID["dante"])
+    if fmt == "recola":
+        (root / "valence").mkdir(exist_ok=True)
+        (root / "valence" / "vid.csv").write_text(VALID["recola"])
+    return path
+
+
+def _check_valid(ann: Annotations) -> None:
+    assert ann.times.ndim == 1 and ann.values.shape == (ann.times.size, 2)
+    assert np.all(np.isfinite(ann.times)) and np.all(np.diff(ann.times) > 0)
+    assert np.all(np.isnan(ann.values) | (np.abs(ann.values) <= 1))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@settings(max_examples=50, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_content_gives_annotations_or_annotation_error(tmp_path, fmt, data):
+    path = _layout(tmp_path, fmt, data.draw(st.one_of(contents, _near_valid(fmt))))
+    for target, kind in ((path, fmt), (path, "auto"), (path.parent, fmt)):
+        try:
+            _check_valid(read_annotations(target, kind))
+        except AnnotationError:
+            pass
+    try:
+        assert detect_format(path) in FORMATS
+    except AnnotationError:
+        pass
