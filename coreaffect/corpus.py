@@ -1,0 +1,419 @@
+"""Recordings of a dataset, video-level splits, and the face-crop cache.
+
+A *recording* is one video (a file or a folder of frames) with its annotation and an id.
+:func:`discover` finds the recordings under a dataset root for each supported format, laid out as
+the public datasets ship them:
+
+=============  ==========================================================================
+format         layout under ``root`` (videos are matched to annotations by file stem)
+=============  ==========================================================================
+``dante``      ``annotation/<UserId>/<video>/{valence,arousal}.csv`` and ``<video>.<ext>``
+               anywhere under ``root``
+``aff-wild2``  ``<video>.txt`` (header ``valence,arousal``) and a video file or a
+               ``cropped_aligned``-style frame folder named ``<video>``; a ``_left`` or
+               ``_right`` annotation falls back to the video without the suffix
+``afew-va``    ``NNN/`` folders holding the PNG frames and ``NNN.json``
+``sewa``       headerless ``;``-separated ``<video>.csv`` (or ``.txt``) files and videos
+``recola``     ``arousal/<video>.csv`` and ``valence/<video>.csv`` and the videos
+``csv``        ``<video>.csv`` with header ``time,valence,arousal`` and the videos
+=============  ==========================================================================
+
+Video files are those OpenCV decodes (``.mp4 .avi .mkv .mov .webm .mpg .mpeg .m4v .wmv .flv``);
+a frame folder is a folder of ``.png``/``.jpg``/``.jpeg``/``.bmp`` images. An annotation with no
+video, or a stem matching several videos, is an error naming both sides, never a silent skip.
+
+:func:`split_recordings` makes deterministic video-level splits (the paper trained on 13 of 23
+MAHNOB videos and tested on the other 10): no frame of a test video is ever seen in training.
+
+:class:`CropCache` stores the face crops of each recording on disk, so that training epochs do not
+decode and detect faces again. An entry is keyed by the SHA-256 of the video's bytes (every frame
+file for a folder) and of the face-crop settings; it holds the crops as a raw ``uint8`` file that
+is memory-mapped when read (memory stays bounded for long videos), and small arrays in a ``.npz``
+read without unpickling. An entry is written to a temporary folder and renamed into place last, so
+an interrupted write leaves no entry; an entry whose files are missing, truncated or inconsistent
+is deleted and rebuilt, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from coreaffect.annotations import FORMATS, Annotations, detect_format, read_annotations
+from coreaffect.config import DataConfig, FaceConfig
+from coreaffect.errors import AnnotationError, CoreAffectError
+from coreaffect.faces import FaceCropper, FaceCrops
+from coreaffect.video import VideoSource
+
+__all__ = [
+    "CropCache",
+    "LabelledVideo",
+    "Recording",
+    "discover",
+    "load_recording",
+    "split_recordings",
+]
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# Frame rates the formats imply for frame folders (AFEW-VA ships 25 fps clips; Aff-Wild2's
+# cropped_aligned frames keep the source video's rate, which is mostly 30 fps).
+_FOLDER_FPS = {"afew-va": 25.0, "aff-wild2": 30.0}
+# Aff-Wild2 numbers its cropped frames from 1 (00001.jpg is the first annotation row).
+_FIRST_INDEX = {"aff-wild2": 1}
+_CACHE_VERSION = 1
+
+
+class Recording(NamedTuple):
+    """One video of a dataset with its annotation.
+
+    Attributes:
+        id: The video id (unique within a corpus).
+        video: Video file or frame folder.
+        annotation: What :func:`~coreaffect.annotations.read_annotations` takes for it.
+        format: The annotation format, one of :data:`~coreaffect.annotations.FORMATS`.
+        fps: Frame rate for frame folders (``None``: the file's own rate).
+        first_index: Number of the first frame in a frame folder's file names.
+    """
+
+    id: str
+    video: Path
+    annotation: Path
+    format: str
+    fps: float | None = None
+    first_index: int = 0
+
+    def open_video(self, chunk_size: int = 64) -> VideoSource:
+        """A :class:`~coreaffect.video.VideoSource` over this recording's frames."""
+        return VideoSource(self.video, fps=self.fps, chunk_size=chunk_size,
+                           first_index=self.first_index)
+
+    def read_annotations(self, fusion: str = "mean", fps: float | None = None) -> Annotations:
+        """The recording's labels at their native rate (``fps`` for frame-indexed formats)."""
+        # a folder (a DANTE annotation root) holds several videos: name ours; a file is one video
+        video = self.id if self.annotation.is_dir() else None
+        return read_annotations(self.annotation, self.format, video=video, fusion=fusion,
+                                fps=fps if fps is not None else self.fps)
+
+
+class LabelledVideo(NamedTuple):
+    """A recording's face crops with a label per frame.
+
+    Attributes:
+        id: The video id.
+        crops: Face crops of every decoded frame (``crops.crops`` may be memory-mapped).
+        labels: (T, 2) float32 labels at the frame times, (valence, arousal); NaN = no label.
+    """
+
+    id: str
+    crops: FaceCrops
+    labels: np.ndarray
+
+
+# ---------------------------------------------------------------------------------------------
+# Discovery
+
+
+def _is_frame_folder(path: Path) -> bool:
+    return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+
+
+def _index_videos(root: Path) -> dict[str, list[Path]]:
+    """Video files and frame folders under ``root``, by stem (folder name)."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+            found.setdefault(path.stem, []).append(path)
+        elif path.is_dir() and _is_frame_folder(path):
+            found.setdefault(path.name, []).append(path)
+    return found
+
+
+def _match_video(videos: dict[str, list[Path]], stems: Sequence[str], annotation: Path) -> Path:
+    for stem in stems:
+        candidates = videos.get(stem, [])
+        if len(candidates) == 1:
+            return candidates[0]
+        if len(candidates) > 1:
+            listing = ", ".join(str(c) for c in candidates)
+            raise CoreAffectError(f"{annotation}: several videos are named {stem!r}: {listing}")
+    raise CoreAffectError(f"{annotation}: no video file or frame folder named "
+                          f"{' or '.join(repr(s) for s in stems)} under the dataset root")
+
+
+def _detect_layout(root: Path) -> str:
+    """The format of a dataset root, from its folder layout and its annotation files."""
+    if any(p.parent.name == p.stem for p in root.rglob("*.json")):
+        return "afew-va"
+    if any(p.name in ("valence.csv", "arousal.csv") for p in root.rglob("*.csv")):
+        return "dante"
+    if any(p.is_dir() and p.name == "arousal" and (p.parent / "valence").is_dir()
+           for p in root.rglob("arousal")):
+        return "recola"
+    for pattern in ("*.txt", "*.csv"):
+        for path in sorted(root.rglob(pattern)):
+            try:
+                return detect_format(path)
+            except AnnotationError:
+                continue
+    raise CoreAffectError(f"{root}: cannot tell the dataset format from its files; "
+                          f"give one of {', '.join(FORMATS)}")
+
+
+def _annotation_entries(root: Path, format: str) -> list[tuple[str, Path]]:
+    """(video id, annotation path) pairs of a dataset root."""
+    if format == "afew-va":
+        return [(p.stem, p) for p in sorted(root.rglob("*.json")) if p.parent.name == p.stem]
+    if format == "dante":
+        ids = sorted({p.parent.name for p in root.rglob("valence.csv")}
+                     | {p.parent.name for p in root.rglob("arousal.csv")})
+        tops = {p.parent.parent.parent for p in root.rglob("valence.csv")}
+        if len(tops) != 1:
+            raise CoreAffectError(f"{root}: expected one DANTE 'annotation' folder, found "
+                                  f"{len(tops)}: {', '.join(sorted(map(str, tops)))}")
+        top = tops.pop()
+        return [(video, top) for video in ids]
+    if format == "recola":
+        entries = []
+        for folder in sorted(root.rglob("arousal")):
+            if folder.is_dir() and (folder.parent / "valence").is_dir():
+                entries += [(p.stem, p) for p in sorted(folder.glob("*.csv"))]
+        return entries
+    pattern = {"aff-wild2": "*.txt", "sewa": "*", "csv": "*.csv"}[format]
+    entries = []
+    for path in sorted(root.rglob(pattern)):
+        if not path.is_file() or path.suffix.lower() not in (".txt", ".csv"):
+            continue
+        try:
+            kind = detect_format(path)
+        except AnnotationError:
+            continue
+        if kind == format:
+            entries.append((path.stem, path))
+    return entries
+
+
+def discover(root: str | Path, format: str = "auto") -> list[Recording]:
+    """Find the recordings of a dataset laid out as its public release ships it.
+
+    Args:
+        root: The dataset folder.
+        format: One of :data:`~coreaffect.annotations.FORMATS`, or ``"auto"`` to tell it from
+            the layout.
+
+    Returns:
+        The recordings, sorted by id.
+
+    Raises:
+        CoreAffectError: ``root`` is missing, holds no annotation of the format, an annotation has
+            no video or several, or two recordings share an id.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise CoreAffectError(f"{root}: no such dataset folder")
+    if format == "auto":
+        format = _detect_layout(root)
+    elif format not in FORMATS:
+        raise CoreAffectError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    entries = _annotation_entries(root, format)
+    if not entries:
+        raise CoreAffectError(f"{root}: no {format} annotation found")
+    videos = _index_videos(root)
+    recordings, seen = [], set()
+    for video_id, annotation in entries:
+        if video_id in seen:
+            raise CoreAffectError(f"{annotation}: a second annotation for video {video_id!r}")
+        seen.add(video_id)
+        if format == "afew-va":
+            video = annotation.parent
+        else:
+            stems = [video_id]
+            if format == "aff-wild2" and video_id.endswith(("_left", "_right")):
+                stems.append(video_id.rsplit("_", 1)[0])
+            video = _match_video(videos, stems, annotation)
+        folder = video.is_dir()
+        recordings.append(Recording(
+            id=video_id, video=video, annotation=annotation, format=format,
+            fps=_FOLDER_FPS.get(format, 25.0) if folder else None,
+            first_index=_FIRST_INDEX.get(format, 0) if folder else 0,
+        ))
+    logger.info("found %d %s recordings under %s", len(recordings), format, root)
+    return recordings
+
+
+def split_recordings(recordings: Sequence[Recording], n_test: int | None = None, *,
+                     test_fraction: float = 10 / 23, seed: int = 0
+                     ) -> tuple[list[Recording], list[Recording]]:
+    """Deterministic video-level train/test split.
+
+    The recordings are sorted by id and shuffled with ``seed``, so the split depends only on the
+    ids and the seed, not on the order of discovery. The default fraction is the paper's protocol
+    (10 test videos of 23).
+
+    Args:
+        recordings: The corpus.
+        n_test: Number of test videos; ``None`` rounds ``test_fraction`` of the corpus.
+        test_fraction: Used when ``n_test`` is ``None``.
+        seed: Seed of the shuffle.
+
+    Returns:
+        ``(train, test)``, each sorted by id.
+    """
+    ordered = sorted(recordings, key=lambda r: r.id)
+    if n_test is None:
+        n_test = round(test_fraction * len(ordered))
+    if not 0 <= n_test <= len(ordered):
+        raise CoreAffectError(f"cannot hold out {n_test} of {len(ordered)} recordings")
+    shuffled = ordered[:]
+    random.Random(seed).shuffle(shuffled)
+    test_ids = {r.id for r in shuffled[:n_test]}
+    train = [r for r in ordered if r.id not in test_ids]
+    test = [r for r in ordered if r.id in test_ids]
+    return train, test
+
+
+# ---------------------------------------------------------------------------------------------
+# Cache
+
+
+def _hash_files(paths: Iterable[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _video_hash(video: Path) -> str:
+    if video.is_dir():
+        return _hash_files(sorted(p for p in video.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+    return _hash_files([video])
+
+
+class CropCache:
+    """Face crops of recordings on disk, keyed by video content and crop settings.
+
+    Args:
+        directory: Where entries live; created if missing.
+        faces: The crop settings the entries are made with.
+        chunk_size: Frames decoded per chunk when an entry is built.
+    """
+
+    def __init__(self, directory: str | Path, faces: FaceConfig = FaceConfig(),
+                 chunk_size: int = 64) -> None:
+        self.directory = Path(directory)
+        self.faces = faces
+        self.chunk_size = chunk_size
+
+    def key(self, recording: Recording) -> str:
+        """SHA-256 of the video's content, its frame numbering and the crop settings."""
+        settings = json.dumps({"faces": asdict(self.faces), "fps": recording.fps,
+                               "first_index": recording.first_index,
+                               "version": _CACHE_VERSION}, sort_keys=True)
+        digest = hashlib.sha256(settings.encode())
+        digest.update(_video_hash(recording.video).encode())
+        return digest.hexdigest()
+
+    def _entry(self, recording: Recording, key: str) -> Path:
+        return self.directory / f"{recording.id}-{key[:16]}"
+
+    def get(self, recording: Recording) -> FaceCrops:
+        """The recording's crops: read from a valid entry, else built and stored."""
+        key = self.key(recording)
+        entry = self._entry(recording, key)
+        if entry.exists():
+            crops = self._read(entry, key)
+            if crops is not None:
+                return crops
+            logger.warning("cache entry %s is stale or corrupt; rebuilding it", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+        self._write(recording, entry, key)
+        crops = self._read(entry, key)
+        if crops is None:  # pragma: no cover - only on a disk that loses what was just written
+            raise CoreAffectError(f"{entry}: cache entry unreadable right after writing it")
+        return crops
+
+    def _write(self, recording: Recording, entry: Path, key: str) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=self.directory))
+        try:
+            cropper = FaceCropper(self.faces)
+            parts, frames = [], 0
+            with (tmp / "crops.u8").open("wb") as raw:
+                for part in cropper.crop_video(recording.open_video(self.chunk_size)):
+                    raw.write(np.ascontiguousarray(part.crops).tobytes())
+                    frames += len(part.times)
+                    parts.append(part._replace(crops=part.crops[:0]))
+            if frames == 0:
+                raise CoreAffectError(f"{recording.video}: no frame could be decoded")
+            meta = FaceCrops.concatenate(parts)
+            np.savez(tmp / "meta.npz", boxes=meta.boxes, face_found=meta.face_found,
+                     times=meta.times, indices=meta.indices)
+            size = self.faces.crop_size
+            (tmp / "entry.json").write_text(json.dumps(
+                {"key": key, "frames": frames, "crop_size": size, "video": str(recording.video)}))
+            os.replace(tmp, entry)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        logger.info("cached %d face crops of %s in %s", frames, recording.id, entry)
+
+    @staticmethod
+    def _read(entry: Path, key: str) -> FaceCrops | None:
+        """The entry's crops, or ``None`` when anything about it is off."""
+        try:
+            info = json.loads((entry / "entry.json").read_text())
+            frames, size = int(info["frames"]), int(info["crop_size"])
+            raw = entry / "crops.u8"
+            if info["key"] != key or raw.stat().st_size != frames * size * size * 3:
+                return None
+            with np.load(entry / "meta.npz", allow_pickle=False) as meta:
+                arrays = {name: meta[name] for name in ("boxes", "face_found", "times", "indices")}
+            if any(len(a) != frames for a in arrays.values()):
+                return None
+            crops = np.memmap(raw, dtype=np.uint8, mode="r", shape=(frames, size, size, 3))
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+            return None
+        return FaceCrops(crops=crops, **arrays)
+
+
+def load_recording(recording: Recording, config: DataConfig = DataConfig(),
+                   cache: CropCache | None = None) -> LabelledVideo:
+    """Face crops of every frame of a recording, with labels resampled to the frame times.
+
+    Args:
+        recording: What to load.
+        config: Data settings (face cropping, rater fusion, annotator delay).
+        cache: Where crops are kept between calls; ``None`` crops afresh (streaming, but the
+            crops of the whole video are then held in memory).
+
+    Returns:
+        The :class:`LabelledVideo`.
+    """
+    if cache is not None:
+        crops = cache.get(recording)
+    else:
+        cropper = FaceCropper(config.faces)
+        crops = FaceCrops.concatenate(list(cropper.crop_video(
+            recording.open_video(config.video.chunk_size))))
+    fps = recording.fps
+    if fps is None and recording.format in ("aff-wild2", "afew-va"):
+        with recording.open_video() as source:
+            fps = source.fps
+    annotations = recording.read_annotations(config.annotations.fusion, fps=fps)
+    labels = annotations.resample(crops.times, delay=config.annotations.delay)
+    return LabelledVideo(recording.id, crops, labels.astype(np.float32))

@@ -1,0 +1,163 @@
+"""Discovery of recordings per format, video-level splits, the crop cache and labelled videos."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from coreaffect.config import DataConfig, FaceConfig
+from coreaffect.corpus import CropCache, discover, load_recording, split_recordings
+from coreaffect.errors import CoreAffectError
+
+FPS = 25.0
+NONE = FaceConfig(detector="none", crop_size=16)
+
+
+def _write_video(path, n=30, size=(48, 32), seed=0):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, size)
+    assert writer.isOpened()
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        writer.write(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    writer.release()
+
+
+def _write_frames(folder, n=20, start=0, suffix=".png"):
+    folder.mkdir(parents=True)
+    for i in range(start, start + n):
+        cv2.imwrite(str(folder / f"{i:05d}{suffix}"), np.full((24, 24, 3), i * 5 % 255, np.uint8))
+
+
+def _csv_corpus(root, ids=("a", "b", "c")):
+    root.mkdir(exist_ok=True)
+    for k, vid in enumerate(ids):
+        _write_video(root / f"{vid}.avi", seed=k)
+        times = np.arange(0, 30) / FPS
+        rows = "\n".join(f"{t:.2f},{0.5 * np.sin(t):.4f},{-0.25:.2f}" for t in times)
+        (root / f"{vid}.csv").write_text("time,valence,arousal\n" + rows + "\n")
+    return root
+
+
+def test_discover_csv_pairs_videos_and_annotations(tmp_path):
+    root = _csv_corpus(tmp_path / "data")
+    recordings = discover(root)
+    assert [r.id for r in recordings] == ["a", "b", "c"]
+    assert all(r.format == "csv" and r.video.suffix == ".avi" for r in recordings)
+    assert discover(root, "csv") == recordings
+
+
+def test_annotation_without_video_is_an_error(tmp_path):
+    root = _csv_corpus(tmp_path / "data")
+    (root / "b.avi").unlink()
+    with pytest.raises(CoreAffectError, match="no video file or frame folder named 'b'"):
+        discover(root)
+
+
+def test_two_videos_with_one_stem_is_an_error(tmp_path):
+    root = _csv_corpus(tmp_path / "data")
+    (root / "more").mkdir()
+    _write_video(root / "more" / "a.mp4")
+    with pytest.raises(CoreAffectError, match="several videos"):
+        discover(root)
+
+
+def test_missing_root_and_unknown_format(tmp_path):
+    with pytest.raises(CoreAffectError, match="no such dataset folder"):
+        discover(tmp_path / "absent")
+    with pytest.raises(CoreAffectError, match="unknown format"):
+        discover(tmp_path, "mahnob")
+
+
+def test_discover_afew_va_frame_folders(tmp_path):
+    root = tmp_path / "afew"
+    for clip in ("001", "002"):
+        _write_frames(root / clip, n=10)
+        frames = {f"{i:05d}": {"valence": i - 5, "arousal": 2, "landmarks": []} for i in range(10)}
+        (root / clip / f"{clip}.json").write_text(json.dumps({"video_id": clip, "frames": frames}))
+    recordings = discover(root)
+    assert [r.id for r in recordings] == ["001", "002"]
+    assert recordings[0].format == "afew-va" and recordings[0].fps == 25.0
+    video = load_recording(recordings[0], DataConfig(faces=NONE))
+    assert len(video.labels) == 10
+    np.testing.assert_allclose(video.labels[:, 0], (np.arange(10) - 5) / 10, atol=1e-6)
+    np.testing.assert_allclose(video.labels[:, 1], 0.2, atol=1e-6)
+
+
+def test_discover_aff_wild2_left_right_and_cropped_frames(tmp_path):
+    root = tmp_path / "affwild"
+    (root / "annotations").mkdir(parents=True)
+    _write_video(root / "v.avi")
+    (root / "annotations" / "v_left.txt").write_text("valence,arousal\n" + "0.1,0.2\n" * 30)
+    _write_frames(root / "cropped_aligned" / "w", n=12, start=1, suffix=".jpg")
+    (root / "annotations" / "w.txt").write_text("valence,arousal\n" + "0.3,-5\n" * 12)
+    recordings = {r.id: r for r in discover(root)}
+    assert recordings["v_left"].video == root / "v.avi"
+    assert recordings["w"].video.is_dir() and recordings["w"].first_index == 1
+    video = load_recording(recordings["w"], DataConfig(faces=NONE))
+    assert video.crops.indices[0] == 0 and len(video.labels) == 12
+    assert np.isnan(video.labels[:, 1]).all() and np.allclose(video.labels[:, 0], 0.3)
+
+
+def test_split_is_deterministic_and_video_level(tmp_path):
+    root = _csv_corpus(tmp_path / "data", ids=[f"v{i:02d}" for i in range(23)])
+    recordings = discover(root)
+    train, test = split_recordings(recordings, seed=1)
+    assert len(train) == 13 and len(test) == 10
+    assert not {r.id for r in train} & {r.id for r in test}
+    again = split_recordings(list(reversed(recordings)), seed=1)
+    assert again == (train, test)
+    assert split_recordings(recordings, seed=2) != (train, test)
+    with pytest.raises(CoreAffectError):
+        split_recordings(recordings, n_test=30)
+
+
+def test_load_recording_resamples_labels_to_frames(tmp_path):
+    root = _csv_corpus(tmp_path / "data", ids=["a"])
+    video = load_recording(discover(root)[0], DataConfig(faces=NONE))
+    assert video.crops.crops.shape == (30, 16, 16, 3)
+    times = np.arange(30) / FPS
+    np.testing.assert_allclose(video.labels[:, 0], 0.5 * np.sin(times), atol=1e-3)
+    assert video.labels.dtype == np.float32
+
+
+def test_cache_hit_miss_and_rebuild(tmp_path, caplog):
+    root = _csv_corpus(tmp_path / "data", ids=["a"])
+    recording = discover(root)[0]
+    cache = CropCache(tmp_path / "cache", NONE)
+    first = cache.get(recording)
+    first_crops = np.array(first.crops)  # a copy: the entry's file is truncated below
+    entries = list((tmp_path / "cache").iterdir())
+    assert len(entries) == 1
+    stamp = (entries[0] / "crops.u8").stat().st_mtime_ns
+    second = cache.get(recording)
+    assert (entries[0] / "crops.u8").stat().st_mtime_ns == stamp  # read, not rebuilt
+    np.testing.assert_array_equal(first_crops, np.asarray(second.crops))
+    np.testing.assert_array_equal(first.face_found, second.face_found)
+
+    # a truncated entry is rebuilt, never trusted
+    with (entries[0] / "crops.u8").open("r+b") as handle:
+        handle.truncate(100)
+    third = cache.get(recording)
+    np.testing.assert_array_equal(np.asarray(third.crops), first_crops)
+    assert "stale or corrupt" in caplog.text
+
+    # other crop settings, or other video bytes, give another entry
+    other = CropCache(tmp_path / "cache", FaceConfig(detector="none", crop_size=8))
+    assert other.key(recording) != cache.key(recording)
+    before = cache.key(recording)
+    _write_video(recording.video, seed=9)
+    assert cache.key(recording) != before
+
+
+def test_cache_matches_uncached_load(tmp_path):
+    root = _csv_corpus(tmp_path / "data", ids=["a"])
+    recording = discover(root)[0]
+    config = DataConfig(faces=NONE)
+    cached = load_recording(recording, config, CropCache(tmp_path / "cache", NONE))
+    fresh = load_recording(recording, config)
+    np.testing.assert_array_equal(np.asarray(cached.crops.crops), fresh.crops.crops)
+    np.testing.assert_array_equal(cached.labels, fresh.labels)
+    np.testing.assert_array_equal(cached.crops.times, fresh.crops.times)
