@@ -1,0 +1,236 @@
+"""Metrics of valence-arousal estimates: pure, NaN-aware functions on arrays or tensors.
+
+Every function takes the truth ``y`` and the estimate's ``mean`` (and, for the probabilistic
+scores, its variance ``var``) of the same shape ``(..., T)`` and reduces the last axis; frames where
+any input is NaN are left out, so unlabelled frames and frames without a face never count.
+
+Conventions, and why:
+
+* **CCC** (Lin's concordance correlation coefficient) uses *population* statistics (divide by
+  N, not N - 1), as audmetric and EmoNet do: truth [0, 1, 2] against estimate [0, 1, 1] gives
+  2/3. With population statistics CCC is exactly ``1 - MSE / (MSE of the mean-shifted, uncorrelated
+  estimate)``, and it does not depend on the sequence length through a Bessel factor.
+* **PCC** is Pearson's correlation; **RMSE** the root mean squared error (the paper's Table 2);
+  **SAGR** the sign agreement ratio, the fraction of frames whose estimate has the truth's sign.
+* **NLL** is the mean Gaussian negative log-likelihood ``0.5 log(2 pi var) + (y - mean)^2 /
+  (2 var)`` in nats; **CRPS** the continuous ranked probability score of the Gaussian (closed form
+  of Gneiting & Raftery 2007); **coverage** the fraction of frames inside the central interval
+  of nominal level ``p``, ``|y - mean| <= z_{(1+p)/2} sqrt(var)``.
+* A *per-video* value is computed on each video and then averaged over videos (each video weighs
+  the same, as in the paper's Table 2); a *pooled* value is computed once on all frames of all
+  videos concatenated. Both are reported, since they can differ a lot: CCC per video punishes a
+  model that only gets the between-video offsets right.
+
+References:
+    Lin, L. I. (1989). A concordance correlation coefficient to evaluate reproducibility.
+    Biometrics 45(1).
+    Gneiting, T. & Raftery, A. E. (2007). Strictly proper scoring rules, prediction, and
+    estimation. JASA 102(477).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import erf, ndtri
+
+__all__ = [
+    "DIMENSIONS",
+    "MetricTable",
+    "ccc",
+    "coverage",
+    "crps_gaussian",
+    "evaluate_videos",
+    "gaussian_nll",
+    "pcc",
+    "rmse",
+    "sagr",
+]
+
+DIMENSIONS = ("valence", "arousal")
+
+
+def _as_numpy(*arrays) -> list[np.ndarray]:
+    out = []
+    for a in arrays:
+        if hasattr(a, "detach"):  # a torch tensor
+            a = a.detach().cpu().numpy()
+        out.append(np.asarray(a, dtype=np.float64))
+    return out
+
+
+def _valid(*arrays: np.ndarray) -> np.ndarray:
+    mask = np.ones(np.broadcast_shapes(*(a.shape for a in arrays)), dtype=bool)
+    for a in arrays:
+        mask &= ~np.isnan(a)
+    return mask
+
+
+def _masked_mean(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    count = mask.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(mask, x, 0.0).sum(axis=-1) / np.where(count > 0, count, np.nan)
+
+
+def rmse(y, mean) -> np.ndarray:
+    """Root mean squared error over the last axis, shape ``(...)``."""
+    y, mean = _as_numpy(y, mean)
+    mask = _valid(y, mean)
+    return np.sqrt(_masked_mean((y - mean) ** 2, mask))
+
+
+def _moments(y: np.ndarray, x: np.ndarray):
+    mask = _valid(y, x)
+    my, mx = _masked_mean(y, mask), _masked_mean(x, mask)
+    dy, dx = y - my[..., None], x - mx[..., None]
+    vy = _masked_mean(dy**2, mask)
+    vx = _masked_mean(dx**2, mask)
+    cov = _masked_mean(dy * dx, mask)
+    return my, mx, vy, vx, cov
+
+
+def ccc(y, mean) -> np.ndarray:
+    """Concordance correlation coefficient (population statistics) over the last axis.
+
+    ``2 cov(y, x) / (var(y) + var(x) + (mean(y) - mean(x))^2)``; NaN when both are constant and
+    equal, or when fewer than one valid frame remains.
+    """
+    y, mean = _as_numpy(y, mean)
+    my, mx, vy, vx, cov = _moments(y, mean)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return 2 * cov / (vy + vx + (my - mx) ** 2)
+
+
+def pcc(y, mean) -> np.ndarray:
+    """Pearson correlation over the last axis; NaN when either side is constant."""
+    y, mean = _as_numpy(y, mean)
+    _, _, vy, vx, cov = _moments(y, mean)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cov / np.sqrt(vy * vx)
+
+
+def sagr(y, mean) -> np.ndarray:
+    """Sign agreement ratio over the last axis (zero counts as its own sign)."""
+    y, mean = _as_numpy(y, mean)
+    mask = _valid(y, mean)
+    return _masked_mean((np.sign(y) == np.sign(mean)).astype(np.float64), mask)
+
+
+def gaussian_nll(y, mean, var) -> np.ndarray:
+    """Mean Gaussian negative log-likelihood (nats) of ``y`` under N(mean, var)."""
+    y, mean, var = _as_numpy(y, mean, var)
+    mask = _valid(y, mean, var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        nll = 0.5 * (np.log(2 * math.pi * var) + (y - mean) ** 2 / var)
+    return _masked_mean(nll, mask)
+
+
+def crps_gaussian(y, mean, var) -> np.ndarray:
+    """Mean continuous ranked probability score of N(mean, var) at ``y`` (lower is better)."""
+    y, mean, var = _as_numpy(y, mean, var)
+    mask = _valid(y, mean, var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sd = np.sqrt(var)
+        z = (y - mean) / sd
+        pdf = np.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
+        cdf = 0.5 * (1 + erf(z / math.sqrt(2)))
+        score = sd * (z * (2 * cdf - 1) + 2 * pdf - 1 / math.sqrt(math.pi))
+    return _masked_mean(score, mask)
+
+
+def coverage(y, mean, var, level: float) -> np.ndarray:
+    """Fraction of frames inside the central interval of nominal ``level`` (e.g. 0.9)."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    y, mean, var = _as_numpy(y, mean, var)
+    mask = _valid(y, mean, var)
+    half = ndtri(0.5 + level / 2) * np.sqrt(var)
+    with np.errstate(invalid="ignore"):
+        inside = (np.abs(y - mean) <= half).astype(np.float64)
+    return _masked_mean(inside, mask)
+
+
+class MetricTable(NamedTuple):
+    """Metrics of several videos.
+
+    Attributes:
+        videos: The video ids, in row order.
+        per_video: ``{metric: (N, 2) array}``, one row a video, columns (valence, arousal).
+        mean: ``{metric: (2,)}``, the per-video values averaged over videos (NaN-aware).
+        pooled: ``{metric: (2,)}``, each metric on all frames of all videos concatenated.
+    """
+
+    videos: list[str]
+    per_video: dict[str, np.ndarray]
+    mean: dict[str, np.ndarray]
+    pooled: dict[str, np.ndarray]
+
+    def to_dict(self) -> dict:
+        """Plain nested dict for JSON: ``{metric: {dim: {per_video: {...}, mean, pooled}}}``."""
+        out: dict = {}
+        for name, table in self.per_video.items():
+            out[name] = {
+                dim: {"per_video": {v: _num(table[i, d]) for i, v in enumerate(self.videos)},
+                      "mean": _num(self.mean[name][d]), "pooled": _num(self.pooled[name][d])}
+                for d, dim in enumerate(DIMENSIONS)}
+        return out
+
+
+def _num(x: float) -> float | None:
+    x = float(x)
+    return None if math.isnan(x) else x
+
+
+_POINT: dict[str, Callable] = {"rmse": rmse, "ccc": ccc, "pcc": pcc, "sagr": sagr}
+_PROB: dict[str, Callable] = {
+    "nll": gaussian_nll,
+    "crps": crps_gaussian,
+    "coverage_50": lambda y, m, v: coverage(y, m, v, 0.5),
+    "coverage_90": lambda y, m, v: coverage(y, m, v, 0.9),
+    "coverage_95": lambda y, m, v: coverage(y, m, v, 0.95),
+}
+
+
+def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
+                    variances: Sequence | None = None) -> MetricTable:
+    """Per-video and pooled metrics for valence and arousal.
+
+    Args:
+        videos: N video ids.
+        truths: N arrays (T_i, 2) of true labels, NaN where unlabelled.
+        means: N arrays (T_i, 2) of estimates.
+        variances: N arrays (T_i, 2) of predictive variances, or ``None`` for point metrics only.
+
+    Returns:
+        The :class:`MetricTable`.
+    """
+    if not (len(videos) == len(truths) == len(means)):
+        raise ValueError("videos, truths and means must have the same length")
+    ys = [_as_numpy(t)[0] for t in truths]
+    ms = [_as_numpy(m)[0] for m in means]
+    vs = [_as_numpy(v)[0] for v in variances] if variances is not None else None
+    for i, (y, m) in enumerate(zip(ys, ms, strict=True)):
+        if y.shape != m.shape or y.ndim != 2 or y.shape[-1] != 2:
+            raise ValueError(f"video {videos[i]}: truth {y.shape} and estimate {m.shape} "
+                             "must both be (T, 2)")
+    metrics = dict(_POINT)
+    if vs is not None:
+        metrics.update(_PROB)
+    per_video, mean, pooled = {}, {}, {}
+    y_all, m_all = np.concatenate(ys).T, np.concatenate(ms).T  # (2, sum T)
+    v_all = np.concatenate(vs).T if vs is not None else None
+    for name, fn in metrics.items():
+        rows = []
+        for i in range(len(videos)):
+            args = (ys[i].T, ms[i].T) + ((vs[i].T,) if name in _PROB else ())
+            rows.append(fn(*args))
+        table = np.array(rows, dtype=np.float64).reshape(len(videos), 2)
+        per_video[name] = table
+        with np.errstate(invalid="ignore"):
+            mean[name] = np.array([np.nanmean(table[:, d]) if np.isfinite(table[:, d]).any()
+                                   else np.nan for d in range(2)])
+        pooled[name] = fn(y_all, m_all, *((v_all,) if name in _PROB else ()))
+    return MetricTable(list(videos), per_video, mean, pooled)

@@ -1,0 +1,101 @@
+"""Metrics against hand-computed values and independent references (scipy, numerical integrals)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from coreaffect import metrics
+
+
+def test_ccc_uses_population_statistics():
+    # the value audmetric and EmoNet give
+    assert metrics.ccc([0, 1, 2], [0, 1, 1]) == pytest.approx(2 / 3)
+
+
+def test_ccc_and_pcc_known_cases():
+    y = np.array([1.0, 2.0, 3.0, 4.0])
+    assert metrics.ccc(y, y) == pytest.approx(1.0)
+    assert metrics.pcc(y, 2 * y + 5) == pytest.approx(1.0)
+    assert metrics.ccc(y, 2 * y + 5) < 0.5  # correlated but not concordant
+    assert metrics.ccc(y - y.mean(), y.mean() - y) == pytest.approx(-1.0)
+    assert metrics.pcc(y, -y) == pytest.approx(-1.0)
+    np.testing.assert_allclose(metrics.pcc(y, [1.0, 3.0, 2.0, 4.0]),
+                               stats.pearsonr(y, [1.0, 3.0, 2.0, 4.0])[0])
+
+
+def test_rmse_sagr_and_nan_frames_left_out():
+    y = np.array([0.5, -0.5, np.nan, 0.2])
+    x = np.array([0.5, 0.5, 100.0, -0.2])
+    assert metrics.rmse(y, x) == pytest.approx(np.sqrt((0 + 1 + 0.16) / 3))
+    assert metrics.sagr(y, x) == pytest.approx(1 / 3)
+
+
+def test_batched_over_leading_axes_and_tensors():
+    rng = np.random.default_rng(0)
+    y, x = rng.normal(size=(3, 50)), rng.normal(size=(3, 50))
+    batched = metrics.ccc(torch.tensor(y), torch.tensor(x))
+    assert batched.shape == (3,)
+    for i in range(3):
+        assert batched[i] == pytest.approx(float(metrics.ccc(y[i], x[i])))
+
+
+def test_gaussian_nll_matches_scipy():
+    y, m, v = np.array([0.1, -0.3]), np.array([0.0, 0.2]), np.array([0.04, 0.5])
+    expected = -stats.norm.logpdf(y, m, np.sqrt(v)).mean()
+    assert metrics.gaussian_nll(y, m, v) == pytest.approx(expected)
+
+
+def test_crps_matches_numerical_integral():
+    y, m, v = 0.3, -0.1, 0.09
+    sd = np.sqrt(v)
+
+    def integrand(x):
+        return (stats.norm.cdf(x, m, sd) - (x >= y)) ** 2
+
+    expected = integrate.quad(integrand, -10, y)[0] + integrate.quad(integrand, y, 10)[0]
+    assert metrics.crps_gaussian([y], [m], [v]) == pytest.approx(expected, rel=1e-6)
+
+
+def test_coverage_hand_values_and_calibration():
+    # 1.6449 sd is the 90% half-width
+    y = np.array([0.0, 1.0, 1.7, -3.0])
+    assert metrics.coverage(y, np.zeros(4), np.ones(4), 0.9) == pytest.approx(0.5)
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=200_000)
+    assert metrics.coverage(z, 0 * z, 1 + 0 * z, 0.5) == pytest.approx(0.5, abs=0.005)
+    with pytest.raises(ValueError):
+        metrics.coverage(y, y, y, 1.5)
+
+
+def test_evaluate_videos_per_video_mean_and_pooled():
+    t1 = np.array([[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]])
+    e1 = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    t2 = np.array([[1.0, -1.0], [2.0, -2.0]])
+    e2 = np.array([[1.0, -1.0], [2.0, np.nan]])
+    table = metrics.evaluate_videos(["a", "b"], [t1, t2], [e1, e2])
+    assert table.per_video["ccc"].shape == (2, 2)
+    assert table.per_video["ccc"][0, 0] == pytest.approx(2 / 3)
+    assert table.per_video["ccc"][1, 0] == pytest.approx(1.0)
+    assert table.mean["ccc"][0] == pytest.approx((2 / 3 + 1) / 2)
+    pooled_y = np.array([0, 1, 2, 1, 2.0])
+    pooled_x = np.array([0, 1, 1, 1, 2.0])
+    assert table.pooled["ccc"][0] == pytest.approx(float(metrics.ccc(pooled_y, pooled_x)))
+    assert table.pooled["rmse"][1] == pytest.approx(np.sqrt(1 / 4))
+    assert "nll" not in table.per_video
+    as_dict = table.to_dict()
+    assert as_dict["ccc"]["valence"]["per_video"]["b"] == pytest.approx(1.0)
+    # a single valid frame has zero variance on both sides: CCC is undefined, reported as None
+    assert as_dict["ccc"]["arousal"]["per_video"]["b"] is None
+
+
+def test_evaluate_videos_probabilistic_and_shape_errors():
+    rng = np.random.default_rng(2)
+    t = rng.normal(size=(40, 2))
+    table = metrics.evaluate_videos(["a"], [t], [t * 0], [np.ones_like(t)])
+    for name in ("nll", "crps", "coverage_50", "coverage_90", "coverage_95"):
+        assert table.pooled[name].shape == (2,)
+    with pytest.raises(ValueError, match="must both be"):
+        metrics.evaluate_videos(["a"], [t], [t[:-1]])
