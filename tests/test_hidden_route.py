@@ -1,0 +1,266 @@
+"""Architecture, heads, presets and dense inference of the hidden-route network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from coreaffect.errors import CoreAffectError
+from coreaffect.hidden_route import (
+    MODELS,
+    AffectEstimate,
+    HiddenRouteNet,
+    ModelConfig,
+    create_model,
+)
+
+# Largest |dense - per-window| mean on the grid-aligned windows of a 64-frame smooth random video
+# (below), measured over 10 weight seeds of each test model: 0.19 for paper at 32 x 32 (0.14 for
+# the fixture's seed) and 0.10 for lite (0.06). It is the zero padding that the per-window trunk
+# sees at both ends of a window; with real context the two agree to 1e-7. Bound: ~1.5x the worst.
+BORDER_EFFECT = 0.3
+
+
+def _video(frames: int, side: int, seed: int = 0) -> torch.Tensor:
+    """(C, T, H, W) smooth random video in [0, 1]: coarse noise interpolated in time and space."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 3, frames // 4 + 2, 6, 6, generator=generator)
+    return F.interpolate(coarse, size=(frames, side, side), mode="trilinear")[0].clamp(0, 1)
+
+
+@pytest.fixture(scope="module")
+def paper32() -> HiddenRouteNet:
+    torch.manual_seed(0)
+    return create_model("paper", input_size=32).eval()
+
+
+@pytest.fixture(scope="module")
+def lite() -> HiddenRouteNet:
+    torch.manual_seed(1)
+    return create_model("lite").eval()
+
+
+def test_paper_block_shapes_follow_table_1():
+    model = create_model("paper").to("meta")  # shapes without computing anything
+    x = torch.empty(2, 3, 16, 112, 112, device="meta")
+    expected = [(2, 64, 16, 56, 56), (2, 128, 8, 28, 28), (2, 128, 4, 14, 14)]
+    for block, shape in zip(model.blocks, expected, strict=True):
+        x = block(x)
+        assert tuple(x.shape) == shape
+    conv_shapes = [tuple(block[0].weight.shape) for block in model.blocks]
+    assert conv_shapes == [(64, 3, 5, 5, 5), (128, 64, 5, 5, 5), (128, 128, 5, 5, 5)]
+    assert [block[2].kernel_size for block in model.blocks] == [(1, 2, 2), (2, 2, 2), (2, 2, 2)]
+    assert model.embedding_dim == 128
+
+
+def test_paper_parameter_count():
+    convs = (5 * 5 * 5 * 3 * 64 + 64) + (5 * 5 * 5 * 64 * 128 + 128) + (5 * 5 * 5 * 128 * 128 + 128)
+    norms = 2 * (64 + 128 + 128)  # per-channel scale and shift of the three LayerNorms
+    heads = 2 * (128 * 2 + 2)  # the paper's tanh head and the variance head
+    assert convs + norms + heads == 3_097_476
+    model = create_model("paper")
+    assert model.num_parameters() == 3_097_476
+    assert sum(p.numel() for p in model.state_dict().values()) == 3_097_476  # no stray buffers
+
+
+@pytest.mark.parametrize("name, overrides", [("lite", {}), ("paper", {"input_size": 32})])
+def test_forward_backward(name, overrides):
+    torch.manual_seed(0)
+    model = create_model(name, **overrides)
+    side = model.config.input_size
+    video = torch.rand(2, 3, 16, side, side)
+    estimate = model(video)
+    assert isinstance(estimate, AffectEstimate)
+    assert estimate.mean.shape == estimate.var.shape == (2, 2)
+    assert estimate.embedding.shape == (2, model.embedding_dim)
+    loss = F.gaussian_nll_loss(estimate.mean, torch.zeros(2, 2), estimate.var)
+    loss.backward()
+    for name_, parameter in model.named_parameters():
+        assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name_
+
+
+def test_outputs_in_range(lite):
+    video = torch.rand(4, 3, 16, 48, 48)
+    with torch.no_grad():
+        estimate = lite(video)
+        assert (estimate.mean.abs() < 1).all()
+        assert (estimate.var >= lite.config.min_var).all()
+        features = lite.forward_features(video)
+        shifted = lite.forward_head(features * 0 - 1e4)  # the variance head is pushed to 0
+    assert features.shape == (4, 32, 4, 6, 6)
+    assert (shifted.var >= lite.config.min_var).all()
+    assert torch.isfinite(shifted.var).all()
+
+
+def test_forward_is_features_then_head(lite):
+    video = torch.rand(2, 3, 16, 48, 48)
+    with torch.no_grad():
+        split = lite.forward_head(lite.forward_features(video))
+        whole = lite(video)
+    for a, b in zip(split, whole, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_create_model_overrides_and_errors():
+    model = create_model("lite", input_size=64, widths=[8, 16, 16])
+    assert model.config.input_size == 64 and model.config.widths == (8, 16, 16)
+    assert model.config.name == "lite" and model.training
+    assert sorted(MODELS) == ["lite", "paper"]
+    assert MODELS["paper"] == ModelConfig()
+    with pytest.raises(CoreAffectError, match="lite.*paper"):
+        create_model("resnet")
+    with pytest.raises(CoreAffectError, match="input_size"):
+        create_model("paper", depth=4)
+    with pytest.raises(CoreAffectError, match="odd"):
+        create_model("paper", kernel=4)
+    with pytest.raises(CoreAffectError, match="temporal stride"):
+        create_model("paper", clip_length=18)
+
+
+def test_config_round_trips_through_json():
+    config = MODELS["lite"]
+    assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(CoreAffectError, match="unknown"):
+        ModelConfig.from_dict({**config.to_dict(), "dropout": 0.5})
+
+
+@pytest.mark.parametrize("name", ["paper32", "lite"])
+@pytest.mark.parametrize("frames", [16, 61])
+def test_chunked_trunk_equals_whole_trunk(name, frames, request):
+    model = request.getfixturevalue(name)
+    video = _video(frames, model.config.input_size)
+    with torch.no_grad():
+        whole = model.forward_features(video[None])[0]  # (D, T', H', W')
+    for chunk_frames in (20, 28, 64):
+        chunked = model.dense_features(video, chunk_frames=chunk_frames)
+        assert chunked.shape == whole.shape
+        torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
+
+
+def test_dense_batches_and_input_formats_agree(lite):
+    video = _video(70, 48)
+    reference = lite.predict_dense(video, chunk_frames=24)
+    as_uint8 = (video * 255).round().to(torch.uint8)
+    variants = [
+        lite.predict_dense(video, chunk_frames=24, batch_size=3),
+        lite.predict_dense(video, chunk_frames=200, device="cpu"),
+    ]
+    for other in variants:
+        for a, b in zip(reference, other, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    from_tensor = lite.predict_dense(as_uint8)
+    from_array = lite.predict_dense(as_uint8.permute(1, 2, 3, 0).numpy())  # (T, H, W, C)
+    for a, b in zip(from_tensor, from_array, strict=True):
+        torch.testing.assert_close(a, b)
+    torch.testing.assert_close(from_tensor.mean, reference.mean, atol=0.02, rtol=0)
+
+
+def test_dense_resizes_frames_like_the_clip_dataset(lite):
+    big = _video(20, 64)
+    small = F.interpolate(big, size=(48, 48), mode="bilinear", antialias=True,
+                          align_corners=False).clamp(0, 1)
+    torch.testing.assert_close(lite.predict_dense(big).mean, lite.predict_dense(small).mean)
+
+
+@pytest.mark.parametrize("frames", [16, 37])
+def test_dense_has_one_row_per_frame(lite, frames):
+    estimate = lite.predict_dense(_video(frames, 48))
+    assert estimate.mean.shape == estimate.var.shape == (frames, 2)
+    assert estimate.embedding.shape == (frames, lite.embedding_dim)
+    assert torch.isfinite(estimate.mean).all() and (estimate.var >= lite.config.min_var).all()
+
+
+def test_dense_equals_windows_with_real_context(paper32):
+    video = _video(64, 32)
+    dense = paper32.predict_dense(video)
+    for k in (2, 5, 9):  # windows starting at frames 8, 20, 36; centres 16, 28, 44
+        start = 4 * k
+        context = video[None, :, start - 8:start + 24]  # the window plus 8 real frames each side
+        with torch.no_grad():
+            features = paper32.forward_features(context)[:, :, 2:6]  # the window's own 4 steps
+            window = paper32.forward_head(features)
+        for a, b in zip(window, dense, strict=True):
+            torch.testing.assert_close(a[0], b[start + 8], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["paper32", "lite"])
+def test_dense_and_aligned_windows_differ_only_by_border_padding(name, request):
+    model = request.getfixturevalue(name)
+    video = _video(64, model.config.input_size)
+    dense = model.predict_dense(video)
+    windows = model.predict_windows(video, stride=4)  # every grid-aligned window
+    centres = torch.arange(8, 64 - 7, 4)  # frames where both give exactly their own window
+    difference = (dense.mean - windows.mean)[centres].abs()
+    assert 1e-4 < difference.max() < BORDER_EFFECT  # the padding effect is real and bounded
+
+
+def test_windows_alignment_at_stride_one(lite):
+    video = _video(30, 48)
+    estimate = lite.predict_windows(video, stride=1, batch_size=5)
+    with torch.no_grad():
+        windows = lite(video.unfold(1, 16, 1).permute(1, 0, 4, 2, 3))  # (15, C, T, H, W)
+    torch.testing.assert_close(estimate.mean[8:23], windows.mean, atol=1e-5, rtol=0)
+    torch.testing.assert_close(estimate.mean[:8], windows.mean[:1].expand(8, 2))
+    torch.testing.assert_close(estimate.mean[23:], windows.mean[-1:].expand(7, 2))
+
+
+def test_dense_interpolates_between_window_centres(lite):
+    video = _video(41, 48)
+    dense = lite.predict_dense(video)
+    centres = dense.mean[8:33:4]  # T' = 10 steps: windows 0 .. 6 at frames 8, 12, ..., 32
+    assert len(centres) == 7
+    torch.testing.assert_close(dense.mean[10], (centres[0] + centres[1]) / 2)
+    torch.testing.assert_close(dense.mean[9], 0.75 * centres[0] + 0.25 * centres[1])
+    torch.testing.assert_close(dense.mean[:8], centres[:1].expand(8, 2))
+    torch.testing.assert_close(dense.mean[33:], centres[-1:].expand(8, 2))  # 7 + 41 % 4 frames
+
+
+def test_trunk_is_equivariant_to_shifts_of_the_stride(paper32):
+    video = _video(48, 32)
+    with torch.no_grad():
+        features = paper32.forward_features(video[None])  # (1, D, 12, H', W')
+        shifted = paper32.forward_features(video[None, :, 4:])  # (1, D, 11, H', W')
+    # steps 2 .. 8 of the shifted run lie 2 steps (8 frames) from both borders
+    torch.testing.assert_close(shifted[:, :, 2:9], features[:, :, 3:10], atol=1e-5, rtol=0)
+
+
+def test_mode_and_grad_state_are_restored(lite):
+    lite.train()
+    try:
+        with torch.no_grad():
+            estimate = lite.predict_dense(_video(20, 48), device="cpu")
+        assert lite.training and not estimate.mean.requires_grad
+        lite.predict_windows(_video(20, 48), stride=2)
+        assert lite.training and torch.is_grad_enabled()
+    finally:
+        lite.eval()
+
+
+def test_bad_inputs_are_clear_errors(lite):
+    with pytest.raises(CoreAffectError, match="at least 16 frames"):
+        lite.predict_dense(_video(12, 48))
+    with pytest.raises(CoreAffectError, match=r"\(3, T, H, W\)"):
+        lite.predict_dense(torch.rand(20, 3, 48, 48))
+    with pytest.raises(CoreAffectError, match=r"\(T, H, W, 3\)"):
+        lite.predict_windows(np.zeros((3, 20, 48, 48), np.uint8))
+    with pytest.raises(CoreAffectError, match="chunk_frames must be at least 12"):
+        lite.predict_dense(_video(20, 48), chunk_frames=8)
+    with pytest.raises(CoreAffectError, match=r"\(B, 3, T, H, W\)"):
+        lite(torch.rand(3, 16, 48, 48))
+
+
+def test_layer_norm_normalises_each_time_step_over_channels_and_space():
+    torch.manual_seed(0)
+    norm = create_model("lite").blocks[1][3]  # the second block's LayerNorm, C = 32
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+        norm.bias.uniform_(-1, 1)
+        x = torch.randn(2, 32, 3, 5, 7) * 3 + 1  # (B, C, T, H, W)
+        steps = [F.layer_norm(x[:, :, t], (32, 5, 7), eps=1e-5) for t in range(3)]
+        expected = torch.stack(steps, dim=2) * norm.weight.view(1, -1, 1, 1, 1) \
+            + norm.bias.view(1, -1, 1, 1, 1)
+        torch.testing.assert_close(norm(x), expected, atol=1e-5, rtol=1e-5)
