@@ -1,0 +1,176 @@
+"""Run directories: weights as safetensors, everything else as JSON; nothing is ever unpickled.
+
+A *run directory* holds what ``coreaffect train`` fits, one component per pair of files::
+
+    RUN/
+      hidden_route.safetensors   the network's weights
+      hidden_route.json          its ModelConfig, the DataConfig of its inputs (crop size, margin,
+                                 clip length, fps handling), the package version, and the
+                                 SHA-256 of the weights file
+      training/                  the training log and, while training runs, the resume state
+
+Each component is saved by :func:`save_state` and read by :func:`load_state`. Writes are atomic
+(a temporary file in the same folder, flushed to disk, then renamed over the target), the JSON
+last, so a reader never sees a JSON whose weights are missing or half-written; a weights file
+whose hash does not match its JSON (truncated, tampered, or from another save) is an error, never
+loaded. The JSON's ``format`` number changes when the layout does; a run directory written by an
+incompatible version is refused with a message saying so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from coreaffect.config import DataConfig
+from coreaffect.errors import CoreAffectError
+
+__all__ = [
+    "FORMAT",
+    "atomic_write",
+    "load_data_config",
+    "load_model",
+    "load_state",
+    "save_model",
+    "save_state",
+]
+
+FORMAT = 1  # layout version of run directories; bump when a reader could misread an older one
+
+
+def atomic_write(path: str | Path, data: bytes | str) -> None:
+    """Write a file so that readers see the old content or the new, never a part of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = data.encode() if isinstance(data, str) else data
+    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_state(directory: str | Path, name: str, tensors: dict[str, torch.Tensor],
+               config: dict[str, Any]) -> None:
+    """Save one component: ``name.safetensors`` (tensors) and ``name.json`` (config and hash).
+
+    Args:
+        directory: The run directory (created if missing).
+        name: Component name, e.g. ``"hidden_route"``.
+        tensors: Named tensors (moved to the CPU and made contiguous).
+        config: JSON-serialisable settings needed to rebuild the component.
+    """
+    from coreaffect import __version__
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / f"{name}.safetensors"
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    handle, tmp = tempfile.mkstemp(prefix=f".{weights.name}.", dir=directory)
+    os.close(handle)
+    try:
+        save_file(cpu, tmp, metadata={"format": str(FORMAT)})
+        with open(tmp, "rb") as raw:
+            os.fsync(raw.fileno())
+        digest = _sha256(Path(tmp))
+        os.replace(tmp, weights)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {"format": FORMAT, "coreaffect": __version__, "component": name,
+            "weights_sha256": digest, "config": config}
+    atomic_write(directory / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def load_state(directory: str | Path, name: str, device: str | torch.device = "cpu"
+               ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load one component saved by :func:`save_state`.
+
+    Returns:
+        ``(tensors, config)``.
+
+    Raises:
+        CoreAffectError: The files are missing, unreadable, inconsistent with each other, or from
+            an incompatible format.
+    """
+    directory = Path(directory)
+    meta_path, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
+    if not directory.is_dir():
+        raise CoreAffectError(f"{directory}: no such run directory")
+    if not meta_path.is_file():
+        raise CoreAffectError(f"{meta_path}: missing; is {directory} a run directory?")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CoreAffectError(f"{meta_path}: unreadable ({err})") from None
+    if not isinstance(meta, dict) or "format" not in meta:
+        raise CoreAffectError(f"{meta_path}: not a coreaffect component description")
+    if meta["format"] != FORMAT:
+        raise CoreAffectError(
+            f"{meta_path}: written in run-directory format {meta['format']} by coreaffect "
+            f"{meta.get('coreaffect', '?')}; this version reads format {FORMAT}. Retrain, or use "
+            "the coreaffect version that wrote it.")
+    if not weights.is_file():
+        raise CoreAffectError(f"{weights}: missing (its description {meta_path} exists)")
+    if _sha256(weights) != meta.get("weights_sha256"):
+        raise CoreAffectError(f"{weights}: content does not match {meta_path.name} "
+                              "(truncated, modified, or from another save)")
+    try:
+        tensors = load_file(weights, device=str(device))
+    except (SafetensorError, OSError) as err:
+        raise CoreAffectError(f"{weights}: not a readable safetensors file ({err})") from None
+    return tensors, meta["config"]
+
+
+def save_model(model: torch.nn.Module, directory: str | Path,
+               data_config: DataConfig | None = None, name: str = "hidden_route") -> None:
+    """Save a :class:`~coreaffect.hidden_route.HiddenRouteNet` with its preprocessing."""
+    config = {"model": model.config.to_dict(),
+              "data": (data_config or DataConfig()).to_dict()}
+    save_state(directory, name, model.state_dict(), config)
+
+
+def load_model(directory: str | Path, device: str | torch.device = "cpu",
+               name: str = "hidden_route") -> torch.nn.Module:
+    """Rebuild the saved network in eval mode on ``device``; never unpickles."""
+    from coreaffect.hidden_route import HiddenRouteNet, ModelConfig
+
+    tensors, config = load_state(directory, name, device)
+    try:
+        model = HiddenRouteNet(ModelConfig.from_dict(config["model"]))
+        model.load_state_dict(tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CoreAffectError(f"{Path(directory) / name}.json: does not describe the saved "
+                              f"weights ({err})") from None
+    return model.to(device).eval()
+
+
+def load_data_config(directory: str | Path, name: str = "hidden_route") -> DataConfig:
+    """The DataConfig the saved network was trained with (crop size, margin, clip length...)."""
+    meta_path = Path(directory) / f"{name}.json"
+    try:
+        meta = json.loads(meta_path.read_text())
+        return DataConfig.from_dict(meta["config"]["data"], source=str(meta_path))
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+        raise CoreAffectError(f"{meta_path}: no readable data configuration ({err})") from None
