@@ -14,9 +14,11 @@ Items are :class:`Clip` tuples::
     video_id, start, end (seconds of the first frame and of the last)
 
 In dense mode (``dense_length=N``) items are :class:`Sequence` tuples of N consecutive frames with
-per-frame labels, consecutive sequences overlapping by ``length - 1`` frames so that every
-``length``-frame window of the video lies whole inside one of them. They feed dense training and
-inference, where the network's trunk runs once over a long sequence.
+per-frame labels, consecutive sequences overlapping by at least ``length - 1`` frames so that
+every ``length``-frame window of the video lies whole inside one of them; all have N frames (the
+last one ends flush with the video), except for a video shorter than N, which gives one sequence
+of its own length. They feed dense training, where the network's trunk runs once over a long
+sequence and scores every window in it.
 
 Training augmentation (``augment=True``; off by default and for evaluation) is drawn once per
 item and applied alike to every frame of it, so the motion inside a clip is untouched:
@@ -65,6 +67,7 @@ class Sequence(NamedTuple):
         video: (C, T, H, W) float32 in [0, 1].
         labels: (T, 2) float32 per-frame labels; NaN = no label.
         mask: (T,) bool, frames with a face found and a label.
+        face_found: (T,) bool, frames with a face found.
         times: (T,) float64 frame times in seconds.
         video_id: The video's id.
     """
@@ -72,6 +75,7 @@ class Sequence(NamedTuple):
     video: torch.Tensor
     labels: torch.Tensor
     mask: torch.Tensor
+    face_found: torch.Tensor
     times: torch.Tensor
     video_id: str
 
@@ -102,6 +106,19 @@ def window_targets(labels: np.ndarray, face_found: np.ndarray, config: ClipConfi
     sums = np.where(labelled[..., None], window, 0.0).sum(axis=1)  # (N, 2)
     targets = sums[keep] / count[keep, None]
     return starts[keep].astype(np.int64), targets.astype(np.float32)
+
+
+def _dense_starts(frames: int, dense_length: int, length: int) -> np.ndarray:
+    """Starts of full-length sequences overlapping by ``length - 1`` frames, the last one flush
+    with the video's end; one shorter sequence for a video shorter than ``dense_length``."""
+    if frames < length:
+        return np.zeros(0, np.int64)
+    if frames <= dense_length:
+        return np.zeros(1, np.int64)
+    starts = np.arange(0, frames - dense_length + 1, dense_length - length + 1)
+    if starts[-1] != frames - dense_length:
+        starts = np.append(starts, frames - dense_length)
+    return starts
 
 
 class ClipDataset(Dataset):
@@ -138,10 +155,7 @@ class ClipDataset(Dataset):
                 skipped += total - len(starts)
                 targets.append(t)
             else:
-                step = dense_length - config.length + 1
-                n = len(video.labels)
-                starts = np.arange(0, max(n - config.length, 0) + 1, step) if n >= config.length \
-                    else np.zeros(0, np.int64)
+                starts = _dense_starts(len(video.labels), dense_length, config.length)
             items += [(v, int(s)) for s in starts]
         self._items = items
         self.targets = (np.concatenate(targets) if targets else np.zeros((0, 2), np.float32))
@@ -175,11 +189,11 @@ class ClipDataset(Dataset):
         if self.augment:
             clip = self._augment(clip, index)
         labels = torch.from_numpy(np.array(video.labels[start:stop], dtype=np.float32))
-        mask = torch.from_numpy(np.asarray(video.crops.face_found[start:stop], dtype=bool))
-        mask &= ~torch.isnan(labels).any(dim=-1)
+        face = torch.from_numpy(np.asarray(video.crops.face_found[start:stop], dtype=bool))
+        mask = face & ~torch.isnan(labels).any(dim=-1)
         times = np.asarray(video.crops.times[start:stop], dtype=np.float64)
         if self.dense_length is not None:
-            return Sequence(clip, labels, mask, torch.from_numpy(times), video.id)
+            return Sequence(clip, labels, mask, face, torch.from_numpy(times), video.id)
         target = torch.from_numpy(self.targets[index])  # targets are stored in item order
         return Clip(clip, target, mask, video.id, float(times[0]), float(times[-1]))
 

@@ -169,14 +169,13 @@ class MetricTable(NamedTuple):
     pooled: dict[str, np.ndarray]
 
     def to_dict(self) -> dict:
-        """Plain nested dict for JSON: ``{metric: {dim: {per_video: {...}, mean, pooled}}}``."""
-        out: dict = {}
-        for name, table in self.per_video.items():
-            out[name] = {
-                dim: {"per_video": {v: _num(table[i, d]) for i, v in enumerate(self.videos)},
-                      "mean": _num(self.mean[name][d]), "pooled": _num(self.pooled[name][d])}
-                for d, dim in enumerate(DIMENSIONS)}
-        return out
+        """Plain nested dict for JSON, ``{dim: {metric: {"per_video": {video: value}, "mean":
+        value, "pooled": value}}}``; undefined values (NaN) become ``None``."""
+        return {
+            dim: {name: {"per_video": {v: _num(table[i, d]) for i, v in enumerate(self.videos)},
+                         "mean": _num(self.mean[name][d]), "pooled": _num(self.pooled[name][d])}
+                  for name, table in self.per_video.items()}
+            for d, dim in enumerate(DIMENSIONS)}
 
 
 def _num(x: float) -> float | None:

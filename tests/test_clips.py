@@ -85,7 +85,9 @@ def test_dense_sequences_hold_every_window():
         assert isinstance(item, Sequence)
         t = item.video.shape[1]
         first = int(round(float(item.times[0]) * 25))
+        assert t == dense  # every sequence is full length, so batches stack
         assert item.labels.shape == (t, 2) and item.mask.shape == (t,)
+        assert item.face_found.all()
         covered |= {first + s for s in range(t - length + 1)}
     assert covered == set(range(n - length + 1))
 

@@ -86,9 +86,9 @@ def test_evaluate_videos_per_video_mean_and_pooled():
     assert table.pooled["rmse"][1] == pytest.approx(np.sqrt(1 / 4))
     assert "nll" not in table.per_video
     as_dict = table.to_dict()
-    assert as_dict["ccc"]["valence"]["per_video"]["b"] == pytest.approx(1.0)
+    assert as_dict["valence"]["ccc"]["per_video"]["b"] == pytest.approx(1.0)
     # a single valid frame has zero variance on both sides: CCC is undefined, reported as None
-    assert as_dict["ccc"]["arousal"]["per_video"]["b"] is None
+    assert as_dict["arousal"]["ccc"]["per_video"]["b"] is None
 
 
 def test_evaluate_videos_probabilistic_and_shape_errors():

@@ -1,0 +1,371 @@
+"""Training the hidden route: one loop, read top to bottom.
+
+:func:`train_hidden_route` fits a :class:`~coreaffect.hidden_route.HiddenRouteNet` on labelled
+clips (:class:`~coreaffect.clips.ClipDataset`) and writes everything into a run directory:
+
+* ``RUN/hidden_route.{safetensors,json}``: the best network so far (highest validation CCC, or
+  the last one when there is no validation set), with its data configuration;
+* ``RUN/training/log.csv`` and ``log.json``: one row per epoch (losses, validation RMSE and CCC
+  per dimension, learning rate, seconds);
+* ``RUN/training/last.{safetensors,json}`` and ``RUN/training/optimizer.pt``: the state after the
+  last finished epoch, from which ``resume=True`` continues after an interruption; a run stopped
+  by Ctrl-C, a crash or the time budget loses at most the epoch it was in.
+
+Dense training. The training items are long :class:`~coreaffect.clips.Sequence` runs of frames
+(``ClipDataset(..., dense_length=N)``). The network's trunk runs once over each, and every
+16-frame window starting on the trunk's feature grid (every S = 4 frames) is pooled and scored
+against the mean of its 16 labels: the paper's clip target, for many windows per forward pass.
+Only windows whose whole receptive field lies inside the sequence are scored, so each window is
+seen with its real temporal context, exactly as :meth:`~coreaffect.hidden_route.HiddenRouteNet.
+predict_dense` sees it at inference (a separately evaluated 16-frame clip would instead see zero
+padding at its borders). Windows are kept by the clip thresholds of
+:class:`~coreaffect.config.ClipConfig` (``min_labelled``, ``min_face``). Items of a
+window-mode :class:`~coreaffect.clips.ClipDataset` (16-frame :class:`~coreaffect.clips.Clip`
+tuples) are trained on as they are, one window each.
+
+Validation runs the network densely over every frame of each validation video and scores the
+per-frame estimates against the per-frame labels, on frames with a face (as
+:func:`~coreaffect.evaluation.evaluate_hidden_route`); early stopping watches the per-video mean
+CCC, averaged over valence and arousal.
+
+Losses (``TrainConfig.loss``), on the window-mean targets y with the network's mean m and
+variance v:
+
+* ``"nll"``: Gaussian negative log-likelihood ``0.5 (log v + (y - m)^2 / v)``;
+* ``"beta-nll"``: the same, each term weighted by ``stop_gradient(v) ** beta`` (Seitzer et al.
+  2022), which keeps hard examples from starving the mean of gradient; ``beta = 0.5`` by default;
+* ``"mse"``: squared error for the mean plus the NLL for the variance with the mean detached,
+  so the variance head is still fitted;
+* ``"ccc"``: ``1 - CCC`` over the batch for the mean (the usual affect-recognition objective),
+  plus the detached-mean NLL for the variance.
+
+Optimiser: AdamW with a cosine learning-rate decay over the planned epochs. Randomness (weights,
+shuffling, augmentation) is a function of ``TrainConfig.seed``. Early stopping ends training when
+the validation CCC (mean of valence and arousal) has not improved for ``patience`` epochs.
+
+References:
+    Seitzer, M., Tavakoli, A., Antic, D., & Martius, G. (2022). On the pitfalls of heteroscedastic
+    uncertainty estimation with probabilistic neural networks. ICLR.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from coreaffect.checkpoint import atomic_write, load_model, load_state, save_model, save_state
+from coreaffect.clips import Clip, ClipDataset, Sequence
+from coreaffect.config import ClipConfig, DataConfig
+from coreaffect.corpus import LabelledVideo
+from coreaffect.errors import CoreAffectError
+from coreaffect.evaluation import evaluate_hidden_route
+from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, ModelConfig, create_model
+
+__all__ = ["TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates",
+           "train_hidden_route"]
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("nll", "beta-nll", "mse", "ccc")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of :func:`train_hidden_route`.
+
+    Attributes:
+        preset: Network preset of :func:`~coreaffect.hidden_route.create_model`.
+        epochs: Most epochs to run.
+        batch_size: Clips per optimiser step.
+        lr: Peak learning rate of AdamW.
+        weight_decay: AdamW's decoupled weight decay.
+        loss: One of ``"nll"``, ``"beta-nll"``, ``"mse"``, ``"ccc"`` (module docstring).
+        beta: Exponent of ``"beta-nll"``.
+        patience: Epochs without a better validation CCC before stopping.
+        max_minutes: Wall-clock budget; training stops cleanly when it is spent.
+        seed: Seed of weights, shuffling and augmentation.
+        device: Where to train (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
+        num_workers: Data-loader worker processes.
+    """
+
+    preset: str = "lite"  # trains on a laptop CPU in minutes
+    epochs: int = 40  # early stopping usually ends sooner
+    batch_size: int = 16  # fits any machine; noise in small batches regularises
+    lr: float = 2e-3  # AdamW with LayerNorm tolerates a high rate; decays by cosine
+    weight_decay: float = 1e-4  # light: the network is small
+    loss: str = "nll"  # fits mean and variance together, so the variance is calibrated
+    beta: float = 0.5  # Seitzer et al.'s recommended middle ground
+    patience: int = 6  # validation CCC is noisy on a handful of videos
+    max_minutes: float | None = None  # no budget unless asked
+    seed: int = 0  # reproducible by default
+    device: str = "cpu"  # the portable default; pass "cuda" where available
+    num_workers: int = 0  # clips come from a memory-mapped cache: workers rarely pay off
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise CoreAffectError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise CoreAffectError("epochs and batch_size must be >= 1")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise CoreAffectError(f"max_minutes must be positive, got {self.max_minutes}")
+
+
+class TrainResult(NamedTuple):
+    """What :func:`train_hidden_route` returns.
+
+    Attributes:
+        model: The best network (eval mode), also saved in the run directory.
+        history: One dict per epoch, as in ``training/log.json``.
+        best_epoch: Epoch of the saved network (1-based).
+        stopped: Why training ended: ``"epochs"``, ``"early-stopping"`` or ``"time-budget"``.
+    """
+
+    model: HiddenRouteNet
+    history: list[dict[str, Any]]
+    best_epoch: int
+    stopped: str
+
+
+def affect_loss(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor, kind: str = "nll",
+                beta: float = 0.5) -> torch.Tensor:
+    """Scalar training loss of a batch.
+
+    Args:
+        mean: (B, 2) predicted means.
+        var: (B, 2) predicted variances (> 0).
+        target: (B, 2) window-mean labels.
+        kind: One of :data:`LOSSES`; see the module docstring.
+        beta: Exponent of ``"beta-nll"``.
+    """
+    if kind in ("nll", "beta-nll"):
+        nll = 0.5 * (torch.log(var) + (target - mean) ** 2 / var)
+        if kind == "beta-nll":
+            nll = nll * var.detach() ** beta
+        return nll.mean()
+    variance_fit = 0.5 * (torch.log(var) + (target - mean.detach()) ** 2 / var).mean()
+    if kind == "mse":
+        return ((target - mean) ** 2).mean() + variance_fit
+    # 1 - CCC per dimension over the batch, population statistics
+    dm, dt = mean - mean.mean(0), target - target.mean(0)
+    cov = (dm * dt).mean(0)
+    concordance = 2 * cov / (dm.pow(2).mean(0) + dt.pow(2).mean(0)
+                             + (mean.mean(0) - target.mean(0)) ** 2 + 1e-8)
+    return (1 - concordance).mean() + variance_fit
+
+
+def dense_window_estimates(model: HiddenRouteNet, video: torch.Tensor
+                           ) -> tuple[AffectEstimate, int]:
+    """Estimates of the windows of a batch of sequences whose receptive field lies inside them.
+
+    Args:
+        model: The network.
+        video: (B, C, T, H, W) sequences, T a multiple of the temporal stride S.
+
+    Returns:
+        ``(estimate, first)``: mean and var (B, K, 2) and embedding (B, K, D) of the windows
+        starting at frames ``S * (first + k)``, k = 0 ... K - 1.
+    """
+    config = model.config
+    stride, steps = config.temporal_stride, config.clip_length // config.temporal_stride
+    before, after = model.temporal_context
+    first = -(-before // stride)  # first window with its whole left context
+    features = model.forward_features(video)  # (B, D, T', H', W')
+    b, d, t, h, w = features.shape
+    last = (video.shape[2] - config.clip_length - after) // stride  # last window with right context
+    count = last - first + 1
+    if count < 1:
+        raise CoreAffectError(f"sequences of {video.shape[2]} frames hold no window with its "
+                              f"full context; use at least {config.clip_length + before + after}")
+    windows = features[:, :, first:first + count - 1 + steps]  # (B, D, count + steps - 1, H', W')
+    windows = windows.unfold(2, steps, 1)  # (B, D, count, H', W', steps)
+    windows = windows.permute(0, 2, 1, 5, 3, 4).reshape(b * count, d, steps, h, w)
+    estimate = model.forward_head(windows)  # (B * count, ...)
+    return AffectEstimate(*(v.reshape(b, count, -1) for v in estimate)), first
+
+
+def _window_targets(batch: Sequence, first: int, count: int, model_config: ModelConfig,
+                    clip_config: ClipConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, K, 2) window-mean labels and (B, K) validity of the scored windows of a batch."""
+    length, stride = model_config.clip_length, model_config.temporal_stride
+    labels = batch.labels[:, first * stride:]  # (B, T, 2)
+    labelled = ~torch.isnan(labels).any(dim=-1)  # (B, T)
+    # (B, K, L) windows of L frames every S frames
+    lab_w = labels.nan_to_num(0.0).unfold(1, length, stride)[:, :count]  # (B, K, 2, L)
+    have = labelled.unfold(1, length, stride)[:, :count].float()  # (B, K, L)
+    face = batch.face_found[:, first * stride:].unfold(1, length, stride)[:, :count].float()
+    n = have.sum(-1)  # (B, K)
+    targets = (lab_w * have[:, :, None]).sum(-1) / n.clamp(min=1)[..., None]  # (B, K, 2)
+    valid = (n >= clip_config.min_labelled * length) & (n > 0)
+    valid &= face.mean(-1) >= clip_config.min_face
+    return targets, valid
+
+
+def _batch_loss(model: HiddenRouteNet, batch: Clip | Sequence, config: TrainConfig,
+                clip_config: ClipConfig) -> torch.Tensor | None:
+    """Loss of one batch of clips or sequences; ``None`` when it holds no valid window."""
+    video = batch.video.to(config.device)
+    if isinstance(batch, Clip):
+        estimate = model(video)
+        return affect_loss(estimate.mean, estimate.var, batch.target.to(config.device),
+                           config.loss, config.beta)
+    estimate, first = dense_window_estimates(model, video)
+    targets, valid = _window_targets(batch, first, estimate.mean.shape[1], model.config,
+                                     clip_config)
+    valid = valid.to(config.device)
+    if not bool(valid.any()):
+        return None
+    return affect_loss(estimate.mean[valid], estimate.var[valid],
+                       targets.to(config.device)[valid], config.loss, config.beta)
+
+
+def _validation_scores(model: HiddenRouteNet, videos: list[LabelledVideo],
+                       config: TrainConfig) -> dict[str, float]:
+    table = evaluate_hidden_route(model, videos, config.device)
+    scores = {}
+    for d, dim in enumerate(("valence", "arousal")):
+        scores[f"val_ccc_{dim}"] = float(table.mean["ccc"][d])
+        scores[f"val_rmse_{dim}"] = float(table.mean["rmse"][d])
+        scores[f"val_nll_{dim}"] = float(table.mean["nll"][d])
+    scores["val_ccc"] = (scores["val_ccc_valence"] + scores["val_ccc_arousal"]) / 2
+    return scores
+
+
+def _write_log(directory: Path, history: list[dict[str, Any]]) -> None:
+    atomic_write(directory / "log.json", json.dumps(history, indent=1) + "\n")
+    fields = list(dict.fromkeys(k for row in history for k in row))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write(directory / "log.csv", text.getvalue())
+
+
+def _save_resume_state(directory: Path, model, optimizer, scheduler, state: dict) -> None:
+    atomic_write(directory / "optimizer.pt", _torch_bytes(
+        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}))
+    save_state(directory, "last", model.state_dict(),
+               {"model": model.config.to_dict(), **state})
+
+
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: str | Path,
+                       config: TrainConfig = TrainConfig(), *,
+                       data_config: DataConfig = DataConfig(),
+                       model_overrides: dict[str, Any] | None = None,
+                       resume: bool = False, progress: bool = False) -> TrainResult:
+    """Fit the hidden route and save it in ``run_dir``.
+
+    Args:
+        train: Training sequences (dense mode) or clips, augmentation on, typically.
+        val: Validation videos (not in ``train``), or ``None`` (then the last epoch is kept).
+        run_dir: The run directory.
+        config: Training settings.
+        data_config: The data settings the clips were made with, stored beside the weights.
+        model_overrides: Changes to the preset's :class:`~coreaffect.hidden_route.ModelConfig`.
+        resume: Continue from ``run_dir/training`` if a resume state is there.
+        progress: Show a progress bar per epoch.
+
+    Returns:
+        The :class:`TrainResult`.
+    """
+    if len(train) == 0:
+        raise CoreAffectError("no training clip: the videos are shorter than a clip, or too few "
+                              "of their frames have a face and a label")
+    run_dir = Path(run_dir)
+    log_dir = run_dir / "training"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    model = create_model(config.preset, **(model_overrides or {})).to(config.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                  weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    history: list[dict[str, Any]] = []
+    best, best_epoch, first_epoch = -math.inf, 0, 1
+    if resume and (log_dir / "last.json").exists():
+        tensors, state = load_state(log_dir, "last", config.device)
+        if ModelConfig.from_dict(state["model"]) != model.config:
+            raise CoreAffectError(f"{log_dir}: the saved run has another network; "
+                                  "start a new run directory")
+        model.load_state_dict(tensors)
+        saved = torch.load(log_dir / "optimizer.pt", map_location=config.device,
+                           weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
+        first_epoch = len(history) + 1
+        logger.info("resuming %s at epoch %d", run_dir, first_epoch)
+    budget = None if config.max_minutes is None else config.max_minutes * 60
+    stopped = "epochs"
+    for epoch in range(first_epoch, config.epochs + 1):
+        epoch_start = time.monotonic()
+        train.set_epoch(epoch)
+        loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, drop_last=False,
+                            num_workers=config.num_workers,
+                            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+        model.train()
+        losses, out_of_time = [], False
+        batches = loader
+        if progress:
+            from tqdm import tqdm
+
+            batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch")
+        for batch in batches:
+            loss = _batch_loss(model, batch, config, train.config)
+            if loss is None:
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.detach().item())
+            if budget is not None and time.monotonic() - started > budget:
+                out_of_time = True
+                break
+        scheduler.step()
+        row: dict[str, Any] = {"epoch": epoch,
+                               "train_loss": float(np.mean(losses)) if losses else math.nan,
+                               "lr": optimizer.param_groups[0]["lr"], "batches": len(losses)}
+        if val:
+            row.update(_validation_scores(model, val, config))
+            score = row["val_ccc"]
+        else:
+            score = float(epoch)  # no validation: the latest epoch is the best one
+        row["seconds"] = round(time.monotonic() - epoch_start, 2)
+        history.append(row)
+        if math.isnan(score):  # constant predictions have no CCC: the worst possible score
+            score = -math.inf
+        if best_epoch == 0 or score > best:
+            best, best_epoch = score, epoch
+            save_model(model, run_dir, data_config)
+        _save_resume_state(log_dir, model, optimizer, scheduler,
+                           {"history": history, "best": best, "best_epoch": best_epoch})
+        _write_log(log_dir, history)
+        logger.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v
+                                             for k, v in row.items()})
+        if out_of_time:
+            stopped = "time-budget"
+            break
+        if val and epoch - best_epoch >= config.patience:
+            stopped = "early-stopping"
+            break
+    atomic_write(log_dir / "train_config.json",
+                 json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    best_model = load_model(run_dir, config.device)
+    return TrainResult(best_model, history, best_epoch, stopped)

@@ -1,0 +1,145 @@
+"""The training loop: dense windows equal dense inference, logs, best model, resume, budget."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from coreaffect.clips import ClipDataset
+from coreaffect.config import ClipConfig
+from coreaffect.corpus import LabelledVideo
+from coreaffect.errors import CoreAffectError
+from coreaffect.faces import FaceCrops
+from coreaffect.hidden_route import create_model
+from coreaffect.training import TrainConfig, affect_loss, dense_window_estimates, train_hidden_route
+
+SIDE = 16
+
+
+def _video(n: int, seed: int, video_id: str) -> LabelledVideo:
+    """Frames whose brightness follows valence: a learnable toy task."""
+    rng = np.random.default_rng(seed)
+    valence = np.sin(np.arange(n) / 9 + seed)
+    arousal = np.cos(np.arange(n) / 13 + seed)
+    level = (valence + 1) / 2 * 200 + 20
+    crops = (level[:, None, None, None] + rng.normal(0, 5, (n, SIDE, SIDE, 3)))
+    crops = np.clip(crops, 0, 255).astype(np.uint8)
+    face = np.ones(n, bool)
+    face[5:9] = False
+    fc = FaceCrops(crops=crops, boxes=np.zeros((n, 4), np.float32), face_found=face,
+                   times=np.arange(n) / 25.0, indices=np.arange(n, dtype=np.int64))
+    labels = np.stack([valence, arousal], axis=1).astype(np.float32)
+    return LabelledVideo(video_id, fc, labels)
+
+
+def _config(**kwargs) -> TrainConfig:
+    base = dict(preset="lite", epochs=2, batch_size=4, patience=3, seed=0)
+    base.update(kwargs)
+    return TrainConfig(**base)
+
+
+OVERRIDES = {"input_size": SIDE}
+
+
+def test_dense_windows_equal_dense_inference():
+    torch.manual_seed(0)
+    model = create_model("lite", input_size=SIDE).eval()
+    video = _video(64, 0, "a")
+    frames = torch.from_numpy(video.crops.crops).permute(3, 0, 1, 2).float() / 255  # (C, T, H, W)
+    with torch.no_grad():
+        windows, first = dense_window_estimates(model, frames[None])
+        dense = model.predict_dense(video.crops.crops)
+    stride = model.config.temporal_stride
+    for k in range(windows.mean.shape[1]):
+        frame = stride * (first + k) + model.config.clip_length // 2
+        torch.testing.assert_close(windows.mean[0, k], dense.mean[frame], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(windows.var[0, k], dense.var[frame], atol=1e-5, rtol=1e-4)
+
+
+def test_affect_loss_kinds():
+    mean = torch.zeros(4, 2, requires_grad=True)
+    var = torch.ones(4, 2, requires_grad=True)
+    target = torch.full((4, 2), 0.5)
+    nll = affect_loss(mean, var, target, "nll")
+    assert nll.item() == pytest.approx(0.5 * 0.25)
+    for kind in ("beta-nll", "mse", "ccc"):
+        loss = affect_loss(mean, var, target + torch.randn(4, 2), kind)
+        loss.backward()
+        assert torch.isfinite(loss)
+    with pytest.raises(CoreAffectError):
+        TrainConfig(loss="l1")
+
+
+def test_training_writes_run_and_log(tmp_path):
+    train = ClipDataset([_video(96, s, f"t{s}") for s in range(3)], ClipConfig(),
+                        dense_length=48, augment=True)
+    val = [_video(64, 9, "v")]
+    result = train_hidden_route(train, val, tmp_path / "run", _config(),
+                                model_overrides=OVERRIDES)
+    assert len(result.history) == 2 and result.stopped == "epochs"
+    assert {"train_loss", "val_ccc_valence", "val_rmse_arousal", "seconds"} <= set(
+        result.history[0])
+    assert (tmp_path / "run" / "hidden_route.safetensors").exists()
+    log = json.loads((tmp_path / "run" / "training" / "log.json").read_text())
+    assert log == json.loads(json.dumps(result.history))
+    csv_lines = (tmp_path / "run" / "training" / "log.csv").read_text().splitlines()
+    assert len(csv_lines) == 3
+    best = max(result.history, key=lambda r: r["val_ccc"])
+    assert result.best_epoch == best["epoch"]
+
+
+def test_window_mode_and_no_validation(tmp_path):
+    train = ClipDataset([_video(64, 1, "t")], ClipConfig(stride=8))
+    result = train_hidden_route(train, None, tmp_path / "run", _config(epochs=1),
+                                model_overrides=OVERRIDES)
+    assert result.best_epoch == 1
+
+
+def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
+    videos = [_video(96, s, f"t{s}") for s in range(2)]
+    val = [_video(64, 9, "v")]
+
+    def data():
+        return ClipDataset(videos, ClipConfig(), dense_length=48)
+
+    straight = train_hidden_route(data(), val, tmp_path / "a", _config(epochs=3),
+                                  model_overrides=OVERRIDES)
+    # interrupt the second run (as Ctrl-C would) once its second epoch is saved
+    import coreaffect.training as training
+
+    write_log, calls = training._write_log, []
+
+    def interrupted(directory, history):
+        write_log(directory, history)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_write_log", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_hidden_route(data(), val, tmp_path / "b", _config(epochs=3),
+                           model_overrides=OVERRIDES)
+    monkeypatch.setattr(training, "_write_log", write_log)
+    resumed = train_hidden_route(data(), val, tmp_path / "b", _config(epochs=3),
+                                 model_overrides=OVERRIDES, resume=True)
+    assert len(resumed.history) == 3
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["val_ccc"] == pytest.approx(b["val_ccc"], rel=1e-3, abs=1e-4)
+
+
+def test_time_budget_stops_cleanly(tmp_path):
+    train = ClipDataset([_video(96, 0, "t")], ClipConfig(), dense_length=48)
+    result = train_hidden_route(train, None, tmp_path / "run",
+                                _config(epochs=50, max_minutes=1e-4),
+                                model_overrides=OVERRIDES)
+    assert result.stopped == "time-budget" and len(result.history) == 1
+    assert (tmp_path / "run" / "hidden_route.json").exists()
+
+
+def test_empty_training_set_is_an_error(tmp_path):
+    with pytest.raises(CoreAffectError, match="no training clip"):
+        train_hidden_route(ClipDataset([_video(8, 0, "t")]), None, tmp_path, _config())
