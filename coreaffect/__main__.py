@@ -1,0 +1,7 @@
+"""``python -m coreaffect`` runs the command line."""
+
+import sys
+
+from coreaffect.cli import main
+
+sys.exit(main())

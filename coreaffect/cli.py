@@ -1,0 +1,195 @@
+"""The ``coreaffect`` command line.
+
+Each command is a thin layer over the library. Exit codes: 0 on success, 2 on bad usage
+(argparse's own convention), 1 on a clear error message (a :class:`CoreAffectError`, printed
+without a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from coreaffect.errors import CoreAffectError
+
+__all__ = ["build_parser", "main"]
+
+_EPILOG_SYNTH = """examples:
+  coreaffect synth corpus/                      # the default: 23 videos of 40 s, 13/10 split
+  coreaffect synth tiny/ --videos 3 --seconds 4 --seed 1
+"""
+
+
+_EPILOG_TRAIN = """examples:
+  coreaffect train corpus/ --out run/ --max-minutes 10
+  coreaffect train mahnob/ --out run/ --format dante --preset paper --device cuda
+"""
+
+_EPILOG_EVALUATE = """examples:
+  coreaffect evaluate run/ corpus/ --json metrics.json
+  coreaffect evaluate run/ other_corpus/ --subset all
+"""
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from coreaffect.synthetic import SynthConfig, write_corpus
+
+    config = SynthConfig(videos=args.videos, seconds=args.seconds, fps=args.fps, seed=args.seed)
+    corpus = write_corpus(args.out, config, progress=not args.quiet)
+    print(f"wrote {len(corpus.ids)} videos to {corpus.root}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from coreaffect.experiment import train_run
+
+    result = train_run(
+        args.data, args.out, format=args.format, preset=args.preset, epochs=args.epochs,
+        max_minutes=args.max_minutes, device=args.device, seed=args.seed,
+        test_videos=args.test_videos, val_videos=args.val_videos, data_config=args.config,
+        cache=args.cache, resume=args.resume, progress=not args.quiet)
+    print(f"trained {result.model.config.name} for {len(result.history)} epochs "
+          f"(best epoch {result.best_epoch}, stopped by {result.stopped}); run in {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from coreaffect.evaluation import format_table
+    from coreaffect.experiment import evaluate_run
+
+    table = evaluate_run(args.run, args.data, format=args.format, subset=args.subset,
+                         device=args.device, cache=args.cache, json_path=args.json,
+                         progress=not args.quiet)
+    print(format_table(table, title="hidden route, per video (RMSE, CCC, PCC; v = valence, "
+                                    "a = arousal)"))
+    if args.json:
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="coreaffect",
+        description="Valence and arousal from facial video: the hidden route, a core-affect "
+                    "prior and its dynamics.")
+    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    synth = commands.add_parser(
+        "synth", help="write a synthetic corpus of facial videos with known valence-arousal",
+        description="Write a synthetic corpus: videos of procedurally rendered faces whose "
+                    "expression follows an Ornstein-Uhlenbeck valence-arousal trajectory, with "
+                    "annotations in the DANTE format and the per-frame truth.",
+        epilog=_EPILOG_SYNTH, formatter_class=argparse.RawDescriptionHelpFormatter)
+    synth.add_argument("out", type=Path, help="folder to write (created)")
+    synth.add_argument("--videos", type=_positive_int, default=23, help="number of videos")
+    synth.add_argument("--seconds", type=_positive_float, default=40.0, help="length of each")
+    synth.add_argument("--fps", type=_positive_float, default=25.0, help="frame rate")
+    synth.add_argument("--seed", type=int, default=0, help="seed of everything random")
+    synth.add_argument("--quiet", action="store_true", help="no progress bar")
+    synth.set_defaults(handler=_synth)
+
+    train = commands.add_parser(
+        "train", help="fit the hidden route on a dataset into a run directory",
+        description="Fit the hidden route on the training videos of DATA and write the run "
+                    "directory RUN (weights, configuration, training log, video split). The "
+                    "videos are split deterministically by --seed: --test-videos are held out "
+                    "for 'coreaffect evaluate', --val-videos of the rest steer early stopping.",
+        epilog=_EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument("data", type=Path, help="dataset folder")
+    train.add_argument("--out", type=Path, required=True, metavar="RUN", help="run directory")
+    _add_format(train)
+    train.add_argument("--preset", default="lite", help="network preset: lite or paper")
+    train.add_argument("--epochs", type=_positive_int, default=40, help="most epochs")
+    train.add_argument("--max-minutes", type=_positive_float, default=None,
+                       help="training budget (face cropping comes before it); training stops "
+                            "cleanly when it is spent")
+    train.add_argument("--test-videos", type=int, default=None,
+                       help="videos held out for evaluation (default: 10 of 23, the paper's "
+                            "share; 0 trains on all)")
+    train.add_argument("--val-videos", type=int, default=None,
+                       help="training videos used for validation (default: a fifth, at least 1)")
+    train.add_argument("--config", type=Path, default=None, metavar="TOML",
+                       help="data settings (faces, clips, annotations) as TOML")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    _add_common(train)
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="per-video and pooled metrics of a run on a dataset",
+        description="Score the run's per-frame estimates on the test videos of DATA (those "
+                    "held out when RUN was trained), or on all of them with --subset all. "
+                    "Frames count when they have a label and a face.",
+        epilog=_EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    evaluate.add_argument("run", type=Path, help="run directory")
+    evaluate.add_argument("data", type=Path, help="dataset folder")
+    _add_format(evaluate)
+    evaluate.add_argument("--subset", choices=("test", "all"), default="test",
+                          help="the run's held-out videos (default) or every video of DATA")
+    evaluate.add_argument("--json", type=Path, default=None, metavar="FILE",
+                          help="write the metrics as JSON")
+    _add_common(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+    return parser
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    from coreaffect.annotations import FORMATS
+
+    parser.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                        help="annotation format (default: told from the layout)")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
+                        help="face-crop cache (default: RUN/crops)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _version() -> str:
+    from coreaffect import __version__
+
+    return f"coreaffect {__version__}"
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except CoreAffectError as err:
+        print(f"coreaffect {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # a file that cannot be read or written: the OS names it
+        print(f"coreaffect {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"coreaffect {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
