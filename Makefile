@@ -11,12 +11,11 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/plot_data_path.py
+	$(BIN)/python examples/plot_hidden_route.py --out demo_output
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -26,6 +25,8 @@ docs: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data_path.py
+	$(BIN)/python benchmarks/bench_hidden_route.py
+	$(BIN)/python benchmarks/synthetic_baselines.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,3 +1,35 @@
-"""coreaffect: valence and arousal from facial video."""
+"""coreaffect: valence and arousal from facial video.
+
+The data path is ``VideoSource`` (frames) -> ``FaceCropper`` (face crops) -> ``ClipDataset``
+(labelled clips), with ``read_annotations`` for the labels; ``create_model`` builds the hidden
+route, a ``HiddenRouteNet`` returning an ``AffectEstimate`` (mean, variance, embedding). Importing coreaffect has no side
+effects: no downloads, no seeds, no logging configuration.
+"""
+
+from coreaffect.annotations import Annotations, read_annotations
+from coreaffect.clips import Clip, ClipDataset
+from coreaffect.config import DataConfig
+from coreaffect.corpus import Recording, discover
+from coreaffect.errors import CoreAffectError
+from coreaffect.faces import FaceCropper, FaceCrops
+from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, create_model
+from coreaffect.video import VideoSource
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AffectEstimate",
+    "Annotations",
+    "Clip",
+    "ClipDataset",
+    "CoreAffectError",
+    "DataConfig",
+    "FaceCropper",
+    "FaceCrops",
+    "HiddenRouteNet",
+    "Recording",
+    "VideoSource",
+    "create_model",
+    "discover",
+    "read_annotations",
+]

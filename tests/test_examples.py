@@ -1,0 +1,25 @@
+"""Every example runs end to end in its fast mode, as a user would run it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+
+
+def test_there_are_examples():
+    assert EXAMPLES
+
+
+@pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.stem)
+def test_example_runs_quick(script, tmp_path):
+    result = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                            env={**os.environ, "MPLBACKEND": "Agg"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
