@@ -17,7 +17,14 @@ from coreaffect.dynamics import (
     sample_posterior,
 )
 
-torch.set_default_dtype(torch.float64)
+
+@pytest.fixture(autouse=True)
+def _float64():
+    """The references are computed in float64; restore the default afterwards."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
 
 
 def _model(steps: int, k: int = 2, d: int = 2, seed: int = 0):
