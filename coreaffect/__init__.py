@@ -2,8 +2,8 @@
 
 The data path is ``VideoSource`` (frames) -> ``FaceCropper`` (face crops) -> ``ClipDataset``
 (labelled clips), with ``read_annotations`` for the labels; ``create_model`` builds the hidden
-route, a ``HiddenRouteNet`` returning an ``AffectEstimate`` (mean, variance, embedding). Importing coreaffect has no side
-effects: no downloads, no seeds, no logging configuration.
+route, a ``HiddenRouteNet`` returning an ``AffectEstimate`` (mean, variance, embedding).
+Importing coreaffect has no side effects: no downloads, no seeds, no logging configuration.
 """
 
 from coreaffect.annotations import Annotations, read_annotations

@@ -305,8 +305,8 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
             raise CoreAffectError(f"{log_dir}: the saved run has another network; "
                                   "start a new run directory")
         model.load_state_dict(tensors)
-        saved = torch.load(log_dir / "optimizer.pt", map_location=config.device,
-                           weights_only=True)
+        optimizer_file = log_dir / "optimizer.pt"  # tensors only: never unpickles objects
+        saved = torch.load(optimizer_file, map_location=config.device, weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
