@@ -236,13 +236,7 @@ def create_model(name: str = "paper", **overrides: Any) -> HiddenRouteNet:
     """
     if name not in MODELS:
         raise CoreAffectError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    unknown = set(overrides) - fields
-    if unknown:
-        raise CoreAffectError(f"unknown model setting(s) {sorted(unknown)}; "
-                              f"available: {sorted(fields)}")
-    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return HiddenRouteNet(dataclasses.replace(MODELS[name], **overrides))
+    return HiddenRouteNet(ModelConfig.from_dict({**MODELS[name].to_dict(), **overrides}))
 
 
 def _temporal_context(config: ModelConfig) -> tuple[int, int]:
