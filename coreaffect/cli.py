@@ -70,6 +70,37 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# coreaffect.saliency.TARGETS, spelled out so that parsing the command line imports no torch
+SALIENCY_TARGETS = ("valence", "arousal", "valence_var", "arousal_var")
+
+_EPILOG_SALIENCY = """examples:
+  coreaffect saliency run/ corpus/videos/synth000.avi --out saliency/
+  coreaffect saliency run/ interview.mp4 --out maps/ --targets valence valence_var --animation mp4
+"""
+
+
+def _saliency(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from coreaffect.checkpoint import load_data_config, load_model
+    from coreaffect.faces import FaceCropper, FaceCrops
+    from coreaffect.saliency import explain_video
+
+    model = load_model(args.run, args.device)
+    config = load_data_config(args.run)  # crops as the network was trained on them
+    parts = FaceCropper(config.faces).crop_video(args.video, chunk_size=config.video.chunk_size,
+                                                 fps=config.video.fps)
+    crops = FaceCrops.concatenate(list(parts))
+    steps = np.diff(crops.times)
+    fps = 1.0 / float(np.median(steps)) if len(steps) and np.median(steps) > 0 else 25.0
+    result = explain_video(model, crops.crops, args.out, targets=args.targets, times=crops.times,
+                           face_found=crops.face_found, fps=fps,
+                           animation="" if args.animation == "none" else args.animation,
+                           progress=not args.quiet)
+    print("wrote " + ", ".join(str(path) for path in result.files))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command (also used to document the CLI)."""
     parser = argparse.ArgumentParser(
@@ -136,6 +167,24 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write the metrics as JSON")
     _add_common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+    saliency = commands.add_parser(
+        "saliency", help="3D Grad-CAM maps of a run's hidden route on a video",
+        description="Crop the faces of VIDEO as RUN was trained, explain every 16-frame window "
+                    "with 3D Grad-CAM, and write into DIR a frame grid (PNG) and an animation "
+                    "of the maps blended on the crops, with the estimates written on them.",
+        epilog=_EPILOG_SALIENCY, formatter_class=argparse.RawDescriptionHelpFormatter)
+    saliency.add_argument("run", type=Path, help="run directory")
+    saliency.add_argument("video", type=Path, help="video file or frame folder")
+    saliency.add_argument("--out", type=Path, required=True, metavar="DIR",
+                          help="folder to write (created)")
+    saliency.add_argument("--targets", nargs="+", choices=SALIENCY_TARGETS,
+                          default=["valence", "arousal"], help="outputs to explain")
+    saliency.add_argument("--animation", choices=("gif", "mp4", "none"), default="gif",
+                          help="animation format (GIF files grow fast: ~40 MB a minute)")
+    saliency.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    saliency.add_argument("--quiet", action="store_true", help="no progress bars")
+    saliency.set_defaults(handler=_saliency)
     return parser
 
 

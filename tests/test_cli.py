@@ -22,7 +22,7 @@ def test_help_lists_commands():
     assert "synth" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["synth", "train", "evaluate"])
+@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "saliency"])
 def test_every_command_has_help(command):
     result = _run(command, "--help")
     assert result.returncode == 0 and "usage: coreaffect" in result.stdout
@@ -71,6 +71,25 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
             entry = raw[dim][name]
             assert set(entry) == {"per_video", "mean", "pooled"}
             assert list(entry["per_video"]) == split["test"]
+    video = next((corpus / "videos").glob(f"{split['test'][0]}.*"))
+    out = tmp_path / "saliency"
+    result = _run("saliency", str(run), str(video), "--out", str(out), "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert (out / "saliency_grid.png").stat().st_size > 0
+    assert (out / "saliency.gif").stat().st_size > 0
+
+
+def test_saliency_targets_match_the_library():
+    from coreaffect.cli import SALIENCY_TARGETS
+    from coreaffect.saliency import TARGETS
+
+    assert SALIENCY_TARGETS == TARGETS
+
+
+def test_saliency_errors_are_clear(tmp_path):
+    result = _run("saliency", str(tmp_path / "no-run"), str(tmp_path / "v.avi"), "--out",
+                  str(tmp_path / "out"), "--quiet")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
 def test_evaluate_errors_are_clear(tmp_path):
