@@ -1,0 +1,439 @@
+"""The latent valence-arousal manifold: a small variational auto-encoder of labels, in Pyro.
+
+Valence-arousal labels do not fill the square [-1, 1]^2: they lie on a curved, boomerang-shaped
+region (arousal rises with the magnitude of valence). :class:`AffectManifold` learns that region
+as the image of a latent space (the paper's Fig. 3). The model, with K = ``n_latent`` and
+y = (valence, arousal)::
+
+    z ~ p(z) = N(0, I_K)                       latent core affect, z in R^K
+    y | z ~ p(y | z) = N(g(z), diag(s^2))      a label, y in R^2
+
+* g: R^K -> (-1, 1)^2 is the decoder, an MLP K -> H -> H -> 2 with tanh hidden units and a tanh
+  output, so that the manifold {g(z)} stays in the label range; H = ``hidden``.
+* s (2,) is the label noise of each dimension, learned, and at least ``min_noise_scale``.
+* q(z | y) = N(mu(y), diag(sigma(y)^2)) is the amortised encoder, an MLP 2 -> H -> H -> 2K
+  (softplus on the scales).
+
+:meth:`AffectManifold.fit` maximises the evidence lower bound (ELBO) by stochastic variational
+inference (SVI), jointly over g, s and the encoder::
+
+    ELBO = sum_i E_{q(z | y_i)}[log p(y_i | z)] - KL(q(z | y_i) || p(z)),
+
+with the KL term in closed form (Pyro's ``TraceMeanField_ELBO``), minibatches scaled to the full
+data set by ``pyro.plate`` subsampling, one reparameterised sample per label, and Adam with a
+cosine-decaying learning rate.
+
+Ownership of parameters: the decoder and encoder are ``PyroModule`` s built and run with Pyro's
+``module_local_params`` setting, so each estimator keeps its parameters to itself and Pyro's
+global parameter store is never read or written (fitting one manifold cannot change another,
+and code of the caller that uses ``pyro.param`` is not disturbed). The setting is switched on
+only for the duration of each call, never left on.
+
+Randomness: :meth:`~AffectManifold.fit` seeds the initial weights, the minibatches and the ELBO's
+samples from ``random_state`` inside :func:`torch.random.fork_rng`, so the caller's global random
+state is left as it was; the sampling methods take their own ``random_state``.
+
+References:
+    Kingma, D. P., Welling, M. (2014). Auto-encoding variational Bayes. ICLR 2014.
+
+    Burda, Y., Grosse, R., Salakhutdinov, R. (2016). Importance weighted autoencoders.
+    ICLR 2016. (the estimate of :meth:`AffectManifold.log_prob`)
+
+    Vitale, J., Williams, M.-A., Johnston, B., Boccignone, G. (2014). Affective facial expression
+    processing via simulation: a probabilistic model. arXiv:1411.0582. (a GP-LVM manifold of
+    affect; this module uses a neural decoder with the same role)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.distributions import constraints
+from pyro.infer import TraceMeanField_ELBO
+from pyro.nn import PyroModule, PyroParam
+from torch import Tensor, nn
+
+from coreaffect.checkpoint import load_state, save_state
+from coreaffect.errors import CoreAffectError
+
+__all__ = ["AffectManifold"]
+
+logger = logging.getLogger(__name__)
+
+LABEL_TOLERANCE = 1e-3  # labels may exceed [-1, 1] by rounding, not more
+
+
+@contextmanager
+def _local_params() -> Iterator[None]:
+    """Run PyroModules with module-local parameters: Pyro's global param store is not used."""
+    with pyro.settings.context(module_local_params=True):
+        yield
+
+
+@contextmanager
+def _seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators for a block, then restore the caller's state."""
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _generator(random_state: int | torch.Generator, device: torch.device) -> torch.Generator:
+    if isinstance(random_state, torch.Generator):
+        return random_state
+    return torch.Generator(device=device).manual_seed(int(random_state))
+
+
+def _as_tensor(x: Any, name: str, device: torch.device) -> Tensor:
+    """A float32 tensor on ``device`` from a tensor or array; a clear error otherwise."""
+    if isinstance(x, Tensor):
+        return x.detach().to(device=device, dtype=torch.float32)
+    if isinstance(x, np.ndarray):
+        return torch.as_tensor(x, dtype=torch.float32, device=device)
+    raise CoreAffectError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
+
+
+def _check_labels(labels: Any, device: torch.device, name: str = "labels",
+                  bounded: bool = True) -> Tensor:
+    """(B, 2) finite labels (in [-1, 1] if ``bounded``) as float32 on ``device``."""
+    y = _as_tensor(labels, name, device)
+    if y.ndim != 2 or y.shape[-1] != 2:
+        raise CoreAffectError(f"{name} must have shape (B, 2), (valence, arousal) on the last "
+                              f"axis; got {tuple(y.shape)}")
+    if y.shape[0] == 0:
+        raise CoreAffectError(f"{name} is empty")
+    bad = ~torch.isfinite(y).all(-1)
+    if bad.any():
+        raise CoreAffectError(f"{name} holds {int(bad.sum())} row(s) with NaN or infinite values "
+                              f"(first at row {int(bad.nonzero()[0, 0])}); drop unlabelled frames "
+                              "first")
+    if bounded and y.abs().max() > 1 + LABEL_TOLERANCE:
+        raise CoreAffectError(f"{name} must lie in [-1, 1]; found {float(y.abs().max()):.4g} in "
+                              "absolute value (rescale the annotations)")
+    return y
+
+
+class _MLP(PyroModule):
+    """in -> H -> H -> out, tanh hidden units; the output is left linear."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
+        super().__init__()
+        self.layer1 = PyroModule[nn.Linear](in_features, hidden)
+        self.layer2 = PyroModule[nn.Linear](hidden, hidden)
+        self.layer3 = PyroModule[nn.Linear](hidden, out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layer3(torch.tanh(self.layer2(torch.tanh(self.layer1(x)))))
+
+
+class _Decoder(PyroModule):
+    """g(z) = tanh(MLP(z)), (..., K) -> (..., 2), and the label noise s (2,)."""
+
+    def __init__(self, n_latent: int, hidden: int, min_noise_scale: float) -> None:
+        super().__init__()
+        self.net = _MLP(n_latent, hidden, 2)
+        # start the noise at a tenth of the label range: wide enough for early training
+        self.noise_scale = PyroParam(torch.full((2,), 0.1),
+                                     constraint=constraints.greater_than(min_noise_scale))
+
+    def forward(self, z: Tensor) -> Tensor:
+        return torch.tanh(self.net(z))
+
+
+class _Encoder(PyroModule):
+    """q(z | y): (..., 2) -> loc (..., K), scale (..., K)."""
+
+    def __init__(self, n_latent: int, hidden: int) -> None:
+        super().__init__()
+        self.n_latent = n_latent
+        self.net = _MLP(2, hidden, 2 * n_latent)
+
+    def forward(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        out = self.net(y)
+        loc, raw = out[..., :self.n_latent], out[..., self.n_latent:]
+        return loc, nn.functional.softplus(raw) + 1e-4
+
+
+class AffectManifold:
+    """A learned latent manifold of valence-arousal labels; see the module docstring for the model.
+
+    Args:
+        n_latent: K, the latent dimension.
+        hidden: H, the width of the decoder's and the encoder's hidden layers.
+        num_steps: SVI steps of :meth:`fit`.
+        batch_size: Labels per SVI step (all of them when there are fewer).
+        learning_rate: Adam's initial learning rate, decayed to 5% of it on a cosine.
+        min_noise_scale: Floor of the label noise s: the annotation noise of real labels is
+            larger, and the floor keeps the likelihood bounded when labels repeat exactly.
+        random_state: Seed of the initial weights, minibatches and ELBO samples, and the default
+            seed of the sampling methods.
+        device: Where the networks live and compute (float32).
+
+    Attributes:
+        decoder_: The decoder ``PyroModule`` g, with the label noise ``decoder_.noise_scale``.
+        encoder_: The encoder ``PyroModule`` of q(z | y).
+        loss_history_: The negative ELBO per label (nats) after each SVI step.
+    """
+
+    def __init__(self, n_latent: int = 2, *, hidden: int = 64, num_steps: int = 3000,
+                 batch_size: int = 256, learning_rate: float = 1e-2,
+                 min_noise_scale: float = 0.01, random_state: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        self.n_latent = n_latent
+        self.hidden = hidden
+        self.num_steps = num_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.min_noise_scale = min_noise_scale
+        self.random_state = random_state
+        self.device = device
+
+    # -- construction and checks ---------------------------------------------------------------
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {"n_latent": self.n_latent, "hidden": self.hidden, "num_steps": self.num_steps,
+                "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+                "min_noise_scale": self.min_noise_scale, "random_state": self.random_state}
+
+    def _validate_hyperparameters(self) -> None:
+        for key in ("n_latent", "hidden", "num_steps", "batch_size"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise CoreAffectError(f"AffectManifold: {key} must be a positive integer, "
+                                      f"got {value!r}")
+        if not self.learning_rate > 0 or not self.min_noise_scale > 0:
+            raise CoreAffectError("AffectManifold: learning_rate and min_noise_scale must be "
+                                  "positive")
+
+    @property
+    def _device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def _build(self) -> None:
+        with _local_params():
+            self.decoder_ = _Decoder(self.n_latent, self.hidden, self.min_noise_scale).to(
+                self._device)
+            self.encoder_ = _Encoder(self.n_latent, self.hidden).to(self._device)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "decoder_"):
+            raise CoreAffectError("this AffectManifold is not fitted yet: call fit(labels) or "
+                                  "AffectManifold.load(directory) first")
+
+    def _check_latent(self, z: Any) -> Tensor:
+        z = _as_tensor(z, "z", self._device)
+        if z.ndim < 1 or z.shape[-1] != self.n_latent:
+            raise CoreAffectError(f"z must have shape (..., K) with K = {self.n_latent}, got "
+                                  f"{tuple(z.shape)}")
+        if not torch.isfinite(z).all():
+            raise CoreAffectError("z holds NaN or infinite values")
+        return z
+
+    # -- the Pyro program ----------------------------------------------------------------------
+
+    def _model(self, labels: Tensor, size: int) -> None:
+        """p(z) p(y | z) for a minibatch ``labels`` (B, 2) out of ``size`` labels."""
+        batch = labels.shape[0]
+        zeros = labels.new_zeros(batch, self.n_latent)
+        with pyro.plate("labels", size, subsample=torch.arange(batch, device=labels.device)):
+            z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
+            pyro.sample("y", dist.Normal(self.decoder_(z), self.decoder_.noise_scale).to_event(1),
+                        obs=labels)
+
+    def _guide(self, labels: Tensor, size: int) -> None:
+        """q(z | y) for the same minibatch."""
+        batch = labels.shape[0]
+        loc, scale = self.encoder_(labels)
+        with pyro.plate("labels", size, subsample=torch.arange(batch, device=labels.device)):
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def fit(self, labels: Tensor | np.ndarray) -> AffectManifold:
+        """Fit decoder, label noise and encoder to labels by SVI.
+
+        Args:
+            labels: (B, 2) valence-arousal labels in [-1, 1], without NaN.
+
+        Returns:
+            self.
+        """
+        self._validate_hyperparameters()
+        y = _check_labels(labels, self._device)
+        size = y.shape[0]
+        batch = min(self.batch_size, size)
+        elbo = TraceMeanField_ELBO()
+        with _seeded(self.random_state, self._device), _local_params():
+            self._build()
+            params = [*self.decoder_.parameters(), *self.encoder_.parameters()]
+            optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, self.num_steps, eta_min=0.05 * self.learning_rate)
+            history = []
+            for _ in range(self.num_steps):
+                index = torch.randint(size, (batch,), device=self._device)
+                optimizer.zero_grad()
+                loss = elbo.differentiable_loss(self._model, self._guide, y[index], size)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                history.append(loss.item() / size)
+        self._freeze()
+        self.loss_history_ = history
+        logger.info("AffectManifold: fitted on %d labels, final loss %.4f nats per label, "
+                    "label noise %s", size, history[-1] if history else math.nan,
+                    self.noise_scale_.tolist())
+        return self
+
+    def _freeze(self) -> None:
+        for module in (self.decoder_, self.encoder_):
+            module.requires_grad_(False)
+            module.eval()
+
+    # -- the fitted distributions --------------------------------------------------------------
+
+    @property
+    def noise_scale_(self) -> Tensor:
+        """(2,) the learned label noise s of (valence, arousal)."""
+        self._check_fitted()
+        with torch.no_grad():
+            return self.decoder_.noise_scale.detach().clone()
+
+    def _g(self, z: Tensor) -> Tensor:
+        """g(z), differentiable: (..., K) -> (..., 2) in (-1, 1); no checks, for composing."""
+        with _local_params():
+            return self.decoder_(z)
+
+    def encode(self, y: Tensor | np.ndarray) -> dist.Independent:
+        """The amortised posterior q(z | y).
+
+        Args:
+            y: (B, 2) labels (any real values: the encoder is defined on all of R^2).
+
+        Returns:
+            A diagonal Normal over z: batch shape (B,), event shape (K,); ``.mean`` and
+            ``.stddev`` are (B, K).
+        """
+        self._check_fitted()
+        y = _check_labels(y, self._device, "y", bounded=False)
+        with torch.no_grad(), _local_params():
+            loc, scale = self.encoder_(y)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def decode(self, z: Tensor | np.ndarray) -> dist.Independent:
+        """The label distribution p(y | z) = N(g(z), diag(s^2)).
+
+        Args:
+            z: (..., K) latents.
+
+        Returns:
+            A diagonal Normal over y: batch shape (...), event shape (2,); ``.mean`` is g(z).
+        """
+        self._check_fitted()
+        z = self._check_latent(z)
+        with torch.no_grad(), _local_params():
+            loc = self.decoder_(z)
+        return dist.Normal(loc, self.noise_scale_.expand_as(loc)).to_event(1)
+
+    def log_prob(self, y: Tensor | np.ndarray, num_samples: int = 64,
+                 random_state: int | torch.Generator | None = None) -> Tensor:
+        """Importance-sampled estimate of the marginal log density log p(y).
+
+        p(y) = E_{z ~ q(z | y)}[p(y | z) p(z) / q(z | y)], averaged over S = ``num_samples``
+        draws from the encoder; the estimate is ``log mean_s w_s`` with the weights w_s in the
+        bracket (Burda et al., 2016). exp of it is unbiased for p(y); the log is a lower bound in
+        expectation (the ELBO at S = 1) that tightens as S grows.
+
+        Args:
+            y: (B, 2) points of R^2 (labels, or a grid to integrate over).
+            num_samples: S.
+            random_state: Seed or generator of the draws (``None``: the estimator's seed).
+
+        Returns:
+            (B,) log p(y) in nats.
+        """
+        self._check_fitted()
+        if not isinstance(num_samples, int) or num_samples < 1:
+            raise CoreAffectError(f"num_samples must be a positive integer, got {num_samples!r}")
+        y = _check_labels(y, self._device, "y", bounded=False)
+        q = self.encode(y)
+        gen = _generator(self.random_state if random_state is None else random_state,
+                         self._device)
+        loc, scale = q.base_dist.loc, q.base_dist.scale
+        eps = torch.randn((num_samples, *loc.shape), generator=gen, device=self._device)
+        z = loc + scale * eps  # (S, B, K)
+        prior = dist.Normal(torch.zeros_like(z), 1.0).to_event(1)
+        log_w = self.decode(z).log_prob(y) + prior.log_prob(z) - q.log_prob(z)  # (S, B)
+        return torch.logsumexp(log_w, 0) - math.log(num_samples)
+
+    def sample(self, n: int, random_state: int | torch.Generator | None = None,
+               noise: bool = True) -> Tensor:
+        """Draws of labels from the fitted model, z ~ N(0, I), y ~ p(y | z).
+
+        Args:
+            n: Number of draws S.
+            random_state: Seed or generator (``None``: the estimator's seed).
+            noise: Add the label noise s; ``False`` returns the points g(z) on the manifold.
+
+        Returns:
+            (S, 2) valence-arousal draws.
+        """
+        self._check_fitted()
+        if not isinstance(n, int) or n < 1:
+            raise CoreAffectError(f"n must be a positive integer, got {n!r}")
+        gen = _generator(self.random_state if random_state is None else random_state,
+                         self._device)
+        z = torch.randn((n, self.n_latent), generator=gen, device=self._device)
+        p = self.decode(z)
+        if not noise:
+            return p.mean
+        return p.mean + p.base_dist.scale * torch.randn(
+            (n, 2), generator=gen, device=self._device)
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, directory: str | Path, name: str = "manifold") -> None:
+        """Write ``name.safetensors`` (weights) and ``name.json`` (hyperparameters) to a run
+        directory."""
+        self._check_fitted()
+        tensors = {**{f"decoder.{k}": v for k, v in self.decoder_.state_dict().items()},
+                   **{f"encoder.{k}": v for k, v in self.encoder_.state_dict().items()}}
+        save_state(directory, name, tensors, {"class": "AffectManifold",
+                                              **self._hyperparameters()})
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str = "manifold",
+             device: str | torch.device = "cpu") -> AffectManifold:
+        """Rebuild a manifold saved by :meth:`save`, on ``device``; never unpickles."""
+        tensors, config = load_state(directory, name, device)
+        where = f"{Path(directory) / name}.json"
+        if config.get("class") != "AffectManifold":
+            raise CoreAffectError(f"{where}: not an AffectManifold (class "
+                                  f"{config.get('class')!r})")
+        try:
+            hyper = {k: v for k, v in config.items() if k != "class"}
+            manifold = cls(**hyper, device=device)
+            manifold._validate_hyperparameters()
+            manifold._build()
+            manifold.decoder_.load_state_dict(_strip(tensors, "decoder."))
+            manifold.encoder_.load_state_dict(_strip(tensors, "encoder."))
+        except (TypeError, RuntimeError) as err:
+            raise CoreAffectError(f"{where}: does not describe the saved weights ({err})"
+                                  ) from None
+        manifold._freeze()
+        manifold.loss_history_ = []
+        return manifold
+
+
+def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,558 @@
+"""The Gaussian prior that a hidden-route estimate induces on the latent affect manifold.
+
+:class:`HiddenRoutePrior` is the Pyro module that converts the fast estimate of the hidden route,
+an :class:`~coreaffect.hidden_route.AffectEstimate` e = (mean, var, embedding), into a Gaussian
+over the latent z of an :class:`~coreaffect.manifold.AffectManifold`::
+
+    p_phi(z | e) = N(m(e), c S(e)),   S(e) = L(e) L(e)^T,
+
+where m (K,) and the Cholesky factor L (K, K) (lower triangular, positive diagonal of at least
+``min_scale``) come from an MLP phi of the standardised features
+[mean (2), log var (2), mu(mean) (K), embedding (D)] (mu is the manifold's encoder mean; the
+embedding is left out with ``use_embedding=False``), and c > 0 is a calibration scale (1 until
+:meth:`HiddenRoutePrior.calibrate` sets it). This is the prior that the dynamics turns into a
+pseudo-observation of z_t.
+
+**Fitting** (:meth:`~HiddenRoutePrior.fit`). The generative model of a label y given an estimate
+e, with the manifold's decoder g and label noise s frozen, is::
+
+    z | e ~ p_phi(z | e),   y | z ~ N(g(z), diag(s^2)),
+
+and phi is fitted by SVI on pairs (e_i, y_i), maximising
+
+    ELBO_i = E_r[log p(y_i | z)] - KL(r || p_phi(z | e_i)) - beta KL(p_phi(z | e_i) || p(z))
+
+with minibatches, Adam and a cosine-decaying learning rate. The first two terms are the
+evidence lower bound of log p(y_i | e_i): decode through g and explain the true label. The
+variational posterior r(z | y, e) is the manifold's encoder with p(z) divided out and the prior
+multiplied in, r ~ q(z | y) p_phi(z | e) / p(z) (the diagonal Gaussian q(z | y) / p(z) acts as an
+observation of z, with which p_phi is conditioned exactly; the encoder is frozen, phi enters
+through p_phi). Because r sees both the label and the prior, the bound is close to
+log p(y | e), and maximising it fits the predictive p(y | e) of the labels, which is what makes
+the prior calibrated: its decoded spread is the spread of the labels given e, with the label
+noise s counted once. (With a guide that sees only e, as in a plain auto-encoder, the optimum
+would give every estimate a width of order s, whatever the hidden route's uncertainty.)
+
+The last term, with weight beta = ``kl_weight``, is the KL to the manifold's marginal
+p(z) = N(0, I). Latent directions that the labels do not determine (a direction the decoder
+ignores, where q(z | y) = p(z)) get no signal from the first two terms; the KL holds the prior
+there at p(z). Elsewhere it shrinks the prior slightly toward p(z), which the calibration
+absorbs. With it, an estimate that carries no information gets a prior near p(z), the
+manifold's marginal, and a precise one a prior concentrated where g(z) is near the label.
+
+**Prediction** (:meth:`~HiddenRoutePrior.predict`). The distribution of y implied by the prior,
+p(y | e) = E_{p_phi(z | e)}[N(y; g(z), diag(s^2))], is moment-matched to a Gaussian with
+S = ``num_samples`` draws z = m + sqrt(c) L eps (antithetic pairs +-eps; the same eps for every
+estimate, so each estimate's prediction does not depend on the rest of the batch)::
+
+    mean = (1/S) sum g(z),   cov = (1/S) sum (g(z) - mean)(g(z) - mean)^T + diag(s^2).
+
+**Calibration** (:meth:`~HiddenRoutePrior.calibrate`). On validation pairs (not those of the
+fit), c is chosen by bracketing and bisection on log c so that the central intervals at
+``level`` of the predicted marginals, |y_d - mean_d| <= z_{(1 + level)/2} sqrt(cov_dd), cover a
+fraction ``level`` of the (valence, arousal) values (pooled over both dimensions), the coverage
+that :func:`coreaffect.metrics.coverage` reports. One scale of the latent covariance keeps the
+relative widths the fit learned and the ordering of confident and unconfident estimates.
+
+Parameters are module-local (see :mod:`coreaffect.manifold`): Pyro's global parameter store is
+never used, and the manifold's parameters are not changed.
+
+References:
+    Sohn, K., Lee, H., Yan, X. (2015). Learning structured output representation using deep
+    conditional generative models. NeurIPS 2015. (a learned conditional prior over latents)
+
+    Kuleshov, V., Fenner, N., Ermon, S. (2018). Accurate uncertainties for deep learning using
+    calibrated regression. ICML 2018. (recalibration on held-out data)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import TraceMeanField_ELBO
+from pyro.nn import PyroModule
+from scipy.special import ndtri
+from torch import Tensor, nn
+
+from coreaffect.checkpoint import load_state, save_state
+from coreaffect.errors import CoreAffectError
+from coreaffect.hidden_route import AffectEstimate
+from coreaffect.manifold import (
+    _MLP,
+    AffectManifold,
+    _as_tensor,
+    _check_labels,
+    _generator,
+    _local_params,
+    _seeded,
+)
+
+__all__ = ["DecodedPrior", "HiddenRoutePrior"]
+
+logger = logging.getLogger(__name__)
+
+_CALIBRATION_RANGE = (1e-3, 1e3)  # scales of the latent covariance that calibrate() searches
+_BISECTION_STEPS = 12  # halvings of a bracket of width log 2: c to within 0.02%
+
+
+class DecodedPrior(NamedTuple):
+    """The prior decoded to valence-arousal space, moment-matched to a Gaussian.
+
+    Attributes:
+        mean: (B, 2) E[y | e], (valence, arousal).
+        cov: (B, 2, 2) Cov[y | e].
+    """
+
+    mean: Tensor
+    cov: Tensor
+
+
+class _PriorNet(PyroModule):
+    """features (B, F) -> loc (B, K), scale_tril (B, K, K)."""
+
+    def __init__(self, in_features: int, n_latent: int, hidden: int, min_scale: float) -> None:
+        super().__init__()
+        self.n_latent = n_latent
+        self.min_scale = min_scale
+        self.net = _MLP(in_features, hidden, n_latent + n_latent * (n_latent + 1) // 2)
+        with torch.no_grad():  # start from N(0, I), the manifold's marginal
+            self.net.layer3.bias[n_latent:n_latent * 2] = math.log(math.expm1(1.0))
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        k = self.n_latent
+        out = self.net(features)
+        loc, diag, lower = out[..., :k], out[..., k:2 * k], out[..., 2 * k:]
+        tril = torch.diag_embed(nn.functional.softplus(diag) + self.min_scale)  # (B, K, K)
+        rows, cols = torch.tril_indices(k, k, offset=-1, device=features.device)
+        tril[..., rows, cols] = lower
+        return loc, tril
+
+
+def _kl_to_standard(loc: Tensor, tril: Tensor) -> Tensor:
+    """(B,) KL(N(loc, L L^T) || N(0, I)) for loc (B, K) and L (B, K, K)."""
+    log_det = 2 * torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+    return 0.5 * (tril.pow(2).sum((-1, -2)) + loc.pow(2).sum(-1) - loc.shape[-1] - log_det)
+
+
+def _condition(loc: Tensor, tril: Tensor, observed: Tensor, noise: Tensor
+               ) -> tuple[Tensor, Tensor]:
+    """N(loc, L L^T) conditioned on observed = z + v, v ~ N(0, diag(noise)); Joseph form.
+
+    Args:
+        loc: (B, K) prior mean.
+        tril: (B, K, K) prior Cholesky factor L.
+        observed: (B, K) the observation.
+        noise: (B, K) its variances.
+
+    Returns:
+        The posterior mean (B, K) and Cholesky factor (B, K, K).
+    """
+    cov = tril @ tril.transpose(-1, -2)  # (B, K, K)
+    noise_cov = torch.diag_embed(noise)
+    chol = torch.linalg.cholesky(cov + noise_cov)
+    gain = torch.cholesky_solve(cov, chol).transpose(-1, -2)  # S (S + R)^-1
+    post_loc = loc + (gain @ (observed - loc)[..., None])[..., 0]
+    keep = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device) - gain
+    post = keep @ cov @ keep.transpose(-1, -2) + gain @ noise_cov @ gain.transpose(-1, -2)
+    return post_loc, torch.linalg.cholesky(0.5 * (post + post.transpose(-1, -2)))
+
+
+class HiddenRoutePrior(PyroModule):
+    """Gaussian prior over the manifold's latent z from a hidden-route estimate.
+
+    See the module docstring for the model, the fit, the prediction and the calibration.
+
+    Args:
+        manifold: A fitted :class:`~coreaffect.manifold.AffectManifold`, kept frozen.
+        hidden: Width of the two hidden layers of the network phi.
+        use_embedding: Feed the estimate's embedding (B, D) to phi, besides its mean and
+            variance.
+        kl_weight: beta, the weight of KL(p_phi(z | e) || p(z)) per pair; small, so that it
+            decides only the directions the labels leave open.
+        num_steps: SVI steps of :meth:`fit`.
+        batch_size: Pairs per SVI step (all of them when there are fewer).
+        learning_rate: Adam's initial learning rate, decayed to 5% of it on a cosine.
+        min_scale: Floor of the diagonal of L, which keeps S positive definite.
+        num_samples: S, latent draws per estimate for :meth:`predict` and :meth:`calibrate`
+            (even: antithetic pairs).
+        random_state: Seed of the initial weights, minibatches and ELBO samples, and the default
+            seed of :meth:`predict`.
+        device: Where the network lives and computes (float32); the manifold's device should
+            match.
+
+    Attributes:
+        net_: The network phi, a ``PyroModule``.
+        embedding_dim_: D of the embeddings seen in :meth:`fit` (0 without embeddings).
+        feature_mean_, feature_scale_: (F,) standardisation of phi's input features.
+        calibration_scale_: c, 1.0 until :meth:`calibrate`.
+        calibration_level_: The level c was calibrated at (``None`` before).
+        loss_history_: The negative ELBO per pair (nats) after each SVI step.
+    """
+
+    def __init__(self, manifold: AffectManifold, *, hidden: int = 64, use_embedding: bool = True,
+                 kl_weight: float = 0.05, num_steps: int = 2000, batch_size: int = 256,
+                 learning_rate: float = 5e-3,
+                 min_scale: float = 1e-3, num_samples: int = 256, random_state: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        with _local_params():  # the module's parameter context must be created local
+            super().__init__()
+        self.manifold = manifold
+        self.hidden = hidden
+        self.use_embedding = use_embedding
+        self.kl_weight = kl_weight
+        self.num_steps = num_steps
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.min_scale = min_scale
+        self.num_samples = num_samples
+        self.random_state = random_state
+        self.device = device
+
+    # -- checks --------------------------------------------------------------------------------
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        return {"hidden": self.hidden, "use_embedding": self.use_embedding,
+                "kl_weight": self.kl_weight,
+                "num_steps": self.num_steps, "batch_size": self.batch_size,
+                "learning_rate": self.learning_rate, "min_scale": self.min_scale,
+                "num_samples": self.num_samples, "random_state": self.random_state}
+
+    def _validate_hyperparameters(self) -> None:
+        for key in ("hidden", "num_steps", "batch_size", "num_samples"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise CoreAffectError(f"HiddenRoutePrior: {key} must be a positive integer, "
+                                      f"got {value!r}")
+        if self.num_samples % 2:
+            raise CoreAffectError(f"HiddenRoutePrior: num_samples must be even (antithetic "
+                                  f"pairs), got {self.num_samples}")
+        if not self.learning_rate > 0 or not self.min_scale > 0:
+            raise CoreAffectError("HiddenRoutePrior: learning_rate and min_scale must be positive")
+        if not self.kl_weight >= 0:
+            raise CoreAffectError(f"HiddenRoutePrior: kl_weight must be >= 0, got "
+                                  f"{self.kl_weight!r}")
+        if not isinstance(self.manifold, AffectManifold):
+            raise CoreAffectError("HiddenRoutePrior: manifold must be an AffectManifold, got "
+                                  f"{type(self.manifold).__name__}")
+        self.manifold._check_fitted()
+
+    @property
+    def _device(self) -> torch.device:
+        return torch.device(self.device)
+
+    def _check_fitted(self) -> None:
+        if "net_" not in self._modules:
+            raise CoreAffectError("this HiddenRoutePrior is not fitted yet: call "
+                                  "fit(estimates, labels) or HiddenRoutePrior.load(directory) "
+                                  "first")
+
+    def _check_estimate(self, estimate: Any, name: str = "estimate") -> AffectEstimate:
+        """Tensors of a well-formed estimate, float32 on the device."""
+        if not isinstance(estimate, tuple) or len(estimate) != 3:
+            raise CoreAffectError(f"{name} must be an AffectEstimate (mean, var, embedding), got "
+                                  f"{type(estimate).__name__}")
+        mean, var, emb = (_as_tensor(x, f"{name}.{key}", self._device)
+                          for x, key in zip(estimate, AffectEstimate._fields, strict=True))
+        if mean.ndim != 2 or mean.shape[-1] != 2:
+            raise CoreAffectError(f"{name}.mean must have shape (B, 2), got {tuple(mean.shape)}")
+        if var.shape != mean.shape:
+            raise CoreAffectError(f"{name}.var must have the shape of its mean {tuple(mean.shape)}"
+                                  f", got {tuple(var.shape)}")
+        if emb.ndim != 2 or emb.shape[0] != mean.shape[0]:
+            raise CoreAffectError(f"{name}.embedding must have shape (B, D) with B = "
+                                  f"{mean.shape[0]}, got {tuple(emb.shape)}")
+        if mean.shape[0] == 0:
+            raise CoreAffectError(f"{name} is empty")
+        for key, x in (("mean", mean), ("var", var), ("embedding", emb)):
+            if not torch.isfinite(x).all():
+                raise CoreAffectError(f"{name}.{key} holds NaN or infinite values (frames "
+                                      "without a face have no estimate: leave them out)")
+        if (var <= 0).any():
+            raise CoreAffectError(f"{name}.var must be positive")
+        if "net_" in self._modules and self.use_embedding and emb.shape[1] != self.embedding_dim_:
+            raise CoreAffectError(f"{name}.embedding has D = {emb.shape[1]}, but the prior was "
+                                  f"fitted with D = {self.embedding_dim_}")
+        return AffectEstimate(mean, var, emb)
+
+    # -- the network ---------------------------------------------------------------------------
+
+    def _raw_features(self, estimate: AffectEstimate) -> Tensor:
+        """(B, F) = [mean, log var, encoder mean of the estimate's mean, embedding?]."""
+        mean = estimate.mean.clamp(-1.0, 1.0)
+        parts = [mean, estimate.var.log(), self.manifold.encode(mean).mean]
+        if self.use_embedding:
+            parts.append(estimate.embedding)
+        return torch.cat(parts, -1)
+
+    def _features(self, estimate: AffectEstimate) -> Tensor:
+        return (self._raw_features(estimate) - self.feature_mean_) / self.feature_scale_
+
+    def _build(self, in_features: int) -> None:
+        with _local_params():
+            self.net_ = _PriorNet(in_features, self.manifold.n_latent, self.hidden,
+                                  self.min_scale).to(self._device)
+            self.register_buffer("feature_mean_", torch.zeros(in_features, device=self._device))
+            self.register_buffer("feature_scale_", torch.ones(in_features, device=self._device))
+
+    def _latent(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """loc (B, K) and the calibrated scale_tril (B, K, K)."""
+        loc, tril = self.net_(features)
+        return loc, tril * math.sqrt(self.calibration_scale_)
+
+    def forward(self, estimate: AffectEstimate) -> dist.MultivariateNormal:
+        """p_phi(z | e): batch shape (B,), event shape (K,); see :meth:`__call__`."""
+        self._check_fitted()
+        estimate = self._check_estimate(estimate)
+        with torch.no_grad():
+            loc, tril = self._latent(self._features(estimate))
+        return dist.MultivariateNormal(loc, scale_tril=tril)
+
+    def __call__(self, estimate: AffectEstimate) -> dist.MultivariateNormal:
+        """The calibrated prior N(m, c S) over z for a batch of estimates.
+
+        Args:
+            estimate: An :class:`~coreaffect.hidden_route.AffectEstimate` with mean (B, 2),
+                var (B, 2) and embedding (B, D).
+
+        Returns:
+            A ``MultivariateNormal`` with batch shape (B,) and event shape (K,).
+        """
+        with _local_params():
+            return super().__call__(estimate)
+
+    # -- the Pyro program ----------------------------------------------------------------------
+
+    def _model(self, features: Tensor, labels: Tensor, size: int) -> None:
+        """p_phi(z | e) p(y | z) for a minibatch, (B, F) features and (B, 2) labels."""
+        batch = labels.shape[0]
+        loc, tril = self.net_(features)
+        decoder = self.manifold.decoder_
+        with pyro.plate("pairs", size, subsample=torch.arange(batch, device=labels.device)):
+            if self.kl_weight > 0:
+                pyro.factor("kl_to_marginal", -self.kl_weight * _kl_to_standard(loc, tril))
+            z = pyro.sample("z", dist.MultivariateNormal(loc, scale_tril=tril))
+            pyro.sample("y", dist.Normal(decoder(z), decoder.noise_scale).to_event(1),
+                        obs=labels)
+
+    def _guide(self, features: Tensor, labels: Tensor, size: int) -> None:
+        """r(z | y, e) ~ q(z | y) p_phi(z | e) / p(z), a full-covariance Gaussian."""
+        batch = labels.shape[0]
+        loc, tril = self.net_(features)
+        enc_loc, enc_scale = self.manifold.encoder_(labels)
+        # q(z | y) / p(z) for diagonal q and p(z) = N(0, I): a Gaussian "likelihood" of z with
+        # precision 1 / sigma^2 - 1 (floored: where the encoder is as wide as p(z), y says
+        # nearly nothing about z)
+        precision = (enc_scale.pow(-2) - 1.0).clamp(min=1e-3)  # (B, K)
+        observed = enc_loc * enc_scale.pow(-2) / precision  # (B, K)
+        post_loc, post_tril = _condition(loc, tril, observed, precision.reciprocal())
+        with pyro.plate("pairs", size, subsample=torch.arange(batch, device=labels.device)):
+            pyro.sample("z", dist.MultivariateNormal(post_loc, scale_tril=post_tril))
+
+    # -- fitting -------------------------------------------------------------------------------
+
+    def fit(self, estimates: AffectEstimate, labels: Tensor | np.ndarray) -> HiddenRoutePrior:
+        """Fit phi by SVI on pairs of estimates and true labels; resets the calibration.
+
+        Args:
+            estimates: An AffectEstimate with mean (B, 2), var (B, 2), embedding (B, D).
+            labels: (B, 2) the true (valence, arousal) of each estimate.
+
+        Returns:
+            self.
+        """
+        self._validate_hyperparameters()
+        if "net_" in self._modules:  # refitting: forget the previous fit
+            del self._modules["net_"]
+        estimates = self._check_estimate(estimates, "estimates")
+        y = _check_labels(labels, self._device)
+        if y.shape[0] != estimates.mean.shape[0]:
+            raise CoreAffectError(f"estimates ({estimates.mean.shape[0]}) and labels "
+                                  f"({y.shape[0]}) must have the same length")
+        raw = self._raw_features(estimates)  # (B, F)
+        size = raw.shape[0]
+        batch = min(self.batch_size, size)
+        elbo = TraceMeanField_ELBO()
+        with _seeded(self.random_state, self._device), _local_params():
+            self._build(raw.shape[1])
+            self.feature_mean_.copy_(raw.mean(0))
+            scale = raw.std(0, unbiased=False)
+            self.feature_scale_.copy_(torch.where(scale > 1e-6, scale, torch.ones_like(scale)))
+            features = (raw - self.feature_mean_) / self.feature_scale_
+            self.embedding_dim_ = estimates.embedding.shape[1] if self.use_embedding else 0
+            self.calibration_scale_ = 1.0
+            self.calibration_level_ = None
+            optimizer = torch.optim.Adam(self.net_.parameters(), lr=self.learning_rate)
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, self.num_steps, eta_min=0.05 * self.learning_rate)
+            history = []
+            for _ in range(self.num_steps):
+                index = torch.randint(size, (batch,), device=self._device)
+                optimizer.zero_grad()
+                loss = elbo.differentiable_loss(self._model, self._guide, features[index],
+                                                y[index], size)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                history.append(loss.item() / size)
+        self.net_.requires_grad_(False)
+        self.eval()
+        self.loss_history_ = history
+        logger.info("HiddenRoutePrior: fitted on %d pairs, final loss %.4f nats per pair",
+                    size, history[-1] if history else math.nan)
+        return self
+
+    # -- prediction and calibration ------------------------------------------------------------
+
+    def _eps(self, random_state: int | torch.Generator | None) -> Tensor:
+        """(S, K) standard normal draws in antithetic pairs."""
+        gen = _generator(self.random_state if random_state is None else random_state,
+                         self._device)
+        half = torch.randn((self.num_samples // 2, self.manifold.n_latent), generator=gen,
+                           device=self._device)
+        return torch.cat([half, -half], 0)
+
+    def _decoded(self, loc: Tensor, tril: Tensor, eps: Tensor) -> DecodedPrior:
+        """Moment-matched p(y | e) from N(loc (B, K), tril tril^T) with draws eps (S, K)."""
+        noise = self.manifold.noise_scale_.to(loc) ** 2
+        chunk = max(1, (1 << 20) // eps.shape[0])  # bound the (B, S, 2) draws in memory
+        means, covs = [], []
+        for start in range(0, loc.shape[0], chunk):
+            m, t = loc[start:start + chunk], tril[start:start + chunk]
+            z = m[:, None, :] + (t[:, None] @ eps[None, :, :, None])[..., 0]  # (B, S, K)
+            y = self.manifold._g(z)  # (B, S, 2)
+            mean = y.mean(1)
+            centred = y - mean[:, None, :]
+            means.append(mean)
+            covs.append(centred.transpose(1, 2) @ centred / eps.shape[0] + torch.diag(noise))
+        return DecodedPrior(torch.cat(means), torch.cat(covs))
+
+    def predict(self, estimate: AffectEstimate,
+                random_state: int | torch.Generator | None = None) -> DecodedPrior:
+        """The calibrated prior decoded to valence-arousal space, as a Gaussian.
+
+        Args:
+            estimate: An AffectEstimate with mean (B, 2), var (B, 2), embedding (B, D).
+            random_state: Seed or generator of the latent draws (``None``: the estimator's
+                seed); equal seeds give equal predictions.
+
+        Returns:
+            A :class:`DecodedPrior` with mean (B, 2) and cov (B, 2, 2).
+        """
+        prior = self(estimate)
+        with torch.no_grad():
+            return self._decoded(prior.loc, prior.scale_tril, self._eps(random_state))
+
+    def calibrate(self, estimates: AffectEstimate, labels: Tensor | np.ndarray,
+                  level: float = 0.9) -> HiddenRoutePrior:
+        """Choose the covariance scale c on validation pairs (not the ones of :meth:`fit`).
+
+        c is set so that the central intervals at ``level`` of :meth:`predict`'s marginals
+        cover a fraction ``level`` of the labels' valence and arousal values (pooled): the
+        smallest such c near 1, bracketed by doubling or halving c from 1 and then found by
+        bisection on log c, with the draws of :meth:`predict` held fixed. c stays within
+        [1e-3, 1e3]; if the coverage cannot be bracketed there, the end reached is used (logged).
+
+        Args:
+            estimates: An AffectEstimate with mean (B, 2), var (B, 2), embedding (B, D).
+            labels: (B, 2) their true labels.
+            level: Nominal coverage in (0, 1).
+
+        Returns:
+            self, with ``calibration_scale_`` and ``calibration_level_`` set.
+        """
+        self._check_fitted()
+        if not 0 < level < 1:
+            raise CoreAffectError(f"level must be in (0, 1), got {level}")
+        estimates = self._check_estimate(estimates, "estimates")
+        y = _check_labels(labels, self._device)
+        if y.shape[0] != estimates.mean.shape[0]:
+            raise CoreAffectError(f"estimates ({estimates.mean.shape[0]}) and labels "
+                                  f"({y.shape[0]}) must have the same length")
+        quantile = float(ndtri(0.5 + level / 2))
+        eps = self._eps(None)
+        with torch.no_grad(), _local_params():
+            loc, tril = self.net_(self._features(estimates))
+
+            def coverage(log_scale: float) -> float:
+                pred = self._decoded(loc, tril * math.exp(0.5 * log_scale), eps)
+                sd = torch.diagonal(pred.cov, dim1=-2, dim2=-1).sqrt()
+                return float(((y - pred.mean).abs() <= quantile * sd).float().mean())
+
+            # bracket the crossing by doubling or halving c from 1, then bisect on log c;
+            # coverage rises with c near the fitted scale (far out it need not: g is bounded)
+            low = high = 0.0
+            step = math.log(2.0)
+            lowest, highest = (math.log(c) for c in _CALIBRATION_RANGE)
+            if coverage(0.0) < level:
+                while coverage(high) < level and high < highest:
+                    low, high = high, min(high + step, highest)
+            else:
+                while coverage(low) >= level and low > lowest:
+                    low, high = max(low - step, lowest), low
+            reached = coverage(low) < level <= coverage(high)
+            if not reached and coverage(low) >= level:  # covers even at the smallest scale
+                high = low
+            for _ in range(_BISECTION_STEPS if reached and low < high else 0):
+                middle = 0.5 * (low + high)
+                if coverage(middle) < level:
+                    low = middle
+                else:
+                    high = middle
+        if not reached:
+            logger.warning("HiddenRoutePrior.calibrate: coverage %.2f not bracketed within "
+                           "scales %s; using %.3g", level, _CALIBRATION_RANGE, math.exp(high))
+        self.calibration_scale_ = math.exp(high)
+        self.calibration_level_ = level
+        logger.info("HiddenRoutePrior: calibrated at level %.2f, covariance scale %.4g", level,
+                    self.calibration_scale_)
+        return self
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, directory: str | Path, name: str = "prior",
+             manifold_name: str = "manifold") -> None:
+        """Write the prior (``name``) and its manifold (``manifold_name``) to a run directory,
+        each as safetensors weights and a JSON description."""
+        self._check_fitted()
+        self.manifold.save(directory, manifold_name)
+        config = {"class": "HiddenRoutePrior", "manifold": manifold_name,
+                  "in_features": int(self.feature_mean_.shape[0]),
+                  "embedding_dim": self.embedding_dim_,
+                  "calibration_scale": self.calibration_scale_,
+                  "calibration_level": self.calibration_level_, **self._hyperparameters()}
+        save_state(directory, name, dict(self.state_dict()), config)
+
+    @classmethod
+    def load(cls, directory: str | Path, name: str = "prior",
+             device: str | torch.device = "cpu") -> HiddenRoutePrior:
+        """Rebuild a prior saved by :meth:`save`, with its manifold, on ``device``."""
+        tensors, config = load_state(directory, name, device)
+        where = f"{Path(directory) / name}.json"
+        if config.get("class") != "HiddenRoutePrior":
+            raise CoreAffectError(f"{where}: not a HiddenRoutePrior (class "
+                                  f"{config.get('class')!r})")
+        try:
+            manifold = AffectManifold.load(directory, config["manifold"], device)
+            hyper = {k: config[k] for k in ("hidden", "use_embedding", "kl_weight", "num_steps",
+                                            "batch_size", "learning_rate", "min_scale",
+                                            "num_samples", "random_state")}
+            prior = cls(manifold, **hyper, device=device)
+            prior._validate_hyperparameters()
+            prior._build(int(config["in_features"]))
+            prior.load_state_dict(tensors)
+            prior.embedding_dim_ = int(config["embedding_dim"])
+            prior.calibration_scale_ = float(config["calibration_scale"])
+            prior.calibration_level_ = config["calibration_level"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise CoreAffectError(f"{where}: does not describe the saved weights ({err})"
+                                  ) from None
+        prior.net_.requires_grad_(False)
+        prior.loss_history_ = []
+        return prior.eval()

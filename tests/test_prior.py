@@ -1,0 +1,215 @@
+"""HiddenRoutePrior: shapes and densities, confident versus unconfident estimates, calibration on
+held-out pairs, ownership of parameters, persistence and errors. The estimates are synthetic:
+truth plus Gaussian noise of a known, varying variance, and a random embedding."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyro
+import pytest
+import torch
+
+from coreaffect.errors import CoreAffectError
+from coreaffect.hidden_route import AffectEstimate
+from coreaffect.manifold import AffectManifold
+from coreaffect.metrics import coverage
+from coreaffect.prior import DecodedPrior, HiddenRoutePrior
+
+D = 6  # embedding size
+SMALL = {"hidden": 32, "num_steps": 400, "batch_size": 256, "num_samples": 64}
+
+
+def boomerang(n: int, seed: int) -> torch.Tensor:
+    """(n, 2) labels on a curved band: arousal rises with |valence|, like real labels."""
+    g = torch.Generator().manual_seed(seed)
+    t = (torch.randn(n, generator=g) * 0.45).clamp(-0.95, 0.95)
+    valence = t + 0.03 * torch.randn(n, generator=g)
+    arousal = 0.9 * t**2 - 0.35 + 0.05 * torch.randn(n, generator=g)
+    return torch.stack([valence, arousal], -1).clamp(-1, 1)
+
+
+def estimates(labels: torch.Tensor, seed: int, sd: float | None = None) -> AffectEstimate:
+    """Truth + N(0, sd^2) with sd log-uniform in [0.02, 1] per row (or the given sd), clipped
+    to the tanh range; var = sd^2 (an honest hidden route); a random embedding."""
+    g = torch.Generator().manual_seed(seed)
+    n = labels.shape[0]
+    if sd is None:
+        log_sd = torch.empty(n, 1).uniform_(math.log(0.02), 0.0, generator=g)
+        scale = log_sd.exp().expand(n, 2)
+    else:
+        scale = torch.full((n, 2), sd)
+    mean = (labels + scale * torch.randn(n, 2, generator=g)).clamp(-0.999, 0.999)
+    return AffectEstimate(mean, scale**2, torch.randn(n, D, generator=g))
+
+
+@pytest.fixture(scope="module")
+def manifold() -> AffectManifold:
+    return AffectManifold(hidden=32, num_steps=600, random_state=0).fit(boomerang(1500, 0))
+
+
+@pytest.fixture(scope="module")
+def prior(manifold) -> HiddenRoutePrior:
+    labels = boomerang(2000, 10)
+    return HiddenRoutePrior(manifold, **SMALL, random_state=0).fit(estimates(labels, 20), labels)
+
+
+def _interval_coverage(pred: DecodedPrior, labels: torch.Tensor, level: float) -> float:
+    var = torch.diagonal(pred.cov, dim1=-2, dim2=-1)
+    return float(np.mean([coverage(labels[:, d], pred.mean[:, d], var[:, d], level)
+                          for d in range(2)]))
+
+
+def test_shapes_and_density_integrates_to_one(prior):
+    e = estimates(boomerang(5, 1), 2)
+    q = prior(e)
+    assert isinstance(q, torch.distributions.MultivariateNormal)
+    assert q.batch_shape == (5,) and q.event_shape == (2,)
+    assert q.loc.shape == (5, 2) and q.scale_tril.shape == (5, 2, 2)
+    assert torch.all(torch.linalg.eigvalsh(q.covariance_matrix) > 0)
+    side = torch.linspace(-6, 6, 301)
+    step = float(side[1] - side[0])
+    grid = torch.cartesian_prod(side, side)[:, None, :]  # (G, 1, K) against the batch (5,)
+    mass = q.log_prob(grid).exp().sum(0) * step**2  # (5,)
+    assert torch.allclose(mass, torch.ones(5), atol=0.02), mass
+    pred = prior.predict(e)
+    assert isinstance(pred, DecodedPrior)
+    assert pred.mean.shape == (5, 2) and pred.cov.shape == (5, 2, 2)
+    assert torch.allclose(pred.cov, pred.cov.transpose(-1, -2))
+    assert torch.all(torch.linalg.eigvalsh(pred.cov) > 0)
+    assert pred.mean.abs().max() < 1
+
+
+def test_predict_is_deterministic_and_per_estimate(prior):
+    e = estimates(boomerang(8, 3), 4)
+    a, b = prior.predict(e), prior.predict(e)
+    assert torch.equal(a.mean, b.mean) and torch.equal(a.cov, b.cov)
+    one = prior.predict(AffectEstimate(e.mean[2:3], e.var[2:3], e.embedding[2:3]))
+    assert torch.allclose(one.mean, a.mean[2:3], atol=1e-6)
+    assert torch.allclose(one.cov, a.cov[2:3], atol=1e-6)
+    other = prior.predict(e, random_state=123)
+    assert not torch.equal(other.mean, a.mean)
+
+
+def test_confident_is_narrow_and_unconfident_falls_back_to_the_marginal(prior):
+    labels = boomerang(500, 5)
+    standard = torch.distributions.MultivariateNormal(torch.zeros(2), torch.eye(2))
+    sure, unsure = prior(estimates(labels, 6, sd=0.02)), prior(estimates(labels, 6, sd=1.0))
+    kl_sure = torch.distributions.kl_divergence(sure, standard).mean()
+    kl_unsure = torch.distributions.kl_divergence(unsure, standard).mean()
+    det_sure = sure.covariance_matrix.det().median()
+    det_unsure = unsure.covariance_matrix.det().median()
+    assert kl_unsure < 0.6, kl_unsure  # close to p(z) = N(0, I)
+    assert kl_sure > 2.0, kl_sure
+    assert det_sure < 0.05 * det_unsure, (det_sure, det_unsure)
+    # in valence-arousal space: narrow around the truth against the spread of all labels
+    pred = prior.predict(estimates(labels, 6, sd=0.02))
+    rmse = (pred.mean - labels).pow(2).mean().sqrt()
+    assert rmse < 0.1
+    wide = prior.predict(estimates(labels, 6, sd=1.0))
+    assert torch.diagonal(wide.cov, dim1=-2, dim2=-1).mean() > \
+        2 * torch.diagonal(pred.cov, dim1=-2, dim2=-1).mean()
+
+
+def test_calibration_reaches_nominal_coverage_on_held_out_pairs(prior, tmp_path):
+    held_in, held_out = boomerang(2000, 11), boomerang(2000, 12)
+    e_in, e_out = estimates(held_in, 21), estimates(held_out, 22)
+    prior.save(tmp_path)
+    calibrated = HiddenRoutePrior.load(tmp_path)  # a copy
+    before = _interval_coverage(calibrated.predict(e_out), held_out, 0.9)
+    calibrated.calibrate(e_in, held_in, level=0.9)
+    assert calibrated.calibration_level_ == 0.9
+    after = _interval_coverage(calibrated.predict(e_out), held_out, 0.9)
+    assert abs(after - 0.9) < 0.04, (before, after, calibrated.calibration_scale_)
+    assert prior.calibration_scale_ == 1.0  # the original is untouched
+    assert calibrated(e_out).covariance_matrix[0] == pytest.approx(
+        calibrated.calibration_scale_ * prior(e_out).covariance_matrix[0], rel=1e-4)
+
+
+def test_parameters_are_owned_not_global(manifold):
+    pyro.clear_param_store()
+    pyro.param("callers_own", torch.ones(3))
+    manifold_state = {k: v.clone() for k, v in manifold.decoder_.state_dict().items()}
+    labels = boomerang(200, 13)
+    e = estimates(labels, 23)
+    a = HiddenRoutePrior(manifold, hidden=8, num_steps=10, num_samples=8).fit(e, labels)
+    a_state = {k: v.clone() for k, v in a.state_dict().items()}
+    b = HiddenRoutePrior(manifold, hidden=8, num_steps=10, num_samples=8, random_state=1)
+    b.fit(e, labels).calibrate(e, labels)
+    b.predict(e)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, a_state[k]), k
+    for k, v in manifold.decoder_.state_dict().items():
+        assert torch.equal(v, manifold_state[k]), k
+    assert list(pyro.get_param_store().keys()) == ["callers_own"]
+    assert torch.equal(pyro.get_param_store()["callers_own"], torch.ones(3))
+    assert not pyro.settings.get("module_local_params")
+    pyro.clear_param_store()
+
+
+def test_fit_is_deterministic(manifold):
+    labels = boomerang(200, 14)
+    e = estimates(labels, 24)
+    a = HiddenRoutePrior(manifold, hidden=8, num_steps=15).fit(e, labels)
+    b = HiddenRoutePrior(manifold, hidden=8, num_steps=15).fit(e, labels)
+    assert torch.equal(a(e).loc, b(e).loc)
+    assert a.loss_history_ == b.loss_history_
+
+
+def test_save_load_round_trip(prior, tmp_path):
+    e = estimates(boomerang(30, 15), 25)
+    prior.calibration_scale_, scale = 0.7, prior.calibration_scale_
+    try:
+        prior.save(tmp_path / "run")
+        loaded = HiddenRoutePrior.load(tmp_path / "run")
+        assert loaded.calibration_scale_ == 0.7
+        assert torch.equal(loaded(e).loc, prior(e).loc)
+        assert torch.equal(loaded(e).scale_tril, prior(e).scale_tril)
+        a, b = loaded.predict(e), prior.predict(e)
+        assert torch.equal(a.mean, b.mean) and torch.equal(a.cov, b.cov)
+    finally:
+        prior.calibration_scale_ = scale
+    assert {p.name for p in (tmp_path / "run").iterdir()} == {
+        "prior.json", "prior.safetensors", "manifold.json", "manifold.safetensors"}
+    with pytest.raises(CoreAffectError, match="not a HiddenRoutePrior"):
+        HiddenRoutePrior.load(tmp_path / "run", name="manifold")
+
+
+def test_without_embedding(manifold):
+    labels = boomerang(200, 16)
+    e = estimates(labels, 26)
+    p = HiddenRoutePrior(manifold, use_embedding=False, hidden=8, num_steps=5).fit(e, labels)
+    assert p.embedding_dim_ == 0
+    other_d = AffectEstimate(e.mean, e.var, torch.zeros(200, 3))  # any D is accepted
+    assert p(other_d).batch_shape == (200,)
+
+
+def test_bad_input(prior, manifold):
+    e = estimates(boomerang(4, 17), 27)
+    with pytest.raises(CoreAffectError, match="not fitted"):
+        HiddenRoutePrior(manifold)(e)
+    with pytest.raises(CoreAffectError, match="AffectManifold is not fitted"):
+        HiddenRoutePrior(AffectManifold()).fit(e, boomerang(4, 17))
+    with pytest.raises(CoreAffectError, match="must be an AffectManifold"):
+        HiddenRoutePrior("manifold").fit(e, boomerang(4, 17))
+    with pytest.raises(CoreAffectError, match="AffectEstimate"):
+        prior(e.mean)
+    with pytest.raises(CoreAffectError, match=r"mean must have shape \(B, 2\)"):
+        prior(AffectEstimate(e.mean[:, :1], e.var[:, :1], e.embedding))
+    with pytest.raises(CoreAffectError, match="var must have the shape"):
+        prior(AffectEstimate(e.mean, e.var[:3], e.embedding))
+    with pytest.raises(CoreAffectError, match="fitted with D = 6"):
+        prior(AffectEstimate(e.mean, e.var, e.embedding[:, :2]))
+    with pytest.raises(CoreAffectError, match="NaN"):
+        prior(AffectEstimate(e.mean.clone().fill_(math.nan), e.var, e.embedding))
+    with pytest.raises(CoreAffectError, match="var must be positive"):
+        prior(AffectEstimate(e.mean, -e.var, e.embedding))
+    with pytest.raises(CoreAffectError, match="same length"):
+        prior.calibrate(e, boomerang(5, 17))
+    with pytest.raises(CoreAffectError, match="NaN"):
+        prior.calibrate(e, torch.full((4, 2), math.nan))
+    with pytest.raises(CoreAffectError, match="level"):
+        prior.calibrate(e, boomerang(4, 17), level=1.5)
+    with pytest.raises(CoreAffectError, match="even"):
+        HiddenRoutePrior(manifold, num_samples=3).fit(e, boomerang(4, 17))
