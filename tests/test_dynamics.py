@@ -1,10 +1,12 @@
 """Dynamics: OU discretisation, Kalman filter, RTS smoother and sampler against independent
-references (closed forms, dense Gaussian conditioning of the joint, Pyro's GaussianHMM)."""
+references (closed forms, dense Gaussian conditioning of the joint, Pyro's GaussianHMM, pykalman),
+and the associative-scan (parallel) filter and smoother against the sequential ones."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -220,3 +222,190 @@ def test_posterior_samples_match_smoothed_moments():
     torch.testing.assert_close(torch.cov(draws[:, 2].T), smoothed.covs[2], atol=0.01, rtol=0.05)
     again = sample_posterior(params, y, r, n=3, random_state=0)
     torch.testing.assert_close(again, sample_posterior(params, y, r, n=3, random_state=0))
+
+
+def _pykalman(params: LGSSM, y: torch.Tensor, r: torch.Tensor, observed: torch.Tensor):
+    """pykalman's filter and smoother on the same time-varying model (numpy, float64)."""
+    from pykalman import KalmanFilter
+
+    kf = KalmanFilter(
+        transition_matrices=params.transition.numpy(), transition_offsets=params.offset.numpy(),
+        transition_covariance=params.process_cov.numpy(),
+        observation_matrices=params.emission.numpy(), observation_covariance=r.numpy(),
+        initial_state_mean=params.init_mean.numpy(),
+        initial_state_covariance=params.init_cov.numpy())
+    data = np.ma.masked_array(y.numpy(), mask=np.repeat(~observed.numpy()[:, None], 2, 1))
+    return kf, data
+
+
+@pytest.mark.parametrize("missing", [[], [3, 4, 5, 11]])
+def test_filter_and_smoother_match_pykalman(missing):
+    """Irregular steps (time-varying F_t, b_t, Q_t) and a per-step observation noise R_t."""
+    steps = 15
+    params, y, r = _model(steps, seed=5)
+    observed = torch.ones(steps, dtype=torch.bool)
+    observed[missing] = False
+    kf, data = _pykalman(params, y, r, observed)
+    ref_means, ref_covs = kf.filter(data)
+    ref_smooth_means, ref_smooth_covs = kf.smooth(data)
+    for parallel in (False, True):
+        filtered = kalman_filter(params, y, r, observed, parallel=parallel)
+        smoothed = rts_smoother(params, y, r, observed, parallel=parallel)
+        tight = {"rtol": 1e-9, "atol": 1e-11}
+        np.testing.assert_allclose(filtered.means.numpy(), ref_means, **tight)
+        np.testing.assert_allclose(filtered.covs.numpy(), ref_covs, **tight)
+        np.testing.assert_allclose(smoothed.means.numpy(), ref_smooth_means, **tight)
+        np.testing.assert_allclose(smoothed.covs.numpy(), ref_smooth_covs, **tight)
+
+
+def test_log_likelihood_matches_pykalman_on_whitened_observations():
+    """pykalman's loglikelihood takes one R for all steps: whiten y_t by R_t = C_t C_t^T, so that
+    y'_t = C_t^-1 y_t has emission C_t^-1 H (time-varying) and noise I; then
+    log p(y) = log p(y') - sum_t log |det C_t| over observed steps."""
+    from pykalman import KalmanFilter
+
+    steps = 12
+    params, y, r = _model(steps, seed=6)
+    observed = torch.ones(steps, dtype=torch.bool)
+    observed[[2, 7]] = False
+    chol = torch.linalg.cholesky(r)
+    white = torch.linalg.solve_triangular(chol, y[..., None], upper=False)[..., 0]
+    emission = torch.linalg.solve_triangular(chol, params.emission.expand(steps, 2, 2),
+                                             upper=False)
+    kf = KalmanFilter(
+        transition_matrices=params.transition.numpy(), transition_offsets=params.offset.numpy(),
+        transition_covariance=params.process_cov.numpy(), observation_matrices=emission.numpy(),
+        observation_covariance=np.eye(2), initial_state_mean=params.init_mean.numpy(),
+        initial_state_covariance=params.init_cov.numpy())
+    data = np.ma.masked_array(white.numpy(), mask=np.repeat(~observed.numpy()[:, None], 2, 1))
+    log_det = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)[observed].sum()
+    expected = kf.loglikelihood(data) - float(log_det)
+    for parallel in (False, True):
+        ours = kalman_filter(params, y, r, observed, parallel=parallel).log_likelihood
+        assert float(ours) == pytest.approx(expected, rel=1e-10, abs=1e-10)
+
+
+def test_streaming_filter_update_matches_pykalman():
+    """Step by step with pykalman's filter_update, each step with its own F_t, b_t, Q_t, R_t."""
+    from pykalman import KalmanFilter
+
+    steps = 10
+    params, y, r = _model(steps, seed=7)
+    ours = kalman_filter(params, y, r, parallel=True)
+    kf = KalmanFilter(n_dim_state=2, n_dim_obs=2, observation_matrices=params.emission.numpy())
+    # step 0 conditions the initial state: a zero transition whose offset and noise are N(m_0, P_0)
+    transitions = [(np.zeros((2, 2)), params.init_mean.numpy(), params.init_cov.numpy())]
+    transitions += [(params.transition[t].numpy(), params.offset[t].numpy(),
+                     params.process_cov[t].numpy()) for t in range(steps - 1)]
+    mean, cov = np.zeros(2), np.eye(2)
+    for t, (f, b, q) in enumerate(transitions):
+        mean, cov = kf.filter_update(mean, cov, y[t].numpy(), transition_matrix=f,
+                                     transition_offset=b, transition_covariance=q,
+                                     observation_covariance=r[t].numpy())
+        np.testing.assert_allclose(ours.means[t].numpy(), mean, rtol=1e-9, atol=1e-11)
+        np.testing.assert_allclose(ours.covs[t].numpy(), cov, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_gap_widens_the_filtered_and_smoothed_bands(parallel):
+    steps = 20
+    params, y, r = _model(steps, seed=8)
+    r = r * 0.1  # informative observations, so that the gap stands out
+    mask = torch.ones(steps, dtype=torch.bool)
+    mask[8:14] = False
+    full_f = kalman_filter(params, y, r, parallel=parallel)
+    gap_f = kalman_filter(params, y, r, mask, parallel=parallel)
+    full_s = rts_smoother(params, y, r, parallel=parallel)
+    gap_s = rts_smoother(params, y, r, mask, parallel=parallel)
+
+    def var(x):
+        return torch.diagonal(x.covs, dim1=-2, dim2=-1)  # (T, K)
+
+    assert (var(gap_f)[8:14] > var(full_f)[8:14]).all()
+    assert (var(gap_s)[8:14] > var(full_s)[8:14]).all()
+    # inside the gap the filtered band only grows; the smoothed band is widest mid-gap
+    assert (var(gap_f)[9:14] > var(gap_f)[8:13]).all()
+    assert (var(gap_s)[10:12].sum(-1) > var(gap_s)[[8, 13]].sum(-1)).all()
+    torch.testing.assert_close(gap_f.means[:8], full_f.means[:8])  # causal
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 5, 8, 13, 64])
+def test_parallel_equals_sequential(steps):
+    """Masks, irregular steps, time-varying noise; every output, float64."""
+    params, y, r = _model(max(steps, 2), seed=steps)
+    if steps == 1:
+        y, r = y[:1], r[:1]
+        params = params._replace(transition=params.transition[:0], offset=params.offset[:0],
+                                 process_cov=params.process_cov[:0])
+    mask = torch.rand(steps, generator=torch.Generator().manual_seed(steps)) > 0.3
+    y = torch.where(mask[:, None], y, torch.nan)
+    for m in (None, mask):
+        sequential = rts_smoother(params, y if m is not None else y.nan_to_num(), r, m)
+        parallel = rts_smoother(params, y if m is not None else y.nan_to_num(), r, m,
+                                parallel=True)
+        for a, b in zip(sequential, parallel, strict=True):
+            torch.testing.assert_close(b, a, rtol=1e-10, atol=1e-12)
+
+
+def test_parallel_batched_with_shared_and_per_step_parameters():
+    runs = [_model(9, seed=s) for s in range(3)]
+    emission = runs[0][0].emission
+    params = LGSSM(*(torch.stack([p[i] for p, _, _ in runs]) for i in range(5)), emission)
+    y = torch.stack([y for _, y, _ in runs])
+    r = torch.stack([r for _, _, r in runs])
+    mask = torch.ones(3, 9, dtype=torch.bool)
+    mask[1, 2:5] = False
+    batched = rts_smoother(params, y, r, mask, parallel=True)
+    for i, (p, yi, ri) in enumerate(runs):
+        single = rts_smoother(p._replace(emission=emission), yi, ri, mask[i])
+        for a, b in zip(single, batched, strict=True):
+            torch.testing.assert_close(b[i], a, rtol=1e-10, atol=1e-12)
+    # shared (time-invariant) transition parameters broadcast over batch and time
+    shared = params._replace(transition=runs[0][0].transition[0], offset=runs[0][0].offset[0],
+                             process_cov=runs[0][0].process_cov[0])
+    sequential = kalman_filter(shared, y, r, mask)
+    parallel = kalman_filter(shared, y, r, mask, parallel=True)
+    torch.testing.assert_close(parallel.means, sequential.means, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(parallel.log_likelihood, sequential.log_likelihood)
+
+
+def test_parallel_gradients_equal_sequential_gradients():
+    def log_lik(parallel: bool):
+        theta = torch.tensor([[0.8, 0.1], [-0.2, 0.5]], requires_grad=True)
+        mu = torch.tensor([0.1, -0.3], requires_grad=True)
+        diffusion = torch.tensor([[0.5, 0.0], [0.1, 0.4]], requires_grad=True)
+        dt = 0.05 + torch.rand(29, generator=torch.Generator().manual_seed(0)) * 0.2
+        f, b, q = ou_discretize(theta, mu, diffusion, dt)
+        params = LGSSM(mu, ou_stationary_cov(theta, diffusion), f, b, q, torch.eye(2))
+        y = torch.randn(30, 2, generator=torch.Generator().manual_seed(1))
+        mask = torch.arange(30) % 7 != 3
+        out = kalman_filter(params, y, torch.eye(2).expand(30, 2, 2) * 0.2, mask,
+                            parallel=parallel).log_likelihood
+        return torch.autograd.grad(out, (theta, mu, diffusion))
+
+    for a, b in zip(log_lik(False), log_lik(True), strict=True):
+        assert torch.isfinite(b).all()
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-11)
+
+
+def test_parallel_float32_is_finite_and_close():
+    params, y, r = _model(200, seed=9)
+    reference = rts_smoother(params, y, r, parallel=True)
+    p32 = LGSSM(*(x.float() for x in params))
+    out = rts_smoother(p32, y.float(), r.float(), parallel=True)
+    assert out.means.dtype == torch.float32
+    assert torch.isfinite(out.covs).all() and torch.isfinite(out.log_likelihood)
+    torch.testing.assert_close(out.means.double(), reference.means, rtol=0, atol=1e-4)
+
+
+def test_parallel_posterior_samples_match_smoothed_moments():
+    params, y, r = _model(6, seed=2)
+    mask = torch.tensor([True, True, False, False, True, True])
+    smoothed = rts_smoother(params, y, r, mask)
+    draws = sample_posterior(params, y, r, mask, n=20000, random_state=0, parallel=True)
+    assert draws.shape == (20000, 6, 2)
+    torch.testing.assert_close(draws.mean(0), smoothed.means, atol=0.02, rtol=0)
+    torch.testing.assert_close(torch.cov(draws[:, 2].T), smoothed.covs[2], atol=0.01, rtol=0.05)
+    # lag-one covariance of the draws: the smoother's cross covariance
+    joint = torch.cov(torch.cat([draws[:, 2], draws[:, 3]], -1).T)
+    torch.testing.assert_close(joint[:2, 2:], smoothed.cross_covs[2], atol=0.01, rtol=0.05)

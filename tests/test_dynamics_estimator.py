@@ -1,0 +1,243 @@
+"""CoreAffectDynamics: parameter recovery (maximum likelihood and NUTS), streaming and causal
+filtering, smoothing against raw estimates, decoding, and save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from coreaffect.dynamics import (
+    AffectObservations,
+    CoreAffectDynamics,
+    ou_discretize,
+    ou_stationary_cov,
+)
+
+THETA = torch.tensor([[1.0, 0.3], [-0.2, 0.6]], dtype=torch.float64)
+MU = torch.tensor([0.2, -0.1], dtype=torch.float64)
+DIFFUSION = torch.tensor([[0.5, 0.0], [0.1, 0.4]], dtype=torch.float64)
+SCALE = 1.5  # the estimates' variances understate their error by this factor
+
+
+def simulate(n_videos: int, steps: int, seed: int, k: int = 2, dt: float = 0.1,
+             missing: float = 0.1, scale: float = SCALE
+             ) -> tuple[list[AffectObservations], list[torch.Tensor]]:
+    """OU paths at irregular times (exact steps) observed with noise of covariance scale * S_t."""
+    theta, mu, diffusion = THETA[:k, :k], MU[:k], DIFFUSION[:k, :k]
+    g = torch.Generator().manual_seed(seed)
+    videos, paths = [], []
+    for _ in range(n_videos):
+        times = torch.cumsum(dt * (0.5 + torch.rand(steps, generator=g, dtype=torch.float64)), 0)
+        f, b, q = ou_discretize(theta, mu, diffusion, times.diff())
+        noise = torch.randn(steps, k, generator=g, dtype=torch.float64)
+        z = [mu + torch.linalg.cholesky(ou_stationary_cov(theta, diffusion)) @ noise[0]]
+        chol = torch.linalg.cholesky(q)
+        for t in range(steps - 1):
+            z.append(f[t] @ z[-1] + b[t] + chol[t] @ noise[t + 1])
+        z = torch.stack(z)  # (T, K)
+        var = 0.02 + 0.08 * torch.rand(steps, k, generator=g, dtype=torch.float64)
+        means = z + (scale * var).sqrt() * torch.randn(steps, k, generator=g, dtype=torch.float64)
+        mask = torch.rand(steps, generator=g) > missing
+        means[~mask] = float("nan")  # no face: nothing to read
+        videos.append(AffectObservations(times, means, torch.diag_embed(var), mask))
+        paths.append(z)
+    return videos, paths
+
+
+@pytest.fixture(scope="module")
+def data():
+    return simulate(n_videos=6, steps=400, seed=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    """Fitted with the default optimizer (Adam)."""
+    videos, _ = data
+    return CoreAffectDynamics().fit(videos)
+
+
+def _truth() -> CoreAffectDynamics:
+    model = CoreAffectDynamics()
+    model._set_point({"theta": THETA, "mu": MU, "diffusion": DIFFUSION,
+                      "noise_scale": torch.tensor(SCALE, dtype=torch.float64)})
+    return model
+
+
+def test_mle_recovers_ou_parameters():
+    """8 videos x 1000 frames (about 800 s of affect, 500 relaxation times)."""
+    videos, _ = simulate(n_videos=8, steps=1000, seed=0)
+    fitted = CoreAffectDynamics(optimizer="lbfgs").fit(videos)
+    # the optimum is at least as likely as the truth, and not far above it: twice the excess is
+    # about chi-square with 10 degrees of freedom (99.9% quantile 29.6)
+    truth = _truth().score(videos)
+    assert truth <= fitted.log_likelihood_ <= truth + 15
+    torch.testing.assert_close(fitted.theta_, THETA, atol=0.2, rtol=0)
+    torch.testing.assert_close(fitted.mu_, MU, atol=0.06, rtol=0)
+    cov = fitted.diffusion_ @ fitted.diffusion_.T
+    torch.testing.assert_close(cov, DIFFUSION @ DIFFUSION.T, atol=0.05, rtol=0)
+    assert float(fitted.noise_scale_) == pytest.approx(SCALE, rel=0.06)
+    # the symmetric part of theta is positive definite: a mean-reverting process
+    assert (torch.linalg.eigvalsh(0.5 * (fitted.theta_ + fitted.theta_.T)) > 0).all()
+
+
+def test_adam_reaches_the_lbfgs_optimum(data, fitted):
+    videos, _ = data
+    assert fitted.n_iter_ < fitted.max_iter  # converged, not stopped
+    other = CoreAffectDynamics(optimizer="lbfgs").fit(videos)
+    assert other.log_likelihood_ == pytest.approx(fitted.log_likelihood_, abs=0.05)
+    torch.testing.assert_close(other.theta_, fitted.theta_, atol=0.02, rtol=0)
+    assert fitted.log_likelihood_ >= _truth().score(videos)
+
+
+def test_smoothed_and_filtered_beat_raw_estimates(data, fitted):
+    videos, paths = data
+    raw_err, smooth_err, filter_err, inside = [], [], [], []
+    for video, path in zip(videos, paths, strict=True):
+        smoothed, filtered = fitted.smooth(video), fitted.filter(video)
+        seen = video.mask
+        raw_err.append((video.means[seen] - path[seen]) ** 2)
+        smooth_err.append((smoothed.mean[seen] - path[seen]) ** 2)
+        filter_err.append((filtered.mean[seen] - path[seen]) ** 2)
+        inside.append((path >= smoothed.lower) & (path <= smoothed.upper))
+    rmse = {name: float(torch.cat(errors).mean().sqrt()) for name, errors in
+            (("raw", raw_err), ("smooth", smooth_err), ("filter", filter_err))}
+    assert rmse["smooth"] < rmse["filter"] < 0.8 * rmse["raw"]
+    coverage = float(torch.cat(inside).double().mean())
+    assert 0.85 <= coverage <= 0.95  # the 90% bands
+
+
+def test_streaming_one_step_at_a_time_equals_the_batch_filter(fitted):
+    video = simulate(1, 40, seed=3, missing=0.25)[0][0]
+    batch = fitted.filter(video)
+    state = None
+    for t in range(len(video.times)):
+        observed = bool(video.mask[t])
+        state = fitted.filter_step(state, float(video.times[t]),
+                                   video.means[t] if observed else None,
+                                   video.covs[t] if observed else None)
+        torch.testing.assert_close(state.mean, batch.latent_mean[t], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(state.cov, batch.latent_cov[t], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(state.log_likelihood, batch.log_likelihood)
+    mean, lower, upper = fitted.decode(state.mean, state.cov)
+    torch.testing.assert_close(mean, batch.mean[-1])
+    torch.testing.assert_close(upper - lower, batch.upper[-1] - batch.lower[-1])
+
+
+def test_causal_output_unchanged_when_frames_are_appended(fitted):
+    video = simulate(1, 300, seed=4)[0][0]
+    cut = 120
+    prefix = AffectObservations(*(x[:cut] for x in video))
+    short, full = fitted.filter(prefix), fitted.filter(video)  # sequential vs parallel lengths
+    torch.testing.assert_close(full.latent_mean[:cut], short.latent_mean, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(full.upper[:cut], short.upper, rtol=1e-9, atol=1e-12)
+    # the smoother, by contrast, uses the future
+    assert not torch.allclose(fitted.smooth(video).latent_mean[:cut],
+                              fitted.smooth(prefix).latent_mean)
+
+
+def test_missing_faces_widen_the_band(fitted):
+    video = simulate(1, 60, seed=5, missing=0.0)[0][0]
+    mask = torch.ones(60, dtype=torch.bool)
+    mask[20:35] = False
+    gap = AffectObservations(video.times, video.means, video.covs, mask)
+    for method in (fitted.filter, fitted.smooth):
+        width, gap_width = (method(v).upper - method(v).lower for v in (video, gap))
+        assert (gap_width[20:35] > width[20:35]).all()
+
+
+def test_samples_are_reproducible_and_match_the_smoother(fitted):
+    video = simulate(1, 50, seed=6)[0][0]
+    draws = fitted.sample(video, n=4000, random_state=1)
+    assert draws.latent.shape == (4000, 50, 2) and draws.va.shape == (4000, 50, 2)
+    smoothed = fitted.smooth(video)
+    torch.testing.assert_close(draws.latent.mean(0), smoothed.latent_mean, atol=0.02, rtol=0)
+    again = fitted.sample(video, n=3, random_state=1)
+    torch.testing.assert_close(again.latent, fitted.sample(video, n=3, random_state=1).latent)
+
+
+def test_decoders_linear_exact_and_nonlinear_by_sampling(fitted):
+    video = simulate(1, 30, seed=7)[0][0]
+    a = torch.tensor([[0.8, 0.1], [-0.3, 1.2]], dtype=torch.float64)
+    linear = CoreAffectDynamics(decoder=a, divide_prior=False)
+    linear._set_point(fitted._point())
+    exact = linear.smooth(video)
+    torch.testing.assert_close(exact.mean, exact.latent_mean @ a.T)
+
+    class Manifold:  # decode(z) -> a distribution over y, like AffectManifold
+        def decode(self, z):
+            return torch.distributions.Normal(z @ a.T, 1e-3)
+
+    sampled = CoreAffectDynamics(decoder=Manifold(), divide_prior=False,
+                                 n_decode_samples=20000)
+    sampled._set_point(fitted._point())
+    mc = sampled.smooth(video)
+    torch.testing.assert_close(mc.latent_mean, exact.latent_mean)
+    torch.testing.assert_close(mc.mean, exact.mean, atol=0.01, rtol=0)
+    torch.testing.assert_close(mc.lower, exact.lower, atol=0.02, rtol=0)
+    torch.testing.assert_close(mc.upper, exact.upper, atol=0.02, rtol=0)
+
+
+def test_dividing_out_the_manifold_prior():
+    """N(m, S) / N(0, I) is N(y, R) with R^-1 = S^-1 - I, y = R S^-1 m; where S has an
+    eigenvalue >= 1 that direction keeps only min_precision."""
+    model = CoreAffectDynamics(divide_prior=True, min_precision=1e-3)
+    m = torch.tensor([[0.3, -0.5], [0.4, 0.2]], dtype=torch.float64)
+    s = torch.tensor([[[0.2, 0.05], [0.05, 0.3]], [[0.5, 0.0], [0.0, 1.5]]],
+                     dtype=torch.float64)
+    y, r = model._pseudo(m, s, torch.tensor([True, True]))
+    precision = torch.linalg.inv(s[0]) - torch.eye(2, dtype=torch.float64)
+    torch.testing.assert_close(torch.linalg.inv(r[0]), precision)
+    torch.testing.assert_close(y[0], torch.linalg.solve(precision, torch.linalg.solve(s[0], m[0])))
+    torch.testing.assert_close(torch.diagonal(r[1]), torch.tensor([1.0, 1e3]).double())
+    torch.testing.assert_close(y[1], torch.tensor([0.8, 0.2]).double())  # 0.4 / (1 - 0.5); m
+
+
+def test_save_load_round_trip(tmp_path, fitted):
+    fitted.save(tmp_path / "run")
+    loaded = CoreAffectDynamics.load(tmp_path / "run")
+    for name in ("theta_", "mu_", "diffusion_", "noise_scale_"):
+        torch.testing.assert_close(getattr(loaded, name), getattr(fitted, name))
+    video = simulate(1, 20, seed=8)[0][0]
+    for a, b in zip(loaded.smooth(video), fitted.smooth(video), strict=True):
+        if isinstance(a, torch.Tensor):
+            torch.testing.assert_close(a, b)
+
+
+def test_unfitted_and_bad_input_raise():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        CoreAffectDynamics().filter(simulate(1, 5, seed=0)[0][0])
+    video = simulate(1, 5, seed=0)[0][0]
+    backwards = AffectObservations(video.times.flip(0), video.means, video.covs, video.mask)
+    with pytest.raises(ValueError, match="increasing"):
+        CoreAffectDynamics().fit(backwards)
+    with pytest.raises(ValueError, match="method"):
+        CoreAffectDynamics().fit(video, method="em")
+
+
+def test_nuts_recovers_parameters_with_good_diagnostics(tmp_path):
+    """One latent dimension, 16 short videos, 2 chains of 100 draws: about 20 s on a CPU."""
+    import arviz as az
+
+    videos, _ = simulate(n_videos=16, steps=32, seed=11, k=1, dt=0.25, missing=0.05)
+    model = CoreAffectDynamics(n_latent=1, optimizer="lbfgs", num_warmup=50, num_samples=100,
+                               num_chains=2, random_state=0).fit(videos, method="nuts")
+    data = model.inference_data_
+    summary = az.summary(data, kind="diagnostics")
+    assert (summary["r_hat"] < 1.05).all(), summary
+    assert (summary["ess_bulk"] > 50).all(), summary
+    assert int(np.asarray(data["sample_stats"]["diverging"]).sum()) <= 3
+    truth = {"theta": THETA[:1, :1], "mu": MU[:1], "diffusion": DIFFUSION[:1, :1],
+             "noise_scale": torch.tensor(SCALE)}
+    for name, value in truth.items():
+        draws = np.asarray(data["posterior"][name]).reshape(200, -1)  # (chain x draw, ...)
+        low, high = np.quantile(draws, [0.005, 0.995], axis=0)
+        assert ((low <= value.numpy().ravel()) & (value.numpy().ravel() <= high)).all(), name
+        # the point parameters are the posterior means
+        np.testing.assert_allclose(
+            getattr(model, f"{name}_").numpy().ravel(), draws.mean(0), rtol=1e-12)
+    # the draws travel with the model
+    model.save(tmp_path / "run")
+    loaded = CoreAffectDynamics.load(tmp_path / "run")
+    np.testing.assert_array_equal(np.asarray(loaded.inference_data_["posterior"]["theta"]),
+                                  np.asarray(data["posterior"]["theta"]))
