@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from coreaffect.hidden_route import create_model
+from coreaffect.hidden_route import MODELS, create_model
 
 
 def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -120,7 +120,7 @@ def main() -> None:
                      f"{best:.2f} ({median:.2f}) clips/s = {best * gflop:.0f} GFLOP/s",
                      f"{best * gflop / peak:.2f}"))
     if args.quick:
-        name, size, frames = "lite", 48, 80
+        name, size, frames = "lite", 24, 80
     else:
         name, size, frames = "paper", args.dense_size, args.frames
     dense, windows = dense_against_windows(name, size, frames, repeats)
@@ -129,7 +129,9 @@ def main() -> None:
     rows.append((f"{name} {size}x{size}: predict_windows", "stride 1", f"{windows:.2f} frames/s",
                  ""))
     best, median = lite_training(16, repeats * 3)
-    rows.append(("lite train 48x48, batch 16", "AdamW", f"{best:.1f} ({median:.1f}) clips/s", ""))
+    side = MODELS["lite"].input_size
+    rows.append((f"lite train {side}x{side}, batch 16", "AdamW",
+                 f"{best:.1f} ({median:.1f}) clips/s", ""))
 
     header = ("what", "work", "rate: best (median)", "ratio")
     widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(4)]

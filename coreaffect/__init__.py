@@ -2,7 +2,9 @@
 
 The data path is ``VideoSource`` (frames) -> ``FaceCropper`` (face crops) -> ``ClipDataset``
 (labelled clips), with ``read_annotations`` for the labels; ``create_model`` builds the hidden
-route, a ``HiddenRouteNet`` returning an ``AffectEstimate`` (mean, variance, embedding).
+route, a ``HiddenRouteNet`` returning an ``AffectEstimate`` (mean, variance, embedding);
+``AffectManifold`` and ``HiddenRoutePrior`` turn that estimate into a Gaussian prior over a latent
+valence-arousal manifold; ``GradCAM3D`` shows what the hidden route looks at.
 Importing coreaffect has no side effects: no downloads, no seeds, no logging configuration.
 """
 
@@ -13,12 +15,16 @@ from coreaffect.corpus import Recording, discover
 from coreaffect.errors import CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, create_model
+from coreaffect.manifold import AffectManifold
+from coreaffect.prior import HiddenRoutePrior
+from coreaffect.saliency import GradCAM3D
 from coreaffect.video import VideoSource
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AffectEstimate",
+    "AffectManifold",
     "Annotations",
     "Clip",
     "ClipDataset",
@@ -26,7 +32,9 @@ __all__ = [
     "DataConfig",
     "FaceCropper",
     "FaceCrops",
+    "GradCAM3D",
     "HiddenRouteNet",
+    "HiddenRoutePrior",
     "Recording",
     "VideoSource",
     "create_model",

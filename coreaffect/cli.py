@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", type=Path, required=True, metavar="RUN", help="run directory")
     _add_format(train)
     train.add_argument("--preset", default="lite", help="network preset: lite or paper")
-    train.add_argument("--epochs", type=_positive_int, default=40, help="most epochs")
+    train.add_argument("--epochs", type=_positive_int, default=None,
+                       help="most epochs (default 400: a budget or early stopping ends sooner)")
     train.add_argument("--max-minutes", type=_positive_float, default=None,
                        help="training budget (face cropping comes before it); training stops "
                             "cleanly when it is spent")

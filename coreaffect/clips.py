@@ -24,9 +24,12 @@ Training augmentation (``augment=True``; off by default and for evaluation) is d
 item and applied alike to every frame of it, so the motion inside a clip is untouched:
 a horizontal flip (probability 1/2: valence and arousal do not depend on the side of the face),
 brightness and contrast jitter (factors in [0.8, 1.2]), and a crop jitter (a random shift of up
-to 1/16 of the side, the border repeated). Its randomness is a function of ``random_state``, the
-item's index and the epoch set by :meth:`ClipDataset.set_epoch`, so it is reproducible and does
-not repeat across epochs or data-loader workers.
+to 1/16 of the side, the border repeated). In dense mode it also draws each sequence's start
+anew, uniformly over the video, so that an epoch does not always cut the video at the same
+frames (the number of sequences per video stays what the fixed cutting gives). Its randomness
+is a function of ``random_state``, the item's index and the epoch set by
+:meth:`ClipDataset.set_epoch`, so it is reproducible and does not repeat across epochs or
+data-loader workers.
 """
 
 from __future__ import annotations
@@ -180,6 +183,9 @@ class ClipDataset(Dataset):
         v, start = self._items[index]
         video = self.videos[v]
         length = self.config.length if self.dense_length is None else self.dense_length
+        if self.augment and self.dense_length is not None and len(video.labels) > length:
+            rng = np.random.default_rng((self.random_state, self.epoch, index, 1))
+            start = int(rng.integers(0, len(video.labels) - length + 1))
         stop = min(start + length, len(video.labels))
         frames = torch.from_numpy(np.array(video.crops.crops[start:stop]))  # (T, H, W, C) uint8
         clip = frames.permute(3, 0, 1, 2).float().div_(255)  # (C, T, H, W)

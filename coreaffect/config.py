@@ -81,7 +81,7 @@ class FaceConfig:
     yunet_model: str | None = None  # only for detector="yunet"; supplied by the user
     detect_every: int = 3  # at 25 fps a face moves little in 3 frames; detection dominates cost
     crop_size: int = 112  # C3D's input side; models resize further if they want less
-    margin: float = 0.4  # whole face with chin and brows, little background
+    margin: float = 0.25  # whole face with chin and brows; in a small crop its features stay large
     smoothing: float = 0.6  # removes detector jitter yet follows head motion within ~5 frames
     hold_frames: int = 8  # about 1/3 s at 25 fps: bridges blinks of the detector
     min_face: float = 0.1  # rejects tiny false detections in background clutter

@@ -8,7 +8,7 @@ run directory, including ``split.json`` (which videos went where, and the seed).
 dataset) and can write the metrics as JSON.
 
 Face crops are cached in ``RUN/crops`` unless another folder is given; they are stored at the
-network's input size (the ``lite`` preset: 48 x 48), unless a data configuration says otherwise.
+network's input size (the ``lite`` preset: 24 x 24), unless a data configuration says otherwise.
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import evaluate_hidden_route
 from coreaffect.hidden_route import MODELS
 from coreaffect.metrics import MetricTable
+from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
 __all__ = ["DENSE_LENGTH", "evaluate_run", "load_videos", "train_run"]
 
 logger = logging.getLogger(__name__)
 
-DENSE_LENGTH = 64  # frames per training sequence: 9 to 13 scored windows per trunk pass
+DENSE_LENGTH = 400  # frames per training sequence (16 s at 25 fps): long enough for the label
+# to move within it, which the within-sequence CCC loss needs; ~95 scored windows per trunk pass
 
 
 def load_videos(recordings: Iterable[Recording], config: DataConfig, cache: CropCache,
@@ -55,7 +57,7 @@ def load_videos(recordings: Iterable[Recording], config: DataConfig, cache: Crop
 
 
 def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset: str = "lite",
-              epochs: int = 40, max_minutes: float | None = None, device: str = "cpu",
+              epochs: int | None = None, max_minutes: float | None = None, device: str = "cpu",
               seed: int = 0, test_videos: int | None = None, val_videos: int | None = None,
               data_config: DataConfig | str | Path | None = None,
               cache: str | Path | None = None, resume: bool = False,
@@ -67,14 +69,16 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         run: Run directory to write.
         format: Annotation format, or ``"auto"``.
         preset: Network preset.
-        epochs: Most epochs.
+        epochs: Most epochs; ``None``: :class:`~coreaffect.training.TrainConfig`'s default.
         max_minutes: Training budget in minutes.
         device: Where to train.
         seed: Seed of the split and of training.
         test_videos: Videos held out for evaluation; ``None``: 10/23 of the corpus.
         val_videos: Training videos used for validation; ``None``: a fifth, at least one.
         data_config: A :class:`~coreaffect.config.DataConfig` or a TOML file; ``None`` uses the
-            defaults with crops at the network's input size.
+            defaults with crops at the network's input size (and, for a synthetic corpus, the
+            labels shifted by its annotators' mean delay, :func:`~coreaffect.synthetic.
+            annotation_delay`).
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
         resume: Continue an interrupted run.
         progress: Show progress bars.
@@ -90,6 +94,11 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         config = DataConfig()
         config = dataclasses.replace(config, faces=dataclasses.replace(config.faces,
                                                                        crop_size=size))
+        delay = annotation_delay(data)
+        if delay is not None:  # a synthetic corpus knows its annotators' mean delay
+            config = dataclasses.replace(config, annotations=dataclasses.replace(
+                config.annotations, delay=delay))
+            logger.info("synthetic corpus: labels shifted by the annotators' delay, %g s", delay)
     elif isinstance(data_config, DataConfig):
         config = data_config
     else:
@@ -117,8 +126,8 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     val_videos_loaded = load_videos(val, config, crops, progress, "validation")
     sequences = ClipDataset(fit_videos, config.clips, size=size, augment=True,
                             dense_length=DENSE_LENGTH, random_state=seed)
-    train_config = TrainConfig(preset=preset, epochs=epochs, max_minutes=max_minutes,
-                               seed=seed, device=device)
+    train_config = TrainConfig(preset=preset, max_minutes=max_minutes, seed=seed, device=device,
+                               **({} if epochs is None else {"epochs": epochs}))
     return train_hidden_route(sequences, val_videos_loaded or None, run, train_config,
                               data_config=config, resume=resume, progress=progress)
 

@@ -16,7 +16,7 @@ Choices where the paper is silent:
 
 * **Layer**: the rectified output of the last Conv3d (its ReLU), before the last max pool: of all
   layers it is the deepest whose maps are still convolutional, and it is twice as fine in time and
-  space as the trunk's output (``lite`` at 48 x 48: 8 x 12 x 12 cells; ``paper`` at 112 x 112:
+  space as the trunk's output (``lite`` at 24 x 24: 8 x 6 x 6 cells; ``paper`` at 112 x 112:
   8 x 28 x 28). Any module can be chosen instead (``layer=``).
 * **Gradients without side effects**: a forward hook replaces the layer's output by a detached
   copy that requires gradients, and the gradient is taken with :func:`torch.autograd.grad` with

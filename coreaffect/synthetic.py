@@ -118,8 +118,8 @@ from coreaffect import _render
 from coreaffect.corpus import discover, split_recordings
 from coreaffect.errors import CoreAffectError
 
-__all__ = ["SynthConfig", "SyntheticCorpus", "Truth", "read_truth", "simulate_affect",
-           "write_corpus"]
+__all__ = ["SynthConfig", "SyntheticCorpus", "Truth", "annotation_delay", "read_truth",
+           "simulate_affect", "write_corpus"]
 
 logger = logging.getLogger(__name__)
 
@@ -582,6 +582,27 @@ def write_corpus(out: str | Path, config: SynthConfig = SynthConfig(), *,  # noq
     logger.info("wrote %d synthetic videos to %s in %.1f s", len(ids), root,
                 time.perf_counter() - started)
     return SyntheticCorpus(root, ids, split, config.format, config)
+
+
+def annotation_delay(root: str | Path) -> float | None:
+    """The simulated annotators' mean delay in seconds, if ``root`` is a synthetic corpus.
+
+    Args:
+        root: A dataset folder.
+
+    Returns:
+        ``rater_delay`` from the corpus's manifest, or ``None`` when ``root`` has no manifest.
+
+    Raises:
+        CoreAffectError: The manifest is there but unreadable.
+    """
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        return float(json.loads(path.read_text())["config"]["rater_delay"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise CoreAffectError(f"{path}: not a synthetic corpus manifest ({err})") from err
 
 
 def read_truth(root: str | Path, video_id: str) -> Truth:

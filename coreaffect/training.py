@@ -31,15 +31,27 @@ CCC, averaged over valence and arousal.
 Losses (``TrainConfig.loss``), on the window-mean targets y with the network's mean m and
 variance v:
 
+* ``"ccc"`` (the default): ``1 - CCC`` of the mean, plus ``mse_weight`` times the squared error,
+  plus the Gaussian NLL of the variance with the mean detached (so the variance head is fitted
+  without pulling on the mean). In dense training the CCC is computed *within each sequence*,
+  over its windows, and averaged over the sequences of the batch; for window batches it is
+  computed over the batch. Within-sequence CCC scores what the per-video CCC of the evaluation
+  scores: how the estimate follows the label's changes inside a video. On a corpus of a dozen
+  people whose labels wander slowly, most of the label variance is *between* videos, and a
+  loss over the pooled batch (NLL, MSE, or a batch CCC) is most cheaply lowered by recognising
+  the person (face, clothes, background) and returning that video's mean label. Measured on the
+  synthetic corpus with ``lite``: trained that way, the held-out per-video CCC stayed near 0 for
+  both dimensions; with within-sequence CCC on sequences of 400 frames (16 s, long enough for
+  the label to move), it exceeds 0.7 for both (``docs/hidden_route.rst``). The small squared
+  error term anchors the level, which CCC alone only weakly constrains.
 * ``"nll"``: Gaussian negative log-likelihood ``0.5 (log v + (y - m)^2 / v)``;
 * ``"beta-nll"``: the same, each term weighted by ``stop_gradient(v) ** beta`` (Seitzer et al.
   2022), which keeps hard examples from starving the mean of gradient; ``beta = 0.5`` by default;
-* ``"mse"``: squared error for the mean plus the NLL for the variance with the mean detached,
-  so the variance head is still fitted;
-* ``"ccc"``: ``1 - CCC`` over the batch for the mean (the usual affect-recognition objective),
-  plus the detached-mean NLL for the variance.
+* ``"mse"``: squared error for the mean plus the detached-mean NLL for the variance.
 
-Optimiser: AdamW with a cosine learning-rate decay over the planned epochs. Randomness (weights,
+Optimiser: AdamW with a cosine learning-rate decay, set at the start of each epoch from the
+fraction of training done: of the planned epochs, or of the time budget when that is larger, so a
+budgeted run anneals by the end of its budget. Randomness (weights,
 shuffling, augmentation) is a function of ``TrainConfig.seed``. Early stopping ends training when
 the validation CCC (mean of valence and arousal) has not improved for ``patience`` epochs.
 
@@ -78,7 +90,7 @@ __all__ = ["TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates"
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("nll", "beta-nll", "mse", "ccc")
+LOSSES = ("ccc", "nll", "beta-nll", "mse")
 
 
 @dataclass(frozen=True)
@@ -91,8 +103,9 @@ class TrainConfig:
         batch_size: Clips per optimiser step.
         lr: Peak learning rate of AdamW.
         weight_decay: AdamW's decoupled weight decay.
-        loss: One of ``"nll"``, ``"beta-nll"``, ``"mse"``, ``"ccc"`` (module docstring).
+        loss: One of ``"ccc"``, ``"nll"``, ``"beta-nll"``, ``"mse"`` (module docstring).
         beta: Exponent of ``"beta-nll"``.
+        mse_weight: Weight of the squared error added to the ``"ccc"`` loss.
         patience: Epochs without a better validation CCC before stopping.
         max_minutes: Wall-clock budget; training stops cleanly when it is spent.
         seed: Seed of weights, shuffling and augmentation.
@@ -101,13 +114,14 @@ class TrainConfig:
     """
 
     preset: str = "lite"  # trains on a laptop CPU in minutes
-    epochs: int = 40  # early stopping usually ends sooner
-    batch_size: int = 16  # fits any machine; noise in small batches regularises
+    epochs: int = 400  # a few seconds each for ``lite``: the budget or early stopping ends sooner
+    batch_size: int = 2  # long sequences: each holds ~100 scored windows; many small steps
     lr: float = 2e-3  # AdamW with LayerNorm tolerates a high rate; decays by cosine
-    weight_decay: float = 1e-4  # light: the network is small
-    loss: str = "nll"  # fits mean and variance together, so the variance is calibrated
+    weight_decay: float = 0.05  # strong: with a dozen identities the net otherwise memorises them
+    loss: str = "ccc"  # within-sequence CCC: follows the label inside a video (module docstring)
     beta: float = 0.5  # Seitzer et al.'s recommended middle ground
-    patience: int = 6  # validation CCC is noisy on a handful of videos
+    mse_weight: float = 0.2  # anchors the level that CCC leaves loose, without dominating it
+    patience: int = 100  # validation CCC on a few videos is noisy, epochs short, starts slow
     max_minutes: float | None = None  # no budget unless asked
     seed: int = 0  # reproducible by default
     device: str = "cpu"  # the portable default; pass "cuda" where available
@@ -116,6 +130,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise CoreAffectError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.mse_weight < 0:
+            raise CoreAffectError(f"mse_weight must be >= 0, got {self.mse_weight}")
         if self.epochs < 1 or self.batch_size < 1:
             raise CoreAffectError("epochs and batch_size must be >= 1")
         if self.max_minutes is not None and not self.max_minutes > 0:
@@ -138,31 +154,54 @@ class TrainResult(NamedTuple):
     stopped: str
 
 
-def affect_loss(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor, kind: str = "nll",
-                beta: float = 0.5) -> torch.Tensor:
-    """Scalar training loss of a batch.
+def affect_loss(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor, kind: str = "ccc",
+                beta: float = 0.5, *, mse_weight: float = 0.0,
+                valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Scalar training loss of a batch of windows, or of sequences of windows.
 
     Args:
-        mean: (B, 2) predicted means.
-        var: (B, 2) predicted variances (> 0).
-        target: (B, 2) window-mean labels.
+        mean: (B, 2) predicted means, or (B, K, 2) for B sequences of K windows.
+        var: Predicted variances (> 0), shaped as ``mean``.
+        target: Window-mean labels, shaped as ``mean``.
         kind: One of :data:`LOSSES`; see the module docstring.
         beta: Exponent of ``"beta-nll"``.
+        mse_weight: Weight of the squared error added to ``"ccc"``.
+        valid: (B,) or (B, K) bool, the windows that count; ``None``: all of them.
+
+    Returns:
+        The loss; for ``"ccc"`` the concordance is computed within each sequence when the
+        inputs are (B, K, 2), over the batch when they are (B, 2).
     """
+    if valid is None:
+        valid = torch.ones(mean.shape[:-1], dtype=torch.bool, device=mean.device)
+    m, v, y = mean[valid], var[valid], target[valid]  # (N, 2) the scored windows
     if kind in ("nll", "beta-nll"):
-        nll = 0.5 * (torch.log(var) + (target - mean) ** 2 / var)
+        nll = 0.5 * (torch.log(v) + (y - m) ** 2 / v)
         if kind == "beta-nll":
-            nll = nll * var.detach() ** beta
+            nll = nll * v.detach() ** beta
         return nll.mean()
-    variance_fit = 0.5 * (torch.log(var) + (target - mean.detach()) ** 2 / var).mean()
+    variance_fit = 0.5 * (torch.log(v) + (y - m.detach()) ** 2 / v).mean()
+    squared = ((y - m) ** 2).mean()
     if kind == "mse":
-        return ((target - mean) ** 2).mean() + variance_fit
-    # 1 - CCC per dimension over the batch, population statistics
-    dm, dt = mean - mean.mean(0), target - target.mean(0)
-    cov = (dm * dt).mean(0)
-    concordance = 2 * cov / (dm.pow(2).mean(0) + dt.pow(2).mean(0)
-                             + (mean.mean(0) - target.mean(0)) ** 2 + 1e-8)
-    return (1 - concordance).mean() + variance_fit
+        return squared + variance_fit
+    if mean.dim() == 2:  # windows: CCC over the batch
+        concordance = _concordance(mean[None], target[None], valid[None])[0]  # (2,)
+    else:  # sequences: CCC within each, averaged over those with a scored window
+        concordance = _concordance(mean, target, valid)[valid.any(dim=1)]  # (B', 2)
+    return (1 - concordance).mean() + mse_weight * squared + variance_fit
+
+
+def _concordance(mean: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """(B, 2) CCC (population statistics) of (B, K, 2) estimates within each row's valid windows."""
+    weight = valid.to(mean.dtype)[..., None]  # (B, K, 1)
+    count = weight.sum(dim=1).clamp(min=1)  # (B, 1)
+    mean_m = (mean * weight).sum(dim=1) / count  # (B, 2)
+    mean_t = (target * weight).sum(dim=1) / count
+    dm = (mean - mean_m[:, None]) * weight  # (B, K, 2), zero outside the valid windows
+    dt = (target - mean_t[:, None]) * weight
+    cov = (dm * dt).sum(dim=1) / count
+    spread = dm.pow(2).sum(dim=1) / count + dt.pow(2).sum(dim=1) / count
+    return 2 * cov / (spread + (mean_m - mean_t) ** 2 + 1e-8)
 
 
 def dense_window_estimates(model: HiddenRouteNet, video: torch.Tensor
@@ -219,15 +258,15 @@ def _batch_loss(model: HiddenRouteNet, batch: Clip | Sequence, config: TrainConf
     if isinstance(batch, Clip):
         estimate = model(video)
         return affect_loss(estimate.mean, estimate.var, batch.target.to(config.device),
-                           config.loss, config.beta)
+                           config.loss, config.beta, mse_weight=config.mse_weight)
     estimate, first = dense_window_estimates(model, video)
     targets, valid = _window_targets(batch, first, estimate.mean.shape[1], model.config,
                                      clip_config)
     valid = valid.to(config.device)
     if not bool(valid.any()):
         return None
-    return affect_loss(estimate.mean[valid], estimate.var[valid],
-                       targets.to(config.device)[valid], config.loss, config.beta)
+    return affect_loss(estimate.mean, estimate.var, targets.to(config.device), config.loss,
+                       config.beta, mse_weight=config.mse_weight, valid=valid)
 
 
 def _validation_scores(model: HiddenRouteNet, videos: list[LabelledVideo],
@@ -252,9 +291,8 @@ def _write_log(directory: Path, history: list[dict[str, Any]]) -> None:
     atomic_write(directory / "log.csv", text.getvalue())
 
 
-def _save_resume_state(directory: Path, model, optimizer, scheduler, state: dict) -> None:
-    atomic_write(directory / "optimizer.pt", _torch_bytes(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}))
+def _save_resume_state(directory: Path, model, optimizer, state: dict) -> None:
+    atomic_write(directory / "optimizer.pt", _torch_bytes({"optimizer": optimizer.state_dict()}))
     save_state(directory, "last", model.state_dict(),
                {"model": model.config.to_dict(), **state})
 
@@ -296,7 +334,6 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
     model = create_model(config.preset, **(model_overrides or {})).to(config.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     history: list[dict[str, Any]] = []
     best, best_epoch, first_epoch = -math.inf, 0, 1
     if resume and (log_dir / "last.json").exists():
@@ -308,7 +345,6 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
         optimizer_file = log_dir / "optimizer.pt"  # tensors only: never unpickles objects
         saved = torch.load(optimizer_file, map_location=config.device, weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         first_epoch = len(history) + 1
         logger.info("resuming %s at epoch %d", run_dir, first_epoch)
@@ -316,6 +352,11 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
     stopped = "epochs"
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.monotonic()
+        progress_done = (epoch - 1) / config.epochs
+        if budget is not None:  # the schedule ends with the budget when that comes first
+            progress_done = max(progress_done, (epoch_start - started) / budget)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * min(progress_done, 1.0)))
         train.set_epoch(epoch)
         loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, drop_last=False,
                             num_workers=config.num_workers,
@@ -338,7 +379,6 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
             if budget is not None and time.monotonic() - started > budget:
                 out_of_time = True
                 break
-        scheduler.step()
         row: dict[str, Any] = {"epoch": epoch,
                                "train_loss": float(np.mean(losses)) if losses else math.nan,
                                "lr": optimizer.param_groups[0]["lr"], "batches": len(losses)}
@@ -354,7 +394,7 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
         if best_epoch == 0 or score > best:
             best, best_epoch = score, epoch
             save_model(model, run_dir, data_config)
-        _save_resume_state(log_dir, model, optimizer, scheduler,
+        _save_resume_state(log_dir, model, optimizer,
                            {"history": history, "best": best, "best_epoch": best_epoch})
         _write_log(log_dir, history)
         logger.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v

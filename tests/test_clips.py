@@ -133,3 +133,26 @@ def test_flip_applies_to_every_frame_alike():
         assert all(flipped) or not any(flipped)
         found_flip |= all(flipped)
     assert found_flip
+
+
+def test_augmented_dense_sequences_start_anywhere():
+    n, dense = 100, 40
+    video = _video(n)
+    plain = ClipDataset([video], ClipConfig(length=16), dense_length=dense)
+    data = ClipDataset([video], ClipConfig(length=16), dense_length=dense, augment=True,
+                       random_state=1)
+    assert len(data) == len(plain)
+    starts = set()
+    for epoch in range(30):
+        data.set_epoch(epoch)
+        for item in data:
+            start = int(round(float(item.times[0]) * 25))
+            assert item.video.shape[1] == dense and 0 <= start <= n - dense
+            # labels travel with their frames
+            torch.testing.assert_close(item.labels, torch.from_numpy(video.labels[start:start
+                                                                                  + dense]))
+            starts.add(start)
+    assert len(starts) > 20  # not the three fixed cuts of the plain dataset
+    data.set_epoch(3)
+    again = [float(item.times[0]) for item in data]
+    assert again == [float(item.times[0]) for item in data]  # reproducible per epoch

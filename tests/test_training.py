@@ -73,6 +73,27 @@ def test_affect_loss_kinds():
         TrainConfig(loss="l1")
 
 
+def test_ccc_loss_is_within_each_sequence():
+    from coreaffect.metrics import ccc
+
+    gen = torch.Generator().manual_seed(0)
+    mean = torch.rand(3, 12, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    var = torch.rand(3, 12, 2, generator=gen, dtype=torch.float64) + 0.1
+    target = torch.rand(3, 12, 2, generator=gen, dtype=torch.float64) * 2 - 1
+    valid = torch.rand(3, 12, generator=gen) > 0.3
+    valid[2] = False  # a sequence without scored windows does not count
+    loss = affect_loss(mean, var, target, "ccc", mse_weight=0.2, valid=valid)
+    m, v, y = mean[valid].numpy(), var[valid].numpy(), target[valid].numpy()
+    concordance = [ccc(target[b][valid[b]][:, d].numpy(), mean[b][valid[b]][:, d].numpy())
+                   for b in range(2) for d in range(2)]
+    expected = (1 - np.mean(concordance) + 0.2 * np.mean((y - m) ** 2)
+                + 0.5 * np.mean(np.log(v) + (y - m) ** 2 / v))
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    windows = affect_loss(mean[0], var[0], target[0], "ccc", valid=valid[0])  # (K, 2): one batch
+    assert windows.item() == pytest.approx(affect_loss(mean[:1], var[:1], target[:1], "ccc",
+                                                       valid=valid[:1]).item(), rel=1e-9)
+
+
 def test_training_writes_run_and_log(tmp_path):
     train = ClipDataset([_video(96, s, f"t{s}") for s in range(3)], ClipConfig(),
                         dense_length=48, augment=True)
