@@ -766,7 +766,7 @@ class CoreAffectDynamics:
     Symbols: Theta (K, K) mean-reversion rates in 1/s, parameterised as Theta = C C^T + W with C
     lower-triangular with a positive diagonal and W skew-symmetric, so its symmetric part is
     positive definite, which makes every eigenvalue's real part positive (the process is
-    mean-reverting, and without noise |z - mu| decreases monotonically; oscillating, rotational
+    mean-reverting, and without noise ``|z - mu|`` decreases monotonically; oscillating, rotational
     dynamics are allowed through W); mu (K,) the baseline; L (K, K) the diffusion, lower-triangular
     with a positive diagonal (only L L^T is identified); c > 0 a learned scale of the observation
     covariances (c < 1: the estimates are over-dispersed, c > 1: over-confident); epsilon a fixed

@@ -49,7 +49,7 @@ estimate, so each estimate's prediction does not depend on the rest of the batch
 
 **Calibration** (:meth:`~HiddenRoutePrior.calibrate`). On validation pairs (not those of the
 fit), c is chosen by bracketing and bisection on log c so that the central intervals at
-``level`` of the predicted marginals, |y_d - mean_d| <= z_{(1 + level)/2} sqrt(cov_dd), cover a
+``level`` of the predicted marginals, ``|y_d - mean_d| <= z_{(1 + level)/2} sqrt(cov_dd)``, cover a
 fraction ``level`` of the (valence, arousal) values (pooled over both dimensions), the coverage
 that :func:`coreaffect.metrics.coverage` reports. One scale of the latent covariance keeps the
 relative widths the fit learned and the ordering of confident and unconfident estimates.
