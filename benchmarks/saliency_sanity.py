@@ -18,7 +18,9 @@ test videos of a 12-video corpus (seed 0) and mapping the face ellipse through t
 in crop sides: centre x 0.49-0.50, y 0.46-0.48, face height 0.57-0.62 (standard deviation within a
 video at most 0.017, under a pixel at 48 px), width / height 0.72-0.79 (per identity). The crop
 follows the face that closely, so the region used here is one fixed ellipse in crop coordinates:
-centre (0.50, 0.47), semi-axes 0.225 (x) and 0.30 (y) crop sides, 21% of the crop's area. Only
+centre (0.50, 0.47), semi-axes 0.225 (x) and 0.30 (y) crop sides, 21% of the crop's area, at
+margin 0.4; at another margin it scales about the crop's centre by the ratio of crop widths
+(at 0.25: axes 0.27 x 0.36, 31% of the area). Only
 clips where every frame has the face found by the tracker, fully visible and not occluded (the
 corpus' truth files) are used, so that the ellipse is on the face in all 16 frames.
 
@@ -54,14 +56,21 @@ from coreaffect.synthetic import read_truth
 
 FACE_CENTRE = (0.50, 0.47)  # (x, y) in crop sides, measured as in the module docstring
 FACE_AXES = (0.225, 0.30)  # semi-axes (x, y) in crop sides
+MEASURED_MARGIN = 0.4  # the crop margin those were measured at
 
 
-def face_mask(side: int) -> np.ndarray:
-    """(side, side) bool ellipse of the rendered face inside a face crop."""
+def face_mask(side: int, margin: float = MEASURED_MARGIN) -> np.ndarray:
+    """(side, side) bool ellipse of the rendered face inside a face crop of the given margin.
+
+    A crop is ``1 + 2 margin`` detector box sides wide around the same centre, so the ellipse
+    measured at ``MEASURED_MARGIN`` scales about the crop's centre by the ratio of crop widths.
+    """
+    scale = (1 + 2 * MEASURED_MARGIN) / (1 + 2 * margin)
+    cx, cy = (0.5 + (c - 0.5) * scale for c in FACE_CENTRE)
+    ax, ay = (a * scale for a in FACE_AXES)
     centres = (np.arange(side) + 0.5) / side
     x, y = np.meshgrid(centres, centres)  # (H, W) pixel centres in crop sides
-    return ((x - FACE_CENTRE[0]) / FACE_AXES[0]) ** 2 + \
-        ((y - FACE_CENTRE[1]) / FACE_AXES[1]) ** 2 <= 1
+    return ((x - cx) / ax) ** 2 + ((y - cy) / ay) ** 2 <= 1
 
 
 def face_clips(run: Path, data: Path, per_video: int) -> tuple[torch.Tensor, list[str]]:
@@ -109,7 +118,7 @@ def main() -> None:
     model = load_model(args.run)
     video, names = face_clips(args.run, args.data, args.clips)
     side = video.shape[-1]
-    mask = face_mask(side)
+    mask = face_mask(side, load_data_config(args.run).faces.margin)
     print(f"{len(names)} clips of {video.shape[2]} frames at {side} px from "
           f"{len({n.split('@')[0] for n in names})} test videos; face ellipse "
           f"{mask.mean():.3f} of the crop area")

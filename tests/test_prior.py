@@ -52,7 +52,8 @@ def manifold() -> AffectManifold:
 @pytest.fixture(scope="module")
 def prior(manifold) -> HiddenRoutePrior:
     labels = boomerang(2000, 10)
-    return HiddenRoutePrior(manifold, **SMALL, random_state=0).fit(estimates(labels, 20), labels)
+    return HiddenRoutePrior(manifold, **SMALL, use_embedding=True,
+                            random_state=0).fit(estimates(labels, 20), labels)
 
 
 def _interval_coverage(pred: DecodedPrior, labels: torch.Tensor, level: float) -> float:
