@@ -9,7 +9,7 @@ covariance R_t (as the hidden route's estimates bring) and 5% of the frames miss
 
 For each, filter + smoother (float64) by
 
-* ``parallel``: :func:`coreaffect.dynamics.rts_smoother` with ``parallel=True``, the associative
+* ``parallel``: :func:`coreaffect.state_space.rts_smoother` with ``parallel=True``, the associative
   scan of Sarkka & Garcia-Fernandez (2021), batched over videos;
 * ``sequential``: the same function's loop over time (batched over videos);
 * ``pykalman``: ``KalmanFilter.smooth`` (numpy, one video at a time, a loop over time), with
