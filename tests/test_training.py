@@ -94,6 +94,17 @@ def test_ccc_loss_is_within_each_sequence():
                                                        valid=valid[:1]).item(), rel=1e-9)
 
 
+def test_early_stopping_waits_for_half_the_run():
+    from coreaffect.training import _patience_spent
+
+    assert not _patience_spent(9, 5, patience=5)
+    assert _patience_spent(10, 5, patience=5)  # 5 epochs without progress, 10 // 2 = 5
+    assert not _patience_spent(64, 25, patience=40)
+    assert _patience_spent(65, 25, patience=40)  # an early best: patience decides
+    assert not _patience_spent(374, 274, patience=100)  # a late best: 100 < 374 // 2, go on
+    assert _patience_spent(548, 274, patience=100)
+
+
 def test_training_writes_run_and_log(tmp_path):
     train = ClipDataset([_video(96, s, f"t{s}") for s in range(3)], ClipConfig(),
                         dense_length=48, augment=True)
