@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/plot_hidden_route.py --out demo_output
+	$(BIN)/coreaffect demo --out demo_output
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -50,23 +50,81 @@ def _train(args: argparse.Namespace) -> int:
         args.data, args.out, format=args.format, preset=args.preset, epochs=args.epochs,
         max_minutes=args.max_minutes, device=args.device, seed=args.seed,
         test_videos=args.test_videos, val_videos=args.val_videos, data_config=args.config,
-        cache=args.cache, resume=args.resume, progress=not args.quiet)
+        cache=args.cache, resume=args.resume, fit_prior=not args.hidden_route_only,
+        progress=not args.quiet)
     print(f"trained {result.model.config.name} for {len(result.history)} epochs "
-          f"(best epoch {result.best_epoch}, stopped by {result.stopped}); run in {args.out}")
+          f"(best epoch {result.best_epoch}, stopped by {result.stopped})"
+          + ("" if args.hidden_route_only else ", then fitted manifold, prior and dynamics")
+          + f"; run in {args.out}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from coreaffect.evaluation import format_table
+    from coreaffect.evaluation import format_stages, format_table
     from coreaffect.experiment import evaluate_run
 
-    table = evaluate_run(args.run, args.data, format=args.format, subset=args.subset,
-                         device=args.device, cache=args.cache, json_path=args.json,
-                         progress=not args.quiet)
-    print(format_table(table, title="hidden route, per video (RMSE, CCC, PCC; v = valence, "
-                                    "a = arousal)"))
+    tables = evaluate_run(args.run, args.data, format=args.format, subset=args.subset,
+                          device=args.device, cache=args.cache, json_path=args.json,
+                          progress=not args.quiet)
+    last = list(tables)[-1]
+    print(format_table(tables[last], metrics=("rmse", "ccc"),
+                       title=f"{last}, per video (v = valence, a = arousal)"))
+    print()
+    print("per stage: mean over videos and pooled over frames; cov90 = pooled coverage of the "
+          "90% band")
+    print(format_stages(tables))
     if args.json:
         print(f"metrics written to {args.json}")
+    return 0
+
+
+_EPILOG_PREDICT = """examples:
+  coreaffect predict run/ interview.mp4 --out interview.csv --plot interview.png
+  coreaffect predict run/ frames_folder/ --causal --level 0.5 > trajectory.csv
+"""
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from coreaffect.pipeline import CoreAffect
+
+    if not 0 < args.level < 1:
+        raise CoreAffectError(f"--level must be in (0, 1), got {args.level}")
+    affect = CoreAffect.load(args.run, device=args.device, random_state=args.seed)
+    trajectory = affect.predict(args.video, causal=args.causal, level=args.level,
+                                progress=not args.quiet)
+    if args.out is not None:
+        trajectory.to_csv(args.out)
+        print(f"wrote {len(trajectory)} rows ({trajectory.stage}, {args.level:.0%} bands) to "
+              f"{args.out}", file=sys.stderr)
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = trajectory.to_csv(Path(folder) / "trajectory.csv")
+            sys.stdout.write(path.read_text())
+    if args.plot is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        axes = trajectory.plot(title=f"{Path(args.video).name}: {trajectory.stage}")
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        axes[0].figure.savefig(args.plot, dpi=110, bbox_inches="tight")
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+_EPILOG_DEMO = """examples:
+  coreaffect demo                        # about 15 minutes on two CPU cores
+  coreaffect demo --out quick/ --quick   # a smaller corpus and budget, about 2 minutes
+"""
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from coreaffect.demo import run_demo
+
+    result = run_demo(args.out, quick=args.quick, minutes=args.max_minutes, seed=args.seed,
+                      device=args.device, progress=not args.quiet)
+    print(f"report: {result.report}")
     return 0
 
 
@@ -126,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(handler=_synth)
 
     train = commands.add_parser(
-        "train", help="fit the hidden route on a dataset into a run directory",
-        description="Fit the hidden route on the training videos of DATA and write the run "
-                    "directory RUN (weights, configuration, training log, video split). The "
+        "train", help="fit the hidden route, prior and dynamics into a run directory",
+        description="Fit the hidden route on the training videos of DATA, then the affect "
+                    "manifold, the prior (calibrated on the validation videos) and the "
+                    "dynamics, and write the run directory RUN (weights, configuration, "
+                    "training log, video split, stage timings). The "
                     "videos are split deterministically by --seed: --test-videos are held out "
                     "for 'coreaffect evaluate', --val-videos of the rest steer early stopping.",
         epilog=_EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -149,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", type=Path, default=None, metavar="TOML",
                        help="data settings (faces, clips, annotations) as TOML")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--hidden-route-only", action="store_true",
+                       help="skip the manifold, prior and dynamics")
     train.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     _add_common(train)
     train.set_defaults(handler=_train)
@@ -156,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="per-video and pooled metrics of a run on a dataset",
         description="Score the run's per-frame estimates on the test videos of DATA (those "
-                    "held out when RUN was trained), or on all of them with --subset all. "
-                    "Frames count when they have a label and a face.",
+                    "held out when RUN was trained), or on all of them with --subset all, for "
+                    "each stage the run has: raw (hidden route), prior, smoothed and filtered "
+                    "(causal). Frames count when they have a label and a face.",
         epilog=_EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("run", type=Path, help="run directory")
     evaluate.add_argument("data", type=Path, help="dataset folder")
@@ -168,6 +231,46 @@ def build_parser() -> argparse.ArgumentParser:
                           help="write the metrics as JSON")
     _add_common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser(
+        "predict", help="valence-arousal trajectory of a video with credible bands",
+        description="Crop the faces of VIDEO as RUN was trained and write one CSV row per "
+                    "decoded frame (frames without a face included: face_found = 0): time, "
+                    "valence, arousal, their central credible bands at --level, variances, and "
+                    "the latent posterior mean. Offline (the default) uses the smoother over "
+                    "the whole video; --causal the filter, with what is known at each frame.",
+        epilog=_EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    predict.add_argument("run", type=Path, help="run directory")
+    predict.add_argument("video", type=Path, help="video file or frame folder")
+    predict.add_argument("--out", type=Path, default=None, metavar="CSV",
+                         help="CSV file to write (default: standard output)")
+    predict.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                         help="also draw the trajectory")
+    predict.add_argument("--causal", action="store_true",
+                         help="filter only (a live system's view; fixed latency < 1 s)")
+    predict.add_argument("--level", type=float, default=0.9, help="band probability (0.9)")
+    predict.add_argument("--seed", type=int, default=0, help="seed of the decoding draws")
+    predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    predict.add_argument("--quiet", action="store_true", help="no progress bars")
+    predict.set_defaults(handler=_predict)
+
+    demo = commands.add_parser(
+        "demo", help="the paper's experiment end to end on a synthetic corpus",
+        description="Generate a synthetic corpus of 23 facial videos of 40 s, train the hidden "
+                    "route (lite preset, time-budgeted) on 13, fit manifold, prior and "
+                    "dynamics, evaluate on the other 10, and write DIR/report.md with the "
+                    "per-video table (the paper's Table 2), figures, and the run in DIR/run.",
+        epilog=_EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)
+    demo.add_argument("--out", type=Path, default=Path("demo_output"), metavar="DIR",
+                      help="folder to write (default: demo_output)")
+    demo.add_argument("--quick", action="store_true",
+                      help="a small corpus and a short budget (a smoke test, about 2 minutes)")
+    demo.add_argument("--max-minutes", type=_positive_float, default=None,
+                      help="training budget (default 9, or 0.3 with --quick)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of corpus, split and training")
+    demo.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_demo)
 
     saliency = commands.add_parser(
         "saliency", help="3D Grad-CAM maps of a run's hidden route on a video",

@@ -2,10 +2,50 @@
 
 :func:`train_run` reproduces the paper's protocol on any supported dataset: discover the
 recordings, split them by video (held-out test videos, and validation videos among the rest),
-crop faces once into a cache, cut dense training sequences, train the hidden route, and write the
-run directory, including ``split.json`` (which videos went where, and the seed).
+crop faces once into a cache, cut dense training sequences, train the hidden route, then fit the
+probabilistic stages (:func:`fit_core_affect`) into the same run directory, which also holds
+``split.json`` (which videos went where, and the seed) and ``stages.json`` (what each stage was
+fitted on, and how long it took).
 :func:`evaluate_run` scores a run on the test videos it held out (or on all videos of another
-dataset) and can write the metrics as JSON.
+dataset), stage by stage (``raw``, ``prior``, ``smoothed``, ``filtered``), and can write the
+metrics as JSON.
+
+Which videos fit what, and why (:func:`fit_core_affect`):
+
+* **Manifold** (:class:`~coreaffect.manifold.AffectManifold`): the labels of the training *and*
+  validation videos (every ``label_step``-th labelled frame; neighbouring frames at 25 Hz carry
+  nearly the same label). It models where labels lie, not the network, so any labelled video that
+  is not a test video may inform it.
+* **Prior** (:class:`~coreaffect.prior.HiddenRoutePrior`): pairs of the hidden route's per-frame
+  estimates on the *training* videos and their labels (frames with a label and a face). These are
+  the videos the network was fitted on, so its estimates there are better than on new videos;
+  fitting the prior on the validation videos instead would leave nothing held out for the next two
+  steps. The calibration corrects the resulting over-confidence.
+* **Calibration** (:meth:`~coreaffect.prior.HiddenRoutePrior.calibrate`): the *validation* videos,
+  unseen by the network and by the prior's fit, so the covariance scale is chosen on estimates as
+  good (or as bad) as those on test videos.
+* **Dynamics** (:class:`~coreaffect.dynamics.CoreAffectDynamics`): the calibrated priors of the
+  *validation* videos as pseudo-observations (times, prior means and covariances over z, mask =
+  face found), decoder = the manifold, fitted by maximum marginal likelihood with L-BFGS (it
+  converges in a few dozen likelihood evaluations, where Adam needs over a hundred steps for the
+  same optimum), on every ``dynamics_step``-th frame. The dynamics' observation-noise scale must
+  describe estimates on unseen videos; on training videos it would learn that the priors are more
+  accurate than they are on test videos. p(z) is *not* divided out of the priors
+  (``divide_prior=False``): after calibration the prior is typically wider than p(z) = N(0, I) in
+  some direction (the calibration scale is well above 1 when the hidden route is unsure), where the
+  division is undefined; counting p(z) twice is absorbed by the learned noise scale.
+* **Bands** (``RUN/bands.json``, :class:`~coreaffect.pipeline.CoreAffect`'s ``band_scale``): the
+  dynamics treats the errors of consecutive estimates as independent, but the hidden route's errors
+  are slow (a whole video can be off by a similar amount), so averaging hundreds of frames makes
+  the smoothed and filtered bands far too narrow. One factor per stage on the latent posterior
+  covariance is chosen on the *validation* videos so that the decoded bands cover at their level,
+  as the prior's own calibration does.
+
+Without a validation video (``val_videos=0``, or a corpus too small for one) the calibration and
+the dynamics fall back to the training videos, with a logged warning: their bands are then too
+narrow on new videos. Fitting is on the CPU in one thread (the models are tiny, and two threads
+only add synchronisation), and subsampled so that it takes about a minute for 13 videos of 1000
+frames.
 
 Face crops are cached in ``RUN/crops`` unless another folder is given; they are stored at the
 network's input size (the ``lite`` preset: 24 x 24), unless a data configuration says otherwise.
@@ -16,10 +56,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Iterable
+import math
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
-from coreaffect.checkpoint import atomic_write, load_data_config, load_model
+import numpy as np
+import torch
+
+from coreaffect.checkpoint import atomic_write
 from coreaffect.clips import ClipDataset
 from coreaffect.config import DataConfig
 from coreaffect.corpus import (
@@ -30,14 +77,19 @@ from coreaffect.corpus import (
     load_recording,
     split_recordings,
 )
+from coreaffect.dynamics import AffectObservations, CoreAffectDynamics
 from coreaffect.errors import CoreAffectError
-from coreaffect.evaluation import evaluate_hidden_route
-from coreaffect.hidden_route import MODELS
+from coreaffect.evaluation import evaluate_stages, predict_video
+from coreaffect.hidden_route import MODELS, AffectEstimate, HiddenRouteNet
+from coreaffect.manifold import AffectManifold
 from coreaffect.metrics import MetricTable
+from coreaffect.pipeline import write_bands
+from coreaffect.prior import HiddenRoutePrior
 from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
-__all__ = ["DENSE_LENGTH", "evaluate_run", "load_videos", "train_run"]
+__all__ = ["DENSE_LENGTH", "FitSettings", "StageFit", "evaluate_run", "fit_core_affect",
+           "load_videos", "train_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +108,257 @@ def load_videos(recordings: Iterable[Recording], config: DataConfig, cache: Crop
     return [load_recording(r, config, cache) for r in recordings]
 
 
+@dataclasses.dataclass(frozen=True)
+class FitSettings:
+    """How :func:`fit_core_affect` fits the manifold, the prior and the dynamics.
+
+    Attributes:
+        label_step: Every n-th labelled frame feeds the manifold.
+        pair_step: Every n-th (estimate, label) pair of a training video feeds the prior.
+        max_calibration_pairs: Most validation pairs for the calibration (evenly subsampled).
+        manifold_steps: SVI steps of the manifold.
+        prior_steps: SVI steps of the prior.
+        batch_size: SVI minibatch of both.
+        dynamics_step: Every n-th frame of a video feeds the dynamics' fit (the OU model is
+            exact for any step, so a decimated video has the same likelihood structure).
+        dynamics_iter: Most L-BFGS iterations.
+        band_step: Every n-th validation frame feeds the band scales.
+        level: Calibration level of the prior.
+    """
+
+    label_step: int = 3  # at 25 Hz labels barely change in 3 frames; ~4k labels for 13 videos
+    pair_step: int = 2  # ~5k pairs for 10 training videos of 1000 frames
+    max_calibration_pairs: int = 4000  # coverage to about +-0.5% at 90%
+    manifold_steps: int = 1000  # the loss flattens after a few hundred steps of 1024 labels
+    prior_steps: int = 1000  # likewise for the prior
+    batch_size: int = 1024  # large batches: per step, Pyro's overhead dominates the maths
+    dynamics_step: int = 2  # 12.5 Hz: the OU time scales of affect are seconds
+    dynamics_iter: int = 100  # L-BFGS converges in a few dozen iterations
+    band_step: int = 4  # every 4th validation frame sets the band scales: ~750 for 3 videos
+    level: float = 0.9  # the band the evaluation reports
+
+
+class StageFit(NamedTuple):
+    """What :func:`fit_core_affect` fitted.
+
+    Attributes:
+        manifold: The latent manifold.
+        prior: The calibrated prior (holding the manifold).
+        dynamics: The dynamics, with the manifold as decoder.
+        seconds: Wall-clock seconds of each step.
+        videos: Which video ids fed each step.
+    """
+
+    manifold: AffectManifold
+    prior: HiddenRoutePrior
+    dynamics: CoreAffectDynamics
+    seconds: dict[str, float]
+    videos: dict[str, list[str]]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run tiny models in one thread (restored afterwards): two threads only add overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pairs(videos: Sequence[LabelledVideo], estimates: dict[str, AffectEstimate], step: int,
+           limit: int | None = None) -> tuple[AffectEstimate, np.ndarray]:
+    """Pairs of frames with a label and a face: an AffectEstimate (N, ...) and labels (N, 2)."""
+    rows, labels = [], []
+    for video in videos:
+        keep = np.isfinite(video.labels).all(1) & np.asarray(video.crops.face_found, bool)
+        index = np.flatnonzero(keep)[::step]
+        rows.append((video.id, index))
+        labels.append(video.labels[index])
+    total = sum(len(i) for _, i in rows)
+    if limit is not None and total > limit:  # evenly thin every video alike
+        thin = math.ceil(total / limit)
+        rows = [(v, i[::thin]) for v, i in rows]
+        labels = [y[::thin] for y in labels]
+    parts = [AffectEstimate(*(x[torch.as_tensor(i)] for x in estimates[v])) for v, i in rows]
+    joined = AffectEstimate(*(torch.cat([p[f] for p in parts]) for f in range(3)))
+    return joined, np.concatenate(labels).astype(np.float32)
+
+
+def _observations(prior: HiddenRoutePrior, video: LabelledVideo, estimate: AffectEstimate,
+                  step: int = 1) -> AffectObservations:
+    """The prior's latent Gaussians of every ``step``-th frame as dynamics observations."""
+    index = torch.arange(0, len(video.crops.times), step)
+    latent = prior(AffectEstimate(*(x[index] for x in estimate)))
+    found = torch.as_tensor(np.asarray(video.crops.face_found, bool))[index]
+    return AffectObservations(torch.as_tensor(video.crops.times, dtype=torch.float64)[index],
+                              latent.loc.double(), latent.covariance_matrix.double(), found)
+
+
+def _scale_for_coverage(coverage, level: float, lowest: float = -5.0, highest: float = 12.0,
+                        steps: int = 8) -> float:
+    """exp(x) with coverage(x) ~ level, by doubling out from x = 0 and bisecting on x = log k."""
+    low = high = 0.0
+    if coverage(0.0) < level:
+        while coverage(high) < level and high < highest:
+            low, high = high, min(high + math.log(2), highest)
+    else:
+        while coverage(low) >= level and low > lowest:
+            low, high = max(low - math.log(2), lowest), low
+    for _ in range(steps):
+        middle = 0.5 * (low + high)
+        if coverage(middle) < level:
+            low = middle
+        else:
+            high = middle
+    return math.exp(high)
+
+
+def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
+                     dynamics: CoreAffectDynamics, videos: Sequence[LabelledVideo],
+                     estimates: dict[str, AffectEstimate], settings: FitSettings
+                     ) -> dict[str, float]:
+    """Scales of the smoothed and filtered latent covariances that make the decoded central
+    bands at ``settings.level`` cover that fraction of the labels of ``videos`` (pooled)."""
+    from coreaffect.pipeline import CoreAffect
+
+    affect = CoreAffect(model, DataConfig(), prior, dynamics)
+    moments: dict[str, list] = {"smoothed": [], "filtered": []}
+    truths = []
+    for video in videos:
+        latent = prior(estimates[video.id])
+        found = np.asarray(video.crops.face_found, bool)
+        stages = affect.latent_moments(video.crops.times, latent.loc.double(),
+                                       latent.covariance_matrix.double(), found)
+        keep = np.flatnonzero(found & np.isfinite(video.labels).all(1))[::settings.band_step]
+        truths.append(video.labels[keep])
+        for stage, (m, c) in stages.items():
+            moments[stage].append((m[keep], c[keep]))
+    truth = np.concatenate(truths).astype(np.float64)  # (N, 2)
+    scales = {}
+    for stage, parts in moments.items():
+        means = torch.cat([m for m, _ in parts])
+        covs = torch.cat([c for _, c in parts])
+
+        def coverage(log_scale: float, means=means, covs=covs) -> float:
+            _, _, lower, upper = affect.decode(means, covs * math.exp(log_scale), settings.level)
+            return float(((truth >= lower) & (truth <= upper)).mean())
+
+        scales[stage] = _scale_for_coverage(coverage, settings.level) if len(truth) else 1.0
+        logger.info("%s bands: latent covariance scale %.3g", stage, scales[stage])
+    return scales
+
+
+def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[LabelledVideo],
+                    val: Sequence[LabelledVideo], *, device: str = "cpu", seed: int = 0,
+                    settings: FitSettings = FitSettings(),  # noqa: B008 - frozen
+                    progress: bool = False) -> StageFit:
+    """Fit manifold, prior, calibration and dynamics after the hidden route; save them in RUN.
+
+    The module docstring says which videos feed which step, and why. Writes
+    ``RUN/{manifold,prior,dynamics}.{safetensors,json}`` and ``RUN/stages.json``.
+
+    Args:
+        run: The run directory (holding the hidden route).
+        model: The trained hidden route.
+        train: The videos the hidden route was trained on.
+        val: Held-out validation videos (may be empty: see the module docstring).
+        device: Where the hidden route computes its estimates.
+        seed: Seed of every fit.
+        settings: Subsampling and step counts.
+        progress: Show a progress bar over the steps.
+
+    Returns:
+        The :class:`StageFit`.
+    """
+    if not train:
+        raise CoreAffectError("fitting the prior needs at least one training video")
+    held_out = list(val)
+    if not held_out:
+        logger.warning("no validation video: the prior is calibrated and the dynamics fitted on "
+                       "the training videos, whose estimates are better than on new videos; "
+                       "expect too narrow bands")
+        held_out = list(train)
+    seconds: dict[str, float] = {}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=6, desc="fitting prior and dynamics", unit="step")
+
+    def done(name: str, start: float) -> None:
+        seconds[name] = round(time.monotonic() - start, 2)
+        logger.info("%s: %.1f s", name, seconds[name])
+        if bar is not None:
+            bar.set_postfix_str(name)
+            bar.update()
+
+    start = time.monotonic()
+    estimates = {v.id: predict_video(model, v, device) for v in {**{v.id: v for v in train},
+                                                                 **{v.id: v for v in held_out}
+                                                                 }.values()}
+    done("estimates", start)
+    with _one_thread():
+        start = time.monotonic()
+        labels = np.concatenate([v.labels[::settings.label_step] for v in [*train, *val]])
+        labels = labels[np.isfinite(labels).all(1)]
+        if len(labels) < 2:
+            raise CoreAffectError("too few labelled frames to fit the affect manifold")
+        manifold = AffectManifold(num_steps=settings.manifold_steps,
+                                  batch_size=settings.batch_size, random_state=seed)
+        manifold.fit(np.clip(labels, -1, 1))
+        done("manifold", start)
+
+        start = time.monotonic()
+        pairs, targets = _pairs(train, estimates, settings.pair_step)
+        prior = HiddenRoutePrior(manifold, num_steps=settings.prior_steps,
+                                 batch_size=settings.batch_size, random_state=seed)
+        prior.fit(pairs, np.clip(targets, -1, 1))
+        done("prior", start)
+
+        start = time.monotonic()
+        pairs, targets = _pairs(held_out, estimates, 1, settings.max_calibration_pairs)
+        prior.calibrate(pairs, np.clip(targets, -1, 1), level=settings.level)
+        done("calibration", start)
+
+        start = time.monotonic()
+        sequences = [_observations(prior, v, estimates[v.id], settings.dynamics_step)
+                     for v in held_out]
+        dynamics = CoreAffectDynamics(prior.manifold.n_latent, decoder=manifold,
+                                      divide_prior=False, optimizer="lbfgs",
+                                      max_iter=settings.dynamics_iter, level=settings.level,
+                                      random_state=seed)
+        dynamics.fit(sequences)
+        done("dynamics", start)
+        start = time.monotonic()
+        bands = _calibrate_bands(model, prior, dynamics, held_out, estimates, settings)
+        done("bands", start)
+    if bar is not None:
+        bar.close()
+    prior.save(run)
+    dynamics.save(run)
+    write_bands(run, bands, settings.level)
+    videos = {"manifold": [v.id for v in [*train, *val]], "prior": [v.id for v in train],
+              "calibration": [v.id for v in held_out], "dynamics": [v.id for v in held_out]}
+    info = {"seconds": seconds, "videos": videos, "settings": dataclasses.asdict(settings),
+            "calibration_scale": prior.calibration_scale_, "band_scale": bands,
+            "dynamics": {"iterations": getattr(dynamics, "n_iter_", None),
+                         "log_likelihood": dynamics.log_likelihood_,
+                         "theta": dynamics.theta_.tolist(), "mu": dynamics.mu_.tolist(),
+                         "noise_scale": float(dynamics.noise_scale_)}}
+    atomic_write(Path(run) / "stages.json", json.dumps(info, indent=2) + "\n")
+    return StageFit(manifold, prior, dynamics, seconds, videos)
+
+
 def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset: str = "lite",
               epochs: int | None = None, max_minutes: float | None = None, device: str = "cpu",
               seed: int = 0, test_videos: int | None = None, val_videos: int | None = None,
               data_config: DataConfig | str | Path | None = None,
               cache: str | Path | None = None, resume: bool = False,
+              fit_prior: bool = True, fit_settings: FitSettings | None = None,
               progress: bool = False) -> TrainResult:
-    """Split a dataset by video, train the hidden route, and write the run directory.
+    """Split a dataset by video, train the hidden route, fit the later stages, write the run.
 
     Args:
         data: Dataset folder (see :func:`~coreaffect.corpus.discover`).
@@ -81,10 +377,14 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
             annotation_delay`).
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
         resume: Continue an interrupted run.
+        fit_prior: Also fit manifold, prior and dynamics (:func:`fit_core_affect`); ``False``
+            leaves a run with the hidden route only (``evaluate`` then reports ``raw`` only).
+        fit_settings: Settings of :func:`fit_core_affect`.
         progress: Show progress bars.
 
     Returns:
-        The :class:`~coreaffect.training.TrainResult`.
+        The hidden route's :class:`~coreaffect.training.TrainResult` (the later stages are in
+        the run directory, their timings in ``RUN/stages.json``).
     """
     if preset not in MODELS:
         raise CoreAffectError(f"unknown preset {preset!r}; available: {sorted(MODELS)}")
@@ -128,14 +428,19 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
                             dense_length=DENSE_LENGTH, random_state=seed)
     train_config = TrainConfig(preset=preset, max_minutes=max_minutes, seed=seed, device=device,
                                **({} if epochs is None else {"epochs": epochs}))
-    return train_hidden_route(sequences, val_videos_loaded or None, run, train_config,
-                              data_config=config, resume=resume, progress=progress)
+    result = train_hidden_route(sequences, val_videos_loaded or None, run, train_config,
+                                data_config=config, resume=resume, progress=progress)
+    if fit_prior:
+        fit_core_affect(run, result.model, fit_videos, val_videos_loaded, device=device,
+                        seed=seed, settings=fit_settings or FitSettings(), progress=progress)
+    return result
 
 
 def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
                  subset: str = "test", device: str = "cpu", cache: str | Path | None = None,
-                 json_path: str | Path | None = None, progress: bool = False) -> MetricTable:
-    """Per-video and pooled metrics of a run's hidden route on a dataset.
+                 json_path: str | Path | None = None, progress: bool = False
+                 ) -> dict[str, MetricTable]:
+    """Per-video and pooled metrics of a run's stages on a dataset.
 
     Args:
         run: Run directory.
@@ -145,15 +450,19 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
             every video of ``data``.
         device: Where to compute.
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
-        json_path: Where to write the metrics as JSON (``{"raw": {dim: {metric: ...}}}``).
+        json_path: Where to write the metrics as JSON: ``{stage: {dimension: {metric:
+            {"per_video": {video: value}, "mean": value, "pooled": value}}}}``.
         progress: Show progress bars.
 
     Returns:
-        The metrics of the hidden route's per-frame estimates.
+        ``{stage: MetricTable}`` for the stages the run has, in the order ``raw``, ``prior``,
+        ``smoothed``, ``filtered`` (a run with the hidden route only: ``raw``).
     """
+    from coreaffect.pipeline import CoreAffect
+
     run = Path(run)
-    model = load_model(run, device)
-    config = load_data_config(run)
+    affect = CoreAffect.load(run, device)
+    config = affect.data_config
     recordings = discover(data, format)
     if subset == "test":
         split_path = run / "split.json"
@@ -169,7 +478,8 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
     crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                       config.video.chunk_size)
     videos = load_videos(recordings, config, crops, progress, subset)
-    table = evaluate_hidden_route(model, videos, device)
+    tables = evaluate_stages(affect, videos, progress=progress)
     if json_path is not None:
-        atomic_write(json_path, json.dumps({"raw": table.to_dict()}, indent=2) + "\n")
-    return table
+        atomic_write(json_path, json.dumps({stage: table.to_dict()
+                                            for stage, table in tables.items()}, indent=2) + "\n")
+    return tables

@@ -3,7 +3,8 @@
 :func:`plot_trajectory` draws two panels (valence, arousal), so it takes ``axes=None`` (a pair)
 and returns the pair. The figures of the paper: Fig. 1 is :func:`plot_trajectory`, Fig. 2
 :func:`plot_saliency_grid`, Table 2 :func:`plot_metrics_bars`; :func:`plot_circumplex` and
-:func:`plot_calibration` show the uncertainty.
+:func:`plot_calibration` show the uncertainty; Fig. 3, the prior over the latent affect manifold, is
+:func:`plot_manifold_prior`.
 
 Matplotlib is imported only here, and only when a function is called, so importing coreaffect
 never selects a backend. In scripts without a display, set ``MPLBACKEND=Agg`` or pass axes of a
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "plot_calibration",
     "plot_circumplex",
+    "plot_manifold_prior",
     "plot_metrics_bars",
     "plot_saliency_grid",
     "plot_synthetic_samples",
@@ -408,3 +410,105 @@ def plot_saliency_grid(frames: np.ndarray, maps: np.ndarray, ax: Axes | None = N
     if title:
         ax.set_title(title)
     return ax
+
+
+def plot_manifold_prior(manifold, loc: np.ndarray, cov: np.ndarray,
+                        frame: np.ndarray | None = None, axes: Sequence[Axes] | None = None, *,
+                        truth: np.ndarray | None = None, level: float = 0.9, grid: int = 9,
+                        n_samples: int = 3000, random_state: int = 0,
+                        title: str | None = None) -> Sequence[Axes]:
+    """One clip's prior over the latent affect manifold, beside its frame: the paper's Fig. 3.
+
+    Three panels: the clip's face crop; the latent plane with p(z) = N(0, I) (its ``level``
+    circle) and the prior N(loc, cov) (its ``level`` ellipse); the valence-arousal plane with the
+    manifold's label density (draws of the fitted model, grey), its coordinate grid g(z) (the
+    images of the lines z_1 = const and z_2 = const, thin), the prior's draws decoded through g
+    (orange) and their moment-matched ``level`` ellipse, and the true label when given.
+
+    Args:
+        manifold: A fitted :class:`~coreaffect.manifold.AffectManifold` with K = 2.
+        loc: (K,) prior mean over z.
+        cov: (K, K) prior covariance.
+        frame: (H, W, 3) uint8 RGB face crop (e.g. the clip's middle frame); ``None`` leaves the
+            panel out.
+        axes: Three axes (or two without a frame); ``None`` makes a new figure.
+        truth: (2,) the clip's true (valence, arousal).
+        level: Probability inside the circle and ellipses, in (0, 1).
+        grid: Lines per latent coordinate in the decoded grid, spanning z in [-2.5, 2.5].
+        n_samples: Draws for the label density and for the decoded prior.
+        random_state: Seed of the draws.
+        title: Optional title over the figure.
+
+    Returns:
+        The axes (frame, latent, valence-arousal), or (latent, valence-arousal).
+    """
+    import torch
+
+    loc = np.asarray(loc, dtype=np.float64).reshape(-1)
+    cov = np.asarray(cov, dtype=np.float64).reshape(len(loc), len(loc))
+    if len(loc) != 2 or manifold.n_latent != 2:
+        raise ValueError(f"plot_manifold_prior draws a 2-D latent, got K = {len(loc)}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    panels = 3 if frame is not None else 2
+    if axes is None:
+        axes = _new_axes((4.2 * panels, 4.2), ncols=panels)
+    if len(axes) != panels:
+        raise ValueError(f"expected {panels} axes, got {len(axes)}")
+    radius = np.sqrt(-2.0 * np.log1p(-level))
+    if frame is not None:
+        axes[0].imshow(np.asarray(frame), interpolation="nearest")
+        axes[0].set_axis_off()
+        axes[0].set_title("face crop")
+    latent_ax, va_ax = axes[-2], axes[-1]
+    # the latent plane: p(z) and the prior
+    from matplotlib.patches import Circle
+
+    latent_ax.add_patch(Circle((0, 0), radius, fill=False, color="0.5", ls="--",
+                               label=f"p(z), {level:.0%}"))
+    latent_ax.add_patch(_ellipse(loc, cov, radius, fill=True, color="C1", alpha=0.35,
+                                 label=f"prior, {level:.0%}"))
+    latent_ax.plot(*loc, "x", color="C1")
+    span = max(3.0, float(np.abs(loc).max() + radius * np.sqrt(np.linalg.eigvalsh(cov).max())))
+    latent_ax.set_xlim(-span, span)
+    latent_ax.set_ylim(-span, span)
+    latent_ax.set_aspect("equal")
+    latent_ax.set_xlabel("$z_1$")
+    latent_ax.set_ylabel("$z_2$")
+    latent_ax.set_title("latent space")
+    latent_ax.legend(fontsize="small", frameon=False, loc="upper right")
+    # the valence-arousal plane: manifold and decoded prior
+    generator = torch.Generator().manual_seed(random_state)
+    labels = manifold.sample(n_samples, random_state=generator).cpu().numpy()
+    va_ax.hexbin(labels[:, 0], labels[:, 1], gridsize=30, extent=(-1, 1, -1, 1), cmap="Greys",
+                 mincnt=1, alpha=0.6, linewidths=0)
+    line = np.linspace(-2.5, 2.5, 60)
+    for value in np.linspace(-2.5, 2.5, grid):
+        for z in (np.stack([np.full_like(line, value), line], 1),
+                  np.stack([line, np.full_like(line, value)], 1)):
+            decoded = manifold.decode(torch.as_tensor(z, dtype=torch.float32)).mean.numpy()
+            va_ax.plot(decoded[:, 0], decoded[:, 1], color="0.45", lw=0.5, alpha=0.7)
+    root = np.linalg.cholesky(cov + 1e-12 * np.eye(2))
+    eps = torch.randn(n_samples, 2, generator=generator, dtype=torch.float64).numpy()
+    z = loc + eps @ root.T  # (S, 2)
+    draws = manifold.decode(torch.as_tensor(z, dtype=torch.float32)).mean.numpy()
+    va_ax.scatter(draws[:, 0], draws[:, 1], s=3, color="C1", alpha=0.25, lw=0,
+                  label="prior, decoded")
+    noise = manifold.noise_scale_.cpu().numpy().astype(np.float64) ** 2
+    va_ax.add_patch(_ellipse(draws.mean(0), np.cov(draws.T) + np.diag(noise), radius,
+                             fill=False, color="C1", lw=1.5, label=f"{level:.0%} ellipse"))
+    if truth is not None:
+        va_ax.plot(*np.asarray(truth, dtype=np.float64).reshape(2), "*", color="k", ms=10,
+                   label="true label")
+    va_ax.axhline(0.0, color="0.7", lw=0.6, zorder=0)
+    va_ax.axvline(0.0, color="0.7", lw=0.6, zorder=0)
+    va_ax.set_xlim(-1.05, 1.05)
+    va_ax.set_ylim(-1.05, 1.05)
+    va_ax.set_aspect("equal")
+    va_ax.set_xlabel("valence")
+    va_ax.set_ylabel("arousal")
+    va_ax.set_title("manifold g(z) and the prior")
+    va_ax.legend(fontsize="small", frameon=True, framealpha=0.8, loc="upper left")
+    if title:
+        va_ax.figure.suptitle(title)
+    return axes

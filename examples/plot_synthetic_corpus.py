@@ -29,7 +29,7 @@ from coreaffect.corpus import discover, load_recording  # noqa: E402
 from coreaffect.plots import plot_synthetic_samples  # noqa: E402
 from coreaffect.synthetic import SynthConfig, read_truth, write_corpus  # noqa: E402
 
-parser = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--out", type=Path, default=Path("synthetic_output"))
 parser.add_argument("--quick", action="store_true", help="fewer, shorter videos")
 args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])

@@ -22,7 +22,7 @@ def test_help_lists_commands():
     assert "synth" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "saliency"])
+@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "saliency", "predict", "demo"])
 def test_every_command_has_help(command):
     result = _run(command, "--help")
     assert result.returncode == 0 and "usage: coreaffect" in result.stdout
@@ -65,13 +65,26 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
     result = _run("evaluate", str(run), str(corpus), "--json", str(metrics), "--quiet")
     assert result.returncode == 0, result.stderr
     assert split["test"][0] in result.stdout and "pooled" in result.stdout
-    raw = json.loads(metrics.read_text())["raw"]
-    for dim in ("valence", "arousal"):
-        for name in ("rmse", "ccc", "pcc", "sagr", "nll", "coverage_50", "coverage_90"):
-            entry = raw[dim][name]
-            assert set(entry) == {"per_video", "mean", "pooled"}
-            assert list(entry["per_video"]) == split["test"]
+    assert "smoothed" in result.stdout and "filtered" in result.stdout
+    stages = json.loads(metrics.read_text())
+    assert list(stages) == ["raw", "prior", "smoothed", "filtered"]
+    for stage in stages.values():
+        for dim in ("valence", "arousal"):
+            for name in ("rmse", "ccc", "pcc", "sagr", "nll", "coverage_50", "coverage_90"):
+                entry = stage[dim][name]
+                assert set(entry) == {"per_video", "mean", "pooled"}
+                assert list(entry["per_video"]) == split["test"]
     video = next((corpus / "videos").glob(f"{split['test'][0]}.*"))
+    csv_path, png = tmp_path / "t.csv", tmp_path / "t.png"
+    result = _run("predict", str(run), str(video), "--out", str(csv_path), "--plot", str(png),
+                  "--quiet")
+    assert result.returncode == 0, result.stderr
+    lines = csv_path.read_text().splitlines()
+    assert lines[0].startswith("frame,time,valence,arousal")
+    assert len(lines) - 1 == 100  # 4 s at 25 fps: one row per decoded frame
+    assert png.stat().st_size > 0
+    result = _run("predict", str(run), str(video), "--causal", "--level", "0.5", "--quiet")
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 101
     out = tmp_path / "saliency"
     result = _run("saliency", str(run), str(video), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
@@ -98,3 +111,52 @@ def test_evaluate_errors_are_clear(tmp_path):
     assert "Traceback" not in result.stderr
     result = _run("train", str(tmp_path / "no-data"), "--out", str(tmp_path / "run"), "--quiet")
     assert result.returncode == 1 and "no such dataset folder" in result.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from coreaffect.demo import tiny_run
+
+    return tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+def _clear_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("coreaffect predict: error:")
+    for fragment in fragments:
+        assert fragment in result.stderr, result.stderr
+
+
+def test_predict_missing_video(tiny, tmp_path):
+    _clear_error(_run("predict", str(tiny.run), str(tmp_path / "none.mp4"), "--quiet"),
+                 "no such file")
+
+
+def test_predict_unreadable_video(tiny, tmp_path):
+    bad = tmp_path / "broken.avi"
+    bad.write_bytes(b"\x00" * 1000)
+    _clear_error(_run("predict", str(tiny.run), str(bad), "--quiet"), "broken.avi")
+
+
+def test_predict_missing_run(tiny, tmp_path):
+    _clear_error(_run("predict", str(tmp_path / "no-run"), str(tiny.video()), "--quiet"),
+                 "no such run directory")
+
+
+@pytest.mark.parametrize("component", ["hidden_route", "prior", "dynamics"])
+def test_predict_run_from_an_incompatible_version(tiny, tmp_path, component):
+    import shutil
+
+    run = tmp_path / "old-run"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    meta = json.loads((run / f"{component}.json").read_text())
+    meta["format"], meta["coreaffect"] = 99, "9.9.9"
+    (run / f"{component}.json").write_text(json.dumps(meta))
+    _clear_error(_run("predict", str(run), str(tiny.video()), "--quiet"),
+                 "format 99", "Retrain")
+
+
+def test_predict_bad_level(tiny):
+    _clear_error(_run("predict", str(tiny.run), str(tiny.video()), "--level", "1.5", "--quiet"),
+                 "--level")

@@ -1,0 +1,801 @@
+"""One call from a video to a valence-arousal trajectory with credible bands.
+
+:class:`CoreAffect` chains what a run directory holds::
+
+    video -> FaceCropper -> HiddenRouteNet     -> HiddenRoutePrior -> CoreAffectDynamics
+             (the run's     .predict_dense:       N(m_t, S_t) over    smoother (offline)
+              DataConfig)   mean (T, 2), var,     the latent z_t      or filter (causal)
+                            embedding (T, D)
+
+and returns an :class:`AffectTrajectory`: one row per decoded frame (with or without a face) with
+time, valence, arousal, the central credible band of each at ``level``, the ``face_found`` flag
+and the latent posterior mean. Four *stages* can be read off the same pass
+(:meth:`CoreAffect.stages`, what ``coreaffect evaluate`` compares):
+
+* ``raw``: the hidden route's own Gaussian, mean +- z sqrt(var); NaN on frames without a face;
+* ``prior``: the calibrated prior decoded to valence-arousal (moment-matched,
+  :meth:`~coreaffect.prior.HiddenRoutePrior.predict`); NaN on frames without a face;
+* ``smoothed``: the dynamics' smoother p(z_t | all frames), decoded; defined on every frame;
+* ``filtered``: the causal output p(z_t | what is known at frame t) (below), decoded.
+
+Decoding a latent Gaussian N(m, P) through the manifold is Monte Carlo: the same S =
+``n_decode_samples`` standard-normal draws (eps, eta) serve every frame, z = m + P^(1/2) eps and
+y = g(z) + s eta, so a frame's output never depends on the other frames. The band is the pair of
+empirical quantiles (1 -+ level) / 2 of y; ``var`` is its empirical variance (what the metrics'
+NLL and coverage use).
+
+Causality and latency. The hidden-route estimate of frame c is final (later frames cannot change
+it) only once the windows around it are complete: a 16-frame window starting at frame S k needs
+frames up to S k + 15 + a, where a is the trunk's temporal context after a step
+(:attr:`~coreaffect.hidden_route.HiddenRouteNet.temporal_context`; ``lite``: 4, ``paper``: 8), and
+frame c interpolates the windows either side of it. So the estimate of frame c is used from
+frame c + D on, with D = clip_length - 1 + a (:attr:`CoreAffect.latency_frames`; ``lite``: 19
+frames, 0.76 s at 25 fps; ``paper``: 23 frames). The causal output at frame t is the filter's
+posterior p(z_{t-D} | estimates of frames <= t - D), carried forward to frame t by the OU
+prediction over times[t] - times[t - D] (exact Bayesian inference with delayed evidence). During
+the first D frames no estimate is final: those rows carry the OU process's stationary law
+N(mu, P_inf), the widest band the model allows. Appending frames never changes an earlier causal
+row (up to floating-point rounding of the convolutions, ~1e-6).
+
+Memory. :meth:`CoreAffect.predict` decodes and crops the video chunk by chunk (``DataConfig.video.
+chunk_size`` frames at a time) and spools the small face crops (T, s, s, 3) uint8 to a temporary
+file that is memory-mapped, so decoded frames never accumulate (s = the run's crop side: 24 for
+``lite``, 1.7 kB a frame). The hidden route reads the crops chunk by chunk (``chunk_frames``).
+What grows with T is per-frame numbers only: the estimates (T, 4 + D) float32 with the embedding
+(D = 16 for ``lite``, 128 for ``paper``: 0.5 kB a frame) and the posterior moments, about
+1 kB a frame in all (15 MB for a 10-minute video at 25 fps). :meth:`CoreAffect.stream` keeps
+bounded state: the last few dozen crops and the filter state.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import io
+import logging
+import math
+import shutil
+import tempfile
+import weakref
+from collections import deque
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from coreaffect.checkpoint import atomic_write, load_data_config, load_model
+from coreaffect.config import DataConfig
+from coreaffect.dynamics import (
+    AffectObservations,
+    CoreAffectDynamics,
+    ou_discretize,
+    ou_stationary_cov,
+)
+from coreaffect.errors import CoreAffectError
+from coreaffect.faces import FaceCropper, FaceCrops
+from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
+from coreaffect.prior import HiddenRoutePrior
+from coreaffect.video import VideoSource
+
+__all__ = ["STAGES", "AffectRow", "AffectTrajectory", "CoreAffect", "load_run", "write_bands"]
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("raw", "prior", "smoothed", "filtered")
+_DECODE_CHUNK = 1 << 20  # latent draws decoded per call (frames x samples): ~30 MB of MLP work
+_DTYPE = torch.float64
+
+
+class AffectRow(NamedTuple):
+    """One frame of a trajectory, as :meth:`CoreAffect.stream` yields it.
+
+    Attributes:
+        index: Frame index in the source.
+        time: Frame time in seconds.
+        valence: Posterior mean of valence.
+        arousal: Posterior mean of arousal.
+        valence_lower: Lower end of valence's central credible band at the trajectory's level.
+        valence_upper: Its upper end.
+        arousal_lower: Lower end of arousal's band.
+        arousal_upper: Its upper end.
+        face_found: Whether the face was found in this frame.
+        latent_mean: (K,) posterior mean of the latent z.
+    """
+
+    index: int
+    time: float
+    valence: float
+    arousal: float
+    valence_lower: float
+    valence_upper: float
+    arousal_lower: float
+    arousal_upper: float
+    face_found: bool
+    latent_mean: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AffectTrajectory:
+    """Per-frame valence-arousal of one video with credible bands: one row per frame.
+
+    A frozen dataclass rather than a NamedTuple so that ``len(trajectory)`` counts its frames.
+
+    Attributes:
+        times: (T,) frame times in seconds.
+        indices: (T,) frame indices in the source.
+        mean: (T, 2) posterior mean of (valence, arousal); NaN where the stage has no estimate.
+        var: (T, 2) posterior variances (moment-matched).
+        lower: (T, 2) lower end of the central credible band at ``level``.
+        upper: (T, 2) upper end.
+        face_found: (T,) bool.
+        latent_mean: (T, K) posterior mean of the latent z (K = 0 for the ``raw`` stage).
+        level: Probability of the bands.
+        stage: Which estimate: one of :data:`STAGES`.
+    """
+
+    times: np.ndarray
+    indices: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    face_found: np.ndarray
+    latent_mean: np.ndarray
+    level: float
+    stage: str
+
+    def __len__(self) -> int:
+        """The number of frames T."""
+        return len(self.times)
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names of :meth:`to_csv` and :meth:`to_dataframe`, in order."""
+        return ["frame", "time", "valence", "arousal", "valence_lower", "valence_upper",
+                "arousal_lower", "arousal_upper", "valence_var", "arousal_var", "face_found",
+                *[f"z{k + 1}" for k in range(self.latent_mean.shape[1])]]
+
+    def _table(self) -> list[np.ndarray]:
+        return [self.indices, self.times, self.mean[:, 0], self.mean[:, 1], self.lower[:, 0],
+                self.upper[:, 0], self.lower[:, 1], self.upper[:, 1], self.var[:, 0],
+                self.var[:, 1], self.face_found.astype(np.int64),
+                *self.latent_mean.T]
+
+    def rows(self) -> Iterator[AffectRow]:
+        """The frames as :class:`AffectRow` tuples, in order."""
+        for t in range(len(self)):
+            yield AffectRow(int(self.indices[t]), float(self.times[t]), float(self.mean[t, 0]),
+                            float(self.mean[t, 1]), float(self.lower[t, 0]),
+                            float(self.upper[t, 0]), float(self.lower[t, 1]),
+                            float(self.upper[t, 1]), bool(self.face_found[t]),
+                            self.latent_mean[t].copy())
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write one row per frame (see :attr:`columns`); atomic: readers never see half a file.
+
+        Values are written with 6 significant digits; missing values are empty fields.
+
+        Returns:
+            The path written.
+        """
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.columns)
+        table = self._table()
+        for t in range(len(self)):
+            writer.writerow([_cell(column[t]) for column in table])
+        atomic_write(path, buffer.getvalue())
+        return Path(path)
+
+    @classmethod
+    def read_csv(cls, path: str | Path, level: float = 0.9, stage: str = "smoothed"
+                 ) -> AffectTrajectory:
+        """Read a file written by :meth:`to_csv` (the file does not store level and stage)."""
+        with open(path, newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            rows = [[float(x) if x != "" else math.nan for x in row] for row in reader]
+        if header is None or header[:11] != cls._fields_csv():
+            raise CoreAffectError(f"{path}: not a coreaffect trajectory (header {header})")
+        data = np.array(rows, dtype=np.float64).reshape(len(rows), len(header))
+        pair = lambda a, b: data[:, [a, b]]  # noqa: E731 - (T, 2) from two columns
+        return cls(data[:, 1], data[:, 0].astype(np.int64), pair(2, 3), pair(8, 9), pair(4, 6),
+                   pair(5, 7), data[:, 10].astype(bool), data[:, 11:], level, stage)
+
+    @staticmethod
+    def _fields_csv() -> list[str]:
+        return ["frame", "time", "valence", "arousal", "valence_lower", "valence_upper",
+                "arousal_lower", "arousal_upper", "valence_var", "arousal_var", "face_found"]
+
+    def to_dataframe(self) -> Any:
+        """A ``pandas.DataFrame`` with :attr:`columns` (pandas is an optional dependency).
+
+        Raises:
+            CoreAffectError: pandas is not installed.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise CoreAffectError("to_dataframe needs pandas: pip install pandas (or use "
+                                  "to_csv)") from None
+        table = self._table()
+        frame = pd.DataFrame({name: column for name, column in zip(self.columns, table,
+                                                                    strict=True)})
+        frame["face_found"] = frame["face_found"].astype(bool)
+        return frame
+
+    def plot(self, truth: np.ndarray | None = None, axes: Any = None, *,
+             title: str | None = None) -> Any:
+        """The trajectory over time with its bands (:func:`coreaffect.plots.plot_trajectory`).
+
+        Args:
+            truth: (T, 2) labels to draw beside it, NaN where unlabelled.
+            axes: A pair of axes (valence, arousal); ``None`` makes a figure.
+            title: Optional title.
+
+        Returns:
+            The two axes.
+        """
+        from coreaffect.plots import plot_trajectory
+
+        return plot_trajectory(self.times, self.mean, truth, self.var, self.face_found, axes,
+                               level=self.level, label=self.stage, title=title)
+
+
+def _cell(value: Any) -> str:
+    value = float(value)
+    if math.isnan(value):
+        return ""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+
+
+def _sqrt_psd(cov: torch.Tensor) -> torch.Tensor:
+    """(..., K, K) symmetric square roots of covariances, robust to near-singular ones."""
+    values, vectors = torch.linalg.eigh(0.5 * (cov + cov.transpose(-1, -2)))
+    return vectors * values.clamp_min(0).sqrt()[..., None, :]
+
+
+class CoreAffect:
+    """A trained run as one object: video in, :class:`AffectTrajectory` out.
+
+    Build it with :meth:`load` (or :func:`load_run`). A run that holds only the hidden route (no
+    ``prior`` and ``dynamics`` files) still predicts: the ``raw`` stage, the hidden route's own
+    Gaussian.
+
+    Args:
+        model: The hidden route.
+        data_config: How it was trained to see faces (crop side, margin, ...).
+        prior: The calibrated prior with its manifold, or ``None``.
+        dynamics: The fitted dynamics (latent space), or ``None``.
+        device: Where the hidden route computes.
+        n_decode_samples: S, Monte Carlo draws per frame when decoding latents (500: the 5% and
+            95% quantiles to about +-0.01 in valence-arousal).
+        chunk_frames: Frames per hidden-route trunk call (bounds its memory).
+        band_scale: ``{"smoothed": k_s, "filtered": k_f}``, factors on the dynamics' latent
+            posterior covariances before decoding, chosen on validation videos by
+            :func:`~coreaffect.experiment.fit_core_affect` so that the decoded bands cover at
+            their level (the dynamics treats the estimates' errors as independent from frame to
+            frame, while the hidden route's errors are slow, so its own bands are too narrow);
+            missing stages use 1.
+        random_state: Seed of the decoding draws.
+
+    Example::
+
+        affect = CoreAffect.load("run/")
+        trajectory = affect.predict("interview.mp4")      # offline: the smoother
+        trajectory.to_csv("interview.csv")
+        for row in affect.stream(0):                        # a camera, causal
+            print(row.time, row.valence, row.arousal)
+    """
+
+    def __init__(self, model: HiddenRouteNet, data_config: DataConfig,
+                 prior: HiddenRoutePrior | None = None,
+                 dynamics: CoreAffectDynamics | None = None, *, device: str = "cpu",
+                 n_decode_samples: int = 500, chunk_frames: int = 128,
+                 band_scale: dict[str, float] | None = None, random_state: int = 0) -> None:
+        if dynamics is not None and prior is None:
+            raise CoreAffectError("dynamics need the prior that feeds them")
+        self.model = model.eval()
+        self.data_config = data_config
+        self.prior = prior
+        self.dynamics = dynamics
+        self.device = device
+        self.n_decode_samples = n_decode_samples
+        self.chunk_frames = chunk_frames
+        self.random_state = random_state
+        self.band_scale = {"smoothed": 1.0, "filtered": 1.0, **(band_scale or {})}
+        self._latent_dynamics = None
+        if dynamics is not None:  # the same model in latent space only: decoding is done here
+            latent = copy.copy(dynamics)
+            latent.divide_prior = (dynamics.decoder is not None if dynamics.divide_prior is None
+                                   else bool(dynamics.divide_prior))
+            latent.decoder = None
+            self._latent_dynamics = latent
+        generator = torch.Generator().manual_seed(random_state)
+        k = prior.manifold.n_latent if prior is not None else 0
+        half = n_decode_samples // 2  # antithetic pairs: the mean of a linear decoder is exact
+        eps = torch.randn(half, k, generator=generator, dtype=_DTYPE)
+        eta = torch.randn(half, 2, generator=generator, dtype=_DTYPE)
+        self._eps, self._eta = torch.cat([eps, -eps]), torch.cat([eta, -eta])
+
+    # -- construction ---------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:
+        """Load a run directory written by ``coreaffect train``.
+
+        Args:
+            run: The run directory.
+            device: Where the hidden route computes.
+            **kwargs: Passed to the constructor (``n_decode_samples``, ...).
+
+        Raises:
+            CoreAffectError: The directory is missing, incomplete, corrupt, or written by an
+                incompatible version.
+        """
+        run = Path(run)
+        model = load_model(run, device)
+        config = load_data_config(run)
+        prior = dynamics = None
+        bands = _read_bands(run)
+        if bands is not None:
+            kwargs.setdefault("band_scale", bands)
+        if (run / "prior.json").exists():
+            prior = HiddenRoutePrior.load(run, device="cpu")
+        if (run / "dynamics.json").exists():
+            if prior is None:
+                raise CoreAffectError(f"{run}: has dynamics but no prior")
+            try:
+                dynamics = CoreAffectDynamics.load(run, decoder=prior.manifold)
+            except (KeyError, TypeError, ValueError) as err:
+                raise CoreAffectError(f"{run / 'dynamics.json'}: does not describe a "
+                                      f"CoreAffectDynamics ({err})") from None
+        return cls(model, config, prior, dynamics, device=device, **kwargs)
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """The stages this run can produce (:data:`STAGES` or a prefix of it)."""
+        if self.dynamics is not None:
+            return STAGES
+        return STAGES[:2] if self.prior is not None else STAGES[:1]
+
+    @property
+    def latency_frames(self) -> int:
+        """D: frames between a frame and the first frame at which its estimate is final."""
+        _, after = self.model.temporal_context
+        return self.model.config.clip_length - 1 + after
+
+    # -- the pieces -----------------------------------------------------------------------------
+
+    def _hidden(self, crops: np.ndarray) -> AffectEstimate | None:
+        """Per-frame hidden-route estimates of (T, s, s, 3) crops; ``None`` if T < a clip."""
+        if len(crops) < self.model.config.clip_length:
+            return None
+        return self.model.predict_dense(crops, chunk_frames=self.chunk_frames,
+                                        device=self.device)
+
+    def _latent_prior(self, estimate: AffectEstimate) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prior means (T, K) and covariances (T, K, K) in float64."""
+        prior = self.prior(AffectEstimate(*(x.float() for x in estimate)))
+        return prior.loc.to(_DTYPE), prior.covariance_matrix.to(_DTYPE)
+
+    def decode(self, latent_mean: torch.Tensor, latent_cov: torch.Tensor, level: float
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Latent Gaussians to valence-arousal through the manifold, by Monte Carlo.
+
+        Args:
+            latent_mean: (T, K).
+            latent_cov: (T, K, K).
+            level: Probability of the central band.
+
+        Returns:
+            ``(mean, var, lower, upper)``, each (T, 2) float64.
+        """
+        manifold = self.prior.manifold
+        m = torch.as_tensor(latent_mean, dtype=_DTYPE)
+        root = _sqrt_psd(torch.as_tensor(latent_cov, dtype=_DTYPE))  # (T, K, K)
+        noise = manifold.noise_scale_.to(_DTYPE)  # (2,)
+        samples = self._eps.shape[0]
+        probs = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=_DTYPE)
+        out = [[], [], [], []]
+        step = max(1, _DECODE_CHUNK // samples)
+        for start in range(0, len(m), step):
+            z = m[start:start + step, None, :] + (
+                root[start:start + step, None] @ self._eps[None, :, :, None])[..., 0]  # (t, S, K)
+            y = manifold.decode(z.float()).mean.to(_DTYPE) + noise * self._eta  # (t, S, 2)
+            out[0].append(y.mean(1))
+            out[1].append(y.var(1, unbiased=False))
+            bands = torch.quantile(y, probs, dim=1)  # (2, t, 2)
+            out[2].append(bands[0])
+            out[3].append(bands[1])
+        if not len(m):
+            empty = np.zeros((0, 2))
+            return empty, empty, empty, empty
+        mean, var, lower, upper = (torch.cat(part).numpy() for part in out)
+        return mean, var, lower, upper
+
+    def _gaussian(self, times, indices, face_found, mean, var, level, stage, latent=None
+                  ) -> AffectTrajectory:
+        from scipy.special import ndtri
+
+        half = ndtri(0.5 + level / 2) * np.sqrt(var)
+        latent = np.zeros((len(times), 0)) if latent is None else latent
+        return AffectTrajectory(times, indices, mean, var, mean - half, mean + half, face_found,
+                                latent, level, stage)
+
+    def _causal(self, times: np.ndarray, means: torch.Tensor, covs: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Filtered moments at t - D carried forward to t; stationary law for t < D."""
+        dyn = self._latent_dynamics
+        lag = self.latency_frames
+        count = len(times)
+        theta, mu, diffusion = dyn.theta_, dyn.mu_, dyn.diffusion_
+        out_mean = mu.expand(count, -1).clone()
+        out_cov = ou_stationary_cov(theta, diffusion).expand(count, -1, -1).clone()
+        if count > lag:
+            t = torch.as_tensor(times, dtype=_DTYPE)
+            dt = t[lag:] - t[:-lag]  # (T - D,)
+            f, b, q = ou_discretize(theta, mu, diffusion, dt)
+            out_mean[lag:] = (f @ means[:-lag, :, None])[..., 0] + b
+            cov = f @ covs[:-lag] @ f.transpose(-1, -2) + q
+            out_cov[lag:] = 0.5 * (cov + cov.transpose(-1, -2))
+        return out_mean, out_cov
+
+    # -- batch ------------------------------------------------------------------------------------
+
+    def stages_of(self, crops: FaceCrops, level: float = 0.9,
+                  stages: Iterable[str] | None = None) -> dict[str, AffectTrajectory]:
+        """Every stage of one video's face crops, from one hidden-route pass.
+
+        Args:
+            crops: The video's :class:`~coreaffect.faces.FaceCrops` (crops (T, s, s, 3)).
+            level: Probability of the bands.
+            stages: Which of :attr:`stages` to compute (default: all this run has).
+
+        Returns:
+            ``{stage: AffectTrajectory}`` in :data:`STAGES` order.
+        """
+        wanted = list(self.stages if stages is None else stages)
+        unknown = [s for s in wanted if s not in self.stages]
+        if unknown:
+            raise CoreAffectError(f"this run cannot produce {unknown}: it has {self.stages} "
+                                  "(train with coreaffect train to fit the prior and dynamics)")
+        times = np.asarray(crops.times, dtype=np.float64)
+        indices = np.asarray(crops.indices, dtype=np.int64)
+        found = np.asarray(crops.face_found, dtype=bool)
+        count = len(times)
+        estimate = self._hidden(crops.crops)
+        observed = found if estimate is not None else np.zeros(count, dtype=bool)
+        nan2 = np.full((count, 2), np.nan)
+        out: dict[str, AffectTrajectory] = {}
+        if "raw" in wanted:
+            mean, var = nan2.copy(), nan2.copy()
+            if estimate is not None:
+                mean[observed] = estimate.mean.double().numpy()[observed]
+                var[observed] = estimate.var.double().numpy()[observed]
+            out["raw"] = self._gaussian(times, indices, found, mean, var, level, "raw")
+        if self.prior is None or not set(wanted) - {"raw"}:
+            return out
+        k = self.prior.manifold.n_latent
+        if estimate is not None:
+            loc, cov = self._latent_prior(estimate)
+        else:
+            loc = torch.zeros(count, k, dtype=_DTYPE)
+            cov = torch.eye(k, dtype=_DTYPE).expand(count, k, k).clone()
+        if "prior" in wanted:
+            mean, var = nan2.copy(), nan2.copy()
+            latent = np.full((count, k), np.nan)
+            if estimate is not None and observed.any():
+                rows = torch.as_tensor(np.flatnonzero(observed))
+                chosen = AffectEstimate(*(x[rows].float() for x in estimate))
+                decoded = self.prior.predict(chosen)
+                mean[observed] = decoded.mean.double().numpy()
+                var[observed] = torch.diagonal(decoded.cov, dim1=-2, dim2=-1).double().numpy()
+                latent[observed] = loc[rows].numpy()
+            out["prior"] = self._gaussian(times, indices, found, mean, var, level, "prior",
+                                          latent)
+        if self.dynamics is None or not {"smoothed", "filtered"} & set(wanted):
+            return out
+        moments = self.latent_moments(times, loc, cov, observed,
+                                      [s for s in ("smoothed", "filtered") if s in wanted])
+        for stage, (means, covs) in moments.items():
+            mean, var, lower, upper = self.decode(means, covs * self.band_scale[stage], level)
+            out[stage] = AffectTrajectory(times, indices, mean, var, lower, upper, found,
+                                          means.numpy(), level, stage)
+        return {stage: out[stage] for stage in STAGES if stage in out}
+
+    def latent_moments(self, times: np.ndarray, loc: torch.Tensor, cov: torch.Tensor,
+                       observed: np.ndarray, stages: Iterable[str] = ("smoothed", "filtered")
+                       ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """The dynamics' latent posterior moments of one video, before band scaling.
+
+        Args:
+            times: (T,) frame times.
+            loc: (T, K) prior means (any value where not observed).
+            cov: (T, K, K) prior covariances.
+            observed: (T,) bool, frames with a (final) hidden-route estimate and a face.
+            stages: ``"smoothed"`` and/or ``"filtered"`` (causal, with the fixed latency).
+
+        Returns:
+            ``{stage: (means (T, K), covs (T, K, K))}``.
+        """
+        sequence = AffectObservations(torch.as_tensor(times, dtype=_DTYPE), loc, cov,
+                                      torch.as_tensor(observed))
+        out = {}
+        for stage in stages:
+            if stage == "smoothed":
+                post = self._latent_dynamics.smooth(sequence)
+                out[stage] = (post.latent_mean, post.latent_cov)
+            elif stage == "filtered":
+                post = self._latent_dynamics.filter(sequence)
+                out[stage] = self._causal(times, post.latent_mean, post.latent_cov)
+            else:
+                raise CoreAffectError(f"no latent moments for stage {stage!r}")
+        return out
+
+    def predict_crops(self, crops: FaceCrops, causal: bool = False, level: float = 0.9
+                      ) -> AffectTrajectory:
+        """The trajectory of already cropped faces: smoothed, or filtered when ``causal``.
+
+        Runs without dynamics give their last stage (``prior`` or ``raw``) when not causal.
+        """
+        if causal:
+            if self.dynamics is None:
+                raise CoreAffectError("causal prediction needs a run with fitted dynamics")
+            return self.stages_of(crops, level, ["filtered"])["filtered"]
+        stage = "smoothed" if self.dynamics is not None else self.stages[-1]
+        return self.stages_of(crops, level, [stage])[stage]
+
+    def crop(self, video: str | Path | int | VideoSource, progress: bool = False,
+             spool: str | Path | None = None) -> FaceCrops:
+        """Decode and crop a video chunk by chunk, the crops spooled to a memory-mapped file.
+
+        Args:
+            video: A video file, frame folder, camera index or open source.
+            progress: Show a progress bar over chunks.
+            spool: Folder for the crop file; ``None``: a temporary folder, removed once the
+                returned crops are no longer referenced.
+
+        Returns:
+            The :class:`~coreaffect.faces.FaceCrops` of every decoded frame.
+        """
+        source = (video if isinstance(video, VideoSource)
+                  else VideoSource.from_config(video, self.data_config.video))
+        cropper = FaceCropper(self.data_config.faces)
+        size = self.data_config.faces.crop_size
+        folder = Path(spool if spool is not None else tempfile.mkdtemp(prefix="coreaffect-"))
+        own = spool is None
+        path = folder / "crops.u8"
+        parts, frames = [], 0
+        chunks: Iterable = cropper.crop_video(source)
+        if progress:
+            from tqdm import tqdm
+
+            total = source.frame_count
+            chunk = source.chunk_size
+            chunks = tqdm(chunks, desc=f"cropping {source.name}", unit="chunk",
+                          total=None if total is None else -(-total // chunk))
+        with path.open("wb") as raw:
+            for part in chunks:
+                raw.write(np.ascontiguousarray(part.crops).tobytes())
+                frames += len(part.times)
+                parts.append(part._replace(crops=part.crops[:0]))
+        if frames == 0:
+            raise CoreAffectError(f"{video}: no frame could be decoded")
+        meta = FaceCrops.concatenate(parts)
+        data = np.memmap(path, dtype=np.uint8, mode="r", shape=(frames, size, size, 3))
+        if own:  # the temporary folder goes when the last view of the crops does
+            weakref.finalize(data, shutil.rmtree, folder, True)
+        return meta._replace(crops=data)
+
+    def predict(self, video: str | Path | int | VideoSource, causal: bool = False,
+                level: float = 0.9, progress: bool = False) -> AffectTrajectory:
+        """One row per decoded frame of a video (frames without a face included).
+
+        Args:
+            video: A video file, frame folder, camera index or open
+                :class:`~coreaffect.video.VideoSource`.
+            causal: Use only what is known at each frame (the filter with the fixed latency
+                of the module docstring) instead of the whole video (the smoother).
+            level: Probability of the credible bands, in (0, 1).
+            progress: Show a progress bar while cropping.
+
+        Returns:
+            The :class:`AffectTrajectory`.
+
+        Raises:
+            CoreAffectError: The video cannot be opened or decoded, or ``causal`` without
+                dynamics.
+        """
+        if not 0 < level < 1:
+            raise CoreAffectError(f"level must be in (0, 1), got {level}")
+        with tempfile.TemporaryDirectory(prefix="coreaffect-") as spool:
+            crops = self.crop(video, progress=progress, spool=spool)
+            try:
+                return self.predict_crops(crops, causal=causal, level=level)
+            finally:
+                del crops
+
+    # -- streaming ------------------------------------------------------------------------------
+
+    def stream(self, source: str | Path | int | VideoSource | Iterable[Any],
+               level: float = 0.9) -> Iterator[AffectRow]:
+        """Causal rows as frames arrive: a camera, a file, or an iterable of frames.
+
+        Each frame is cropped on arrival and its row yielded at once, equal to the row of
+        ``predict(..., causal=True)`` (same fixed latency, :attr:`latency_frames`). The
+        hidden-route features are computed incrementally, S frames at a time, and only the last
+        few dozen crops are kept, so memory and cost per frame are constant.
+
+        Args:
+            source: A video file, frame folder, camera index, open source, or an iterable of
+                :class:`~coreaffect.video.Frame` (or ``(image, time)`` pairs with an
+                (H, W, 3) uint8 RGB image).
+            level: Probability of the credible bands.
+
+        Yields:
+            One :class:`AffectRow` per frame.
+        """
+        if self.dynamics is None:
+            raise CoreAffectError("streaming needs a run with fitted prior and dynamics")
+        frames = self._frames(source)
+        cropper = FaceCropper(self.data_config.faces)
+        state = _StreamState(self)
+        for index, (image, time) in enumerate(frames):
+            chunk_images = np.asarray(image, dtype=np.uint8)[None]
+            from coreaffect.video import FrameChunk
+
+            part = cropper.crop(FrameChunk(chunk_images, np.array([float(time)]),
+                                           np.array([index], dtype=np.int64)))
+            yield state.push(part.crops[0], float(time), int(part.indices[0]),
+                             bool(part.face_found[0]), level)
+
+    def _frames(self, source: Any) -> Iterator[tuple[np.ndarray, float]]:
+        if isinstance(source, (str, Path, int, VideoSource)):
+            video = (source if isinstance(source, VideoSource)
+                     else VideoSource.from_config(source, self.data_config.video))
+            for frame in video:
+                yield frame.image, frame.time
+            return
+        for item in source:
+            image, time = item[0], item[1]
+            yield image, time
+
+
+class _StreamState:
+    """Incremental hidden route, prior and filter of :meth:`CoreAffect.stream`."""
+
+    def __init__(self, affect: CoreAffect) -> None:
+        self.affect = affect
+        model = affect.model
+        self.stride = model.config.temporal_stride  # S
+        self.clip = model.config.clip_length
+        self.steps = self.clip // self.stride  # feature steps per window
+        before, self.after = model.temporal_context
+        self.before = -(-before // self.stride) * self.stride  # on the feature grid
+        self.lag = affect.latency_frames
+        keep = self.before + self.clip + self.after + 2 * self.stride + self.lag
+        self.crops: deque[np.ndarray] = deque(maxlen=keep)
+        self.times: deque[float] = deque(maxlen=keep + 1)
+        self.found: deque[bool] = deque(maxlen=keep + 1)
+        self.count = 0  # frames received
+        self.pooled: dict[int, torch.Tensor] = {}  # feature step -> (D,) pooled features
+        self.windows: dict[int, AffectEstimate] = {}  # window -> estimate
+        self.filter_state = None
+        self.filtered_time: float | None = None
+
+    def _frame(self, index: int) -> np.ndarray:
+        return self.crops[index - (self.count - len(self.crops))]
+
+    def _compute_steps(self) -> None:
+        """Pool every feature step that just became final (its receptive field is in)."""
+        last = self.count - 1  # newest frame
+        final = (last - self.after - self.stride + 1) // self.stride  # newest final step
+        first = max(self.pooled) + 1 if self.pooled else 0
+        if final < first or self.count < self.clip:
+            return
+        start = max(0, first * self.stride - self.before)
+        start = max(0, min(start, (self.count - self.clip) // self.stride * self.stride))
+        frames = np.stack([self._frame(i) for i in range(start, self.count)])  # (t, s, s, 3)
+        features = self.affect.model.dense_features(frames, device=self.affect.device)
+        pooled = features.mean(dim=(2, 3)).T  # (D, t', H', W') -> (t', D)
+        for step in range(first, final + 1):
+            self.pooled[step] = pooled[step - start // self.stride]
+        for step in [s for s in self.pooled if s < final - 2 * self.steps]:
+            del self.pooled[step]
+
+    def _window(self, k: int) -> AffectEstimate:
+        if k not in self.windows:
+            steps = torch.stack([self.pooled[k + i] for i in range(self.steps)], -1)  # (D, steps)
+            with torch.no_grad():
+                self.windows[k] = self.affect.model.forward_head(steps[None, :, :, None, None])
+            for old in [w for w in self.windows if w < k - 4]:
+                del self.windows[old]
+        return self.windows[k]
+
+    def _estimate(self, c: int) -> AffectEstimate:
+        """The hidden-route estimate of frame c, as predict_dense interpolates it."""
+        position = max(0.0, (c - self.clip // 2) / self.stride)
+        lo = int(math.floor(position))
+        weight = position - lo
+        low = self._window(lo)
+        if weight == 0:
+            return low
+        high = self._window(lo + 1)
+        return AffectEstimate(*(a * (1 - weight) + b * weight for a, b in zip(low, high,
+                                                                              strict=True)))
+
+    def push(self, crop: np.ndarray, time: float, index: int, found: bool, level: float
+             ) -> AffectRow:
+        affect, dyn = self.affect, self.affect._latent_dynamics
+        self.crops.append(crop)
+        self.times.append(time)
+        self.found.append(found)
+        self.count += 1
+        self._compute_steps()
+        c = self.count - 1 - self.lag  # the frame whose estimate just became final
+        if c >= 0:
+            c_time = self.times[c - (self.count - len(self.times))]
+            c_found = self.found[c - (self.count - len(self.found))]
+            mean = cov = None
+            if c_found:
+                loc, cov = affect._latent_prior(self._estimate(c))
+                mean, cov = loc[0], cov[0]
+            self.filter_state = dyn.filter_step(self.filter_state, c_time, mean, cov)
+            self.filtered_time = c_time
+        theta, mu, diffusion = dyn.theta_, dyn.mu_, dyn.diffusion_
+        if self.filter_state is None:
+            m, p = mu, ou_stationary_cov(theta, diffusion)
+        else:
+            f, b, q = ou_discretize(theta, mu, diffusion,
+                                    torch.tensor([time - self.filtered_time], dtype=_DTYPE))
+            m = f[0] @ self.filter_state.mean + b[0]
+            p = f[0] @ self.filter_state.cov @ f[0].T + q[0]
+            p = 0.5 * (p + p.T)
+        mean, _, lower, upper = affect.decode(m[None], p[None] * affect.band_scale["filtered"],
+                                              level)
+        return AffectRow(index, time, float(mean[0, 0]), float(mean[0, 1]), float(lower[0, 0]),
+                         float(upper[0, 0]), float(lower[0, 1]), float(upper[0, 1]), found,
+                         m.numpy().copy())
+
+
+BANDS_FILE = "bands.json"  # the band scales of CoreAffect, in a run directory
+
+
+def write_bands(run: str | Path, band_scale: dict[str, float], level: float) -> None:
+    """Save the band scales of the dynamics' stages in ``RUN/bands.json``."""
+    import json
+
+    from coreaffect import __version__
+    from coreaffect.checkpoint import FORMAT
+
+    atomic_write(Path(run) / BANDS_FILE, json.dumps(
+        {"format": FORMAT, "coreaffect": __version__, "band_scale": band_scale,
+         "level": level}, indent=2) + "\n")
+
+
+def _read_bands(run: Path) -> dict[str, float] | None:
+    import json
+
+    from coreaffect.checkpoint import FORMAT
+
+    path = run / BANDS_FILE
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        if info.get("format") != FORMAT:
+            raise CoreAffectError(f"{path}: written in run-directory format {info.get('format')}"
+                                  f"; this version reads format {FORMAT}. Retrain, or use the "
+                                  "coreaffect version that wrote it.")
+        return {str(k): float(v) for k, v in info["band_scale"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CoreAffectError(f"{path}: unreadable ({err})") from None
+
+
+def load_run(run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:
+    """Load a run directory as a :class:`CoreAffect` (the same as :meth:`CoreAffect.load`)."""
+    return CoreAffect.load(run, device=device, **kwargs)

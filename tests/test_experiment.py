@@ -1,0 +1,68 @@
+"""Wiring of the run directory: later stages fitted after the hidden route, stage-wise evaluation,
+raw-only runs, and the fallback without validation videos."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from coreaffect.checkpoint import load_data_config, load_model
+from coreaffect.corpus import CropCache, discover
+from coreaffect.demo import tiny_run
+from coreaffect.experiment import FitSettings, evaluate_run, fit_core_affect, load_videos
+from coreaffect.pipeline import CoreAffect
+
+FAST = FitSettings(manifold_steps=50, prior_steps=50, dynamics_iter=10)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+def test_train_run_writes_every_stage(tiny):
+    for name in ("hidden_route", "manifold", "prior", "dynamics"):
+        assert (tiny.run / f"{name}.json").exists() and (tiny.run / f"{name}.safetensors").exists()
+    stages = json.loads((tiny.run / "stages.json").read_text())
+    split = json.loads((tiny.run / "split.json").read_text())
+    assert stages["videos"]["prior"] == split["train"]
+    assert stages["videos"]["calibration"] == split["val"] == stages["videos"]["dynamics"]
+    assert sorted(stages["videos"]["manifold"]) == sorted(split["train"] + split["val"])
+    assert not set(split["test"]) & set(stages["videos"]["manifold"])
+    assert set(stages["seconds"]) == {"estimates", "manifold", "prior", "calibration",
+                                      "dynamics", "bands"}
+    assert set(stages["band_scale"]) == {"smoothed", "filtered"}
+
+
+def test_evaluate_reports_every_stage(tiny, tmp_path):
+    tables = evaluate_run(tiny.run, tiny.corpus, json_path=tmp_path / "m.json")
+    assert list(tables) == ["raw", "prior", "smoothed", "filtered"]
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert list(saved) == list(tables)
+    assert saved["smoothed"]["valence"]["coverage_90"]["per_video"].keys() == set(tiny.test_ids)
+
+
+def test_raw_only_run_still_evaluates(tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns(
+        "crops", "prior.*", "manifold.*", "dynamics.*", "bands.json"))
+    tables = evaluate_run(run, tiny.corpus, cache=tiny.run / "crops")
+    assert list(tables) == ["raw"]
+
+
+def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    config = load_data_config(run)
+    split = json.loads((run / "split.json").read_text())
+    cache = CropCache(tiny.run / "crops", config.faces, config.video.chunk_size)
+    train = load_videos([r for r in discover(tiny.corpus) if r.id in split["train"]], config,
+                        cache)
+    with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
+        fit = fit_core_affect(run, load_model(run), train, [], settings=FAST)
+    assert "no validation video" in caplog.text
+    assert fit.videos["dynamics"] == split["train"]
+    assert CoreAffect.load(run).stages[-1] == "filtered"

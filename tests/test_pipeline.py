@@ -1,0 +1,143 @@
+"""CoreAffect on a short synthetic video: one row per frame, bands, causality, CSV, streaming."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from coreaffect import CoreAffect, load_run
+from coreaffect.demo import tiny_run
+from coreaffect.errors import CoreAffectError
+from coreaffect.faces import FaceCrops
+from coreaffect.pipeline import STAGES, AffectTrajectory
+from coreaffect.video import VideoSource
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def affect(tiny):
+    return CoreAffect.load(tiny.run)
+
+
+@pytest.fixture(scope="module")
+def crops(affect, tiny, tmp_path_factory):
+    return affect.crop(tiny.video(), spool=tmp_path_factory.mktemp("spool"))
+
+
+def _frames(path) -> int:
+    with VideoSource(path) as video:
+        return sum(len(chunk.times) for chunk in video.chunks())
+
+
+def test_one_row_per_frame_with_bands(affect, tiny):
+    trajectory = affect.predict(tiny.video())
+    assert len(trajectory) == _frames(tiny.video())
+    assert trajectory.stage == "smoothed" and trajectory.level == 0.9
+    assert np.all(np.diff(trajectory.times) > 0)
+    assert np.isfinite(trajectory.mean).all()  # the smoother bridges frames without a face
+    assert np.all(trajectory.lower <= trajectory.mean)
+    assert np.all(trajectory.mean <= trajectory.upper)
+    assert trajectory.latent_mean.shape == (len(trajectory), 2)
+    narrow = affect.predict(tiny.video(), level=0.5)
+    assert np.all(narrow.upper - narrow.lower <= trajectory.upper - trajectory.lower + 1e-9)
+
+
+def test_every_stage_on_the_same_frames(affect, crops):
+    stages = affect.stages_of(crops)
+    assert list(stages) == list(STAGES)
+    for trajectory in stages.values():
+        assert len(trajectory) == len(crops.times)
+        finite = np.isfinite(trajectory.mean).all(1)
+        assert np.all(trajectory.lower[finite] <= trajectory.mean[finite] + 1e-12)
+    # raw and prior have no estimate where there is no face
+    assert np.isnan(stages["raw"].mean[~crops.face_found]).all()
+
+
+def test_causal_rows_do_not_change_when_frames_are_appended(affect, crops):
+    full = affect.predict_crops(crops, causal=True)
+    for cut in (30, 61):
+        part = affect.predict_crops(FaceCrops(*(np.asarray(x)[:cut] for x in crops)),
+                                    causal=True)
+        np.testing.assert_allclose(part.mean, full.mean[:cut], atol=1e-5)
+        np.testing.assert_allclose(part.upper, full.upper[:cut], atol=1e-5)
+        np.testing.assert_allclose(part.latent_mean, full.latent_mean[:cut], atol=1e-5)
+    # the smoother, by contrast, uses later frames
+    smoothed = affect.predict_crops(crops)
+    assert not np.allclose(smoothed.mean, full.mean)
+
+
+def test_first_rows_carry_the_stationary_law(affect, crops):
+    causal = affect.predict_crops(crops, causal=True)
+    lag = affect.latency_frames
+    assert lag == affect.model.config.clip_length - 1 + affect.model.temporal_context[1]
+    np.testing.assert_allclose(causal.mean[:lag], causal.mean[:1].repeat(lag, 0), atol=1e-9)
+
+
+def test_csv_round_trip(affect, crops, tmp_path):
+    trajectory = affect.predict_crops(crops)
+    path = trajectory.to_csv(tmp_path / "t.csv")
+    header = path.read_text().splitlines()[0].split(",")
+    assert header == trajectory.columns
+    back = AffectTrajectory.read_csv(path)
+    assert len(back) == len(trajectory)
+    np.testing.assert_allclose(back.mean, trajectory.mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(back.lower, trajectory.lower, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(back.face_found, trajectory.face_found)
+    np.testing.assert_array_equal(back.indices, trajectory.indices)
+
+
+def test_stream_equals_causal_predict(affect, tiny, crops):
+    causal = affect.predict_crops(crops, causal=True)
+    rows = []
+    for row in affect.stream(tiny.video()):
+        rows.append(row)
+        if len(rows) == 60:
+            break
+    got = np.array([[r.valence, r.arousal, r.valence_upper, r.arousal_lower] for r in rows])
+    want = np.column_stack([causal.mean[:60], causal.upper[:60, 0], causal.lower[:60, 1]])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert [r.face_found for r in rows] == list(causal.face_found[:60])
+
+
+def test_stream_takes_frames_from_memory(affect, tiny):
+    with VideoSource(tiny.video()) as video:
+        frames = [(f.image, f.time) for _, f in zip(range(25), video, strict=False)]
+    rows = list(affect.stream(frames))
+    assert len(rows) == 25 and rows[-1].time == pytest.approx(frames[-1][1])
+
+
+def test_dataframe(affect, crops):
+    pd = pytest.importorskip("pandas")
+    frame = affect.predict_crops(crops).to_dataframe()
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns)[:3] == ["frame", "time",
+                                                                           "valence"]
+
+
+def test_run_with_only_the_hidden_route(tiny, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    for name in ("prior", "manifold", "dynamics"):
+        for suffix in (".json", ".safetensors"):
+            (run / f"{name}{suffix}").unlink()
+    (run / "bands.json").unlink()
+    affect = load_run(run)
+    assert affect.stages == ("raw",)
+    trajectory = affect.predict(tiny.video())
+    assert trajectory.stage == "raw" and len(trajectory) == _frames(tiny.video())
+    with pytest.raises(CoreAffectError, match="dynamics"):
+        affect.predict(tiny.video(), causal=True)
+
+
+def test_unreadable_video_is_a_clear_error(affect, tmp_path):
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(CoreAffectError):
+        affect.predict(bad)
+    with pytest.raises(CoreAffectError):
+        affect.predict(tmp_path / "missing.mp4")
