@@ -26,6 +26,8 @@ docs: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_data_path.py
 	$(BIN)/python benchmarks/bench_hidden_route.py
+	$(BIN)/python benchmarks/bench_dynamics.py
+	$(BIN)/python benchmarks/bench_pipeline.py
 	$(BIN)/python benchmarks/synthetic_baselines.py
 
 lint: $(STAMP)
