@@ -42,8 +42,8 @@ variance v:
   the person (face, clothes, background) and returning that video's mean label. Measured on the
   synthetic corpus with ``lite``: trained that way, the held-out per-video CCC stayed near 0 for
   both dimensions; with within-sequence CCC on sequences of 400 frames (16 s, long enough for
-  the label to move), 0.86 valence and 0.85 arousal after 10 minutes of CPU training
-(the table and a second seed are in the documentation's hidden-route page). The small squared
+  the label to move), 0.86 valence and 0.85 arousal after 10 minutes of CPU training (the
+  table and a second seed are in the documentation's hidden-route page). The small squared
   error term anchors the level, which CCC alone only weakly constrains.
 * ``"nll"``: Gaussian negative log-likelihood ``0.5 (log v + (y - m)^2 / v)``;
 * ``"beta-nll"``: the same, each term weighted by ``stop_gradient(v) ** beta`` (Seitzer et al.
