@@ -10,6 +10,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from test_manifold import boomerang  # the same curved label distribution
 
 from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate
@@ -19,15 +20,6 @@ from coreaffect.prior import DecodedPrior, HiddenRoutePrior
 
 D = 6  # embedding size
 SMALL = {"hidden": 32, "num_steps": 400, "batch_size": 256, "num_samples": 64}
-
-
-def boomerang(n: int, seed: int) -> torch.Tensor:
-    """(n, 2) labels on a curved band: arousal rises with |valence|, like real labels."""
-    g = torch.Generator().manual_seed(seed)
-    t = (torch.randn(n, generator=g) * 0.45).clamp(-0.95, 0.95)
-    valence = t + 0.03 * torch.randn(n, generator=g)
-    arousal = 0.9 * t**2 - 0.35 + 0.05 * torch.randn(n, generator=g)
-    return torch.stack([valence, arousal], -1).clamp(-1, 1)
 
 
 def estimates(labels: torch.Tensor, seed: int, sd: float | None = None) -> AffectEstimate:
