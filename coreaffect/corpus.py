@@ -53,7 +53,7 @@ import numpy as np
 from coreaffect.annotations import FORMATS, Annotations, detect_format, read_annotations
 from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.errors import AnnotationError, CoreAffectError
-from coreaffect.faces import FaceCropper, FaceCrops
+from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
 from coreaffect.video import VideoSource
 
 __all__ = [
@@ -353,15 +353,11 @@ class CropCache:
         tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=self.directory))
         try:
             cropper = FaceCropper(self.faces)
-            parts, frames = [], 0
-            with (tmp / "crops.u8").open("wb") as raw:
-                for part in cropper.crop_video(recording.open_video(self.chunk_size)):
-                    raw.write(np.ascontiguousarray(part.crops).tobytes())
-                    frames += len(part.times)
-                    parts.append(part._replace(crops=part.crops[:0]))
+            meta = spool_crops(cropper.crop_video(recording.open_video(self.chunk_size)),
+                               tmp / "crops.u8")
+            frames = len(meta.times)
             if frames == 0:
                 raise CoreAffectError(f"{recording.video}: no frame could be decoded")
-            meta = FaceCrops.concatenate(parts)
             np.savez(tmp / "meta.npz", boxes=meta.boxes, face_found=meta.face_found,
                      times=meta.times, indices=meta.indices)
             size = self.faces.crop_size

@@ -58,7 +58,7 @@ resized to ``S x S`` with ``cv2.INTER_AREA``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -69,7 +69,7 @@ from coreaffect.config import FaceConfig
 from coreaffect.errors import CoreAffectError
 from coreaffect.video import FrameChunk, VideoSource
 
-__all__ = ["FaceCropper", "FaceCrops"]
+__all__ = ["FaceCropper", "FaceCrops", "spool_crops"]
 
 logger = logging.getLogger(__name__)
 
@@ -427,3 +427,25 @@ class FaceCropper:
                 region[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = image[iy0:iy1, ix0:ix1]
         cv2.resize(region, out.shape[1::-1], dst=out, interpolation=cv2.INTER_AREA)
         return np.array([x0, y0, side, side], dtype=np.float32)
+
+
+def spool_crops(parts: Iterable[FaceCrops], path: str | Path) -> FaceCrops:
+    """Write the crops of a stream of chunks to one raw file, keeping only their metadata.
+
+    The crops are appended to ``path`` as raw uint8 bytes in frame order, (T, S, S, 3) once
+    read back (e.g. with ``np.memmap``), so a whole video's crops never sit in memory at once.
+
+    Args:
+        parts: :class:`FaceCrops` chunks, e.g. from :meth:`FaceCropper.crop_video`.
+        path: The file to write (created or overwritten).
+
+    Returns:
+        The concatenated metadata (boxes, face_found, times, indices) of every frame, with
+        empty crops (0, S, S, 3); its length is the number of frames written (0 for none).
+    """
+    kept = []
+    with Path(path).open("wb") as raw:
+        for part in parts:
+            raw.write(np.ascontiguousarray(part.crops).tobytes())
+            kept.append(part._replace(crops=part.crops[:0]))
+    return FaceCrops.concatenate(kept)

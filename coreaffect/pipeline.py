@@ -75,7 +75,7 @@ from coreaffect.dynamics import (
     ou_stationary_cov,
 )
 from coreaffect.errors import CoreAffectError
-from coreaffect.faces import FaceCropper, FaceCrops
+from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.prior import HiddenRoutePrior
 from coreaffect.video import VideoSource
@@ -288,7 +288,7 @@ class CoreAffect:
         trajectory = affect.predict("interview.mp4")      # offline: the smoother
         trajectory.to_csv("interview.csv")
         for row in affect.stream(0):                        # a camera, causal
-            print(row.time, row.valence, row.arousal)
+            show(row.time, row.valence, row.arousal)        # your own display
     """
 
     def __init__(self, model: HiddenRouteNet, data_config: DataConfig,
@@ -569,7 +569,6 @@ class CoreAffect:
         folder = Path(spool if spool is not None else tempfile.mkdtemp(prefix="coreaffect-"))
         own = spool is None
         path = folder / "crops.u8"
-        parts, frames = [], 0
         chunks: Iterable = cropper.crop_video(source)
         if progress:
             from tqdm import tqdm
@@ -578,14 +577,10 @@ class CoreAffect:
             chunk = source.chunk_size
             chunks = tqdm(chunks, desc=f"cropping {source.name}", unit="chunk",
                           total=None if total is None else -(-total // chunk))
-        with path.open("wb") as raw:
-            for part in chunks:
-                raw.write(np.ascontiguousarray(part.crops).tobytes())
-                frames += len(part.times)
-                parts.append(part._replace(crops=part.crops[:0]))
+        meta = spool_crops(chunks, path)
+        frames = len(meta.times)
         if frames == 0:
             raise CoreAffectError(f"{video}: no frame could be decoded")
-        meta = FaceCrops.concatenate(parts)
         data = np.memmap(path, dtype=np.uint8, mode="r", shape=(frames, size, size, 3))
         if own:  # the temporary folder goes when the last view of the crops does
             weakref.finalize(data, shutil.rmtree, folder, True)

@@ -233,3 +233,17 @@ def test_crop_video_streams_a_folder_and_resets(tmp_path: Path) -> None:
 def test_concatenate_needs_parts() -> None:
     with pytest.raises(ValueError):
         FaceCrops.concatenate([])
+
+
+def test_spool_crops_writes_the_crops_and_keeps_the_metadata(tmp_path) -> None:
+    from coreaffect.faces import spool_crops
+
+    chunks = [FaceCropper().crop(as_chunk([ASTRONAUT] * n, list(range(k, k + n))))
+              for k, n in ((0, 2), (2, 3))]
+    meta = spool_crops(iter(chunks), tmp_path / "crops.u8")
+    whole = FaceCrops.concatenate(chunks)
+    assert meta.crops.shape[0] == 0 and len(meta.times) == 5
+    np.testing.assert_array_equal(meta.indices, whole.indices)
+    np.testing.assert_array_equal(meta.boxes, whole.boxes)
+    read = np.fromfile(tmp_path / "crops.u8", dtype=np.uint8).reshape(whole.crops.shape)
+    np.testing.assert_array_equal(read, whole.crops)
