@@ -62,7 +62,8 @@ val, val_labels = simulate(1000)
 manifold = AffectManifold(num_steps=steps, batch_size=512).fit(train_labels)
 prior = HiddenRoutePrior(manifold, num_steps=steps, batch_size=512).fit(train, train_labels)
 prior.calibrate(val, val_labels, level=0.9)
-print(f"calibration scale {prior.calibration_scale_:.3g}")
+print("calibration: variance factors {:.3g} (valence), {:.3g} (arousal)".format(
+    *prior.calibration_scale_))
 
 # %%
 # A confident and an unsure estimate: the prior over z, and decoded to valence-arousal.
