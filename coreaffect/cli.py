@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--plot", type=Path, default=None, metavar="PNG",
                          help="also draw the trajectory")
     predict.add_argument("--causal", action="store_true",
-                         help="filter only (a live system's view; fixed latency < 1 s)")
+                         help="filter only: each frame from the frames up to it (a live "
+                              "system's view, with a fixed latency < 1 s)")
     predict.add_argument("--level", type=float, default=0.9, help="band probability (0.9)")
     predict.add_argument("--seed", type=int, default=0, help="seed of the decoding draws")
     predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

@@ -16,7 +16,7 @@ and the latent posterior mean. Four *stages* can be read off the same pass
 * ``prior``: the calibrated prior decoded to valence-arousal (moment-matched,
   :meth:`~coreaffect.prior.HiddenRoutePrior.predict`); NaN on frames without a face;
 * ``smoothed``: the dynamics' smoother p(z_t | all frames), decoded; defined on every frame;
-* ``filtered``: the causal output p(z_t | what is known at frame t) (below), decoded.
+* ``filtered``: the causal output p(z_t | estimates of frames <= t) (below), decoded.
 
 Decoding a latent Gaussian N(m, P) through the manifold is Monte Carlo: the same S =
 ``n_decode_samples`` standard-normal draws (eps, eta) serve every frame, z = m + P^(1/2) eps and
@@ -28,14 +28,16 @@ Causality and latency. The hidden-route estimate of frame c is final (later fram
 it) only once the windows around it are complete: a 16-frame window starting at frame S k needs
 frames up to S k + 15 + a, where a is the trunk's temporal context after a step
 (:attr:`~coreaffect.hidden_route.HiddenRouteNet.temporal_context`; ``lite``: 4, ``paper``: 8), and
-frame c interpolates the windows either side of it. So the estimate of frame c is used from
-frame c + D on, with D = clip_length - 1 + a (:attr:`CoreAffect.latency_frames`; ``lite``: 19
-frames, 0.76 s at 25 fps; ``paper``: 23 frames). The causal output at frame t is the filter's
-posterior p(z_{t-D} | estimates of frames <= t - D), carried forward to frame t by the OU
-prediction over times[t] - times[t - D] (exact Bayesian inference with delayed evidence). During
-the first D frames no estimate is final: those rows carry the OU process's stationary law
-N(mu, P_inf), the widest band the model allows. Appending frames never changes an earlier causal
-row (up to floating-point rounding of the convolutions, ~1e-6).
+frame c interpolates the windows either side of it. So the estimate of frame c is final at
+frame c + D, with D = clip_length - 1 + a (:attr:`CoreAffect.latency_frames`; ``lite``: 19
+frames, 0.76 s at 25 fps; ``paper``: 23 frames). The causal row of frame c is the filter's
+posterior p(z_c | estimates of frames <= c): what a live system knows about frame c once frame
+c + D has arrived, the same moment the raw estimate of frame c becomes final, so the causal
+output has the hidden route's own fixed latency and nothing more. :meth:`CoreAffect.stream`
+yields it then; when the source ends, the rows of the last D frames follow, from the estimates
+the video's end allows (computed as :meth:`~coreaffect.hidden_route.HiddenRouteNet.predict_dense`
+does at a video's end). Appending frames never changes the causal row of a frame c with
+c + D before the old end (up to floating-point rounding of the convolutions, ~1e-6).
 
 Memory. :meth:`CoreAffect.predict` decodes and crops the video chunk by chunk (``DataConfig.video.
 chunk_size`` frames at a time) and spools the small face crops (T, s, s, 3) uint8 to a temporary
@@ -71,8 +73,6 @@ from coreaffect.config import DataConfig
 from coreaffect.dynamics import (
     AffectObservations,
     CoreAffectDynamics,
-    ou_discretize,
-    ou_stationary_cov,
 )
 from coreaffect.errors import CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
@@ -274,9 +274,10 @@ class CoreAffect:
         n_decode_samples: S, Monte Carlo draws per frame when decoding latents (500: the 5% and
             95% quantiles to about +-0.01 in valence-arousal).
         chunk_frames: Frames per hidden-route trunk call (bounds its memory).
-        band_scale: ``{"smoothed": k_s, "filtered": k_f}``, factors on the dynamics' latent
-            posterior covariances before decoding, chosen on validation videos by
-            :func:`~coreaffect.experiment.fit_core_affect` so that the decoded bands cover at
+        band_scale: ``{"smoothed": (k_v, k_a), "filtered": (k_v, k_a)}`` (or one number for
+            both dimensions), factors on the half-widths of the decoded valence and arousal
+            bands (their variances by k^2; the means are untouched), chosen on validation
+            videos by :func:`~coreaffect.experiment.fit_core_affect` so that the bands cover at
             their level (the dynamics treats the estimates' errors as independent from frame to
             frame, while the hidden route's errors are slow, so its own bands are too narrow);
             missing stages use 1.
@@ -306,7 +307,8 @@ class CoreAffect:
         self.n_decode_samples = n_decode_samples
         self.chunk_frames = chunk_frames
         self.random_state = random_state
-        self.band_scale = {"smoothed": 1.0, "filtered": 1.0, **(band_scale or {})}
+        self.band_scale = {stage: _band_factors(k) for stage, k in
+                           {"smoothed": 1.0, "filtered": 1.0, **(band_scale or {})}.items()}
         self._latent_dynamics = None
         if dynamics is not None:  # the same model in latent space only: decoding is done here
             latent = copy.copy(dynamics)
@@ -364,7 +366,8 @@ class CoreAffect:
 
     @property
     def latency_frames(self) -> int:
-        """D: frames between a frame and the first frame at which its estimate is final."""
+        """D: frames between a frame and the first frame at which its estimate, and its causal
+        row, are final."""
         _, after = self.model.temporal_context
         return self.model.config.clip_length - 1 + after
 
@@ -417,6 +420,16 @@ class CoreAffect:
         mean, var, lower, upper = (torch.cat(part).numpy() for part in out)
         return mean, var, lower, upper
 
+    def widen(self, stage: str, mean: np.ndarray, var: np.ndarray, lower: np.ndarray,
+              upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Apply a stage's band factors (k_v, k_a) to decoded moments; the means stay.
+
+        Each band's distance from the mean is multiplied by k_d on either side, and the variance
+        by k_d^2: arrays (T, 2) in, ``(mean, var, lower, upper)`` out.
+        """
+        k = np.asarray(self.band_scale[stage], dtype=np.float64)  # (2,)
+        return mean, var * k ** 2, mean - k * (mean - lower), mean + k * (upper - mean)
+
     def _gaussian(self, times, indices, face_found, mean, var, level, stage, latent=None
                   ) -> AffectTrajectory:
         from scipy.special import ndtri
@@ -425,24 +438,6 @@ class CoreAffect:
         latent = np.zeros((len(times), 0)) if latent is None else latent
         return AffectTrajectory(times, indices, mean, var, mean - half, mean + half, face_found,
                                 latent, level, stage)
-
-    def _causal(self, times: np.ndarray, means: torch.Tensor, covs: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Filtered moments at t - D carried forward to t; stationary law for t < D."""
-        dyn = self._latent_dynamics
-        lag = self.latency_frames
-        count = len(times)
-        theta, mu, diffusion = dyn.theta_, dyn.mu_, dyn.diffusion_
-        out_mean = mu.expand(count, -1).clone()
-        out_cov = ou_stationary_cov(theta, diffusion).expand(count, -1, -1).clone()
-        if count > lag:
-            t = torch.as_tensor(times, dtype=_DTYPE)
-            dt = t[lag:] - t[:-lag]  # (T - D,)
-            f, b, q = ou_discretize(theta, mu, diffusion, dt)
-            out_mean[lag:] = (f @ means[:-lag, :, None])[..., 0] + b
-            cov = f @ covs[:-lag] @ f.transpose(-1, -2) + q
-            out_cov[lag:] = 0.5 * (cov + cov.transpose(-1, -2))
-        return out_mean, out_cov
 
     # -- batch ------------------------------------------------------------------------------------
 
@@ -502,7 +497,7 @@ class CoreAffect:
         moments = self.latent_moments(times, loc, cov, observed,
                                       [s for s in ("smoothed", "filtered") if s in wanted])
         for stage, (means, covs) in moments.items():
-            mean, var, lower, upper = self.decode(means, covs * self.band_scale[stage], level)
+            mean, var, lower, upper = self.widen(stage, *self.decode(means, covs, level))
             out[stage] = AffectTrajectory(times, indices, mean, var, lower, upper, found,
                                           means.numpy(), level, stage)
         return {stage: out[stage] for stage in STAGES if stage in out}
@@ -517,7 +512,7 @@ class CoreAffect:
             loc: (T, K) prior means (any value where not observed).
             cov: (T, K, K) prior covariances.
             observed: (T,) bool, frames with a (final) hidden-route estimate and a face.
-            stages: ``"smoothed"`` and/or ``"filtered"`` (causal, with the fixed latency).
+            stages: ``"smoothed"`` and/or ``"filtered"`` (causal).
 
         Returns:
             ``{stage: (means (T, K), covs (T, K, K))}``.
@@ -531,7 +526,7 @@ class CoreAffect:
                 out[stage] = (post.latent_mean, post.latent_cov)
             elif stage == "filtered":
                 post = self._latent_dynamics.filter(sequence)
-                out[stage] = self._causal(times, post.latent_mean, post.latent_cov)
+                out[stage] = (post.latent_mean, post.latent_cov)
             else:
                 raise CoreAffectError(f"no latent moments for stage {stage!r}")
         return out
@@ -593,8 +588,9 @@ class CoreAffect:
         Args:
             video: A video file, frame folder, camera index or open
                 :class:`~coreaffect.video.VideoSource`.
-            causal: Use only what is known at each frame (the filter with the fixed latency
-                of the module docstring) instead of the whole video (the smoother).
+            causal: Use for each frame only the estimates up to it (the filter; a live system
+                has its row after the fixed latency of the module docstring) instead of the
+                whole video (the smoother).
             level: Probability of the credible bands, in (0, 1).
             progress: Show a progress bar while cropping.
 
@@ -620,10 +616,12 @@ class CoreAffect:
                level: float = 0.9) -> Iterator[AffectRow]:
         """Causal rows as frames arrive: a camera, a file, or an iterable of frames.
 
-        Each frame is cropped on arrival and its row yielded at once, equal to the row of
-        ``predict(..., causal=True)`` (same fixed latency, :attr:`latency_frames`). The
-        hidden-route features are computed incrementally, S frames at a time, and only the last
-        few dozen crops are kept, so memory and cost per frame are constant.
+        Each frame is cropped on arrival. The row of frame c is yielded when frame c + D arrives
+        (D = :attr:`latency_frames`, when its estimate becomes final), and when the source ends
+        the rows of its last frames follow: one row per frame in all, in frame order, equal to
+        the rows of ``predict(..., causal=True)``. The hidden-route features are computed
+        incrementally, S frames at a time, and only the last few dozen crops are kept, so memory
+        and cost per frame are constant.
 
         Args:
             source: A video file, frame folder, camera index, open source, or an iterable of
@@ -639,14 +637,17 @@ class CoreAffect:
         frames = self._frames(source)
         cropper = FaceCropper(self.data_config.faces)
         state = _StreamState(self)
+        from coreaffect.video import FrameChunk
+
         for index, (image, time) in enumerate(frames):
             chunk_images = np.asarray(image, dtype=np.uint8)[None]
-            from coreaffect.video import FrameChunk
-
             part = cropper.crop(FrameChunk(chunk_images, np.array([float(time)]),
                                            np.array([index], dtype=np.int64)))
-            yield state.push(part.crops[0], float(time), int(part.indices[0]),
+            row = state.push(part.crops[0], float(time), int(part.indices[0]),
                              bool(part.face_found[0]), level)
+            if row is not None:
+                yield row
+        yield from state.finish(level)
 
     def _frames(self, source: Any) -> Iterator[tuple[np.ndarray, float]]:
         if isinstance(source, (str, Path, int, VideoSource)):
@@ -674,16 +675,20 @@ class _StreamState:
         self.lag = affect.latency_frames
         keep = self.before + self.clip + self.after + 2 * self.stride + self.lag
         self.crops: deque[np.ndarray] = deque(maxlen=keep)
-        self.times: deque[float] = deque(maxlen=keep + 1)
-        self.found: deque[bool] = deque(maxlen=keep + 1)
+        self.times: deque[float] = deque(maxlen=keep)
+        self.found: deque[bool] = deque(maxlen=keep)
+        self.indices: deque[int] = deque(maxlen=keep)
         self.count = 0  # frames received
         self.pooled: dict[int, torch.Tensor] = {}  # feature step -> (D,) pooled features
         self.windows: dict[int, AffectEstimate] = {}  # window -> estimate
         self.filter_state = None
-        self.filtered_time: float | None = None
 
     def _frame(self, index: int) -> np.ndarray:
         return self.crops[index - (self.count - len(self.crops))]
+
+    def _at(self, values: deque, index: int) -> Any:
+        """The value of frame ``index`` in one of the bounded per-frame queues."""
+        return values[index - (self.count - len(values))]
 
     def _compute_steps(self) -> None:
         """Pool every feature step that just became final (its receptive field is in)."""
@@ -723,44 +728,73 @@ class _StreamState:
         return AffectEstimate(*(a * (1 - weight) + b * weight for a, b in zip(low, high,
                                                                               strict=True)))
 
+    def _row(self, c: int, estimate: AffectEstimate | None, level: float) -> AffectRow:
+        """Filter frame c with its estimate (``None``: a masked step) and decode its row."""
+        affect = self.affect
+        mean = cov = None
+        if estimate is not None:
+            loc, cov = affect._latent_prior(estimate)
+            mean, cov = loc[0], cov[0]
+        time = self._at(self.times, c)
+        self.filter_state = affect._latent_dynamics.filter_step(self.filter_state, time, mean,
+                                                                cov)
+        m, p = self.filter_state.mean, self.filter_state.cov
+        mean_y, _, lower, upper = affect.widen("filtered", *affect.decode(m[None], p[None],
+                                                                           level))
+        return AffectRow(self._at(self.indices, c), time, float(mean_y[0, 0]),
+                         float(mean_y[0, 1]), float(lower[0, 0]), float(upper[0, 0]),
+                         float(lower[0, 1]), float(upper[0, 1]), self._at(self.found, c),
+                         m.numpy().copy())
+
     def push(self, crop: np.ndarray, time: float, index: int, found: bool, level: float
-             ) -> AffectRow:
-        affect, dyn = self.affect, self.affect._latent_dynamics
+             ) -> AffectRow | None:
+        """Take one frame; the row of the frame whose estimate just became final, if any."""
         self.crops.append(crop)
         self.times.append(time)
         self.found.append(found)
+        self.indices.append(index)
         self.count += 1
         self._compute_steps()
         c = self.count - 1 - self.lag  # the frame whose estimate just became final
-        if c >= 0:
-            c_time = self.times[c - (self.count - len(self.times))]
-            c_found = self.found[c - (self.count - len(self.found))]
-            mean = cov = None
-            if c_found:
-                loc, cov = affect._latent_prior(self._estimate(c))
-                mean, cov = loc[0], cov[0]
-            self.filter_state = dyn.filter_step(self.filter_state, c_time, mean, cov)
-            self.filtered_time = c_time
-        theta, mu, diffusion = dyn.theta_, dyn.mu_, dyn.diffusion_
-        if self.filter_state is None:
-            m, p = mu, ou_stationary_cov(theta, diffusion)
-        else:
-            f, b, q = ou_discretize(theta, mu, diffusion,
-                                    torch.tensor([time - self.filtered_time], dtype=_DTYPE))
-            m = f[0] @ self.filter_state.mean + b[0]
-            p = f[0] @ self.filter_state.cov @ f[0].T + q[0]
-            p = 0.5 * (p + p.T)
-        mean, _, lower, upper = affect.decode(m[None], p[None] * affect.band_scale["filtered"],
-                                              level)
-        return AffectRow(index, time, float(mean[0, 0]), float(mean[0, 1]), float(lower[0, 0]),
-                         float(upper[0, 0]), float(lower[0, 1]), float(upper[0, 1]), found,
-                         m.numpy().copy())
+        if c < 0:
+            return None
+        return self._row(c, self._estimate(c) if self._at(self.found, c) else None, level)
+
+    def finish(self, level: float) -> list[AffectRow]:
+        """The rows of the frames still waiting when the source ends, from the estimates the
+        video's end allows: those of ``predict_dense`` over the kept crops, whose start is on
+        the feature grid and early enough that every window these frames use sees the same
+        frames as in a pass over the whole video."""
+        first = max(0, self.count - self.lag)
+        if first >= self.count:
+            return []
+        if self.count < self.clip:  # too short for any estimate
+            return [self._row(c, None, level) for c in range(first, self.count)]
+        window = max(0, (first - self.clip // 2) // self.stride)  # the first window they use
+        start = max(0, window * self.stride - self.before)
+        frames = np.stack([self._frame(i) for i in range(start, self.count)])  # (t, s, s, 3)
+        estimate = self.affect.model.predict_dense(frames, chunk_frames=self.affect.chunk_frames,
+                                                   device=self.affect.device)
+        rows = []
+        for c in range(first, self.count):
+            own = AffectEstimate(*(x[c - start][None] for x in estimate))
+            rows.append(self._row(c, own if self._at(self.found, c) else None, level))
+        return rows
 
 
 BANDS_FILE = "bands.json"  # the band scales of CoreAffect, in a run directory
 
 
-def write_bands(run: str | Path, band_scale: dict[str, float], level: float) -> None:
+def _band_factors(value: Any) -> tuple[float, float]:
+    """(k_v, k_a) from one positive number or a pair."""
+    pair = np.broadcast_to(np.asarray(value, dtype=np.float64), (2,))
+    if not (np.isfinite(pair).all() and (pair > 0).all()):
+        raise CoreAffectError(f"band factors must be positive numbers, got {value!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], level: float
+                ) -> None:
     """Save the band scales of the dynamics' stages in ``RUN/bands.json``."""
     import json
 
@@ -772,7 +806,7 @@ def write_bands(run: str | Path, band_scale: dict[str, float], level: float) -> 
          "level": level}, indent=2) + "\n")
 
 
-def _read_bands(run: Path) -> dict[str, float] | None:
+def _read_bands(run: Path) -> dict[str, tuple[float, float]] | None:
     import json
 
     from coreaffect.checkpoint import FORMAT
@@ -786,7 +820,7 @@ def _read_bands(run: Path) -> dict[str, float] | None:
             raise CoreAffectError(f"{path}: written in run-directory format {info.get('format')}"
                                   f"; this version reads format {FORMAT}. Retrain, or use the "
                                   "coreaffect version that wrote it.")
-        return {str(k): float(v) for k, v in info["band_scale"].items()}
+        return {str(k): _band_factors(v) for k, v in info["band_scale"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CoreAffectError(f"{path}: unreadable ({err})") from None
 

@@ -37,7 +37,7 @@ tiny = tiny_run(args.out / "tiny")
 video = tiny.video()  # a held-out video of the tiny corpus
 
 # %%
-# Predict: the offline smoother (``causal=True`` gives what a live system knows).
+# Predict: the offline smoother (``causal=True``: the filter, what a live system knows).
 affect = coreaffect.load_run(tiny.run)
 trajectory = affect.predict(video)
 print(f"{len(trajectory)} rows, stage {trajectory.stage}, face in "

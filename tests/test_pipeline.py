@@ -10,9 +10,9 @@ import pytest
 from coreaffect import CoreAffect, load_run
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
-from coreaffect.faces import FaceCrops
+from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.pipeline import STAGES, AffectTrajectory
-from coreaffect.video import VideoSource
+from coreaffect.video import FrameChunk, VideoSource
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +61,29 @@ def test_every_stage_on_the_same_frames(affect, crops):
 
 def test_causal_rows_do_not_change_when_frames_are_appended(affect, crops):
     full = affect.predict_crops(crops, causal=True)
+    lag = affect.latency_frames
     for cut in (30, 61):
         part = affect.predict_crops(FaceCrops(*(np.asarray(x)[:cut] for x in crops)),
                                     causal=True)
-        np.testing.assert_allclose(part.mean, full.mean[:cut], atol=1e-5)
-        np.testing.assert_allclose(part.upper, full.upper[:cut], atol=1e-5)
-        np.testing.assert_allclose(part.latent_mean, full.latent_mean[:cut], atol=1e-5)
+        assert len(part) == cut
+        # final rows: estimates of frames whose windows were complete before the cut
+        np.testing.assert_allclose(part.mean[:cut - lag], full.mean[:cut - lag], atol=1e-5)
+        np.testing.assert_allclose(part.upper[:cut - lag], full.upper[:cut - lag], atol=1e-5)
+        np.testing.assert_allclose(part.latent_mean[:cut - lag], full.latent_mean[:cut - lag],
+                                   atol=1e-5)
     # the smoother, by contrast, uses later frames
     smoothed = affect.predict_crops(crops)
     assert not np.allclose(smoothed.mean, full.mean)
 
 
-def test_first_rows_carry_the_stationary_law(affect, crops):
-    causal = affect.predict_crops(crops, causal=True)
-    lag = affect.latency_frames
-    assert lag == affect.model.config.clip_length - 1 + affect.model.temporal_context[1]
-    np.testing.assert_allclose(causal.mean[:lag], causal.mean[:1].repeat(lag, 0), atol=1e-9)
+def test_causal_and_smoothed_agree_on_the_last_frame(affect, crops):
+    stages = affect.stages_of(crops, stages=["smoothed", "filtered"])
+    smoothed, filtered = stages["smoothed"], stages["filtered"]
+    # p(z_T | all estimates) is both the filter's and the smoother's last posterior
+    np.testing.assert_allclose(filtered.latent_mean[-1], smoothed.latent_mean[-1], atol=1e-9)
+    assert not np.allclose(filtered.latent_mean[:-1], smoothed.latent_mean[:-1])
+    assert affect.latency_frames == (affect.model.config.clip_length - 1
+                                     + affect.model.temporal_context[1])
 
 
 def test_csv_round_trip(affect, crops, tmp_path):
@@ -92,17 +99,19 @@ def test_csv_round_trip(affect, crops, tmp_path):
     np.testing.assert_array_equal(back.indices, trajectory.indices)
 
 
-def test_stream_equals_causal_predict(affect, tiny, crops):
+def test_stream_equals_causal_predict(affect, tiny):
+    with VideoSource(tiny.video()) as video:
+        frames = [(f.image, f.time) for _, f in zip(range(90), video, strict=False)]
+    crops = FaceCropper(affect.data_config.faces).crop(FrameChunk(
+        np.stack([image for image, _ in frames]), np.array([t for _, t in frames]),
+        np.arange(len(frames))))
     causal = affect.predict_crops(crops, causal=True)
-    rows = []
-    for row in affect.stream(tiny.video()):
-        rows.append(row)
-        if len(rows) == 60:
-            break
+    rows = list(affect.stream(frames))  # the last rows come once the frames run out
+    assert [r.index for r in rows] == list(range(len(frames)))
     got = np.array([[r.valence, r.arousal, r.valence_upper, r.arousal_lower] for r in rows])
-    want = np.column_stack([causal.mean[:60], causal.upper[:60, 0], causal.lower[:60, 1]])
+    want = np.column_stack([causal.mean, causal.upper[:, 0], causal.lower[:, 1]])
     np.testing.assert_allclose(got, want, atol=1e-4)
-    assert [r.face_found for r in rows] == list(causal.face_found[:60])
+    assert [r.face_found for r in rows] == list(causal.face_found)
 
 
 def test_stream_takes_frames_from_memory(affect, tiny):
