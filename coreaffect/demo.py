@@ -282,8 +282,9 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
         "a label and a face.", "",
         "Stages: **raw** is the hidden route's own Gaussian; **prior** the calibrated prior over "
         "the latent manifold, decoded; **smoothed** the Ornstein-Uhlenbeck smoother over the "
-        "priors (offline); **filtered** the causal filter (what a live system knows at each "
-        "frame, with a fixed latency under a second).", "",
+        "priors (offline); **filtered** the causal filter (each frame from the frames up to "
+        "it: what a live system knows once the frame's estimate is final, a fixed latency "
+        "under a second).", "",
         "## Per-video RMSE and CCC on the test videos (the paper's Table 2)", ""]
     header = "| video | " + " | ".join(f"{s} RMSE v | {s} RMSE a" for s in shown) + " | " + \
         " | ".join(f"{s} CCC v | {s} CCC a" for s in shown) + " |"
@@ -310,14 +311,18 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
             cells += [_fmt(table.pooled[m][d]) for m in ("coverage_50", "coverage_90")]
             lines.append(f"| {stage} | {dim} | " + " | ".join(cells) + " |")
     dyn = stages.get("dynamics", {})
-    lines += ["", "Coverage is pooled over frames. The prior's covariance scale, chosen on the "
-              f"validation videos: {stages.get('calibration_scale', float('nan')):.3g}; the "
-              "scales of the dynamics' latent posterior covariances (see "
-              f"`coreaffect.experiment`): {json.dumps(stages.get('band_scale', {}))}. Fitted "
+    factors = np.round(stages.get("calibration_scale", [np.nan, np.nan]), 3).tolist()
+    bands = {k: np.round(v, 3).tolist() for k, v in stages.get("band_scale", {}).items()}
+    lines += ["", "Coverage is pooled over frames. The prior's variance factors (valence, "
+              f"arousal), chosen on the validation videos: {factors}; the factors on the "
+              "half-widths of the smoothed and filtered bands (see `coreaffect.experiment`): "
+              f"{json.dumps(bands)}. Fitted "
               f"dynamics: Theta = {np.round(dyn.get('theta', []), 3).tolist()} per s, mu = "
-              f"{np.round(dyn.get('mu', []), 3).tolist()}, observation-noise scale "
-              f"{dyn.get('noise_scale', float('nan')):.3g}, {dyn.get('iterations')} L-BFGS "
-              "iterations.", "", "## Timings (seconds, this machine)", "",
+              f"{np.round(dyn.get('mu', []), 3).tolist()}, observation-noise scales per "
+              "latent axis (chosen on the validation videos) "
+              f"{np.round(dyn.get('noise_scale', np.nan), 4).tolist()}, "
+              f"{dyn.get('iterations')} L-BFGS iterations.", "",
+              "## Timings (seconds, this machine)", "",
               "| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
     lines += ["", "## Figures", ""]

@@ -276,8 +276,11 @@ class CoreAffectDynamics:
     mean-reverting, and without noise ``|z - mu|`` decreases monotonically; oscillating, rotational
     dynamics are allowed through W); mu (K,) the baseline; L (K, K) the diffusion, lower-triangular
     with a positive diagonal (only L L^T is identified); c > 0 a learned scale of the observation
-    covariances (c < 1: the estimates are over-dispersed, c > 1: over-confident); epsilon a fixed
-    ``noise_floor`` keeping R_t positive definite. Frames without a face are masked steps: only
+    covariances (c < 1: the estimates are over-dispersed, c > 1: over-confident), which may also
+    be set to one scale per latent axis, c (K,), entering as C^(1/2) R_t C^(1/2) with
+    C = diag(c) (what :func:`coreaffect.experiment.fit_core_affect` chooses on held-out videos;
+    :meth:`fit` learns the single scale); epsilon a fixed ``noise_floor`` keeping R_t positive
+    definite. Frames without a face are masked steps: only
     the OU prediction runs there and the credible band widens.
 
     Learning. ``fit(method="mle")`` maximises the exact marginal log-likelihood (Kalman filter)
@@ -339,7 +342,7 @@ class CoreAffectDynamics:
         theta_: (K, K) fitted Theta.
         mu_: (K,) fitted mu.
         diffusion_: (K, K) fitted L.
-        noise_scale_: () fitted c.
+        noise_scale_: () fitted c, or (K,) one scale per latent axis when set so.
         log_likelihood_: Log-likelihood of the training videos at the point parameters.
         n_iter_: Optimizer iterations run.
         inference_data_: ArviZ data of the NUTS draws (posterior group: theta, mu, diffusion,
@@ -486,8 +489,13 @@ class CoreAffectDynamics:
                      emission=torch.eye(k, dtype=_DTYPE))
 
     def _obs_cov(self, p: dict[str, Tensor], r: Tensor) -> Tensor:
+        """c R + epsilon I, or C^(1/2) R C^(1/2) + epsilon I for one scale per axis, c (K,)."""
         eye = torch.eye(r.shape[-1], dtype=_DTYPE)
-        return p["noise_scale"] * r + self.noise_floor * eye
+        scale = p["noise_scale"]
+        if scale.ndim:
+            root = scale.sqrt()
+            return root[:, None] * r * root[None, :] + self.noise_floor * eye
+        return scale * r + self.noise_floor * eye
 
     def _log_likelihood(self, p: dict[str, Tensor], batches: list[_Batch]) -> Tensor:
         total = torch.zeros((), dtype=_DTYPE)

@@ -20,26 +20,34 @@ Which videos fit what, and why (:func:`fit_core_affect`):
   estimates on the *training* videos and their labels (frames with a label and a face). These are
   the videos the network was fitted on, so its estimates there are better than on new videos;
   fitting the prior on the validation videos instead would leave nothing held out for the next two
-  steps. The calibration corrects the resulting over-confidence.
+  steps. The prior's mean is therefore not learned from these pairs (``location="estimate"``: it
+  is the latent point that decodes to the estimate); only its covariance is, and the calibration
+  corrects the resulting over-confidence.
 * **Calibration** (:meth:`~coreaffect.prior.HiddenRoutePrior.calibrate`): the *validation* videos,
-  unseen by the network and by the prior's fit, so the covariance scale is chosen on estimates as
-  good (or as bad) as those on test videos.
-* **Dynamics** (:class:`~coreaffect.dynamics.CoreAffectDynamics`): the calibrated priors of the
+  unseen by the network and by the prior's fit, so the factors on the decoded valence and arousal
+  variances are chosen on estimates as good (or as bad) as those on test videos.
+* **Dynamics** (:class:`~coreaffect.dynamics.CoreAffectDynamics`): the priors of the
   *validation* videos as pseudo-observations (times, prior means and covariances over z, mask =
   face found), decoder = the manifold, fitted by maximum marginal likelihood with L-BFGS (it
   converges in a few dozen likelihood evaluations, where Adam needs over a hundred steps for the
   same optimum), on every ``dynamics_step``-th frame. The dynamics' observation-noise scale must
   describe estimates on unseen videos; on training videos it would learn that the priors are more
-  accurate than they are on test videos. p(z) is *not* divided out of the priors
-  (``divide_prior=False``): after calibration the prior is typically wider than p(z) = N(0, I) in
-  some direction (the calibration scale is well above 1 when the hidden route is unsure), where the
-  division is undefined; counting p(z) twice is absorbed by the learned noise scale.
+  accurate than they are on test videos. p(z) is divided out of the priors
+  (``divide_prior=True``): with the prior's default ``location="estimate"``, N(m, S) / p(z) is
+  exactly the estimate's own latent observation N(a, R) (see :mod:`coreaffect.prior`), so the
+  OU process is the only prior over the trajectory and the shrinkage towards p(z) is not counted
+  twice. The likelihood drives the observation-noise scale towards 0 (the hidden route's errors
+  are slow, so the fit reads them as affect), which would make the smoother follow every
+  estimate; so the scales are then chosen again on the same videos, one per latent axis, as
+  those that give the smoothed trajectory the highest CCC against the labels (a coordinate
+  search over ``noise_grid``; on the synthetic corpus the axes follow valence and arousal, whose
+  errors differ: arousal's are faster, and smoothing removes part of them).
 * **Bands** (``RUN/bands.json``, :class:`~coreaffect.pipeline.CoreAffect`'s ``band_scale``): the
   dynamics treats the errors of consecutive estimates as independent, but the hidden route's errors
   are slow (a whole video can be off by a similar amount), so averaging hundreds of frames makes
-  the smoothed and filtered bands far too narrow. One factor per stage on the latent posterior
-  covariance is chosen on the *validation* videos so that the decoded bands cover at their level,
-  as the prior's own calibration does.
+  the smoothed and filtered bands far too narrow. Per stage, one factor per dimension on the
+  decoded bands' half-widths is chosen on the *validation* videos so that they cover at their
+  level, as the prior's own calibration does; the decoded means are not changed by it.
 
 Without a validation video (``val_videos=0``, or a corpus too small for one) the calibration and
 the dynamics fall back to the training videos, with a logged warning: their bands are then too
@@ -53,6 +61,7 @@ network's input size (the ``lite`` preset: 24 x 24), unless a data configuration
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -82,7 +91,7 @@ from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import evaluate_stages, predict_video
 from coreaffect.hidden_route import MODELS, AffectEstimate, HiddenRouteNet
 from coreaffect.manifold import AffectManifold
-from coreaffect.metrics import MetricTable
+from coreaffect.metrics import MetricTable, ccc
 from coreaffect.pipeline import write_bands
 from coreaffect.prior import HiddenRoutePrior
 from coreaffect.synthetic import annotation_delay
@@ -124,6 +133,8 @@ class FitSettings:
         dynamics_iter: Most L-BFGS iterations.
         band_step: Every n-th validation frame feeds the band scales.
         level: Calibration level of the prior.
+        noise_grid: The observation-noise scales tried on each latent axis when choosing them
+            on the validation videos (empty: keep the maximum-likelihood scale).
     """
 
     label_step: int = 3  # at 25 Hz labels barely change in 3 frames; ~4k labels for 13 videos
@@ -136,6 +147,7 @@ class FitSettings:
     dynamics_iter: int = 100  # L-BFGS converges in a few dozen iterations
     band_step: int = 4  # every 4th validation frame sets the band scales: ~750 for 3 videos
     level: float = 0.9  # the band the evaluation reports
+    noise_grid: tuple[float, ...] = (1e-4, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # none to strong
 
 
 class StageFit(NamedTuple):
@@ -196,57 +208,82 @@ def _observations(prior: HiddenRoutePrior, video: LabelledVideo, estimate: Affec
                               latent.loc.double(), latent.covariance_matrix.double(), found)
 
 
-def _scale_for_coverage(coverage, level: float, lowest: float = -5.0, highest: float = 12.0,
-                        steps: int = 8) -> float:
-    """exp(x) with coverage(x) ~ level, by doubling out from x = 0 and bisecting on x = log k."""
-    low = high = 0.0
-    if coverage(0.0) < level:
-        while coverage(high) < level and high < highest:
-            low, high = high, min(high + math.log(2), highest)
-    else:
-        while coverage(low) >= level and low > lowest:
-            low, high = max(low - math.log(2), lowest), low
-    for _ in range(steps):
-        middle = 0.5 * (low + high)
-        if coverage(middle) < level:
-            low = middle
-        else:
-            high = middle
-    return math.exp(high)
+def _choose_noise_scales(dynamics: CoreAffectDynamics, manifold: AffectManifold,
+                         sequences: Sequence[AffectObservations],
+                         videos: Sequence[LabelledVideo], grid: Sequence[float]
+                         ) -> tuple[float, ...] | None:
+    """One observation-noise scale per latent axis, chosen on labelled held-out videos.
+
+    The score of scales c (K,) is the smoother's per-video CCC against the labels, averaged over
+    videos and over valence and arousal (the decoded point g(posterior mean) of every frame with
+    a label and a face). Coordinate search over ``grid``: first one scale shared by every axis,
+    then each axis in turn with the others held, twice over. Returns ``None`` (keep the
+    maximum-likelihood scale) when no frame is scored or ``grid`` is empty.
+    """
+    keeps = [np.asarray(v.crops.face_found, bool) & np.isfinite(v.labels).all(1)
+             for v in videos]
+    if not grid or not any(k.any() for k in keeps):
+        return None
+    latent = copy.copy(dynamics)  # the same model without decoding: only the means matter
+    latent.divide_prior, latent.decoder = dynamics._divides(), None
+
+    def score(scales: tuple[float, ...]) -> float:
+        latent.noise_scale_ = torch.tensor(scales, dtype=torch.float64)
+        values = []
+        for sequence, video, keep in zip(sequences, videos, keeps, strict=True):
+            if keep.sum() < 2:
+                continue
+            posterior = latent.smooth(sequence)
+            with torch.no_grad():
+                point = manifold._g(posterior.latent_mean.float()).double().numpy()[keep]
+            values += [float(ccc(video.labels[keep, d], point[:, d])) for d in range(2)]
+        return float(np.mean(values)) if values else -math.inf
+
+    k = dynamics.n_latent
+    seen: dict[tuple[float, ...], float] = {}
+
+    def cached(scales: tuple[float, ...]) -> float:
+        if scales not in seen:
+            seen[scales] = score(scales)
+        return seen[scales]
+
+    best = max(((c,) * k for c in grid), key=cached)
+    for _ in range(2):
+        for axis in range(k):
+            best = max((best[:axis] + (c,) + best[axis + 1:] for c in grid), key=cached)
+    return best
 
 
 def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
                      dynamics: CoreAffectDynamics, videos: Sequence[LabelledVideo],
                      estimates: dict[str, AffectEstimate], settings: FitSettings
-                     ) -> dict[str, float]:
-    """Scales of the smoothed and filtered latent covariances that make the decoded central
-    bands at ``settings.level`` cover that fraction of the labels of ``videos`` (pooled)."""
+                     ) -> dict[str, tuple[float, float]]:
+    """Factors (k_v, k_a) on the smoothed and filtered bands' half-widths that make the decoded
+    central bands at ``settings.level`` cover that fraction of each dimension's labels of
+    ``videos`` (pooled): k_d is the ``level``-quantile of the error's distance from the mean
+    in units of the band's half-width on the error's side."""
     from coreaffect.pipeline import CoreAffect
 
     affect = CoreAffect(model, DataConfig(), prior, dynamics)
-    moments: dict[str, list] = {"smoothed": [], "filtered": []}
-    truths = []
+    ratios: dict[str, list[np.ndarray]] = {"smoothed": [], "filtered": []}
     for video in videos:
         latent = prior(estimates[video.id])
         found = np.asarray(video.crops.face_found, bool)
         stages = affect.latent_moments(video.crops.times, latent.loc.double(),
                                        latent.covariance_matrix.double(), found)
         keep = np.flatnonzero(found & np.isfinite(video.labels).all(1))[::settings.band_step]
-        truths.append(video.labels[keep])
+        truth = video.labels[keep].astype(np.float64)  # (N, 2)
         for stage, (m, c) in stages.items():
-            moments[stage].append((m[keep], c[keep]))
-    truth = np.concatenate(truths).astype(np.float64)  # (N, 2)
+            mean, _, lower, upper = affect.decode(m[keep], c[keep], settings.level)
+            half = np.where(truth < mean, mean - lower, upper - mean)
+            ratios[stage].append(np.abs(truth - mean) / np.maximum(half, 1e-12))
     scales = {}
-    for stage, parts in moments.items():
-        means = torch.cat([m for m, _ in parts])
-        covs = torch.cat([c for _, c in parts])
-
-        def coverage(log_scale: float, means=means, covs=covs) -> float:
-            _, _, lower, upper = affect.decode(means, covs * math.exp(log_scale), settings.level)
-            return float(((truth >= lower) & (truth <= upper)).mean())
-
-        scales[stage] = _scale_for_coverage(coverage, settings.level) if len(truth) else 1.0
-        logger.info("%s bands: latent covariance scale %.3g", stage, scales[stage])
+    for stage, parts in ratios.items():
+        ratio = np.concatenate(parts) if parts else np.zeros((0, 2))
+        factors = np.quantile(ratio, settings.level, axis=0) if len(ratio) else np.ones(2)
+        scales[stage] = (float(factors[0]), float(factors[1]))
+        logger.info("%s bands: half-width factors %.3g (valence), %.3g (arousal)", stage,
+                    *scales[stage])
     return scales
 
 
@@ -326,10 +363,15 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
         sequences = [_observations(prior, v, estimates[v.id], settings.dynamics_step)
                      for v in held_out]
         dynamics = CoreAffectDynamics(prior.manifold.n_latent, decoder=manifold,
-                                      divide_prior=False, optimizer="lbfgs",
+                                      divide_prior=True, optimizer="lbfgs",
                                       max_iter=settings.dynamics_iter, level=settings.level,
                                       random_state=seed)
         dynamics.fit(sequences)
+        full_rate = [_observations(prior, v, estimates[v.id]) for v in held_out]
+        scales = _choose_noise_scales(dynamics, manifold, full_rate, held_out,
+                                      settings.noise_grid)
+        if scales is not None:
+            dynamics.noise_scale_ = torch.tensor(scales, dtype=torch.float64)
         done("dynamics", start)
         start = time.monotonic()
         bands = _calibrate_bands(model, prior, dynamics, held_out, estimates, settings)
@@ -346,7 +388,7 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
             "dynamics": {"iterations": getattr(dynamics, "n_iter_", None),
                          "log_likelihood": dynamics.log_likelihood_,
                          "theta": dynamics.theta_.tolist(), "mu": dynamics.mu_.tolist(),
-                         "noise_scale": float(dynamics.noise_scale_)}}
+                         "noise_scale": dynamics.noise_scale_.tolist()}}
     atomic_write(Path(run) / "stages.json", json.dumps(info, indent=2) + "\n")
     return StageFit(manifold, prior, dynamics, seconds, videos)
 

@@ -241,3 +241,30 @@ def test_nuts_recovers_parameters_with_good_diagnostics(tmp_path):
     loaded = CoreAffectDynamics.load(tmp_path / "run")
     np.testing.assert_array_equal(np.asarray(loaded.inference_data_["posterior"]["theta"]),
                                   np.asarray(data["posterior"]["theta"]))
+
+
+def test_per_axis_noise_scales_scale_each_axis_of_the_observation_covariance():
+    video = simulate(1, 200, seed=7)[0][0]
+    scales = torch.tensor([0.3, 4.0], dtype=torch.float64)
+    per_axis, reference = _truth(), _truth()
+    per_axis.noise_scale_ = scales
+    reference.noise_scale_ = torch.tensor(1.0, dtype=torch.float64)
+    # the reference: a single scale of 1 on covariances that carry C^(1/2) S C^(1/2) already
+    root = scales.sqrt()
+    scaled = AffectObservations(video.times, video.means,
+                                root[:, None] * video.covs * root[None, :], video.mask)
+    for method in ("filter", "smooth"):
+        a, b = getattr(per_axis, method)(video), getattr(reference, method)(scaled)
+        torch.testing.assert_close(a.latent_mean, b.latent_mean, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(a.latent_cov, b.latent_cov, rtol=1e-9, atol=1e-12)
+    state = None
+    for t in range(len(video.times)):
+        observed = bool(video.mask[t])
+        state = per_axis.filter_step(state, float(video.times[t]),
+                                     video.means[t] if observed else None, video.covs[t])
+    torch.testing.assert_close(state.mean, per_axis.filter(video).latent_mean[-1])
+    # equal scales on every axis are the single scale
+    equal = _truth()
+    equal.noise_scale_ = torch.tensor([SCALE, SCALE], dtype=torch.float64)
+    torch.testing.assert_close(equal.smooth(video).latent_mean,
+                               _truth().smooth(video).latent_mean, rtol=1e-9, atol=1e-12)
