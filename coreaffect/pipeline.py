@@ -420,7 +420,7 @@ class CoreAffect:
         mean, var, lower, upper = (torch.cat(part).numpy() for part in out)
         return mean, var, lower, upper
 
-    def widen(self, stage: str, mean: np.ndarray, var: np.ndarray, lower: np.ndarray,
+    def _widen(self, stage: str, mean: np.ndarray, var: np.ndarray, lower: np.ndarray,
               upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Apply a stage's band factors (k_v, k_a) to decoded moments; the means stay.
 
@@ -497,7 +497,7 @@ class CoreAffect:
         moments = self.latent_moments(times, loc, cov, observed,
                                       [s for s in ("smoothed", "filtered") if s in wanted])
         for stage, (means, covs) in moments.items():
-            mean, var, lower, upper = self.widen(stage, *self.decode(means, covs, level))
+            mean, var, lower, upper = self._widen(stage, *self.decode(means, covs, level))
             out[stage] = AffectTrajectory(times, indices, mean, var, lower, upper, found,
                                           means.numpy(), level, stage)
         return {stage: out[stage] for stage in STAGES if stage in out}
@@ -739,7 +739,7 @@ class _StreamState:
         self.filter_state = affect._latent_dynamics.filter_step(self.filter_state, time, mean,
                                                                 cov)
         m, p = self.filter_state.mean, self.filter_state.cov
-        mean_y, _, lower, upper = affect.widen("filtered", *affect.decode(m[None], p[None],
+        mean_y, _, lower, upper = affect._widen("filtered", *affect.decode(m[None], p[None],
                                                                            level))
         return AffectRow(self._at(self.indices, c), time, float(mean_y[0, 0]),
                          float(mean_y[0, 1]), float(lower[0, 0]), float(upper[0, 0]),
