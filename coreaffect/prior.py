@@ -121,7 +121,7 @@ _PREIMAGE_DAMPING = 1e-6  # Levenberg-Marquardt damping of those steps (K > 2, f
 
 
 def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS) -> Tensor:
-    """The latent point whose decoded label is closest to y: argmin_z |g(z) - y|^2.
+    """The latent point whose decoded label is closest to y: ``argmin_z |g(z) - y|^2``.
 
     Damped Gauss-Newton steps from the encoder's mean E_q[z | y], each row on its own, in a trust
     region (radius 1 at first, the unit scale of p(z); a step that does not lower the row's
