@@ -433,7 +433,8 @@ def spool_crops(parts: Iterable[FaceCrops], path: str | Path) -> FaceCrops:
     """Write the crops of a stream of chunks to one raw file, keeping only their metadata.
 
     The crops are appended to ``path`` as raw uint8 bytes in frame order, (T, S, S, 3) once
-    read back (e.g. with ``np.memmap``), so a whole video's crops never sit in memory at once.
+    read back (e.g. with ``np.memmap``), so a whole video's crops never sit in memory at once:
+    each chunk's crops are released once written (the kept metadata holds no view of them).
 
     Args:
         parts: :class:`FaceCrops` chunks, e.g. from :meth:`FaceCropper.crop_video`.
@@ -447,5 +448,8 @@ def spool_crops(parts: Iterable[FaceCrops], path: str | Path) -> FaceCrops:
     with Path(path).open("wb") as raw:
         for part in parts:
             raw.write(np.ascontiguousarray(part.crops).tobytes())
-            kept.append(part._replace(crops=part.crops[:0]))
+            # a fresh empty array: the slice part.crops[:0] would be a view that keeps the
+            # whole chunk of crops alive until the end of the video
+            empty = np.empty((0, *part.crops.shape[1:]), dtype=part.crops.dtype)  # (0, S, S, 3)
+            kept.append(part._replace(crops=empty))
     return FaceCrops.concatenate(kept)

@@ -39,14 +39,22 @@ the video's end allows (computed as :meth:`~coreaffect.hidden_route.HiddenRouteN
 does at a video's end). Appending frames never changes the causal row of a frame c with
 c + D before the old end (up to floating-point rounding of the convolutions, ~1e-6).
 
-Memory. :meth:`CoreAffect.predict` decodes and crops the video chunk by chunk (``DataConfig.video.
-chunk_size`` frames at a time) and spools the small face crops (T, s, s, 3) uint8 to a temporary
-file that is memory-mapped, so decoded frames never accumulate (s = the run's crop side: 24 for
-``lite``, 1.7 kB a frame). The hidden route reads the crops chunk by chunk (``chunk_frames``).
-What grows with T is per-frame numbers only: the estimates (T, 4 + D) float32 with the embedding
-(D = 16 for ``lite``, 128 for ``paper``: 0.5 kB a frame) and the posterior moments, about
-1 kB a frame in all (15 MB for a 10-minute video at 25 fps). :meth:`CoreAffect.stream` keeps
-bounded state: the last few dozen crops and the filter state.
+Memory. :meth:`CoreAffect.predict` holds a bounded amount of video at any time, whatever its
+length. It decodes and crops the video chunk by chunk (``DataConfig.video.chunk_size`` frames at
+a time) and spools the small face crops (T, s, s, 3) uint8 to a temporary file that is
+memory-mapped (s = the run's crop side: 24 for ``lite``, 1.7 kB a frame; 64: 12 kB). The hidden
+route then reads the crops ``segment_frames`` at a time (:meth:`CoreAffect.stages_of`), each
+segment with a margin of a clip and a step plus the trunk's context on either side, so that its
+estimates equal those of one pass over the whole video; the trunk itself runs ``chunk_frames``
+frames at a time. The pages of the crop file a segment read are released once it is done
+(resident file pages count as the process's memory until then), and the segment's estimates,
+with their (D,) embeddings, are turned into the prior's moments at once and dropped. Decoding
+latents to valence-arousal draws ``decode_chunk`` Monte Carlo samples at a time into outputs
+allocated up front. What grows with T is a few dozen numbers per frame: the frames' metadata,
+the hidden route's and the prior's moments, the dynamics' posterior moments with the
+intermediates of their parallel scans, and the trajectory itself: under 1 kB a frame, about
+12 MB for a 10-minute video at 25 fps. :meth:`CoreAffect.stream` keeps bounded state: the last
+few dozen crops and the filter state.
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ import dataclasses
 import io
 import logging
 import math
+import mmap
 import shutil
 import tempfile
 import weakref
@@ -85,7 +94,6 @@ __all__ = ["STAGES", "AffectRow", "AffectTrajectory", "CoreAffect", "load_run", 
 logger = logging.getLogger(__name__)
 
 STAGES = ("raw", "prior", "smoothed", "filtered")
-_DECODE_CHUNK = 1 << 20  # latent draws decoded per call (frames x samples): ~30 MB of MLP work
 _DTYPE = torch.float64
 
 
@@ -258,6 +266,26 @@ def _sqrt_psd(cov: torch.Tensor) -> torch.Tensor:
     return vectors * values.clamp_min(0).sqrt()[..., None, :]
 
 
+def _release_pages(array: np.ndarray) -> None:
+    """Let go of the resident pages of a read-only memory-mapped array; its data stay on disk.
+
+    The pages of a file mapping that were read count towards the process's resident memory
+    until the mapping is closed, so reading a whole video's memory-mapped crops segment by
+    segment would end with all of them resident. Released pages are read again from the file
+    when touched. Arrays not backed by a read-only mapping (whose pages may hold changes), and
+    systems without ``madvise``, are left alone.
+    """
+    base = array
+    while isinstance(base, np.ndarray):  # a view's base chain ends at the mapping, if any
+        base = base.base
+    if not isinstance(base, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED") or base.closed:
+        return
+    with memoryview(base) as view:
+        if not view.readonly:
+            return
+    base.madvise(mmap.MADV_DONTNEED)
+
+
 class CoreAffect:
     """A trained run as one object: video in, :class:`AffectTrajectory` out.
 
@@ -274,6 +302,12 @@ class CoreAffect:
         n_decode_samples: S, Monte Carlo draws per frame when decoding latents (500: the 5% and
             95% quantiles to about +-0.01 in valence-arousal).
         chunk_frames: Frames per hidden-route trunk call (bounds its memory).
+        segment_frames: Frames whose hidden-route estimates are computed per pass over the crops
+            (plus a margin of a few dozen frames either side); bounds the crops read into memory
+            at a time (2048 frames of 64 x 64 crops: 25 MB).
+        decode_chunk: Monte Carlo draws (frames x ``n_decode_samples``, whole frames, at least
+            one) decoded per call of the manifold; bounds the decoder's memory (about 0.5 kB a
+            draw).
         band_scale: ``{"smoothed": (k_v, k_a), "filtered": (k_v, k_a)}`` (or one number for
             both dimensions), factors on the half-widths of the decoded valence and arousal
             bands (their variances by k^2; the means are untouched), chosen on validation
@@ -296,9 +330,13 @@ class CoreAffect:
                  prior: HiddenRoutePrior | None = None,
                  dynamics: CoreAffectDynamics | None = None, *, device: str = "cpu",
                  n_decode_samples: int = 500, chunk_frames: int = 128,
+                 segment_frames: int = 2048, decode_chunk: int = 1 << 14,
                  band_scale: dict[str, float] | None = None, random_state: int = 0) -> None:
         if dynamics is not None and prior is None:
             raise CoreAffectError("dynamics need the prior that feeds them")
+        if segment_frames < 1 or decode_chunk < 1:
+            raise CoreAffectError(f"segment_frames and decode_chunk must be >= 1, got "
+                                  f"{segment_frames} and {decode_chunk}")
         self.model = model.eval()
         self.data_config = data_config
         self.prior = prior
@@ -306,6 +344,8 @@ class CoreAffect:
         self.device = device
         self.n_decode_samples = n_decode_samples
         self.chunk_frames = chunk_frames
+        self.segment_frames = segment_frames
+        self.decode_chunk = decode_chunk
         self.random_state = random_state
         self.band_scale = {stage: _band_factors(k) for stage, k in
                            {"smoothed": 1.0, "filtered": 1.0, **(band_scale or {})}.items()}
@@ -373,12 +413,36 @@ class CoreAffect:
 
     # -- the pieces -----------------------------------------------------------------------------
 
-    def _hidden(self, crops: np.ndarray) -> AffectEstimate | None:
-        """Per-frame hidden-route estimates of (T, s, s, 3) crops; ``None`` if T < a clip."""
-        if len(crops) < self.model.config.clip_length:
-            return None
-        return self.model.predict_dense(crops, chunk_frames=self.chunk_frames,
-                                        device=self.device)
+    def _estimates(self, crops: np.ndarray) -> Iterator[tuple[int, int, AffectEstimate]]:
+        """Hidden-route estimates of (T, s, s, 3) crops, ``segment_frames`` frames at a time.
+
+        Each segment runs :meth:`~coreaffect.hidden_route.HiddenRouteNet.predict_dense` over its
+        frames and a margin either side that holds all their estimates depend on: the two
+        windows around a frame reach at most a clip and a step beyond it, and the trunk's
+        temporal context beyond those. The margin before starts on the feature grid (a multiple
+        of S), so the estimates equal those of one pass over the whole video, to floating-point
+        rounding; a video of at most ``segment_frames`` frames is that one pass. The pages of
+        memory-mapped crops are released after each segment.
+
+        Yields:
+            ``(start, stop, estimate)`` in frame order, covering frames 0 ... T - 1: the
+            estimate of frames start ... stop - 1 (mean and variance (stop - start, 2),
+            embedding (stop - start, D)). Nothing if T is shorter than a clip.
+        """
+        count = len(crops)
+        clip, stride = self.model.config.clip_length, self.model.config.temporal_stride
+        if count < clip:
+            return
+        before, after = self.model.temporal_context
+        lead, trail = clip + stride + before, clip + stride + after  # margins, in frames
+        for start in range(0, count, self.segment_frames):
+            stop = min(start + self.segment_frames, count)
+            first = max(0, start - lead) // stride * stride
+            last = min(count, stop + trail)
+            estimate = self.model.predict_dense(crops[first:last], chunk_frames=self.chunk_frames,
+                                                device=self.device)
+            _release_pages(crops)
+            yield start, stop, AffectEstimate(*(x[start - first:stop - first] for x in estimate))
 
     def _latent_prior(self, estimate: AffectEstimate) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior means (T, K) and covariances (T, K, K) in float64."""
@@ -396,28 +460,26 @@ class CoreAffect:
 
         Returns:
             ``(mean, var, lower, upper)``, each (T, 2) float64.
+
+        The frames are decoded ``decode_chunk`` draws at a time, each frame on its own, so the
+        result does not depend on ``decode_chunk``; the outputs are allocated up front (results
+        kept per chunk between the decoder's large temporaries fragment the heap).
         """
         manifold = self.prior.manifold
         m = torch.as_tensor(latent_mean, dtype=_DTYPE)
         root = _sqrt_psd(torch.as_tensor(latent_cov, dtype=_DTYPE))  # (T, K, K)
         noise = manifold.noise_scale_.to(_DTYPE)  # (2,)
-        samples = self._eps.shape[0]
         probs = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=_DTYPE)
-        out = [[], [], [], []]
-        step = max(1, _DECODE_CHUNK // samples)
+        out = torch.empty(4, len(m), 2, dtype=_DTYPE)  # mean, var, lower, upper
+        step = max(1, self.decode_chunk // self._eps.shape[0])  # frames per decoder call
         for start in range(0, len(m), step):
-            z = m[start:start + step, None, :] + (
-                root[start:start + step, None] @ self._eps[None, :, :, None])[..., 0]  # (t, S, K)
+            part = slice(start, start + step)
+            z = m[part, None, :] + (root[part, None] @ self._eps[None, :, :, None])[..., 0]
             y = manifold.decode(z.float()).mean.to(_DTYPE) + noise * self._eta  # (t, S, 2)
-            out[0].append(y.mean(1))
-            out[1].append(y.var(1, unbiased=False))
-            bands = torch.quantile(y, probs, dim=1)  # (2, t, 2)
-            out[2].append(bands[0])
-            out[3].append(bands[1])
-        if not len(m):
-            empty = np.zeros((0, 2))
-            return empty, empty, empty, empty
-        mean, var, lower, upper = (torch.cat(part).numpy() for part in out)
+            out[0, part] = y.mean(1)
+            out[1, part] = y.var(1, unbiased=False)
+            out[2:, part] = torch.quantile(y, probs, dim=1)  # (2, t, 2)
+        mean, var, lower, upper = out.numpy()
         return mean, var, lower, upper
 
     def _widen(self, stage: str, mean: np.ndarray, var: np.ndarray, lower: np.ndarray,
@@ -445,8 +507,15 @@ class CoreAffect:
                   stages: Iterable[str] | None = None) -> dict[str, AffectTrajectory]:
         """Every stage of one video's face crops, from one hidden-route pass.
 
+        The pass runs over the crops segment by segment (``segment_frames`` frames with their
+        margins, equal to one pass over the whole video to floating-point rounding); each
+        segment's estimates are reduced at once to the few numbers per frame the stages are
+        made of (the hidden route's and the prior's moments), so memory is bounded whatever
+        the video's length but for those.
+
         Args:
-            crops: The video's :class:`~coreaffect.faces.FaceCrops` (crops (T, s, s, 3)).
+            crops: The video's :class:`~coreaffect.faces.FaceCrops` (crops (T, s, s, 3), e.g.
+                memory-mapped as :meth:`crop` returns them).
             level: Probability of the bands.
             stages: Which of :attr:`stages` to compute (default: all this run has).
 
@@ -462,36 +531,35 @@ class CoreAffect:
         indices = np.asarray(crops.indices, dtype=np.int64)
         found = np.asarray(crops.face_found, dtype=bool)
         count = len(times)
-        estimate = self._hidden(crops.crops)
-        observed = found if estimate is not None else np.zeros(count, dtype=bool)
-        nan2 = np.full((count, 2), np.nan)
+        # frames with an estimate and a face: none if the video is shorter than a clip
+        observed = found if count >= self.model.config.clip_length else np.zeros(count, bool)
+        k = self.prior.manifold.n_latent if self.prior is not None else 0
+        need_prior = self.prior is not None and bool(set(wanted) - {"raw"})
+        # the per-frame results, filled in segment by segment; NaN where there is no estimate
+        raw_mean, raw_var = np.full((count, 2), np.nan), np.full((count, 2), np.nan)  # (T, 2)
+        loc = torch.zeros(count, k, dtype=_DTYPE)  # (T, K) prior means
+        cov = torch.eye(k, dtype=_DTYPE).expand(count, k, k).clone()  # (T, K, K) covariances
+        prior_mean, prior_var = np.full((count, 2), np.nan), np.full((count, 2), np.nan)
+        prior_latent = np.full((count, k), np.nan)  # (T, K) the prior stage's latent means
+        for start, stop, estimate in self._estimates(crops.crops):
+            part, seen = slice(start, stop), observed[start:stop]
+            raw_mean[part][seen] = estimate.mean.double().numpy()[seen]
+            raw_var[part][seen] = estimate.var.double().numpy()[seen]
+            if need_prior:
+                loc[part], cov[part] = self._latent_prior(estimate)
+            if "prior" in wanted and seen.any():
+                rows = torch.as_tensor(np.flatnonzero(seen))
+                decoded = self.prior.predict(AffectEstimate(*(x[rows].float() for x in estimate)))
+                prior_mean[part][seen] = decoded.mean.double().numpy()
+                prior_var[part][seen] = torch.diagonal(decoded.cov, dim1=-2,
+                                                       dim2=-1).double().numpy()
+                prior_latent[part][seen] = loc[part][rows].numpy()
         out: dict[str, AffectTrajectory] = {}
         if "raw" in wanted:
-            mean, var = nan2.copy(), nan2.copy()
-            if estimate is not None:
-                mean[observed] = estimate.mean.double().numpy()[observed]
-                var[observed] = estimate.var.double().numpy()[observed]
-            out["raw"] = self._gaussian(times, indices, found, mean, var, level, "raw")
-        if self.prior is None or not set(wanted) - {"raw"}:
-            return out
-        k = self.prior.manifold.n_latent
-        if estimate is not None:
-            loc, cov = self._latent_prior(estimate)
-        else:
-            loc = torch.zeros(count, k, dtype=_DTYPE)
-            cov = torch.eye(k, dtype=_DTYPE).expand(count, k, k).clone()
+            out["raw"] = self._gaussian(times, indices, found, raw_mean, raw_var, level, "raw")
         if "prior" in wanted:
-            mean, var = nan2.copy(), nan2.copy()
-            latent = np.full((count, k), np.nan)
-            if estimate is not None and observed.any():
-                rows = torch.as_tensor(np.flatnonzero(observed))
-                chosen = AffectEstimate(*(x[rows].float() for x in estimate))
-                decoded = self.prior.predict(chosen)
-                mean[observed] = decoded.mean.double().numpy()
-                var[observed] = torch.diagonal(decoded.cov, dim1=-2, dim2=-1).double().numpy()
-                latent[observed] = loc[rows].numpy()
-            out["prior"] = self._gaussian(times, indices, found, mean, var, level, "prior",
-                                          latent)
+            out["prior"] = self._gaussian(times, indices, found, prior_mean, prior_var, level,
+                                          "prior", prior_latent)
         if self.dynamics is None or not {"smoothed", "filtered"} & set(wanted):
             return out
         moments = self.latent_moments(times, loc, cov, observed,

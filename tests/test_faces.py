@@ -247,3 +247,27 @@ def test_spool_crops_writes_the_crops_and_keeps_the_metadata(tmp_path) -> None:
     np.testing.assert_array_equal(meta.boxes, whole.boxes)
     read = np.fromfile(tmp_path / "crops.u8", dtype=np.uint8).reshape(whole.crops.shape)
     np.testing.assert_array_equal(read, whole.crops)
+
+
+def test_spool_crops_lets_go_of_each_written_chunk(tmp_path) -> None:
+    import gc
+    import weakref
+
+    from coreaffect.faces import spool_crops
+
+    written: list[weakref.ref] = []
+
+    def chunks():
+        for k in range(4):
+            gc.collect()
+            # the chunk before the last may still be bound to the consumer's loop variable
+            assert all(ref() is None for ref in written[:-1]), "spooled crops are still held"
+            crops = np.full((5, 8, 8, 3), k, dtype=np.uint8)  # (T, S, S, 3)
+            written.append(weakref.ref(crops))
+            yield FaceCrops(crops, np.zeros((5, 4), np.float32), np.ones(5, bool),
+                            np.arange(5 * k, 5 * k + 5) / 25.0, np.arange(5 * k, 5 * k + 5))
+
+    meta = spool_crops(chunks(), tmp_path / "crops.u8")
+    assert len(meta.times) == 20 and meta.crops.shape == (0, 8, 8, 3)
+    read = np.fromfile(tmp_path / "crops.u8", dtype=np.uint8).reshape(20, 8, 8, 3)
+    np.testing.assert_array_equal(read[:, 0, 0, 0], np.repeat(np.arange(4), 5))

@@ -150,3 +150,32 @@ def test_unreadable_video_is_a_clear_error(affect, tmp_path):
         affect.predict(bad)
     with pytest.raises(CoreAffectError):
         affect.predict(tmp_path / "missing.mp4")
+
+
+def test_segments_and_decoding_chunks_do_not_change_the_stages(tiny, affect, crops):
+    # the tiny video is one segment by default; here the hidden route runs 7 frames at a time
+    # (each with its margins, off the feature grid of S = 4) and decoding one frame at a time
+    assert len(crops.times) <= affect.segment_frames
+    pieces = CoreAffect.load(tiny.run, segment_frames=7, decode_chunk=1)
+    whole, parts = affect.stages_of(crops), pieces.stages_of(crops)
+    for stage in STAGES:
+        for field in ("mean", "var", "lower", "upper", "latent_mean"):
+            np.testing.assert_allclose(getattr(parts[stage], field),
+                                       getattr(whole[stage], field), rtol=0, atol=1e-5,
+                                       err_msg=f"{stage} {field}")
+
+
+def test_released_pages_keep_the_data(tmp_path):
+    from coreaffect.pipeline import _release_pages
+
+    path = tmp_path / "crops.u8"
+    np.arange(4 * 8 * 8 * 3, dtype=np.uint8).tofile(path)
+    read = np.memmap(path, dtype=np.uint8, mode="r", shape=(4, 8, 8, 3))
+    want = np.array(read)
+    _release_pages(read[1:3])
+    np.testing.assert_array_equal(read, want)  # read again from the file
+    changed = np.memmap(path, dtype=np.uint8, mode="c", shape=(4, 8, 8, 3))
+    changed[0] = 7  # a private copy-on-write change, in memory only
+    _release_pages(changed)
+    assert (changed[0] == 7).all()
+    _release_pages(want)  # not a mapping: nothing to do
