@@ -38,6 +38,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -385,6 +386,13 @@ class CoreAffectDynamics:
         self.random_state = random_state
 
     # -- parameters ---------------------------------------------------------------------------
+
+    def without_decoder(self) -> CoreAffectDynamics:
+        """The same fitted model in latent space only: a shallow copy with the same parameters
+        and the same treatment of p(z), whose outputs are the latent moments (no decoding)."""
+        latent = copy.copy(self)
+        latent.divide_prior, latent.decoder = self._divides(), None
+        return latent
 
     def _divides(self) -> bool:
         return self.decoder is not None if self.divide_prior is None else bool(self.divide_prior)

@@ -61,7 +61,6 @@ network's input size (the ``lite`` preset: 24 x 24), unless a data configuration
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import logging
@@ -224,8 +223,7 @@ def _choose_noise_scales(dynamics: CoreAffectDynamics, manifold: AffectManifold,
              for v in videos]
     if not grid or not any(k.any() for k in keeps):
         return None
-    latent = copy.copy(dynamics)  # the same model without decoding: only the means matter
-    latent.divide_prior, latent.decoder = dynamics._divides(), None
+    latent = dynamics.without_decoder()  # only the latent means matter here
 
     def score(scales: tuple[float, ...]) -> float:
         latent.noise_scale_ = torch.tensor(scales, dtype=torch.float64)

@@ -59,7 +59,6 @@ few dozen crops and the filter state.
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
 import io
@@ -349,13 +348,8 @@ class CoreAffect:
         self.random_state = random_state
         self.band_scale = {stage: _band_factors(k) for stage, k in
                            {"smoothed": 1.0, "filtered": 1.0, **(band_scale or {})}.items()}
-        self._latent_dynamics = None
-        if dynamics is not None:  # the same model in latent space only: decoding is done here
-            latent = copy.copy(dynamics)
-            latent.divide_prior = (dynamics.decoder is not None if dynamics.divide_prior is None
-                                   else bool(dynamics.divide_prior))
-            latent.decoder = None
-            self._latent_dynamics = latent
+        # the same model in latent space only: decoding is done here
+        self._latent_dynamics = None if dynamics is None else dynamics.without_decoder()
         generator = torch.Generator().manual_seed(random_state)
         k = prior.manifold.n_latent if prior is not None else 0
         half = n_decode_samples // 2  # antithetic pairs: the mean of a linear decoder is exact
