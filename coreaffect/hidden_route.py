@@ -558,10 +558,14 @@ class HiddenRouteNet(nn.Module):
         stride = self.config.temporal_stride
         steps = self.config.clip_length // stride  # feature steps per window
         with self._inference(device) as target:
-            pooled = torch.cat([
-                feature.mean(dim=(2, 3)).T  # (D, t, H', W') -> (t, D)
-                for _, feature in self._trunk_chunks(frames, length, chunk_frames, batch_size,
-                                                     target)])  # (T', D)
+            # filled in place: the table is allocated once, not assembled from one small tensor
+            # per chunk kept alive between the trunk's large temporaries (which fragments the heap)
+            pooled = None  # (T', D)
+            for first, feature in self._trunk_chunks(frames, length, chunk_frames, batch_size,
+                                                     target):
+                if pooled is None:
+                    pooled = feature.new_empty(length // stride, feature.shape[0])
+                pooled[first:first + feature.shape[1]] = feature.mean(dim=(2, 3)).T
             windows = pooled.unfold(0, steps, 1).mean(dim=-1)  # (K, D, steps) -> (K, D)
             estimate = self._heads(windows)
         centre = self.config.clip_length // 2
