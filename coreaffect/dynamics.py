@@ -282,7 +282,10 @@ class CoreAffectDynamics:
     C = diag(c) (what :func:`coreaffect.experiment.fit_core_affect` chooses on held-out videos;
     :meth:`fit` learns the single scale); epsilon a fixed ``noise_floor`` keeping R_t positive
     definite. Frames without a face are masked steps: only
-    the OU prediction runs there and the credible band widens.
+    the OU prediction runs there and the credible band widens. The causal filter may be given
+    scales of its own, ``filter_noise_scale_`` (used by :meth:`filter` and :meth:`filter_step`;
+    ``None``: the smoother's): a filter cannot look ahead, so the weight on each new
+    observation that tracks the truth best is not the smoother's.
 
     Learning. ``fit(method="mle")`` maximises the exact marginal log-likelihood (Kalman filter)
     summed over videos with Adam (or L-BFGS) on unconstrained parameters (logs of the positive
@@ -344,6 +347,8 @@ class CoreAffectDynamics:
         mu_: (K,) fitted mu.
         diffusion_: (K, K) fitted L.
         noise_scale_: () fitted c, or (K,) one scale per latent axis when set so.
+        filter_noise_scale_: () or (K,) c of the causal filter alone, or ``None`` (the default
+            after :meth:`fit`): the same as ``noise_scale_``.
         log_likelihood_: Log-likelihood of the training videos at the point parameters.
         n_iter_: Optimizer iterations run.
         inference_data_: ArviZ data of the NUTS draws (posterior group: theta, mu, diffusion,
@@ -401,9 +406,13 @@ class CoreAffectDynamics:
         if not hasattr(self, "theta_"):
             raise RuntimeError("CoreAffectDynamics is not fitted: call fit() or load() first")
 
-    def _point(self) -> dict[str, Tensor]:
+    def _point(self, causal: bool = False) -> dict[str, Tensor]:
+        """The point parameters; ``causal``: with the filter's own noise scale, if it has one."""
+        scale = self.noise_scale_
+        if causal and getattr(self, "filter_noise_scale_", None) is not None:
+            scale = self.filter_noise_scale_
         return {"theta": self.theta_, "mu": self.mu_, "diffusion": self.diffusion_,
-                "noise_scale": self.noise_scale_}
+                "noise_scale": scale}
 
     @staticmethod
     def _constrain(raw: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -590,6 +599,7 @@ class CoreAffectDynamics:
         self.mu_ = point["mu"].detach().clone()
         self.diffusion_ = point["diffusion"].detach().clone()
         self.noise_scale_ = point["noise_scale"].detach().clone()
+        self.filter_noise_scale_ = None
 
     # NUTS priors, each a Normal on an unconstrained parameter (location, scale): a Normal on a
     # log is the LogNormal on the positive value, so no Jacobian enters the potential
@@ -666,17 +676,18 @@ class CoreAffectDynamics:
 
     # -- inference ------------------------------------------------------------------------------
 
-    def _single(self, sequence: AffectObservations) -> tuple[Tensor, LGSSM, Tensor, Tensor,
-                                                           Tensor, bool]:
+    def _single(self, sequence: AffectObservations, causal: bool = False
+                ) -> tuple[Tensor, LGSSM, Tensor, Tensor, Tensor, bool]:
         self._check_fitted()
         times, y, r, mask = self._prepare(sequence)
-        p = self._point()
+        p = self._point(causal)
         return (times, self._lgssm(p, times.diff()), y, self._obs_cov(p, r), mask,
                 self._use_parallel(times.shape[0]))
 
     def filter(self, sequence: AffectObservations) -> AffectPosterior:
-        """Causal posterior p(z_t | frames up to t) of one video, and its decoding."""
-        times, params, y, r, mask, parallel = self._single(sequence)
+        """Causal posterior p(z_t | frames up to t) of one video, and its decoding (with the
+        filter's own noise scale if it has one)."""
+        times, params, y, r, mask, parallel = self._single(sequence, causal=True)
         with torch.no_grad():
             out = kalman_filter(params, y, r, mask, parallel=parallel)
         return self._posterior(times, out.means, out.covs, out.log_likelihood)
@@ -726,7 +737,7 @@ class CoreAffectDynamics:
             The state after this frame; :meth:`decode` maps its moments to valence-arousal.
         """
         self._check_fitted()
-        p = self._point()
+        p = self._point(causal=True)
         k = self.n_latent
         if state is None:
             pred_mean, pred_cov = p["mu"], ou_stationary_cov(p["theta"], p["diffusion"])
@@ -816,6 +827,9 @@ class CoreAffectDynamics:
 
         self._check_fitted()
         tensors = dict(self._point())
+        if getattr(self, "filter_noise_scale_", None) is not None:
+            tensors["filter_noise_scale"] = torch.as_tensor(self.filter_noise_scale_,
+                                                            dtype=_DTYPE)
         draws = getattr(self, "inference_data_", None)
         if draws is not None:
             for key in ("theta", "mu", "diffusion", "noise_scale"):
@@ -841,6 +855,8 @@ class CoreAffectDynamics:
         model = cls(**settings, decoder=decoder)
         model._set_point({key: tensors[key].to(_DTYPE)
                           for key in ("theta", "mu", "diffusion", "noise_scale")})
+        if "filter_noise_scale" in tensors:
+            model.filter_noise_scale_ = tensors["filter_noise_scale"].to(_DTYPE)
         model.log_likelihood_ = log_likelihood
         model.inference_data_ = None
         if "posterior.theta" in tensors:

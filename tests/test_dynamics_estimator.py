@@ -268,3 +268,32 @@ def test_per_axis_noise_scales_scale_each_axis_of_the_observation_covariance():
     equal.noise_scale_ = torch.tensor([SCALE, SCALE], dtype=torch.float64)
     torch.testing.assert_close(equal.smooth(video).latent_mean,
                                _truth().smooth(video).latent_mean, rtol=1e-9, atol=1e-12)
+
+
+def test_the_filter_may_have_noise_scales_of_its_own(tmp_path):
+    video = simulate(1, 200, seed=9)[0][0]
+    own, smoother_scale, filter_scale = _truth(), _truth(), _truth()
+    own.filter_noise_scale_ = torch.tensor([0.05, 2.0], dtype=torch.float64)
+    filter_scale.noise_scale_ = own.filter_noise_scale_
+    # the filter (batch and step by step) takes the filter's scales, the smoother the model's
+    torch.testing.assert_close(own.filter(video).latent_mean,
+                               filter_scale.filter(video).latent_mean, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(own.smooth(video).latent_mean,
+                               smoother_scale.smooth(video).latent_mean, rtol=1e-9, atol=1e-12)
+    assert not torch.allclose(own.filter(video).latent_mean,
+                              smoother_scale.filter(video).latent_mean)
+    state = None
+    for t in range(len(video.times)):
+        observed = bool(video.mask[t])
+        state = own.filter_step(state, float(video.times[t]),
+                                video.means[t] if observed else None, video.covs[t])
+    torch.testing.assert_close(state.mean, own.filter(video).latent_mean[-1])
+    # the latent-only copy keeps them, and they travel with the saved model
+    torch.testing.assert_close(own.without_decoder().filter(video).latent_mean,
+                               own.filter(video).latent_mean)
+    own.save(tmp_path / "run")
+    loaded = CoreAffectDynamics.load(tmp_path / "run")
+    torch.testing.assert_close(loaded.filter_noise_scale_, own.filter_noise_scale_)
+    assert CoreAffectDynamics.load(tmp_path / "run").noise_scale_.ndim == 0
+    smoother_scale.save(tmp_path / "plain")
+    assert CoreAffectDynamics.load(tmp_path / "plain").filter_noise_scale_ is None
