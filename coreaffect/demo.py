@@ -320,7 +320,9 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
               f"dynamics: Theta = {np.round(dyn.get('theta', []), 3).tolist()} per s, mu = "
               f"{np.round(dyn.get('mu', []), 3).tolist()}, observation-noise scales per "
               "latent axis (chosen on the validation videos) "
-              f"{np.round(dyn.get('noise_scale', np.nan), 4).tolist()}, "
+              f"{np.round(dyn.get('noise_scale', np.nan), 4).tolist()} for the smoother and "
+              f"{np.round(dyn.get('filter_noise_scale') or np.nan, 4).tolist()} for the causal "
+              "filter, "
               f"{dyn.get('iterations')} L-BFGS iterations.", "",
               "## Timings (seconds, this machine)", "",
               "| step | seconds |", "|---|---|"]

@@ -20,28 +20,31 @@ Which videos fit what, and why (:func:`fit_core_affect`):
   estimates on the *training* videos and their labels (frames with a label and a face). These are
   the videos the network was fitted on, so its estimates there are better than on new videos;
   fitting the prior on the validation videos instead would leave nothing held out for the next two
-  steps. The prior's mean is therefore not learned from these pairs (``location="estimate"``: it
-  is the latent point that decodes to the estimate); only its covariance is, and the calibration
-  corrects the resulting over-confidence.
+  steps. The prior's mean is therefore not learned from these pairs (the default
+  ``location="regression"``: its decoded mean is the estimate); only its covariance is, and the
+  calibration corrects the resulting over-confidence.
 * **Calibration** (:meth:`~coreaffect.prior.HiddenRoutePrior.calibrate`): the *validation* videos,
   unseen by the network and by the prior's fit, so the factors on the decoded valence and arousal
   variances are chosen on estimates as good (or as bad) as those on test videos.
-* **Dynamics** (:class:`~coreaffect.dynamics.CoreAffectDynamics`): the priors of the
-  *validation* videos as pseudo-observations (times, prior means and covariances over z, mask =
-  face found), decoder = the manifold, fitted by maximum marginal likelihood with L-BFGS (it
-  converges in a few dozen likelihood evaluations, where Adam needs over a hundred steps for the
-  same optimum), on every ``dynamics_step``-th frame. The dynamics' observation-noise scale must
-  describe estimates on unseen videos; on training videos it would learn that the priors are more
-  accurate than they are on test videos. p(z) is divided out of the priors
-  (``divide_prior=True``): with the prior's default ``location="estimate"``, N(m, S) / p(z) is
-  exactly the estimate's own latent observation N(a, R) (see :mod:`coreaffect.prior`), so the
-  OU process is the only prior over the trajectory and the shrinkage towards p(z) is not counted
-  twice. The likelihood drives the observation-noise scale towards 0 (the hidden route's errors
-  are slow, so the fit reads them as affect), which would make the smoother follow every
-  estimate; so the scales are then chosen again on the same videos, one per latent axis, as
-  those that give the smoothed trajectory the highest CCC against the labels (a coordinate
-  search over ``noise_grid``; on the synthetic corpus the axes follow valence and arousal, whose
-  errors differ: arousal's are faster, and smoothing removes part of them).
+* **Dynamics** (:class:`~coreaffect.dynamics.CoreAffectDynamics`): the priors of the *validation*
+  videos as pseudo-observations (times, prior means and covariances over z, mask = face found),
+  decoder = the manifold, fitted by maximum marginal likelihood with L-BFGS (it converges in a few
+  dozen likelihood evaluations, where Adam needs over a hundred steps for the same optimum), on
+  every ``dynamics_step``-th frame. The dynamics' observation-noise scale must describe estimates
+  on unseen videos; on training videos it would learn that the priors are more accurate than they
+  are on test videos. The priors enter as they are with the default ``location="regression"``
+  (``divide_prior=False``): N(m, S) is the estimate with the truth's scatter around it, not a
+  measurement pulled towards p(z). With ``location="measurement"`` p(z) is divided out
+  (``divide_prior=True``): N(m, S) / p(z) is exactly the estimate's own latent observation N(a, R)
+  (see :mod:`coreaffect.prior`), so the OU process is the only prior over the trajectory and the
+  shrinkage towards p(z) is not counted twice. The likelihood drives the observation-noise scale
+  towards 0 (the hidden route's errors are slow, so the fit reads them as affect), which would make
+  the smoother follow every estimate; so the scales are then chosen again on the same videos, one
+  per latent axis, as those that give the smoothed trajectory the highest CCC against the labels (a
+  coordinate search over ``noise_grid``; on the synthetic corpus the axes follow valence and
+  arousal, whose errors differ: arousal's are faster, and smoothing removes part of them). The
+  causal filter's own scales (``filter_noise_scale_``) are chosen the same way for the filtered
+  trajectory: it cannot look ahead, so a weight that suits the smoother makes it lag.
 * **Bands** (``RUN/bands.json``, :class:`~coreaffect.pipeline.CoreAffect`'s ``band_scale``): the
   dynamics treats the errors of consecutive estimates as independent, but the hidden route's errors
   are slow (a whole video can be off by a similar amount), so averaging hundreds of frames makes
@@ -209,11 +212,12 @@ def _observations(prior: HiddenRoutePrior, video: LabelledVideo, estimate: Affec
 
 def _choose_noise_scales(dynamics: CoreAffectDynamics, manifold: AffectManifold,
                          sequences: Sequence[AffectObservations],
-                         videos: Sequence[LabelledVideo], grid: Sequence[float]
-                         ) -> tuple[float, ...] | None:
+                         videos: Sequence[LabelledVideo], grid: Sequence[float],
+                         causal: bool = False) -> tuple[float, ...] | None:
     """One observation-noise scale per latent axis, chosen on labelled held-out videos.
 
-    The score of scales c (K,) is the smoother's per-video CCC against the labels, averaged over
+    The score of scales c (K,) is the smoother's (``causal``: the filter's) per-video CCC
+    against the labels, averaged over
     videos and over valence and arousal (the decoded point g(posterior mean) of every frame with
     a label and a face). Coordinate search over ``grid``: first one scale shared by every axis,
     then each axis in turn with the others held, twice over. Returns ``None`` (keep the
@@ -226,12 +230,15 @@ def _choose_noise_scales(dynamics: CoreAffectDynamics, manifold: AffectManifold,
     latent = dynamics.without_decoder()  # only the latent means matter here
 
     def score(scales: tuple[float, ...]) -> float:
-        latent.noise_scale_ = torch.tensor(scales, dtype=torch.float64)
+        if causal:
+            latent.filter_noise_scale_ = torch.tensor(scales, dtype=torch.float64)
+        else:
+            latent.noise_scale_ = torch.tensor(scales, dtype=torch.float64)
         values = []
         for sequence, video, keep in zip(sequences, videos, keeps, strict=True):
             if keep.sum() < 2:
                 continue
-            posterior = latent.smooth(sequence)
+            posterior = latent.filter(sequence) if causal else latent.smooth(sequence)
             with torch.no_grad():
                 point = manifold._g(posterior.latent_mean.float()).double().numpy()[keep]
             values += [float(ccc(video.labels[keep, d], point[:, d])) for d in range(2)]
@@ -361,7 +368,8 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
         sequences = [_observations(prior, v, estimates[v.id], settings.dynamics_step)
                      for v in held_out]
         dynamics = CoreAffectDynamics(prior.manifold.n_latent, decoder=manifold,
-                                      divide_prior=True, optimizer="lbfgs",
+                                      divide_prior=prior.location != "regression",
+                                      optimizer="lbfgs",
                                       max_iter=settings.dynamics_iter, level=settings.level,
                                       random_state=seed)
         dynamics.fit(sequences)
@@ -370,6 +378,9 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
                                       settings.noise_grid)
         if scales is not None:
             dynamics.noise_scale_ = torch.tensor(scales, dtype=torch.float64)
+            scales = _choose_noise_scales(dynamics, manifold, full_rate, held_out,
+                                          settings.noise_grid, causal=True)
+            dynamics.filter_noise_scale_ = torch.tensor(scales, dtype=torch.float64)
         done("dynamics", start)
         start = time.monotonic()
         bands = _calibrate_bands(model, prior, dynamics, held_out, estimates, settings)
@@ -386,7 +397,9 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
             "dynamics": {"iterations": getattr(dynamics, "n_iter_", None),
                          "log_likelihood": dynamics.log_likelihood_,
                          "theta": dynamics.theta_.tolist(), "mu": dynamics.mu_.tolist(),
-                         "noise_scale": dynamics.noise_scale_.tolist()}}
+                         "noise_scale": dynamics.noise_scale_.tolist(),
+                         "filter_noise_scale": None if dynamics.filter_noise_scale_ is None
+                         else dynamics.filter_noise_scale_.tolist()}}
     atomic_write(Path(run) / "stages.json", json.dumps(info, indent=2) + "\n")
     return StageFit(manifold, prior, dynamics, seconds, videos)
 
