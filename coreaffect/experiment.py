@@ -134,7 +134,9 @@ class FitSettings:
             exact for any step, so a decimated video has the same likelihood structure).
         dynamics_iter: Most L-BFGS iterations.
         band_step: Every n-th validation frame feeds the band scales.
-        level: Calibration level of the prior.
+        level: Level of the dynamics' bands, and the one their factors calibrate.
+        calibration_levels: The levels at which the prior's calibration aims to cover (see
+            :meth:`~coreaffect.prior.HiddenRoutePrior.calibrate`).
         noise_grid: The observation-noise scales tried on each latent axis when choosing them
             on the validation videos (empty: keep the maximum-likelihood scale).
     """
@@ -149,6 +151,7 @@ class FitSettings:
     dynamics_iter: int = 100  # L-BFGS converges in a few dozen iterations
     band_step: int = 4  # every 4th validation frame sets the band scales: ~750 for 3 videos
     level: float = 0.9  # the band the evaluation reports
+    calibration_levels: tuple[float, ...] = (0.5, 0.9)  # the prior's calibration targets both
     noise_grid: tuple[float, ...] = (1e-4, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # none to strong
 
 
@@ -361,7 +364,7 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
 
         start = time.monotonic()
         pairs, targets = _pairs(held_out, estimates, 1, settings.max_calibration_pairs)
-        prior.calibrate(pairs, np.clip(targets, -1, 1), level=settings.level)
+        prior.calibrate(pairs, np.clip(targets, -1, 1), level=settings.calibration_levels)
         done("calibration", start)
 
         start = time.monotonic()

@@ -281,3 +281,39 @@ def test_confident_prior_is_centred_on_the_estimate_and_learned_location_works(
     assert learned(sure).loc.shape == (200, 2)
     with pytest.raises(CoreAffectError, match="location"):
         HiddenRoutePrior(manifold, location="nowhere", num_steps=1).fit(sure, labels)
+
+
+def test_calibration_at_several_levels_balances_their_coverage(prior):
+    from coreaffect.prior import _variance_factor
+
+    # errors with heavier tails than a Gaussian (Student t, 3 degrees of freedom)
+    errors = np.abs(np.random.default_rng(0).standard_t(3, 20000))
+    z50, z90 = 0.67449, 1.64485
+
+    def cover(c):
+        return (np.mean(errors <= z50 * math.sqrt(c)), np.mean(errors <= z90 * math.sqrt(c)))
+
+    one = _variance_factor(errors, [0.9])
+    assert cover(one)[1] == pytest.approx(0.9, abs=1e-3)  # exact at its own level
+    assert cover(one)[0] > 0.57  # but too wide at 50%
+    both = _variance_factor(errors, [0.5, 0.9])
+    worst_one = max(abs(cover(one)[0] - 0.5), abs(cover(one)[1] - 0.9))
+    worst_both = max(abs(cover(both)[0] - 0.5), abs(cover(both)[1] - 0.9))
+    assert worst_both < 0.6 * worst_one
+    # the two coverage errors are balanced: opposite signs, about equal sizes
+    assert cover(both)[0] > 0.5 and cover(both)[1] < 0.9
+    assert abs((cover(both)[0] - 0.5) - (0.9 - cover(both)[1])) < 0.01
+    # through the estimator, with the levels remembered
+    labels = boomerang(1000, 30)
+    held = estimates(labels, 31)
+    before = prior.calibration_scale_, prior.calibration_level_
+    try:
+        prior.calibrate(held, labels, level=[0.5, 0.9])
+        assert prior.calibration_level_ == [0.5, 0.9]
+        pred = prior.predict(held)
+        for level in (0.5, 0.9):
+            assert abs(_interval_coverage(pred, labels, level) - level) < 0.05
+    finally:
+        prior.calibration_scale_, prior.calibration_level_ = before
+    with pytest.raises(CoreAffectError, match="level"):
+        prior.calibrate(held, labels, level=[0.5, 1.2])
