@@ -214,6 +214,23 @@ def test_save_load_round_trip(prior, tmp_path):
         HiddenRoutePrior.load(tmp_path / "run", name="manifold")
 
 
+def test_runs_saved_by_earlier_versions_load_with_their_own_model(measured, tmp_path):
+    import json
+
+    e = estimates(boomerang(30, 15), 25)
+    measured.save(tmp_path)
+    config_path = tmp_path / "prior.json"
+    config = json.loads(config_path.read_text())
+    config["config"]["location"] = "estimate"  # the former name of "measurement"
+    config_path.write_text(json.dumps(config))
+    loaded = HiddenRoutePrior.load(tmp_path)
+    assert loaded.location == "measurement"
+    assert torch.equal(loaded(e).loc, measured(e).loc)
+    del config["config"]["location"]  # before the location was a choice: a learned one
+    config_path.write_text(json.dumps(config))
+    assert HiddenRoutePrior.load(tmp_path).location == "learned"
+
+
 def test_without_embedding(manifold):
     labels = boomerang(200, 16)
     e = estimates(labels, 26)
