@@ -2,7 +2,7 @@
 
 The workload of a user's own recording: a 640x480, 25 fps mp4 in which a face (the astronaut
 photograph that ships with scikit-image) drifts over a cluttered background (the video of
-``bench_data_path.py``), one and ten minutes long. The run holds every stage: the manifold,
+``bench_data_path.py``), one, five and ten minutes long. The run holds every stage: the manifold,
 prior and dynamics of a tiny synthetic run (:func:`coreaffect.demo.tiny_run`), and as the hidden
 route the ``paper`` preset (Table 1) at 64 x 64 crops, freshly initialised: speed does not depend
 on the weights. Each prediction (offline: decode, detect and crop, dense hidden route, prior,
@@ -10,8 +10,8 @@ smoother, decoding to valence-arousal with bands) runs in a fresh process, which
 wall time and its peak resident memory (``resource.getrusage``), so memory that grew with the
 video's length would show as a larger peak for the longer video. Run::
 
-    python benchmarks/bench_pipeline.py              # 1- and 10-minute videos (about 15 minutes)
-    python benchmarks/bench_pipeline.py --quick      # 20- and 60-second videos
+    python benchmarks/bench_pipeline.py          # 1-, 5- and 10-minute videos (about 20 minutes)
+    python benchmarks/bench_pipeline.py --quick  # 20- and 60-second videos
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="20- and 60-second videos")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     args = parser.parse_args()
-    lengths = (20.0, 60.0) if args.quick else (60.0, 600.0)
+    lengths = (20.0, 60.0) if args.quick else (60.0, 300.0, 600.0)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         run = paper_run(folder)
