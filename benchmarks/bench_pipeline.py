@@ -12,6 +12,7 @@ video's length would show as a larger peak for the longer video. Run::
 
     python benchmarks/bench_pipeline.py          # 1-, 5- and 10-minute videos (about 20 minutes)
     python benchmarks/bench_pipeline.py --quick  # 20- and 60-second videos
+    python benchmarks/bench_pipeline.py --minutes 20  # other lengths
 """
 
 from __future__ import annotations
@@ -72,8 +73,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20- and 60-second videos")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--minutes", type=float, nargs="+", metavar="M",
+                        help="other video lengths, in minutes (e.g. --minutes 20)")
     args = parser.parse_args()
     lengths = (20.0, 60.0) if args.quick else (60.0, 300.0, 600.0)
+    if args.minutes:
+        if min(args.minutes) <= 0:
+            parser.error("--minutes must be positive")
+        lengths = tuple(60.0 * m for m in args.minutes)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         run = paper_run(folder)

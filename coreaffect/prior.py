@@ -154,7 +154,7 @@ def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS, 
     the row's residual is refused and its radius halved). For y inside the decoder's range the
     result decodes to y (to ~1e-6, except where g folds); outside it, to a nearer point than the
     encoder's mean does. With K > 2 the damping picks the solution nearest the start. Every
-    iterate is kept within |z| <= 4 (where p(z) = N(0, I) has fallen to e^-8 of its peak): a
+    iterate is kept within ``|z| <= 4`` (where p(z) = N(0, I) has fallen to e^-8 of its peak): a
     label at the edge of g's range has its preimage far out, where g is flat.
 
     With ``spread = (L, eps)`` the map is the decoded mean of a Gaussian instead of g itself:
