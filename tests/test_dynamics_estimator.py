@@ -243,6 +243,16 @@ def test_nuts_recovers_parameters_with_good_diagnostics(tmp_path):
                                   np.asarray(data["posterior"]["theta"]))
 
 
+def _streamed(model: CoreAffectDynamics, video: AffectObservations):
+    """The filter's state after the last frame, fed one frame at a time by filter_step."""
+    state = None
+    for t in range(len(video.times)):
+        observed = bool(video.mask[t])
+        state = model.filter_step(state, float(video.times[t]),
+                                  video.means[t] if observed else None, video.covs[t])
+    return state
+
+
 def test_per_axis_noise_scales_scale_each_axis_of_the_observation_covariance():
     video = simulate(1, 200, seed=7)[0][0]
     scales = torch.tensor([0.3, 4.0], dtype=torch.float64)
@@ -257,12 +267,8 @@ def test_per_axis_noise_scales_scale_each_axis_of_the_observation_covariance():
         a, b = getattr(per_axis, method)(video), getattr(reference, method)(scaled)
         torch.testing.assert_close(a.latent_mean, b.latent_mean, rtol=1e-9, atol=1e-12)
         torch.testing.assert_close(a.latent_cov, b.latent_cov, rtol=1e-9, atol=1e-12)
-    state = None
-    for t in range(len(video.times)):
-        observed = bool(video.mask[t])
-        state = per_axis.filter_step(state, float(video.times[t]),
-                                     video.means[t] if observed else None, video.covs[t])
-    torch.testing.assert_close(state.mean, per_axis.filter(video).latent_mean[-1])
+    torch.testing.assert_close(_streamed(per_axis, video).mean,
+                               per_axis.filter(video).latent_mean[-1])
     # equal scales on every axis are the single scale
     equal = _truth()
     equal.noise_scale_ = torch.tensor([SCALE, SCALE], dtype=torch.float64)
@@ -282,12 +288,7 @@ def test_the_filter_may_have_noise_scales_of_its_own(tmp_path):
                                smoother_scale.smooth(video).latent_mean, rtol=1e-9, atol=1e-12)
     assert not torch.allclose(own.filter(video).latent_mean,
                               smoother_scale.filter(video).latent_mean)
-    state = None
-    for t in range(len(video.times)):
-        observed = bool(video.mask[t])
-        state = own.filter_step(state, float(video.times[t]),
-                                video.means[t] if observed else None, video.covs[t])
-    torch.testing.assert_close(state.mean, own.filter(video).latent_mean[-1])
+    torch.testing.assert_close(_streamed(own, video).mean, own.filter(video).latent_mean[-1])
     # the latent-only copy keeps them, and they travel with the saved model
     torch.testing.assert_close(own.without_decoder().filter(video).latent_mean,
                                own.filter(video).latent_mean)
