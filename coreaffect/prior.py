@@ -13,16 +13,16 @@ mean and covariance come from depends on ``location``:
 
 * ``"regression"`` (the default): the truth scatters around the estimate. The hidden route is a
   regression network (trained to predict the label), so its errors are close to independent of
-  its output, not of the truth: the label's regression on the estimate has a slope of about 1
-  (measured on the demo's test videos: 1.00 for valence, 0.86 for arousal; on the training
-  videos 0.97 and 0.96). S = L L^T, and m is the latent point at which the prior's decoded mean,
+  its output, not of the truth: on the demo's videos, the label's regression on the estimate has
+  a slope close to 1. S = L L^T, and m is the latent point at which the prior's decoded mean,
   E[g(z)] for z ~ N(m, S), equals the hidden route's mean (the "centre": Gauss-Newton steps
   from the anchor a = g^-1(mean), :func:`preimage` with a spread). The prior's decoded mean is
   thus the estimate itself wherever the decoder's range holds it; phi learns only how far the
   truth scatters around it. Conditioning p(z) on the estimate as below would instead pull every
   mean towards p(z)'s centre, which shrinks the trajectory that these errors do not call for
-  (measured with the same network and test videos: per-video CCC of the decoded valence 0.793
-  conditioned, 0.8245 with this location, 0.8246 for the hidden route's own estimate).
+  (``docs/reproducing.rst``: conditioned, the prior's per-video valence CCC on the demo's test
+  videos fell below the hidden route's, 0.793 against 0.825; with this location it is the
+  hidden route's).
 * ``"measurement"``: the estimate is read as a noisy observation of a latent point, the errors
   independent of the truth (the classical measurement-error model: truth plus noise). The anchor
   a = g^-1(mean) is observed as a = z + v, v ~ N(0, R) with R = L L^T; conditioning the
@@ -84,11 +84,11 @@ each c_d is set so that the central interval at ``level`` of that dimension's pr
 c_d is the squared ``level``-quantile of the standardised errors over z_{(1 + level)/2}. Given
 several levels (``coreaffect train`` uses 0.5 and 0.9), c_d is the factor whose largest coverage
 error over them is smallest: the hidden route's errors have heavier tails than a Gaussian, so a
-width that covers 90% exactly covers more than 50% (on the demo's test videos, valence: 0.56
-calibrated at 0.9 alone, 0.54 at both, with 0.90 and 0.89 at 90%). The factors act on the decoded
-covariance only: the means, the latent prior that the dynamics takes, and the ordering of confident
-and unconfident estimates stay as fitted. Valence and arousal get their own factor because the
-hidden route's over-confidence differs between them.
+width that covers 90% exactly covers more than 50% (in a demo run calibrated at 0.9 alone, 56% of
+the test videos' valence labels). The factors act on the decoded covariance only: the means, the
+latent prior that the dynamics takes, and the ordering of confident and unconfident estimates stay
+as fitted. Valence and arousal get their own factor because the hidden route's over-confidence
+differs between them.
 
 Parameters are module-local (see :mod:`coreaffect.manifold`): Pyro's global parameter store is
 never used, and the manifold's parameters are not changed.
