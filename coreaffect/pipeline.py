@@ -75,6 +75,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from torch.distributions import MultivariateNormal
 
 from coreaffect.checkpoint import atomic_write, load_data_config, load_model
 from coreaffect.config import DataConfig
@@ -265,6 +266,11 @@ def _sqrt_psd(cov: torch.Tensor) -> torch.Tensor:
     return vectors * values.clamp_min(0).sqrt()[..., None, :]
 
 
+def _moments(latent: MultivariateNormal) -> tuple[torch.Tensor, torch.Tensor]:
+    """Means (T, K) and covariances (T, K, K) of latent Gaussians, in float64."""
+    return latent.loc.to(_DTYPE), latent.covariance_matrix.to(_DTYPE)
+
+
 def _release_pages(array: np.ndarray) -> None:
     """Let go of the resident pages of a read-only memory-mapped array; its data stay on disk.
 
@@ -440,8 +446,7 @@ class CoreAffect:
 
     def _latent_prior(self, estimate: AffectEstimate) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior means (T, K) and covariances (T, K, K) in float64."""
-        prior = self.prior(AffectEstimate(*(x.float() for x in estimate)))
-        return prior.loc.to(_DTYPE), prior.covariance_matrix.to(_DTYPE)
+        return _moments(self.prior(AffectEstimate(*(x.float() for x in estimate))))
 
     def decode(self, latent_mean: torch.Tensor, latent_cov: torch.Tensor, level: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -539,11 +544,13 @@ class CoreAffect:
             part, seen = slice(start, stop), observed[start:stop]
             raw_mean[part][seen] = estimate.mean.double().numpy()[seen]
             raw_var[part][seen] = estimate.var.double().numpy()[seen]
-            if need_prior:
-                loc[part], cov[part] = self._latent_prior(estimate)
+            if need_prior:  # the priors once: the prior stage decodes the same ones
+                latent = self.prior(AffectEstimate(*(x.float() for x in estimate)))
+                loc[part], cov[part] = _moments(latent)
             if "prior" in wanted and seen.any():
                 rows = torch.as_tensor(np.flatnonzero(seen))
-                decoded = self.prior.predict(AffectEstimate(*(x[rows].float() for x in estimate)))
+                decoded = self.prior.decode(MultivariateNormal(latent.loc[rows],
+                                                               scale_tril=latent.scale_tril[rows]))
                 prior_mean[part][seen] = decoded.mean.double().numpy()
                 prior_var[part][seen] = torch.diagonal(decoded.cov, dim1=-2,
                                                        dim2=-1).double().numpy()

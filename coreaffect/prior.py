@@ -635,9 +635,22 @@ class HiddenRoutePrior(PyroModule):
             A :class:`DecodedPrior` with mean (B, 2) and cov (B, 2, 2), the covariance scaled by
             the calibration factors (:meth:`calibrate`).
         """
-        prior = self(estimate)
+        return self.decode(self(estimate), random_state)
+
+    def decode(self, latent: dist.MultivariateNormal,
+               random_state: int | torch.Generator | None = None) -> DecodedPrior:
+        """Priors already computed by :meth:`__call__`, decoded as :meth:`predict` does.
+
+        Args:
+            latent: The priors, batch shape (B,), event shape (K,).
+            random_state: As for :meth:`predict`.
+
+        Returns:
+            A :class:`DecodedPrior` with mean (B, 2) and cov (B, 2, 2), calibrated.
+        """
+        self._check_fitted()
         with torch.no_grad():
-            decoded = self._decoded(prior.loc, prior.scale_tril, self._eps(random_state))
+            decoded = self._decoded(latent.loc, latent.scale_tril, self._eps(random_state))
             root = torch.tensor(self.calibration_scale_, dtype=decoded.cov.dtype,
                                 device=decoded.cov.device).sqrt()  # (2,)
             return DecodedPrior(decoded.mean, decoded.cov * root[:, None] * root[None, :])
