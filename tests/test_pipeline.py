@@ -179,3 +179,16 @@ def test_released_pages_keep_the_data(tmp_path):
     _release_pages(changed)
     assert (changed[0] == 7).all()
     _release_pages(want)  # not a mapping: nothing to do
+
+
+def test_the_prior_stage_is_the_prior_s_own_prediction(affect, crops):
+    import torch
+
+    prior = affect.stages_of(crops, stages=["prior"])["prior"]
+    found = np.asarray(crops.face_found, bool)
+    estimate = affect.model.predict_dense(crops.crops, chunk_frames=affect.chunk_frames)
+    rows = torch.as_tensor(np.flatnonzero(found))
+    direct = affect.prior.predict(type(estimate)(*(x[rows].float() for x in estimate)))
+    # to float32 rounding of batched rows, as HiddenRoutePrior.predict is per estimate
+    np.testing.assert_allclose(prior.mean[found], direct.mean.double().numpy(), atol=1e-3)
+    assert np.isnan(prior.mean[~found]).all()
