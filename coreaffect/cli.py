@@ -257,10 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="the paper's experiment end to end on a synthetic corpus",
-        description="Generate a synthetic corpus of 23 facial videos of 40 s, train the hidden "
-                    "route (lite preset, time-budgeted) on 13, fit manifold, prior and "
-                    "dynamics, evaluate on the other 10, and write DIR/report.md with the "
-                    "per-video table (the paper's Table 2), figures, and the run in DIR/run.",
+        description="Generate a synthetic corpus of 33 facial videos of 40 s, train the hidden "
+                    "route (lite preset, time-budgeted) on 13, validate it and fit manifold, "
+                    "prior and dynamics with 10 more, evaluate on the other 10, and write "
+                    "DIR/report.md with the per-video table (the paper's Table 2), figures, "
+                    "and the run in DIR/run.",
         epilog=_EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", type=Path, default=Path("demo_output"), metavar="DIR",
                       help="folder to write (default: demo_output)")

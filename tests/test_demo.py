@@ -7,7 +7,7 @@ import json
 from coreaffect.demo import DemoSettings, run_demo
 from coreaffect.pipeline import CoreAffect
 
-TINY = DemoSettings(videos=4, seconds=4.0, test_videos=1, minutes=0.05, epochs=2,
+TINY = DemoSettings(videos=5, seconds=4.0, test_videos=1, val_videos=2, minutes=0.05, epochs=2,
                     manifold_steps=100, prior_steps=100, saliency_frames=32)
 
 
@@ -25,3 +25,6 @@ def test_run_demo_writes_report_and_figures(tmp_path):
     assert set(metrics) == {"raw", "prior", "smoothed", "filtered"}
     assert "total" in result.seconds and "fit: dynamics" in result.seconds
     assert CoreAffect.load(tmp_path / "run").stages[-1] == "filtered"
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    assert [len(split[k]) for k in ("train", "val", "test")] == [2, 2, 1]
+    assert "1 held out for testing and 2 for training" in text and "2 more to validate" in text
