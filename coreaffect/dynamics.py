@@ -56,6 +56,7 @@ from coreaffect.state_space import (
     _generator,
     _sym,
     _update,
+    fixed_lag_smoother,
     kalman_filter,
     rts_smoother,
     sample_posterior,
@@ -71,10 +72,12 @@ __all__ = [
     "CoreAffectDynamics",
     "FilterState",
     "Filtered",
+    "LagState",
     "Smoothed",
     "kalman_filter",
     "ou_discretize",
     "ou_stationary_cov",
+    "fixed_lag_smoother",
     "rts_smoother",
     "sample_posterior",
 ]
@@ -199,6 +202,30 @@ class FilterState(NamedTuple):
     mean: Tensor
     cov: Tensor
     log_likelihood: Tensor
+
+
+class LagState(NamedTuple):
+    """State of the streaming fixed-lag smoother (:meth:`CoreAffectDynamics.lag_step`).
+
+    The last ``lag + 1`` frames are buffered with their filtered moments (under the smoother's
+    observation-noise scales); each new frame re-runs the RTS recursion over the buffer only.
+
+    Attributes:
+        filter: The filter after the newest frame.
+        times: (n,) times of the buffered frames, oldest first, n <= lag + 1.
+        filtered_means: (n, K) their filtered means.
+        filtered_covs: (n, K, K) their filtered covariances.
+        means: (n, K) E[z_s | frames so far] for each buffered frame s.
+        covs: (n, K, K) their covariances. Once n = lag + 1, row 0 is final: the fixed-lag
+            posterior of frame ``times[0]``, ``lag`` frames after it.
+    """
+
+    filter: FilterState
+    times: Tensor
+    filtered_means: Tensor
+    filtered_covs: Tensor
+    means: Tensor
+    covs: Tensor
 
 
 class _Batch(NamedTuple):
@@ -692,11 +719,24 @@ class CoreAffectDynamics:
             out = kalman_filter(params, y, r, mask, parallel=parallel)
         return self._posterior(times, out.means, out.covs, out.log_likelihood)
 
-    def smooth(self, sequence: AffectObservations) -> AffectPosterior:
-        """Offline posterior p(z_t | all frames) of one video, and its decoding."""
+    def smooth(self, sequence: AffectObservations, lag: int | None = None) -> AffectPosterior:
+        """Posterior p(z_t | all frames) of one video, offline, and its decoding.
+
+        Args:
+            sequence: The video.
+            lag: ``None``: every frame of the video. An integer L >= 0: the fixed-lag posterior
+                p(z_t | frames up to t + L) (:func:`~coreaffect.state_space.fixed_lag_smoother`),
+                what an online system knows L frames after frame t; it takes the smoother's
+                observation-noise scales, and tends to the offline result as L grows.
+        """
+        if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 0):
+            raise ValueError(f"lag must be None or an integer >= 0 (frames), got {lag!r}")
         times, params, y, r, mask, parallel = self._single(sequence)
         with torch.no_grad():
-            out = rts_smoother(params, y, r, mask, parallel=parallel)
+            if lag is None:
+                out = rts_smoother(params, y, r, mask, parallel=parallel)
+            else:
+                out = fixed_lag_smoother(params, y, r, mask, lag=lag, parallel=parallel)
         return self._posterior(times, out.means, out.covs, out.log_likelihood)
 
     def sample(self, sequence: AffectObservations, n: int = 100,
@@ -736,8 +776,12 @@ class CoreAffectDynamics:
         Returns:
             The state after this frame; :meth:`decode` maps its moments to valence-arousal.
         """
+        return self._step(state, time, mean, cov, causal=True)
+
+    def _step(self, state: FilterState | None, time: float, mean: Tensor | None,
+              cov: Tensor | None, causal: bool) -> FilterState:
         self._check_fitted()
-        p = self._point(causal=True)
+        p = self._point(causal=causal)
         k = self.n_latent
         if state is None:
             pred_mean, pred_cov = p["mu"], ou_stationary_cov(p["theta"], p["diffusion"])
@@ -760,6 +804,47 @@ class CoreAffectDynamics:
         new_mean, new_cov, log_prob = _update(pred_mean, pred_cov, y[0], self._obs_cov(p, r[0]),
                                               torch.eye(k, dtype=_DTYPE), flag[0])
         return FilterState(float(time), new_mean, new_cov, log_likelihood + log_prob)
+
+    def lag_step(self, state: LagState | None, time: float, mean: Tensor | None = None,
+                 cov: Tensor | None = None, *, lag: int) -> LagState:
+        """One frame of the fixed-lag smoother, at a cost per frame that grows with ``lag`` only.
+
+        After frame t, row 0 of the returned state is p(z_{t-lag} | frames up to t), equal to
+        ``smooth(video, lag=lag)`` at frame t - lag; when the stream ends, the buffered rows are
+        the final posteriors of its last frames.
+
+        Args:
+            state: The state after the previous frame; ``None`` before the first frame.
+            time: This frame's time in seconds, later than the previous frame's.
+            mean: (K,) m_t, or ``None`` when the frame has no face.
+            cov: (K, K) S_t (ignored when ``mean`` is ``None``).
+            lag: Frames of look-ahead, >= 0, the same at every call.
+
+        Returns:
+            The :class:`LagState` after this frame.
+        """
+        if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+            raise ValueError(f"lag must be an integer >= 0 (frames), got {lag!r}")
+        filtered = self._step(None if state is None else state.filter, time, mean, cov,
+                              causal=False)
+        times = torch.tensor([float(time)], dtype=_DTYPE)
+        means, covs = filtered.mean[None], filtered.cov[None]
+        if state is not None:
+            times = torch.cat([state.times, times])[-(lag + 1):]
+            means = torch.cat([state.filtered_means, means])[-(lag + 1):]
+            covs = torch.cat([state.filtered_covs, covs])[-(lag + 1):]
+        p = self._point()
+        out_mean, out_cov = [means[-1]], [covs[-1]]
+        for j in range(len(times) - 2, -1, -1):  # RTS backwards over the buffer
+            f, b, q = ou_discretize(p["theta"], p["mu"], p["diffusion"],
+                                    float(times[j + 1] - times[j]))
+            pred_mean = f @ means[j] + b
+            pred_cov = _sym(f @ covs[j] @ f.T + q)
+            gain = torch.linalg.solve(pred_cov, f @ covs[j]).T  # P_j F^T P_{j+1|j}^-1
+            out_mean.append(means[j] + gain @ (out_mean[-1] - pred_mean))
+            out_cov.append(_sym(covs[j] + gain @ (out_cov[-1] - pred_cov) @ gain.T))
+        return LagState(filtered, times, means, covs, torch.stack(out_mean[::-1]),
+                        torch.stack(out_cov[::-1]))
 
     # -- decoding -------------------------------------------------------------------------------
 

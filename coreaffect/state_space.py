@@ -16,6 +16,8 @@ differentiable (torch), in float32 or float64.
   marginal log-likelihood log p(y_{0:T-1}).
 * :func:`rts_smoother`: the Rauch-Tung-Striebel smoother, offline, with the lag-one cross
   covariances Cov(z_t, z_{t+1} | y).
+* :func:`fixed_lag_smoother`: p(z_t | y_{0:t+L}), what an online system knows L steps after
+  step t: between the filter (L = 0) and the smoother (L >= T - 1).
 * :func:`sample_posterior`: forward-filter backward-sample draws of whole trajectories.
 
 Covariances are symmetrised after every update and updated in Joseph form, which keeps them
@@ -57,6 +59,7 @@ __all__ = [
     "Smoothed",
     "kalman_filter",
     "rts_smoother",
+    "fixed_lag_smoother",
     "sample_posterior",
 ]
 
@@ -258,6 +261,51 @@ def rts_smoother(params: LGSSM, observations: Tensor, obs_cov: Tensor,
              filtered.covs.new_zeros(*filtered.covs.shape[:-3], 0, k, k))
     return Smoothed(torch.stack(means, -2), torch.stack(covs, -3), cross,
                     filtered.log_likelihood)
+
+
+def fixed_lag_smoother(params: LGSSM, observations: Tensor, obs_cov: Tensor,
+                       mask: Tensor | None = None, *, lag: int, parallel: bool = False
+                       ) -> Filtered:
+    """Fixed-lag smoothed moments p(z_t | y_{0:min(t+lag, T-1)}) for every step t.
+
+    What an online system can report about step t once ``lag`` more observations have arrived:
+    the filter for ``lag=0``, the RTS smoother for ``lag >= T - 1``. Every step's own backward
+    pass starts from the filtered moments at its horizon h = min(t + lag, T - 1) and applies the
+    RTS recursion z_j | z_{j+1}, y_{0:j} ~ N(E_j z_{j+1} + g_j, L_j) down to j = t; the T passes
+    run side by side, so the cost is one filter and ``lag`` batched (..., T, K, K) steps.
+
+    Args:
+        params: The model.
+        observations: (..., T, D).
+        obs_cov: (..., T, D, D).
+        mask: (..., T) bool, True where observed.
+        lag: Steps of look-ahead, >= 0.
+        parallel: Run the filter as an associative scan (see the module docstring).
+
+    Returns:
+        A :class:`Filtered` tuple whose means (..., T, K) and covs (..., T, K, K) are the
+        fixed-lag moments, with the filter's log-likelihood.
+    """
+    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+        raise ValueError(f"lag must be an integer >= 0, got {lag!r}")
+    filtered = kalman_filter(params, observations, obs_cov, mask, parallel=parallel)
+    steps = filtered.means.shape[-2]
+    if lag == 0 or steps < 2:
+        return filtered
+    gain, g, cond = _backward_elements(params, filtered)
+    t = torch.arange(steps, device=gain.device)
+    horizon = torch.clamp(t + lag, max=steps - 1)  # (T,)
+    mean = filtered.means[..., horizon, :]  # (..., T, K): each step's pass starts at its horizon
+    cov = filtered.covs[..., horizon, :, :]
+    for k in range(min(lag, steps - 1) - 1, -1, -1):
+        j = torch.clamp(t + k, max=steps - 1)  # the step each pass is at
+        active = (t + k) < horizon  # (T,): passes that have not reached step t yet stay put
+        e = gain[..., j, :, :]
+        step_mean = (e @ mean[..., None])[..., 0] + g[..., j, :]
+        step_cov = _sym(e @ cov @ e.transpose(-1, -2) + cond[..., j, :, :])
+        mean = torch.where(active[:, None], step_mean, mean)
+        cov = torch.where(active[:, None, None], step_cov, cov)
+    return Filtered(mean, cov, filtered.log_likelihood)
 
 
 def _generator(random_state: int | torch.Generator | None, device: torch.device

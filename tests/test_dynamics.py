@@ -12,6 +12,7 @@ import torch
 
 from coreaffect.dynamics import (
     LGSSM,
+    fixed_lag_smoother,
     kalman_filter,
     ou_discretize,
     ou_stationary_cov,
@@ -145,6 +146,44 @@ def test_filter_last_step_equals_smoother_and_is_causal():
     y2 = y.clone()
     y2[5:] += 3.0
     torch.testing.assert_close(kalman_filter(params, y2, r).means[:5], filtered.means[:5])
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("lag", [0, 1, 3, 9])
+def test_fixed_lag_equals_dense_conditioning_on_the_frames_until_the_lag(lag, parallel):
+    steps = 7
+    params, y, r = _model(steps, seed=5)
+    observed = torch.ones(steps, dtype=torch.bool)
+    observed[[2, 5]] = False  # a masked step inside and at the end of some windows
+    y = y.clone()
+    y[~observed] = float("nan")
+    lagged = fixed_lag_smoother(params, y, r, observed, lag=lag, parallel=parallel)
+    k = 2
+    for t in range(steps):
+        end = min(steps, t + lag + 1)  # frames 0 .. t + lag
+        cut = params._replace(transition=params.transition[:end - 1],
+                              offset=params.offset[:end - 1],
+                              process_cov=params.process_cov[:end - 1])
+        mean, cov, _ = _dense_posterior(cut, y[:end], r[:end], observed[:end])
+        torch.testing.assert_close(lagged.means[t], mean[t])
+        torch.testing.assert_close(lagged.covs[t], cov[t * k:(t + 1) * k, t * k:(t + 1) * k])
+    filtered = kalman_filter(params, y, r, observed)
+    torch.testing.assert_close(lagged.log_likelihood, filtered.log_likelihood)
+    if lag == 0:
+        torch.testing.assert_close(lagged.means, filtered.means)
+    if lag >= steps - 1:
+        torch.testing.assert_close(lagged.means, rts_smoother(params, y, r, observed).means)
+
+
+def test_fixed_lag_is_batched_and_rejects_a_negative_lag():
+    params, y, r = _model(6, seed=6)
+    ys = torch.stack([y, y + 1.0])  # (2, T, D)
+    both = fixed_lag_smoother(params, ys, r.expand(2, -1, -1, -1), lag=2)
+    for i in range(2):
+        torch.testing.assert_close(both.means[i], fixed_lag_smoother(params, ys[i], r,
+                                                                     lag=2).means)
+    with pytest.raises(ValueError, match="lag"):
+        fixed_lag_smoother(params, y, r, lag=-1)
 
 
 def test_log_likelihood_matches_pyro_gaussian_hmm():

@@ -3,6 +3,8 @@ filtering, smoothing against raw estimates, decoding, and save/load."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -134,6 +136,52 @@ def test_causal_output_unchanged_when_frames_are_appended(fitted):
     # the smoother, by contrast, uses the future
     assert not torch.allclose(fitted.smooth(video).latent_mean[:cut],
                               fitted.smooth(prefix).latent_mean)
+
+
+def test_fixed_lag_output_is_the_smoother_of_the_frames_until_the_lag(data, fitted):
+    video = simulate(1, 80, seed=7, missing=0.2)[0][0]
+    lag = 6
+    lagged = fitted.smooth(video, lag=lag)
+    for t in (0, 13, 40, 73, 79):
+        prefix = AffectObservations(*(x[:t + lag + 1] for x in video))
+        torch.testing.assert_close(lagged.latent_mean[t], fitted.smooth(prefix).latent_mean[t])
+        torch.testing.assert_close(lagged.latent_cov[t], fitted.smooth(prefix).latent_cov[t])
+    # between the filter and the smoother: a few frames of look-ahead recover most of the gain
+    videos, paths = data
+    errors = {key: [] for key in ("filter", "lag", "smooth")}
+    for sequence, path in zip(videos, paths, strict=True):
+        for key, post in (("filter", fitted.filter(sequence)),
+                          ("lag", fitted.smooth(sequence, lag=5)),
+                          ("smooth", fitted.smooth(sequence))):
+            errors[key].append((post.mean - path) ** 2)
+    rmse = {key: float(torch.cat(e).mean().sqrt()) for key, e in errors.items()}
+    assert rmse["smooth"] < rmse["lag"] < rmse["filter"]
+    with pytest.raises(ValueError, match="lag"):
+        fitted.smooth(video, lag=-2)
+
+
+@pytest.mark.parametrize("lag", [0, 3])
+def test_streaming_fixed_lag_equals_the_batch_fixed_lag(fitted, lag):
+    model = copy.deepcopy(fitted)
+    model.filter_noise_scale_ = 4.0 * fitted.noise_scale_  # the lagged output ignores it
+    video = simulate(1, 30, seed=8, missing=0.25)[0][0]
+    batch = model.smooth(video, lag=lag)
+    assert not torch.allclose(batch.latent_mean, model.filter(video).latent_mean)
+    state = None
+    for t in range(len(video.times)):
+        observed = bool(video.mask[t])
+        state = model.lag_step(state, float(video.times[t]),
+                                video.means[t] if observed else None,
+                                video.covs[t] if observed else None, lag=lag)
+        assert len(state.times) == min(t + 1, lag + 1)
+        if t >= lag:  # row 0 is final: frame t - lag, lag frames on
+            torch.testing.assert_close(state.means[0], batch.latent_mean[t - lag])
+            torch.testing.assert_close(state.covs[0], batch.latent_cov[t - lag])
+    # at the end of the stream the buffer holds the last frames' final posteriors
+    torch.testing.assert_close(state.means, batch.latent_mean[-(lag + 1):])
+    torch.testing.assert_close(state.covs, batch.latent_cov[-(lag + 1):])
+    with pytest.raises(ValueError, match="lag"):
+        model.lag_step(None, 0.0, lag=-1)
 
 
 def test_missing_faces_widen_the_band(fitted):

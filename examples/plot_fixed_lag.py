@@ -1,0 +1,103 @@
+"""
+How much look-ahead does online smoothing need?
+===============================================
+
+The causal filter reports each frame from the frames up to it; the smoother waits for the whole
+video. In between, a fixed-lag smoother reports frame t once ``lag`` more frames have arrived:
+``CoreAffectDynamics.smooth(video, lag=L)`` offline, and
+:meth:`~coreaffect.dynamics.CoreAffectDynamics.lag_step` frame by frame for a live system. This
+example scores the hidden route, the filter, the fixed-lag smoother at several lags and the
+smoother on a run's held-out videos (per-video mean CCC and RMSE, frames with a face and a
+label), and plots them against the lag.
+
+By default it trains the tiny run of :func:`coreaffect.demo.tiny_run`, whose numbers mean
+nothing; point it at the demo's run for real ones::
+
+    python examples/plot_fixed_lag.py --run demo_output/run --data demo_output/corpus
+"""
+
+# %%
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import coreaffect  # noqa: E402
+from coreaffect.corpus import CropCache, discover  # noqa: E402
+from coreaffect.demo import tiny_run  # noqa: E402
+from coreaffect.dynamics import AffectObservations  # noqa: E402
+from coreaffect.experiment import load_videos  # noqa: E402
+from coreaffect.metrics import ccc, rmse  # noqa: E402
+
+parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
+parser.add_argument("--run", type=Path, help="a run directory (default: train a tiny one)")
+parser.add_argument("--data", type=Path, help="the corpus the run held its test videos out of")
+parser.add_argument("--lags", type=int, nargs="+", default=[2, 4, 8, 12, 25],
+                    help="look-ahead in frames")
+parser.add_argument("--out", type=Path, default=Path("fixed_lag_output"))
+parser.add_argument("--quick", action="store_true", help="(the tiny run is always quick)")
+args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+if (args.run is None) != (args.data is None):
+    parser.error("--run and --data go together")
+if args.run is None:
+    tiny = tiny_run(args.out / "tiny")
+    args.run, args.data = tiny.run, tiny.corpus
+affect = coreaffect.load_run(args.run)
+held_out = set(json.loads((args.run / "split.json").read_text())["test"])
+config = affect.data_config
+cache = CropCache(args.run / "crops", config.faces, config.video.chunk_size)
+videos = load_videos([r for r in discover(args.data) if r.id in held_out], config, cache)
+
+# %%
+# Each video's priors become one sequence of latent observations; every output is scored on the
+# frames with a face and a label.
+step = float(np.median(np.diff(videos[0].crops.times)))  # seconds per frame
+names = {lag: f"lag {lag} ({lag * step:.2f} s)" for lag in args.lags}
+rows = {"hidden route": [], "filter (lag 0)": []}
+rows.update({names[lag]: [] for lag in args.lags})
+rows["smoother"] = []
+for video in videos:
+    estimate = affect.model.predict_dense(video.crops.crops)
+    latent = affect.prior(estimate)
+    found = torch.as_tensor(np.asarray(video.crops.face_found, bool))
+    sequence = AffectObservations(torch.as_tensor(video.crops.times, dtype=torch.float64),
+                                  latent.loc.double(), latent.covariance_matrix.double(), found)
+    keep = found.numpy() & np.isfinite(video.labels).all(1)
+    means = [estimate.mean, affect.dynamics.filter(sequence).mean,
+             *(affect.dynamics.smooth(sequence, lag=lag).mean for lag in args.lags),
+             affect.dynamics.smooth(sequence).mean]
+    truth = video.labels[keep]
+    for values, mean in zip(rows.values(), means, strict=True):
+        guess = mean.numpy()[keep]
+        values.append([f(truth[:, d], guess[:, d]) for f in (ccc, rmse) for d in (0, 1)])
+
+print(f"{len(videos)} held-out videos (per-video means)")
+print(f"{'':>22}  CCC valence / arousal   RMSE valence / arousal")
+table = {name: np.mean(values, axis=0) for name, values in rows.items()}
+for name, (c_v, c_a, r_v, r_a) in table.items():
+    print(f"{name:>22}  {c_v:.3f} / {c_a:.3f}           {r_v:.3f} / {r_a:.3f}")
+
+# %%
+# CCC and RMSE against the look-ahead, with the hidden route (dotted) and the smoother (dashed).
+lags = [0, *args.lags]
+lagged = [table["filter (lag 0)"], *(table[names[lag]] for lag in args.lags)]
+fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+for ax, offset, metric in ((axes[0], 0, "CCC"), (axes[1], 2, "RMSE")):
+    for d, name in enumerate(("valence", "arousal")):
+        line, = ax.plot(lags, [row[offset + d] for row in lagged], marker="o", label=name)
+        ax.axhline(table["hidden route"][offset + d], color=line.get_color(), ls=":")
+        ax.axhline(table["smoother"][offset + d], color=line.get_color(), ls="--")
+    ax.set_xlabel("look-ahead (frames)")
+    ax.set_ylabel(metric)
+axes[0].legend(fontsize="small")
+fig.tight_layout()
+args.out.mkdir(parents=True, exist_ok=True)
+fig.savefig(args.out / "fixed_lag.png", dpi=100)
+plt.close(fig)
