@@ -114,7 +114,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 _EPILOG_DEMO = """examples:
-  coreaffect demo                        # about 15 minutes on two CPU cores
+  coreaffect demo                        # about 12 minutes on two CPU cores
   coreaffect demo --out quick/ --quick   # a smaller corpus and budget, about 2 minutes
 """
 
@@ -258,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="the paper's experiment end to end on a synthetic corpus",
         description="Generate a synthetic corpus of 33 facial videos of 40 s, train the hidden "
-                    "route (lite preset, time-budgeted) on 13, validate it and fit manifold, "
-                    "prior and dynamics with 10 more, evaluate on the other 10, and write "
+                    "route (lite preset, time-budgeted) on 13, fit the manifold and the prior, "
+                    "validate, calibrate and fit the dynamics on 10 more, evaluate on the "
+                    "other 10, and write "
                     "DIR/report.md with the per-video table (the paper's Table 2), figures, "
                     "and the run in DIR/run.",
         epilog=_EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -274,13 +274,17 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
     if quick:
         lines += ["**Quick mode**: a smoke test on a tiny corpus with seconds of training; the "
                   "numbers below mean nothing.", ""]
-    validating = len(json.loads((out / "run" / "split.json").read_text())["val"])
+    split = json.loads((out / "run" / "split.json").read_text())
+    validating = len(split["val"])
+    held_out = (f"{validating} more validate (they choose the epoch, calibrate the prior and "
+                "fit the dynamics)" if validating else
+                "none validates (the prior's calibration and the dynamics fall back to the "
+                "training videos, so the bands are too narrow)")
     lines += [
         f"Produced by `{command}` (seed {seed}). The corpus: {settings.videos} synthetic videos "
-        f"of {settings.seconds:g} s at 25 fps: {settings.test_videos} held out for testing and "
-        f"{settings.videos - settings.test_videos - validating} for training, as the paper "
-        f"split its 23 MAHNOB videos, and {validating} more to validate (the epoch, the "
-        "calibration and the dynamics). The hidden route is the `lite` preset trained on the "
+        f"of {settings.seconds:g} s at 25 fps: {len(split['test'])} held out for testing and "
+        f"{len(split['train'])} for training (the paper tested on 10 and trained on 13 of its "
+        f"23 MAHNOB videos); {held_out}. The hidden route is the `lite` preset trained on the "
         f"CPU for {len(result.history)} epochs within {settings.minutes:g} minutes (best epoch "
         f"{result.best_epoch}, stopped by {result.stopped}). Frames are scored when they have "
         "a label and a face.", "",
@@ -317,13 +321,14 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
     dyn = stages.get("dynamics", {})
     factors = np.round(stages.get("calibration_scale", [np.nan, np.nan]), 3).tolist()
     bands = {k: np.round(v, 3).tolist() for k, v in stages.get("band_scale", {}).items()}
+    chosen = "the validation videos" if validating else "the training videos"
     lines += ["", "Coverage is pooled over frames. The prior's variance factors (valence, "
-              f"arousal), chosen on the validation videos: {factors}; the factors on the "
+              f"arousal), chosen on {chosen}: {factors}; the factors on the "
               "half-widths of the smoothed and filtered bands (see `coreaffect.experiment`): "
               f"{json.dumps(bands)}. Fitted "
               f"dynamics: Theta = {np.round(dyn.get('theta', []), 3).tolist()} per s, mu = "
               f"{np.round(dyn.get('mu', []), 3).tolist()}, observation-noise scales per "
-              "latent axis (chosen on the validation videos) "
+              f"latent axis (chosen on {chosen}) "
               f"{np.round(dyn.get('noise_scale', np.nan), 4).tolist()} for the smoother and "
               f"{np.round(dyn.get('filter_noise_scale') or np.nan, 4).tolist()} for the causal "
               "filter, "

@@ -215,9 +215,11 @@ class LagState(NamedTuple):
         times: (n,) times of the buffered frames, oldest first, n <= lag + 1.
         filtered_means: (n, K) their filtered means.
         filtered_covs: (n, K, K) their filtered covariances.
-        means: (n, K) E[z_s | frames so far] for each buffered frame s.
-        covs: (n, K, K) their covariances. Once n = lag + 1, row 0 is final: the fixed-lag
-            posterior of frame ``times[0]``, ``lag`` frames after it.
+        means: (n, K) E[z_s | frames so far] for each buffered frame s: the smoother of the
+            frames so far, on the buffered ones. Once n = lag + 1, row 0 is final: the
+            fixed-lag posterior of frame ``times[0]``, ``lag`` frames after it.
+        covs: (n, K, K) their covariances.
+        lag: The look-ahead in frames.
     """
 
     filter: FilterState
@@ -226,6 +228,7 @@ class LagState(NamedTuple):
     filtered_covs: Tensor
     means: Tensor
     covs: Tensor
+    lag: int
 
 
 class _Batch(NamedTuple):
@@ -720,7 +723,7 @@ class CoreAffectDynamics:
         return self._posterior(times, out.means, out.covs, out.log_likelihood)
 
     def smooth(self, sequence: AffectObservations, lag: int | None = None) -> AffectPosterior:
-        """Posterior p(z_t | all frames) of one video, offline, and its decoding.
+        """Posterior p(z_t | all frames) of one video (or up to t + ``lag``), and its decoding.
 
         Args:
             sequence: The video.
@@ -809,9 +812,10 @@ class CoreAffectDynamics:
                  cov: Tensor | None = None, *, lag: int) -> LagState:
         """One frame of the fixed-lag smoother, at a cost per frame that grows with ``lag`` only.
 
-        After frame t, row 0 of the returned state is p(z_{t-lag} | frames up to t), equal to
-        ``smooth(video, lag=lag)`` at frame t - lag; when the stream ends, the buffered rows are
-        the final posteriors of its last frames.
+        From frame t = lag on, row 0 of the returned state is p(z_{t-lag} | frames up to t),
+        equal to ``smooth(video, lag=lag)`` at frame t - lag (before, the buffer holds every
+        frame so far, and no row is final yet); when the stream ends, the buffered rows are the
+        final posteriors of its last frames.
 
         Args:
             state: The state after the previous frame; ``None`` before the first frame.
@@ -825,6 +829,8 @@ class CoreAffectDynamics:
         """
         if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
             raise ValueError(f"lag must be an integer >= 0 (frames), got {lag!r}")
+        if state is not None and state.lag != lag:
+            raise ValueError(f"lag {lag} differs from the stream's lag {state.lag}")
         filtered = self._step(None if state is None else state.filter, time, mean, cov,
                               causal=False)
         times = torch.tensor([float(time)], dtype=_DTYPE)
@@ -844,7 +850,7 @@ class CoreAffectDynamics:
             out_mean.append(means[j] + gain @ (out_mean[-1] - pred_mean))
             out_cov.append(_sym(covs[j] + gain @ (out_cov[-1] - pred_cov) @ gain.T))
         return LagState(filtered, times, means, covs, torch.stack(out_mean[::-1]),
-                        torch.stack(out_cov[::-1]))
+                        torch.stack(out_cov[::-1]), lag)
 
     # -- decoding -------------------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from coreaffect.metrics import ccc, rmse  # noqa: E402
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--run", type=Path, help="a run directory (default: train a tiny one)")
 parser.add_argument("--data", type=Path, help="the corpus the run held its test videos out of")
-parser.add_argument("--lags", type=int, nargs="+", default=[2, 4, 8, 12, 25],
+parser.add_argument("--lags", type=int, nargs="+", default=[0, 2, 4, 8, 12, 25],
                     help="look-ahead in frames")
 parser.add_argument("--out", type=Path, default=Path("fixed_lag_output"))
 parser.add_argument("--quick", action="store_true", help="(the tiny run is always quick)")
@@ -60,7 +60,7 @@ videos = load_videos([r for r in discover(args.data) if r.id in held_out], confi
 # frames with a face and a label.
 step = float(np.median(np.diff(videos[0].crops.times)))  # seconds per frame
 names = {lag: f"lag {lag} ({lag * step:.2f} s)" for lag in args.lags}
-rows = {"hidden route": [], "filter (lag 0)": []}
+rows = {"hidden route": [], "filter": []}
 rows.update({names[lag]: [] for lag in args.lags})
 rows["smoother"] = []
 for video in videos:
@@ -85,15 +85,16 @@ for name, (c_v, c_a, r_v, r_a) in table.items():
     print(f"{name:>22}  {c_v:.3f} / {c_a:.3f}           {r_v:.3f} / {r_a:.3f}")
 
 # %%
-# CCC and RMSE against the look-ahead, with the hidden route (dotted) and the smoother (dashed).
-lags = [0, *args.lags]
-lagged = [table["filter (lag 0)"], *(table[names[lag]] for lag in args.lags)]
+# CCC and RMSE against the look-ahead, with the hidden route (dotted), the filter with its own
+# observation-noise scales (dash-dotted) and the smoother (dashed). The fixed-lag smoother takes
+# the smoother's scales: at lag 0 it is a filter that weights the past as the smoother does.
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 for ax, offset, metric in ((axes[0], 0, "CCC"), (axes[1], 2, "RMSE")):
     for d, name in enumerate(("valence", "arousal")):
-        line, = ax.plot(lags, [row[offset + d] for row in lagged], marker="o", label=name)
-        ax.axhline(table["hidden route"][offset + d], color=line.get_color(), ls=":")
-        ax.axhline(table["smoother"][offset + d], color=line.get_color(), ls="--")
+        line, = ax.plot(args.lags, [table[names[lag]][offset + d] for lag in args.lags],
+                        marker="o", label=name)
+        for reference, style in (("hidden route", ":"), ("filter", "-."), ("smoother", "--")):
+            ax.axhline(table[reference][offset + d], color=line.get_color(), ls=style, lw=1)
     ax.set_xlabel("look-ahead (frames)")
     ax.set_ylabel(metric)
 axes[0].legend(fontsize="small")

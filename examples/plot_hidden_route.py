@@ -2,15 +2,16 @@
 The paper's experiment on the synthetic corpus
 ==============================================
 
-Generate a synthetic corpus of 23 facial videos with known valence-arousal (the paper used 23
+Generate a synthetic corpus of 33 facial videos with known valence-arousal (the paper used 23
 MAHNOB videos), train the hidden route (the ``lite`` preset, on the CPU, within a time budget)
-on 13 of them, fit the affect manifold, the prior and the core-affect dynamics, and score every
-stage on the other 10, as in the paper's Table 2. This is what ``coreaffect demo`` (and
-``make demo``) runs; the work is done by :func:`coreaffect.demo.run_demo`.
+on 13 of them as the paper did, validate it and calibrate the prior and the core-affect dynamics
+on 10 more, and score every stage on the last 10, as in the paper's Table 2. This is what
+``coreaffect demo`` (and ``make demo``) runs; the work is done by
+:func:`coreaffect.demo.run_demo`.
 
 Run it as a script::
 
-    python examples/plot_hidden_route.py --out demo_output           # about 14 minutes
+    python examples/plot_hidden_route.py --out demo_output           # about 12 minutes
     python examples/plot_hidden_route.py --out demo_output --quick   # about a minute, tiny
 
 It writes ``report.md``, four figures, ``metrics.json``, ``corpus/`` and ``run/`` (usable with

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from coreaffect.demo import DemoSettings, run_demo
@@ -27,4 +28,11 @@ def test_run_demo_writes_report_and_figures(tmp_path):
     assert CoreAffect.load(tmp_path / "run").stages[-1] == "filtered"
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert [len(split[k]) for k in ("train", "val", "test")] == [2, 2, 1]
-    assert "1 held out for testing and 2 for training" in text and "2 more to validate" in text
+    assert "1 held out for testing and 2 for training" in text and "2 more validate" in text
+    assert "chosen on the validation videos" in text
+
+
+def test_run_demo_says_when_no_video_validates(tmp_path):
+    settings = dataclasses.replace(TINY, videos=3, val_videos=0)
+    text = run_demo(tmp_path, settings=settings).report.read_text()
+    assert "none validates" in text and "chosen on the training videos" in text

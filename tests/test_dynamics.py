@@ -175,13 +175,33 @@ def test_fixed_lag_equals_dense_conditioning_on_the_frames_until_the_lag(lag, pa
         torch.testing.assert_close(lagged.means, rts_smoother(params, y, r, observed).means)
 
 
-def test_fixed_lag_is_batched_and_rejects_a_negative_lag():
-    params, y, r = _model(6, seed=6)
+def test_fixed_lag_with_shared_parameters_and_batch_axes():
+    steps = 6
+    params, y, r = _model(steps, seed=6)
+    # shared transition parameters (no time axis) against the same model given per step
+    shared = params._replace(transition=params.transition[0], offset=params.offset[0],
+                             process_cov=params.process_cov[0])
+    per_step = params._replace(transition=shared.transition.expand(steps - 1, 2, 2),
+                               offset=shared.offset.expand(steps - 1, 2),
+                               process_cov=shared.process_cov.expand(steps - 1, 2, 2))
+    observed = torch.tensor([True, True, False, True, True, False])
+    lagged = fixed_lag_smoother(shared, y, r, observed, lag=2)
+    for t in range(steps):
+        end = min(steps, t + 3)
+        cut = per_step._replace(transition=per_step.transition[:end - 1],
+                                offset=per_step.offset[:end - 1],
+                                process_cov=per_step.process_cov[:end - 1])
+        mean, cov, _ = _dense_posterior(cut, y[:end], r[:end], observed[:end])
+        torch.testing.assert_close(lagged.means[t], mean[t])
+        torch.testing.assert_close(lagged.covs[t], cov[2 * t:2 * t + 2, 2 * t:2 * t + 2])
+    # a batch of two videos with their own masks equals each on its own
     ys = torch.stack([y, y + 1.0])  # (2, T, D)
-    both = fixed_lag_smoother(params, ys, r.expand(2, -1, -1, -1), lag=2)
+    masks = torch.stack([observed, ~observed | (torch.arange(steps) == 0)])
+    both = fixed_lag_smoother(shared, ys, r.expand(2, -1, -1, -1), masks, lag=2)
     for i in range(2):
-        torch.testing.assert_close(both.means[i], fixed_lag_smoother(params, ys[i], r,
-                                                                     lag=2).means)
+        alone = fixed_lag_smoother(shared, ys[i], r, masks[i], lag=2)
+        torch.testing.assert_close(both.means[i], alone.means)
+        torch.testing.assert_close(both.covs[i], alone.covs)
     with pytest.raises(ValueError, match="lag"):
         fixed_lag_smoother(params, y, r, lag=-1)
 

@@ -171,9 +171,14 @@ def test_streaming_fixed_lag_equals_the_batch_fixed_lag(fitted, lag):
     for t in range(len(video.times)):
         observed = bool(video.mask[t])
         state = model.lag_step(state, float(video.times[t]),
-                                video.means[t] if observed else None,
-                                video.covs[t] if observed else None, lag=lag)
-        assert len(state.times) == min(t + 1, lag + 1)
+                               video.means[t] if observed else None,
+                               video.covs[t] if observed else None, lag=lag)
+        n = min(t + 1, lag + 1)
+        assert len(state.times) == n
+        # every buffered row is the smoother of the frames so far
+        so_far = model.smooth(AffectObservations(*(x[:t + 1] for x in video)))
+        torch.testing.assert_close(state.means, so_far.latent_mean[-n:])
+        torch.testing.assert_close(state.covs, so_far.latent_cov[-n:])
         if t >= lag:  # row 0 is final: frame t - lag, lag frames on
             torch.testing.assert_close(state.means[0], batch.latent_mean[t - lag])
             torch.testing.assert_close(state.covs[0], batch.latent_cov[t - lag])
@@ -182,6 +187,8 @@ def test_streaming_fixed_lag_equals_the_batch_fixed_lag(fitted, lag):
     torch.testing.assert_close(state.covs, batch.latent_cov[-(lag + 1):])
     with pytest.raises(ValueError, match="lag"):
         model.lag_step(None, 0.0, lag=-1)
+    with pytest.raises(ValueError, match="lag"):
+        model.lag_step(state, float(video.times[-1]) + 1.0, lag=lag + 1)
 
 
 def test_missing_faces_widen_the_band(fitted):
