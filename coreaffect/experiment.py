@@ -54,9 +54,11 @@ Which videos fit what, and why (:func:`fit_core_affect`):
 
 Without a validation video (``val_videos=0``, or a corpus too small for one) the calibration and
 the dynamics fall back to the training videos, with a logged warning: their bands are then too
-narrow on new videos. Fitting is on the CPU in one thread (the models are tiny, and two threads
-only add synchronisation), and subsampled so that it takes about a minute for 13 videos of 1000
-frames.
+narrow on new videos. With fewer than 10 validation videos it warns too: the calibration rests on
+how the network does on those few people, and its coverage on new ones moves by several points with
+which people they are (:doc:`/reproducing` measures it). Fitting is on the CPU in one thread (the
+models are tiny, and two threads only add synchronisation), and subsampled so that it takes about a
+minute for 13 videos of 1000 frames.
 
 Face crops are cached in ``RUN/crops`` unless another folder is given; they are stored at the
 network's input size (the ``lite`` preset: 24 x 24), unless a data configuration says otherwise.
@@ -117,6 +119,9 @@ def load_videos(recordings: Iterable[Recording], config: DataConfig, cache: Crop
 
         recordings = tqdm(recordings, desc=f"cropping faces ({what})", unit="video")
     return [load_recording(r, config, cache) for r in recordings]
+
+
+_FEW_VALIDATION = 10  # fewer validation videos than this: the calibration is largely luck
 
 
 @dataclasses.dataclass(frozen=True)
@@ -325,6 +330,11 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
                        "the training videos, whose estimates are better than on new videos; "
                        "expect too narrow bands")
         held_out = list(train)
+    elif len(held_out) < _FEW_VALIDATION:
+        logger.warning("the bands are calibrated and the dynamics fitted on %d validation "
+                       "video(s): with few people, the bands' coverage on new ones depends on "
+                       "which people they are, by several points; validate on %d or more if the "
+                       "corpus allows (--val-videos)", len(held_out), _FEW_VALIDATION)
     seconds: dict[str, float] = {}
     bar = None
     if progress:

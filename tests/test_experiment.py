@@ -53,14 +53,29 @@ def test_raw_only_run_still_evaluates(tiny, tmp_path):
     assert list(tables) == ["raw"]
 
 
-def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, caplog):
+def _copy_of_run(tiny, tmp_path):
+    """A copy of the tiny run (sharing its crops), and its training and validation videos."""
     run = tmp_path / "run"
     shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
     config = load_data_config(run)
     split = json.loads((run / "split.json").read_text())
     cache = CropCache(tiny.run / "crops", config.faces, config.video.chunk_size)
-    train = load_videos([r for r in discover(tiny.corpus) if r.id in split["train"]], config,
-                        cache)
+    videos = {r.id: r for r in discover(tiny.corpus)}
+    train, val = (load_videos([videos[i] for i in split[part]], config, cache)
+                  for part in ("train", "val"))
+    return run, split, train, val
+
+
+def test_few_validation_videos_are_warned_about(tiny, tmp_path, caplog):
+    run, _, train, val = _copy_of_run(tiny, tmp_path)
+    assert 0 < len(val) < 10
+    with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
+        fit_core_affect(run, load_model(run), train, val, settings=FAST)
+    assert f"fitted on {len(val)} validation video(s)" in caplog.text
+
+
+def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, caplog):
+    run, split, train, _ = _copy_of_run(tiny, tmp_path)
     with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
         fit = fit_core_affect(run, load_model(run), train, [], settings=FAST)
     assert "no validation video" in caplog.text
