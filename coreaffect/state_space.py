@@ -30,9 +30,9 @@ handful of batched (T/2^l, K, K) tensor operations, instead of a Python loop of 
 results up to rounding (float64: about 1e-14), differentiable, batched as above. A masked step is
 an observation with zero information (zero gain, zero likelihood terms), so the scan elements need
 no special case. The loop costs tens of microseconds a step whatever the batch; the scan's cost
-grows with T x batch. Measured on a CPU, one thread, float64, K = 2, filter and smoother: T =
-20,000: 4.3 s sequential, 0.06 s parallel; the log-likelihood and its gradient over 16 videos x 16
-steps: 12 ms parallel, 14 ms sequential (``benchmarks/bench_dynamics.py`` compares both with
+grows with T x batch. Measured on a CPU, one thread, float64, K = 2, filter and smoother:
+T = 20,000: 4.3 s sequential, 0.06 s parallel; the log-likelihood and its gradient over 16 videos
+x 16 steps: 12 ms parallel, 14 ms sequential (``benchmarks/bench_dynamics.py`` compares both with
 pykalman). :func:`fixed_lag_smoother` passes it on to its filter.
 
 References:
