@@ -66,7 +66,7 @@ class DemoSettings:
     seconds: float = 40.0  # 1000 frames at 25 fps, many OU time constants
     test_videos: int = 10  # the paper's 10 test videos
     val_videos: int = 10  # faces never trained on (see the module docstring)
-    minutes: float = 9.0  # the training budget: the whole demo then fits in 15 minutes
+    minutes: float = 9.0  # the training budget: the whole demo then takes about 12 minutes
     epochs: int = 400  # the budget ends training first
     manifold_steps: int = 1000  # see coreaffect.experiment.FitSettings
     prior_steps: int = 1000

@@ -20,9 +20,8 @@ mean and covariance come from depends on ``location``:
   thus the estimate itself wherever the decoder's range holds it; phi learns only how far the
   truth scatters around it. Conditioning p(z) on the estimate as below would instead pull every
   mean towards p(z)'s centre, which shrinks the trajectory that these errors do not call for
-  (``docs/reproducing.rst``: conditioned, the prior's per-video valence CCC on the demo's test
-  videos fell below the hidden route's, 0.793 against 0.825; with this location it is the
-  hidden route's).
+  (on the demo's test videos, the conditioned prior's per-video valence CCC fell below the hidden
+  route's; with this location it is the hidden route's).
 * ``"measurement"``: the estimate is read as a noisy observation of a latent point, the errors
   independent of the truth (the classical measurement-error model: truth plus noise). The anchor
   a = g^-1(mean) is observed as a = z + v, v ~ N(0, R) with R = L L^T; conditioning the
@@ -36,9 +35,8 @@ mean and covariance come from depends on ``location``:
 In both, only the spread is learned, so the mean cannot absorb corrections that suit the fitting
 pairs only. This matters because those pairs come from the videos the hidden route was trained
 on, whose estimates are better than on new videos; a learned mean corrects them for the training
-people and carries that correction to new ones (per-video CCC of the decoded valence 0.68 with a
-learned mean, measured with an earlier network whose own estimate had 0.76,
-``docs/reproducing.rst``).
+people and carries that correction to new ones (on the demo's test videos, a learned mean made
+the decoded valence clearly less concordant with the labels than the estimate itself).
 * ``"learned"``: m = the vector, S = L L^T, both from phi.
 
 **Fitting** (:meth:`~HiddenRoutePrior.fit`). The generative model of a label y given an estimate
