@@ -54,6 +54,7 @@ from coreaffect.state_space import (
     Smoothed,
     _draw,
     _generator,
+    _smooth_backward,
     _sym,
     _update,
     fixed_lag_smoother,
@@ -839,18 +840,10 @@ class CoreAffectDynamics:
             times = torch.cat([state.times, times])[-(lag + 1):]
             means = torch.cat([state.filtered_means, means])[-(lag + 1):]
             covs = torch.cat([state.filtered_covs, covs])[-(lag + 1):]
-        p = self._point()
-        out_mean, out_cov = [means[-1]], [covs[-1]]
-        for j in range(len(times) - 2, -1, -1):  # RTS backwards over the buffer
-            f, b, q = ou_discretize(p["theta"], p["mu"], p["diffusion"],
-                                    float(times[j + 1] - times[j]))
-            pred_mean = f @ means[j] + b
-            pred_cov = _sym(f @ covs[j] @ f.T + q)
-            gain = torch.linalg.solve(pred_cov, f @ covs[j]).T  # P_j F^T P_{j+1|j}^-1
-            out_mean.append(means[j] + gain @ (out_mean[-1] - pred_mean))
-            out_cov.append(_sym(covs[j] + gain @ (out_cov[-1] - pred_cov) @ gain.T))
-        return LagState(filtered, times, means, covs, torch.stack(out_mean[::-1]),
-                        torch.stack(out_cov[::-1]), lag)
+        # the RTS backward pass over the buffer, from its newest filtered frame
+        buffer = Filtered(means, covs, filtered.log_likelihood)
+        smoothed = _smooth_backward(self._lgssm(self._point(), times.diff()), buffer)
+        return LagState(filtered, times, means, covs, smoothed.means, smoothed.covs, lag)
 
     # -- decoding -------------------------------------------------------------------------------
 

@@ -238,7 +238,7 @@ def rts_smoother(params: LGSSM, observations: Tensor, obs_cov: Tensor,
     """
     filtered = kalman_filter(params, observations, obs_cov, mask, parallel=parallel)
     if parallel:
-        return _smooth_parallel(params, filtered)
+        return _smooth_backward(params, filtered)
     steps = observations.shape[-2]
     mean, cov = filtered.means[..., -1, :], filtered.covs[..., -1, :, :]
     means, covs, crosses = [mean], [cov], []
@@ -563,8 +563,8 @@ def _smooth_combine(earlier: Elements, later: Elements) -> Elements:
             _sym(e1 @ l2 @ e1.transpose(-1, -2) + l1))
 
 
-def _smooth_parallel(params: LGSSM, filtered: Filtered) -> Smoothed:
-    """The RTS smoother as a reverse associative scan over the filtered moments."""
+def _smooth_backward(params: LGSSM, filtered: Filtered) -> Smoothed:
+    """The RTS smoother's backward pass as a reverse associative scan over filtered moments."""
     gain, g, cond = _backward_elements(params, filtered)
     elems = (gain.movedim(-3, 0), g.movedim(-2, 0), cond.movedim(-3, 0))
     _, means, covs = _associative_scan(_smooth_combine, elems, reverse=True)
