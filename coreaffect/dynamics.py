@@ -75,10 +75,10 @@ __all__ = [
     "Filtered",
     "LagState",
     "Smoothed",
+    "fixed_lag_smoother",
     "kalman_filter",
     "ou_discretize",
     "ou_stationary_cov",
-    "fixed_lag_smoother",
     "rts_smoother",
     "sample_posterior",
 ]
@@ -731,10 +731,9 @@ class CoreAffectDynamics:
             lag: ``None``: every frame of the video. An integer L >= 0: the fixed-lag posterior
                 p(z_t | frames up to t + L) (:func:`~coreaffect.state_space.fixed_lag_smoother`),
                 what an online system knows L frames after frame t; it takes the smoother's
-                observation-noise scales, and tends to the offline result as L grows.
+                observation-noise scales, and tends to the offline result as L grows. A negative
+                or non-integer lag raises ValueError.
         """
-        if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 0):
-            raise ValueError(f"lag must be None or an integer >= 0 (frames), got {lag!r}")
         times, params, y, r, mask, parallel = self._single(sequence)
         with torch.no_grad():
             if lag is None:
