@@ -6,8 +6,7 @@ model it::
     dz = -Theta (z - mu) dt + L dW,
 
 with Theta (K, K) the mean-reversion matrix (eigenvalues with positive real part), mu (K,) the
-baseline and L (K, K) the diffusion. Over a step dt the process is exactly linear-Gaussian
-(:func:`ou_discretize`)::
+baseline and L (K, K) the diffusion. Over a step dt the process is exactly linear-Gaussian::
 
     z_{t+1} = F z_t + b + w_t,   w_t ~ N(0, Q),
     F = expm(-Theta dt),   b = (I - F) mu,   Q = P_inf - F P_inf F^T,
@@ -16,10 +15,12 @@ where P_inf, the stationary covariance, solves the Lyapunov equation
 Theta P_inf + P_inf Theta^T = L L^T. Steps may differ (dropped frames, irregular annotation
 times): dt has a leading time axis.
 
-The pure functions of this module give that discretisation (:func:`ou_discretize`,
-:func:`ou_stationary_cov`); the Kalman filter, the RTS smoother and posterior draws over any
-linear-Gaussian state-space model live in :mod:`coreaffect.state_space` and are re-exported here
-(``from coreaffect.dynamics import kalman_filter`` works).
+The pure functions live beside this module and are re-exported here, so that
+``from coreaffect.dynamics import kalman_filter, ou_discretize`` works: the discretisation
+(:func:`~coreaffect.ou.ou_discretize`, :func:`~coreaffect.ou.ou_stationary_cov`) in
+:mod:`coreaffect.ou`; the Kalman filter, the RTS and fixed-lag smoothers and posterior draws over
+any linear-Gaussian state-space model in :mod:`coreaffect.state_space`. The NUTS fit of the
+parameters runs through :mod:`coreaffect.mcmc`.
 
 :class:`CoreAffectDynamics` puts a scikit-learn-style estimator on top: the OU model of the
 hidden route's per-frame priors, fitted by maximum marginal likelihood or NUTS, with causal
@@ -48,6 +49,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from coreaffect.mcmc import inference_data, posterior_values, sample_stat, whitened_nuts
+from coreaffect.ou import ou_discretize, ou_matrices, ou_stationary_cov
 from coreaffect.state_space import (
     LGSSM,
     Filtered,
@@ -82,56 +85,6 @@ __all__ = [
     "rts_smoother",
     "sample_posterior",
 ]
-
-
-def ou_stationary_cov(theta: Tensor, diffusion: Tensor) -> Tensor:
-    """P_inf solving Theta P + P Theta^T = L L^T, for (K, K) inputs (batched over leading axes).
-
-    Solved as a linear system in vec(P) (Kronecker form), which is exact and differentiable for
-    the small K of affect models.
-    """
-    k = theta.shape[-1]
-    eye = torch.eye(k, dtype=theta.dtype, device=theta.device)
-    # row-major vec: vec(Theta P) = (Theta kron I) vec(P), vec(P Theta^T) = (I kron Theta) vec(P)
-    system = torch.kron(theta, eye) + torch.kron(eye, theta) if theta.ndim == 2 else (
-        _batched_kron(theta, eye) + _batched_kron(eye.expand_as(theta), theta))
-    rhs = diffusion @ diffusion.transpose(-1, -2)
-    vec = torch.linalg.solve(system, rhs.reshape(*rhs.shape[:-2], k * k, 1))
-    return _sym(vec.reshape(*rhs.shape))
-
-
-def _batched_kron(a: Tensor, b: Tensor) -> Tensor:
-    """Kronecker product over the last two axes of (..., K, K) tensors."""
-    k = a.shape[-1]
-    out = a[..., :, None, :, None] * b[..., None, :, None, :]  # (..., K, K, K, K)
-    return out.reshape(*a.shape[:-2], k * k, k * k)
-
-
-def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | float
-                  ) -> tuple[Tensor, Tensor, Tensor]:
-    """Exact discretisation of the OU process over steps ``dt``.
-
-    Args:
-        theta: (K, K) mean-reversion matrix Theta.
-        mu: (K,) baseline.
-        diffusion: (K, K) diffusion L.
-        dt: (...) step lengths in seconds (a float for one step).
-
-    Returns:
-        ``(F, b, Q)``: (..., K, K), (..., K), (..., K, K) with F = expm(-Theta dt),
-        b = (I - F) mu, Q = P_inf - F P_inf F^T.
-    """
-    dt = torch.as_tensor(dt, dtype=theta.dtype, device=theta.device)
-    k = theta.shape[-1]
-    eye = torch.eye(k, dtype=theta.dtype, device=theta.device)
-    transition = torch.linalg.matrix_exp(-theta * dt[..., None, None])  # (..., K, K)
-    offset = ((eye - transition) @ mu[..., None])[..., 0]
-    stationary = ou_stationary_cov(theta, diffusion)
-    process = _sym(stationary - transition @ stationary @ transition.transpose(-1, -2))
-    return transition, offset, process
-
-
-# --- the estimator ------------------------------------------------------------------------------
 
 
 class AffectObservations(NamedTuple):
@@ -244,42 +197,6 @@ class _Batch(NamedTuple):
 _DTYPE = torch.float64  # affect models are tiny; float64 keeps the likelihood surface smooth
 
 
-def _n_lower(k: int) -> int:
-    return k * (k - 1) // 2
-
-
-def _lower(diag: Tensor, lower: Tensor) -> Tensor:
-    """(..., K, K) lower-triangular matrices from their diagonals (..., K) and strict lower parts
-    (..., K(K-1)/2), filled row by row."""
-    k = diag.shape[-1]
-    rows, cols = torch.tril_indices(k, k, -1)
-    out = torch.diag_embed(diag)
-    if rows.numel():
-        out[..., rows, cols] = lower
-    return out
-
-
-def _skew(values: Tensor, k: int) -> Tensor:
-    """(..., K, K) skew-symmetric matrices from their strict lower parts (..., K(K-1)/2)."""
-    rows, cols = torch.tril_indices(k, k, -1)
-    out = values.new_zeros(*values.shape[:-1], k, k)
-    if rows.numel():
-        out[..., rows, cols] = values
-    return out - out.transpose(-1, -2)
-
-
-def _build(theta_diag: Tensor, theta_lower: Tensor, theta_skew: Tensor, diffusion_diag: Tensor,
-           diffusion_lower: Tensor) -> tuple[Tensor, Tensor]:
-    """Theta = C C^T + W (C lower-triangular, positive diagonal; W skew) and L lower-triangular.
-
-    Batched over leading axes: diagonals (..., K), free entries (..., K(K-1)/2).
-    """
-    k = theta_diag.shape[-1]
-    chol = _lower(theta_diag, theta_lower)
-    theta = chol @ chol.transpose(-1, -2) + _skew(theta_skew, k)
-    return theta, _lower(diffusion_diag, diffusion_lower)
-
-
 class CoreAffectDynamics:
     r"""Ornstein-Uhlenbeck core-affect dynamics over per-frame Gaussian estimates.
 
@@ -331,9 +248,9 @@ class CoreAffectDynamics:
 
     (each a Normal on the unconstrained parameter: on the log of a positive one). NUTS runs in
     coordinates whitened by the Laplace approximation at the maximum-likelihood estimate (fitted
-    first): x = x_hat + A w with A A^T the inverse Hessian of the negative log-posterior there
-    (by central differences of its gradient), which makes the posterior of w near-isotropic, so
-    that short warm-ups suffice. Each chain starts at a standard-normal w, about one posterior
+    first; :func:`~coreaffect.mcmc.whitened_nuts`): x = x_hat + A w with A A^T the inverse
+    Hessian of the negative log-posterior there, which makes the posterior of w near-isotropic,
+    so that short warm-ups suffice. Each chain starts at a standard-normal w, about one posterior
     standard deviation from the mode, so that r_hat can see chains that did not mix. The draws
     are kept in ``inference_data_`` (ArviZ, with r_hat and ESS at hand) and their posterior means
     become the point parameters.
@@ -448,9 +365,9 @@ class CoreAffectDynamics:
     @staticmethod
     def _constrain(raw: dict[str, Tensor]) -> dict[str, Tensor]:
         """Model parameters from the unconstrained ones (log-diagonals, free entries, log c)."""
-        theta, diffusion = _build(raw["theta_log_diag"].exp(), raw["theta_lower"],
-                                  raw["theta_skew"], raw["diffusion_log_diag"].exp(),
-                                  raw["diffusion_lower"])
+        theta, diffusion = ou_matrices(raw["theta_log_diag"].exp(), raw["theta_lower"],
+                                       raw["theta_skew"], raw["diffusion_log_diag"].exp(),
+                                       raw["diffusion_lower"])
         return {"theta": theta, "mu": raw["mu"], "diffusion": diffusion,
                 "noise_scale": raw["log_noise_scale"].exp()}
 
@@ -648,9 +565,7 @@ class CoreAffectDynamics:
         return total
 
     def _fit_nuts(self, batches: list[_Batch], raw: dict[str, Tensor]) -> None:
-        """NUTS in whitened coordinates w, with x = x_hat + A w (see :meth:`_laplace`)."""
-        from pyro.infer import MCMC, NUTS
-
+        """NUTS around the maximum-likelihood point ``raw`` (see :mod:`coreaffect.mcmc`)."""
         names = [name for name, value in raw.items() if value.numel()]
         sizes = [raw[name].numel() for name in names]
         fixed = {name: value for name, value in raw.items() if not value.numel()}
@@ -668,33 +583,14 @@ class CoreAffectDynamics:
             return -(self._log_prior(full) + self._log_likelihood(self._constrain(full), batches))
 
         centre = torch.cat([raw[name].reshape(-1) for name in names])
-        scale = _laplace(negative_log_posterior, centre)  # (P, P), x = centre + scale @ w
-
-        def potential(free: dict[str, Tensor]) -> Tensor:
-            return negative_log_posterior(centre + scale @ free["w"])
-
-        chains, diverging = [], []
-        seed = 0 if self.random_state is None else int(self.random_state)
-        # Pyro draws from torch's global generator: fork it, so the caller's stream is untouched
-        with torch.random.fork_rng(devices=[]):
-            for chain in range(self.num_chains):
-                torch.manual_seed(seed * 1000 + chain)
-                kernel = NUTS(potential_fn=potential, target_accept_prob=0.8)
-                # overdispersed starts, one posterior sd around the mode, for a meaningful r_hat
-                start = torch.randn(centre.shape, dtype=_DTYPE)
-                mcmc = MCMC(kernel, num_samples=self.num_samples, warmup_steps=self.num_warmup,
-                            initial_params={"w": start}, disable_progbar=True)
-                mcmc.run()
-                w = mcmc.get_samples()["w"]  # (S, P)
-                chains.append(self._constrain(unflatten(centre + w @ scale.T)))
-                flags = torch.zeros(self.num_samples, dtype=torch.bool)
-                for index in mcmc.diagnostics().get("divergences", {}).get("chain 0", []):
-                    if 0 <= index < self.num_samples:
-                        flags[index] = True
-                diverging.append(flags)
+        draws, diverging = whitened_nuts(
+            negative_log_posterior, centre, num_samples=self.num_samples,
+            num_warmup=self.num_warmup, num_chains=self.num_chains,
+            seed=0 if self.random_state is None else int(self.random_state))  # (C, S, P)
+        chains = [self._constrain(unflatten(chain)) for chain in draws]
         arrays = {name: torch.stack([c[name] for c in chains]).numpy()
                   for name in ("theta", "mu", "diffusion", "noise_scale")}  # (chain, draw, ...)
-        self.inference_data_ = _inference_data(arrays, torch.stack(diverging).numpy())
+        self.inference_data_ = inference_data(arrays, diverging.numpy())
         self._set_point({name: torch.as_tensor(value.mean(axis=(0, 1)), dtype=_DTYPE)
                          for name, value in arrays.items()})
 
@@ -917,9 +813,9 @@ class CoreAffectDynamics:
         if draws is not None:
             for key in ("theta", "mu", "diffusion", "noise_scale"):
                 tensors[f"posterior.{key}"] = torch.as_tensor(
-                    _posterior_values(draws, key))
+                    posterior_values(draws, key))
             tensors["sample_stats.diverging"] = torch.as_tensor(
-                _sample_stat(draws, "diverging"))
+                sample_stat(draws, "diverging"))
         config = {key: getattr(self, key) for key in self._CONFIG}
         config["decoder"] = None if self.decoder is None else type(self.decoder).__name__
         config["log_likelihood"] = getattr(self, "log_likelihood_", None)
@@ -945,7 +841,7 @@ class CoreAffectDynamics:
         if "posterior.theta" in tensors:
             arrays = {key: tensors[f"posterior.{key}"].numpy()
                       for key in ("theta", "mu", "diffusion", "noise_scale")}
-            model.inference_data_ = _inference_data(
+            model.inference_data_ = inference_data(
                 arrays, tensors["sample_stats.diverging"].numpy())
         return model
 
@@ -982,44 +878,3 @@ def _lbfgs(loss_fn: Callable[[], Tensor], params: list[Tensor], max_iter: int, t
 
     optimiser.step(closure)
     return int(optimiser.state[params[0]].get("n_iter", max_iter))
-
-
-def _laplace(energy: Callable[[Tensor], Tensor], centre: Tensor, step: float = 1e-4,
-             min_curvature: float = 1e-2) -> Tensor:
-    """A square root of the Laplace covariance of exp(-energy) at ``centre``.
-
-    The Hessian of ``energy`` (P,) -> () is taken by central differences of its gradient,
-    symmetrised, and its eigenvalues floored at ``min_curvature`` (a flat or non-convex direction
-    gets a wide but finite scale). Returns A (P, P) with A A^T = H^-1: NUTS then samples
-    w = A^-1 (x - centre), near N(0, I) when the posterior is near Gaussian.
-    """
-    def grad(x: Tensor) -> Tensor:
-        x = x.detach().requires_grad_()
-        (g,) = torch.autograd.grad(energy(x), x)
-        return g
-
-    size = centre.shape[0]
-    eye = torch.eye(size, dtype=centre.dtype)
-    columns = [(grad(centre + step * eye[i]) - grad(centre - step * eye[i])) / (2 * step)
-               for i in range(size)]
-    values, vectors = torch.linalg.eigh(_sym(torch.stack(columns, -1)))
-    return vectors * values.clamp_min(min_curvature).rsqrt()
-
-
-def _inference_data(posterior: dict[str, Any], diverging: Any) -> Any:
-    """ArviZ data from (chain, draw, ...) arrays; ``from_dict`` of arviz 0.x and 1.x alike."""
-    import inspect
-
-    import arviz as az
-
-    if "posterior" in inspect.signature(az.from_dict).parameters:  # arviz < 1
-        return az.from_dict(posterior=posterior, sample_stats={"diverging": diverging})
-    return az.from_dict({"posterior": posterior, "sample_stats": {"diverging": diverging}})
-
-
-def _posterior_values(data: Any, name: str) -> Any:
-    return data["posterior"][name].values
-
-
-def _sample_stat(data: Any, name: str) -> Any:
-    return data["sample_stats"][name].values

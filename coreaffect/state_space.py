@@ -7,7 +7,7 @@ The model, with parameters an :class:`LGSSM` tuple (dynamax's conventions)::
 
 the first observation being of the initial state z_0 (also pykalman's convention), with a
 time-varying observation covariance R_t (each hidden-route prior brings its own) and F_t, b_t,
-Q_t shared or per step (:func:`coreaffect.dynamics.ou_discretize` gives them for an
+Q_t shared or per step (:func:`coreaffect.ou.ou_discretize` gives them for an
 Ornstein-Uhlenbeck process at irregular steps). A masked step has no observation: the filter only
 predicts there, and the credible band widens. Everything is batched over leading axes and
 differentiable (torch), in float32 or float64.

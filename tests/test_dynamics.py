@@ -1,10 +1,9 @@
-"""Dynamics: OU discretisation, Kalman filter, RTS smoother and sampler against independent
-references (closed forms, dense Gaussian conditioning of the joint, Pyro's GaussianHMM, pykalman),
-and the associative-scan (parallel) filter and smoother against the sequential ones."""
+"""Dynamics: Kalman filter, RTS and fixed-lag smoothers and sampler on OU models against
+independent references (dense Gaussian conditioning of the joint, Pyro's GaussianHMM, pykalman),
+and the associative-scan (parallel) filter and smoother against the sequential ones. The OU
+discretisation itself is tested in test_ou.py."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pytest
@@ -20,14 +19,7 @@ from coreaffect.dynamics import (
     sample_posterior,
 )
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """The references are computed in float64; restore the default afterwards."""
-    before = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(before)
+pytestmark = pytest.mark.usefixtures("float64")  # the references are computed in float64
 
 
 def _model(steps: int, k: int = 2, d: int = 2, seed: int = 0):
@@ -82,39 +74,6 @@ def _dense_posterior(params, y, r, observed):
     post_cov = cov - gain @ h @ cov
     log_lik = torch.distributions.MultivariateNormal(h @ mean, s).log_prob(obs)
     return post_mean.reshape(steps, k), post_cov, log_lik
-
-
-def test_stationary_cov_solves_lyapunov():
-    theta = torch.tensor([[0.8, 0.2], [-0.1, 0.5]])
-    diffusion = torch.tensor([[0.6, 0.0], [0.2, 0.5]])
-    p = ou_stationary_cov(theta, diffusion)
-    torch.testing.assert_close(theta @ p + p @ theta.T, diffusion @ diffusion.T)
-
-
-def test_one_dimensional_closed_form():
-    theta, sigma, dt = 0.7, 0.4, torch.tensor([0.05, 0.5, 3.0])
-    f, b, q = ou_discretize(torch.tensor([[theta]]), torch.tensor([0.2]),
-                            torch.tensor([[sigma]]), dt)
-    torch.testing.assert_close(f[:, 0, 0], torch.exp(-theta * dt))
-    torch.testing.assert_close(b[:, 0], 0.2 * (1 - torch.exp(-theta * dt)))
-    expected = sigma**2 / (2 * theta) * (1 - torch.exp(-2 * theta * dt))
-    torch.testing.assert_close(q[:, 0, 0], expected)
-
-
-def test_discretisation_matches_euler_maruyama_statistics():
-    theta = torch.tensor([[0.8, 0.2], [-0.1, 0.5]])
-    mu = torch.tensor([0.3, -0.2])
-    diffusion = torch.tensor([[0.6, 0.0], [0.2, 0.5]])
-    dt, substeps, n = 0.5, 500, 20000
-    g = torch.Generator().manual_seed(1)
-    z0 = torch.tensor([1.0, -1.0])
-    z = z0.expand(n, 2).clone()
-    h = dt / substeps
-    for _ in range(substeps):
-        z = z - (z - mu) @ theta.T * h + torch.randn(n, 2, generator=g) @ diffusion.T * math.sqrt(h)
-    f, b, q = ou_discretize(theta, mu, diffusion, dt)
-    torch.testing.assert_close(z.mean(0), f @ z0 + b, atol=0.015, rtol=0)
-    torch.testing.assert_close(torch.cov(z.T), q, atol=0.01, rtol=0.05)
 
 
 @pytest.mark.parametrize("missing", [[], [2, 3], [0, 5]])

@@ -1,0 +1,121 @@
+"""The Ornstein-Uhlenbeck process of core affect: exact discretisation and parameterisation.
+
+Core affect z in R^K drifts back to a baseline mu (Oravecz, Tuerlinckx & Vandekerckhove, 2009)::
+
+    dz = -Theta (z - mu) dt + L dW,
+
+with Theta (K, K) the mean-reversion matrix (eigenvalues with positive real part) and L (K, K) the
+diffusion. Over a step dt the process is exactly linear-Gaussian (:func:`ou_discretize`)::
+
+    z_{t+1} = F z_t + b + w_t,   w_t ~ N(0, Q),
+    F = expm(-Theta dt),   b = (I - F) mu,   Q = P_inf - F P_inf F^T,
+
+where P_inf, the stationary covariance (:func:`ou_stationary_cov`), solves the Lyapunov equation
+Theta P_inf + P_inf Theta^T = L L^T. Steps may differ (dropped frames, irregular annotation times):
+dt has a leading time axis. Both functions are differentiable and batched over leading axes.
+
+:func:`ou_matrices` builds Theta and L from unconstrained numbers, as the dynamics' fit and its
+NUTS priors use them: Theta = C C^T + W with C lower-triangular with a positive diagonal and W
+skew-symmetric (so Theta's symmetric part is positive definite and every eigenvalue has a
+positive real part), and L lower-triangular with a positive diagonal.
+
+References:
+    Oravecz, Z., Tuerlinckx, F., & Vandekerckhove, J. (2009). A hierarchical Ornstein-Uhlenbeck
+    model for continuous repeated measurement data. Psychometrika 74(3), 395-418.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from coreaffect.state_space import _sym
+
+__all__ = ["ou_discretize", "ou_matrices", "ou_stationary_cov"]
+
+
+def ou_stationary_cov(theta: Tensor, diffusion: Tensor) -> Tensor:
+    """P_inf solving Theta P + P Theta^T = L L^T, for (K, K) inputs (batched over leading axes).
+
+    Solved as a linear system in vec(P) (Kronecker form), which is exact and differentiable for
+    the small K of affect models.
+    """
+    k = theta.shape[-1]
+    eye = torch.eye(k, dtype=theta.dtype, device=theta.device)
+    # row-major vec: vec(Theta P) = (Theta kron I) vec(P), vec(P Theta^T) = (I kron Theta) vec(P)
+    system = torch.kron(theta, eye) + torch.kron(eye, theta) if theta.ndim == 2 else (
+        _batched_kron(theta, eye) + _batched_kron(eye.expand_as(theta), theta))
+    rhs = diffusion @ diffusion.transpose(-1, -2)
+    vec = torch.linalg.solve(system, rhs.reshape(*rhs.shape[:-2], k * k, 1))
+    return _sym(vec.reshape(*rhs.shape))
+
+
+def _batched_kron(a: Tensor, b: Tensor) -> Tensor:
+    """Kronecker product over the last two axes of (..., K, K) tensors."""
+    k = a.shape[-1]
+    out = a[..., :, None, :, None] * b[..., None, :, None, :]  # (..., K, K, K, K)
+    return out.reshape(*a.shape[:-2], k * k, k * k)
+
+
+def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | float
+                  ) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact discretisation of the OU process over steps ``dt``.
+
+    Args:
+        theta: (K, K) mean-reversion matrix Theta.
+        mu: (K,) baseline.
+        diffusion: (K, K) diffusion L.
+        dt: (...) step lengths in seconds (a float for one step).
+
+    Returns:
+        ``(F, b, Q)``: (..., K, K), (..., K), (..., K, K) with F = expm(-Theta dt),
+        b = (I - F) mu, Q = P_inf - F P_inf F^T.
+    """
+    dt = torch.as_tensor(dt, dtype=theta.dtype, device=theta.device)
+    k = theta.shape[-1]
+    eye = torch.eye(k, dtype=theta.dtype, device=theta.device)
+    transition = torch.linalg.matrix_exp(-theta * dt[..., None, None])  # (..., K, K)
+    offset = ((eye - transition) @ mu[..., None])[..., 0]
+    stationary = ou_stationary_cov(theta, diffusion)
+    process = _sym(stationary - transition @ stationary @ transition.transpose(-1, -2))
+    return transition, offset, process
+
+
+def _lower(diag: Tensor, lower: Tensor) -> Tensor:
+    """(..., K, K) lower-triangular matrices from their diagonals (..., K) and strict lower parts
+    (..., K(K-1)/2), filled row by row."""
+    k = diag.shape[-1]
+    rows, cols = torch.tril_indices(k, k, -1)
+    out = torch.diag_embed(diag)
+    if rows.numel():
+        out[..., rows, cols] = lower
+    return out
+
+
+def _skew(values: Tensor, k: int) -> Tensor:
+    """(..., K, K) skew-symmetric matrices from their strict lower parts (..., K(K-1)/2)."""
+    rows, cols = torch.tril_indices(k, k, -1)
+    out = values.new_zeros(*values.shape[:-1], k, k)
+    if rows.numel():
+        out[..., rows, cols] = values
+    return out - out.transpose(-1, -2)
+
+
+def ou_matrices(theta_diag: Tensor, theta_lower: Tensor, theta_skew: Tensor,
+                diffusion_diag: Tensor, diffusion_lower: Tensor) -> tuple[Tensor, Tensor]:
+    """Theta = C C^T + W and the diffusion L from their free entries (batched over leading axes).
+
+    Args:
+        theta_diag: (..., K) the diagonal of C, positive.
+        theta_lower: (..., K(K-1)/2) C's strict lower part, row by row.
+        theta_skew: (..., K(K-1)/2) the strict lower part of the skew-symmetric W.
+        diffusion_diag: (..., K) the diagonal of L, positive.
+        diffusion_lower: (..., K(K-1)/2) L's strict lower part.
+
+    Returns:
+        ``(Theta, L)``, each (..., K, K).
+    """
+    k = theta_diag.shape[-1]
+    chol = _lower(theta_diag, theta_lower)
+    theta = chol @ chol.transpose(-1, -2) + _skew(theta_skew, k)
+    return theta, _lower(diffusion_diag, diffusion_lower)
