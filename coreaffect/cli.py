@@ -44,14 +44,17 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from coreaffect.experiment import train_run
+    from coreaffect.experiment import FitSettings, train_run
 
+    if args.lag is not None and args.lag < 0:
+        raise CoreAffectError(f"--lag must be >= 0 (frames), got {args.lag}")
+    settings = FitSettings() if args.lag is None else FitSettings(lag=args.lag)
     result = train_run(
         args.data, args.out, format=args.format, preset=args.preset, epochs=args.epochs,
         max_minutes=args.max_minutes, device=args.device, seed=args.seed,
         test_videos=args.test_videos, val_videos=args.val_videos, data_config=args.config,
         cache=args.cache, resume=args.resume, fit_prior=not args.hidden_route_only,
-        progress=not args.quiet)
+        fit_settings=settings, progress=not args.quiet)
     print(f"trained {result.model.config.name} for {len(result.history)} epochs "
           f"(best epoch {result.best_epoch}, stopped by {result.stopped})"
           + ("" if args.hidden_route_only else ", then fitted manifold, prior and dynamics")
@@ -81,6 +84,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 _EPILOG_PREDICT = """examples:
   coreaffect predict run/ interview.mp4 --out interview.csv --plot interview.png
   coreaffect predict run/ frames_folder/ --causal --level 0.5 > trajectory.csv
+  coreaffect predict run/ interview.mp4 --lagged --out interview_online.csv
 """
 
 
@@ -91,7 +95,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise CoreAffectError(f"--level must be in (0, 1), got {args.level}")
     affect = CoreAffect.load(args.run, device=args.device, random_state=args.seed)
     trajectory = affect.predict(args.video, causal=args.causal, level=args.level,
-                                progress=not args.quiet)
+                                progress=not args.quiet, lagged=args.lagged)
     if args.out is not None:
         trajectory.to_csv(args.out)
         print(f"wrote {len(trajectory)} rows ({trajectory.stage}, {args.level:.0%} bands) to "
@@ -206,6 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "share; 0 trains on all)")
     train.add_argument("--val-videos", type=int, default=None,
                        help="training videos used for validation (default: a fifth, at least 1)")
+    train.add_argument("--lag", type=int, default=None, metavar="FRAMES",
+                       help="look-ahead of the lagged stage (predict --lagged), whose bands are "
+                            "calibrated with the others; 0: none (default: 8, 0.32 s at 25 fps)")
     train.add_argument("--config", type=Path, default=None, metavar="TOML",
                        help="data settings (faces, clips, annotations) as TOML")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -219,8 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="per-video and pooled metrics of a run on a dataset",
         description="Score the run's per-frame estimates on the test videos of DATA (those "
                     "held out when RUN was trained), or on all of them with --subset all, for "
-                    "each stage the run has: raw (hidden route), prior, smoothed and filtered "
-                    "(causal). Frames count when they have a label and a face.",
+                    "each stage the run has: raw (hidden route), prior, smoothed, filtered "
+                    "(causal) and lagged (fixed-lag). Frames count when they have a label and "
+                    "a face.",
         epilog=_EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("run", type=Path, help="run directory")
     evaluate.add_argument("data", type=Path, help="dataset folder")
@@ -238,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "decoded frame (frames without a face included: face_found = 0): time, "
                     "valence, arousal, their central credible bands at --level, variances, and "
                     "the latent posterior mean. Offline (the default) uses the smoother over "
-                    "the whole video; --causal the filter, with what is known at each frame.",
+                    "the whole video; --causal the filter, with what is known at each frame; "
+                    "--lagged the fixed-lag smoother, with what is known a few frames later "
+                    "(the run's lag, 8 frames unless trained otherwise).",
         epilog=_EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
     predict.add_argument("run", type=Path, help="run directory")
     predict.add_argument("video", type=Path, help="video file or frame folder")
@@ -246,9 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CSV file to write (default: standard output)")
     predict.add_argument("--plot", type=Path, default=None, metavar="PNG",
                          help="also draw the trajectory")
-    predict.add_argument("--causal", action="store_true",
-                         help="filter only: each frame from the frames up to it (a live "
-                              "system's view, with a fixed latency < 1 s)")
+    online = predict.add_mutually_exclusive_group()
+    online.add_argument("--causal", action="store_true",
+                        help="filter only: each frame from the frames up to it (a live "
+                             "system's view, with a fixed latency < 1 s)")
+    online.add_argument("--lagged", action="store_true",
+                        help="fixed-lag smoother: each frame from the frames up to the run's "
+                             "lag after it (a live system's view, that many frames later)")
     predict.add_argument("--level", type=float, default=0.9, help="band probability (0.9)")
     predict.add_argument("--seed", type=int, default=0, help="seed of the decoding draws")
     predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")

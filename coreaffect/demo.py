@@ -292,7 +292,10 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
         "the latent manifold, decoded; **smoothed** the Ornstein-Uhlenbeck smoother over the "
         "priors (offline); **filtered** the causal filter (each frame from the frames up to "
         "it: what a live system knows once the frame's estimate is final, a fixed latency "
-        "under a second).", "",
+        "under a second)" + (
+            f"; **lagged** the fixed-lag smoother (each frame from the frames up to "
+            f"{stages.get('lag')} after it: the same live system, {stages.get('lag')} frames "
+            "later)" if "lagged" in tables else "") + ".", "",
         "## Per-video RMSE and CCC on the test videos (the paper's Table 2)", ""]
     header = "| video | " + " | ".join(f"{s} RMSE v | {s} RMSE a" for s in shown) + " | " + \
         " | ".join(f"{s} CCC v | {s} CCC a" for s in shown) + " |"
@@ -324,7 +327,7 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
     chosen = "the validation videos" if validating else "the training videos"
     lines += ["", "Coverage is pooled over frames. The prior's variance factors (valence, "
               f"arousal), chosen on {chosen}: {factors}; the factors on the "
-              "half-widths of the smoothed and filtered bands (see `coreaffect.experiment`): "
+              "half-widths of the dynamics' bands (see `coreaffect.experiment`): "
               f"{json.dumps(bands)}. Fitted "
               f"dynamics: Theta = {np.round(dyn.get('theta', []), 3).tolist()} per s, mu = "
               f"{np.round(dyn.get('mu', []), 3).tolist()}, observation-noise scales per "

@@ -4,8 +4,9 @@
 :class:`~coreaffect.corpus.LabelledVideo`; :func:`evaluate_hidden_route` scores a set of videos
 with :func:`~coreaffect.metrics.evaluate_videos` (per video and pooled, valence and arousal).
 :func:`evaluate_stages` scores every stage of a :class:`~coreaffect.pipeline.CoreAffect` (``raw``
-hidden route, decoded ``prior``, dynamics ``smoothed`` and causal ``filtered``) on the same frames
-with the same metrics; :func:`format_stages` prints them side by side.
+hidden route, decoded ``prior``, dynamics ``smoothed``, causal ``filtered`` and fixed-lag
+``lagged``) on the same frames with the same metrics; :func:`format_stages` prints them side by
+side.
 
 Which frames count: a frame is scored when it has a label and a face was found in it. Frames
 without a face carry no evidence for the hidden route (the later stages bridge them through the

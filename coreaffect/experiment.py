@@ -7,7 +7,8 @@ probabilistic stages (:func:`fit_core_affect`) into the same run directory, whic
 ``split.json`` (which videos went where, and the seed) and ``stages.json`` (what each stage was
 fitted on, and how long it took).
 :func:`evaluate_run` scores a run on the test videos it held out (or on all videos of another
-dataset), stage by stage (``raw``, ``prior``, ``smoothed``, ``filtered``), and can write the
+dataset), stage by stage (``raw``, ``prior``, ``smoothed``, ``filtered``, ``lagged``), and can
+write the
 metrics as JSON.
 
 Which videos fit what, and why (:func:`fit_core_affect`):
@@ -44,11 +45,15 @@ Which videos fit what, and why (:func:`fit_core_affect`):
   coordinate search over ``noise_grid``; on the synthetic corpus the axes follow valence and
   arousal, whose errors differ: arousal's are faster, and smoothing removes part of them). The
   causal filter's own scales (``filter_noise_scale_``) are chosen the same way for the filtered
-  trajectory: it cannot look ahead, so a weight that suits the smoother makes it lag.
+  trajectory: it cannot look ahead, so a weight that suits the smoother makes it lag. The
+  fixed-lag smoother (the ``lagged`` stage, ``FitSettings.lag`` frames of look-ahead) takes the
+  smoother's scales: with a few frames of look-ahead it already beats the hidden route's
+  estimate, which the filter does not (:doc:`/dynamics`).
 * **Bands** (``RUN/bands.json``, :class:`~coreaffect.pipeline.CoreAffect`'s ``band_scale``): the
   dynamics treats the errors of consecutive estimates as independent, but the hidden route's errors
   are slow (a whole video can be off by a similar amount), so averaging hundreds of frames makes
-  the smoothed and filtered bands far too narrow. Per stage, one factor per dimension on the
+  the smoothed, filtered and lagged bands far too narrow. Per stage, one factor per dimension on
+  the
   decoded bands' half-widths is chosen on the *validation* videos so that they cover at their
   level, as the prior's own calibration does; the decoded means are not changed by it.
 
@@ -144,6 +149,8 @@ class FitSettings:
             :meth:`~coreaffect.prior.HiddenRoutePrior.calibrate`).
         noise_grid: The observation-noise scales tried on each latent axis when choosing them
             on the validation videos (empty: keep the maximum-likelihood scale).
+        lag: Look-ahead in frames of the ``lagged`` stage (the fixed-lag smoother), whose band
+            factors are calibrated with the others; 0: no such stage.
     """
 
     label_step: int = 3  # at 25 Hz labels barely change in 3 frames; ~4k labels for 13 videos
@@ -158,6 +165,7 @@ class FitSettings:
     level: float = 0.9  # the band the evaluation reports
     calibration_levels: tuple[float, ...] = (0.5, 0.9)  # the prior's calibration targets both
     noise_grid: tuple[float, ...] = (1e-4, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # none to strong
+    lag: int = 8  # 0.32 s at 25 fps: on the demo, most of the smoother's gain over the estimate
 
 
 class StageFit(NamedTuple):
@@ -271,19 +279,20 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
                      dynamics: CoreAffectDynamics, videos: Sequence[LabelledVideo],
                      estimates: dict[str, AffectEstimate], settings: FitSettings
                      ) -> dict[str, tuple[float, float]]:
-    """Factors (k_v, k_a) on the smoothed and filtered bands' half-widths that make the decoded
-    central bands at ``settings.level`` cover that fraction of each dimension's labels of
-    ``videos`` (pooled): k_d is the ``level``-quantile of the error's distance from the mean
-    in units of the band's half-width on the error's side."""
+    """Factors (k_v, k_a) on the smoothed, filtered (and lagged, with ``settings.lag``) bands'
+    half-widths that make the decoded central bands at ``settings.level`` cover that fraction
+    of each dimension's labels of ``videos`` (pooled): k_d is the ``level``-quantile of the
+    error's distance from the mean in units of the band's half-width on the error's side."""
     from coreaffect.pipeline import CoreAffect
 
-    affect = CoreAffect(model, DataConfig(), prior, dynamics)
-    ratios: dict[str, list[np.ndarray]] = {"smoothed": [], "filtered": []}
+    affect = CoreAffect(model, DataConfig(), prior, dynamics, lag=settings.lag or None)
+    names = [stage for stage in affect.stages if stage in ("smoothed", "filtered", "lagged")]
+    ratios: dict[str, list[np.ndarray]] = {stage: [] for stage in names}
     for video in videos:
         latent = prior(estimates[video.id])
         found = np.asarray(video.crops.face_found, bool)
         stages = affect.latent_moments(video.crops.times, latent.loc.double(),
-                                       latent.covariance_matrix.double(), found)
+                                       latent.covariance_matrix.double(), found, names)
         keep = np.flatnonzero(found & np.isfinite(video.labels).all(1))[::settings.band_step]
         truth = video.labels[keep].astype(np.float64)  # (N, 2)
         for stage, (m, c) in stages.items():
@@ -324,6 +333,9 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
     """
     if not train:
         raise CoreAffectError("fitting the prior needs at least one training video")
+    if isinstance(settings.lag, bool) or not isinstance(settings.lag, int) or settings.lag < 0:
+        raise CoreAffectError(f"FitSettings.lag must be an integer >= 0 (frames), got "
+                              f"{settings.lag!r}")
     held_out = list(val)
     if not held_out:
         logger.warning("no validation video: the prior is calibrated and the dynamics fitted on "
@@ -402,11 +414,12 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
         bar.close()
     prior.save(run)
     dynamics.save(run)
-    write_bands(run, bands, settings.level)
+    write_bands(run, bands, settings.level, settings.lag or None)
     videos = {"manifold": [v.id for v in [*train, *val]], "prior": [v.id for v in train],
               "calibration": [v.id for v in held_out], "dynamics": [v.id for v in held_out]}
     info = {"seconds": seconds, "videos": videos, "settings": dataclasses.asdict(settings),
             "calibration_scale": prior.calibration_scale_, "band_scale": bands,
+            "lag": settings.lag or None,
             "dynamics": {"iterations": getattr(dynamics, "n_iter_", None),
                          "log_likelihood": dynamics.log_likelihood_,
                          "theta": dynamics.theta_.tolist(), "mu": dynamics.mu_.tolist(),
@@ -522,7 +535,8 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
 
     Returns:
         ``{stage: MetricTable}`` for the stages the run has, in the order ``raw``, ``prior``,
-        ``smoothed``, ``filtered`` (a run with the hidden route only: ``raw``).
+        ``smoothed``, ``filtered``, ``lagged`` (a run with the hidden route only: ``raw``; a
+        run fitted without a lag has no ``lagged``).
     """
     from coreaffect.pipeline import CoreAffect
 

@@ -9,14 +9,17 @@
 
 and returns an :class:`AffectTrajectory`: one row per decoded frame (with or without a face) with
 time, valence, arousal, the central credible band of each at ``level``, the ``face_found`` flag
-and the latent posterior mean. Four *stages* can be read off the same pass
+and the latent posterior mean. Five *stages* can be read off the same pass
 (:meth:`CoreAffect.stages`, what ``coreaffect evaluate`` compares):
 
 * ``raw``: the hidden route's own Gaussian, mean +- z sqrt(var); NaN on frames without a face;
 * ``prior``: the calibrated prior decoded to valence-arousal (moment-matched,
   :meth:`~coreaffect.prior.HiddenRoutePrior.predict`); NaN on frames without a face;
 * ``smoothed``: the dynamics' smoother p(z_t | all frames), decoded; defined on every frame;
-* ``filtered``: the causal output p(z_t | estimates of frames <= t) (below), decoded.
+* ``filtered``: the causal output p(z_t | estimates of frames <= t) (below), decoded;
+* ``lagged``: the fixed-lag smoother p(z_t | estimates of frames <= t + L), decoded, for a run
+  fitted with a look-ahead of L frames (:attr:`CoreAffect.lag`; ``coreaffect train`` uses 8):
+  the online output of a system that may answer L frames later than the filter.
 
 Decoding a latent Gaussian N(m, P) through the manifold is Monte Carlo: the same S =
 ``n_decode_samples`` standard-normal draws (eps, eta) serve every frame, z = m + P^(1/2) eps and
@@ -37,7 +40,9 @@ output has the hidden route's own fixed latency and nothing more. :meth:`CoreAff
 yields it then; when the source ends, the rows of the last D frames follow, from the estimates
 the video's end allows (computed as :meth:`~coreaffect.hidden_route.HiddenRouteNet.predict_dense`
 does at a video's end). Appending frames never changes the causal row of a frame c with
-c + D before the old end (up to floating-point rounding of the convolutions, ~1e-6).
+c + D before the old end (up to floating-point rounding of the convolutions, ~1e-6). The lagged
+row of frame c comes L frames later, at frame c + D + L, from the estimates of frames up to
+c + L (:meth:`~coreaffect.dynamics.CoreAffectDynamics.lag_step`).
 
 Memory. :meth:`CoreAffect.predict` holds a bounded amount of video at any time, whatever its
 length. It decodes and crops the video chunk by chunk (``DataConfig.video.chunk_size`` frames at
@@ -93,7 +98,8 @@ __all__ = ["STAGES", "AffectRow", "AffectTrajectory", "CoreAffect", "load_run", 
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("raw", "prior", "smoothed", "filtered")
+STAGES = ("raw", "prior", "smoothed", "filtered", "lagged")
+_DYNAMIC = ("smoothed", "filtered", "lagged")  # the stages the dynamics produce
 _DTYPE = torch.float64
 
 
@@ -313,13 +319,16 @@ class CoreAffect:
         decode_chunk: Monte Carlo draws (frames x ``n_decode_samples``, whole frames, at least
             one) decoded per call of the manifold; bounds the decoder's memory (about 0.5 kB a
             draw).
-        band_scale: ``{"smoothed": (k_v, k_a), "filtered": (k_v, k_a)}`` (or one number for
-            both dimensions), factors on the half-widths of the decoded valence and arousal
-            bands (their variances by k^2; the means are untouched), chosen on validation
-            videos by :func:`~coreaffect.experiment.fit_core_affect` so that the bands cover at
-            their level (the dynamics treats the estimates' errors as independent from frame to
-            frame, while the hidden route's errors are slow, so its own bands are too narrow);
-            missing stages use 1.
+        band_scale: ``{"smoothed": (k_v, k_a), "filtered": (k_v, k_a), "lagged": (k_v, k_a)}``
+            (or one number for both dimensions), factors on the half-widths of the decoded
+            valence and arousal bands (their variances by k^2; the means are untouched), chosen
+            on validation videos by :func:`~coreaffect.experiment.fit_core_affect` so that the
+            bands cover at their level (the dynamics treats the estimates' errors as independent
+            from frame to frame, while the hidden route's errors are slow, so its own bands are
+            too narrow); missing stages use 1. The ``lagged`` factors hold for the lag they
+            were chosen at.
+        lag: L, the look-ahead in frames of the ``lagged`` stage (an integer >= 1), or ``None``
+            for a run without one (the stage is then not available).
         random_state: Seed of the decoding draws.
 
     Example::
@@ -329,6 +338,8 @@ class CoreAffect:
         trajectory.to_csv("interview.csv")
         for row in affect.stream(0):                        # a camera, causal
             show(row.time, row.valence, row.arousal)        # your own display
+        for row in affect.stream(0, lagged=True):          # L frames later, closer to the truth
+            show(row.time, row.valence, row.arousal)
     """
 
     def __init__(self, model: HiddenRouteNet, data_config: DataConfig,
@@ -336,9 +347,12 @@ class CoreAffect:
                  dynamics: CoreAffectDynamics | None = None, *, device: str = "cpu",
                  n_decode_samples: int = 500, chunk_frames: int = 128,
                  segment_frames: int = 2048, decode_chunk: int = 1 << 14,
-                 band_scale: dict[str, float] | None = None, random_state: int = 0) -> None:
+                 band_scale: dict[str, float] | None = None, lag: int | None = None,
+                 random_state: int = 0) -> None:
         if dynamics is not None and prior is None:
             raise CoreAffectError("dynamics need the prior that feeds them")
+        if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 1):
+            raise CoreAffectError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
         if segment_frames < 1 or decode_chunk < 1:
             raise CoreAffectError(f"segment_frames and decode_chunk must be >= 1, got "
                                   f"{segment_frames} and {decode_chunk}")
@@ -352,8 +366,9 @@ class CoreAffect:
         self.segment_frames = segment_frames
         self.decode_chunk = decode_chunk
         self.random_state = random_state
+        self.lag = lag
         self.band_scale = {stage: _band_factors(k) for stage, k in
-                           {"smoothed": 1.0, "filtered": 1.0, **(band_scale or {})}.items()}
+                           {**dict.fromkeys(_DYNAMIC, 1.0), **(band_scale or {})}.items()}
         # the same model in latent space only: decoding is done here
         self._latent_dynamics = None if dynamics is None else dynamics.without_decoder()
         generator = torch.Generator().manual_seed(random_state)
@@ -384,7 +399,8 @@ class CoreAffect:
         prior = dynamics = None
         bands = _read_bands(run)
         if bands is not None:
-            kwargs.setdefault("band_scale", bands)
+            kwargs.setdefault("band_scale", bands[0])
+            kwargs.setdefault("lag", bands[1])
         if (run / "prior.json").exists():
             prior = HiddenRoutePrior.load(run, device="cpu")
         if (run / "dynamics.json").exists():
@@ -399,9 +415,10 @@ class CoreAffect:
 
     @property
     def stages(self) -> tuple[str, ...]:
-        """The stages this run can produce (:data:`STAGES` or a prefix of it)."""
+        """The stages this run can produce (:data:`STAGES` or a prefix of it): ``lagged`` with
+        dynamics and a lag, the dynamics' stages with dynamics, ``prior`` with a prior."""
         if self.dynamics is not None:
-            return STAGES
+            return STAGES if self.lag is not None else STAGES[:4]
         return STAGES[:2] if self.prior is not None else STAGES[:1]
 
     @property
@@ -561,10 +578,10 @@ class CoreAffect:
         if "prior" in wanted:
             out["prior"] = self._gaussian(times, indices, found, prior_mean, prior_var, level,
                                           "prior", prior_latent)
-        if self.dynamics is None or not {"smoothed", "filtered"} & set(wanted):
+        if self.dynamics is None or not set(_DYNAMIC) & set(wanted):
             return out
         moments = self.latent_moments(times, loc, cov, observed,
-                                      [s for s in ("smoothed", "filtered") if s in wanted])
+                                      [s for s in _DYNAMIC if s in wanted])
         for stage, (means, covs) in moments.items():
             mean, var, lower, upper = self._widen(stage, *self.decode(means, covs, level))
             out[stage] = AffectTrajectory(times, indices, mean, var, lower, upper, found,
@@ -581,7 +598,8 @@ class CoreAffect:
             loc: (T, K) prior means (any value where not observed).
             cov: (T, K, K) prior covariances.
             observed: (T,) bool, frames with a (final) hidden-route estimate and a face.
-            stages: ``"smoothed"`` and/or ``"filtered"`` (causal).
+            stages: Any of ``"smoothed"``, ``"filtered"`` (causal) and ``"lagged"`` (the
+                fixed-lag smoother at :attr:`lag` frames).
 
         Returns:
             ``{stage: (means (T, K), covs (T, K, K))}``.
@@ -596,21 +614,38 @@ class CoreAffect:
             elif stage == "filtered":
                 post = self._latent_dynamics.filter(sequence)
                 out[stage] = (post.latent_mean, post.latent_cov)
+            elif stage == "lagged" and self.lag is not None:
+                post = self._latent_dynamics.smooth(sequence, lag=self.lag)
+                out[stage] = (post.latent_mean, post.latent_cov)
             else:
                 raise CoreAffectError(f"no latent moments for stage {stage!r}")
         return out
 
-    def predict_crops(self, crops: FaceCrops, causal: bool = False, level: float = 0.9
-                      ) -> AffectTrajectory:
-        """The trajectory of already cropped faces: smoothed, or filtered when ``causal``.
+    def _online_stage(self, causal: bool, lagged: bool) -> str | None:
+        """The stage of ``causal`` or ``lagged`` prediction (``None``: offline), checked."""
+        if causal and lagged:
+            raise CoreAffectError("causal and lagged exclude each other: the filter answers at "
+                                  "each frame, the fixed-lag smoother L frames later")
+        if not (causal or lagged):
+            return None
+        if self.dynamics is None:
+            raise CoreAffectError(f"{'causal' if causal else 'lagged'} prediction needs a run "
+                                  "with fitted dynamics")
+        if lagged and self.lag is None:
+            raise CoreAffectError("lagged prediction needs a run fitted with a lag (its "
+                                  "bands.json has none); use causal or offline prediction")
+        return "filtered" if causal else "lagged"
 
-        Runs without dynamics give their last stage (``prior`` or ``raw``) when not causal.
+    def predict_crops(self, crops: FaceCrops, causal: bool = False, level: float = 0.9, *,
+                      lagged: bool = False) -> AffectTrajectory:
+        """The trajectory of already cropped faces: smoothed, filtered when ``causal``, the
+        fixed-lag smoother when ``lagged``.
+
+        Runs without dynamics give their last stage (``prior`` or ``raw``) when offline.
         """
-        if causal:
-            if self.dynamics is None:
-                raise CoreAffectError("causal prediction needs a run with fitted dynamics")
-            return self.stages_of(crops, level, ["filtered"])["filtered"]
-        stage = "smoothed" if self.dynamics is not None else self.stages[-1]
+        stage = self._online_stage(causal, lagged)
+        if stage is None:
+            stage = "smoothed" if self.dynamics is not None else self.stages[-1]
         return self.stages_of(crops, level, [stage])[stage]
 
     def crop(self, video: str | Path | int | VideoSource, progress: bool = False,
@@ -651,7 +686,8 @@ class CoreAffect:
         return meta._replace(crops=data)
 
     def predict(self, video: str | Path | int | VideoSource, causal: bool = False,
-                level: float = 0.9, progress: bool = False) -> AffectTrajectory:
+                level: float = 0.9, progress: bool = False, *, lagged: bool = False
+                ) -> AffectTrajectory:
         """One row per decoded frame of a video (frames without a face included).
 
         Args:
@@ -662,50 +698,57 @@ class CoreAffect:
                 whole video (the smoother).
             level: Probability of the credible bands, in (0, 1).
             progress: Show a progress bar while cropping.
+            lagged: Use for each frame the estimates up to :attr:`lag` frames after it (the
+                fixed-lag smoother: a live system has its row L frames after the filter's).
 
         Returns:
             The :class:`AffectTrajectory`.
 
         Raises:
-            CoreAffectError: The video cannot be opened or decoded, or ``causal`` without
-                dynamics.
+            CoreAffectError: The video cannot be opened or decoded, ``causal`` or ``lagged``
+                without dynamics, ``lagged`` without a lag, or both.
         """
         if not 0 < level < 1:
             raise CoreAffectError(f"level must be in (0, 1), got {level}")
+        self._online_stage(causal, lagged)  # fail before cropping
         with tempfile.TemporaryDirectory(prefix="coreaffect-") as spool:
             crops = self.crop(video, progress=progress, spool=spool)
             try:
-                return self.predict_crops(crops, causal=causal, level=level)
+                return self.predict_crops(crops, causal=causal, level=level, lagged=lagged)
             finally:
                 del crops
 
     # -- streaming ------------------------------------------------------------------------------
 
     def stream(self, source: str | Path | int | VideoSource | Iterable[Any],
-               level: float = 0.9) -> Iterator[AffectRow]:
+               level: float = 0.9, *, lagged: bool = False) -> Iterator[AffectRow]:
         """Causal rows as frames arrive: a camera, a file, or an iterable of frames.
 
         Each frame is cropped on arrival. The row of frame c is yielded when frame c + D arrives
         (D = :attr:`latency_frames`, when its estimate becomes final), and when the source ends
         the rows of its last frames follow: one row per frame in all, in frame order, equal to
-        the rows of ``predict(..., causal=True)``. The hidden-route features are computed
-        incrementally, S frames at a time, and only the last few dozen crops are kept, so memory
-        and cost per frame are constant.
+        the rows of ``predict(..., causal=True)``. With ``lagged``, the row of frame c comes
+        when frame c + D + L arrives (L = :attr:`lag`), equal to the rows of
+        ``predict(..., lagged=True)``. The hidden-route features are computed incrementally, S
+        frames at a time, and only the last few dozen crops are kept, so memory and cost per
+        frame are constant.
 
         Args:
             source: A video file, frame folder, camera index, open source, or an iterable of
                 :class:`~coreaffect.video.Frame` (or ``(image, time)`` pairs with an
                 (H, W, 3) uint8 RGB image).
             level: Probability of the credible bands.
+            lagged: The fixed-lag smoother's rows instead of the filter's.
 
         Yields:
             One :class:`AffectRow` per frame.
         """
         if self.dynamics is None:
             raise CoreAffectError("streaming needs a run with fitted prior and dynamics")
+        self._online_stage(not lagged, lagged)
         frames = self._frames(source)
         cropper = FaceCropper(self.data_config.faces)
-        state = _StreamState(self)
+        state = _StreamState(self, lagged)
         from coreaffect.video import FrameChunk
 
         for index, (image, time) in enumerate(frames):
@@ -731,10 +774,12 @@ class CoreAffect:
 
 
 class _StreamState:
-    """Incremental hidden route, prior and filter of :meth:`CoreAffect.stream`."""
+    """Incremental hidden route, prior and filter (or fixed-lag smoother) of
+    :meth:`CoreAffect.stream`."""
 
-    def __init__(self, affect: CoreAffect) -> None:
+    def __init__(self, affect: CoreAffect, lagged: bool = False) -> None:
         self.affect = affect
+        self.look_ahead = affect.lag if lagged else 0  # L: frames the rows wait beyond D
         model = affect.model
         self.stride = model.config.temporal_stride  # S
         self.clip = model.config.clip_length
@@ -742,7 +787,7 @@ class _StreamState:
         before, self.after = model.temporal_context
         self.before = -(-before // self.stride) * self.stride  # on the feature grid
         self.lag = affect.latency_frames
-        keep = self.before + self.clip + self.after + 2 * self.stride + self.lag
+        keep = self.before + self.clip + self.after + 2 * self.stride + self.lag + self.look_ahead
         self.crops: deque[np.ndarray] = deque(maxlen=keep)
         self.times: deque[float] = deque(maxlen=keep)
         self.found: deque[bool] = deque(maxlen=keep)
@@ -751,6 +796,8 @@ class _StreamState:
         self.pooled: dict[int, torch.Tensor] = {}  # feature step -> (D,) pooled features
         self.windows: dict[int, AffectEstimate] = {}  # window -> estimate
         self.filter_state = None
+        self.lag_state = None  # the fixed-lag smoother's, when lagged
+        self.emitted = 0  # rows yielded so far (the next row is of frame ``emitted``)
 
     def _frame(self, index: int) -> np.ndarray:
         return self.crops[index - (self.count - len(self.crops))]
@@ -797,27 +844,49 @@ class _StreamState:
         return AffectEstimate(*(a * (1 - weight) + b * weight for a, b in zip(low, high,
                                                                               strict=True)))
 
-    def _row(self, c: int, estimate: AffectEstimate | None, level: float) -> AffectRow:
-        """Filter frame c with its estimate (``None``: a masked step) and decode its row."""
+    def _rows(self, c: int, estimate: AffectEstimate | None, level: float) -> list[AffectRow]:
+        """Take frame c's estimate (``None``: a masked step) into the filter (or the fixed-lag
+        smoother) and decode the rows that became final: frame c's (filter), or frame
+        c - L's once L more frames are in (lagged)."""
         affect = self.affect
         mean = cov = None
         if estimate is not None:
             loc, cov = affect._latent_prior(estimate)
             mean, cov = loc[0], cov[0]
         time = self._at(self.times, c)
-        self.filter_state = affect._latent_dynamics.filter_step(self.filter_state, time, mean,
-                                                                cov)
-        m, p = self.filter_state.mean, self.filter_state.cov
-        mean_y, _, lower, upper = affect._widen("filtered", *affect.decode(m[None], p[None],
-                                                                           level))
-        return AffectRow(self._at(self.indices, c), time, float(mean_y[0, 0]),
-                         float(mean_y[0, 1]), float(lower[0, 0]), float(upper[0, 0]),
-                         float(lower[0, 1]), float(upper[0, 1]), self._at(self.found, c),
-                         m.numpy().copy())
+        dynamics = affect._latent_dynamics
+        if not self.look_ahead:
+            self.filter_state = dynamics.filter_step(self.filter_state, time, mean, cov)
+            return [self._decoded(c, self.filter_state.mean, self.filter_state.cov, level)]
+        self.lag_state = dynamics.lag_step(self.lag_state, time, mean, cov, lag=self.look_ahead)
+        if c < self.look_ahead:
+            return []
+        return [self._decoded(c - self.look_ahead, self.lag_state.means[0],
+                              self.lag_state.covs[0], level)]
+
+    def _decoded(self, c: int, m: torch.Tensor, p: torch.Tensor, level: float) -> AffectRow:
+        """The row of frame c from its latent posterior mean (K,) and covariance (K, K)."""
+        affect = self.affect
+        stage = "lagged" if self.look_ahead else "filtered"
+        mean_y, _, lower, upper = affect._widen(stage, *affect.decode(m[None], p[None], level))
+        self.emitted = c + 1
+        return AffectRow(self._at(self.indices, c), self._at(self.times, c),
+                         float(mean_y[0, 0]), float(mean_y[0, 1]), float(lower[0, 0]),
+                         float(upper[0, 0]), float(lower[0, 1]), float(upper[0, 1]),
+                         self._at(self.found, c), m.numpy().copy())
+
+    def _flush(self, level: float) -> list[AffectRow]:
+        """At the end: the fixed-lag smoother's rows still in its buffer (their posteriors
+        given every frame, as the smoother has them at a video's end)."""
+        if not self.look_ahead or self.lag_state is None:
+            return []
+        first = self.count - len(self.lag_state.times)  # frame of the buffer's row 0
+        return [self._decoded(c, self.lag_state.means[c - first], self.lag_state.covs[c - first],
+                              level) for c in range(max(self.emitted, first), self.count)]
 
     def push(self, crop: np.ndarray, time: float, index: int, found: bool, level: float
              ) -> AffectRow | None:
-        """Take one frame; the row of the frame whose estimate just became final, if any."""
+        """Take one frame; the row that just became final, if any."""
         self.crops.append(crop)
         self.times.append(time)
         self.found.append(found)
@@ -827,7 +896,8 @@ class _StreamState:
         c = self.count - 1 - self.lag  # the frame whose estimate just became final
         if c < 0:
             return None
-        return self._row(c, self._estimate(c) if self._at(self.found, c) else None, level)
+        rows = self._rows(c, self._estimate(c) if self._at(self.found, c) else None, level)
+        return rows[0] if rows else None
 
     def finish(self, level: float) -> list[AffectRow]:
         """The rows of the frames still waiting when the source ends, from the estimates the
@@ -837,18 +907,20 @@ class _StreamState:
         first = max(0, self.count - self.lag)
         if first >= self.count:
             return []
+        rows: list[AffectRow] = []
         if self.count < self.clip:  # too short for any estimate
-            return [self._row(c, None, level) for c in range(first, self.count)]
+            for c in range(first, self.count):
+                rows += self._rows(c, None, level)
+            return rows + self._flush(level)
         window = max(0, (first - self.clip // 2) // self.stride)  # the first window they use
         start = max(0, window * self.stride - self.before)
         frames = np.stack([self._frame(i) for i in range(start, self.count)])  # (t, s, s, 3)
         estimate = self.affect.model.predict_dense(frames, chunk_frames=self.affect.chunk_frames,
                                                    device=self.affect.device)
-        rows = []
         for c in range(first, self.count):
             own = AffectEstimate(*(x[c - start][None] for x in estimate))
-            rows.append(self._row(c, own if self._at(self.found, c) else None, level))
-        return rows
+            rows += self._rows(c, own if self._at(self.found, c) else None, level)
+        return rows + self._flush(level)
 
 
 BANDS_FILE = "bands.json"  # the band scales of CoreAffect, in a run directory
@@ -862,9 +934,10 @@ def _band_factors(value: Any) -> tuple[float, float]:
     return float(pair[0]), float(pair[1])
 
 
-def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], level: float
-                ) -> None:
-    """Save the band scales of the dynamics' stages in ``RUN/bands.json``."""
+def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], level: float,
+                lag: int | None = None) -> None:
+    """Save the band scales of the dynamics' stages, and the lag of ``lagged``, in
+    ``RUN/bands.json``."""
     import json
 
     from coreaffect import __version__
@@ -872,10 +945,11 @@ def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], lev
 
     atomic_write(Path(run) / BANDS_FILE, json.dumps(
         {"format": FORMAT, "coreaffect": __version__, "band_scale": band_scale,
-         "level": level}, indent=2) + "\n")
+         "level": level, "lag": lag}, indent=2) + "\n")
 
 
-def _read_bands(run: Path) -> dict[str, tuple[float, float]] | None:
+def _read_bands(run: Path) -> tuple[dict[str, tuple[float, float]], int | None] | None:
+    """``(band scales, lag)`` from ``RUN/bands.json``, or ``None`` without that file."""
     import json
 
     from coreaffect.checkpoint import FORMAT
@@ -889,7 +963,10 @@ def _read_bands(run: Path) -> dict[str, tuple[float, float]] | None:
             raise CoreAffectError(f"{path}: written in run-directory format {info.get('format')}"
                                   f"; this version reads format {FORMAT}. Retrain, or use the "
                                   "coreaffect version that wrote it.")
-        return {str(k): _band_factors(v) for k, v in info["band_scale"].items()}
+        lag = info.get("lag")  # runs written before the lagged stage have none
+        if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 1):
+            raise ValueError(f"lag must be an integer >= 1 or null, got {lag!r}")
+        return {str(k): _band_factors(v) for k, v in info["band_scale"].items()}, lag
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise CoreAffectError(f"{path}: unreadable ({err})") from None
 

@@ -67,7 +67,7 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
     assert split["test"][0] in result.stdout and "pooled" in result.stdout
     assert "smoothed" in result.stdout and "filtered" in result.stdout
     stages = json.loads(metrics.read_text())
-    assert list(stages) == ["raw", "prior", "smoothed", "filtered"]
+    assert list(stages) == ["raw", "prior", "smoothed", "filtered", "lagged"]
     for stage in stages.values():
         for dim in ("valence", "arousal"):
             for name in ("rmse", "ccc", "pcc", "sagr", "nll", "coverage_50", "coverage_90"):
@@ -85,6 +85,10 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
     assert png.stat().st_size > 0
     result = _run("predict", str(run), str(video), "--causal", "--level", "0.5", "--quiet")
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 101
+    result = _run("predict", str(run), str(video), "--lagged", "--quiet")
+    assert result.returncode == 0 and len(result.stdout.splitlines()) == 101
+    result = _run("predict", str(run), str(video), "--lagged", "--causal", "--quiet")
+    assert result.returncode == 2 and "not allowed with" in result.stderr
     out = tmp_path / "saliency"
     result = _run("saliency", str(run), str(video), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr

@@ -16,16 +16,17 @@ def test_run_demo_writes_report_and_figures(tmp_path):
     result = run_demo(tmp_path, settings=TINY, command="coreaffect demo --quick")
     text = result.report.read_text()
     assert "Table 2" in text and "coreaffect demo --quick" in text
-    for stage in ("raw", "prior", "smoothed", "filtered"):
+    for stage in ("raw", "prior", "smoothed", "filtered", "lagged"):
         assert f"| {stage} |" in text
+    assert "**lagged** the fixed-lag smoother (each frame from the frames up to 8 after it" in text
     for name in ("fig1_trajectory.png", "fig2_saliency_grid.png", "fig3_manifold_prior.png",
                  "fig4_calibration.png"):
         assert (tmp_path / name).stat().st_size > 1000, name
         assert f"({name})" in text
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert set(metrics) == {"raw", "prior", "smoothed", "filtered"}
+    assert set(metrics) == {"raw", "prior", "smoothed", "filtered", "lagged"}
     assert "total" in result.seconds and "fit: dynamics" in result.seconds
-    assert CoreAffect.load(tmp_path / "run").stages[-1] == "filtered"
+    assert CoreAffect.load(tmp_path / "run").stages[-1] == "lagged"
     split = json.loads((tmp_path / "run" / "split.json").read_text())
     assert [len(split[k]) for k in ("train", "val", "test")] == [2, 2, 1]
     assert "1 held out for testing and 2 for training" in text and "2 more validate" in text

@@ -3,6 +3,7 @@ raw-only runs, and the fallback without validation videos."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -12,6 +13,7 @@ import pytest
 from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.corpus import CropCache, discover
 from coreaffect.demo import tiny_run
+from coreaffect.errors import CoreAffectError
 from coreaffect.experiment import FitSettings, evaluate_run, fit_core_affect, load_videos
 from coreaffect.pipeline import CoreAffect
 
@@ -34,12 +36,13 @@ def test_train_run_writes_every_stage(tiny):
     assert not set(split["test"]) & set(stages["videos"]["manifold"])
     assert set(stages["seconds"]) == {"estimates", "manifold", "prior", "calibration",
                                       "dynamics", "bands"}
-    assert set(stages["band_scale"]) == {"smoothed", "filtered"}
+    assert set(stages["band_scale"]) == {"smoothed", "filtered", "lagged"}
+    assert stages["lag"] == FitSettings().lag
 
 
 def test_evaluate_reports_every_stage(tiny, tmp_path):
     tables = evaluate_run(tiny.run, tiny.corpus, json_path=tmp_path / "m.json")
-    assert list(tables) == ["raw", "prior", "smoothed", "filtered"]
+    assert list(tables) == ["raw", "prior", "smoothed", "filtered", "lagged"]
     saved = json.loads((tmp_path / "m.json").read_text())
     assert list(saved) == list(tables)
     assert saved["smoothed"]["valence"]["coverage_90"]["per_video"].keys() == set(tiny.test_ids)
@@ -80,4 +83,16 @@ def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, 
         fit = fit_core_affect(run, load_model(run), train, [], settings=FAST)
     assert "no validation video" in caplog.text
     assert fit.videos["dynamics"] == split["train"]
-    assert CoreAffect.load(run).stages[-1] == "filtered"
+    assert CoreAffect.load(run).stages[-1] == "lagged"
+
+
+def test_a_run_fitted_without_a_lag_has_no_lagged_stage(tiny, tmp_path):
+    run, _, train, val = _copy_of_run(tiny, tmp_path)
+    with pytest.raises(CoreAffectError, match="lag"):
+        fit_core_affect(run, load_model(run), train, val,
+                        settings=dataclasses.replace(FAST, lag=-1))
+    fit_core_affect(run, load_model(run), train, val, settings=dataclasses.replace(FAST, lag=0))
+    bands = json.loads((run / "bands.json").read_text())
+    assert bands["lag"] is None and set(bands["band_scale"]) == {"smoothed", "filtered"}
+    affect = CoreAffect.load(run)
+    assert affect.lag is None and affect.stages[-1] == "filtered"

@@ -86,6 +86,40 @@ def test_causal_and_smoothed_agree_on_the_last_frame(affect, crops):
                                      + affect.model.temporal_context[1])
 
 
+def test_lagged_rows_wait_for_their_look_ahead_only(affect, crops):
+    lag = affect.lag
+    assert lag == 8  # the run's, from bands.json
+    full = affect.predict_crops(crops, lagged=True)
+    assert full.stage == "lagged" and len(full) == len(crops.times)
+    wait = affect.latency_frames + lag  # frame c's row is final at frame c + D + L
+    for cut in (40, 70):
+        part = affect.predict_crops(FaceCrops(*(np.asarray(x)[:cut] for x in crops)),
+                                    lagged=True)
+        np.testing.assert_allclose(part.latent_mean[:cut - wait], full.latent_mean[:cut - wait],
+                                   atol=1e-5)
+        np.testing.assert_allclose(part.upper[:cut - wait], full.upper[:cut - wait], atol=1e-5)
+        # an earlier frame's look-ahead was cut short: it is not the full video's row
+        assert not np.allclose(part.latent_mean[cut - wait - 1:cut - lag],
+                               full.latent_mean[cut - wait - 1:cut - lag], atol=1e-5)
+    stages = affect.stages_of(crops, stages=["smoothed", "filtered", "lagged"])
+    smoothed, filtered = stages["smoothed"].latent_mean, stages["filtered"].latent_mean
+    # the last L frames see every frame: the smoother's posteriors; the others differ from both
+    np.testing.assert_allclose(full.latent_mean[-lag - 1:], smoothed[-lag - 1:], atol=1e-9)
+    assert not np.allclose(full.latent_mean[:-lag - 1], smoothed[:-lag - 1])
+    assert not np.allclose(full.latent_mean[:-lag - 1], filtered[:-lag - 1])
+
+
+def test_online_modes_are_checked(tiny, affect, crops):
+    with pytest.raises(CoreAffectError, match="exclude"):
+        affect.predict_crops(crops, causal=True, lagged=True)
+    no_lag = CoreAffect.load(tiny.run, lag=None)
+    assert "lagged" not in no_lag.stages
+    with pytest.raises(CoreAffectError, match="lag"):
+        no_lag.predict_crops(crops, lagged=True)
+    with pytest.raises(CoreAffectError, match="lag"):
+        CoreAffect.load(tiny.run, lag=0)
+
+
 def test_csv_round_trip(affect, crops, tmp_path):
     trajectory = affect.predict_crops(crops)
     path = trajectory.to_csv(tmp_path / "t.csv")
@@ -99,12 +133,18 @@ def test_csv_round_trip(affect, crops, tmp_path):
     np.testing.assert_array_equal(back.indices, trajectory.indices)
 
 
-def test_stream_equals_causal_predict(affect, tiny):
+def _first_frames(affect, tiny, count: int):
+    """The video's first frames as (image, time) pairs, and their face crops."""
     with VideoSource(tiny.video()) as video:
-        frames = [(f.image, f.time) for _, f in zip(range(90), video, strict=False)]
+        frames = [(f.image, f.time) for _, f in zip(range(count), video, strict=False)]
     crops = FaceCropper(affect.data_config.faces).crop(FrameChunk(
         np.stack([image for image, _ in frames]), np.array([t for _, t in frames]),
         np.arange(len(frames))))
+    return frames, crops
+
+
+def test_stream_equals_causal_predict(affect, tiny):
+    frames, crops = _first_frames(affect, tiny, 90)
     causal = affect.predict_crops(crops, causal=True)
     rows = list(affect.stream(frames))  # the last rows come once the frames run out
     assert [r.index for r in rows] == list(range(len(frames)))
@@ -112,6 +152,21 @@ def test_stream_equals_causal_predict(affect, tiny):
     want = np.column_stack([causal.mean, causal.upper[:, 0], causal.lower[:, 1]])
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert [r.face_found for r in rows] == list(causal.face_found)
+
+
+def test_stream_equals_lagged_predict(affect, tiny):
+    frames, crops = _first_frames(affect, tiny, 60)
+    lagged = affect.predict_crops(crops, lagged=True)
+    rows = list(affect.stream(frames, lagged=True))
+    assert [r.index for r in rows] == list(range(len(frames)))
+    got = np.array([[r.valence, r.arousal, r.valence_lower, r.arousal_upper] for r in rows])
+    want = np.column_stack([lagged.mean, lagged.lower[:, 0], lagged.upper[:, 1]])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(np.array([r.latent_mean for r in rows]), lagged.latent_mean,
+                               atol=1e-5)
+    # shorter than the look-ahead and than a clip: every row comes at the end
+    short = list(affect.stream(frames[:5], lagged=True))
+    assert [r.index for r in short] == list(range(5))
 
 
 def test_stream_takes_frames_from_memory(affect, tiny):
