@@ -19,9 +19,10 @@ from coreaffect.errors import CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, create_model
 from coreaffect.manifold import AffectManifold
-from coreaffect.pipeline import AffectTrajectory, CoreAffect, load_run
+from coreaffect.pipeline import CoreAffect, load_run
 from coreaffect.prior import HiddenRoutePrior
 from coreaffect.saliency import GradCAM3D
+from coreaffect.trajectory import AffectTrajectory
 from coreaffect.video import VideoSource
 
 __version__ = "0.1.0"

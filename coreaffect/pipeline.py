@@ -64,19 +64,14 @@ few dozen crops and the filter state.
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import io
 import logging
-import math
 import mmap
 import shutil
 import tempfile
 import weakref
-from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,178 +87,17 @@ from coreaffect.errors import CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.prior import HiddenRoutePrior
+from coreaffect.streaming import _StreamState
+from coreaffect.trajectory import AffectRow, AffectTrajectory
 from coreaffect.video import VideoSource
 
-__all__ = ["STAGES", "AffectRow", "AffectTrajectory", "CoreAffect", "load_run", "write_bands"]
+__all__ = ["STAGES", "CoreAffect", "load_run", "write_bands"]
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("raw", "prior", "smoothed", "filtered", "lagged")
 _DYNAMIC = ("smoothed", "filtered", "lagged")  # the stages the dynamics produce
 _DTYPE = torch.float64
-
-
-class AffectRow(NamedTuple):
-    """One frame of a trajectory, as :meth:`CoreAffect.stream` yields it.
-
-    Attributes:
-        index: Frame index in the source.
-        time: Frame time in seconds.
-        valence: Posterior mean of valence.
-        arousal: Posterior mean of arousal.
-        valence_lower: Lower end of valence's central credible band at the trajectory's level.
-        valence_upper: Its upper end.
-        arousal_lower: Lower end of arousal's band.
-        arousal_upper: Its upper end.
-        face_found: Whether the face was found in this frame.
-        latent_mean: (K,) posterior mean of the latent z.
-    """
-
-    index: int
-    time: float
-    valence: float
-    arousal: float
-    valence_lower: float
-    valence_upper: float
-    arousal_lower: float
-    arousal_upper: float
-    face_found: bool
-    latent_mean: np.ndarray
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class AffectTrajectory:
-    """Per-frame valence-arousal of one video with credible bands: one row per frame.
-
-    A frozen dataclass rather than a NamedTuple so that ``len(trajectory)`` counts its frames.
-
-    Attributes:
-        times: (T,) frame times in seconds.
-        indices: (T,) frame indices in the source.
-        mean: (T, 2) posterior mean of (valence, arousal); NaN where the stage has no estimate.
-        var: (T, 2) posterior variances (moment-matched).
-        lower: (T, 2) lower end of the central credible band at ``level``.
-        upper: (T, 2) upper end.
-        face_found: (T,) bool.
-        latent_mean: (T, K) posterior mean of the latent z (K = 0 for the ``raw`` stage).
-        level: Probability of the bands.
-        stage: Which estimate: one of :data:`STAGES`.
-    """
-
-    times: np.ndarray
-    indices: np.ndarray
-    mean: np.ndarray
-    var: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    face_found: np.ndarray
-    latent_mean: np.ndarray
-    level: float
-    stage: str
-
-    def __len__(self) -> int:
-        """The number of frames T."""
-        return len(self.times)
-
-    @property
-    def columns(self) -> list[str]:
-        """Column names of :meth:`to_csv` and :meth:`to_dataframe`, in order."""
-        return ["frame", "time", "valence", "arousal", "valence_lower", "valence_upper",
-                "arousal_lower", "arousal_upper", "valence_var", "arousal_var", "face_found",
-                *[f"z{k + 1}" for k in range(self.latent_mean.shape[1])]]
-
-    def _table(self) -> list[np.ndarray]:
-        return [self.indices, self.times, self.mean[:, 0], self.mean[:, 1], self.lower[:, 0],
-                self.upper[:, 0], self.lower[:, 1], self.upper[:, 1], self.var[:, 0],
-                self.var[:, 1], self.face_found.astype(np.int64),
-                *self.latent_mean.T]
-
-    def rows(self) -> Iterator[AffectRow]:
-        """The frames as :class:`AffectRow` tuples, in order."""
-        for t in range(len(self)):
-            yield AffectRow(int(self.indices[t]), float(self.times[t]), float(self.mean[t, 0]),
-                            float(self.mean[t, 1]), float(self.lower[t, 0]),
-                            float(self.upper[t, 0]), float(self.lower[t, 1]),
-                            float(self.upper[t, 1]), bool(self.face_found[t]),
-                            self.latent_mean[t].copy())
-
-    def to_csv(self, path: str | Path) -> Path:
-        """Write one row per frame (see :attr:`columns`); atomic: readers never see half a file.
-
-        Values are written with 6 significant digits; missing values are empty fields.
-
-        Returns:
-            The path written.
-        """
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(self.columns)
-        table = self._table()
-        for t in range(len(self)):
-            writer.writerow([_cell(column[t]) for column in table])
-        atomic_write(path, buffer.getvalue())
-        return Path(path)
-
-    @classmethod
-    def read_csv(cls, path: str | Path, level: float = 0.9, stage: str = "smoothed"
-                 ) -> AffectTrajectory:
-        """Read a file written by :meth:`to_csv` (the file does not store level and stage)."""
-        with open(path, newline="") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            rows = [[float(x) if x != "" else math.nan for x in row] for row in reader]
-        if header is None or header[:11] != cls._fields_csv():
-            raise CoreAffectError(f"{path}: not a coreaffect trajectory (header {header})")
-        data = np.array(rows, dtype=np.float64).reshape(len(rows), len(header))
-        pair = lambda a, b: data[:, [a, b]]  # noqa: E731 - (T, 2) from two columns
-        return cls(data[:, 1], data[:, 0].astype(np.int64), pair(2, 3), pair(8, 9), pair(4, 6),
-                   pair(5, 7), data[:, 10].astype(bool), data[:, 11:], level, stage)
-
-    @staticmethod
-    def _fields_csv() -> list[str]:
-        return ["frame", "time", "valence", "arousal", "valence_lower", "valence_upper",
-                "arousal_lower", "arousal_upper", "valence_var", "arousal_var", "face_found"]
-
-    def to_dataframe(self) -> Any:
-        """A ``pandas.DataFrame`` with :attr:`columns` (pandas is an optional dependency).
-
-        Raises:
-            CoreAffectError: pandas is not installed.
-        """
-        try:
-            import pandas as pd
-        except ImportError:
-            raise CoreAffectError("to_dataframe needs pandas: pip install pandas (or use "
-                                  "to_csv)") from None
-        table = self._table()
-        frame = pd.DataFrame({name: column for name, column in zip(self.columns, table,
-                                                                    strict=True)})
-        frame["face_found"] = frame["face_found"].astype(bool)
-        return frame
-
-    def plot(self, truth: np.ndarray | None = None, axes: Any = None, *,
-             title: str | None = None) -> Any:
-        """The trajectory over time with its bands (:func:`coreaffect.plots.plot_trajectory`).
-
-        Args:
-            truth: (T, 2) labels to draw beside it, NaN where unlabelled.
-            axes: A pair of axes (valence, arousal); ``None`` makes a figure.
-            title: Optional title.
-
-        Returns:
-            The two axes.
-        """
-        from coreaffect.plots import plot_trajectory
-
-        return plot_trajectory(self.times, self.mean, truth, self.var, self.face_found, axes,
-                               level=self.level, label=self.stage, title=title)
-
-
-def _cell(value: Any) -> str:
-    value = float(value)
-    if math.isnan(value):
-        return ""
-    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
 
 
 def _sqrt_psd(cov: torch.Tensor) -> torch.Tensor:
@@ -771,156 +605,6 @@ class CoreAffect:
         for item in source:
             image, time = item[0], item[1]
             yield image, time
-
-
-class _StreamState:
-    """Incremental hidden route, prior and filter (or fixed-lag smoother) of
-    :meth:`CoreAffect.stream`."""
-
-    def __init__(self, affect: CoreAffect, lagged: bool = False) -> None:
-        self.affect = affect
-        self.look_ahead = affect.lag if lagged else 0  # L: frames the rows wait beyond D
-        model = affect.model
-        self.stride = model.config.temporal_stride  # S
-        self.clip = model.config.clip_length
-        self.steps = self.clip // self.stride  # feature steps per window
-        before, self.after = model.temporal_context
-        self.before = -(-before // self.stride) * self.stride  # on the feature grid
-        self.lag = affect.latency_frames
-        keep = self.before + self.clip + self.after + 2 * self.stride + self.lag + self.look_ahead
-        self.crops: deque[np.ndarray] = deque(maxlen=keep)
-        self.times: deque[float] = deque(maxlen=keep)
-        self.found: deque[bool] = deque(maxlen=keep)
-        self.indices: deque[int] = deque(maxlen=keep)
-        self.count = 0  # frames received
-        self.pooled: dict[int, torch.Tensor] = {}  # feature step -> (D,) pooled features
-        self.windows: dict[int, AffectEstimate] = {}  # window -> estimate
-        self.filter_state = None
-        self.lag_state = None  # the fixed-lag smoother's, when lagged
-        self.emitted = 0  # rows yielded so far (the next row is of frame ``emitted``)
-
-    def _frame(self, index: int) -> np.ndarray:
-        return self.crops[index - (self.count - len(self.crops))]
-
-    def _at(self, values: deque, index: int) -> Any:
-        """The value of frame ``index`` in one of the bounded per-frame queues."""
-        return values[index - (self.count - len(values))]
-
-    def _compute_steps(self) -> None:
-        """Pool every feature step that just became final (its receptive field is in)."""
-        last = self.count - 1  # newest frame
-        final = (last - self.after - self.stride + 1) // self.stride  # newest final step
-        first = max(self.pooled) + 1 if self.pooled else 0
-        if final < first or self.count < self.clip:
-            return
-        start = max(0, first * self.stride - self.before)
-        start = max(0, min(start, (self.count - self.clip) // self.stride * self.stride))
-        frames = np.stack([self._frame(i) for i in range(start, self.count)])  # (t, s, s, 3)
-        features = self.affect.model.dense_features(frames, device=self.affect.device)
-        pooled = features.mean(dim=(2, 3)).T  # (D, t', H', W') -> (t', D)
-        for step in range(first, final + 1):
-            self.pooled[step] = pooled[step - start // self.stride]
-        for step in [s for s in self.pooled if s < final - 2 * self.steps]:
-            del self.pooled[step]
-
-    def _window(self, k: int) -> AffectEstimate:
-        if k not in self.windows:
-            steps = torch.stack([self.pooled[k + i] for i in range(self.steps)], -1)  # (D, steps)
-            with torch.no_grad():
-                self.windows[k] = self.affect.model.forward_head(steps[None, :, :, None, None])
-            for old in [w for w in self.windows if w < k - 4]:
-                del self.windows[old]
-        return self.windows[k]
-
-    def _estimate(self, c: int) -> AffectEstimate:
-        """The hidden-route estimate of frame c, as predict_dense interpolates it."""
-        position = max(0.0, (c - self.clip // 2) / self.stride)
-        lo = int(math.floor(position))
-        weight = position - lo
-        low = self._window(lo)
-        if weight == 0:
-            return low
-        high = self._window(lo + 1)
-        return AffectEstimate(*(a * (1 - weight) + b * weight for a, b in zip(low, high,
-                                                                              strict=True)))
-
-    def _rows(self, c: int, estimate: AffectEstimate | None, level: float) -> list[AffectRow]:
-        """Take frame c's estimate (``None``: a masked step) into the filter (or the fixed-lag
-        smoother) and decode the rows that became final: frame c's (filter), or frame
-        c - L's once L more frames are in (lagged)."""
-        affect = self.affect
-        mean = cov = None
-        if estimate is not None:
-            loc, cov = affect._latent_prior(estimate)
-            mean, cov = loc[0], cov[0]
-        time = self._at(self.times, c)
-        dynamics = affect._latent_dynamics
-        if not self.look_ahead:
-            self.filter_state = dynamics.filter_step(self.filter_state, time, mean, cov)
-            return [self._decoded(c, self.filter_state.mean, self.filter_state.cov, level)]
-        self.lag_state = dynamics.lag_step(self.lag_state, time, mean, cov, lag=self.look_ahead)
-        if c < self.look_ahead:
-            return []
-        return [self._decoded(c - self.look_ahead, self.lag_state.means[0],
-                              self.lag_state.covs[0], level)]
-
-    def _decoded(self, c: int, m: torch.Tensor, p: torch.Tensor, level: float) -> AffectRow:
-        """The row of frame c from its latent posterior mean (K,) and covariance (K, K)."""
-        affect = self.affect
-        stage = "lagged" if self.look_ahead else "filtered"
-        mean_y, _, lower, upper = affect._widen(stage, *affect.decode(m[None], p[None], level))
-        self.emitted = c + 1
-        return AffectRow(self._at(self.indices, c), self._at(self.times, c),
-                         float(mean_y[0, 0]), float(mean_y[0, 1]), float(lower[0, 0]),
-                         float(upper[0, 0]), float(lower[0, 1]), float(upper[0, 1]),
-                         self._at(self.found, c), m.numpy().copy())
-
-    def _flush(self, level: float) -> list[AffectRow]:
-        """At the end: the fixed-lag smoother's rows still in its buffer (their posteriors
-        given every frame, as the smoother has them at a video's end)."""
-        if not self.look_ahead or self.lag_state is None:
-            return []
-        first = self.count - len(self.lag_state.times)  # frame of the buffer's row 0
-        return [self._decoded(c, self.lag_state.means[c - first], self.lag_state.covs[c - first],
-                              level) for c in range(max(self.emitted, first), self.count)]
-
-    def push(self, crop: np.ndarray, time: float, index: int, found: bool, level: float
-             ) -> AffectRow | None:
-        """Take one frame; the row that just became final, if any."""
-        self.crops.append(crop)
-        self.times.append(time)
-        self.found.append(found)
-        self.indices.append(index)
-        self.count += 1
-        self._compute_steps()
-        c = self.count - 1 - self.lag  # the frame whose estimate just became final
-        if c < 0:
-            return None
-        rows = self._rows(c, self._estimate(c) if self._at(self.found, c) else None, level)
-        return rows[0] if rows else None
-
-    def finish(self, level: float) -> list[AffectRow]:
-        """The rows of the frames still waiting when the source ends, from the estimates the
-        video's end allows: those of ``predict_dense`` over the kept crops, whose start is on
-        the feature grid and early enough that every window these frames use sees the same
-        frames as in a pass over the whole video."""
-        first = max(0, self.count - self.lag)
-        if first >= self.count:
-            return []
-        rows: list[AffectRow] = []
-        if self.count < self.clip:  # too short for any estimate
-            for c in range(first, self.count):
-                rows += self._rows(c, None, level)
-            return rows + self._flush(level)
-        window = max(0, (first - self.clip // 2) // self.stride)  # the first window they use
-        start = max(0, window * self.stride - self.before)
-        frames = np.stack([self._frame(i) for i in range(start, self.count)])  # (t, s, s, 3)
-        estimate = self.affect.model.predict_dense(frames, chunk_frames=self.affect.chunk_frames,
-                                                   device=self.affect.device)
-        for c in range(first, self.count):
-            own = AffectEstimate(*(x[c - start][None] for x in estimate))
-            rows += self._rows(c, own if self._at(self.found, c) else None, level)
-        return rows + self._flush(level)
 
 
 BANDS_FILE = "bands.json"  # the band scales of CoreAffect, in a run directory

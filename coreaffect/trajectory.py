@@ -1,0 +1,190 @@
+"""A valence-arousal trajectory: per-frame means with credible bands, as the pipeline returns it.
+
+:class:`AffectTrajectory` holds one video's output of one stage of
+:class:`~coreaffect.pipeline.CoreAffect` (``raw``, ``prior``, ``smoothed``, ``filtered`` or
+``lagged``): per frame, the time, valence and arousal with their central credible bands and
+variances, the ``face_found`` flag and the latent posterior mean. It writes and reads CSV (one
+row per frame, see :attr:`AffectTrajectory.columns`), converts to a pandas ``DataFrame`` and
+plots itself. :class:`AffectRow` is one of its frames, as
+:meth:`~coreaffect.pipeline.CoreAffect.stream` yields them.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from coreaffect.checkpoint import atomic_write
+from coreaffect.errors import CoreAffectError
+
+__all__ = ["AffectRow", "AffectTrajectory"]
+
+
+class AffectRow(NamedTuple):
+    """One frame of a trajectory, as :meth:`~coreaffect.pipeline.CoreAffect.stream` yields it.
+
+    Attributes:
+        index: Frame index in the source.
+        time: Frame time in seconds.
+        valence: Posterior mean of valence.
+        arousal: Posterior mean of arousal.
+        valence_lower: Lower end of valence's central credible band at the trajectory's level.
+        valence_upper: Its upper end.
+        arousal_lower: Lower end of arousal's band.
+        arousal_upper: Its upper end.
+        face_found: Whether the face was found in this frame.
+        latent_mean: (K,) posterior mean of the latent z.
+    """
+
+    index: int
+    time: float
+    valence: float
+    arousal: float
+    valence_lower: float
+    valence_upper: float
+    arousal_lower: float
+    arousal_upper: float
+    face_found: bool
+    latent_mean: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class AffectTrajectory:
+    """Per-frame valence-arousal of one video with credible bands: one row per frame.
+
+    A frozen dataclass rather than a NamedTuple so that ``len(trajectory)`` counts its frames.
+
+    Attributes:
+        times: (T,) frame times in seconds.
+        indices: (T,) frame indices in the source.
+        mean: (T, 2) posterior mean of (valence, arousal); NaN where the stage has no estimate.
+        var: (T, 2) posterior variances (moment-matched).
+        lower: (T, 2) lower end of the central credible band at ``level``.
+        upper: (T, 2) upper end.
+        face_found: (T,) bool.
+        latent_mean: (T, K) posterior mean of the latent z (K = 0 for the ``raw`` stage).
+        level: Probability of the bands.
+        stage: Which estimate: one of :data:`coreaffect.pipeline.STAGES`.
+    """
+
+    times: np.ndarray
+    indices: np.ndarray
+    mean: np.ndarray
+    var: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    face_found: np.ndarray
+    latent_mean: np.ndarray
+    level: float
+    stage: str
+
+    def __len__(self) -> int:
+        """The number of frames T."""
+        return len(self.times)
+
+    @property
+    def columns(self) -> list[str]:
+        """Column names of :meth:`to_csv` and :meth:`to_dataframe`, in order."""
+        return ["frame", "time", "valence", "arousal", "valence_lower", "valence_upper",
+                "arousal_lower", "arousal_upper", "valence_var", "arousal_var", "face_found",
+                *[f"z{k + 1}" for k in range(self.latent_mean.shape[1])]]
+
+    def _table(self) -> list[np.ndarray]:
+        return [self.indices, self.times, self.mean[:, 0], self.mean[:, 1], self.lower[:, 0],
+                self.upper[:, 0], self.lower[:, 1], self.upper[:, 1], self.var[:, 0],
+                self.var[:, 1], self.face_found.astype(np.int64),
+                *self.latent_mean.T]
+
+    def rows(self) -> Iterator[AffectRow]:
+        """The frames as :class:`AffectRow` tuples, in order."""
+        for t in range(len(self)):
+            yield AffectRow(int(self.indices[t]), float(self.times[t]), float(self.mean[t, 0]),
+                            float(self.mean[t, 1]), float(self.lower[t, 0]),
+                            float(self.upper[t, 0]), float(self.lower[t, 1]),
+                            float(self.upper[t, 1]), bool(self.face_found[t]),
+                            self.latent_mean[t].copy())
+
+    def to_csv(self, path: str | Path) -> Path:
+        """Write one row per frame (see :attr:`columns`); atomic: readers never see half a file.
+
+        Values are written with 6 significant digits; missing values are empty fields.
+
+        Returns:
+            The path written.
+        """
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.columns)
+        table = self._table()
+        for t in range(len(self)):
+            writer.writerow([_cell(column[t]) for column in table])
+        atomic_write(path, buffer.getvalue())
+        return Path(path)
+
+    @classmethod
+    def read_csv(cls, path: str | Path, level: float = 0.9, stage: str = "smoothed"
+                 ) -> AffectTrajectory:
+        """Read a file written by :meth:`to_csv` (the file does not store level and stage)."""
+        with open(path, newline="") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            rows = [[float(x) if x != "" else math.nan for x in row] for row in reader]
+        if header is None or header[:11] != cls._fields_csv():
+            raise CoreAffectError(f"{path}: not a coreaffect trajectory (header {header})")
+        data = np.array(rows, dtype=np.float64).reshape(len(rows), len(header))
+        pair = lambda a, b: data[:, [a, b]]  # noqa: E731 - (T, 2) from two columns
+        return cls(data[:, 1], data[:, 0].astype(np.int64), pair(2, 3), pair(8, 9), pair(4, 6),
+                   pair(5, 7), data[:, 10].astype(bool), data[:, 11:], level, stage)
+
+    @staticmethod
+    def _fields_csv() -> list[str]:
+        return ["frame", "time", "valence", "arousal", "valence_lower", "valence_upper",
+                "arousal_lower", "arousal_upper", "valence_var", "arousal_var", "face_found"]
+
+    def to_dataframe(self) -> Any:
+        """A ``pandas.DataFrame`` with :attr:`columns` (pandas is an optional dependency).
+
+        Raises:
+            CoreAffectError: pandas is not installed.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise CoreAffectError("to_dataframe needs pandas: pip install pandas (or use "
+                                  "to_csv)") from None
+        table = self._table()
+        frame = pd.DataFrame({name: column for name, column in zip(self.columns, table,
+                                                                    strict=True)})
+        frame["face_found"] = frame["face_found"].astype(bool)
+        return frame
+
+    def plot(self, truth: np.ndarray | None = None, axes: Any = None, *,
+             title: str | None = None) -> Any:
+        """The trajectory over time with its bands (:func:`coreaffect.plots.plot_trajectory`).
+
+        Args:
+            truth: (T, 2) labels to draw beside it, NaN where unlabelled.
+            axes: A pair of axes (valence, arousal); ``None`` makes a figure.
+            title: Optional title.
+
+        Returns:
+            The two axes.
+        """
+        from coreaffect.plots import plot_trajectory
+
+        return plot_trajectory(self.times, self.mean, truth, self.var, self.face_found, axes,
+                               level=self.level, label=self.stage, title=title)
+
+
+def _cell(value: Any) -> str:
+    value = float(value)
+    if math.isnan(value):
+        return ""
+    return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
