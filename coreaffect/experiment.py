@@ -309,6 +309,13 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
     return scales
 
 
+def _check_settings(settings: FitSettings) -> None:
+    """Fail early, before any training, on settings the fit would reject late."""
+    lag = settings.lag
+    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+        raise CoreAffectError(f"FitSettings.lag must be an integer >= 0 (frames), got {lag!r}")
+
+
 def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[LabelledVideo],
                     val: Sequence[LabelledVideo], *, device: str = "cpu", seed: int = 0,
                     settings: FitSettings = FitSettings(),  # noqa: B008 - frozen
@@ -333,9 +340,7 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
     """
     if not train:
         raise CoreAffectError("fitting the prior needs at least one training video")
-    if isinstance(settings.lag, bool) or not isinstance(settings.lag, int) or settings.lag < 0:
-        raise CoreAffectError(f"FitSettings.lag must be an integer >= 0 (frames), got "
-                              f"{settings.lag!r}")
+    _check_settings(settings)
     held_out = list(val)
     if not held_out:
         logger.warning("no validation video: the prior is calibrated and the dynamics fitted on "
@@ -467,6 +472,8 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     """
     if preset not in MODELS:
         raise CoreAffectError(f"unknown preset {preset!r}; available: {sorted(MODELS)}")
+    if fit_settings is not None:
+        _check_settings(fit_settings)
     run = Path(run)
     size = MODELS[preset].input_size
     if data_config is None:

@@ -7,9 +7,9 @@
               DataConfig)   mean (T, 2), var,     the latent z_t      or filter (causal)
                             embedding (T, D)
 
-and returns an :class:`AffectTrajectory`: one row per decoded frame (with or without a face) with
-time, valence, arousal, the central credible band of each at ``level``, the ``face_found`` flag
-and the latent posterior mean. Five *stages* can be read off the same pass
+and returns an :class:`~coreaffect.trajectory.AffectTrajectory`: one row per decoded frame (with
+or without a face) with time, valence, arousal, the central credible band of each at ``level``,
+the ``face_found`` flag and the latent posterior mean. Five *stages* can be read off the same pass
 (:meth:`CoreAffect.stages`, what ``coreaffect evaluate`` compares):
 
 * ``raw``: the hidden route's own Gaussian, mean +- z sqrt(var); NaN on frames without a face;
@@ -59,7 +59,8 @@ allocated up front. What grows with T is a few dozen numbers per frame: the fram
 the hidden route's and the prior's moments, the dynamics' posterior moments with the
 intermediates of their parallel scans, and the trajectory itself: under 1 kB a frame, about
 12 MB for a 10-minute video at 25 fps. :meth:`CoreAffect.stream` keeps bounded state: the last
-few dozen crops and the filter state.
+few dozen crops and the filter state (with ``lagged``, the fixed-lag smoother's buffer of L + 1
+frames).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def _release_pages(array: np.ndarray) -> None:
 
 
 class CoreAffect:
-    """A trained run as one object: video in, :class:`AffectTrajectory` out.
+    """A trained run as one object: video in, :class:`~coreaffect.trajectory.AffectTrajectory` out.
 
     Build it with :meth:`load` (or :func:`load_run`). A run that holds only the hidden route (no
     ``prior`` and ``dynamics`` files) still predicts: the ``raw`` stage, the hidden route's own
@@ -221,7 +222,10 @@ class CoreAffect:
         Args:
             run: The run directory.
             device: Where the hidden route computes.
-            **kwargs: Passed to the constructor (``n_decode_samples``, ...).
+            **kwargs: Passed to the constructor (``n_decode_samples``, ...); ``band_scale`` and
+                ``lag`` given here replace the run's (``bands.json``). A ``lag`` other than the
+                run's drops the run's ``lagged`` band factors, calibrated for its own lag (the
+                band is then the dynamics' own, too narrow), with a warning.
 
         Raises:
             CoreAffectError: The directory is missing, incomplete, corrupt, or written by an
@@ -233,8 +237,13 @@ class CoreAffect:
         prior = dynamics = None
         bands = _read_bands(run)
         if bands is not None:
-            kwargs.setdefault("band_scale", bands[0])
-            kwargs.setdefault("lag", bands[1])
+            scales, lag = bands
+            if kwargs.get("lag", lag) != lag and "band_scale" not in kwargs:
+                logger.warning("%s: lag %s instead of the run's %s; the lagged bands are not "
+                               "calibrated for it", run, kwargs["lag"], lag)
+                scales = {k: v for k, v in scales.items() if k != "lagged"}
+            kwargs.setdefault("band_scale", scales)
+            kwargs.setdefault("lag", lag)
         if (run / "prior.json").exists():
             prior = HiddenRoutePrior.load(run, device="cpu")
         if (run / "dynamics.json").exists():
@@ -536,7 +545,7 @@ class CoreAffect:
                 fixed-lag smoother: a live system has its row L frames after the filter's).
 
         Returns:
-            The :class:`AffectTrajectory`.
+            The :class:`~coreaffect.trajectory.AffectTrajectory`.
 
         Raises:
             CoreAffectError: The video cannot be opened or decoded, ``causal`` or ``lagged``
@@ -556,7 +565,7 @@ class CoreAffect:
 
     def stream(self, source: str | Path | int | VideoSource | Iterable[Any],
                level: float = 0.9, *, lagged: bool = False) -> Iterator[AffectRow]:
-        """Causal rows as frames arrive: a camera, a file, or an iterable of frames.
+        """Online rows as frames arrive: a camera, a file, or an iterable of frames.
 
         Each frame is cropped on arrival. The row of frame c is yielded when frame c + D arrives
         (D = :attr:`latency_frames`, when its estimate becomes final), and when the source ends
@@ -575,7 +584,7 @@ class CoreAffect:
             lagged: The fixed-lag smoother's rows instead of the filter's.
 
         Yields:
-            One :class:`AffectRow` per frame.
+            One :class:`~coreaffect.trajectory.AffectRow` per frame.
         """
         if self.dynamics is None:
             raise CoreAffectError("streaming needs a run with fitted prior and dynamics")
@@ -620,9 +629,12 @@ def _band_factors(value: Any) -> tuple[float, float]:
 
 def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], level: float,
                 lag: int | None = None) -> None:
-    """Save the band scales of the dynamics' stages, and the lag of ``lagged``, in
-    ``RUN/bands.json``."""
+    """Save the band scales of the dynamics' stages, and the lag of ``lagged`` (an integer
+    >= 1, or ``None`` for a run without that stage), in ``RUN/bands.json``."""
     import json
+
+    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 1):
+        raise CoreAffectError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
 
     from coreaffect import __version__
     from coreaffect.checkpoint import FORMAT

@@ -1,16 +1,17 @@
 """The incremental state behind :meth:`coreaffect.pipeline.CoreAffect.stream`.
 
-A live source gives one frame at a time. :class:`_StreamState` keeps the last few dozen face crops
-and computes the hidden route's pooled features S frames at a time, as soon as their receptive
-field is in; the estimate of frame c (the windows around it, interpolated as
-:meth:`~coreaffect.hidden_route.HiddenRouteNet.predict_dense` does) is final at frame c + D
-(:attr:`~coreaffect.pipeline.CoreAffect.latency_frames`). The frame's prior then enters the
-dynamics' streaming filter (:meth:`~coreaffect.dynamics.CoreAffectDynamics.filter_step`), which
-gives frame c's row at once, or the fixed-lag smoother
-(:meth:`~coreaffect.dynamics.CoreAffectDynamics.lag_step`), which gives frame c - L's. When the
-source ends, the frames still waiting get the estimates the video's end allows, and the fixed-lag
-smoother's buffer is emptied. Memory and cost per frame are constant; the rows equal those of
-``CoreAffect.predict(..., causal=True)`` (or ``lagged=True``) on the same frames.
+A live source gives one frame at a time. The private ``_StreamState`` (use ``CoreAffect.stream``)
+keeps the last few dozen face crops and computes the hidden route's pooled features S frames at
+a time, as soon as their receptive field is in. The estimate of frame c (the windows around it,
+interpolated as :meth:`~coreaffect.hidden_route.HiddenRouteNet.predict_dense` does) is final at
+frame c + D (:attr:`~coreaffect.pipeline.CoreAffect.latency_frames`). The frame's prior then
+enters the dynamics' streaming filter
+(:meth:`~coreaffect.dynamics.CoreAffectDynamics.filter_step`), which gives frame c's row at once,
+or the fixed-lag smoother (:meth:`~coreaffect.dynamics.CoreAffectDynamics.lag_step`), which gives
+frame c - L's. When the source ends, the frames still waiting get the estimates the video's end
+allows, and the fixed-lag smoother's buffer is emptied. Memory and cost per frame are constant;
+the rows equal those of ``CoreAffect.predict(..., causal=True)`` (or ``lagged=True``) on the
+same frames.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ class _StreamState:
         before, self.after = model.temporal_context
         self.before = -(-before // self.stride) * self.stride  # on the feature grid
         self.lag = affect.latency_frames
-        keep = self.before + self.clip + self.after + 2 * self.stride + self.lag + self.look_ahead
+        keep = self.before + self.clip + self.after + 2 * self.stride + self.lag
         self.crops: deque[np.ndarray] = deque(maxlen=keep)
+        keep += self.look_ahead  # a row's frame data are needed L frames longer than its crop
         self.times: deque[float] = deque(maxlen=keep)
         self.found: deque[bool] = deque(maxlen=keep)
         self.indices: deque[int] = deque(maxlen=keep)

@@ -164,3 +164,22 @@ def test_predict_run_from_an_incompatible_version(tiny, tmp_path, component):
 def test_predict_bad_level(tiny):
     _clear_error(_run("predict", str(tiny.run), str(tiny.video()), "--level", "1.5", "--quiet"),
                  "--level")
+
+
+def test_predict_lagged_needs_a_run_with_a_lag(tiny, tmp_path):
+    import shutil
+
+    run = tmp_path / "no-lag"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    bands = json.loads((run / "bands.json").read_text())
+    del bands["lag"]  # a run written before the lagged stage
+    (run / "bands.json").write_text(json.dumps(bands))
+    _clear_error(_run("predict", str(run), str(tiny.video()), "--lagged", "--quiet"),
+                 "fitted with a lag")
+
+
+def test_train_rejects_a_negative_lag(tmp_path):
+    result = _run("train", str(tmp_path), "--out", str(tmp_path / "run"), "--lag", "-1",
+                  "--quiet")
+    assert result.returncode == 1 and "--lag must be >= 0" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 
 import numpy as np
@@ -98,15 +100,31 @@ def test_lagged_rows_wait_for_their_look_ahead_only(affect, crops):
         np.testing.assert_allclose(part.latent_mean[:cut - wait], full.latent_mean[:cut - wait],
                                    atol=1e-5)
         np.testing.assert_allclose(part.upper[:cut - wait], full.upper[:cut - wait], atol=1e-5)
-        # an earlier frame's look-ahead was cut short: it is not the full video's row
-        assert not np.allclose(part.latent_mean[cut - wait - 1:cut - lag],
-                               full.latent_mean[cut - wait - 1:cut - lag], atol=1e-5)
+        # the rows after them are not final yet: their look-ahead was cut short
+        assert not np.allclose(part.latent_mean[cut - wait:cut - lag],
+                               full.latent_mean[cut - wait:cut - lag], atol=1e-5)
     stages = affect.stages_of(crops, stages=["smoothed", "filtered", "lagged"])
     smoothed, filtered = stages["smoothed"].latent_mean, stages["filtered"].latent_mean
     # the last L frames see every frame: the smoother's posteriors; the others differ from both
     np.testing.assert_allclose(full.latent_mean[-lag - 1:], smoothed[-lag - 1:], atol=1e-9)
     assert not np.allclose(full.latent_mean[:-lag - 1], smoothed[:-lag - 1])
     assert not np.allclose(full.latent_mean[:-lag - 1], filtered[:-lag - 1])
+
+
+def test_runs_without_a_lag_and_other_lags(tiny, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    bands = json.loads((run / "bands.json").read_text())
+    del bands["lag"]  # a run written before the lagged stage
+    (run / "bands.json").write_text(json.dumps(bands))
+    older = load_run(run)
+    assert older.lag is None and "lagged" not in older.stages
+    # another lag than the run's: its lagged band factors no longer apply
+    with caplog.at_level(logging.WARNING, logger="coreaffect.pipeline"):
+        other = CoreAffect.load(tiny.run, lag=4)
+    assert "not calibrated" in caplog.text
+    assert other.lag == 4 and other.band_scale["lagged"] == (1.0, 1.0)
+    assert CoreAffect.load(tiny.run).band_scale["lagged"] != (1.0, 1.0)
 
 
 def test_online_modes_are_checked(tiny, affect, crops):
@@ -164,9 +182,12 @@ def test_stream_equals_lagged_predict(affect, tiny):
     np.testing.assert_allclose(got, want, atol=1e-4)
     np.testing.assert_allclose(np.array([r.latent_mean for r in rows]), lagged.latent_mean,
                                atol=1e-5)
-    # shorter than the look-ahead and than a clip: every row comes at the end
+    # shorter than the look-ahead and than a clip: every row comes at the end, as in batch
     short = list(affect.stream(frames[:5], lagged=True))
     assert [r.index for r in short] == list(range(5))
+    batch = affect.predict_crops(FaceCrops(*(np.asarray(x)[:5] for x in crops)), lagged=True)
+    np.testing.assert_allclose([[r.valence, r.arousal_upper] for r in short],
+                               np.column_stack([batch.mean[:, 0], batch.upper[:, 1]]), atol=1e-4)
 
 
 def test_stream_takes_frames_from_memory(affect, tiny):
