@@ -40,11 +40,14 @@ if run is None or video is None:
     run, video = run or tiny.run, video or tiny.video()
 
 # %%
-# Load and predict, offline (smoother) and causal (filter); one CSV each.
+# Load and predict: offline (the smoother), causal (the filter) and, if the run has a lag, a
+# few frames later (the fixed-lag smoother); one CSV each.
 affect = coreaffect.load_run(run)
-print(f"run stages: {affect.stages}; causal latency {affect.latency_frames} frames")
-for causal in (False, True):
-    trajectory = affect.predict(video, causal=causal, progress=not args.quick)
+print(f"run stages: {affect.stages}; causal latency {affect.latency_frames} frames, "
+      f"lagged {affect.lag} more")
+modes = [{}, {"causal": True}] + ([{"lagged": True}] if affect.lag else [])
+for mode in modes:
+    trajectory = affect.predict(video, progress=not args.quick, **mode)
     path = trajectory.to_csv(args.out / f"{Path(video).stem}_{trajectory.stage}.csv")
     print(f"{trajectory.stage}: {len(trajectory)} rows -> {path}")
     axes = trajectory.plot(title=f"{Path(video).name}: {trajectory.stage}")
