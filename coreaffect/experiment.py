@@ -8,8 +8,7 @@ probabilistic stages (:func:`fit_core_affect`) into the same run directory, whic
 fitted on, and how long it took).
 :func:`evaluate_run` scores a run on the test videos it held out (or on all videos of another
 dataset), stage by stage (``raw``, ``prior``, ``smoothed``, ``filtered``, ``lagged``), and can
-write the
-metrics as JSON.
+write the metrics as JSON.
 
 Which videos fit what, and why (:func:`fit_core_affect`):
 
@@ -53,8 +52,7 @@ Which videos fit what, and why (:func:`fit_core_affect`):
   dynamics treats the errors of consecutive estimates as independent, but the hidden route's errors
   are slow (a whole video can be off by a similar amount), so averaging hundreds of frames makes
   the smoothed, filtered and lagged bands far too narrow. Per stage, one factor per dimension on
-  the
-  decoded bands' half-widths is chosen on the *validation* videos so that they cover at their
+  the decoded bands' half-widths is chosen on the *validation* videos so that they cover at their
   level, as the prior's own calibration does; the decoded means are not changed by it.
 
 Without a validation video (``val_videos=0``, or a corpus too small for one) the calibration and
@@ -283,10 +281,10 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
     half-widths that make the decoded central bands at ``settings.level`` cover that fraction
     of each dimension's labels of ``videos`` (pooled): k_d is the ``level``-quantile of the
     error's distance from the mean in units of the band's half-width on the error's side."""
-    from coreaffect.pipeline import CoreAffect
+    from coreaffect.pipeline import _DYNAMIC, CoreAffect
 
     affect = CoreAffect(model, DataConfig(), prior, dynamics, lag=settings.lag or None)
-    names = [stage for stage in affect.stages if stage in ("smoothed", "filtered", "lagged")]
+    names = [stage for stage in affect.stages if stage in _DYNAMIC]
     ratios: dict[str, list[np.ndarray]] = {stage: [] for stage in names}
     for video in videos:
         latent = prior(estimates[video.id])

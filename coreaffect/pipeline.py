@@ -453,15 +453,13 @@ class CoreAffect:
         for stage in stages:
             if stage == "smoothed":
                 post = self._latent_dynamics.smooth(sequence)
-                out[stage] = (post.latent_mean, post.latent_cov)
             elif stage == "filtered":
                 post = self._latent_dynamics.filter(sequence)
-                out[stage] = (post.latent_mean, post.latent_cov)
             elif stage == "lagged" and self.lag is not None:
                 post = self._latent_dynamics.smooth(sequence, lag=self.lag)
-                out[stage] = (post.latent_mean, post.latent_cov)
             else:
                 raise CoreAffectError(f"no latent moments for stage {stage!r}")
+            out[stage] = (post.latent_mean, post.latent_cov)
         return out
 
     def _online_stage(self, causal: bool, lagged: bool) -> str | None:
