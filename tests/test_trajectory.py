@@ -1,0 +1,71 @@
+"""AffectTrajectory on its own: CSV round trips (missing values, no latent), rows, DataFrame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from coreaffect.errors import CoreAffectError
+from coreaffect.trajectory import AffectRow, AffectTrajectory
+
+
+def _trajectory(frames: int = 6, latent: int = 2, stage: str = "smoothed") -> AffectTrajectory:
+    rng = np.random.default_rng(0)
+    mean = np.tanh(rng.normal(size=(frames, 2)))
+    var = rng.uniform(0.01, 0.1, size=(frames, 2))
+    found = np.ones(frames, bool)
+    found[2] = False
+    if stage == "raw":  # no estimate where there is no face
+        mean[2] = var[2] = np.nan
+    half = 1.645 * np.sqrt(var)
+    return AffectTrajectory(times=np.arange(frames) / 25.0, indices=np.arange(frames) + 10,
+                            mean=mean, var=var, lower=mean - half, upper=mean + half,
+                            face_found=found, latent_mean=rng.normal(size=(frames, latent)),
+                            level=0.9, stage=stage)
+
+
+@pytest.mark.parametrize(("latent", "stage"), [(2, "smoothed"), (0, "raw")])
+def test_csv_round_trip_keeps_every_column(tmp_path, latent, stage):
+    trajectory = _trajectory(latent=latent, stage=stage)
+    path = trajectory.to_csv(tmp_path / "t.csv")
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == trajectory.columns and len(lines) == 1 + len(trajectory)
+    back = AffectTrajectory.read_csv(path, level=0.9, stage=stage)
+    for field in ("times", "mean", "var", "lower", "upper", "latent_mean"):
+        # 6 significant digits in the file; a missing value is an empty field, read as NaN
+        np.testing.assert_allclose(getattr(back, field), getattr(trajectory, field),
+                                   rtol=1e-5, atol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(back.indices, trajectory.indices)
+    np.testing.assert_array_equal(back.face_found, trajectory.face_found)
+    assert back.latent_mean.shape == (len(trajectory), latent)
+    if stage == "raw":
+        assert ",,," in lines[3]  # frame 2 has no estimate
+
+
+def test_read_csv_names_a_file_that_is_not_a_trajectory(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("time,valence,arousal\n0,0.1,0.2\n")
+    with pytest.raises(CoreAffectError, match="labels.csv"):
+        AffectTrajectory.read_csv(path)
+
+
+def test_rows_are_the_frames_in_order():
+    trajectory = _trajectory()
+    rows = list(trajectory.rows())
+    assert len(rows) == len(trajectory) and all(isinstance(r, AffectRow) for r in rows)
+    third = rows[3]
+    assert third.index == 13 and third.time == pytest.approx(3 / 25)
+    assert (third.valence, third.arousal) == tuple(trajectory.mean[3])
+    assert (third.valence_lower, third.arousal_upper) == (trajectory.lower[3, 0],
+                                                          trajectory.upper[3, 1])
+    assert rows[2].face_found is False
+    np.testing.assert_array_equal(third.latent_mean, trajectory.latent_mean[3])
+
+
+def test_dataframe_has_the_csv_columns():
+    pd = pytest.importorskip("pandas")
+    trajectory = _trajectory()
+    frame = trajectory.to_dataframe()
+    assert isinstance(frame, pd.DataFrame) and list(frame.columns) == trajectory.columns
+    assert frame["face_found"].dtype == bool and len(frame) == len(trajectory)
+    np.testing.assert_allclose(frame[["valence", "arousal"]].to_numpy(), trajectory.mean)
