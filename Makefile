@@ -28,6 +28,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_hidden_route.py
 	$(BIN)/python benchmarks/bench_dynamics.py
 	$(BIN)/python benchmarks/bench_pipeline.py
+	$(BIN)/python benchmarks/bench_stream.py
+	$(BIN)/python benchmarks/bench_stream.py --preset lite
 	$(BIN)/python benchmarks/synthetic_baselines.py
 
 lint: $(STAMP)
