@@ -63,12 +63,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from coreaffect.evaluation import format_stages, format_table
+    from coreaffect.evaluation import format_intervals, format_stages, format_table
     from coreaffect.experiment import evaluate_run
 
-    tables = evaluate_run(args.run, args.data, format=args.format, subset=args.subset,
-                          device=args.device, cache=args.cache, json_path=args.json,
-                          progress=not args.quiet)
+    evaluation = evaluate_run(args.run, args.data, format=args.format, subset=args.subset,
+                              device=args.device, cache=args.cache, json_path=args.json,
+                              n_resamples=args.resamples, progress=not args.quiet)
+    tables = evaluation.tables
     last = list(tables)[-1]
     print(format_table(tables[last], metrics=("rmse", "ccc"),
                        title=f"{last}, per video (v = valence, a = arousal)"))
@@ -76,6 +77,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     print("per stage: mean over videos and pooled over frames; cov90 = pooled coverage of the "
           "90% band")
     print(format_stages(tables))
+    if evaluation.intervals:
+        print()
+        print(format_intervals(evaluation.intervals, evaluation.differences))
     if args.json:
         print(f"metrics written to {args.json}")
     return 0
@@ -228,7 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "held out when RUN was trained), or on all of them with --subset all, for "
                     "each stage the run has: raw (hidden route), prior, smoothed, filtered "
                     "(causal) and lagged (fixed-lag). Frames count when they have a label and "
-                    "a face.",
+                    "a face. Each stage's difference from raw comes with a 95% interval over "
+                    "resampled videos: one that includes zero means these videos cannot tell "
+                    "the two apart.",
         epilog=_EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("run", type=Path, help="run directory")
     evaluate.add_argument("data", type=Path, help="dataset folder")
@@ -236,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--subset", choices=("test", "all"), default="test",
                           help="the run's held-out videos (default) or every video of DATA")
     evaluate.add_argument("--json", type=Path, default=None, metavar="FILE",
-                          help="write the metrics as JSON")
+                          help="write the metrics as JSON, with their 95%% intervals")
+    evaluate.add_argument("--resamples", type=int, default=2000, metavar="N",
+                          help="resamples of the videos for the intervals (default 2000; 0: none)")
     _add_common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 

@@ -39,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from coreaffect.bootstrap import MetricIntervals
 from coreaffect.metrics import DIMENSIONS, MetricTable
 
 __all__ = ["DemoResult", "DemoSettings", "TinyRun", "run_demo", "tiny_run"]
@@ -87,12 +88,15 @@ class DemoResult(NamedTuple):
         figures: Paths of the figures.
         tables: ``{stage: MetricTable}`` on the test videos.
         seconds: Wall-clock seconds of each step.
+        differences: ``{stage: MetricIntervals}``: each stage minus ``raw`` with 95% intervals
+            over resampled test videos.
     """
 
     report: Path
     figures: list[Path]
     tables: dict[str, MetricTable]
     seconds: dict[str, float]
+    differences: dict[str, MetricIntervals]
 
 
 def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
@@ -116,7 +120,12 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     """
     from coreaffect.checkpoint import atomic_write
     from coreaffect.corpus import CropCache, discover
-    from coreaffect.evaluation import evaluate_trajectories
+    from coreaffect.evaluation import (
+        Evaluation,
+        bootstrap_trajectories,
+        evaluate_trajectories,
+        metrics_json,
+    )
     from coreaffect.experiment import FitSettings, load_videos, train_run
     from coreaffect.pipeline import CoreAffect
     from coreaffect.synthetic import SynthConfig, write_corpus
@@ -161,9 +170,9 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
                          progress, "test")
     trajectories = [affect.stages_of(video.crops) for video in videos]
     tables = evaluate_trajectories(videos, trajectories)
-    atomic_write(out / "metrics.json", json.dumps({stage: table.to_dict()
-                                                  for stage, table in tables.items()},
-                                                 indent=2) + "\n")
+    intervals, differences = bootstrap_trajectories(videos, trajectories, random_state=seed)
+    atomic_write(out / "metrics.json", json.dumps(
+        metrics_json(Evaluation(tables, intervals, differences)), indent=2) + "\n")
     clock = step("evaluate", clock)
 
     # the figures, on the first test video
@@ -179,10 +188,34 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     clock = step("figures", clock)
     seconds["total"] = round(time.monotonic() - started, 1)
     report = out / "report.md"
-    report.write_text(_report(settings, result, stages, tables, seconds, figures, out,
-                              command or _command(), quick, seed))
+    report.write_text(_report(settings, result, stages, tables, differences, seconds, figures,
+                              out, command or _command(), quick, seed))
     logger.info("demo: report in %s", report)
-    return DemoResult(report, figures, tables, seconds)
+    return DemoResult(report, figures, tables, seconds, differences)
+
+
+def _differences(differences: dict[str, MetricIntervals]) -> list[str]:
+    """The report's section on each stage minus the hidden route, with its intervals."""
+    if not differences:
+        return []
+    level = next(iter(differences.values())).level
+    lines = ["## Each stage against the hidden route", "",
+             f"Difference from **raw** with its {level:.0%} interval over resampled test videos "
+             "(`coreaffect.bootstrap`): RMSE and CCC are means over videos, coverage is pooled. "
+             "An interval that includes 0 means that these videos cannot tell the stage from "
+             "the hidden route.", "",
+             "| stage | dim | RMSE | CCC | coverage 90% |", "|---|---|---|---|---|"]
+
+    def cell(point: float, interval: np.ndarray) -> str:
+        return f"{point:+.4f} [{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+    for stage, d in differences.items():
+        for k, dim in enumerate(DIMENSIONS):
+            cells = [cell(d.mean[m][k], d.mean_interval[m][k]) for m in ("rmse", "ccc")]
+            cells.append(cell(d.pooled["coverage_90"][k], d.pooled_interval["coverage_90"][k])
+                         if "coverage_90" in d.pooled else "")
+            lines.append(f"| {stage} | {dim} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _command() -> str:
@@ -267,8 +300,8 @@ def _fmt(x: float) -> str:
 
 
 def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, MetricTable],
-            seconds: dict[str, float], figures: list[Path], out: Path, command: str,
-            quick: bool, seed: int) -> str:
+            differences: dict[str, MetricIntervals], seconds: dict[str, float],
+            figures: list[Path], out: Path, command: str, quick: bool, seed: int) -> str:
     shown = [s for s in ("raw", "prior", "smoothed") if s in tables]
     lines = ["# The hidden route and its core-affect prior on a synthetic corpus", ""]
     if quick:
@@ -335,8 +368,9 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
               f"{np.round(dyn.get('noise_scale', np.nan), 4).tolist()} for the smoother and "
               f"{np.round(dyn.get('filter_noise_scale') or np.nan, 4).tolist()} for the causal "
               "filter, "
-              f"{dyn.get('iterations')} L-BFGS iterations.", "",
-              "## Timings (seconds, this machine)", "",
+              f"{dyn.get('iterations')} L-BFGS iterations.", ""]
+    lines += _differences(differences)
+    lines += ["## Timings (seconds, this machine)", "",
               "| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]
     lines += ["", "## Figures", ""]

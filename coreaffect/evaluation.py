@@ -7,6 +7,10 @@ with :func:`~coreaffect.metrics.evaluate_videos` (per video and pooled, valence 
 hidden route, decoded ``prior``, dynamics ``smoothed``, causal ``filtered`` and fixed-lag
 ``lagged``) on the same frames with the same metrics; :func:`format_stages` prints them side by
 side.
+:func:`bootstrap_trajectories` adds how sure each number is: 95% intervals over resampled videos,
+of every stage and of every stage's difference from the hidden route
+(:mod:`coreaffect.bootstrap`); :func:`format_intervals` prints them and
+:func:`metrics_json` writes everything as the ``--json`` file of ``coreaffect evaluate``.
 
 Which frames count: a frame is scored when it has a label and a face was found in it. Frames
 without a face carry no evidence for the hidden route (the later stages bridge them through the
@@ -18,11 +22,12 @@ is scored on these same frames, so that their numbers compare.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
+from coreaffect.bootstrap import MetricIntervals, bootstrap_stages
 from coreaffect.corpus import LabelledVideo
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.metrics import DIMENSIONS, MetricTable, evaluate_videos
@@ -30,8 +35,25 @@ from coreaffect.metrics import DIMENSIONS, MetricTable, evaluate_videos
 if TYPE_CHECKING:
     from coreaffect.pipeline import CoreAffect
 
-__all__ = ["evaluate_hidden_route", "evaluate_stages", "evaluate_trajectories", "format_stages",
-           "format_table", "predict_video", "scored_labels"]
+__all__ = ["Evaluation", "bootstrap_trajectories", "evaluate_hidden_route", "evaluate_stages",
+           "evaluate_trajectories", "format_intervals", "format_stages", "format_table",
+           "metrics_json", "predict_video", "scored_labels", "stage_trajectories"]
+
+
+class Evaluation(NamedTuple):
+    """Every stage's metrics on a set of videos, and how sure they are.
+
+    Attributes:
+        tables: ``{stage: MetricTable}``, per video and pooled.
+        intervals: ``{stage: MetricIntervals}``, 95% intervals over resampled videos (empty when
+            not computed).
+        differences: ``{stage: MetricIntervals}`` of each stage minus ``raw``, paired over the
+            same resamples (empty when not computed).
+    """
+
+    tables: dict[str, MetricTable]
+    intervals: dict[str, MetricIntervals]
+    differences: dict[str, MetricIntervals]
 
 
 def predict_video(model: HiddenRouteNet, video: LabelledVideo,
@@ -91,13 +113,18 @@ def evaluate_stages(affect: CoreAffect, videos: Sequence[LabelledVideo], level: 
     Returns:
         ``{stage: MetricTable}`` in the order of :data:`coreaffect.pipeline.STAGES`.
     """
+    return evaluate_trajectories(videos, stage_trajectories(affect, videos, level, progress))
+
+
+def stage_trajectories(affect: CoreAffect, videos: Sequence[LabelledVideo], level: float = 0.9,
+                       progress: bool = False) -> list[dict]:
+    """``affect.stages_of`` of each video: N dicts ``{stage: AffectTrajectory}``."""
     items = videos
     if progress:
         from tqdm import tqdm
 
         items = tqdm(videos, desc="evaluating", unit="video")
-    trajectories = [affect.stages_of(video.crops, level) for video in items]
-    return evaluate_trajectories(videos, trajectories)
+    return [affect.stages_of(video.crops, level) for video in items]
 
 
 def evaluate_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequence[dict]
@@ -132,4 +159,88 @@ def format_stages(tables: dict[str, MetricTable], metrics: Sequence[str] = ("rms
             cells = [values[m][d] for m in metrics for d in range(2)]
             cells += [values[coverage][d] for d in range(2)] if coverage in values else []
             lines.append(f"{stage:<9}{kind:<7}" + "".join(f"{x:>9.3f}" for x in cells))
+    return "\n".join(lines)
+
+
+def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequence[dict], *,
+                           n_resamples: int = 2000, level: float = 0.95,
+                           random_state: int | None = 0
+                           ) -> tuple[dict[str, MetricIntervals], dict[str, MetricIntervals]]:
+    """Intervals of every stage's metrics and of each stage's difference from ``raw``.
+
+    The videos are resampled (:func:`coreaffect.bootstrap.bootstrap_stages`), each scored on the
+    frames of :func:`scored_labels`.
+
+    Args:
+        videos: N labelled videos.
+        trajectories: N dicts ``{stage: AffectTrajectory}`` with the same stages.
+        n_resamples: Resamples of the videos.
+        level: Nominal level of the intervals.
+        random_state: Seed of the resampling.
+
+    Returns:
+        ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus raw})``.
+    """
+    truths = [scored_labels(video) for video in videos]
+    stages = list(trajectories[0]) if trajectories else []
+    return bootstrap_stages(truths, {stage: ([t[stage].mean for t in trajectories],
+                                             [t[stage].var for t in trajectories])
+                                     for stage in stages},
+                            reference="raw", n_resamples=n_resamples, level=level,
+                            random_state=random_state)
+
+
+def metrics_json(evaluation: Evaluation) -> dict:
+    """The evaluation as plain JSON: ``{stage: {dimension: {metric: {"per_video": {video:
+    value}, "mean", "pooled"}}}}``, and with intervals ``"mean_ci"`` and ``"pooled_ci"`` ([low,
+    high]) beside ``"mean"`` and ``"pooled"``, and for every stage but ``raw`` a ``"vs_raw"``
+    entry holding the difference from ``raw`` the same way."""
+    out = {}
+    for stage, table in evaluation.tables.items():
+        out[stage] = table.to_dict()
+        extra = {}
+        if stage in evaluation.intervals:
+            extra = evaluation.intervals[stage].to_dict()
+        difference = (evaluation.differences[stage].to_dict()
+                      if stage in evaluation.differences else {})
+        for dim, metrics in out[stage].items():
+            for name, entry in metrics.items():
+                if name in extra.get(dim, {}):
+                    entry["mean_ci"] = extra[dim][name]["mean_ci"]
+                    entry["pooled_ci"] = extra[dim][name]["pooled_ci"]
+                if name in difference.get(dim, {}):
+                    entry["vs_raw"] = difference[dim][name]
+    return out
+
+
+def format_intervals(intervals: dict[str, MetricIntervals],
+                     differences: dict[str, MetricIntervals],
+                     metrics: Sequence[str] = ("rmse", "ccc"),
+                     coverages: Sequence[str] = ("coverage_50", "coverage_90")) -> str:
+    """A text table of intervals: for every stage but ``raw``, its difference from ``raw`` in
+    each of ``metrics`` (means over videos), then every stage's own pooled ``coverages``."""
+    if not intervals:
+        return ""
+    level = next(iter(intervals.values())).level
+    lines = [f"{level:.0%} intervals over resampled videos: diff = the stage minus raw (mean over "
+             "videos), and coverage (pooled)",
+             f"{'stage':<9}{'metric':<11}" + "".join(f"{d:>27}" for d in DIMENSIONS)]
+
+    def row(stage: str, label: str, point: np.ndarray, interval: np.ndarray, digits: int
+            ) -> str:
+        sign = "+" if label.endswith(" diff") else ""
+        cells = [f"{point[k]:{sign}.{digits}f} [{interval[k, 0]:{sign}.{digits}f}, "
+                 f"{interval[k, 1]:{sign}.{digits}f}]" for k in range(2)]
+        return f"{stage:<9}{label:<11}" + "".join(f"{c:>27}" for c in cells)
+
+    for stage, own in intervals.items():
+        difference = differences.get(stage)
+        for name in metrics if difference is not None else ():
+            if name in difference.mean:
+                lines.append(row(stage, f"{name} diff", difference.mean[name],
+                                 difference.mean_interval[name], 4))
+        for name in coverages:
+            if name in own.pooled:
+                lines.append(row(stage, name.replace("coverage_", "cov"), own.pooled[name],
+                                 own.pooled_interval[name], 3))
     return "\n".join(lines)

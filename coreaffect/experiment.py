@@ -95,10 +95,17 @@ from coreaffect.corpus import (
 )
 from coreaffect.dynamics import AffectObservations, CoreAffectDynamics
 from coreaffect.errors import CoreAffectError
-from coreaffect.evaluation import evaluate_stages, predict_video
+from coreaffect.evaluation import (
+    Evaluation,
+    bootstrap_trajectories,
+    evaluate_trajectories,
+    metrics_json,
+    predict_video,
+    stage_trajectories,
+)
 from coreaffect.hidden_route import MODELS, AffectEstimate, HiddenRouteNet
 from coreaffect.manifold import AffectManifold
-from coreaffect.metrics import MetricTable, ccc
+from coreaffect.metrics import ccc
 from coreaffect.pipeline import write_bands
 from coreaffect.prior import HiddenRoutePrior
 from coreaffect.synthetic import annotation_delay
@@ -522,9 +529,9 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
 
 def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
                  subset: str = "test", device: str = "cpu", cache: str | Path | None = None,
-                 json_path: str | Path | None = None, progress: bool = False
-                 ) -> dict[str, MetricTable]:
-    """Per-video and pooled metrics of a run's stages on a dataset.
+                 json_path: str | Path | None = None, n_resamples: int = 2000,
+                 progress: bool = False) -> Evaluation:
+    """Per-video and pooled metrics of a run's stages on a dataset, with their intervals.
 
     Args:
         run: Run directory.
@@ -534,15 +541,19 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
             every video of ``data``.
         device: Where to compute.
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
-        json_path: Where to write the metrics as JSON: ``{stage: {dimension: {metric:
-            {"per_video": {video: value}, "mean": value, "pooled": value}}}}``.
+        json_path: Where to write the metrics as JSON
+            (:func:`~coreaffect.evaluation.metrics_json`).
+        n_resamples: Resamples of the videos for the 95% intervals of every metric and of every
+            stage's difference from ``raw`` (:mod:`coreaffect.bootstrap`); 0: no intervals.
         progress: Show progress bars.
 
     Returns:
-        ``{stage: MetricTable}`` for the stages the run has, in the order ``raw``, ``prior``,
-        ``smoothed``, ``filtered``, ``lagged`` (a run with the hidden route only: ``raw``; a
-        run fitted without a lag has no ``lagged``).
+        The :class:`~coreaffect.evaluation.Evaluation`, whose ``tables`` hold the stages the
+        run has, in the order ``raw``, ``prior``, ``smoothed``, ``filtered``, ``lagged`` (a run
+        with the hidden route only: ``raw``; a run fitted without a lag has no ``lagged``).
     """
+    if n_resamples < 0:
+        raise CoreAffectError(f"the number of resamples must be >= 0, got {n_resamples}")
     from coreaffect.pipeline import CoreAffect
 
     run = Path(run)
@@ -563,8 +574,11 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
     crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                       config.video.chunk_size)
     videos = load_videos(recordings, config, crops, progress, subset)
-    tables = evaluate_stages(affect, videos, progress=progress)
+    trajectories = stage_trajectories(affect, videos, progress=progress)
+    intervals, differences = (bootstrap_trajectories(videos, trajectories,
+                                                     n_resamples=n_resamples)
+                              if n_resamples else ({}, {}))
+    evaluation = Evaluation(evaluate_trajectories(videos, trajectories), intervals, differences)
     if json_path is not None:
-        atomic_write(json_path, json.dumps({stage: table.to_dict()
-                                            for stage, table in tables.items()}, indent=2) + "\n")
-    return tables
+        atomic_write(json_path, json.dumps(metrics_json(evaluation), indent=2) + "\n")
+    return evaluation

@@ -66,13 +66,15 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert split["test"][0] in result.stdout and "pooled" in result.stdout
     assert "smoothed" in result.stdout and "filtered" in result.stdout
+    assert "95% intervals over resampled videos" in result.stdout
+    assert "filtered ccc diff" in result.stdout
     stages = json.loads(metrics.read_text())
     assert list(stages) == ["raw", "prior", "smoothed", "filtered", "lagged"]
     for stage in stages.values():
         for dim in ("valence", "arousal"):
             for name in ("rmse", "ccc", "pcc", "sagr", "nll", "coverage_50", "coverage_90"):
                 entry = stage[dim][name]
-                assert set(entry) == {"per_video", "mean", "pooled"}
+                assert {"per_video", "mean", "pooled", "mean_ci", "pooled_ci"} <= set(entry)
                 assert list(entry["per_video"]) == split["test"]
     video = next((corpus / "videos").glob(f"{split['test'][0]}.*"))
     csv_path, png = tmp_path / "t.csv", tmp_path / "t.png"

@@ -41,19 +41,38 @@ def test_train_run_writes_every_stage(tiny):
 
 
 def test_evaluate_reports_every_stage(tiny, tmp_path):
-    tables = evaluate_run(tiny.run, tiny.corpus, json_path=tmp_path / "m.json")
+    evaluation = evaluate_run(tiny.run, tiny.corpus, json_path=tmp_path / "m.json",
+                              n_resamples=200)
+    tables = evaluation.tables
     assert list(tables) == ["raw", "prior", "smoothed", "filtered", "lagged"]
+    assert list(evaluation.intervals) == list(tables)
+    assert list(evaluation.differences) == list(tables)[1:]
     saved = json.loads((tmp_path / "m.json").read_text())
     assert list(saved) == list(tables)
-    assert saved["smoothed"]["valence"]["coverage_90"]["per_video"].keys() == set(tiny.test_ids)
+    entry = saved["smoothed"]["valence"]["coverage_90"]
+    assert entry["per_video"].keys() == set(tiny.test_ids)
+    assert entry["pooled"] == pytest.approx(tables["smoothed"].pooled["coverage_90"][0])
+    assert set(entry) == {"per_video", "mean", "pooled", "mean_ci", "pooled_ci", "vs_raw"}
+    assert "vs_raw" not in saved["raw"]["valence"]["ccc"]
+    # the intervals are 95% intervals over the test videos: they hold the estimate itself
+    low, high = entry["mean_ci"]
+    assert low <= entry["mean"] <= high
+
+
+def test_evaluate_without_intervals(tiny):
+    evaluation = evaluate_run(tiny.run, tiny.corpus, n_resamples=0)
+    assert evaluation.intervals == {} and evaluation.differences == {}
+    with pytest.raises(CoreAffectError, match="resamples"):
+        evaluate_run(tiny.run, tiny.corpus, n_resamples=-1)
 
 
 def test_raw_only_run_still_evaluates(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns(
         "crops", "prior.*", "manifold.*", "dynamics.*", "bands.json"))
-    tables = evaluate_run(run, tiny.corpus, cache=tiny.run / "crops")
-    assert list(tables) == ["raw"]
+    evaluation = evaluate_run(run, tiny.corpus, cache=tiny.run / "crops")
+    assert list(evaluation.tables) == ["raw"] and list(evaluation.intervals) == ["raw"]
+    assert evaluation.differences == {}
 
 
 def _copy_of_run(tiny, tmp_path):

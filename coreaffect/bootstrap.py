@@ -1,0 +1,236 @@
+"""How sure a metric is: confidence intervals by resampling videos (the cluster bootstrap).
+
+The frames of one video are far from independent (an estimate's error persists for seconds, and a
+person's offset lasts the whole video), so intervals that resample frames are much too narrow. The
+unit of replication is the video, the person in it: a resample draws N videos with replacement
+from the N scored ones, and every metric is recomputed on it, both the per-video mean and the
+pooled value (:mod:`coreaffect.metrics`). The interval of level ``p`` is the percentile interval,
+the central ``p`` of the resampled values (Efron & Tibshirani 1993, ch. 13).
+
+Stages are compared *paired*: each resample scores every stage on the same videos, and the
+interval of a difference (a stage minus the reference stage) comes from the resampled
+differences, so that the between-video spread, which every stage shares, cancels out. An interval
+that excludes zero says that the difference is not an accident of which videos were scored; one
+that includes zero says that these videos cannot tell.
+
+Caveats. With few videos (the synthetic corpus tests on 10) the percentile interval is somewhat
+too narrow: its spread is that of the plug-in estimate, smaller than the sampling spread by a
+factor of about sqrt((N - 1) / N), and an interval of 95% nominal covers closer to 90%. The
+intervals speak of new videos *like these*: people drawn from the same population, filmed and
+annotated the same way.
+
+Computation. Every metric is a function of a few per-video sums (frame counts, sums of errors,
+of squares and of products), so a resample's pooled value is a weighted sum of the per-video
+sums, weighted by how often each video was drawn: thousands of resamples cost milliseconds.
+
+References:
+    Efron, B., & Tibshirani, R. J. (1993). An Introduction to the Bootstrap. Chapman & Hall.
+
+    Field, C. A., & Welsh, A. H. (2007). Bootstrapping clustered data. Journal of the Royal
+    Statistical Society B 69(3), 369-390.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from coreaffect.metrics import DIMENSIONS, evaluate_videos
+
+__all__ = ["MetricIntervals", "bootstrap_stages", "resample_counts", "resampled_metrics"]
+
+_MOMENT_METRICS = ("ccc", "pcc")  # pooled from per-video first and second moments
+
+
+class MetricIntervals(NamedTuple):
+    """Point values and percentile intervals of the metrics of one stage, or of a difference.
+
+    Attributes:
+        mean: ``{metric: (2,)}``, the per-video mean (valence, arousal) on the videos scored.
+        mean_interval: ``{metric: (2, 2)}``, rows (valence, arousal), columns (low, high).
+        pooled: ``{metric: (2,)}``, the value on all frames pooled.
+        pooled_interval: ``{metric: (2, 2)}``, as ``mean_interval``.
+        level: The intervals' nominal level.
+        n_resamples: Resamples drawn.
+    """
+
+    mean: dict[str, np.ndarray]
+    mean_interval: dict[str, np.ndarray]
+    pooled: dict[str, np.ndarray]
+    pooled_interval: dict[str, np.ndarray]
+    level: float
+    n_resamples: int
+
+    def to_dict(self) -> dict:
+        """``{dimension: {metric: {"mean", "mean_ci": [low, high], "pooled", "pooled_ci"}}}``;
+        undefined values (NaN) become ``None``."""
+
+        def num(x: float) -> float | None:
+            return None if not np.isfinite(x) else float(x)
+
+        return {dim: {name: {"mean": num(self.mean[name][d]),
+                             "mean_ci": [num(x) for x in self.mean_interval[name][d]],
+                             "pooled": num(self.pooled[name][d]),
+                             "pooled_ci": [num(x) for x in self.pooled_interval[name][d]]}
+                      for name in self.mean}
+                for d, dim in enumerate(DIMENSIONS)}
+
+
+def resample_counts(n_videos: int, n_resamples: int, random_state: int | None = 0
+                    ) -> np.ndarray:
+    """How often each video is drawn in each resample: (R, N) integers, each row summing to N.
+
+    Args:
+        n_videos: N, the videos to resample (at least 1).
+        n_resamples: R.
+        random_state: Seed; the same seed draws the same resamples.
+    """
+    if n_videos < 1 or n_resamples < 1:
+        raise ValueError(f"need at least one video and one resample, got {n_videos} and "
+                         f"{n_resamples}")
+    rng = np.random.default_rng(random_state)
+    return rng.multinomial(n_videos, np.full(n_videos, 1 / n_videos), size=n_resamples)
+
+
+def _video_sums(truth: np.ndarray, mean: np.ndarray, per_video: Mapping[str, np.ndarray],
+                variance: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per-video sums from which every pooled metric follows, each (2, S) for one video.
+
+    For a metric that is a mean over frames (RMSE's square, SAGR, NLL, CRPS, coverage) the sums
+    are (count, count x per-video value); for CCC and PCC the six sums n, sum y, sum x, sum y^2,
+    sum x^2 and sum x y over frames where both are defined.
+    """
+    y, x = truth.T, mean.T  # (2, T)
+    both = ~(np.isnan(y) | np.isnan(x))
+    full = both if variance is None else both & ~np.isnan(variance.T)
+    y0, x0 = np.where(both, y, 0.0), np.where(both, x, 0.0)
+    moments = np.stack([both.sum(-1), y0.sum(-1), x0.sum(-1), (y0 ** 2).sum(-1),
+                        (x0 ** 2).sum(-1), (x0 * y0).sum(-1)], axis=-1).astype(np.float64)
+    sums = {}
+    for name, value in per_video.items():
+        if name in _MOMENT_METRICS:
+            sums[name] = moments
+            continue
+        count = (full if name in ("nll", "crps") or name.startswith("coverage_") else both
+                 ).sum(-1).astype(np.float64)
+        value = value ** 2 if name == "rmse" else value
+        sums[name] = np.stack([count, np.where(count > 0, count * np.nan_to_num(value), 0.0)],
+                              axis=-1)
+    return sums
+
+
+def _pooled(name: str, sums: np.ndarray) -> np.ndarray:
+    """A pooled metric from summed statistics (..., S)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if name in _MOMENT_METRICS:
+            n, sy, sx, syy, sxx, sxy = np.moveaxis(sums, -1, 0)
+            my, mx = sy / n, sx / n
+            vy, vx, cov = syy / n - my ** 2, sxx / n - mx ** 2, sxy / n - mx * my
+            if name == "pcc":
+                return cov / np.sqrt(vy * vx)
+            return 2 * cov / (vy + vx + (my - mx) ** 2)
+        value = sums[..., 1] / sums[..., 0]
+        return np.sqrt(value) if name == "rmse" else value
+
+
+def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
+           variances: Sequence[np.ndarray] | None, counts: np.ndarray
+           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray],
+                      dict[str, np.ndarray]]:
+    """Point values and resampled values of every metric of one stage.
+
+    Returns:
+        (mean, pooled, mean draws, pooled draws): points ``{metric: (2,)}``, draws ``{metric:
+        (R, 2)}``, NaN where a resample leaves a metric undefined.
+    """
+    table = evaluate_videos([str(i) for i in range(len(truths))], truths, means, variances)
+    per_video_sums = [_video_sums(np.asarray(t, np.float64), np.asarray(m, np.float64),
+                                  {k: v[i] for k, v in table.per_video.items()},
+                                  None if variances is None else np.asarray(variances[i],
+                                                                            np.float64))
+                      for i, (t, m) in enumerate(zip(truths, means, strict=True))]
+    weights = counts.astype(np.float64)  # (R, N)
+    mean_draws, pooled_draws = {}, {}
+    for name, values in table.per_video.items():  # values (N, 2)
+        defined = np.isfinite(values)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_draws[name] = (weights @ np.where(defined, values, 0.0)) / (weights @ defined)
+        stacked = np.stack([s[name] for s in per_video_sums])  # (N, 2, S)
+        pooled_draws[name] = _pooled(name, np.einsum("rn,nds->rds", weights, stacked))
+    return table.mean, table.pooled, mean_draws, pooled_draws
+
+
+def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
+                      variances: Sequence[np.ndarray] | None, counts: np.ndarray
+                      ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Every metric on each resample of the videos, as if the drawn videos were concatenated.
+
+    Args:
+        truths: N arrays (T_i, 2) of labels, NaN where a frame does not count.
+        means: N arrays (T_i, 2) of estimates.
+        variances: N arrays (T_i, 2) of predictive variances, or ``None``.
+        counts: (R, N) how often each video is in each resample (:func:`resample_counts`).
+
+    Returns:
+        ``({metric: (R, 2)}, {metric: (R, 2)})``: the per-video mean and the pooled value of
+        each resample, equal to :func:`~coreaffect.metrics.evaluate_videos` on its videos.
+    """
+    return _draws(truths, means, variances, counts)[2:]
+
+
+def _interval(draws: np.ndarray, level: float) -> np.ndarray:
+    """(2, 2) percentile interval of (R, 2) draws; NaN where fewer than half are defined."""
+    tail = 50 * (1 - level)
+    out = np.full((draws.shape[1], 2), np.nan)
+    for d in range(draws.shape[1]):
+        column = draws[:, d][np.isfinite(draws[:, d])]
+        if 2 * len(column) >= len(draws):
+            out[d] = np.percentile(column, [tail, 100 - tail])
+    return out
+
+
+def bootstrap_stages(truths: Sequence[np.ndarray],
+                     stages: Mapping[str, tuple[Sequence[np.ndarray], Sequence[np.ndarray] | None]],
+                     *, reference: str | None = "raw", n_resamples: int = 2000,
+                     level: float = 0.95, random_state: int | None = 0
+                     ) -> tuple[dict[str, MetricIntervals], dict[str, MetricIntervals]]:
+    """Intervals of every stage's metrics, and of each stage's difference from a reference.
+
+    Args:
+        truths: N arrays (T_i, 2) of labels, NaN where a frame does not count.
+        stages: ``{stage: (means, variances)}``, N arrays (T_i, 2) each; ``variances`` may be
+            ``None`` (point metrics only). Every stage is scored on the same resamples.
+        reference: The stage the others are compared with (``None`` or absent: no comparison).
+        n_resamples: Resamples of the videos.
+        level: Nominal level of the intervals.
+        random_state: Seed of the resampling.
+
+    Returns:
+        ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus reference})``; the
+        second holds every stage but the reference, and only the metrics both stages have.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    counts = resample_counts(len(truths), n_resamples, random_state)
+    drawn = {stage: _draws(truths, means, variances, counts)
+             for stage, (means, variances) in stages.items()}
+
+    def intervals(points: tuple, draws: tuple) -> MetricIntervals:
+        return MetricIntervals(points[0], {k: _interval(v, level) for k, v in draws[0].items()},
+                               points[1], {k: _interval(v, level) for k, v in draws[1].items()},
+                               level, n_resamples)
+
+    each = {stage: intervals(d[:2], d[2:]) for stage, d in drawn.items()}
+    differences = {}
+    if reference in drawn:
+        base = drawn[reference]
+        for stage, d in drawn.items():
+            if stage == reference:
+                continue
+            names = [k for k in d[0] if k in base[0]]
+            differences[stage] = intervals(
+                tuple({k: d[i][k] - base[i][k] for k in names} for i in (0, 1)),
+                tuple({k: d[i][k] - base[i][k] for k in names} for i in (2, 3)))
+    return each, differences
