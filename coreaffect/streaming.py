@@ -1,17 +1,18 @@
 """The incremental state behind :meth:`coreaffect.pipeline.CoreAffect.stream`.
 
 A live source gives one frame at a time. The private ``_StreamState`` (use ``CoreAffect.stream``)
-keeps the last few dozen face crops and computes the hidden route's pooled features S frames at
-a time, as soon as their receptive field is in. The estimate of frame c (the windows around it,
-interpolated as :meth:`~coreaffect.hidden_route.HiddenRouteNet.predict_dense` does) is final at
-frame c + D (:attr:`~coreaffect.pipeline.CoreAffect.latency_frames`). The frame's prior then
-enters the dynamics' streaming filter
-(:meth:`~coreaffect.dynamics.CoreAffectDynamics.filter_step`), which gives frame c's row at once,
-or the fixed-lag smoother (:meth:`~coreaffect.dynamics.CoreAffectDynamics.lag_step`), which gives
-frame c - L's. When the source ends, the frames still waiting get the estimates the video's end
-allows, and the fixed-lag smoother's buffer is emptied. Memory and cost per frame are constant;
-the rows equal those of ``CoreAffect.predict(..., causal=True)`` (or ``lagged=True``) on the
-same frames.
+keeps the last few dozen face crops and passes each one through the hidden route's trunk at once
+(:class:`IncrementalTrunk`): every layer computes each of its time steps once, as soon as the
+step's inputs are in, so a frame costs what it costs in a pass over the whole video. The estimate
+of frame c (the windows around it, interpolated as
+:meth:`~coreaffect.hidden_route.HiddenRouteNet.predict_dense` does) is final at frame c + D
+(:attr:`~coreaffect.pipeline.CoreAffect.latency_frames`). The frame's prior then enters the
+dynamics' streaming filter (:meth:`~coreaffect.dynamics.CoreAffectDynamics.filter_step`), which
+gives frame c's row at once, or the fixed-lag smoother
+(:meth:`~coreaffect.dynamics.CoreAffectDynamics.lag_step`), which gives frame c - L's. When the
+source ends, the frames still waiting get the estimates the video's end allows, and the fixed-lag
+smoother's buffer is emptied. Memory and cost per frame are constant; the rows equal those of
+``CoreAffect.predict(..., causal=True)`` (or ``lagged=True``) on the same frames.
 """
 
 from __future__ import annotations
@@ -22,14 +23,97 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
-from coreaffect.hidden_route import AffectEstimate
+from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _frames
 from coreaffect.trajectory import AffectRow
 
 if TYPE_CHECKING:
     from coreaffect.pipeline import CoreAffect
 
-__all__: list[str] = []
+__all__ = ["IncrementalTrunk"]
+
+
+class IncrementalTrunk:
+    """The hidden route's trunk over a sequence that arrives a few frames at a time.
+
+    Each block of the trunk (Conv3d, ReLU, MaxPool3d, per-frame LayerNorm) keeps the last
+    ``kernel - 1`` time steps of its input, zeros before the first (the convolution's "same"
+    padding), and the convolution's outputs that still wait for the rest of their temporal pool.
+    New frames flow through every block as far as they complete a time step, and each time step
+    of each layer is computed once. Feature step j is therefore returned as soon as its receptive
+    field is in (frame S j + S - 1 + the trunk's temporal context after), and it equals step j of
+    :meth:`~coreaffect.hidden_route.HiddenRouteNet.forward_features` on the whole sequence (to
+    rounding), except for the steps whose receptive field reaches past the sequence's end, which
+    the whole-sequence trunk pads with zeros and which this one returns only when their frames
+    arrive. A stream costs the frames' own share of a pass over the whole video, instead of
+    recomputing each step's temporal context.
+
+    Args:
+        model: The hidden route (used in eval mode, without gradients).
+        device: Where to compute.
+
+    Attributes:
+        steps: Feature steps returned so far.
+    """
+
+    def __init__(self, model: HiddenRouteNet, device: torch.device | str = "cpu") -> None:
+        self.model = model
+        self.device = torch.device(device)
+        self.steps = 0
+        self._inputs: list[Tensor | None] = [None] * len(model.blocks)  # (1, C, 2p, H, W)
+        self._waiting: list[Tensor | None] = [None] * len(model.blocks)  # before the pool
+
+    def push(self, frames: np.ndarray | Tensor) -> Tensor:
+        """Take the next frames; the feature steps that became final.
+
+        Args:
+            frames: (t, H, W, 3) numpy array (uint8 in [0, 255] or float in [0, 1]), or a
+                (3, t, H, W) tensor, resized to the model's input size when H or W differ.
+
+        Returns:
+            (D, n, H', W') features of steps ``steps - n ... steps - 1`` (n may be 0), on the
+            CPU.
+        """
+        model = self.model
+        length = len(frames) if isinstance(frames, np.ndarray) else frames.shape[1]
+        with torch.no_grad():
+            x = _frames(frames, 0, length, model.config.input_size, self.device)[None]
+            x = (x - model.pixel_mean.to(self.device)) / model.pixel_std.to(self.device)
+            for i, (conv, _, pool, norm) in enumerate(model.blocks):
+                x = self._block(i, x, conv, pool, norm)
+                if x is None:
+                    return torch.empty(model.embedding_dim, 0, 1, 1)
+        out = x[0].cpu()  # (D, n, H', W')
+        self.steps += out.shape[1]
+        return out
+
+    def _block(self, i: int, x: Tensor, conv: torch.nn.Conv3d, pool: torch.nn.MaxPool3d,
+               norm: torch.nn.Module) -> Tensor | None:
+        """Block i on its new input time steps x (1, C, t, H, W): its new output steps, or
+        ``None`` when none is complete yet."""
+        pad = conv.padding[0]
+        before = self._inputs[i]
+        if before is None:  # the start of the sequence: the convolution's zero padding
+            before = x.new_zeros(x.shape[0], x.shape[1], pad, *x.shape[3:])
+        x = torch.cat([before, x], dim=2)
+        ready = x.shape[2] - 2 * pad  # outputs whose inputs are all in
+        self._inputs[i] = x[:, :, max(ready, 0):]  # the last 2p input steps
+        y = self._waiting[i]
+        if ready > 0:
+            if x.device.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last_3d)
+            new = F.relu(F.conv3d(x, conv.weight, conv.bias, padding=(0, *conv.padding[1:])))
+            y = new if y is None else torch.cat([y, new], dim=2)
+        if y is None:
+            return None
+        size = pool.kernel_size[0] if isinstance(pool.kernel_size, tuple) else pool.kernel_size
+        complete = y.shape[2] // size * size
+        self._waiting[i] = y[:, :, complete:]
+        if complete == 0:
+            return None
+        return norm(F.max_pool3d(y[:, :, :complete], pool.kernel_size, pool.stride))
 
 
 class _StreamState:
@@ -53,6 +137,7 @@ class _StreamState:
         self.found: deque[bool] = deque(maxlen=keep)
         self.indices: deque[int] = deque(maxlen=keep)
         self.count = 0  # frames received
+        self.trunk = IncrementalTrunk(model, affect.device)
         self.pooled: dict[int, torch.Tensor] = {}  # feature step -> (D,) pooled features
         self.windows: dict[int, AffectEstimate] = {}  # window -> estimate
         self.filter_state = None
@@ -67,20 +152,13 @@ class _StreamState:
         return values[index - (self.count - len(values))]
 
     def _compute_steps(self) -> None:
-        """Pool every feature step that just became final (its receptive field is in)."""
-        last = self.count - 1  # newest frame
-        final = (last - self.after - self.stride + 1) // self.stride  # newest final step
-        first = max(self.pooled) + 1 if self.pooled else 0
-        if final < first or self.count < self.clip:
-            return
-        start = max(0, first * self.stride - self.before)
-        start = max(0, min(start, (self.count - self.clip) // self.stride * self.stride))
-        frames = np.stack([self._frame(i) for i in range(start, self.count)])  # (t, s, s, 3)
-        features = self.affect.model.dense_features(frames, device=self.affect.device)
-        pooled = features.mean(dim=(2, 3)).T  # (D, t', H', W') -> (t', D)
-        for step in range(first, final + 1):
-            self.pooled[step] = pooled[step - start // self.stride]
-        for step in [s for s in self.pooled if s < final - 2 * self.steps]:
+        """Pass the newest crop through the trunk; pool the feature steps that became final."""
+        features = self.trunk.push(self._frame(self.count - 1)[None])  # (D, n, H', W')
+        pooled = features.mean(dim=(2, 3)).T  # (n, D)
+        first = self.trunk.steps - len(pooled)
+        for i, row in enumerate(pooled):
+            self.pooled[first + i] = row
+        for step in [s for s in self.pooled if s < self.trunk.steps - 1 - 2 * self.steps]:
             del self.pooled[step]
 
     def _window(self, k: int) -> AffectEstimate:
