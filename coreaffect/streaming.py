@@ -140,6 +140,7 @@ class _StreamState:
         self.trunk = IncrementalTrunk(model, affect.device)
         self.pooled: dict[int, torch.Tensor] = {}  # feature step -> (D,) pooled features
         self.windows: dict[int, AffectEstimate] = {}  # window -> estimate
+        self.priors: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # frame -> latent prior
         self.filter_state = None
         self.lag_state = None  # the fixed-lag smoother's, when lagged
         self.emitted = 0  # rows yielded so far (the next row is of frame ``emitted``)
@@ -182,15 +183,33 @@ class _StreamState:
         return AffectEstimate(*(a * (1 - weight) + b * weight for a, b in zip(low, high,
                                                                               strict=True)))
 
-    def _rows(self, c: int, estimate: AffectEstimate | None, level: float) -> list[AffectRow]:
-        """Take frame c's estimate (``None``: a masked step) into the filter (or the fixed-lag
-        smoother) and decode the rows that became final: frame c's (filter), or frame
-        c - L's once L more frames are in (lagged)."""
+    def _prior(self, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame c's latent prior, mean (K,) and covariance (K, K).
+
+        The prior of every frame whose estimate is already final (up to the newest window's
+        centre) is computed in one batch and kept until its row is due: a window brings the
+        estimates of S frames at once, and the prior's cost is mostly per call.
+        """
+        if c not in self.priors:
+            newest = self.trunk.steps - self.steps  # the newest window
+            last = min(self.count - 1, self.clip // 2 + self.stride * newest)
+            frames = [i for i in range(c, max(c, last) + 1) if self._at(self.found, i)]
+            self.priors.update(zip(frames, zip(*self._priors(
+                [self._estimate(i) for i in frames]), strict=True), strict=True))
+        return self.priors.pop(c)
+
+    def _priors(self, estimates: list[AffectEstimate]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent prior means (n, K) and covariances (n, K, K) of n one-frame estimates."""
+        batch = AffectEstimate(*(torch.cat(x) for x in zip(*estimates, strict=True)))
+        return self.affect._latent_prior(batch)
+
+    def _rows(self, c: int, prior: tuple[torch.Tensor, torch.Tensor] | None, level: float
+              ) -> list[AffectRow]:
+        """Take frame c's latent prior (mean (K,), covariance (K, K); ``None``: a masked step)
+        into the filter (or the fixed-lag smoother) and decode the rows that became final: frame
+        c's (filter), or frame c - L's once L more frames are in (lagged)."""
         affect = self.affect
-        mean = cov = None
-        if estimate is not None:
-            loc, cov = affect._latent_prior(estimate)
-            mean, cov = loc[0], cov[0]
+        mean, cov = prior if prior is not None else (None, None)
         time = self._at(self.times, c)
         dynamics = affect._latent_dynamics
         if not self.look_ahead:
@@ -234,7 +253,7 @@ class _StreamState:
         c = self.count - 1 - self.lag  # the frame whose estimate just became final
         if c < 0:
             return None
-        rows = self._rows(c, self._estimate(c) if self._at(self.found, c) else None, level)
+        rows = self._rows(c, self._prior(c) if self._at(self.found, c) else None, level)
         return rows[0] if rows else None
 
     def finish(self, level: float) -> list[AffectRow]:
@@ -255,7 +274,10 @@ class _StreamState:
         frames = np.stack([self._frame(i) for i in range(start, self.count)])  # (t, s, s, 3)
         estimate = self.affect.model.predict_dense(frames, chunk_frames=self.affect.chunk_frames,
                                                    device=self.affect.device)
+        found = [c for c in range(first, self.count) if self._at(self.found, c)]
+        priors = dict(zip(found, zip(*self._priors(
+            [AffectEstimate(*(x[c - start][None] for x in estimate)) for c in found]),
+            strict=True), strict=True)) if found else {}
         for c in range(first, self.count):
-            own = AffectEstimate(*(x[c - start][None] for x in estimate))
-            rows += self._rows(c, own if self._at(self.found, c) else None, level)
+            rows += self._rows(c, priors.get(c), level)
         return rows + self._flush(level)
