@@ -188,32 +188,37 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     clock = step("figures", clock)
     seconds["total"] = round(time.monotonic() - started, 1)
     report = out / "report.md"
-    report.write_text(_report(settings, result, stages, tables, differences, seconds, figures,
-                              out, command or _command(), quick, seed))
+    report.write_text(_report(settings, result, stages, tables, intervals, differences, seconds,
+                              figures, out, command or _command(), quick, seed))
     logger.info("demo: report in %s", report)
     return DemoResult(report, figures, tables, seconds, differences)
 
 
-def _differences(differences: dict[str, MetricIntervals]) -> list[str]:
-    """The report's section on each stage minus the hidden route, with its intervals."""
-    if not differences:
+def _intervals(intervals: dict[str, MetricIntervals],
+               differences: dict[str, MetricIntervals]) -> list[str]:
+    """The report's section on how sure the numbers are: each stage minus the hidden route, and
+    each stage's coverage, with their intervals."""
+    if not intervals:
         return []
-    level = next(iter(differences.values())).level
-    lines = ["## Each stage against the hidden route", "",
-             f"Difference from **raw** with its {level:.0%} interval over resampled test videos "
-             "(`coreaffect.bootstrap`): RMSE and CCC are means over videos, coverage is pooled. "
-             "An interval that includes 0 means that these videos cannot tell the stage from "
-             "the hidden route.", "",
-             "| stage | dim | RMSE | CCC | coverage 90% |", "|---|---|---|---|---|"]
+    level = next(iter(intervals.values())).level
+    lines = ["## How sure: each stage against the hidden route", "",
+             f"{level:.0%} intervals over resampled test videos (`coreaffect.bootstrap`): the "
+             "difference from **raw** in RMSE and CCC (means over videos; an interval that "
+             "includes 0 means that these videos cannot tell the stage from the hidden route), "
+             "and the stage's own pooled coverage.", "",
+             "| stage | dim | RMSE - raw | CCC - raw | coverage 50% | coverage 90% |",
+             "|---|---|---|---|---|---|"]
 
-    def cell(point: float, interval: np.ndarray) -> str:
-        return f"{point:+.4f} [{interval[0]:+.4f}, {interval[1]:+.4f}]"
+    def cell(point: float, interval: np.ndarray, sign: str = "+") -> str:
+        return f"{point:{sign}.4f} [{interval[0]:{sign}.4f}, {interval[1]:{sign}.4f}]"
 
-    for stage, d in differences.items():
+    for stage, own in intervals.items():
+        difference = differences.get(stage)
         for k, dim in enumerate(DIMENSIONS):
-            cells = [cell(d.mean[m][k], d.mean_interval[m][k]) for m in ("rmse", "ccc")]
-            cells.append(cell(d.pooled["coverage_90"][k], d.pooled_interval["coverage_90"][k])
-                         if "coverage_90" in d.pooled else "")
+            cells = [cell(difference.mean[m][k], difference.mean_interval[m][k])
+                     if difference is not None else "" for m in ("rmse", "ccc")]
+            cells += [cell(own.pooled[m][k], own.pooled_interval[m][k], "")
+                      if m in own.pooled else "" for m in ("coverage_50", "coverage_90")]
             lines.append(f"| {stage} | {dim} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -300,7 +305,8 @@ def _fmt(x: float) -> str:
 
 
 def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, MetricTable],
-            differences: dict[str, MetricIntervals], seconds: dict[str, float],
+            intervals: dict[str, MetricIntervals], differences: dict[str, MetricIntervals],
+            seconds: dict[str, float],
             figures: list[Path], out: Path, command: str, quick: bool, seed: int) -> str:
     shown = [s for s in ("raw", "prior", "smoothed") if s in tables]
     lines = ["# The hidden route and its core-affect prior on a synthetic corpus", ""]
@@ -369,7 +375,7 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
               f"{np.round(dyn.get('filter_noise_scale') or np.nan, 4).tolist()} for the causal "
               "filter, "
               f"{dyn.get('iterations')} L-BFGS iterations.", ""]
-    lines += _differences(differences)
+    lines += _intervals(intervals, differences)
     lines += ["## Timings (seconds, this machine)", "",
               "| step | seconds |", "|---|---|"]
     lines += [f"| {name} | {value:.1f} |" for name, value in seconds.items()]

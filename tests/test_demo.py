@@ -26,9 +26,9 @@ def test_run_demo_writes_report_and_figures(tmp_path):
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics) == {"raw", "prior", "smoothed", "filtered", "lagged"}
     assert "vs_raw" in metrics["lagged"]["arousal"]["ccc"]
-    assert "## Each stage against the hidden route" in text
+    assert "## How sure: each stage against the hidden route" in text
     assert set(result.differences) == {"prior", "smoothed", "filtered", "lagged"}
-    assert "| smoothed | arousal | " in text
+    assert "| smoothed | arousal | " in text and "| raw | valence |  |  | " in text
     assert "total" in result.seconds and "fit: dynamics" in result.seconds
     assert CoreAffect.load(tmp_path / "run").stages[-1] == "lagged"
     split = json.loads((tmp_path / "run" / "split.json").read_text())
