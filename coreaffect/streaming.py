@@ -17,6 +17,7 @@ smoother's buffer is emptied. Memory and cost per frame are constant; the rows e
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -51,8 +52,9 @@ class IncrementalTrunk:
     recomputing each step's temporal context.
 
     Args:
-        model: The hidden route (used in eval mode, without gradients).
-        device: Where to compute.
+        model: The hidden route (its trunk is used without gradients; its blocks hold no state
+            that differs between training and evaluation).
+        device: Where to compute; a model elsewhere is copied there.
 
     Attributes:
         steps: Feature steps returned so far.
@@ -61,6 +63,11 @@ class IncrementalTrunk:
     def __init__(self, model: HiddenRouteNet, device: torch.device | str = "cpu") -> None:
         self.model = model
         self.device = torch.device(device)
+        home = next(model.parameters()).device
+        # a trunk elsewhere than on the device is copied there once, for the stream's lifetime
+        self._blocks = (model.blocks if home == self.device
+                        else copy.deepcopy(model.blocks).to(self.device))
+        self._pixel = (model.pixel_mean.to(self.device), model.pixel_std.to(self.device))
         self.steps = 0
         self._inputs: list[Tensor | None] = [None] * len(model.blocks)  # (1, C, 2p, H, W)
         self._waiting: list[Tensor | None] = [None] * len(model.blocks)  # before the pool
@@ -80,8 +87,8 @@ class IncrementalTrunk:
         length = len(frames) if isinstance(frames, np.ndarray) else frames.shape[1]
         with torch.no_grad():
             x = _frames(frames, 0, length, model.config.input_size, self.device)[None]
-            x = (x - model.pixel_mean.to(self.device)) / model.pixel_std.to(self.device)
-            for i, (conv, _, pool, norm) in enumerate(model.blocks):
+            x = (x - self._pixel[0]) / self._pixel[1]
+            for i, (conv, _, pool, norm) in enumerate(self._blocks):
                 x = self._block(i, x, conv, pool, norm)
                 if x is None:
                     return torch.empty(model.embedding_dim, 0, 1, 1)
