@@ -85,6 +85,26 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+_EPILOG_COMPARE = """examples:
+  coreaffect compare run_lite/ run_paper/ corpus/
+  coreaffect compare run/ run_lag4/ corpus/ --json comparison.json
+"""
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from coreaffect.comparison import compare_runs, format_comparison
+
+    comparison = compare_runs(args.run_a, args.run_b, args.data, format=args.format,
+                              subset=args.subset, device=args.device, cache=args.cache,
+                              n_resamples=args.resamples, json_path=args.json,
+                              progress=not args.quiet)
+    print(f"A = {args.run_a}, B = {args.run_b}")
+    print(format_comparison(comparison))
+    if args.json:
+        print(f"comparison written to {args.json}")
+    return 0
+
+
 _EPILOG_PREDICT = """examples:
   coreaffect predict run/ interview.mp4 --out interview.csv --plot interview.png
   coreaffect predict run/ frames_folder/ --causal --level 0.5 > trajectory.csv
@@ -247,6 +267,27 @@ def build_parser() -> argparse.ArgumentParser:
                           help="resamples of the videos for the intervals (default 2000; 0: none)")
     _add_common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+    compare = commands.add_parser(
+        "compare", help="two runs on the same videos, with paired intervals",
+        description="Score RUN_A and RUN_B on the same videos of DATA (those both held out, or "
+                    "all of them with --subset all), on the frames where both found a face, "
+                    "and give every stage they share, in each run and as B minus A, a 95% "
+                    "interval over resampled videos. The resampling is paired, so the "
+                    "difference's interval says whether B differs from A on people like these.",
+        epilog=_EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    compare.add_argument("run_a", type=Path, help="run directory A (the reference)")
+    compare.add_argument("run_b", type=Path, help="run directory B")
+    compare.add_argument("data", type=Path, help="dataset folder")
+    _add_format(compare)
+    compare.add_argument("--subset", choices=("test", "all"), default="test",
+                         help="the videos both runs held out (default) or every video of DATA")
+    compare.add_argument("--json", type=Path, default=None, metavar="FILE",
+                         help="write the comparison as JSON")
+    compare.add_argument("--resamples", type=_positive_int, default=2000, metavar="N",
+                         help="resamples of the videos for the intervals (default 2000)")
+    _add_common(compare)
+    compare.set_defaults(handler=_compare)
 
     predict = commands.add_parser(
         "predict", help="valence-arousal trajectory of a video with credible bands",

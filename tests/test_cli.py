@@ -22,7 +22,8 @@ def test_help_lists_commands():
     assert "synth" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "saliency", "predict", "demo"])
+@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "compare", "saliency", "predict",
+                                     "demo"])
 def test_every_command_has_help(command):
     result = _run(command, "--help")
     assert result.returncode == 0 and "usage: coreaffect" in result.stdout

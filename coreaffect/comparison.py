@@ -1,0 +1,163 @@
+"""Comparing two runs on the same videos: is B better than A, or could it be the people?
+
+:func:`compare_runs` is what ``coreaffect compare RUN_A RUN_B DATA`` does. Both runs score the
+same videos (by default those that *both* held out for testing), on the same frames (a label,
+and a face found by both runs' croppers), and every stage the two runs share is compared: its
+metrics in each run, and run B's minus run A's, each with a 95% interval over resampled videos
+(:mod:`coreaffect.bootstrap`). The resampling is paired: each resample draws the same videos for
+both runs, so that what the two share (some people are harder than others) cancels from the
+difference, which is what makes a comparison on 10 videos informative at all. An interval that
+excludes 0 says that B differs from A on people like these; one that includes 0, that these videos
+cannot tell.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from coreaffect.bootstrap import MetricIntervals, bootstrap_stages
+from coreaffect.checkpoint import atomic_write
+from coreaffect.corpus import CropCache, discover
+from coreaffect.errors import CoreAffectError
+from coreaffect.evaluation import stage_trajectories
+from coreaffect.experiment import load_videos
+from coreaffect.metrics import DIMENSIONS
+
+__all__ = ["Comparison", "compare_runs", "format_comparison"]
+
+
+class Comparison(NamedTuple):
+    """Two runs on the same videos, stage by stage.
+
+    Attributes:
+        videos: The ids of the videos scored.
+        a: ``{stage: MetricIntervals}`` of run A.
+        b: ``{stage: MetricIntervals}`` of run B.
+        differences: ``{stage: MetricIntervals}`` of run B minus run A, paired.
+    """
+
+    videos: list[str]
+    a: dict[str, MetricIntervals]
+    b: dict[str, MetricIntervals]
+    differences: dict[str, MetricIntervals]
+
+    def to_dict(self) -> dict:
+        """``{"videos": [...], stage: {"a": ..., "b": ..., "b_minus_a": ...}}``, each as
+        :meth:`~coreaffect.bootstrap.MetricIntervals.to_dict`."""
+        out: dict = {"videos": list(self.videos)}
+        for stage, difference in self.differences.items():
+            out[stage] = {"a": self.a[stage].to_dict(), "b": self.b[stage].to_dict(),
+                          "b_minus_a": difference.to_dict()}
+        return out
+
+
+def _test_ids(run: Path) -> set[str]:
+    path = run / "split.json"
+    if not path.exists():
+        raise CoreAffectError(f"{path}: missing; use --subset all to score every video")
+    return set(json.loads(path.read_text())["test"])
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
+                 format: str = "auto", subset: str = "test", device: str = "cpu",
+                 cache: str | Path | None = None, n_resamples: int = 2000,
+                 json_path: str | Path | None = None, random_state: int | None = 0,
+                 progress: bool = False) -> Comparison:
+    """Score two runs on the same videos and compare them stage by stage.
+
+    Args:
+        run_a: Run directory A (the reference).
+        run_b: Run directory B.
+        data: Dataset folder.
+        format: Annotation format, or ``"auto"``.
+        subset: ``"test"``: the videos both runs held out; ``"all"``: every video of ``data``
+            (a video one run trained on favours that run).
+        device: Where to compute.
+        cache: Face-crop cache folder for both runs (crops are keyed by the crop settings);
+            ``None``: each run's own ``RUN/crops``.
+        n_resamples: Resamples of the videos (at least 1).
+        json_path: Where to write :meth:`Comparison.to_dict` as JSON.
+        random_state: Seed of the resampling.
+        progress: Show progress bars.
+
+    Returns:
+        The :class:`Comparison` of the stages both runs have.
+    """
+    from coreaffect.pipeline import CoreAffect
+
+    if n_resamples < 1:
+        raise CoreAffectError(f"the number of resamples must be >= 1, got {n_resamples}")
+    if subset not in ("test", "all"):
+        raise CoreAffectError(f"subset must be 'test' or 'all', got {subset!r}")
+    runs = [Path(run_a), Path(run_b)]
+    affects = [CoreAffect.load(run, device) for run in runs]
+    recordings = discover(data, format)
+    if subset == "test":
+        shared = _test_ids(runs[0]) & _test_ids(runs[1])
+        recordings = [r for r in recordings if r.id in shared]
+        if not recordings:
+            raise CoreAffectError(f"{data}: no video here was held out by both runs; use "
+                                  "--subset all to score every video of this dataset")
+    trajectories, found, labels = [], [], []
+    for run, affect in zip(runs, affects, strict=True):
+        config = affect.data_config
+        crops = CropCache(cache if cache is not None else run / "crops", config.faces,
+                          config.video.chunk_size)
+        videos = load_videos(recordings, config, crops, progress, run.name)
+        trajectories.append(stage_trajectories(affect, videos, progress=progress))
+        found.append([np.asarray(v.crops.face_found, bool) for v in videos])
+        first_labels, labels = labels, [np.asarray(v.labels, np.float64) for v in videos]
+        first_labels = first_labels or labels
+    for recording, mine, theirs in zip(recordings, labels, first_labels, strict=True):
+        if mine.shape != theirs.shape or not np.allclose(mine, theirs, equal_nan=True):
+            raise CoreAffectError(f"{recording.id}: the two runs read its frames or labels "
+                                  "differently (their video or annotation settings differ), so "
+                                  "they cannot be scored on the same frames")
+    truths = []
+    for label, a, b in zip(labels, *found, strict=True):
+        truth = label.copy()
+        truth[~(a & b)] = np.nan  # the frames both runs found a face in
+        truths.append(truth)
+    stages = [s for s in trajectories[0][0] if s in trajectories[1][0]]
+    a, b, differences = {}, {}, {}
+    for stage in stages:
+        pair = {name: ([t[stage].mean for t in runs_trajectories],
+                       [t[stage].var for t in runs_trajectories])
+                for name, runs_trajectories in zip("ab", trajectories, strict=True)}
+        each, difference = bootstrap_stages(truths, pair, reference="a",
+                                            n_resamples=n_resamples, random_state=random_state)
+        a[stage], b[stage], differences[stage] = each["a"], each["b"], difference["b"]
+    comparison = Comparison([r.id for r in recordings], a, b, differences)
+    if json_path is not None:
+        atomic_write(json_path, json.dumps(comparison.to_dict(), indent=2) + "\n")
+    return comparison
+
+
+def format_comparison(comparison: Comparison,
+                      metrics: tuple[str, ...] = ("rmse", "ccc", "coverage_50", "coverage_90")
+                      ) -> str:
+    """A text table: per stage, metric and dimension, A, B, and B - A with its interval (RMSE
+    and CCC: means over videos; coverage: pooled)."""
+    if not comparison.differences:
+        return "the runs share no stage"
+    level = next(iter(comparison.differences.values())).level
+    lines = [f"{len(comparison.videos)} videos; B - A with its {level:.0%} interval over "
+             "resampled videos (RMSE and CCC: mean over videos; coverage: pooled)",
+             f"{'stage':<9}{'metric':<9}{'':<9}{'A':>8}{'B':>8}{'B - A':>9}  interval"]
+    for stage, difference in comparison.differences.items():
+        for name in metrics:
+            if name not in difference.mean:
+                continue
+            kind = "pooled" if name.startswith("coverage_") else "mean"
+            for d, dim in enumerate(DIMENSIONS):
+                low, high = getattr(difference, f"{kind}_interval")[name][d]
+                lines.append(
+                    f"{stage:<9}{name.replace('coverage_', 'cov'):<9}{dim:<9}"
+                    f"{getattr(comparison.a[stage], kind)[name][d]:>8.4f}"
+                    f"{getattr(comparison.b[stage], kind)[name][d]:>8.4f}"
+                    f"{getattr(difference, kind)[name][d]:>+9.4f}  [{low:+.4f}, {high:+.4f}]")
+    return "\n".join(lines)

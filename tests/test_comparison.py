@@ -1,0 +1,75 @@
+"""Comparing two runs: a run against itself differs by exactly nothing, a changed stage differs
+where it changed and nowhere else, and the errors are clear."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from coreaffect.comparison import compare_runs, format_comparison
+from coreaffect.demo import tiny_run
+from coreaffect.errors import CoreAffectError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return tiny_run(tmp_path_factory.mktemp("tiny"))
+
+
+def _copy(tiny, folder):
+    run = folder / "run_b"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    return run
+
+
+def test_a_run_against_itself_differs_by_nothing(tiny, tmp_path):
+    comparison = compare_runs(tiny.run, _copy(tiny, tmp_path), tiny.corpus, subset="all",
+                              cache=tiny.run / "crops", n_resamples=100)
+    assert len(comparison.videos) == 3
+    assert list(comparison.differences) == ["raw", "prior", "smoothed", "filtered", "lagged"]
+    for stage, difference in comparison.differences.items():
+        for name in ("rmse", "ccc", "nll", "coverage_90"):
+            np.testing.assert_array_equal(difference.mean[name], 0, err_msg=stage)
+            np.testing.assert_array_equal(difference.pooled_interval[name], 0, err_msg=stage)
+            np.testing.assert_array_equal(comparison.a[stage].pooled[name],
+                                          comparison.b[stage].pooled[name])
+    assert "B - A" in format_comparison(comparison)
+
+
+def test_wider_bands_in_b_show_in_its_coverage_only(tiny, tmp_path):
+    run_b = _copy(tiny, tmp_path)
+    bands = json.loads((run_b / "bands.json").read_text())
+    bands["band_scale"]["smoothed"] = [3 * k for k in bands["band_scale"]["smoothed"]]
+    (run_b / "bands.json").write_text(json.dumps(bands))
+    out = tmp_path / "comparison.json"
+    result = subprocess.run([sys.executable, "-m", "coreaffect", "compare", str(tiny.run),
+                             str(run_b), str(tiny.corpus), "--subset", "all", "--cache",
+                             str(tiny.run / "crops"), "--resamples", "100", "--json", str(out),
+                             "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "B - A" in result.stdout and "smoothed cov90" in result.stdout
+    saved = json.loads(out.read_text())
+    assert len(saved["videos"]) == 3
+    smoothed = saved["smoothed"]["b_minus_a"]
+    for dim in ("valence", "arousal"):
+        assert smoothed[dim]["coverage_90"]["pooled"] >= 0  # three times wider covers more
+        assert smoothed[dim]["rmse"]["mean"] == 0  # the means did not move
+        assert saved["raw"]["b_minus_a"][dim]["coverage_90"]["pooled"] == 0
+    assert sum(smoothed[d]["coverage_90"]["pooled"] for d in ("valence", "arousal")) > 0
+    assert set(saved["smoothed"]) == {"a", "b", "b_minus_a"}
+
+
+def test_runs_without_a_shared_test_video_are_refused(tiny, tmp_path):
+    run_b = _copy(tiny, tmp_path)
+    split = json.loads((run_b / "split.json").read_text())
+    split["test"] = ["no-such-video"]
+    (run_b / "split.json").write_text(json.dumps(split))
+    with pytest.raises(CoreAffectError, match="held out by both runs"):
+        compare_runs(tiny.run, run_b, tiny.corpus, cache=tiny.run / "crops")
+    with pytest.raises(CoreAffectError, match="resamples"):
+        compare_runs(tiny.run, run_b, tiny.corpus, n_resamples=0)
