@@ -37,11 +37,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from coreaffect.metrics import DIMENSIONS, evaluate_videos
+from coreaffect.metrics import DIMENSIONS, evaluate_videos, json_number
 
 __all__ = ["MetricIntervals", "bootstrap_stages", "resample_counts", "resampled_metrics"]
 
-_MOMENT_METRICS = ("ccc", "pcc")  # pooled from per-video first and second moments
+_MOMENT_METRICS = ("ccc", "pcc")  # pooled from per-video means and centred second moments
 
 
 class MetricIntervals(NamedTuple):
@@ -65,11 +65,8 @@ class MetricIntervals(NamedTuple):
 
     def to_dict(self) -> dict:
         """``{dimension: {metric: {"mean", "mean_ci": [low, high], "pooled", "pooled_ci"}}}``;
-        undefined values (NaN) become ``None``."""
-
-        def num(x: float) -> float | None:
-            return None if not np.isfinite(x) else float(x)
-
+        undefined values (NaN) and infinite ones become ``None``."""
+        num = json_number
         return {dim: {name: {"mean": num(self.mean[name][d]),
                              "mean_ci": [num(x) for x in self.mean_interval[name][d]],
                              "pooled": num(self.pooled[name][d]),
@@ -96,18 +93,24 @@ def resample_counts(n_videos: int, n_resamples: int, random_state: int | None = 
 
 def _video_sums(truth: np.ndarray, mean: np.ndarray, per_video: Mapping[str, np.ndarray],
                 variance: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Per-video sums from which every pooled metric follows, each (2, S) for one video.
+    """Per-video statistics from which every pooled metric follows, each (2, S) for one video.
 
-    For a metric that is a mean over frames (RMSE's square, SAGR, NLL, CRPS, coverage) the sums
-    are (count, count x per-video value); for CCC and PCC the six sums n, sum y, sum x, sum y^2,
-    sum x^2 and sum x y over frames where both are defined.
+    For a metric that is a mean over frames (RMSE's square, SAGR, NLL, CRPS, coverage) they are
+    the sums (count, count x per-video value); for CCC and PCC the frame count n, the means of
+    the truth and of the estimate, and the centred sums of squares and of products, over frames
+    where both are defined (zeros where none is). Centred moments keep the pooled correlation
+    exact for series far from zero or nearly constant, where raw sums of squares cancel.
     """
     y, x = truth.T, mean.T  # (2, T)
     both = ~(np.isnan(y) | np.isnan(x))
     full = both if variance is None else both & ~np.isnan(variance.T)
-    y0, x0 = np.where(both, y, 0.0), np.where(both, x, 0.0)
-    moments = np.stack([both.sum(-1), y0.sum(-1), x0.sum(-1), (y0 ** 2).sum(-1),
-                        (x0 ** 2).sum(-1), (x0 * y0).sum(-1)], axis=-1).astype(np.float64)
+    n = both.sum(-1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        my = np.where(n > 0, np.where(both, y, 0.0).sum(-1) / n, 0.0)
+        mx = np.where(n > 0, np.where(both, x, 0.0).sum(-1) / n, 0.0)
+    dy, dx = np.where(both, y - my[:, None], 0.0), np.where(both, x - mx[:, None], 0.0)
+    moments = np.stack([n, my, mx, (dy ** 2).sum(-1), (dx ** 2).sum(-1), (dx * dy).sum(-1)],
+                       axis=-1)
     sums = {}
     for name, value in per_video.items():
         if name in _MOMENT_METRICS:
@@ -116,23 +119,52 @@ def _video_sums(truth: np.ndarray, mean: np.ndarray, per_video: Mapping[str, np.
         count = (full if name in ("nll", "crps") or name.startswith("coverage_") else both
                  ).sum(-1).astype(np.float64)
         value = value ** 2 if name == "rmse" else value
-        sums[name] = np.stack([count, np.where(count > 0, count * np.nan_to_num(value), 0.0)],
-                              axis=-1)
+        sums[name] = np.stack([count, np.where(count > 0, count * value, 0.0)], axis=-1)
     return sums
 
 
-def _pooled(name: str, sums: np.ndarray) -> np.ndarray:
-    """A pooled metric from summed statistics (..., S)."""
+def _weighted_sum(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``weights @ values`` over the first axis of ``values`` (N, ...), where a value of weight
+    zero never counts, even an infinite or NaN one (a plain product would give NaN)."""
+    flat = values.reshape(len(values), -1)
+    total = weights @ np.where(np.isfinite(flat), flat, 0.0)
+    up, down, nan = (weights @ (flat == np.inf) > 0, weights @ (flat == -np.inf) > 0,
+                     weights @ np.isnan(flat) > 0)
+    total = np.where(up, np.inf, np.where(down, -np.inf, total))
+    total = np.where(nan | (up & down), np.nan, total)
+    return total.reshape(weights.shape[:1] + values.shape[1:])
+
+
+def _pooled(name: str, weights: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """A metric on each resample's frames pooled, from per-video statistics.
+
+    Args:
+        name: The metric.
+        weights: (R, N) how often each video is drawn.
+        stats: (N, 2, S) per-video statistics (:func:`_video_sums`).
+
+    Returns:
+        (R, 2).
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
-        if name in _MOMENT_METRICS:
-            n, sy, sx, syy, sxx, sxy = np.moveaxis(sums, -1, 0)
-            my, mx = sy / n, sx / n
-            vy, vx, cov = syy / n - my ** 2, sxx / n - mx ** 2, sxy / n - mx * my
-            if name == "pcc":
-                return cov / np.sqrt(vy * vx)
-            return 2 * cov / (vy + vx + (my - mx) ** 2)
-        value = sums[..., 1] / sums[..., 0]
-        return np.sqrt(value) if name == "rmse" else value
+        if name not in _MOMENT_METRICS:
+            sums = _weighted_sum(weights, stats)
+            value = sums[..., 1] / sums[..., 0]
+            return np.sqrt(value) if name == "rmse" else value
+        # Combine centred moments exactly (Chan, Golub & LeVeque 1983): a video's sum of
+        # squares about the pooled mean is its own plus n times its mean's squared offset.
+        n, my, mx, syy, sxx, sxy = np.moveaxis(stats, -1, 0)  # each (N, 2)
+        wn = weights[:, :, None] * n  # (R, N, 2)
+        total = wn.sum(1)  # (R, 2)
+        pooled_y, pooled_x = (wn * my).sum(1) / total, (wn * mx).sum(1) / total
+        oy, ox = my - pooled_y[:, None], mx - pooled_x[:, None]  # (R, N, 2)
+        vy = (weights @ syy.reshape(len(n), -1)).reshape(total.shape) + (wn * oy ** 2).sum(1)
+        vx = (weights @ sxx.reshape(len(n), -1)).reshape(total.shape) + (wn * ox ** 2).sum(1)
+        cov = (weights @ sxy.reshape(len(n), -1)).reshape(total.shape) + (wn * ox * oy).sum(1)
+        vy, vx, cov = vy / total, vx / total, cov / total
+        if name == "pcc":
+            return cov / np.sqrt(vy * vx)
+        return 2 * cov / (vy + vx + (pooled_y - pooled_x) ** 2)
 
 
 def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
@@ -154,11 +186,12 @@ def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
     weights = counts.astype(np.float64)  # (R, N)
     mean_draws, pooled_draws = {}, {}
     for name, values in table.per_video.items():  # values (N, 2)
-        defined = np.isfinite(values)
+        defined = ~np.isnan(values)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean_draws[name] = (weights @ np.where(defined, values, 0.0)) / (weights @ defined)
+            mean_draws[name] = (_weighted_sum(weights, np.where(defined, values, 0.0))
+                                / (weights @ defined))
         stacked = np.stack([s[name] for s in per_video_sums])  # (N, 2, S)
-        pooled_draws[name] = _pooled(name, np.einsum("rn,nds->rds", weights, stacked))
+        pooled_draws[name] = _pooled(name, weights, stacked)
     return table.mean, table.pooled, mean_draws, pooled_draws
 
 

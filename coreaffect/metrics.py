@@ -170,17 +170,20 @@ class MetricTable(NamedTuple):
 
     def to_dict(self) -> dict:
         """Plain nested dict for JSON, ``{dim: {metric: {"per_video": {video: value}, "mean":
-        value, "pooled": value}}}``; undefined values (NaN) become ``None``."""
+        value, "pooled": value}}}``; undefined values (NaN) and infinite ones become ``None``."""
         return {
-            dim: {name: {"per_video": {v: _num(table[i, d]) for i, v in enumerate(self.videos)},
-                         "mean": _num(self.mean[name][d]), "pooled": _num(self.pooled[name][d])}
+            dim: {name: {"per_video": {v: json_number(table[i, d])
+                                       for i, v in enumerate(self.videos)},
+                         "mean": json_number(self.mean[name][d]),
+                         "pooled": json_number(self.pooled[name][d])}
                   for name, table in self.per_video.items()}
             for d, dim in enumerate(DIMENSIONS)}
 
 
-def _num(x: float) -> float | None:
+def json_number(x: float) -> float | None:
+    """A metric as JSON has it: a float, or ``None`` where it is undefined (NaN) or infinite."""
     x = float(x)
-    return None if math.isnan(x) else x
+    return x if math.isfinite(x) else None
 
 
 _POINT: dict[str, Callable] = {"rmse": rmse, "ccc": ccc, "pcc": pcc, "sagr": sagr}

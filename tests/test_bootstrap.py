@@ -45,6 +45,43 @@ def test_resampled_metrics_equal_the_metrics_of_the_drawn_videos():
                                        err_msg=name)
 
 
+def _check_against_drawn(truths, means, variances, counts, names, rtol):
+    per_video, pooled = resampled_metrics(truths, means, variances, counts)
+    for r, row in enumerate(counts):
+        drawn = [i for i in range(len(row)) for _ in range(row[i])]
+        reference = evaluate_videos([str(i) for i in drawn], [truths[i] for i in drawn],
+                                    [means[i] for i in drawn], [variances[i] for i in drawn])
+        for name in names:
+            np.testing.assert_allclose(pooled[name][r], reference.pooled[name], rtol=rtol,
+                                       err_msg=name)
+            np.testing.assert_allclose(per_video[name][r], reference.mean[name], rtol=rtol,
+                                       err_msg=name)
+
+
+def test_pooled_correlations_stay_exact_far_from_zero():
+    # series around 1e6 with unit spread: raw sums of squares (1e12 per frame) would cancel to
+    # noise; per-video centred moments keep the pooled CCC and PCC to many digits
+    rng = np.random.default_rng(3)
+    truths, means, variances = _videos(rng, 4, missing=False)
+    truths = [t + 1e6 for t in truths]
+    means = [m + 1e6 for m in means]
+    counts = np.array([[1, 1, 1, 1], [2, 0, 2, 0], [0, 0, 0, 4]])
+    _check_against_drawn(truths, means, variances, counts, ["ccc", "pcc"], rtol=1e-6)
+
+
+def test_an_undefined_video_metric_counts_only_where_that_video_is_drawn():
+    # a zero variance with a nonzero error makes that frame's NLL -inf + inf, NaN, as it is on
+    # the concatenated frames; resamples without that video stay finite and exact
+    rng = np.random.default_rng(4)
+    truths, means, variances = _videos(rng, 3, missing=False)
+    variances[2][0, 0] = 0.0
+    counts = np.array([[1, 2, 0], [0, 0, 3], [1, 1, 1]])
+    _, pooled = resampled_metrics(truths, means, variances, counts)
+    assert np.isfinite(pooled["nll"][0]).all()
+    assert np.isnan(pooled["nll"][1, 0]) and np.isnan(pooled["nll"][2, 0])
+    _check_against_drawn(truths, means, variances, counts, ["nll", "crps", "rmse"], rtol=1e-9)
+
+
 def test_a_video_without_any_scored_frame_leaves_the_others_defined():
     rng = np.random.default_rng(2)
     truths, means, _ = _videos(rng, 3)
