@@ -32,8 +32,9 @@ it) only once the windows around it are complete: a 16-frame window starting at 
 frames up to S k + 15 + a, where a is the trunk's temporal context after a step
 (:attr:`~coreaffect.hidden_route.HiddenRouteNet.temporal_context`; ``lite``: 4, ``paper``: 8), and
 frame c interpolates the windows either side of it. So the estimate of frame c is final at
-frame c + D, with D = clip_length - 1 + a (:attr:`CoreAffect.latency_frames`; ``lite``: 19
-frames, 0.76 s at 25 fps; ``paper``: 23 frames). The causal row of frame c is the filter's
+frame c + D, with D = clip_length - 1 + a for the presets (:attr:`CoreAffect.latency_frames`,
+which also covers strides longer than half a clip; ``lite``: 19 frames, 0.76 s at 25 fps;
+``paper``: 23 frames). The causal row of frame c is the filter's
 posterior p(z_c | estimates of frames <= c): what a live system knows about frame c once frame
 c + D has arrived, the same moment the raw estimate of frame c becomes final, so the causal
 output has the hidden route's own fixed latency and nothing more. :meth:`CoreAffect.stream`
@@ -267,9 +268,18 @@ class CoreAffect:
     @property
     def latency_frames(self) -> int:
         """D: frames between a frame and the first frame at which its estimate, and its causal
-        row, are final."""
+        row, are final.
+
+        Frame c's estimate interpolates the window centred at or before it and the next one
+        (windows start every S frames and are centred ``clip_length // 2`` frames in). The later
+        window ends at most ``clip_length - clip_length // 2 + S - 2`` frames after c; frames
+        before the first centre take window 0, which ends at frame ``clip_length - 1``. Both wait
+        for the trunk's temporal context after them.
+        """
+        config = self.model.config
+        clip, stride = config.clip_length, config.temporal_stride
         _, after = self.model.temporal_context
-        return self.model.config.clip_length - 1 + after
+        return max(clip - 1, clip - clip // 2 + stride - 2) + after
 
     # -- the pieces -----------------------------------------------------------------------------
 

@@ -268,3 +268,26 @@ def test_the_prior_stage_is_the_prior_s_own_prediction(affect, crops):
     # to float32 rounding of batched rows, as HiddenRoutePrior.predict is per estimate
     np.testing.assert_allclose(prior.mean[found], direct.mean.double().numpy(), atol=1e-3)
     assert np.isnan(prior.mean[~found]).all()
+
+
+@pytest.mark.parametrize("clip, pools", [(8, (2, 2, 2)), (4, (1, 2, 2)), (16, (1, 1, 1))])
+def test_stream_equals_predict_for_any_clip_and_stride(affect, tiny, clip, pools):
+    # a frame's estimate interpolates the windows either side of it: with a stride longer than
+    # half a clip the later window ends after the frame's own clip does, and the rows must wait
+    import torch
+
+    from coreaffect.hidden_route import HiddenRouteNet, ModelConfig
+
+    torch.manual_seed(0)
+    config = ModelConfig.from_dict({**affect.model.config.to_dict(), "clip_length": clip,
+                                    "temporal_pool": pools})
+    other = CoreAffect(HiddenRouteNet(config), affect.data_config, affect.prior,
+                       affect.dynamics, band_scale=affect.band_scale, lag=affect.lag)
+    frames, crops = _first_frames(affect, tiny, 50)
+    for lagged in (False, True):
+        batch = other.predict_crops(crops, causal=not lagged, lagged=lagged)
+        rows = list(other.stream(frames, lagged=lagged))
+        assert [r.index for r in rows] == list(range(len(frames)))
+        np.testing.assert_allclose([[r.valence, r.arousal_upper] for r in rows],
+                                   np.column_stack([batch.mean[:, 0], batch.upper[:, 1]]),
+                                   atol=1e-4)
