@@ -283,6 +283,15 @@ def _chunk_plan(frames: int, config: ModelConfig, chunk_frames: int
     return plan
 
 
+def resolve_device(device: torch.device | str | None, home: torch.device) -> torch.device:
+    """The device to compute on: ``home`` (where the model is) for ``None``, and ``"cuda"``
+    without an index as the current CUDA device, so that it compares equal to a model there."""
+    target = home if device is None else torch.device(device)
+    if target.type == "cuda" and target.index is None:
+        target = torch.device("cuda", torch.cuda.current_device())
+    return target
+
+
 def _to_frames(values: Tensor, first_centre: int, spacing: int, frames: int) -> Tensor:
     """Linear interpolation of window values at frames ``first_centre + spacing k`` to all frames.
 
@@ -471,9 +480,7 @@ class HiddenRouteNet(nn.Module):
     def _inference(self, device: torch.device | str | None) -> Iterator[torch.device]:
         """Eval mode and no gradients on ``device``; mode and device are restored afterwards."""
         home = next(self.parameters()).device
-        target = home if device is None else torch.device(device)
-        if target.type == "cuda" and target.index is None:
-            target = torch.device("cuda", torch.cuda.current_device())
+        target = resolve_device(device, home)
         was_training = self.training
         self.eval()
         if target != home:

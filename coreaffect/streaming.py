@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _frames
+from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _frames, resolve_device
 from coreaffect.trajectory import AffectRow
 
 if TYPE_CHECKING:
@@ -62,8 +62,8 @@ class IncrementalTrunk:
 
     def __init__(self, model: HiddenRouteNet, device: torch.device | str = "cpu") -> None:
         self.model = model
-        self.device = torch.device(device)
         home = next(model.parameters()).device
+        self.device = resolve_device(device, home)
         # a trunk elsewhere than on the device is copied there once, for the stream's lifetime
         self._blocks = (model.blocks if home == self.device
                         else copy.deepcopy(model.blocks).to(self.device))

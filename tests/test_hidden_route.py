@@ -265,3 +265,16 @@ def test_layer_norm_normalises_each_time_step_over_channels_and_space():
         expected = torch.stack(steps, dim=2) * norm.weight.view(1, -1, 1, 1, 1) \
             + norm.bias.view(1, -1, 1, 1, 1)
         torch.testing.assert_close(norm(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_bare_cuda_device_resolves_to_the_current_one(monkeypatch):
+    # a model on cuda:0 asked for "cuda" must not be copied: the two must compare equal
+    import torch
+
+    from coreaffect.hidden_route import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert resolve_device("cuda", torch.device("cpu")) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", torch.device("cpu")) == torch.device("cuda", 0)
+    assert resolve_device(None, torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert resolve_device("cpu", torch.device("cuda", 1)) == torch.device("cpu")
