@@ -24,7 +24,7 @@ from coreaffect.checkpoint import atomic_write
 from coreaffect.corpus import CropCache, discover
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import stage_trajectories
-from coreaffect.experiment import load_videos
+from coreaffect.experiment import held_out_videos, load_videos
 from coreaffect.metrics import DIMENSIONS
 
 __all__ = ["Comparison", "compare_runs", "format_comparison"]
@@ -53,13 +53,6 @@ class Comparison(NamedTuple):
             out[stage] = {"a": self.a[stage].to_dict(), "b": self.b[stage].to_dict(),
                           "b_minus_a": difference.to_dict()}
         return out
-
-
-def _test_ids(run: Path) -> set[str]:
-    path = run / "split.json"
-    if not path.exists():
-        raise CoreAffectError(f"{path}: missing; use --subset all to score every video")
-    return set(json.loads(path.read_text())["test"])
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
@@ -97,7 +90,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
     affects = [CoreAffect.load(run, device) for run in runs]
     recordings = discover(data, format)
     if subset == "test":
-        shared = _test_ids(runs[0]) & _test_ids(runs[1])
+        shared = held_out_videos(runs[0]) & held_out_videos(runs[1])
         recordings = [r for r in recordings if r.id in shared]
         if not recordings:
             raise CoreAffectError(f"{data}: no video here was held out by both runs; use "

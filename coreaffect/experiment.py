@@ -112,7 +112,7 @@ from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
 __all__ = ["DENSE_LENGTH", "FitSettings", "StageFit", "evaluate_run", "fit_core_affect",
-           "load_videos", "train_run"]
+           "held_out_videos", "load_videos", "train_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -527,6 +527,25 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     return result
 
 
+def held_out_videos(run: str | Path) -> set[str]:
+    """The ids of the test videos a run held out, from ``RUN/split.json``.
+
+    Raises:
+        CoreAffectError: The file is missing or is not a split that :func:`train_run` wrote.
+    """
+    path = Path(run) / "split.json"
+    if not path.exists():
+        raise CoreAffectError(f"{path}: missing; use --subset all to score every video")
+    try:
+        test = json.loads(path.read_text())["test"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise CoreAffectError(f"{path}: not a split written by coreaffect train ({err!r})"
+                              ) from None
+    if not isinstance(test, list) or not all(isinstance(v, str) for v in test):
+        raise CoreAffectError(f"{path}: 'test' must be a list of video ids")
+    return set(test)
+
+
 def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
                  subset: str = "test", device: str = "cpu", cache: str | Path | None = None,
                  json_path: str | Path | None = None, n_resamples: int = 2000,
@@ -561,10 +580,7 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
     config = affect.data_config
     recordings = discover(data, format)
     if subset == "test":
-        split_path = run / "split.json"
-        if not split_path.exists():
-            raise CoreAffectError(f"{split_path}: missing; use --subset all to score every video")
-        held_out = set(json.loads(split_path.read_text())["test"])
+        held_out = held_out_videos(run)
         recordings = [r for r in recordings if r.id in held_out]
         if not recordings:
             raise CoreAffectError(f"{data}: none of the run's test videos are here; use "

@@ -14,7 +14,8 @@ from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.corpus import CropCache, discover
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
-from coreaffect.experiment import FitSettings, evaluate_run, fit_core_affect, load_videos
+from coreaffect.experiment import (FitSettings, evaluate_run, fit_core_affect, held_out_videos,
+                                   load_videos)
 from coreaffect.pipeline import CoreAffect
 
 FAST = FitSettings(manifold_steps=50, prior_steps=50, dynamics_iter=10)
@@ -115,3 +116,14 @@ def test_a_run_fitted_without_a_lag_has_no_lagged_stage(tiny, tmp_path):
     assert bands["lag"] is None and set(bands["band_scale"]) == {"smoothed", "filtered"}
     affect = CoreAffect.load(run)
     assert affect.lag is None and affect.stages[-1] == "filtered"
+
+
+def test_held_out_videos_name_the_split_file_when_it_is_wrong(tiny, tmp_path):
+    assert held_out_videos(tiny.run) == set(tiny.test_ids)
+    with pytest.raises(CoreAffectError, match="split.json: missing"):
+        held_out_videos(tmp_path)
+    for text, problem in [("{not json", "not a split"), ('{"train": []}', "not a split"),
+                          ('{"test": "v1"}', "list of video ids")]:
+        (tmp_path / "split.json").write_text(text)
+        with pytest.raises(CoreAffectError, match=problem):
+            held_out_videos(tmp_path)
