@@ -14,8 +14,13 @@ from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.corpus import CropCache, discover
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
-from coreaffect.experiment import (FitSettings, evaluate_run, fit_core_affect, held_out_videos,
-                                   load_videos)
+from coreaffect.experiment import (
+    FitSettings,
+    evaluate_run,
+    fit_core_affect,
+    held_out_videos,
+    load_videos,
+)
 from coreaffect.pipeline import CoreAffect
 
 FAST = FitSettings(manifold_steps=50, prior_steps=50, dynamics_iter=10)
