@@ -218,7 +218,7 @@ def _interval(draws: np.ndarray, level: float) -> np.ndarray:
     tail = 50 * (1 - level)
     out = np.full((draws.shape[1], 2), np.nan)
     for d in range(draws.shape[1]):
-        column = draws[:, d][np.isfinite(draws[:, d])]
+        column = draws[:, d][~np.isnan(draws[:, d])]
         if 2 * len(column) >= len(draws):
             out[d] = np.percentile(column, [tail, 100 - tail])
     return out

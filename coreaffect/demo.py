@@ -126,7 +126,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
         evaluate_trajectories,
         metrics_json,
     )
-    from coreaffect.experiment import FitSettings, load_videos, train_run
+    from coreaffect.experiment import FitSettings, held_out_videos, load_videos, train_run
     from coreaffect.pipeline import CoreAffect
     from coreaffect.synthetic import SynthConfig, write_corpus
 
@@ -164,7 +164,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     clock = time.monotonic()
     affect = CoreAffect.load(run, device=device)
     config = affect.data_config
-    held_out = set(json.loads((run / "split.json").read_text())["test"])
+    held_out = held_out_videos(run)
     cache = CropCache(run / "crops", config.faces, config.video.chunk_size)
     videos = load_videos([r for r in discover(corpus.root) if r.id in held_out], config, cache,
                          progress, "test")

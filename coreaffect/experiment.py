@@ -538,7 +538,7 @@ def held_out_videos(run: str | Path) -> set[str]:
         raise CoreAffectError(f"{path}: missing; use --subset all to score every video")
     try:
         test = json.loads(path.read_text())["test"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
         raise CoreAffectError(f"{path}: not a split written by coreaffect train ({err!r})"
                               ) from None
     if not isinstance(test, list) or not all(isinstance(v, str) for v in test):

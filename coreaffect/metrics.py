@@ -123,7 +123,7 @@ def gaussian_nll(y, mean, var) -> np.ndarray:
     """Mean Gaussian negative log-likelihood (nats) of ``y`` under N(mean, var)."""
     y, mean, var = _as_numpy(y, mean, var)
     mask = _valid(y, mean, var)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         nll = 0.5 * (np.log(2 * math.pi * var) + (y - mean) ** 2 / var)
     return _masked_mean(nll, mask)
 
@@ -132,7 +132,7 @@ def crps_gaussian(y, mean, var) -> np.ndarray:
     """Mean continuous ranked probability score of N(mean, var) at ``y`` (lower is better)."""
     y, mean, var = _as_numpy(y, mean, var)
     mask = _valid(y, mean, var)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         sd = np.sqrt(var)
         z = (y - mean) / sd
         pdf = np.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
@@ -232,7 +232,7 @@ def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
         table = np.array(rows, dtype=np.float64).reshape(len(videos), 2)
         per_video[name] = table
         with np.errstate(invalid="ignore"):
-            mean[name] = np.array([np.nanmean(table[:, d]) if np.isfinite(table[:, d]).any()
+            mean[name] = np.array([np.nanmean(table[:, d]) if (~np.isnan(table[:, d])).any()
                                    else np.nan for d in range(2)])
         pooled[name] = fn(y_all, m_all, *((v_all,) if name in _PROB else ()))
     return MetricTable(list(videos), per_video, mean, pooled)

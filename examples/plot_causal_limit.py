@@ -4,19 +4,19 @@ How much can an online filter gain over the hidden route?
 
 The causal filter reports frame t from the hidden route's estimates of frames up to t. Whether it
 can beat the estimate of frame t itself depends on the estimates' errors: if they last longer
-than the affect they track moves, the past cannot remove them. This example measures the most
-that a *linear* causal filter of the estimates gains on a run's held-out videos: for each
-dimension, the filter ``sum_j h_j m_(t-j)`` over the last ``--taps`` estimates m, with weights
-summing to one (a pure temporal filter: it cannot rescale or shift the estimates), fitted by
+than the affect they track moves, the past cannot remove them. This example asks how much a
+*linear* causal filter of the estimates gains on a run's held-out videos. For each dimension, the
+filter ``sum_j h_j m_(t-j)`` over the current and the last ``--taps`` estimates m, with weights
+summing to one (a pure temporal filter: it cannot rescale or shift the estimates), is fitted by
 least squares to the labels of the run's training and validation videos, then scored on its test
-videos beside the run's own filter. The same with ``--look-ahead`` frames of the future bounds the
-``lagged`` stage. Every difference from the hidden route comes with a 95% interval over resampled
-test videos (:mod:`coreaffect.bootstrap`).
+videos beside the run's own filter. The same with ``--look-ahead`` frames of the future is a
+reference for the ``lagged`` stage. Every difference from the hidden route comes with a 95%
+interval over resampled test videos (:mod:`coreaffect.bootstrap`).
 
-A fitted linear filter is an optimistic reference (it is fitted on labels, not on the estimates
-alone, and could not adapt to a new person), and the run's filter also weighs each frame's
-uncertainty, which the linear filter ignores. Where even this reference gains nothing, no
-causal post-processing of the estimates' means will.
+The fitted filter is a reference, not a method: it learns from labels, with one free weight per
+frame it reaches, and on the training videos the hidden route's estimates are in-sample; the
+run's filter has a handful of parameters and weighs each frame's uncertainty, which this one
+ignores.
 
 By default it trains the tiny run of :func:`coreaffect.demo.tiny_run`, whose numbers mean
 nothing; point it at the demo's run for real ones::
@@ -71,6 +71,24 @@ test_videos = load_videos([recordings[i] for i in split["test"]], config, cache)
 # (negative j: the future), minus the estimate of frame t; the target is the label minus that
 # estimate. Least squares then gives the weights of the other frames, and frame t's own weight
 # is one minus their sum. A video's first and last frames repeat for frames beyond its ends.
+# Frames without a face have no estimate (as in the ``raw`` stage): the last estimate carries
+# on through them, in fitting as in scoring (before a video's first face, that face's), so the
+# filter stays causal on every scored frame and is scored on the same frames as every stage.
+def carried(means: np.ndarray) -> np.ndarray:
+    """(T,) estimates with each missing one replaced by the last one before it."""
+    defined = np.isfinite(means)
+    if not defined.any():
+        return means
+    source = np.maximum.accumulate(np.where(defined, np.arange(len(means)), -1))
+    return means[np.where(source < 0, np.argmax(defined), source)]
+
+
+def estimates(video) -> np.ndarray:
+    """(T, 2) hidden-route estimates of a video, NaN where no face was found."""
+    means = predict_video(affect.model, video).mean.double().numpy()
+    return np.where(np.asarray(video.crops.face_found, bool)[:, None], means, np.nan)
+
+
 def shifted(means: np.ndarray, offsets: list[int]) -> np.ndarray:
     """(T, J) the estimates of frames t - j of (T,) estimates, clamped at the video's ends."""
     frames = np.arange(len(means))[:, None] - np.asarray(offsets)[None, :]
@@ -80,6 +98,7 @@ def shifted(means: np.ndarray, offsets: list[int]) -> np.ndarray:
 def fit_filter(means: list[np.ndarray], labels: list[np.ndarray], offsets: list[int]
                ) -> np.ndarray:
     """Weights (J,) of frames t - j, fitted on videos' (T,) estimates and (T,) labels."""
+    means = [carried(m) for m in means]
     rows = [shifted(m, offsets) - m[:, None] for m in means]
     targets = [y - m for m, y in zip(means, labels, strict=True)]
     design, target = np.concatenate(rows), np.concatenate(targets)
@@ -90,12 +109,14 @@ def fit_filter(means: list[np.ndarray], labels: list[np.ndarray], offsets: list[
 
 
 def apply_filter(means: np.ndarray, offsets: list[int], weights: np.ndarray) -> np.ndarray:
+    """(T,) filtered (T,) estimates, missing ones carried."""
+    means = carried(means)
     return means + (shifted(means, offsets) - means[:, None]) @ weights
 
 
 causal = list(range(1, args.taps + 1))
 ahead = [j for j in range(-args.look_ahead, args.taps + 1) if j != 0]
-fit_means = [predict_video(affect.model, v).mean.double().numpy() for v in fit_videos]
+fit_means = [estimates(v) for v in fit_videos]
 fit_labels = [scored_labels(v) for v in fit_videos]
 filters = {name: [fit_filter([m[:, d] for m in fit_means], [y[:, d] for y in fit_labels], offsets)
                   for d in (0, 1)]
@@ -126,9 +147,9 @@ print(format_intervals(intervals, differences, coverages=()))
 # %%
 # The fitted impulse responses: frame t's own weight and those of the frames before it (and,
 # for the look-ahead filter, after it). A smoother's weights would be positive and spread over
-# the recent past. Estimates less than a clip apart come from windows that share frames, and so
-# share much of their error; where the fitted weights reach back about one clip (16 frames),
-# they reach estimates whose windows no longer overlap frame t's.
+# the recent past. A weight above one on the current estimate with a negative one on the
+# estimate before it extrapolates the estimate's latest change: it makes up for an estimate that
+# trails the labels (``plot_fixed_lag.py`` measures by how much).
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2), sharey=True)
 for ax, d, dimension in ((axes[0], 0, "valence"), (axes[1], 1, "arousal")):
     for name, weights in filters.items():

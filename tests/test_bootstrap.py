@@ -82,6 +82,21 @@ def test_an_undefined_video_metric_counts_only_where_that_video_is_drawn():
     _check_against_drawn(truths, means, variances, counts, ["nll", "crps", "rmse"], rtol=1e-9)
 
 
+def test_an_infinite_video_metric_is_infinite_wherever_that_video_is_drawn():
+    # a subnormal variance with a nonzero error: that video's NLL is +inf, in the per-video mean
+    # of every resample that draws it, as in the metrics of the drawn videos, even all alone
+    rng = np.random.default_rng(6)
+    truths, means, variances = _videos(rng, 3, missing=False)
+    variances[1][0, 0] = 1e-320
+    counts = np.array([[1, 2, 0], [0, 3, 0], [2, 0, 1]])
+    per_video, _ = resampled_metrics(truths, means, variances, counts)
+    assert per_video["nll"][0, 0] == np.inf and per_video["nll"][1, 0] == np.inf
+    assert np.isfinite(per_video["nll"][2]).all()
+    _check_against_drawn(truths, means, variances, counts, ["rmse", "ccc"], rtol=1e-9)
+    alone = evaluate_videos(["1", "1"], [truths[1]] * 2, [means[1]] * 2, [variances[1]] * 2)
+    assert alone.mean["nll"][0] == np.inf
+
+
 def test_a_video_without_any_scored_frame_leaves_the_others_defined():
     rng = np.random.default_rng(2)
     truths, means, _ = _videos(rng, 3)

@@ -283,7 +283,7 @@ def test_stream_equals_predict_for_any_clip_and_stride(affect, tiny, clip, pools
                                     "temporal_pool": pools})
     other = CoreAffect(HiddenRouteNet(config), affect.data_config, affect.prior,
                        affect.dynamics, band_scale=affect.band_scale, lag=affect.lag)
-    frames, crops = _first_frames(affect, tiny, 50)
+    frames, crops = _first_frames(affect, tiny, 100)  # longer than the stream's buffers
     for lagged in (False, True):
         batch = other.predict_crops(crops, causal=not lagged, lagged=lagged)
         rows = list(other.stream(frames, lagged=lagged))
