@@ -9,9 +9,10 @@ than the affect they track moves, the past cannot remove them. This example asks
 filter ``sum_j h_j m_(t-j)`` over the current and the last ``--taps`` estimates m, with weights
 summing to one (a pure temporal filter: it cannot rescale or shift the estimates), is fitted by
 least squares to the labels of the run's training and validation videos, then scored on its test
-videos beside the run's own filter. The same with ``--look-ahead`` frames of the future is a
-reference for the ``lagged`` stage. Every difference from the hidden route comes with a 95%
-interval over resampled test videos (:mod:`coreaffect.bootstrap`).
+videos (or on every video of another corpus, ``--new-faces``) beside the run's own filter. The
+same with ``--look-ahead`` frames of the future is a reference for the ``lagged`` stage. Every
+difference from the hidden route comes with a 95% interval over resampled scored videos
+(:mod:`coreaffect.bootstrap`).
 
 The fitted filter is a reference, not a method: it learns from labels, with one free weight per
 frame it reaches, and on the training videos the hidden route's estimates are in-sample; the
@@ -49,6 +50,10 @@ parser.add_argument("--data", type=Path, help="the corpus the run was trained on
 parser.add_argument("--taps", type=int, default=25, help="past estimates the filter weighs")
 parser.add_argument("--look-ahead", type=int, default=8, help="future estimates, for lagged")
 parser.add_argument("--resamples", type=int, default=2000, help="resamples of the test videos")
+parser.add_argument("--new-faces", type=Path,
+                    help="score on every video of this corpus instead of the run's test videos")
+parser.add_argument("--cache", type=Path,
+                    help="face-crop cache for --new-faces (default: the run's own)")
 parser.add_argument("--out", type=Path, default=Path("causal_limit_output"))
 parser.add_argument("--quick", action="store_true", help="(the tiny run is always quick)")
 args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
@@ -63,7 +68,12 @@ config = affect.data_config
 cache = CropCache(args.run / "crops", config.faces, config.video.chunk_size)
 recordings = {r.id: r for r in discover(args.data)}
 fit_videos = load_videos([recordings[i] for i in split["train"] + split["val"]], config, cache)
-test_videos = load_videos([recordings[i] for i in split["test"]], config, cache)
+if args.new_faces is None:
+    test_videos = load_videos([recordings[i] for i in split["test"]], config, cache)
+else:
+    if args.cache is not None:
+        cache = CropCache(args.cache, config.faces, config.video.chunk_size)
+    test_videos = load_videos(discover(args.new_faces), config, cache)
 
 
 # %%
@@ -141,7 +151,8 @@ intervals, differences = bootstrap_stages(
     truths, {stage: (means, None) for stage, means in stages.items()},
     n_resamples=args.resamples)
 print(f"fitted on {len(fit_videos)} training and validation videos, scored on "
-      f"{len(test_videos)} test videos; {args.taps} past and {args.look_ahead} future estimates")
+      f"{len(test_videos)} {'new' if args.new_faces else 'test'} videos; {args.taps} past and "
+      f"{args.look_ahead} future estimates")
 print(format_intervals(intervals, differences, coverages=()))
 
 # %%
