@@ -88,13 +88,15 @@ Each chunk's feature map is averaged over (H', W') right away, leaving a (T', D)
 of 16 frames starting at frame S k covers feature steps k ... k + 3; averaging them gives exactly
 the pooled embedding that :meth:`~HiddenRouteNet.forward_head` computes, and the heads follow.
 
-Alignment: a 16-frame window starting at frame s is assigned to frame s + 8 (the later of its two
-middle frames). Dense windows start every S = 4 frames; frames between window centres get the
-linear interpolation of the two nearest windows, the first 8 frames get the first window's
-estimate and the last 7 + (T mod 4) frames the last one's (edge padding). The reference
+Alignment: a 16-frame window starting at frame s estimates the mean label of frames s ... s + 15,
+so it belongs at their centre, s + 7.5 (:attr:`ModelConfig.window_centre`), between its two
+middle frames. Dense windows start every S = 4 frames; every frame between window centres gets
+the linear interpolation of the two nearest windows (frame s + 8 gets 7/8 of the window starting
+at s and 1/8 of the next), the first 8 frames get the first window's estimate and the last
+8 + (T mod 4) frames the last one's (edge padding). The reference
 :meth:`~HiddenRouteNet.predict_windows` evaluates every window separately and maps windows to
-frames the same way; at stride 1 frame t (8 <= t <= T - 8) gets exactly the window starting at
-t - 8.
+frames the same way; at stride 1 frame t (8 <= t <= T - 8) gets the mean of the windows starting
+at t - 8 and t - 7.
 
 How the two relate: for a window that starts on the feature grid the dense estimate is the
 per-window one, except at the window's borders, where the per-window trunk sees zero padding and
@@ -212,6 +214,12 @@ class ModelConfig:
         """Frames per feature step of the trunk, S."""
         return math.prod(self.temporal_pool)
 
+    @property
+    def window_centre(self) -> float:
+        """Offset of a window's centre from its first frame, ``(clip_length - 1) / 2``: a window
+        estimates the mean label of its frames, centred there (7.5 for 16 frames)."""
+        return (self.clip_length - 1) / 2
+
     def to_dict(self) -> dict[str, Any]:
         """Plain dict, for JSON."""
         return dataclasses.asdict(self)
@@ -292,7 +300,23 @@ def resolve_device(device: torch.device | str | None, home: torch.device) -> tor
     return target
 
 
-def _to_frames(values: Tensor, first_centre: int, spacing: int, frames: int) -> Tensor:
+def frame_windows(frame: int, config: ModelConfig) -> tuple[int, int, float]:
+    """The dense windows whose estimates frame ``frame``'s estimate interpolates.
+
+    Window k starts at frame S k and is centred at ``S k + window_centre``; a frame between two
+    centres interpolates them linearly, a frame before the first centre takes window 0.
+
+    Returns:
+        ``(low, high, weight)``: the windows and the weight of ``high`` (``high == low`` when the
+        weight is 0). The caller clamps ``high`` to the last window at a video's end.
+    """
+    position = max(0.0, (frame - config.window_centre) / config.temporal_stride)
+    low = math.floor(position)
+    weight = position - low
+    return low, low + 1 if weight > 0 else low, weight
+
+
+def _to_frames(values: Tensor, first_centre: float, spacing: int, frames: int) -> Tensor:
     """Linear interpolation of window values at frames ``first_centre + spacing k`` to all frames.
 
     Args:
@@ -575,7 +599,7 @@ class HiddenRouteNet(nn.Module):
                 pooled[first:first + feature.shape[1]] = feature.mean(dim=(2, 3)).T
             windows = pooled.unfold(0, steps, 1).mean(dim=-1)  # (K, D, steps) -> (K, D)
             estimate = self._heads(windows)
-        centre = self.config.clip_length // 2
+        centre = self.config.window_centre
         return AffectEstimate(*(_to_frames(v.cpu(), centre, stride, length) for v in estimate))
 
     def predict_windows(self, frames: Frames, *, stride: int = 1, batch_size: int = 8,
@@ -584,9 +608,9 @@ class HiddenRouteNet(nn.Module):
 
         Windows of ``clip_length`` frames start at 0, ``stride``, 2 ``stride``, ...; each goes
         through :meth:`forward` on its own, zero-padded at its borders, and is assigned to its
-        frame ``start + clip_length // 2``; frames in between are linearly interpolated, frames
-        outside the first and last centres edge-padded. The model's train/eval mode and device
-        are restored afterwards.
+        centre, ``start + (clip_length - 1) / 2``; frames in between are linearly interpolated,
+        frames outside the first and last centres edge-padded. The model's train/eval mode and
+        device are restored afterwards.
 
         Args:
             frames: As for :meth:`predict_dense`.
@@ -612,4 +636,5 @@ class HiddenRouteNet(nn.Module):
                 parts.append(self(video))
         # per field of the estimate: (K, X)
         estimate = [torch.cat(values).cpu() for values in zip(*parts, strict=True)]
-        return AffectEstimate(*(_to_frames(v, clip // 2, stride, length) for v in estimate))
+        centre = self.config.window_centre
+        return AffectEstimate(*(_to_frames(v, centre, stride, length) for v in estimate))

@@ -67,6 +67,7 @@ frames).
 from __future__ import annotations
 
 import logging
+import math
 import mmap
 import shutil
 import tempfile
@@ -87,7 +88,7 @@ from coreaffect.dynamics import (
 )
 from coreaffect.errors import CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
-from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
+from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, frame_windows
 from coreaffect.prior import HiddenRoutePrior
 from coreaffect.streaming import _StreamState
 from coreaffect.trajectory import AffectRow, AffectTrajectory
@@ -270,16 +271,20 @@ class CoreAffect:
         """D: frames between a frame and the first frame at which its estimate, and its causal
         row, are final.
 
-        Frame c's estimate interpolates the window centred at or before it and the next one
-        (windows start every S frames and are centred ``clip_length // 2`` frames in). The later
-        window ends at most ``clip_length - clip_length // 2 + S - 2`` frames after c; frames
-        before the first centre take window 0, which ends at frame ``clip_length - 1``. Both wait
-        for the trunk's temporal context after them.
+        Frame c's estimate interpolates the windows centred either side of it
+        (:func:`~coreaffect.hidden_route.frame_windows`); a window ends ``clip_length - 1``
+        frames after it starts and is final once the trunk's temporal context after its end is
+        in. D is the largest such wait over the frames of one stride (the pattern repeats every
+        S frames), and at least ``clip_length - 1`` (frames before the first centre take window
+        0, which ends at frame ``clip_length - 1``).
         """
         config = self.model.config
         clip, stride = config.clip_length, config.temporal_stride
         _, after = self.model.temporal_context
-        return max(clip - 1, clip - clip // 2 + stride - 2) + after
+        first = math.ceil(config.window_centre) + stride  # a frame past the first centre
+        wait = max(stride * frame_windows(c, config)[1] + clip - 1 - c
+                   for c in range(first, first + stride))
+        return max(clip - 1, wait) + after
 
     # -- the pieces -----------------------------------------------------------------------------
 

@@ -27,7 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _frames, resolve_device
+from coreaffect.hidden_route import (
+    AffectEstimate,
+    HiddenRouteNet,
+    _frames,
+    frame_windows,
+    resolve_device,
+)
 from coreaffect.trajectory import AffectRow
 
 if TYPE_CHECKING:
@@ -180,13 +186,11 @@ class _StreamState:
 
     def _estimate(self, c: int) -> AffectEstimate:
         """The hidden-route estimate of frame c, as predict_dense interpolates it."""
-        position = max(0.0, (c - self.clip // 2) / self.stride)
-        lo = int(math.floor(position))
-        weight = position - lo
+        lo, hi, weight = frame_windows(c, self.affect.model.config)
         low = self._window(lo)
-        if weight == 0:
+        if hi == lo:
             return low
-        high = self._window(lo + 1)
+        high = self._window(hi)
         return AffectEstimate(*(a * (1 - weight) + b * weight for a, b in zip(low, high,
                                                                               strict=True)))
 
@@ -199,7 +203,8 @@ class _StreamState:
         """
         if c not in self.priors:
             newest = self.trunk.steps - self.steps  # the newest window
-            last = min(self.count - 1, self.clip // 2 + self.stride * newest)
+            centre = self.affect.model.config.window_centre
+            last = min(self.count - 1, math.floor(centre + self.stride * newest))
             frames = [i for i in range(c, max(c, last) + 1) if self._at(self.found, i)]
             self.priors.update(zip(frames, zip(*self._priors(
                 [self._estimate(i) for i in frames]), strict=True), strict=True))
@@ -276,7 +281,7 @@ class _StreamState:
             for c in range(first, self.count):
                 rows += self._rows(c, None, level)
             return rows + self._flush(level)
-        window = max(0, (first - self.clip // 2) // self.stride)  # the first window they use
+        window = frame_windows(first, self.affect.model.config)[0]  # the first window they use
         start = max(0, window * self.stride - self.before)
         frames = np.stack([self._frame(i) for i in range(start, self.count)])  # (t, s, s, 3)
         estimate = self.affect.model.predict_dense(frames, chunk_frames=self.affect.chunk_frames,

@@ -178,14 +178,18 @@ def test_dense_has_one_row_per_frame(lite, frames):
 def test_dense_equals_windows_with_real_context(paper32):
     video = _video(64, 32)
     dense = paper32.predict_dense(video)
-    for k in (2, 5, 9):  # windows starting at frames 8, 20, 36; centres 16, 28, 44
+    def window(k):  # window k with 8 real frames of context each side, on its own
         start = 4 * k
-        context = video[None, :, start - 8:start + 24]  # the window plus 8 real frames each side
+        context = video[None, :, start - 8:start + 24]
         with torch.no_grad():
             features = paper32.forward_features(context)[:, :, 2:6]  # the window's own 4 steps
-            window = paper32.forward_head(features)
-        for a, b in zip(window, dense, strict=True):
-            torch.testing.assert_close(a[0], b[start + 8], atol=1e-5, rtol=0)
+            return paper32.forward_head(features)
+
+    for k in (2, 5, 9):  # windows starting at frames 8, 20, 36; centres 15.5, 27.5, 43.5
+        # frame 4 k + 8 is 1/8 of a stride past window k's centre, towards window k + 1's
+        for a, b, c in zip(window(k), window(k + 1), dense, strict=True):
+            torch.testing.assert_close(0.875 * a[0] + 0.125 * b[0], c[4 * k + 8], atol=1e-5,
+                                       rtol=0)
 
 
 @pytest.mark.parametrize("name", ["paper32", "lite"])
@@ -194,8 +198,8 @@ def test_dense_and_aligned_windows_differ_only_by_border_padding(name, request):
     video = _video(64, model.config.input_size)
     dense = model.predict_dense(video)
     windows = model.predict_windows(video, stride=4)  # every grid-aligned window
-    centres = torch.arange(8, 64 - 7, 4)  # frames where both give exactly their own window
-    difference = (dense.mean - windows.mean)[centres].abs()
+    inside = torch.arange(8, 64 - 8)  # frames between the first and the last centre
+    difference = (dense.mean - windows.mean)[inside].abs()
     assert 1e-4 < difference.max() < BORDER_EFFECT  # the padding effect is real and bounded
 
 
@@ -204,20 +208,26 @@ def test_windows_alignment_at_stride_one(lite):
     estimate = lite.predict_windows(video, stride=1, batch_size=5)
     with torch.no_grad():
         windows = lite(video.unfold(1, 16, 1).permute(1, 0, 4, 2, 3))  # (15, C, T, H, W)
-    torch.testing.assert_close(estimate.mean[8:23], windows.mean, atol=1e-5, rtol=0)
+    # window s is centred at s + 7.5: frame t is midway between windows t - 8 and t - 7
+    middle = (windows.mean[:-1] + windows.mean[1:]) / 2
+    torch.testing.assert_close(estimate.mean[8:22], middle, atol=1e-5, rtol=0)
     torch.testing.assert_close(estimate.mean[:8], windows.mean[:1].expand(8, 2))
-    torch.testing.assert_close(estimate.mean[23:], windows.mean[-1:].expand(7, 2))
+    torch.testing.assert_close(estimate.mean[22:], windows.mean[-1:].expand(8, 2))
 
 
 def test_dense_interpolates_between_window_centres(lite):
     video = _video(41, 24)
     dense = lite.predict_dense(video)
-    centres = dense.mean[8:33:4]  # T' = 10 steps: windows 0 .. 6 at frames 8, 12, ..., 32
-    assert len(centres) == 7
-    torch.testing.assert_close(dense.mean[10], (centres[0] + centres[1]) / 2)
-    torch.testing.assert_close(dense.mean[9], 0.75 * centres[0] + 0.25 * centres[1])
-    torch.testing.assert_close(dense.mean[:8], centres[:1].expand(8, 2))
-    torch.testing.assert_close(dense.mean[33:], centres[-1:].expand(8, 2))  # 7 + 41 % 4 frames
+    # T' = 10 steps: windows 0 .. 6 centred at frames 7.5, 11.5, ..., 31.5
+    first, last = dense.mean[0], dense.mean[-1]  # windows 0 and 6 (edge padding)
+    torch.testing.assert_close(dense.mean[:8], first.expand(8, 2))
+    torch.testing.assert_close(dense.mean[32:], last.expand(9, 2))  # 8 + 41 % 4 frames
+    step = dense.mean[9] - dense.mean[8]  # a quarter of window 1 minus window 0
+    torch.testing.assert_close(dense.mean[8], first + step / 2)  # 1/8 of the way
+    torch.testing.assert_close(dense.mean[11] - dense.mean[10], step)
+    torch.testing.assert_close(dense.mean[10] - dense.mean[9], step)
+    second = first + 4 * step  # window 1; frames 12 ... 15 lead from it towards window 2
+    torch.testing.assert_close(dense.mean[13] - dense.mean[12], 2 * (dense.mean[12] - second))
 
 
 def test_trunk_is_equivariant_to_shifts_of_the_stride(paper32):
@@ -278,3 +288,18 @@ def test_a_bare_cuda_device_resolves_to_the_current_one(monkeypatch):
     assert resolve_device("cuda:0", torch.device("cpu")) == torch.device("cuda", 0)
     assert resolve_device(None, torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert resolve_device("cpu", torch.device("cuda", 1)) == torch.device("cpu")
+
+
+def test_a_frame_interpolates_the_windows_centred_either_side_of_it():
+    from coreaffect.hidden_route import ModelConfig, frame_windows
+
+    config = ModelConfig()  # 16-frame windows every 4 frames, centred 7.5 frames in
+    assert config.window_centre == 7.5
+    assert frame_windows(0, config) == frame_windows(7, config) == (0, 0, 0.0)
+    assert frame_windows(8, config) == (0, 1, 0.125)
+    assert frame_windows(11, config) == (0, 1, 0.875)
+    assert frame_windows(12, config) == (1, 2, 0.125)
+    odd = ModelConfig(clip_length=9, temporal_pool=(1, 1, 3))  # centres on frames 4, 7, 10, ...
+    assert odd.window_centre == 4
+    assert frame_windows(7, odd) == (1, 1, 0.0)
+    assert frame_windows(8, odd) == (1, 2, pytest.approx(1 / 3))
