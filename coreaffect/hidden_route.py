@@ -95,7 +95,7 @@ the linear interpolation of the two nearest windows (frame s + 8 gets 7/8 of the
 at s and 1/8 of the next), the first 8 frames get the first window's estimate and the last
 8 + (T mod 4) frames the last one's (edge padding). The reference
 :meth:`~HiddenRouteNet.predict_windows` evaluates every window separately and maps windows to
-frames the same way; at stride 1 frame t (8 <= t <= T - 8) gets the mean of the windows starting
+frames the same way; at stride 1 frame t (8 <= t <= T - 9) gets the mean of the windows starting
 at t - 8 and t - 7.
 
 How the two relate: for a window that starts on the feature grid the dense estimate is the
