@@ -270,6 +270,33 @@ def test_the_prior_stage_is_the_prior_s_own_prediction(affect, crops):
     assert np.isnan(prior.mean[~found]).all()
 
 
+@pytest.mark.parametrize("clip, pools", [(8, (2, 2, 2)), (4, (1, 1, 4)), (16, (1, 1, 16)),
+                                         (9, (1, 1, 3)), (32, (1, 2, 2))])
+def test_streamed_estimates_are_the_dense_ones_as_soon_as_they_are_final(affect, tiny, clip,
+                                                                         pools):
+    # the stream's hidden-route estimate of frame c, once frame c + D is in, against dense
+    # inference over the whole video, for trunks whose stride is short or long beside a clip
+    import torch
+
+    from coreaffect.hidden_route import HiddenRouteNet, ModelConfig
+    from coreaffect.streaming import _StreamState
+
+    torch.manual_seed(0)
+    config = ModelConfig.from_dict({**affect.model.config.to_dict(), "clip_length": clip,
+                                    "temporal_pool": pools})
+    other = CoreAffect(HiddenRouteNet(config), affect.data_config, affect.prior,
+                       affect.dynamics, band_scale=affect.band_scale, lag=affect.lag)
+    _, crops = _first_frames(affect, tiny, 100)  # longer than the stream's buffers
+    dense = other.model.predict_dense(crops.crops)
+    state, wait = _StreamState(other), other.latency_frames
+    for i, crop in enumerate(crops.crops):
+        state.push(crop, float(crops.times[i]), i, bool(crops.face_found[i]), 0.9)
+        if i >= wait:
+            streamed = state._estimate(i - wait)
+            np.testing.assert_allclose(streamed.mean[0], dense.mean[i - wait], atol=1e-5)
+            np.testing.assert_allclose(streamed.var[0], dense.var[i - wait], atol=1e-5)
+
+
 @pytest.mark.parametrize("clip, pools", [(8, (2, 2, 2)), (4, (1, 2, 2)), (16, (1, 1, 1))])
 def test_stream_equals_predict_for_any_clip_and_stride(affect, tiny, clip, pools):
     # a frame's estimate interpolates the windows either side of it: with a stride longer than
