@@ -270,22 +270,29 @@ def test_the_prior_stage_is_the_prior_s_own_prediction(affect, crops):
     assert np.isnan(prior.mean[~found]).all()
 
 
+def _random_trunk(affect: CoreAffect, clip: int, pools: tuple[int, ...]) -> CoreAffect:
+    """The tiny run's prior and dynamics behind a freshly initialised network of another clip
+    length and temporal pooling (the same embedding width)."""
+    import torch
+
+    from coreaffect.hidden_route import HiddenRouteNet, ModelConfig
+
+    torch.manual_seed(0)
+    config = ModelConfig.from_dict({**affect.model.config.to_dict(), "clip_length": clip,
+                                    "temporal_pool": pools})
+    return CoreAffect(HiddenRouteNet(config), affect.data_config, affect.prior, affect.dynamics,
+                      band_scale=affect.band_scale, lag=affect.lag)
+
+
 @pytest.mark.parametrize("clip, pools", [(8, (2, 2, 2)), (4, (1, 1, 4)), (16, (1, 1, 16)),
                                          (9, (1, 1, 3)), (32, (1, 2, 2))])
 def test_streamed_estimates_are_the_dense_ones_as_soon_as_they_are_final(affect, tiny, clip,
                                                                          pools):
     # the stream's hidden-route estimate of frame c, once frame c + D is in, against dense
     # inference over the whole video, for trunks whose stride is short or long beside a clip
-    import torch
-
-    from coreaffect.hidden_route import HiddenRouteNet, ModelConfig
     from coreaffect.streaming import _StreamState
 
-    torch.manual_seed(0)
-    config = ModelConfig.from_dict({**affect.model.config.to_dict(), "clip_length": clip,
-                                    "temporal_pool": pools})
-    other = CoreAffect(HiddenRouteNet(config), affect.data_config, affect.prior,
-                       affect.dynamics, band_scale=affect.band_scale, lag=affect.lag)
+    other = _random_trunk(affect, clip, pools)
     _, crops = _first_frames(affect, tiny, 100)  # longer than the stream's buffers
     dense = other.model.predict_dense(crops.crops)
     state, wait = _StreamState(other), other.latency_frames
@@ -301,15 +308,7 @@ def test_streamed_estimates_are_the_dense_ones_as_soon_as_they_are_final(affect,
 def test_stream_equals_predict_for_any_clip_and_stride(affect, tiny, clip, pools):
     # a frame's estimate interpolates the windows either side of it: with a stride longer than
     # half a clip the later window ends after the frame's own clip does, and the rows must wait
-    import torch
-
-    from coreaffect.hidden_route import HiddenRouteNet, ModelConfig
-
-    torch.manual_seed(0)
-    config = ModelConfig.from_dict({**affect.model.config.to_dict(), "clip_length": clip,
-                                    "temporal_pool": pools})
-    other = CoreAffect(HiddenRouteNet(config), affect.data_config, affect.prior,
-                       affect.dynamics, band_scale=affect.band_scale, lag=affect.lag)
+    other = _random_trunk(affect, clip, pools)
     frames, crops = _first_frames(affect, tiny, 100)  # longer than the stream's buffers
     for lagged in (False, True):
         batch = other.predict_crops(crops, causal=not lagged, lagged=lagged)
