@@ -66,7 +66,7 @@ class MetricIntervals(NamedTuple):
     def to_dict(self) -> dict:
         """``{dimension: {metric: {"mean", "mean_ci": [low, high], "pooled", "pooled_ci"}}}``;
         undefined values (NaN) and infinite ones become ``None``."""
-        num = json_number
+        num = json_number  # short, for the nested dict below
         return {dim: {name: {"mean": num(self.mean[name][d]),
                              "mean_ci": [num(x) for x in self.mean_interval[name][d]],
                              "pooled": num(self.pooled[name][d]),
@@ -158,10 +158,9 @@ def _pooled(name: str, weights: np.ndarray, stats: np.ndarray) -> np.ndarray:
         total = wn.sum(1)  # (R, 2)
         pooled_y, pooled_x = (wn * my).sum(1) / total, (wn * mx).sum(1) / total
         oy, ox = my - pooled_y[:, None], mx - pooled_x[:, None]  # (R, N, 2)
-        vy = (weights @ syy.reshape(len(n), -1)).reshape(total.shape) + (wn * oy ** 2).sum(1)
-        vx = (weights @ sxx.reshape(len(n), -1)).reshape(total.shape) + (wn * ox ** 2).sum(1)
-        cov = (weights @ sxy.reshape(len(n), -1)).reshape(total.shape) + (wn * ox * oy).sum(1)
-        vy, vx, cov = vy / total, vx / total, cov / total
+        vy = (weights @ syy + (wn * oy ** 2).sum(1)) / total
+        vx = (weights @ sxx + (wn * ox ** 2).sum(1)) / total
+        cov = (weights @ sxy + (wn * ox * oy).sum(1)) / total
         if name == "pcc":
             return cov / np.sqrt(vy * vx)
         return 2 * cov / (vy + vx + (pooled_y - pooled_x) ** 2)

@@ -124,14 +124,14 @@ def apply_filter(means: np.ndarray, offsets: list[int], weights: np.ndarray) -> 
     return means + (shifted(means, offsets) - means[:, None]) @ weights
 
 
-causal = list(range(1, args.taps + 1))
-ahead = [j for j in range(-args.look_ahead, args.taps + 1) if j != 0]
+offsets_of = {"linear": list(range(1, args.taps + 1)),  # the past only
+              f"linear+{args.look_ahead}": [j for j in range(-args.look_ahead, args.taps + 1)
+                                            if j != 0]}
 fit_means = [estimates(v) for v in fit_videos]
 fit_labels = [scored_labels(v) for v in fit_videos]
 filters = {name: [fit_filter([m[:, d] for m in fit_means], [y[:, d] for y in fit_labels], offsets)
                   for d in (0, 1)]
-           for name, offsets in (("linear", causal), (f"linear+{args.look_ahead}", ahead))}
-offsets_of = {"linear": causal, f"linear+{args.look_ahead}": ahead}
+           for name, offsets in offsets_of.items()}
 
 # %%
 # Scores on the test videos: the hidden route, the run's filter (and its lagged stage, when it
