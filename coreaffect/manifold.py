@@ -1,4 +1,5 @@
-"""The latent valence-arousal manifold: a small variational auto-encoder of labels, in Pyro.
+"""The latent valence-arousal manifold: a small variational auto-encoder of labels (or a GP-LVM),
+in Pyro.
 
 Valence-arousal labels do not fill the square [-1, 1]^2: they lie on a curved, boomerang-shaped
 region (arousal rises with the magnitude of valence). :class:`AffectManifold` learns that region
@@ -9,13 +10,16 @@ y = (valence, arousal)::
     y | z ~ p(y | z) = N(g(z), diag(s^2))      a label, y in R^2
 
 * g: R^K -> (-1, 1)^2 is the decoder, an MLP K -> H -> H -> 2 with tanh hidden units and a tanh
-  output, so that the manifold {g(z)} stays in the label range; H = ``hidden``.
-* s (2,) is the label noise of each dimension, learned, and at least ``min_noise_scale``.
+  output, so that the manifold {g(z)} stays in the label range; H = ``hidden``. With
+  ``backend="gplvm"``, g is a Gaussian process's posterior mean instead (:mod:`coreaffect.gplvm`).
+* s (2,) is the label noise of each dimension, learned, and at least ``min_noise_scale`` (with
+  ``"gplvm"``, one noise shared by both dimensions, as Pyro's sparse GP has it).
 * q(z | y) = N(mu(y), diag(sigma(y)^2)) is the amortised encoder, an MLP 2 -> H -> H -> 2K
   (softplus on the scales).
 
 :meth:`AffectManifold.fit` maximises the evidence lower bound (ELBO) by stochastic variational
-inference (SVI), jointly over g, s and the encoder::
+inference (SVI), jointly over g, s and the encoder (with ``"gplvm"``: over the encoder alone,
+once the GP-LVM has been fitted)::
 
     ELBO = sum_i E_{q(z | y_i)}[log p(y_i | z)] - KL(q(z | y_i) || p(z)),
 
@@ -41,7 +45,7 @@ References:
 
     Vitale, J., Williams, M.-A., Johnston, B., Boccignone, G. (2014). Affective facial expression
     processing via simulation: a probabilistic model. arXiv:1411.0582. (a GP-LVM manifold of
-    affect; this module uses a neural decoder with the same role)
+    affect: ``backend="gplvm"``; the default neural decoder has the same role)
 """
 
 from __future__ import annotations
@@ -64,8 +68,11 @@ from torch import Tensor, nn
 
 from coreaffect.checkpoint import load_state, save_state
 from coreaffect.errors import CoreAffectError
+from coreaffect.gplvm import GPDecoder, fit_gplvm
 
 __all__ = ["AffectManifold"]
+
+BACKENDS = ("vae", "gplvm")
 
 logger = logging.getLogger(__name__)
 
@@ -169,10 +176,15 @@ class AffectManifold:
 
     Args:
         n_latent: K, the latent dimension.
-        hidden: H, the width of the decoder's and the encoder's hidden layers.
-        num_steps: SVI steps of :meth:`fit`.
+        backend: The decoder: ``"vae"``, the neural decoder fitted jointly with the encoder, or
+            ``"gplvm"``, a Gaussian process (:mod:`coreaffect.gplvm`) fitted first, after which
+            the encoder is fitted to it.
+        hidden: H, the width of the encoder's hidden layers, and of the decoder's (``"vae"``).
+        inducing_points: M, the inducing inputs of the Gaussian process (``"gplvm"``).
+        num_steps: SVI steps of :meth:`fit` (``"gplvm"``: of the GP-LVM, then of the encoder).
         batch_size: Labels per SVI step (all of them when there are fewer).
-        learning_rate: Adam's initial learning rate, decayed to 5% of it on a cosine.
+        learning_rate: Adam's initial learning rate, decayed to 5% of it on a cosine (``None``:
+            0.01 for ``"vae"``, 0.1 for ``"gplvm"``, whose latents and kernel need larger steps).
         min_noise_scale: Floor of the label noise s: the annotation noise of real labels is
             larger, and the floor keeps the likelihood bounded when labels repeat exactly.
         random_state: Seed of the initial weights, minibatches and ELBO samples, and the default
@@ -180,17 +192,21 @@ class AffectManifold:
         device: Where the networks live and compute (float32).
 
     Attributes:
-        decoder_: The decoder ``PyroModule`` g, with the label noise ``decoder_.noise_scale``.
+        decoder_: The decoder ``PyroModule`` g, with the label noise ``decoder_.noise_scale``
+            (a :class:`~coreaffect.gplvm.GPDecoder` for ``"gplvm"``).
         encoder_: The encoder ``PyroModule`` of q(z | y).
-        loss_history_: The negative ELBO per label (nats) after each SVI step.
+        loss_history_: The negative ELBO per label (nats) after each SVI step (``"gplvm"``: the
+            GP-LVM's steps, then the encoder's).
     """
 
-    def __init__(self, n_latent: int = 2, *, hidden: int = 64, num_steps: int = 3000,
-                 batch_size: int = 256, learning_rate: float = 1e-2,
-                 min_noise_scale: float = 0.01, random_state: int = 0,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(self, n_latent: int = 2, *, backend: str = "vae", hidden: int = 64,
+                 inducing_points: int = 32, num_steps: int = 3000, batch_size: int = 256,
+                 learning_rate: float | None = None, min_noise_scale: float = 0.01,
+                 random_state: int = 0, device: str | torch.device = "cpu") -> None:
         self.n_latent = n_latent
+        self.backend = backend
         self.hidden = hidden
+        self.inducing_points = inducing_points
         self.num_steps = num_steps
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -201,17 +217,21 @@ class AffectManifold:
     # -- construction and checks ---------------------------------------------------------------
 
     def _hyperparameters(self) -> dict[str, Any]:
-        return {"n_latent": self.n_latent, "hidden": self.hidden, "num_steps": self.num_steps,
-                "batch_size": self.batch_size, "learning_rate": self.learning_rate,
+        return {"n_latent": self.n_latent, "backend": self.backend, "hidden": self.hidden,
+                "inducing_points": self.inducing_points, "num_steps": self.num_steps,
+                "batch_size": self.batch_size, "learning_rate": self._learning_rate,
                 "min_noise_scale": self.min_noise_scale, "random_state": self.random_state}
 
     def _validate_hyperparameters(self) -> None:
-        for key in ("n_latent", "hidden", "num_steps", "batch_size"):
+        if self.backend not in BACKENDS:
+            raise CoreAffectError(f"AffectManifold: backend must be one of {BACKENDS}, got "
+                                  f"{self.backend!r}")
+        for key in ("n_latent", "hidden", "inducing_points", "num_steps", "batch_size"):
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise CoreAffectError(f"AffectManifold: {key} must be a positive integer, "
                                       f"got {value!r}")
-        if not self.learning_rate > 0 or not self.min_noise_scale > 0:
+        if not self._learning_rate > 0 or not self.min_noise_scale > 0:
             raise CoreAffectError("AffectManifold: learning_rate and min_noise_scale must be "
                                   "positive")
 
@@ -219,10 +239,21 @@ class AffectManifold:
     def _device(self) -> torch.device:
         return torch.device(self.device)
 
-    def _build(self) -> None:
+    @property
+    def _learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 0.1 if self.backend == "gplvm" else 1e-2
+
+    def _build(self, inducing_points: int | None = None) -> None:
+        """New networks; the GP decoder with ``inducing_points`` (default: the hyperparameter)."""
         with _local_params():
-            self.decoder_ = _Decoder(self.n_latent, self.hidden, self.min_noise_scale).to(
-                self._device)
+            if self.backend == "gplvm":
+                self.decoder_ = GPDecoder(self.n_latent, inducing_points or self.inducing_points,
+                                          self.min_noise_scale).to(self._device)
+            else:
+                self.decoder_ = _Decoder(self.n_latent, self.hidden, self.min_noise_scale).to(
+                    self._device)
             self.encoder_ = _Encoder(self.n_latent, self.hidden).to(self._device)
 
     def _check_fitted(self) -> None:
@@ -262,6 +293,10 @@ class AffectManifold:
     def fit(self, labels: Tensor | np.ndarray) -> AffectManifold:
         """Fit decoder, label noise and encoder to labels by SVI.
 
+        With ``backend="vae"`` all three are fitted together. With ``"gplvm"`` the GP-LVM
+        (decoder and label noise) is fitted first, then the encoder alone, by the same ELBO with
+        the decoder held fixed.
+
         Args:
             labels: (B, 2) valence-arousal labels in [-1, 1], without NaN.
 
@@ -270,30 +305,44 @@ class AffectManifold:
         """
         self._validate_hyperparameters()
         y = _check_labels(labels, self._device)
+        with _seeded(self.random_state, self._device), _local_params():
+            self._build()
+            history = []
+            if self.backend == "gplvm":
+                gen = _generator(self.random_state, self._device)
+                self.decoder_, history = fit_gplvm(
+                    y, self.n_latent, self.inducing_points, self.num_steps, self._learning_rate,
+                    self.min_noise_scale, gen)
+                params = list(self.encoder_.parameters())
+            else:
+                params = [*self.decoder_.parameters(), *self.encoder_.parameters()]
+            history += self._svi(params, y)
+        self._freeze()
+        self.loss_history_ = history
+        logger.info("AffectManifold (%s): fitted on %d labels, final loss %.4f nats per label, "
+                    "label noise %s", self.backend, y.shape[0],
+                    history[-1] if history else math.nan, self.noise_scale_.tolist())
+        return self
+
+    def _svi(self, params: list[Tensor], y: Tensor) -> list[float]:
+        """Maximise the ELBO over ``params`` with minibatches of ``y`` (N, 2); the negative ELBO
+        per label after each step."""
         size = y.shape[0]
         batch = min(self.batch_size, size)
         elbo = TraceMeanField_ELBO()
-        with _seeded(self.random_state, self._device), _local_params():
-            self._build()
-            params = [*self.decoder_.parameters(), *self.encoder_.parameters()]
-            optimizer = torch.optim.Adam(params, lr=self.learning_rate)
-            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, self.num_steps, eta_min=0.05 * self.learning_rate)
-            history = []
-            for _ in range(self.num_steps):
-                index = torch.randint(size, (batch,), device=self._device)
-                optimizer.zero_grad()
-                loss = elbo.differentiable_loss(self._model, self._guide, y[index], size)
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                history.append(loss.item() / size)
-        self._freeze()
-        self.loss_history_ = history
-        logger.info("AffectManifold: fitted on %d labels, final loss %.4f nats per label, "
-                    "label noise %s", size, history[-1] if history else math.nan,
-                    self.noise_scale_.tolist())
-        return self
+        optimizer = torch.optim.Adam(params, lr=self._learning_rate)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, self.num_steps, eta_min=0.05 * self._learning_rate)
+        history = []
+        for _ in range(self.num_steps):
+            index = torch.randint(size, (batch,), device=self._device)
+            optimizer.zero_grad()
+            loss = elbo.differentiable_loss(self._model, self._guide, y[index], size)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            history.append(loss.item() / size)
+        return history
 
     def _freeze(self) -> None:
         for module in (self.decoder_, self.encoder_):
@@ -310,7 +359,8 @@ class AffectManifold:
             return self.decoder_.noise_scale.detach().clone()
 
     def _g(self, z: Tensor) -> Tensor:
-        """g(z), differentiable: (..., K) -> (..., 2) in (-1, 1); no checks, for composing."""
+        """g(z), differentiable: (..., K) -> (..., 2) (in (-1, 1) for ``"vae"``); no checks, for
+        composing."""
         with _local_params():
             return self.decoder_(z)
 
@@ -424,7 +474,8 @@ class AffectManifold:
             hyper = {k: v for k, v in config.items() if k != "class"}
             manifold = cls(**hyper, device=device)
             manifold._validate_hyperparameters()
-            manifold._build()
+            inducing = tensors.get("decoder.inducing")
+            manifold._build(None if inducing is None else inducing.shape[0])
             manifold.decoder_.load_state_dict(_strip(tensors, "decoder."))
             manifold.encoder_.load_state_dict(_strip(tensors, "encoder."))
         except (TypeError, RuntimeError) as err:

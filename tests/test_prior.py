@@ -42,10 +42,29 @@ def manifold() -> AffectManifold:
 
 
 @pytest.fixture(scope="module")
+def gp_manifold() -> AffectManifold:
+    """The GP-LVM backend (1000 steps, as in test_manifold.py); on this thin curve it switches
+    off one latent axis, so the prior lives on a one-dimensional manifold."""
+    return AffectManifold(backend="gplvm", hidden=32, num_steps=1000, random_state=0).fit(
+        boomerang(1500, 0))
+
+
+@pytest.fixture(scope="module")
 def prior(manifold) -> HiddenRoutePrior:
     labels = boomerang(2000, 10)
     return HiddenRoutePrior(manifold, **SMALL, use_embedding=True,
                             random_state=0).fit(estimates(labels, 20), labels)
+
+
+@pytest.fixture(scope="module")
+def gp_prior(gp_manifold) -> HiddenRoutePrior:
+    labels = boomerang(2000, 10)
+    return HiddenRoutePrior(gp_manifold, **SMALL, use_embedding=True,
+                            random_state=0).fit(estimates(labels, 20), labels)
+
+
+# the properties that hold whichever backend the manifold has
+BOTH_PRIORS = pytest.mark.parametrize("name", ["prior", "gp_prior"])
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +81,9 @@ def _interval_coverage(pred: DecodedPrior, labels: torch.Tensor, level: float) -
                           for d in range(2)]))
 
 
-def test_shapes_and_density_integrates_to_one(prior):
+@BOTH_PRIORS
+def test_shapes_and_density_integrates_to_one(name, request):
+    prior = request.getfixturevalue(name)
     e = estimates(boomerang(5, 1), 2)
     q = prior(e)
     assert isinstance(q, torch.distributions.MultivariateNormal)
@@ -82,7 +103,9 @@ def test_shapes_and_density_integrates_to_one(prior):
     assert pred.mean.abs().max() < 1
 
 
-def test_predict_is_deterministic_and_per_estimate(prior):
+@BOTH_PRIORS
+def test_predict_is_deterministic_and_per_estimate(name, request):
+    prior = request.getfixturevalue(name)
     e = estimates(boomerang(8, 3), 4)
     a, b = prior.predict(e), prior.predict(e)
     assert torch.equal(a.mean, b.mean) and torch.equal(a.cov, b.cov)
@@ -143,7 +166,9 @@ def test_regression_prior_is_centred_on_the_estimate_and_as_wide_as_its_errors(p
     assert 0.7 < _interval_coverage(unsure, labels, 0.9) < 0.99
 
 
-def test_calibration_reaches_nominal_coverage_on_held_out_pairs(prior, tmp_path):
+@BOTH_PRIORS
+def test_calibration_reaches_nominal_coverage_on_held_out_pairs(name, request, tmp_path):
+    prior = request.getfixturevalue(name)
     held_in, held_out = boomerang(2000, 11), boomerang(2000, 12)
     e_in, e_out = estimates(held_in, 21), estimates(held_out, 22)
     prior.save(tmp_path)
@@ -165,7 +190,9 @@ def test_calibration_reaches_nominal_coverage_on_held_out_pairs(prior, tmp_path)
     assert pred.cov == pytest.approx(raw.cov * root[:, None] * root[None, :], rel=1e-5)
 
 
-def test_parameters_are_owned_not_global(manifold):
+@pytest.mark.parametrize("name", ["manifold", "gp_manifold"])
+def test_parameters_are_owned_not_global(name, request):
+    manifold = request.getfixturevalue(name)
     pyro.clear_param_store()
     pyro.param("callers_own", torch.ones(3))
     manifold_state = {k: v.clone() for k, v in manifold.decoder_.state_dict().items()}
@@ -195,7 +222,9 @@ def test_fit_is_deterministic(manifold):
     assert a.loss_history_ == b.loss_history_
 
 
-def test_save_load_round_trip(prior, tmp_path):
+@BOTH_PRIORS
+def test_save_load_round_trip(name, request, tmp_path):
+    prior = request.getfixturevalue(name)
     e = estimates(boomerang(30, 15), 25)
     prior.calibration_scale_, scale = (0.7, 1.3), prior.calibration_scale_
     try:
