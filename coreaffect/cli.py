@@ -46,9 +46,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from coreaffect.experiment import FitSettings, train_run
 
-    if args.lag is not None and args.lag < 0:
-        raise CoreAffectError(f"--lag must be >= 0 (frames), got {args.lag}")
-    settings = FitSettings() if args.lag is None else FitSettings(lag=args.lag)
+    settings = _fit_settings(args, FitSettings())
     result = train_run(
         args.data, args.out, format=args.format, preset=args.preset, epochs=args.epochs,
         max_minutes=args.max_minutes, device=args.device, seed=args.seed,
@@ -59,6 +57,34 @@ def _train(args: argparse.Namespace) -> int:
           f"(best epoch {result.best_epoch}, stopped by {result.stopped})"
           + ("" if args.hidden_route_only else ", then fitted manifold, prior and dynamics")
           + f"; run in {args.out}")
+    return 0
+
+
+def _fit_settings(args: argparse.Namespace, settings):
+    """The FitSettings with the later stages' options of the command line applied."""
+    import dataclasses
+
+    if args.lag is not None and args.lag < 0:
+        raise CoreAffectError(f"--lag must be >= 0 (frames), got {args.lag}")
+    changes = {"lag": args.lag, "manifold_backend": args.manifold}
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+
+_EPILOG_REFIT = """examples:
+  coreaffect refit run/ --out run_gplvm/ --manifold gplvm
+  coreaffect refit run/ --out run_lag4/ --lag 4
+  coreaffect evaluate run_gplvm/ corpus/
+"""
+
+
+def _refit(args: argparse.Namespace) -> int:
+    from coreaffect.experiment import refit_run, run_fit_settings
+
+    settings = _fit_settings(args, run_fit_settings(args.run))
+    refit_run(args.run, args.out, data=args.data, settings=settings, device=args.device,
+              cache=args.cache, progress=not args.quiet)
+    print(f"fitted manifold, prior and dynamics again on the hidden route of {args.run}; "
+          f"run in {args.out}")
     return 0
 
 
@@ -234,9 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "share; 0 trains on all)")
     train.add_argument("--val-videos", type=int, default=None,
                        help="training videos used for validation (default: a fifth, at least 1)")
-    train.add_argument("--lag", type=int, default=None, metavar="FRAMES",
-                       help="look-ahead of the lagged stage (predict --lagged), whose bands are "
-                            "calibrated with the others; 0: none (default: 8, 0.32 s at 25 fps)")
+    _add_stage_options(train)
     train.add_argument("--config", type=Path, default=None, metavar="TOML",
                        help="data settings (faces, clips, annotations) as TOML")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -245,6 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0, help="seed of the split and training")
     _add_common(train)
     train.set_defaults(handler=_train)
+
+    refit = commands.add_parser(
+        "refit", help="fit a run's manifold, prior and dynamics again, into a new run",
+        description="Fit the manifold, the prior and the dynamics of a trained run again, with "
+                    "other options, on the same training and validation videos, without "
+                    "retraining the hidden route. OUT is a new run directory, written whole "
+                    "or not at all; RUN keeps its results (only face crops missing from its "
+                    "cache are added). Options not given keep the values RUN was fitted with.",
+        epilog=_EPILOG_REFIT, formatter_class=argparse.RawDescriptionHelpFormatter)
+    refit.add_argument("run", type=Path, help="run directory written by 'coreaffect train'")
+    refit.add_argument("--out", type=Path, required=True, help="new run directory (created)")
+    refit.add_argument("--data", type=Path, default=None,
+                       help="dataset folder (default: the one RUN was trained on)")
+    _add_stage_options(refit)
+    _add_common(refit)
+    refit.set_defaults(handler=_refit)
 
     evaluate = commands.add_parser(
         "evaluate", help="per-video and pooled metrics of a run on a dataset",
@@ -363,6 +403,16 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--format", default="auto", choices=("auto", *FORMATS),
                         help="annotation format (default: told from the layout)")
+
+
+def _add_stage_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the later stages (manifold, prior, dynamics)."""
+    parser.add_argument("--lag", type=int, default=None, metavar="FRAMES",
+                        help="look-ahead of the lagged stage (predict --lagged), whose bands are "
+                             "calibrated with the others; 0: none (default: 8, 0.32 s at 25 fps)")
+    parser.add_argument("--manifold", choices=("vae", "gplvm"), default=None,
+                        help="decoder of the affect manifold: a neural network (vae, the "
+                             "default) or a Gaussian process (gplvm)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:

@@ -73,6 +73,8 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
+import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -82,7 +84,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from coreaffect.checkpoint import atomic_write
+from coreaffect.checkpoint import atomic_write, load_data_config, load_model
 from coreaffect.clips import ClipDataset
 from coreaffect.config import DataConfig
 from coreaffect.corpus import (
@@ -104,6 +106,7 @@ from coreaffect.evaluation import (
     stage_trajectories,
 )
 from coreaffect.hidden_route import MODELS, AffectEstimate, HiddenRouteNet
+from coreaffect.manifold import BACKENDS as MANIFOLD_BACKENDS
 from coreaffect.manifold import AffectManifold
 from coreaffect.metrics import ccc
 from coreaffect.pipeline import write_bands
@@ -112,7 +115,8 @@ from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
 __all__ = ["DENSE_LENGTH", "FitSettings", "StageFit", "evaluate_run", "fit_core_affect",
-           "held_out_videos", "load_videos", "train_run"]
+           "held_out_videos", "load_videos", "read_split", "refit_run", "run_fit_settings",
+           "train_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +147,8 @@ class FitSettings:
         pair_step: Every n-th (estimate, label) pair of a training video feeds the prior.
         max_calibration_pairs: Most validation pairs for the calibration (evenly subsampled).
         manifold_steps: SVI steps of the manifold.
+        manifold_backend: The manifold's decoder, ``"vae"`` or ``"gplvm"``
+            (:class:`~coreaffect.manifold.AffectManifold`).
         prior_steps: SVI steps of the prior.
         batch_size: SVI minibatch of both.
         dynamics_step: Every n-th frame of a video feeds the dynamics' fit (the OU model is
@@ -162,6 +168,7 @@ class FitSettings:
     pair_step: int = 2  # ~5k pairs for 10 training videos of 1000 frames
     max_calibration_pairs: int = 4000  # coverage to about +-0.5% at 90%
     manifold_steps: int = 1000  # the loss flattens after a few hundred steps of 1024 labels
+    manifold_backend: str = "vae"
     prior_steps: int = 1000  # likewise for the prior
     batch_size: int = 1024  # large batches: per step, Pyro's overhead dominates the maths
     dynamics_step: int = 2  # 12.5 Hz: the OU time scales of affect are seconds
@@ -319,6 +326,9 @@ def _check_settings(settings: FitSettings) -> None:
     lag = settings.lag
     if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
         raise CoreAffectError(f"FitSettings.lag must be an integer >= 0 (frames), got {lag!r}")
+    if settings.manifold_backend not in MANIFOLD_BACKENDS:
+        raise CoreAffectError(f"FitSettings.manifold_backend must be one of {MANIFOLD_BACKENDS}, "
+                              f"got {settings.manifold_backend!r}")
 
 
 def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[LabelledVideo],
@@ -382,7 +392,8 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
         labels = labels[np.isfinite(labels).all(1)]
         if len(labels) < 2:
             raise CoreAffectError("too few labelled frames to fit the affect manifold")
-        manifold = AffectManifold(num_steps=settings.manifold_steps,
+        manifold = AffectManifold(backend=settings.manifold_backend,
+                                  num_steps=settings.manifold_steps,
                                   batch_size=settings.batch_size, random_state=seed)
         manifold.fit(np.clip(labels, -1, 1))
         done("manifold", start)
@@ -527,23 +538,150 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     return result
 
 
+def read_split(run: str | Path,
+               keys: Sequence[str] = ("data", "format", "seed", "train", "val", "test")) -> dict:
+    """``RUN/split.json``, as :func:`train_run` wrote it: ``data``, ``format``, ``seed`` and the
+    video ids of ``train``, ``val`` and ``test``.
+
+    Args:
+        run: The run directory.
+        keys: The entries that must be there.
+
+    Raises:
+        CoreAffectError: The file is missing or lacks one of ``keys``.
+    """
+    path = Path(run) / "split.json"
+    if not path.exists():
+        raise CoreAffectError(f"{path}: missing; is {run} a run directory?")
+    try:
+        split = json.loads(path.read_text())
+        absent = [key for key in keys if key not in split]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
+        raise CoreAffectError(f"{path}: not a split written by coreaffect train ({err!r})"
+                              ) from None
+    if absent:
+        raise CoreAffectError(f"{path}: not a split written by coreaffect train (no "
+                              f"{', '.join(absent)})")
+    for key in [key for key in ("train", "val", "test") if key in keys]:
+        if not isinstance(split[key], list) or not all(isinstance(v, str) for v in split[key]):
+            raise CoreAffectError(f"{path}: '{key}' must be a list of video ids")
+    return split
+
+
 def held_out_videos(run: str | Path) -> set[str]:
     """The ids of the test videos a run held out, from ``RUN/split.json``.
 
     Raises:
         CoreAffectError: The file is missing or is not a split that :func:`train_run` wrote.
     """
-    path = Path(run) / "split.json"
+    if not (Path(run) / "split.json").exists():
+        raise CoreAffectError(f"{Path(run) / 'split.json'}: missing; use --subset all to score "
+                              "every video")
+    return set(read_split(run, ("test",))["test"])
+
+
+def run_fit_settings(run: str | Path) -> FitSettings:
+    """The settings a run's later stages were fitted with (``RUN/stages.json``); the defaults
+    for a run without them, and for settings that a run predates."""
+    path = Path(run) / "stages.json"
     if not path.exists():
-        raise CoreAffectError(f"{path}: missing; use --subset all to score every video")
+        return FitSettings()
     try:
-        test = json.loads(path.read_text())["test"]
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
-        raise CoreAffectError(f"{path}: not a split written by coreaffect train ({err!r})"
-                              ) from None
-    if not isinstance(test, list) or not all(isinstance(v, str) for v in test):
-        raise CoreAffectError(f"{path}: 'test' must be a list of video ids")
-    return set(test)
+        saved = json.loads(path.read_text())["settings"]
+        known = {f.name for f in dataclasses.fields(FitSettings)}
+        return FitSettings(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in saved.items() if k in known})
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
+            AttributeError) as err:
+        raise CoreAffectError(f"{path}: unreadable settings ({err!r})") from None
+
+
+def refit_run(run: str | Path, out: str | Path, *, data: str | Path | None = None,
+              settings: FitSettings | None = None, device: str = "cpu",
+              cache: str | Path | None = None, progress: bool = False) -> StageFit:
+    """Fit a trained run's manifold, prior and dynamics again, with other settings, into a new
+    run directory; the hidden route is not retrained and RUN keeps its results.
+
+    OUT gets copies of RUN's hidden route, split and training log, then the later stages, fitted
+    by :func:`fit_core_affect` on the same training and validation videos with the same seed.
+    With the settings RUN was fitted with, the result equals RUN's. OUT is built in a hidden
+    folder beside it and moved into place when complete, so a failure leaves no partial run.
+    Face crops that RUN's crop cache lacks are added to it (the default ``cache``), as
+    :func:`evaluate_run` does; nothing else in RUN is written.
+
+    Args:
+        run: A run directory written by :func:`train_run`.
+        out: The new run directory: it must not exist, or be empty.
+        data: The dataset folder; ``None``: the one RUN was trained on (``RUN/split.json``).
+        settings: Settings of :func:`fit_core_affect`; ``None``: RUN's own
+            (:func:`run_fit_settings`).
+        device: Where the hidden route computes its estimates.
+        cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
+        progress: Show progress bars.
+
+    Returns:
+        The :class:`StageFit`.
+    """
+    run, out = Path(run), Path(out)
+    if not (run / "hidden_route.safetensors").exists():
+        raise CoreAffectError(f"{run}: no hidden route here (hidden_route.safetensors); "
+                              "train a run first")
+    _check_new_run(run, out)
+    settings = settings or run_fit_settings(run)
+    _check_settings(settings)
+    split = read_split(run)
+    data = Path(split["data"] if data is None else data)
+    model, config = load_model(run, device), load_data_config(run)
+    recordings = {r.id: r for r in discover(data, split["format"])}
+    missing = [v for v in [*split["train"], *split["val"]] if v not in recordings]
+    if missing:
+        raise CoreAffectError(f"{data}: {len(missing)} of the run's training and validation "
+                              f"videos are missing (first: {missing[0]}); pass the dataset the "
+                              "run was trained on")
+    crops = CropCache(cache if cache is not None else run / "crops", config.faces,
+                      config.video.chunk_size)
+    train = load_videos([recordings[v] for v in split["train"]], config, crops, progress,
+                        "training")
+    val = load_videos([recordings[v] for v in split["val"]], config, crops, progress,
+                      "validation")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # build the new run beside OUT and move it there whole: a failure leaves no half-run
+    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        for name in ("hidden_route.json", "hidden_route.safetensors", "split.json"):
+            shutil.copy2(run / name, partial / name)
+        logs = [p for p in (run / "training").glob("*") if p.name in _TRAINING_LOGS]
+        if logs:
+            (partial / "training").mkdir()
+            for path in logs:
+                shutil.copy2(path, partial / "training" / path.name)
+        fit = fit_core_affect(partial, model, train, val, device=device, seed=split["seed"],
+                              settings=settings, progress=progress)
+        _check_new_run(run, out)  # still free after the fit
+        if out.exists():
+            out.rmdir()  # empty, as checked
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return fit
+
+
+_TRAINING_LOGS = ("log.json", "log.csv", "train_config.json")  # not the state for resuming
+
+
+def _check_new_run(run: Path, out: Path) -> None:
+    """OUT may be written as a new run: not RUN, not inside it, and new or an empty folder."""
+    target, source = out.resolve(), run.resolve()
+    if target == source or source in target.parents:
+        raise CoreAffectError(f"{out}: is the run being refitted, or inside it; choose a new "
+                              "directory")
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise CoreAffectError(f"{out}: exists and is not a plain directory (a file or a link); "
+                              "choose a new directory")
+    if out.exists() and any(out.iterdir()):
+        raise CoreAffectError(f"{out}: not empty; refitting writes a new run directory and never "
+                              "overwrites one")
 
 
 def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",

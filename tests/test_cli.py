@@ -22,8 +22,8 @@ def test_help_lists_commands():
     assert "synth" in result.stdout
 
 
-@pytest.mark.parametrize("command", ["synth", "train", "evaluate", "compare", "saliency", "predict",
-                                     "demo"])
+@pytest.mark.parametrize("command", ["synth", "train", "refit", "evaluate", "compare", "saliency",
+                                     "predict", "demo"])
 def test_every_command_has_help(command):
     result = _run(command, "--help")
     assert result.returncode == 0 and "usage: coreaffect" in result.stdout
@@ -186,3 +186,18 @@ def test_train_rejects_a_negative_lag(tmp_path):
                   "--quiet")
     assert result.returncode == 1 and "--lag must be >= 0" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_refit_applies_the_options_given_and_keeps_the_runs_others(tiny, tmp_path):
+    out = tmp_path / "gp"
+    result = _run("refit", str(tiny.run), "--out", str(out), "--manifold", "gplvm", "--lag", "4",
+                  "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout
+    settings = json.loads((out / "stages.json").read_text())["settings"]
+    before = json.loads((tiny.run / "stages.json").read_text())["settings"]
+    assert settings["manifold_backend"] == "gplvm" and settings["lag"] == 4
+    assert settings["manifold_steps"] == before["manifold_steps"]  # the run's, not the default
+    again = _run("refit", str(tiny.run), "--out", str(out), "--quiet")
+    assert again.returncode == 1 and "not empty" in again.stderr
+    assert "Traceback" not in again.stderr

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 
-from coreaffect.checkpoint import load_data_config, load_model
+from coreaffect.checkpoint import load_data_config, load_model, load_state
 from coreaffect.corpus import CropCache, discover
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
@@ -20,6 +20,8 @@ from coreaffect.experiment import (
     fit_core_affect,
     held_out_videos,
     load_videos,
+    refit_run,
+    run_fit_settings,
 )
 from coreaffect.pipeline import CoreAffect
 
@@ -132,3 +134,106 @@ def test_held_out_videos_name_the_split_file_when_it_is_wrong(tiny, tmp_path):
         (tmp_path / "split.json").write_text(text)
         with pytest.raises(CoreAffectError, match=problem):
             held_out_videos(tmp_path)
+
+
+def _files(run) -> dict[str, bytes]:
+    """Every file under a folder, by relative path."""
+    return {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+
+
+def test_refit_with_the_runs_settings_reproduces_its_stages(tiny, tmp_path):
+    before = _files(tiny.run)
+    settings = run_fit_settings(tiny.run)
+    assert settings.manifold_steps == 150  # tiny_run's, not the default
+    refit_run(tiny.run, tmp_path / "again")  # with the run's own settings
+    assert _files(tiny.run) == before  # the run is not touched
+    out = tmp_path / "again"
+    for name in ("hidden_route.safetensors", "hidden_route.json", "split.json"):
+        assert (out / name).read_bytes() == before[name]
+    assert (out / "training" / "log.json").exists()
+    assert not (out / "training" / "optimizer.pt").exists()  # logs, not the state for resuming
+    assert [p.name for p in tmp_path.iterdir()] == ["again"]  # no partial folder left
+    for name in ("manifold", "prior", "dynamics"):
+        new, old = load_state(out, name)[0], load_state(tiny.run, name)[0]
+        assert new.keys() == old.keys()
+        for key in new:
+            assert new[key].equal(old[key]), (name, key)
+    assert json.loads((out / "bands.json").read_text()) == json.loads(
+        (tiny.run / "bands.json").read_text())
+
+
+def test_refit_with_the_gplvm_manifold_gives_a_run_that_evaluates(tiny, tmp_path):
+    settings = dataclasses.replace(FAST, manifold_backend="gplvm")
+    fit = refit_run(tiny.run, tmp_path / "gp", data=tiny.corpus, settings=settings)
+    assert fit.manifold.backend == "gplvm"
+    assert json.loads((tmp_path / "gp" / "manifold.json").read_text())["config"][
+        "backend"] == "gplvm"
+    affect = CoreAffect.load(tmp_path / "gp")
+    assert affect.prior.manifold.backend == "gplvm"
+    evaluation = evaluate_run(tmp_path / "gp", tiny.corpus, n_resamples=0,
+                              cache=tiny.run / "crops")
+    assert list(evaluation.tables) == ["raw", "prior", "smoothed", "filtered", "lagged"]
+
+
+def test_refit_never_overwrites_and_names_what_is_wrong(tiny, tmp_path):
+    before = _files(tiny.run)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "results.csv").write_text("precious")
+    with pytest.raises(CoreAffectError, match="not empty"):
+        refit_run(tiny.run, tmp_path / "full", settings=FAST)
+    assert (tmp_path / "full" / "results.csv").read_text() == "precious"
+    assert _files(tiny.run) == before
+    with pytest.raises(CoreAffectError, match="no hidden route"):
+        refit_run(tmp_path / "full", tmp_path / "new")
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny.corpus, corpus)
+    split = json.loads((tiny.run / "split.json").read_text())
+    for path in list(corpus.rglob(f"{split['train'][0]}*")):  # its video and annotations
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    with pytest.raises(CoreAffectError, match="videos are missing"):
+        refit_run(tiny.run, tmp_path / "new", data=corpus, settings=FAST)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "full" / "stages.json").write_text('{"settings": [1]}')
+    with pytest.raises(CoreAffectError, match="stages.json: unreadable settings"):
+        run_fit_settings(tmp_path / "full")
+    assert run_fit_settings(tmp_path / "nothing") == FitSettings()
+    with pytest.raises(CoreAffectError, match="manifold_backend"):
+        refit_run(tiny.run, tmp_path / "new", settings=FitSettings(manifold_backend="gp"))
+
+
+def test_refit_leaves_nothing_when_it_fails(tiny, tmp_path, monkeypatch):
+    import coreaffect.experiment as experiment
+
+    before = _files(tiny.run)
+    bad = tmp_path / "bad_run"
+    shutil.copytree(tiny.run, bad, ignore=shutil.ignore_patterns("crops"))
+    (bad / "stages.json").write_text(json.dumps({"settings": {"manifold_backend": "gp"}}))
+    with pytest.raises(CoreAffectError, match="manifold_backend"):
+        refit_run(bad, tmp_path / "out", cache=tiny.run / "crops")
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(experiment, "fit_core_affect", crash)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        refit_run(tiny.run, tmp_path / "out", settings=FAST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad_run"]
+    assert _files(tiny.run) == before
+
+
+def test_refit_refuses_outs_that_are_the_run_inside_it_or_not_folders(tiny, tmp_path):
+    before = _files(tiny.run)
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
+    for out, problem in [(tiny.run, "is the run"), (tiny.run / "x" / "..", "is the run"),
+                         (tiny.run / "again", "inside it"),
+                         (afile, "not a plain directory"), (tmp_path / "link", "not a plain")]:
+        with pytest.raises(CoreAffectError, match=problem):
+            refit_run(tiny.run, out, settings=FAST)
+    assert afile.read_text() == "keep"
+    assert not (tiny.run / "x").exists() and not (tiny.run / "again").exists()
+    assert _files(tiny.run) == before
