@@ -7,12 +7,15 @@ Valence-arousal labels lie on a curved region: arousal rises with the magnitude 
 (the paper's Fig. 3); :class:`~coreaffect.HiddenRoutePrior` turns an estimate of the hidden route
 (mean, variance, embedding) into a Gaussian over z, calibrated on held-out pairs so that its
 bands cover at their level. Here labels and estimates are simulated: a confident estimate gets a
-narrow prior, an unsure one a prior close to the manifold's marginal p(z).
+narrow prior, an unsure one a prior close to the manifold's marginal p(z). The manifold's decoder
+is a neural network by default; ``--manifold gplvm`` makes it a Gaussian process (a GP-LVM, as
+Vitale et al. used).
 
 Run it::
 
     python examples/plot_manifold_prior.py --out manifold/
     python examples/plot_manifold_prior.py --out manifold/ --quick   # fewer SVI steps
+    python examples/plot_manifold_prior.py --out manifold_gp/ --manifold gplvm
 """
 
 # %%
@@ -33,6 +36,8 @@ from coreaffect.plots import plot_manifold_prior  # noqa: E402
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--out", type=Path, default=Path("manifold_output"))
 parser.add_argument("--quick", action="store_true", help="fewer SVI steps")
+parser.add_argument("--manifold", choices=("vae", "gplvm"), default="vae",
+                    help="the manifold's decoder: a neural network or a Gaussian process")
 args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
 quick = args.quick or "sphinx_gallery" in sys.modules
 steps = 200 if quick else 2000
@@ -59,7 +64,8 @@ val, val_labels = simulate(1000)
 
 # %%
 # The manifold from labels, the prior from (estimate, label) pairs, the calibration on others.
-manifold = AffectManifold(num_steps=steps, batch_size=512).fit(train_labels)
+manifold = AffectManifold(backend=args.manifold, num_steps=steps, batch_size=512).fit(train_labels)
+print(f"manifold ({args.manifold}): label noise {manifold.noise_scale_.numpy().round(3)}")
 prior = HiddenRoutePrior(manifold, num_steps=steps, batch_size=512).fit(train, train_labels)
 prior.calibrate(val, val_labels, level=0.9)
 print("calibration: variance factors {:.3g} (valence), {:.3g} (arousal)".format(
@@ -71,11 +77,12 @@ for name, index in (("confident", int(np.argmin(val.var[:, 0]))),
                     ("unsure", int(np.argmax(val.var[:, 0])))):
     one = AffectEstimate(*(x[index:index + 1] for x in val))
     latent = prior(one)
-    print(f"{name}: prior covariance over z has trace "
-          f"{float(latent.covariance_matrix[0].trace()):.3f}")
+    band = prior.predict(one).cov[0].diagonal().sqrt()  # decoded standard deviations
+    print(f"{name}: prior sd {band[0]:.3f} (valence), {band[1]:.3f} (arousal); the hidden "
+          f"route's {float(one.var[0, 0]) ** 0.5:.3f}")
     axes = plot_manifold_prior(manifold, latent.loc[0].numpy(),
                                latent.covariance_matrix[0].numpy(), truth=val_labels[index],
                                n_samples=1000 if quick else 3000,
-                               title=f"a {name} estimate")
+                               title=f"the {name} estimate")
     axes[0].figure.savefig(args.out / f"prior_{name}.png", dpi=90, bbox_inches="tight")
     plt.close("all")

@@ -23,3 +23,13 @@ def test_example_runs_quick(script, tmp_path):
                             env={**os.environ, "MPLBACKEND": "Agg"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr
+
+
+def test_manifold_example_with_the_gaussian_process(tmp_path):
+    script = next(p for p in EXAMPLES if p.stem == "plot_manifold_prior")
+    result = subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path),
+                             "--manifold", "gplvm"], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=600, env={**os.environ, "MPLBACKEND": "Agg"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "manifold (gplvm)" in result.stdout
+    assert (tmp_path / "prior_unsure.png").stat().st_size > 0
