@@ -44,7 +44,8 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from coreaffect.experiment import FitSettings, train_run
+    from coreaffect.experiment import train_run
+    from coreaffect.stages import FitSettings
 
     settings = _fit_settings(args, FitSettings())
     result = train_run(
@@ -78,7 +79,8 @@ _EPILOG_REFIT = """examples:
 
 
 def _refit(args: argparse.Namespace) -> int:
-    from coreaffect.experiment import refit_run, run_fit_settings
+    from coreaffect.experiment import refit_run
+    from coreaffect.stages import run_fit_settings
 
     settings = _fit_settings(args, run_fit_settings(args.run))
     refit_run(args.run, args.out, data=args.data, settings=settings, device=args.device,

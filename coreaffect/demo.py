@@ -4,7 +4,7 @@
 MAHNOB videos: synthesise 33 videos of 40 s (:mod:`coreaffect.synthetic`), hold out 10 for
 testing and train the hidden route (``lite`` preset, CPU, time-budgeted) on 13, as the paper did;
 the other 10, faces the network never trains on, validate: they choose the training epoch,
-calibrate the prior and fit the dynamics (:func:`~coreaffect.experiment.fit_core_affect`; with
+calibrate the prior and fit the dynamics (:func:`~coreaffect.stages.fit_core_affect`; with
 the 3 validation videos a fifth of the paper's 13 would give, the calibration varies with which
 3 they are more than the 5 points it aims at). Then evaluate every stage on the test videos, and
 write into the output folder:
@@ -69,7 +69,7 @@ class DemoSettings:
     val_videos: int = 10  # faces never trained on (see the module docstring)
     minutes: float = 9.0  # the training budget: the whole demo then takes about 12 minutes
     epochs: int = 400  # the budget ends training first
-    manifold_steps: int = 1000  # see coreaffect.experiment.FitSettings
+    manifold_steps: int = 1000  # see coreaffect.stages.FitSettings
     prior_steps: int = 1000
     saliency_frames: int = 200  # 8 s: the grid shows 8 frames spread over them
 
@@ -126,8 +126,9 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
         evaluate_trajectories,
         metrics_json,
     )
-    from coreaffect.experiment import FitSettings, held_out_videos, load_videos, train_run
+    from coreaffect.experiment import held_out_videos, load_videos, train_run
     from coreaffect.pipeline import CoreAffect
+    from coreaffect.stages import FitSettings
     from coreaffect.synthetic import SynthConfig, write_corpus
 
     settings = settings or (DemoSettings.quick() if quick else DemoSettings())
@@ -366,7 +367,7 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
     chosen = "the validation videos" if validating else "the training videos"
     lines += ["", "Coverage is pooled over frames. The prior's variance factors (valence, "
               f"arousal), chosen on {chosen}: {factors}; the factors on the "
-              "half-widths of the dynamics' bands (see `coreaffect.experiment`): "
+              "half-widths of the dynamics' bands (see `coreaffect.stages`): "
               f"{json.dumps(bands)}. Fitted "
               f"dynamics: Theta = {np.round(dyn.get('theta', []), 3).tolist()} per s, mu = "
               f"{np.round(dyn.get('mu', []), 3).tolist()}, observation-noise scales per "
@@ -432,7 +433,8 @@ def tiny_run(out: str | Path, *, videos: int = 3, seconds: float = 4.0, epochs: 
     Returns:
         The :class:`TinyRun`.
     """
-    from coreaffect.experiment import FitSettings, train_run
+    from coreaffect.experiment import train_run
+    from coreaffect.stages import FitSettings
     from coreaffect.synthetic import SynthConfig, write_corpus
 
     out = Path(out)

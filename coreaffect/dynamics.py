@@ -227,7 +227,7 @@ class CoreAffectDynamics:
     with a positive diagonal (only L L^T is identified); c > 0 a learned scale of the observation
     covariances (c < 1: the estimates are over-dispersed, c > 1: over-confident), which may also
     be set to one scale per latent axis, c (K,), entering as C^(1/2) R_t C^(1/2) with
-    C = diag(c) (what :func:`coreaffect.experiment.fit_core_affect` chooses on held-out videos;
+    C = diag(c) (what :func:`coreaffect.stages.fit_core_affect` chooses on held-out videos;
     :meth:`fit` learns the single scale); epsilon a fixed ``noise_floor`` keeping R_t positive
     definite. Frames without a face are masked steps: only
     the OU prediction runs there and the credible band widens. The causal filter may be given

@@ -159,7 +159,7 @@ class CoreAffect:
         band_scale: ``{"smoothed": (k_v, k_a), "filtered": (k_v, k_a), "lagged": (k_v, k_a)}``
             (or one number for both dimensions), factors on the half-widths of the decoded
             valence and arousal bands (their variances by k^2; the means are untouched), chosen
-            on validation videos by :func:`~coreaffect.experiment.fit_core_affect` so that the
+            on validation videos by :func:`~coreaffect.stages.fit_core_affect` so that the
             bands cover at their level (the dynamics treats the estimates' errors as independent
             from frame to frame, while the hidden route's errors are slow, so its own bands are
             too narrow); missing stages use 1. The ``lagged`` factors hold for the lag they

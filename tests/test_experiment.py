@@ -15,15 +15,13 @@ from coreaffect.corpus import CropCache, discover
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
 from coreaffect.experiment import (
-    FitSettings,
     evaluate_run,
-    fit_core_affect,
     held_out_videos,
     load_videos,
     refit_run,
-    run_fit_settings,
 )
 from coreaffect.pipeline import CoreAffect
+from coreaffect.stages import FitSettings, fit_core_affect, run_fit_settings
 
 FAST = FitSettings(manifold_steps=50, prior_steps=50, dynamics_iter=10)
 
@@ -99,14 +97,14 @@ def _copy_of_run(tiny, tmp_path):
 def test_few_validation_videos_are_warned_about(tiny, tmp_path, caplog):
     run, _, train, val = _copy_of_run(tiny, tmp_path)
     assert 0 < len(val) < 10
-    with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
+    with caplog.at_level(logging.WARNING, logger="coreaffect.stages"):
         fit_core_affect(run, load_model(run), train, val, settings=FAST)
     assert f"fitted on {len(val)} validation video(s)" in caplog.text
 
 
 def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, caplog):
     run, split, train, _ = _copy_of_run(tiny, tmp_path)
-    with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
+    with caplog.at_level(logging.WARNING, logger="coreaffect.stages"):
         fit = fit_core_affect(run, load_model(run), train, [], settings=FAST)
     assert "no validation video" in caplog.text
     assert fit.videos["dynamics"] == split["train"]
