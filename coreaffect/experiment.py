@@ -3,9 +3,10 @@
 :func:`train_run` reproduces the paper's protocol on any supported dataset: discover the
 recordings, split them by video (held-out test videos, and validation videos among the rest),
 crop faces once into a cache, cut dense training sequences, train the hidden route, then fit the
-probabilistic stages (:func:`~coreaffect.stages.fit_core_affect`, which says which videos fit
-what, and why) into the same run directory, which also holds ``split.json`` (which videos went
-where, and the seed) and ``stages.json`` (what each stage was fitted on, and how long it took).
+probabilistic stages (:func:`~coreaffect.stages.fit_core_affect`; :mod:`coreaffect.stages` says
+which videos fit what, and why) into the same run directory, which also holds ``split.json``
+(which videos went where, and the seed) and ``stages.json`` (what each stage was fitted on, with
+which settings, and how long it took).
 :func:`refit_run` fits those stages again, with other settings, into a new run directory.
 :func:`evaluate_run` scores a run on the test videos it held out (or on all videos of another
 dataset), stage by stage (``raw``, ``prior``, ``smoothed``, ``filtered``, ``lagged``), and can
@@ -101,9 +102,10 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
             annotation_delay`).
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
         resume: Continue an interrupted run.
-        fit_prior: Also fit manifold, prior and dynamics (:func:`fit_core_affect`); ``False``
-            leaves a run with the hidden route only (``evaluate`` then reports ``raw`` only).
-        fit_settings: Settings of :func:`fit_core_affect`.
+        fit_prior: Also fit manifold, prior and dynamics
+            (:func:`~coreaffect.stages.fit_core_affect`); ``False`` leaves a run with the hidden
+            route only (``evaluate`` then reports ``raw`` only).
+        fit_settings: Settings of :func:`~coreaffect.stages.fit_core_affect`.
         progress: Show progress bars.
 
     Returns:
@@ -211,18 +213,19 @@ def refit_run(run: str | Path, out: str | Path, *, data: str | Path | None = Non
     run directory; the hidden route is not retrained and RUN keeps its results.
 
     OUT gets copies of RUN's hidden route, split and training log, then the later stages, fitted
-    by :func:`fit_core_affect` on the same training and validation videos with the same seed.
-    With the settings RUN was fitted with, the result equals RUN's. OUT is built in a hidden
-    folder beside it and moved into place when complete, so a failure leaves no partial run.
-    Face crops that RUN's crop cache lacks are added to it (the default ``cache``), as
-    :func:`evaluate_run` does; nothing else in RUN is written.
+    by :func:`~coreaffect.stages.fit_core_affect` on the same training and validation videos with
+    the same seed. With the settings RUN was fitted with, on the device RUN computed its estimates
+    on, the result equals RUN's. OUT is built in a hidden folder beside it and moved into place
+    when complete, so a failure leaves no partial run. Face crops that RUN's crop cache lacks are
+    added to it (the default ``cache``), as :func:`evaluate_run` does; nothing else in RUN is
+    written.
 
     Args:
         run: A run directory written by :func:`train_run`.
         out: The new run directory: it must not exist, or be empty.
         data: The dataset folder; ``None``: the one RUN was trained on (``RUN/split.json``).
-        settings: Settings of :func:`fit_core_affect`; ``None``: RUN's own
-            (:func:`run_fit_settings`).
+        settings: Settings of :func:`~coreaffect.stages.fit_core_affect`; ``None``: RUN's own
+            (:func:`~coreaffect.stages.run_fit_settings`).
         device: Where the hidden route computes its estimates.
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
         progress: Show progress bars.

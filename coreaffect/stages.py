@@ -297,7 +297,8 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
     """Fit manifold, prior, calibration and dynamics after the hidden route; save them in RUN.
 
     The module docstring says which videos feed which step, and why. Writes
-    ``RUN/{manifold,prior,dynamics}.{safetensors,json}`` and ``RUN/stages.json``.
+    ``RUN/{manifold,prior,dynamics}.{safetensors,json}``, ``RUN/bands.json`` and
+    ``RUN/stages.json``.
 
     Args:
         run: The run directory (holding the hidden route).
