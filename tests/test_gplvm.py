@@ -88,3 +88,28 @@ def test_switch_off_irrelevant_axes():
     out = switch_off_irrelevant(torch.tensor([2.0, 9.0, 11.0, 0.9e9]))
     assert out[:2].tolist() == [2.0, 9.0] and torch.isinf(out[2:]).all()
     assert torch.equal(switch_off_irrelevant(torch.tensor([3.0])), torch.tensor([3.0]))
+
+
+def test_fit_keeps_the_start_whose_bound_ends_higher(monkeypatch):
+    import coreaffect.gplvm as gplvm
+
+    starts = []
+    fit_once = gplvm._fit_once
+
+    def spy(centred, start, inducing, noise, num_steps, learning_rate):
+        model, history = fit_once(centred, start, inducing, noise, num_steps, learning_rate)
+        starts.append((noise, history, float(model.base_model.noise.detach().sqrt())))
+        return model, history
+
+    monkeypatch.setattr(gplvm, "_fit_once", spy)
+    g = torch.Generator().manual_seed(3)
+    labels = (torch.rand(400, 2, generator=g) * 1.6 - 0.8)  # a cloud that fills a square
+    with torch.random.fork_rng(), pyro.settings.context(module_local_params=True):
+        torch.manual_seed(0)
+        decoder, history = fit_gplvm(labels, 2, 16, 100, 0.1, 0.01,
+                                     torch.Generator().manual_seed(0))
+    assert [noise for noise, _, _ in starts] == [0.1, 0.03]
+    tail = [sum(h[-5:]) / 5 for _, h, _ in starts]
+    kept = starts[tail.index(min(tail))]
+    assert history is kept[1]
+    assert float(decoder.noise_scale[0]) == pytest.approx(kept[2], rel=1e-5)
