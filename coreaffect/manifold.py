@@ -181,7 +181,8 @@ class AffectManifold:
             the encoder is fitted to it.
         hidden: H, the width of the encoder's hidden layers, and of the decoder's (``"vae"``).
         inducing_points: M, the inducing inputs of the Gaussian process (``"gplvm"``).
-        num_steps: SVI steps of :meth:`fit` (``"gplvm"``: of the GP-LVM, then of the encoder).
+        num_steps: SVI steps of :meth:`fit` (``"gplvm"``: of each of the GP-LVM's two starts,
+            then of the encoder).
         batch_size: Labels per SVI step (all of them when there are fewer).
         learning_rate: Adam's initial learning rate, decayed to 5% of it on a cosine (``None``:
             0.01 for ``"vae"``, 0.1 for ``"gplvm"``, whose latents and kernel need larger steps).
@@ -196,7 +197,7 @@ class AffectManifold:
             (a :class:`~coreaffect.gplvm.GPDecoder` for ``"gplvm"``).
         encoder_: The encoder ``PyroModule`` of q(z | y).
         loss_history_: The negative ELBO per label (nats) after each SVI step (``"gplvm"``: the
-            GP-LVM's steps, then the encoder's).
+            steps of the GP-LVM's start that was kept, then the encoder's).
     """
 
     def __init__(self, n_latent: int = 2, *, backend: str = "vae", hidden: int = 64,
