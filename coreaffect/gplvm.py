@@ -62,7 +62,8 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.nn import PyroModule, PyroParam
 from torch import Tensor
 
-__all__ = ["GPDecoder", "fit_gplvm"]
+__all__ = ["RELEVANCE_RATIO", "GPDecoder", "fit_gplvm", "posterior_weights", "rbf",
+           "switch_off_irrelevant"]
 
 _JITTER = 1e-5  # on the diagonal of K_uu, as Pyro's sparse GP has it
 _START_NOISES = (0.1, 0.03)  # sigma at the two starts of the fit; the better bound is kept
@@ -94,6 +95,7 @@ class GPDecoder(PyroModule):
                                      constraint=constraints.greater_than(min_noise_scale))
 
     def forward(self, z: Tensor) -> Tensor:
+        """g(z): (..., K) latents to (..., 2) valence-arousal points."""
         return self.offset + rbf(z, self.inducing, self.variance, self.lengthscale) @ self.weights
 
 
