@@ -1,9 +1,8 @@
-"""Tests of coreaffect.annotations: formats as shipped, detection, fusion, resampling, errors."""
+"""Tests of coreaffect.annotations: formats as shipped, detection, errors, re-exports."""
 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -16,9 +15,7 @@ from coreaffect.annotations import (
     FORMATS,
     Annotations,
     detect_format,
-    fuse_raters,
     read_annotations,
-    resample_labels,
 )
 from coreaffect.errors import AnnotationError
 
@@ -303,68 +300,6 @@ def test_a_long_recording_reads_fast(tmp_path):
     assert elapsed < 0.5, f"two 30-minute files took {elapsed:.2f} s"
 
 
-# --- fusion -------------------------------------------------------------------------------------
-
-
-def test_fuse_mean_ignores_missing_raters():
-    ratings = np.array([[[0.2, 0.4], [np.nan, 0.0], [np.nan, np.nan]],
-                        [[0.4, 0.0], [0.6, np.nan], [np.nan, np.nan]]])  # (R=2, T=3, 2)
-    np.testing.assert_allclose(fuse_raters(ratings), [[0.3, 0.2], [0.6, 0.0], [np.nan] * 2])
-
-
-def test_fuse_ewe_against_hand_computed_weights():
-    # x1 = x2 = (0, .2, .4), x3 = (.4, .2, .6). Leave-one-out correlations: x1 and x2 with
-    # (x_other + x3) / 2 = (.2, .2, .5) give sqrt(3)/2; x3 with (0, .2, .4) gives 1/2.
-    x = np.array([[0.0, 0.2, 0.4], [0.0, 0.2, 0.4], [0.4, 0.2, 0.6]])
-    ratings = np.stack([x, x], axis=-1)  # same series in both dimensions, (3, 3, 2)
-    w = np.array([math.sqrt(3) / 2, math.sqrt(3) / 2, 0.5])
-    expected = (w @ x) / w.sum()
-    np.testing.assert_allclose(fuse_raters(ratings, "ewe"), np.stack([expected] * 2, -1))
-
-
-def test_fuse_ewe_zero_weight_for_anticorrelated_rater_and_fallbacks():
-    s = np.array([0.0, 0.1, 0.2, 0.3])
-    ratings = np.stack([s, s, s, -s])[:, :, None].repeat(2, axis=2)  # (4, 4, 2)
-    np.testing.assert_allclose(fuse_raters(ratings, "ewe")[:, 0], s, atol=1e-12)
-    np.testing.assert_allclose(fuse_raters(ratings[:1], "ewe"), ratings[0])  # a single rater
-    opposed = np.stack([s, -s])[:, :, None].repeat(2, axis=2)  # no positive weight: the mean
-    np.testing.assert_allclose(fuse_raters(opposed, "ewe"), np.zeros((4, 2)), atol=1e-12)
-    with pytest.raises(ValueError):
-        fuse_raters(ratings, "median")
-
-
-# --- resampling ---------------------------------------------------------------------------------
-
-
-TIMES = np.array([0.0, 1.0, 2.0, 3.0])
-VALUES = np.array([[0.0, 0.0], [0.2, -0.2], [np.nan, -0.4], [0.6, -0.6]])
-
-
-def test_resample_interpolates_inside_and_is_nan_outside():
-    new = np.array([-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
-    expected = np.array([
-        [np.nan, np.nan], [0.0, 0.0], [0.1, -0.1], [0.2, -0.2],  # exact hit despite NaN on right
-        [np.nan, -0.3], [np.nan, -0.4], [np.nan, -0.5], [0.6, -0.6], [np.nan, np.nan],
-    ])
-    np.testing.assert_allclose(resample_labels(TIMES, VALUES, new), expected)
-    np.testing.assert_allclose(resample_labels(TIMES, VALUES, new[::-1]), expected[::-1])
-
-
-def test_resample_delay_looks_labels_up_later():
-    np.testing.assert_allclose(resample_labels(TIMES, VALUES, [0.5, 2.75], delay=0.5),
-                               [[0.2, -0.2], [np.nan, np.nan]])
-    ann = Annotations(TIMES, VALUES, "v", Path("v.csv"), None)
-    np.testing.assert_allclose(ann.resample(np.array([0.25]), delay=0.25), [[0.1, -0.1]])
-
-
-def test_resample_edge_cases():
-    one = resample_labels([1.0], [[0.5, 0.5]], [0.0, 1.0, np.nan, np.inf])
-    np.testing.assert_allclose(one, [[np.nan] * 2, [0.5, 0.5], [np.nan] * 2, [np.nan] * 2])
-    assert resample_labels(np.empty(0), np.empty((0, 2)), [0.0]).shape == (1, 2)
-    with pytest.raises(ValueError):
-        resample_labels([1.0, 0.0], [[0, 0], [0, 0]], [0.5])
-
-
 # --- random content: an Annotations or an AnnotationError, nothing else -----------------------
 
 
@@ -471,3 +406,10 @@ def test_random_content_gives_annotations_or_annotation_error(tmp_path, fmt, dat
         assert detect_format(path) in FORMATS
     except AnnotationError:
         pass
+
+
+def test_label_functions_are_reexported():
+    from coreaffect import annotations, labels
+
+    assert annotations.fuse_raters is labels.fuse_raters
+    assert annotations.resample_labels is labels.resample_labels

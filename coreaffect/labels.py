@@ -1,0 +1,141 @@
+"""Labels on a time grid: resampling to frame times, and fusing several raters into one series.
+
+Annotations come at the rate of the tool that recorded them (25 Hz for DANTE and RECOLA, 10 Hz
+for SEWA, one per frame for Aff-Wild2) and often from several raters. Both functions here are
+pure and NaN-aware, so that a missing label stays missing instead of being invented:
+:func:`resample_labels` puts a series on the frame times of a video (with the annotators'
+reaction delay), and :func:`fuse_raters` turns (R, T, 2) ratings into one (T, 2) series, by the
+mean or by the evaluator-weighted estimator. :mod:`coreaffect.annotations` reads the files and
+uses both.
+
+References:
+    Grimm, M., & Kroschel, K. (2005). Evaluation of natural emotions using self assessment
+    manikins. IEEE Workshop on Automatic Speech Recognition and Understanding, 381-385.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from coreaffect.config import FUSIONS
+
+__all__ = ["fuse_raters", "resample_labels"]
+
+logger = logging.getLogger(__name__)
+
+def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray,
+                    delay: float = 0.0) -> np.ndarray:
+    """Labels at new times by linear interpolation between the two bracketing samples.
+
+    A new time t is looked up at t + delay. Inside [times[0], times[-1]] the result interpolates
+    the samples on either side; it is NaN outside that span, and NaN when either bracketing
+    sample is NaN unless t + delay hits a valid sample exactly (then it is that sample).
+
+    Args:
+        times: (T,) sample times in seconds, strictly increasing.
+        values: (T, ...) samples, typically (T, 2) with VA last axis.
+        new_times: (N,) times to label, in any order; non-finite times give NaN.
+        delay: Reaction delay in seconds (labels are shifted earlier by this much).
+
+    Returns:
+        (N, ...) float64 labels.
+
+    Raises:
+        ValueError: If the shapes disagree or ``times`` is not strictly increasing.
+    """
+    times = np.asarray(times, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)
+    query = np.asarray(new_times, dtype=np.float64) + float(delay)
+    if times.ndim != 1 or query.ndim != 1 or values.shape[:1] != times.shape:
+        raise ValueError(f"need times (T,), values (T, ...) and new_times (N,); got "
+                         f"{times.shape}, {values.shape}, {query.shape}")
+    if not np.all(np.diff(times) > 0):
+        raise ValueError("times must be strictly increasing")
+    out = np.full(query.shape + values.shape[1:], np.nan)
+    if times.size == 0:
+        return out
+    inside = (query >= times[0]) & (query <= times[-1])  # False for NaN
+    q = query[inside]
+    left = np.searchsorted(times, q, side="right") - 1  # last sample at or before q
+    if times.size > 1:
+        i0 = np.clip(left, 0, times.size - 2)
+        w = (q - times[i0]) / (times[i0 + 1] - times[i0])
+        w = w.reshape(w.shape + (1,) * (values.ndim - 1))  # broadcast over trailing axes
+        out[inside] = values[i0] * (1.0 - w) + values[i0 + 1] * w
+    hit = times[left] == q  # exact hits keep their sample, whatever the neighbours are
+    rows = np.flatnonzero(inside)[hit]
+    out[rows] = values[left[hit]]
+    return out
+
+
+def fuse_raters(ratings: np.ndarray, method: str = "mean") -> np.ndarray:
+    """Fuse several raters' labels into one series, NaN-aware.
+
+    ``"mean"`` averages, at each time, the raters that have a label there. ``"ewe"`` is the
+    evaluator-weighted estimator (Grimm & Kroschel, 2005), for each VA dimension separately:
+    rater r gets weight w_r = max(rho_r, 0), rho_r the Pearson correlation between rater r and
+    the NaN-aware mean of the *other* raters (over the times where both exist; 0 when undefined).
+    Leaving rater r out of the reference keeps a rater from correlating with itself, which
+    matters with few raters. The fused value at time t is sum_r w_r x_rt / sum_r w_r over the
+    raters labelled at t, NaN where those weights sum to 0. If every weight of a dimension is 0,
+    that dimension falls back to the mean. A single rater is returned as is.
+
+    Args:
+        ratings: (R, T, 2) labels, VA last axis; NaN = no label.
+        method: ``"mean"`` or ``"ewe"``.
+
+    Returns:
+        (T, 2) fused labels.
+
+    Raises:
+        ValueError: For an unknown method or a shape that is not (R, T, D) with R >= 1.
+    """
+    ratings = np.asarray(ratings, dtype=np.float64)
+    if method not in FUSIONS:
+        raise ValueError(f"fusion must be one of {FUSIONS}, got {method!r}")
+    if ratings.ndim != 3 or ratings.shape[0] == 0:
+        raise ValueError(f"ratings must be (R, T, D) with R >= 1, got {ratings.shape}")
+    weights = np.ones((ratings.shape[0], ratings.shape[2]))  # (R, D)
+    if method == "ewe" and ratings.shape[0] > 1:
+        weights = _ewe_weights(ratings)
+    return _weighted_mean(ratings, weights)
+
+
+def _weighted_mean(ratings: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(R, T, D) ratings, (R, D) weights -> (T, D), over the raters present at each time."""
+    present = ~np.isnan(ratings)
+    w = np.where(present, weights[:, None, :], 0.0)  # (R, T, D)
+    total = w.sum(axis=0)
+    weighted = (np.where(present, ratings, 0.0) * w).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, weighted / total, np.nan)
+
+
+def _ewe_weights(ratings: np.ndarray) -> np.ndarray:
+    """EWE weights (R, D) of (R, T, D) ratings; see :func:`fuse_raters`."""
+    n_raters, _, n_dims = ratings.shape
+    weights = np.zeros((n_raters, n_dims))
+    for r in range(n_raters):  # loop over raters only, a handful
+        others = np.delete(ratings, r, axis=0)
+        reference = _weighted_mean(others, np.ones((n_raters - 1, n_dims)))  # (T, D)
+        for d in range(n_dims):
+            weights[r, d] = max(_correlation(ratings[r, :, d], reference[:, d]), 0.0)
+    dead = weights.sum(axis=0) == 0
+    if dead.any():
+        logger.warning("EWE: no rater correlates positively with the others in dimension(s) %s; "
+                       "using the mean there", np.flatnonzero(dead).tolist())
+        weights[:, dead] = 1.0
+    return weights
+
+
+def _correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation over the times where both (T,) series exist; 0 when undefined."""
+    both = ~(np.isnan(x) | np.isnan(y))
+    if both.sum() < 2:
+        return 0.0
+    xc = x[both] - x[both].mean()
+    yc = y[both] - y[both].mean()
+    denom = np.sqrt((xc @ xc) * (yc @ yc))
+    return float(xc @ yc / denom) if denom > 0 else 0.0

@@ -1,0 +1,73 @@
+"""Tests of coreaffect.labels: fusing raters (mean, EWE by hand) and resampling to frame times."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from coreaffect.annotations import Annotations
+from coreaffect.labels import fuse_raters, resample_labels
+
+# --- fusion -------------------------------------------------------------------------------------
+
+
+def test_fuse_mean_ignores_missing_raters():
+    ratings = np.array([[[0.2, 0.4], [np.nan, 0.0], [np.nan, np.nan]],
+                        [[0.4, 0.0], [0.6, np.nan], [np.nan, np.nan]]])  # (R=2, T=3, 2)
+    np.testing.assert_allclose(fuse_raters(ratings), [[0.3, 0.2], [0.6, 0.0], [np.nan] * 2])
+
+
+def test_fuse_ewe_against_hand_computed_weights():
+    # x1 = x2 = (0, .2, .4), x3 = (.4, .2, .6). Leave-one-out correlations: x1 and x2 with
+    # (x_other + x3) / 2 = (.2, .2, .5) give sqrt(3)/2; x3 with (0, .2, .4) gives 1/2.
+    x = np.array([[0.0, 0.2, 0.4], [0.0, 0.2, 0.4], [0.4, 0.2, 0.6]])
+    ratings = np.stack([x, x], axis=-1)  # same series in both dimensions, (3, 3, 2)
+    w = np.array([math.sqrt(3) / 2, math.sqrt(3) / 2, 0.5])
+    expected = (w @ x) / w.sum()
+    np.testing.assert_allclose(fuse_raters(ratings, "ewe"), np.stack([expected] * 2, -1))
+
+
+def test_fuse_ewe_zero_weight_for_anticorrelated_rater_and_fallbacks():
+    s = np.array([0.0, 0.1, 0.2, 0.3])
+    ratings = np.stack([s, s, s, -s])[:, :, None].repeat(2, axis=2)  # (4, 4, 2)
+    np.testing.assert_allclose(fuse_raters(ratings, "ewe")[:, 0], s, atol=1e-12)
+    np.testing.assert_allclose(fuse_raters(ratings[:1], "ewe"), ratings[0])  # a single rater
+    opposed = np.stack([s, -s])[:, :, None].repeat(2, axis=2)  # no positive weight: the mean
+    np.testing.assert_allclose(fuse_raters(opposed, "ewe"), np.zeros((4, 2)), atol=1e-12)
+    with pytest.raises(ValueError):
+        fuse_raters(ratings, "median")
+
+
+# --- resampling ---------------------------------------------------------------------------------
+
+
+TIMES = np.array([0.0, 1.0, 2.0, 3.0])
+VALUES = np.array([[0.0, 0.0], [0.2, -0.2], [np.nan, -0.4], [0.6, -0.6]])
+
+
+def test_resample_interpolates_inside_and_is_nan_outside():
+    new = np.array([-0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5])
+    expected = np.array([
+        [np.nan, np.nan], [0.0, 0.0], [0.1, -0.1], [0.2, -0.2],  # exact hit despite NaN on right
+        [np.nan, -0.3], [np.nan, -0.4], [np.nan, -0.5], [0.6, -0.6], [np.nan, np.nan],
+    ])
+    np.testing.assert_allclose(resample_labels(TIMES, VALUES, new), expected)
+    np.testing.assert_allclose(resample_labels(TIMES, VALUES, new[::-1]), expected[::-1])
+
+
+def test_resample_delay_looks_labels_up_later():
+    np.testing.assert_allclose(resample_labels(TIMES, VALUES, [0.5, 2.75], delay=0.5),
+                               [[0.2, -0.2], [np.nan, np.nan]])
+    ann = Annotations(TIMES, VALUES, "v", Path("v.csv"), None)
+    np.testing.assert_allclose(ann.resample(np.array([0.25]), delay=0.25), [[0.1, -0.1]])
+
+
+def test_resample_edge_cases():
+    one = resample_labels([1.0], [[0.5, 0.5]], [0.0, 1.0, np.nan, np.inf])
+    np.testing.assert_allclose(one, [[np.nan] * 2, [0.5, 0.5], [np.nan] * 2, [np.nan] * 2])
+    assert resample_labels(np.empty(0), np.empty((0, 2)), [0.0]).shape == (1, 2)
+    with pytest.raises(ValueError):
+        resample_labels([1.0, 0.0], [[0, 0], [0, 0]], [0.5])
