@@ -80,7 +80,8 @@ import numpy as np
 import torch
 from torch.distributions import MultivariateNormal
 
-from coreaffect.checkpoint import atomic_write, load_data_config, load_model
+from coreaffect.calibration import band_factors, read_bands, widen_bands
+from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.config import DataConfig
 from coreaffect.dynamics import (
     AffectObservations,
@@ -94,7 +95,7 @@ from coreaffect.streaming import _StreamState
 from coreaffect.trajectory import AffectRow, AffectTrajectory
 from coreaffect.video import VideoSource
 
-__all__ = ["STAGES", "CoreAffect", "load_run", "write_bands"]
+__all__ = ["STAGES", "CoreAffect", "load_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class CoreAffect:
         self.decode_chunk = decode_chunk
         self.random_state = random_state
         self.lag = lag
-        self.band_scale = {stage: _band_factors(k) for stage, k in
+        self.band_scale = {stage: band_factors(k) for stage, k in
                            {**dict.fromkeys(_DYNAMIC, 1.0), **(band_scale or {})}.items()}
         # the same model in latent space only: decoding is done here
         self._latent_dynamics = None if dynamics is None else dynamics.without_decoder()
@@ -237,7 +238,7 @@ class CoreAffect:
         model = load_model(run, device)
         config = load_data_config(run)
         prior = dynamics = None
-        bands = _read_bands(run)
+        bands = read_bands(run)
         if bands is not None:
             scales, lag = bands
             if kwargs.get("lag", lag) != lag and "band_scale" not in kwargs:
@@ -358,13 +359,8 @@ class CoreAffect:
 
     def _widen(self, stage: str, mean: np.ndarray, var: np.ndarray, lower: np.ndarray,
               upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Apply a stage's band factors (k_v, k_a) to decoded moments; the means stay.
-
-        Each band's distance from the mean is multiplied by k_d on either side, and the variance
-        by k_d^2: arrays (T, 2) in, ``(mean, var, lower, upper)`` out.
-        """
-        k = np.asarray(self.band_scale[stage], dtype=np.float64)  # (2,)
-        return mean, var * k ** 2, mean - k * (mean - lower), mean + k * (upper - mean)
+        """Apply a stage's band factors (k_v, k_a) to decoded moments (:func:`widen_bands`)."""
+        return widen_bands(self.band_scale[stage], mean, var, lower, upper)
 
     def _gaussian(self, times, indices, face_found, mean, var, level, stage, latent=None
                   ) -> AffectTrajectory:
@@ -627,57 +623,6 @@ class CoreAffect:
         for item in source:
             image, time = item[0], item[1]
             yield image, time
-
-
-BANDS_FILE = "bands.json"  # the band scales of CoreAffect, in a run directory
-
-
-def _band_factors(value: Any) -> tuple[float, float]:
-    """(k_v, k_a) from one positive number or a pair."""
-    pair = np.broadcast_to(np.asarray(value, dtype=np.float64), (2,))
-    if not (np.isfinite(pair).all() and (pair > 0).all()):
-        raise CoreAffectError(f"band factors must be positive numbers, got {value!r}")
-    return float(pair[0]), float(pair[1])
-
-
-def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], level: float,
-                lag: int | None = None) -> None:
-    """Save the band scales of the dynamics' stages, and the lag of ``lagged`` (an integer
-    >= 1, or ``None`` for a run without that stage), in ``RUN/bands.json``."""
-    import json
-
-    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 1):
-        raise CoreAffectError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
-
-    from coreaffect import __version__
-    from coreaffect.checkpoint import FORMAT
-
-    atomic_write(Path(run) / BANDS_FILE, json.dumps(
-        {"format": FORMAT, "coreaffect": __version__, "band_scale": band_scale,
-         "level": level, "lag": lag}, indent=2) + "\n")
-
-
-def _read_bands(run: Path) -> tuple[dict[str, tuple[float, float]], int | None] | None:
-    """``(band scales, lag)`` from ``RUN/bands.json``, or ``None`` without that file."""
-    import json
-
-    from coreaffect.checkpoint import FORMAT
-
-    path = run / BANDS_FILE
-    if not path.exists():
-        return None
-    try:
-        info = json.loads(path.read_text())
-        if info.get("format") != FORMAT:
-            raise CoreAffectError(f"{path}: written in run-directory format {info.get('format')}"
-                                  f"; this version reads format {FORMAT}. Retrain, or use the "
-                                  "coreaffect version that wrote it.")
-        lag = info.get("lag")  # runs written before the lagged stage have none
-        if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 1):
-            raise ValueError(f"lag must be an integer >= 1 or null, got {lag!r}")
-        return {str(k): _band_factors(v) for k, v in info["band_scale"].items()}, lag
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
-        raise CoreAffectError(f"{path}: unreadable ({err})") from None
 
 
 def load_run(run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:

@@ -113,9 +113,9 @@ import pyro.distributions as dist
 import torch
 from pyro.infer import TraceMeanField_ELBO
 from pyro.nn import PyroModule
-from scipy.special import ndtri
 from torch import Tensor, nn
 
+from coreaffect.calibration import variance_factor
 from coreaffect.checkpoint import load_state, save_state
 from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate
@@ -208,28 +208,6 @@ def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS, 
         out = torch.where(better, trial_out, out)
         radius = torch.where(better, radius, 0.5 * radius)
     return z
-
-
-def _variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
-    """The factor c on a variance that makes central Gaussian intervals cover ``levels``.
-
-    Args:
-        errors: (N,) standardised absolute errors |y - mean| / sd.
-        levels: Nominal coverages in (0, 1).
-
-    Returns:
-        For one level, the exact c = (its quantile of the errors / z_{(1 + level)/2})^2; for
-        several, the c between their own factors whose largest coverage error is smallest.
-    """
-    z = ndtri(0.5 + np.asarray(levels, dtype=np.float64) / 2)  # (L,)
-    own = (np.quantile(errors, levels) / z) ** 2  # (L,) each level's exact factor
-    if len(levels) == 1:
-        return float(own[0])
-    low, high = max(own.min(), 1e-12), max(own.max(), 1e-12)
-    factors = np.concatenate([np.geomspace(low, high, 400), own])  # (C,)
-    inside = errors[None, None, :] <= z[None, :, None] * np.sqrt(factors)[:, None, None]
-    worst = np.abs(inside.mean(-1) - np.asarray(levels)[None, :]).max(-1)  # (C,)
-    return float(factors[np.argmin(worst)])
 
 
 class DecodedPrior(NamedTuple):
@@ -691,7 +669,7 @@ class HiddenRoutePrior(PyroModule):
             decoded = self._decoded(prior.loc, prior.scale_tril, self._eps(None))
             sd = torch.diagonal(decoded.cov, dim1=-2, dim2=-1).sqrt()  # (B, 2)
             errors = ((y - decoded.mean).abs() / sd).double().cpu().numpy()  # (B, 2)
-        self.calibration_scale_ = tuple(_variance_factor(errors[:, d], levels)
+        self.calibration_scale_ = tuple(variance_factor(errors[:, d], levels)
                                         for d in range(errors.shape[1]))
         self.calibration_level_ = levels[0] if isinstance(level, (int, float)) else levels
         logger.info("HiddenRoutePrior: calibrated at level %s, variance factors %.4g "

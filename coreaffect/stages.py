@@ -76,6 +76,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from coreaffect.calibration import halfwidth_factors, write_bands
 from coreaffect.checkpoint import atomic_write
 from coreaffect.config import DataConfig
 from coreaffect.corpus import LabelledVideo
@@ -86,7 +87,6 @@ from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.manifold import BACKENDS as MANIFOLD_BACKENDS
 from coreaffect.manifold import AffectManifold
 from coreaffect.metrics import ccc
-from coreaffect.pipeline import write_bands
 from coreaffect.prior import HiddenRoutePrior
 
 __all__ = ["FitSettings", "StageFit", "check_settings", "fit_core_affect", "run_fit_settings"]
@@ -252,13 +252,13 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
                      ) -> dict[str, tuple[float, float]]:
     """Factors (k_v, k_a) on the smoothed, filtered (and lagged, with ``settings.lag``) bands'
     half-widths that make the decoded central bands at ``settings.level`` cover that fraction
-    of each dimension's labels of ``videos`` (pooled): k_d is the ``level``-quantile of the
-    error's distance from the mean in units of the band's half-width on the error's side."""
+    of each dimension's labels of ``videos``, pooled over their frames
+    (:func:`~coreaffect.calibration.halfwidth_factors`)."""
     from coreaffect.pipeline import _DYNAMIC, CoreAffect
 
     affect = CoreAffect(model, DataConfig(), prior, dynamics, lag=settings.lag or None)
     names = [stage for stage in affect.stages if stage in _DYNAMIC]
-    ratios: dict[str, list[np.ndarray]] = {stage: [] for stage in names}
+    bands: dict[str, list[tuple[np.ndarray, ...]]] = {stage: [] for stage in names}
     for video in videos:
         latent = prior(estimates[video.id])
         found = np.asarray(video.crops.face_found, bool)
@@ -268,13 +268,11 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
         truth = video.labels[keep].astype(np.float64)  # (N, 2)
         for stage, (m, c) in stages.items():
             mean, _, lower, upper = affect.decode(m[keep], c[keep], settings.level)
-            half = np.where(truth < mean, mean - lower, upper - mean)
-            ratios[stage].append(np.abs(truth - mean) / np.maximum(half, 1e-12))
+            bands[stage].append((truth, mean, lower, upper))
     scales = {}
-    for stage, parts in ratios.items():
-        ratio = np.concatenate(parts) if parts else np.zeros((0, 2))
-        factors = np.quantile(ratio, settings.level, axis=0) if len(ratio) else np.ones(2)
-        scales[stage] = (float(factors[0]), float(factors[1]))
+    for stage, parts in bands.items():
+        pooled = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
+        scales[stage] = halfwidth_factors(*pooled, settings.level) if parts else (1.0, 1.0)
         logger.info("%s bands: half-width factors %.3g (valence), %.3g (arousal)", stage,
                     *scales[stage])
     return scales

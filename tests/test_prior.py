@@ -330,7 +330,7 @@ def test_confident_prior_is_centred_on_the_estimate_and_learned_location_works(
 
 
 def test_calibration_at_several_levels_balances_their_coverage(prior):
-    from coreaffect.prior import _variance_factor
+    from coreaffect.calibration import variance_factor
 
     # errors with heavier tails than a Gaussian (Student t, 3 degrees of freedom)
     errors = np.abs(np.random.default_rng(0).standard_t(3, 20000))
@@ -339,10 +339,10 @@ def test_calibration_at_several_levels_balances_their_coverage(prior):
     def cover(c):
         return (np.mean(errors <= z50 * math.sqrt(c)), np.mean(errors <= z90 * math.sqrt(c)))
 
-    one = _variance_factor(errors, [0.9])
+    one = variance_factor(errors, [0.9])
     assert cover(one)[1] == pytest.approx(0.9, abs=1e-3)  # exact at its own level
     assert cover(one)[0] > 0.57  # but too wide at 50%
-    both = _variance_factor(errors, [0.5, 0.9])
+    both = variance_factor(errors, [0.5, 0.9])
     worst_one = max(abs(cover(one)[0] - 0.5), abs(cover(one)[1] - 0.9))
     worst_both = max(abs(cover(both)[0] - 0.5), abs(cover(both)[1] - 0.9))
     assert worst_both < 0.6 * worst_one

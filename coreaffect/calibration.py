@@ -1,0 +1,153 @@
+"""Calibration of credible bands on held-out videos, and the band factors a run directory keeps.
+
+A model's own uncertainty is rarely right on people it has not seen: the hidden route's variance
+is too small there, and so are the bands the dynamics decode from it. coreaffect rescales both on
+*validation* videos (never the training ones), one factor per dimension, valence and arousal:
+
+* the prior's decoded covariance gets a factor c_d on its variance
+  (:meth:`~coreaffect.prior.HiddenRoutePrior.calibrate`, through :func:`variance_factor`);
+* the smoothed, filtered and lagged bands, decoded from the dynamics by Monte Carlo and not
+  Gaussian in general, get a factor k_d on their half-widths, on either side of the mean
+  (:func:`halfwidth_factors`, applied by :func:`widen_bands`). The factors of a run live in
+  ``RUN/bands.json`` (:func:`write_bands`, :func:`read_bands`).
+
+Both are chosen so that the central band at the calibrated level covers that share of the
+validation labels, pooled over their frames. How well that carries to other people depends on
+how many people were held out: see "Reproducing the paper" in the docs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.special import ndtri
+
+from coreaffect.checkpoint import FORMAT, atomic_write
+from coreaffect.errors import CoreAffectError
+
+__all__ = ["BANDS_FILE", "band_factors", "halfwidth_factors", "read_bands", "variance_factor",
+           "widen_bands", "write_bands"]
+
+BANDS_FILE = "bands.json"  # the band factors of the dynamics' stages, in a run directory
+
+
+def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
+    """The factor c on a variance that makes central Gaussian intervals cover ``levels``.
+
+    Args:
+        errors: (N,) standardised absolute errors |y - mean| / sd.
+        levels: Nominal coverages in (0, 1).
+
+    Returns:
+        For one level, the exact c = (its quantile of the errors / z_{(1 + level)/2})^2; for
+        several, the c between their own factors whose largest coverage error is smallest.
+    """
+    z = ndtri(0.5 + np.asarray(levels, dtype=np.float64) / 2)  # (L,)
+    own = (np.quantile(errors, levels) / z) ** 2  # (L,) each level's exact factor
+    if len(levels) == 1:
+        return float(own[0])
+    low, high = max(own.min(), 1e-12), max(own.max(), 1e-12)
+    factors = np.concatenate([np.geomspace(low, high, 400), own])  # (C,)
+    inside = errors[None, None, :] <= z[None, :, None] * np.sqrt(factors)[:, None, None]
+    worst = np.abs(inside.mean(-1) - np.asarray(levels)[None, :]).max(-1)  # (C,)
+    return float(factors[np.argmin(worst)])
+
+
+def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
+                      upper: np.ndarray, level: float) -> tuple[float, float]:
+    """Factors (k_v, k_a) on a band's half-widths that make it cover ``level`` of ``truth``.
+
+    Each label's distance from the mean is measured in units of the band's half-width on the
+    label's side (``mean - lower`` below the mean, ``upper - mean`` above), and k_d is the
+    ``level``-quantile of these ratios in dimension d: the band ``mean - k_d (mean - lower)`` to
+    ``mean + k_d (upper - mean)`` then holds that share of the labels (ties aside). With no
+    label, both factors are 1.
+
+    Args:
+        truth: (N, 2) labels, VA last axis.
+        mean: (N, 2) the band's centres.
+        lower: (N, 2) its lower ends.
+        upper: (N, 2) its upper ends.
+        level: The coverage wanted, in (0, 1).
+
+    Returns:
+        ``(k_v, k_a)``.
+    """
+    truth, mean = np.asarray(truth, np.float64), np.asarray(mean, np.float64)
+    if not len(truth):
+        return 1.0, 1.0
+    half = np.where(truth < mean, mean - np.asarray(lower, np.float64),
+                    np.asarray(upper, np.float64) - mean)
+    ratio = np.abs(truth - mean) / np.maximum(half, 1e-12)  # (N, 2)
+    factors = np.quantile(ratio, level, axis=0)
+    return float(factors[0]), float(factors[1])
+
+
+def widen_bands(factors: tuple[float, float], mean: np.ndarray, var: np.ndarray,
+                lower: np.ndarray, upper: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Apply half-width factors (k_v, k_a) to decoded moments; the means stay.
+
+    Each band's distance from the mean is multiplied by k_d on either side, and the variance by
+    k_d^2: arrays (T, 2) in, ``(mean, var, lower, upper)`` out.
+    """
+    k = np.asarray(factors, dtype=np.float64)  # (2,)
+    return mean, var * k ** 2, mean - k * (mean - lower), mean + k * (upper - mean)
+
+
+def band_factors(value: Any) -> tuple[float, float]:
+    """(k_v, k_a) from one positive number or a pair; anything else raises CoreAffectError."""
+    pair = np.broadcast_to(np.asarray(value, dtype=np.float64), (2,))
+    if not (np.isfinite(pair).all() and (pair > 0).all()):
+        raise CoreAffectError(f"band factors must be positive numbers, got {value!r}")
+    return float(pair[0]), float(pair[1])
+
+
+def _check_lag(lag: Any) -> None:
+    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 1):
+        raise ValueError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
+
+
+def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], level: float,
+                lag: int | None = None) -> None:
+    """Save the band factors of the dynamics' stages, and the lag of ``lagged`` (an integer
+    >= 1, or ``None`` for a run without that stage), in ``RUN/bands.json``."""
+    try:
+        _check_lag(lag)
+    except ValueError as err:
+        raise CoreAffectError(str(err)) from None
+
+    from coreaffect import __version__
+
+    atomic_write(Path(run) / BANDS_FILE, json.dumps(
+        {"format": FORMAT, "coreaffect": __version__, "band_scale": band_scale,
+         "level": level, "lag": lag}, indent=2) + "\n")
+
+
+def read_bands(run: str | Path) -> tuple[dict[str, tuple[float, float]], int | None] | None:
+    """``(band factors by stage, lag)`` from ``RUN/bands.json``, or ``None`` without that file.
+
+    Raises:
+        CoreAffectError: The file is unreadable, malformed, or of another run-directory format.
+    """
+    path = Path(run) / BANDS_FILE
+    if not path.exists():
+        return None
+    try:
+        info = json.loads(path.read_text())
+        written = info.get("format")
+        if written == FORMAT:
+            lag = info.get("lag")  # runs written before the lagged stage have none
+            _check_lag(lag)
+            scales = {str(k): band_factors(v) for k, v in info["band_scale"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, CoreAffectError) as err:
+        raise CoreAffectError(f"{path}: unreadable ({err})") from None
+    if written != FORMAT:
+        raise CoreAffectError(f"{path}: written in run-directory format {written}; this version "
+                              f"reads format {FORMAT}. Retrain, or use the coreaffect version "
+                              "that wrote it.")
+    return scales, lag
