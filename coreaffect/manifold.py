@@ -27,6 +27,9 @@ with the KL term in closed form (Pyro's ``TraceMeanField_ELBO``), minibatches sc
 data set by ``pyro.plate`` subsampling, one reparameterised sample per label, and Adam with a
 cosine-decaying learning rate.
 
+:func:`preimage` inverts the decoder: the latent point whose decoded label is closest to a given
+one (the prior anchors the hidden route's estimates there).
+
 Ownership of parameters: the decoder and encoder are ``PyroModule`` s built and run with Pyro's
 ``module_local_params`` setting, so each estimator keeps its parameters to itself and Pyro's
 global parameter store is never read or written (fitting one manifold cannot change another,
@@ -70,13 +73,16 @@ from coreaffect.checkpoint import load_state, save_state
 from coreaffect.errors import CoreAffectError
 from coreaffect.gplvm import GPDecoder, fit_gplvm
 
-__all__ = ["AffectManifold"]
+__all__ = ["AffectManifold", "preimage"]
 
 BACKENDS = ("vae", "gplvm")
 
 logger = logging.getLogger(__name__)
 
 LABEL_TOLERANCE = 1e-3  # labels may exceed [-1, 1] by rounding, not more
+_PREIMAGE_STEPS = 20  # Gauss-Newton steps of the preimage g^-1(mean): converged to ~1e-6
+_PREIMAGE_DAMPING = 1e-6  # Levenberg-Marquardt damping of those steps (K > 2, flat g)
+_LATENT_RADIUS = 4.0  # preimages stay within |z| <= 4, where p(z) is down to e^-8 of its peak
 
 
 @contextmanager
@@ -485,6 +491,73 @@ class AffectManifold:
         manifold._freeze()
         manifold.loss_history_ = []
         return manifold
+
+
+def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS, *,
+             start: Tensor | None = None, spread: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """The latent point whose decoded label is closest to y: ``argmin_z |g(z) - y|^2``.
+
+    Damped Gauss-Newton steps from the encoder's mean E_q[z | y] (or ``start``), each row on its
+    own, in a trust region (radius 1 at first, the unit scale of p(z); a step that does not lower
+    the row's residual is refused and its radius halved). For y inside the decoder's range the
+    result decodes to y (to ~1e-6, except where g folds); outside it, to a nearer point than the
+    encoder's mean does. With K > 2 the damping picks the solution nearest the start. Every
+    iterate is kept within ``|z| <= 4`` (where p(z) = N(0, I) has fallen to e^-8 of its peak): a
+    label at the edge of g's range has its preimage far out, where g is flat.
+
+    With ``spread = (L, eps)`` the map is the decoded mean of a Gaussian instead of g itself:
+    ``argmin_m |(1/S) sum_s g(m + L eps_s) - y|^2``, the centre m of N(m, L L^T) whose decoded
+    draws average to y (the same draws eps for every row). Its steps take the Jacobian of g at
+    the centre in place of the Jacobian of the average (exact for a linear g, and close while
+    the spread is small against g's curvature); the residual and the acceptance of each step use
+    the average itself.
+
+    Args:
+        manifold: A fitted :class:`~coreaffect.manifold.AffectManifold`.
+        y: (B, 2) valence-arousal points.
+        steps: Gauss-Newton steps.
+        start: (B, K) starting points; ``None``: the encoder's mean.
+        spread: ``None``, or L (B, K, K) and draws eps (S, K).
+
+    Returns:
+        (B, K) latents within the radius, no gradient.
+    """
+    def into_ball(z: Tensor) -> Tensor:
+        return z * (_LATENT_RADIUS / z.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1)
+
+    def decoded(z: Tensor) -> Tensor:  # (B, K) -> (B, 2), no gradient
+        with torch.no_grad():
+            if spread is None:
+                return manifold._g(z)
+            tril, eps = spread
+            return manifold._g(z[:, None, :] + (tril[:, None] @ eps[None, :, :, None])[..., 0]
+                               ).mean(1)
+
+    if spread is not None:
+        spread = (spread[0].detach(), spread[1])
+    z = into_ball(manifold.encode(y).mean if start is None else start).detach()
+    out = decoded(z)  # (B, 2)
+    eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
+    radius = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
+    for _ in range(steps):
+        point = z.requires_grad_(True)
+        with torch.enable_grad():
+            centre = manifold._g(point)  # (B, 2)
+            rows = [torch.autograd.grad(centre[:, i].sum(), point, retain_graph=i == 0)[0]
+                    for i in range(centre.shape[-1])]
+        z = z.detach()
+        jac = torch.stack(rows, 1)  # (B, 2, K): each row's output depends on that row only
+        residual = out - y
+        normal = jac.transpose(1, 2) @ jac + _PREIMAGE_DAMPING * eye
+        step = torch.linalg.solve(normal, jac.transpose(1, 2) @ residual[..., None])[..., 0]
+        step = step * (radius / step.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
+        trial = into_ball(z - step)
+        trial_out = decoded(trial)
+        better = ((trial_out - y).norm(dim=-1) < residual.norm(dim=-1))[:, None]
+        z = torch.where(better, trial, z)
+        out = torch.where(better, trial_out, out)
+        radius = torch.where(better, radius, 0.5 * radius)
+    return z
 
 
 def _strip(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -16,12 +16,12 @@ mean and covariance come from depends on ``location``:
   its output, not of the truth: on the demo's videos, the label's regression on the estimate has
   a slope close to 1. S = L L^T, and m is the latent point at which the prior's decoded mean,
   E[g(z)] for z ~ N(m, S), equals the hidden route's mean (the "centre": Gauss-Newton steps
-  from the anchor a = g^-1(mean), :func:`preimage` with a spread). The prior's decoded mean is
-  thus the estimate itself wherever the decoder's range holds it; phi learns only how far the
-  truth scatters around it. Conditioning p(z) on the estimate as below would instead pull every
-  mean towards p(z)'s centre, which shrinks the trajectory that these errors do not call for
-  (on the demo's test videos, the conditioned prior's per-video valence CCC fell below the hidden
-  route's; with this location it is the hidden route's).
+  from the anchor a = g^-1(mean), :func:`~coreaffect.manifold.preimage` with a spread). The
+  prior's decoded mean is thus the estimate itself wherever the decoder's range holds it; phi
+  learns only how far the truth scatters around it. Conditioning p(z) on the estimate as below
+  would instead pull every mean towards p(z)'s centre, which shrinks the trajectory that these
+  errors do not call for (on the demo's test videos, the conditioned prior's per-video valence
+  CCC fell below the hidden route's; with this location it is the hidden route's).
 * ``"measurement"``: the estimate is read as a noisy observation of a latent point, the errors
   independent of the truth (the classical measurement-error model: truth plus noise). The anchor
   a = g^-1(mean) is observed as a = z + v, v ~ N(0, R) with R = L L^T; conditioning the
@@ -127,6 +127,7 @@ from coreaffect.manifold import (
     _generator,
     _local_params,
     _seeded,
+    preimage,
 )
 
 __all__ = ["LOCATIONS", "DecodedPrior", "HiddenRoutePrior", "preimage"]
@@ -134,80 +135,10 @@ __all__ = ["LOCATIONS", "DecodedPrior", "HiddenRoutePrior", "preimage"]
 logger = logging.getLogger(__name__)
 
 LOCATIONS = ("regression", "measurement", "learned")  # where the prior's mean m(e) comes from
-_PREIMAGE_STEPS = 20  # Gauss-Newton steps of the preimage g^-1(mean): converged to ~1e-6
-_PREIMAGE_DAMPING = 1e-6  # Levenberg-Marquardt damping of those steps (K > 2, flat g)
-_LATENT_RADIUS = 4.0  # preimages stay within |z| <= 4, where p(z) is down to e^-8 of its peak
 _CENTRE_STEPS = 6  # Gauss-Newton steps from g^-1(mean) to the "regression" centre
 _FIT_DRAWS = 32  # latent draws that centre each minibatch's priors during the fit
 _FIT_CENTRE_STEPS = 2  # steps per minibatch from each pair's previous centre during the fit
 _CENTRE_POINTS = 1 << 17  # rows x draws decoded at once while centring (bounds the memory)
-
-
-def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS, *,
-             start: Tensor | None = None, spread: tuple[Tensor, Tensor] | None = None) -> Tensor:
-    """The latent point whose decoded label is closest to y: ``argmin_z |g(z) - y|^2``.
-
-    Damped Gauss-Newton steps from the encoder's mean E_q[z | y] (or ``start``), each row on its
-    own, in a trust region (radius 1 at first, the unit scale of p(z); a step that does not lower
-    the row's residual is refused and its radius halved). For y inside the decoder's range the
-    result decodes to y (to ~1e-6, except where g folds); outside it, to a nearer point than the
-    encoder's mean does. With K > 2 the damping picks the solution nearest the start. Every
-    iterate is kept within ``|z| <= 4`` (where p(z) = N(0, I) has fallen to e^-8 of its peak): a
-    label at the edge of g's range has its preimage far out, where g is flat.
-
-    With ``spread = (L, eps)`` the map is the decoded mean of a Gaussian instead of g itself:
-    ``argmin_m |(1/S) sum_s g(m + L eps_s) - y|^2``, the centre m of N(m, L L^T) whose decoded
-    draws average to y (the same draws eps for every row). Its steps take the Jacobian of g at
-    the centre in place of the Jacobian of the average (exact for a linear g, and close while
-    the spread is small against g's curvature); the residual and the acceptance of each step use
-    the average itself.
-
-    Args:
-        manifold: A fitted :class:`~coreaffect.manifold.AffectManifold`.
-        y: (B, 2) valence-arousal points.
-        steps: Gauss-Newton steps.
-        start: (B, K) starting points; ``None``: the encoder's mean.
-        spread: ``None``, or L (B, K, K) and draws eps (S, K).
-
-    Returns:
-        (B, K) latents within the radius, no gradient.
-    """
-    def into_ball(z: Tensor) -> Tensor:
-        return z * (_LATENT_RADIUS / z.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1)
-
-    def decoded(z: Tensor) -> Tensor:  # (B, K) -> (B, 2), no gradient
-        with torch.no_grad():
-            if spread is None:
-                return manifold._g(z)
-            tril, eps = spread
-            return manifold._g(z[:, None, :] + (tril[:, None] @ eps[None, :, :, None])[..., 0]
-                               ).mean(1)
-
-    if spread is not None:
-        spread = (spread[0].detach(), spread[1])
-    z = into_ball(manifold.encode(y).mean if start is None else start).detach()
-    out = decoded(z)  # (B, 2)
-    eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
-    radius = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
-    for _ in range(steps):
-        point = z.requires_grad_(True)
-        with torch.enable_grad():
-            centre = manifold._g(point)  # (B, 2)
-            rows = [torch.autograd.grad(centre[:, i].sum(), point, retain_graph=i == 0)[0]
-                    for i in range(centre.shape[-1])]
-        z = z.detach()
-        jac = torch.stack(rows, 1)  # (B, 2, K): each row's output depends on that row only
-        residual = out - y
-        normal = jac.transpose(1, 2) @ jac + _PREIMAGE_DAMPING * eye
-        step = torch.linalg.solve(normal, jac.transpose(1, 2) @ residual[..., None])[..., 0]
-        step = step * (radius / step.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1.0)
-        trial = into_ball(z - step)
-        trial_out = decoded(trial)
-        better = ((trial_out - y).norm(dim=-1) < residual.norm(dim=-1))[:, None]
-        z = torch.where(better, trial, z)
-        out = torch.where(better, trial_out, out)
-        radius = torch.where(better, radius, 0.5 * radius)
-    return z
 
 
 class DecodedPrior(NamedTuple):

@@ -14,9 +14,9 @@ from test_manifold import boomerang  # the same curved label distribution
 
 from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate
-from coreaffect.manifold import AffectManifold
+from coreaffect.manifold import AffectManifold, preimage
 from coreaffect.metrics import coverage
-from coreaffect.prior import DecodedPrior, HiddenRoutePrior, preimage
+from coreaffect.prior import DecodedPrior, HiddenRoutePrior
 
 D = 6  # embedding size
 SMALL = {"hidden": 32, "num_steps": 400, "batch_size": 256, "num_samples": 64}
@@ -313,6 +313,9 @@ def test_preimage_decodes_back_to_points_inside_the_range(manifold):
     assert (miss <= start + 1e-4).all() and miss.mean() < 0.8 * start.mean()
     far = preimage(manifold, torch.tensor([[5.0, -5.0]]))  # beyond g's range: finite, bounded
     assert torch.isfinite(far).all() and far.norm() <= 4.0 + 1e-5
+    from coreaffect import prior as prior_module
+
+    assert prior_module.preimage is preimage  # still importable where it was
 
 
 def test_confident_prior_is_centred_on_the_estimate_and_learned_location_works(
