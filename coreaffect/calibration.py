@@ -39,7 +39,7 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
     """The factor c on a variance that makes central Gaussian intervals cover ``levels``.
 
     Args:
-        errors: (N,) standardised absolute errors |y - mean| / sd.
+        errors: (N,) standardised absolute errors ``|y - mean| / sd``.
         levels: Nominal coverages in (0, 1).
 
     Returns:

@@ -19,8 +19,10 @@ The pure functions live beside this module and are re-exported here, so that
 ``from coreaffect.dynamics import kalman_filter, ou_discretize`` works: the discretisation
 (:func:`~coreaffect.ou.ou_discretize`, :func:`~coreaffect.ou.ou_stationary_cov`) in
 :mod:`coreaffect.ou`; the Kalman filter, the RTS and fixed-lag smoothers and posterior draws over
-any linear-Gaussian state-space model in :mod:`coreaffect.state_space`. The NUTS fit of the
-parameters runs through :mod:`coreaffect.mcmc`.
+any linear-Gaussian state-space model in :mod:`coreaffect.state_space`. The estimator's input,
+:class:`~coreaffect.observations.AffectObservations`, and its reading as pseudo-observations with
+p(z) divided out are in :mod:`coreaffect.observations` (the class is re-exported here). The NUTS
+fit of the parameters runs through :mod:`coreaffect.mcmc`.
 
 :class:`CoreAffectDynamics` puts a scikit-learn-style estimator on top: the OU model of the
 hidden route's per-frame priors, fitted by maximum marginal likelihood or NUTS, with causal
@@ -49,7 +51,20 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from coreaffect.mcmc import inference_data, posterior_values, sample_stat, whitened_nuts
+from coreaffect.mcmc import (
+    inference_data,
+    named_nuts,
+    normal_log_prior,
+    posterior_values,
+    sample_stat,
+)
+from coreaffect.observations import (
+    AffectObservations,
+    ObservationBatch,
+    batch_observations,
+    check_observations,
+    pseudo_observations,
+)
 from coreaffect.ou import ou_discretize, ou_matrices, ou_stationary_cov
 from coreaffect.state_space import (
     LGSSM,
@@ -85,23 +100,6 @@ __all__ = [
     "rts_smoother",
     "sample_posterior",
 ]
-
-
-class AffectObservations(NamedTuple):
-    """One video's per-frame Gaussian estimates of the latent z, the estimator's input.
-
-    Attributes:
-        times: (T,) frame times in seconds, strictly increasing (irregular steps allowed).
-        means: (T, K) m_t, e.g. the hidden-route prior's means (or raw valence-arousal for K=2).
-        covs: (T, K, K) S_t, their covariances (``torch.diag_embed(variances)`` for diagonal).
-        mask: (T,) bool, True where a face was found; ``None`` when every frame has one. Values
-            at masked frames are ignored (NaN allowed).
-    """
-
-    times: Tensor
-    means: Tensor
-    covs: Tensor
-    mask: Tensor | None = None
 
 
 class AffectPosterior(NamedTuple):
@@ -185,15 +183,6 @@ class LagState(NamedTuple):
     lag: int
 
 
-class _Batch(NamedTuple):
-    """Equal-length videos stacked for one batched filter call."""
-
-    dt: Tensor  # (B, T-1)
-    y: Tensor  # (B, T, K) pseudo-observations
-    r: Tensor  # (B, T, K, K) their covariances before scaling
-    mask: Tensor  # (B, T) bool
-
-
 _DTYPE = torch.float64  # affect models are tiny; float64 keeps the likelihood surface smooth
 
 
@@ -204,20 +193,17 @@ class CoreAffectDynamics:
     dz = -Theta (z - mu) dt + L dW, started in its stationary law z_{t_0} ~ N(mu, P_inf) and
     discretised exactly between the frame times (:func:`ou_discretize`). Each frame brings a
     Gaussian estimate N(m_t, S_t) of z_t (an :class:`AffectObservations` row); it enters as a
-    pseudo-observation y_t = z_t + v_t, v_t ~ N(0, c R_t + epsilon I), where
+    pseudo-observation y_t = z_t + v_t, v_t ~ N(0, c R_t + epsilon I)
+    (:func:`~coreaffect.observations.pseudo_observations`), where
 
     * ``divide_prior`` False: y_t = m_t and R_t = S_t (use with raw estimates, e.g. the hidden
       route's valence-arousal means and variances with K = 2);
     * ``divide_prior`` True: N(m_t, S_t) is read as a posterior under the manifold's prior
       p(z) = N(0, I) (what the hidden-route prior is fitted as), and p(z) is divided out so that
-      the OU process is the only prior: N(z; m_t, S_t) / N(z; 0, I) is proportional to
-      N(z; y_t, R_t) with precision R_t^-1 = S_t^-1 - I and y_t = R_t S_t^-1 m_t. This is
-      well-defined only where S_t^-1 - I is positive definite, i.e. every eigenvalue s of S_t is
-      below 1 (the estimate is more certain than p(z)). It is computed in the eigenbasis of S_t,
-      S_t = U diag(s) U^T: each direction gets precision lambda = 1/s - 1 and pseudo-mean
-      (U^T m_t) / (1 - s); a direction with lambda below ``min_precision`` (s near or above 1)
-      is treated as nearly uninformative instead: precision ``min_precision`` and pseudo-mean
-      U^T m_t, the estimate's own mean.
+      the OU process is the only prior: R_t^-1 = S_t^-1 - I and y_t = R_t S_t^-1 m_t, where
+      S_t^-1 - I is positive definite; a direction where it is not (an eigenvalue of S_t near or
+      above 1) keeps the precision ``min_precision`` and the estimate's own mean there
+      (:mod:`coreaffect.observations` gives the details).
 
     Symbols: Theta (K, K) mean-reversion rates in 1/s, parameterised as Theta = C C^T + W with C
     lower-triangular with a positive diagonal and W skew-symmetric, so its symmetric part is
@@ -389,57 +375,18 @@ class CoreAffectDynamics:
 
     def _pseudo(self, means: Tensor, covs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Pseudo-observations y (..., K) and covariances R (..., K, K) before scaling by c."""
-        k = means.shape[-1]
-        eye = torch.eye(k, dtype=_DTYPE)
-        means = torch.where(mask[..., None], means, torch.zeros_like(means))
-        covs = _sym(torch.where(mask[..., None, None], covs, 0.5 * eye))
-        if not self._divides():
-            return means, covs
-        s, u = torch.linalg.eigh(covs)  # S = U diag(s) U^T
-        proj = (u.transpose(-1, -2) @ means[..., None])[..., 0]  # U^T m
-        precision = 1 / s - 1
-        defined = precision >= self.min_precision
-        precision = torch.where(defined, precision, torch.full_like(s, self.min_precision))
-        # y = R S^-1 m: in the eigenbasis (U^T m) / s / (1/s - 1) = (U^T m) / (1 - s)
-        pseudo = torch.where(defined, proj / (1 - s).clamp_min(1e-12), proj)
-        y = (u @ pseudo[..., None])[..., 0]
-        r = _sym(u @ torch.diag_embed(1 / precision) @ u.transpose(-1, -2))
-        return y, r
+        return pseudo_observations(means, covs, mask, divide=self._divides(),
+                                   min_precision=self.min_precision)
 
     def _prepare(self, sequence: AffectObservations) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(times (T,), y (T, K), R (T, K, K), mask (T,)) of one video, validated."""
-        times = torch.as_tensor(sequence.times, dtype=_DTYPE).reshape(-1)
-        means = torch.as_tensor(sequence.means, dtype=_DTYPE)
-        covs = torch.as_tensor(sequence.covs, dtype=_DTYPE)
-        steps, k = times.shape[0], self.n_latent
-        if means.shape != (steps, k) or covs.shape != (steps, k, k):
-            raise ValueError(f"expected times (T,), means (T, {k}), covs (T, {k}, {k}); got "
-                             f"{tuple(times.shape)}, {tuple(means.shape)}, {tuple(covs.shape)}")
-        if steps == 0:
-            raise ValueError("an empty sequence")
-        if steps > 1 and not bool((times.diff() > 0).all()):
-            raise ValueError("times must be strictly increasing")
-        mask = (torch.ones(steps, dtype=torch.bool) if sequence.mask is None
-                else torch.as_tensor(sequence.mask).to(torch.bool).reshape(steps))
-        finite = torch.isfinite(means).all(-1) & torch.isfinite(covs).flatten(-2).all(-1)
-        if bool((mask & ~finite).any()):
-            raise ValueError("non-finite means or covs at an unmasked frame")
-        if bool(mask.any()) and not bool(
-                (torch.linalg.eigvalsh(_sym(covs[mask])) > 0).all()):
-            raise ValueError("covs must be positive definite at unmasked frames")
+        times, means, covs, mask = check_observations(sequence, self.n_latent)
         y, r = self._pseudo(means, covs, mask)
         return times, y, r, mask
 
-    def _batches(self, sequences: Sequence[AffectObservations]) -> list[_Batch]:
+    def _batches(self, sequences: Sequence[AffectObservations]) -> list[ObservationBatch]:
         """Videos grouped by length, each group stacked: (B, T-1), (B, T, K), ..."""
-        groups: dict[int, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = {}
-        for sequence in sequences:
-            prepared = self._prepare(sequence)
-            groups.setdefault(prepared[0].shape[0], []).append(prepared)
-        return [_Batch(torch.stack([p[0].diff() for p in group]),
-                       torch.stack([p[1] for p in group]), torch.stack([p[2] for p in group]),
-                       torch.stack([p[3] for p in group]))
-                for _, group in sorted(groups.items())]
+        return batch_observations([self._prepare(sequence) for sequence in sequences])
 
     def _use_parallel(self, steps: int) -> bool:
         return steps >= self._PARALLEL_FROM if self.parallel is None else bool(self.parallel)
@@ -462,7 +409,7 @@ class CoreAffectDynamics:
             return root[:, None] * r * root[None, :] + self.noise_floor * eye
         return scale * r + self.noise_floor * eye
 
-    def _log_likelihood(self, p: dict[str, Tensor], batches: list[_Batch]) -> Tensor:
+    def _log_likelihood(self, p: dict[str, Tensor], batches: list[ObservationBatch]) -> Tensor:
         total = torch.zeros((), dtype=_DTYPE)
         for batch in batches:
             params = self._lgssm(p, batch.dt)
@@ -481,7 +428,7 @@ class CoreAffectDynamics:
 
     # -- fitting --------------------------------------------------------------------------------
 
-    def _initial_guess(self, batches: list[_Batch]) -> dict[str, Tensor]:
+    def _initial_guess(self, batches: list[ObservationBatch]) -> dict[str, Tensor]:
         """Moment-based start: mu and variance from the observed means, rate from lag-1 decay."""
         k = self.n_latent
         ys = torch.cat([b.y[b.mask] for b in batches])  # (N, K)
@@ -556,38 +503,17 @@ class CoreAffectDynamics:
                "diffusion_log_diag": (math.log(0.5), 1.0), "diffusion_lower": (0.0, 0.5),
                "log_noise_scale": (0.0, 1.0)}
 
-    def _log_prior(self, raw: dict[str, Tensor]) -> Tensor:
-        total = torch.zeros((), dtype=_DTYPE)
-        for name, (loc, scale) in self._PRIORS.items():
-            value = raw[name]
-            total = total + (-0.5 * ((value - loc) / scale) ** 2
-                             - math.log(scale * math.sqrt(2 * math.pi))).sum()
-        return total
-
-    def _fit_nuts(self, batches: list[_Batch], raw: dict[str, Tensor]) -> None:
+    def _fit_nuts(self, batches: list[ObservationBatch], raw: dict[str, Tensor]) -> None:
         """NUTS around the maximum-likelihood point ``raw`` (see :mod:`coreaffect.mcmc`)."""
-        names = [name for name, value in raw.items() if value.numel()]
-        sizes = [raw[name].numel() for name in names]
-        fixed = {name: value for name, value in raw.items() if not value.numel()}
+        def energy(params: dict[str, Tensor]) -> Tensor:  # the negative log-posterior
+            return -(normal_log_prior(params, self._PRIORS)
+                     + self._log_likelihood(self._constrain(params), batches))
 
-        def unflatten(x: Tensor) -> dict[str, Tensor]:
-            """(..., P) flat unconstrained vectors to named parameters."""
-            parts = torch.split(x, sizes, -1)
-            out = {name: part.reshape((*x.shape[:-1], *raw[name].shape))
-                   for name, part in zip(names, parts, strict=True)}
-            return {**{name: value.expand(*x.shape[:-1], *value.shape)
-                       for name, value in fixed.items()}, **out}
-
-        def negative_log_posterior(x: Tensor) -> Tensor:
-            full = unflatten(x)
-            return -(self._log_prior(full) + self._log_likelihood(self._constrain(full), batches))
-
-        centre = torch.cat([raw[name].reshape(-1) for name in names])
-        draws, diverging = whitened_nuts(
-            negative_log_posterior, centre, num_samples=self.num_samples,
-            num_warmup=self.num_warmup, num_chains=self.num_chains,
-            seed=0 if self.random_state is None else int(self.random_state))  # (C, S, P)
-        chains = [self._constrain(unflatten(chain)) for chain in draws]
+        draws, diverging = named_nuts(
+            energy, raw, num_samples=self.num_samples, num_warmup=self.num_warmup,
+            num_chains=self.num_chains,
+            seed=0 if self.random_state is None else int(self.random_state))
+        chains = [self._constrain(chain) for chain in draws]
         arrays = {name: torch.stack([c[name] for c in chains]).numpy()
                   for name in ("theta", "mu", "diffusion", "noise_scale")}  # (chain, draw, ...)
         self.inference_data_ = inference_data(arrays, diverging.numpy())

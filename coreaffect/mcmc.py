@@ -8,6 +8,8 @@ log-posterior there (:func:`laplace_scale`, by central differences of its gradie
 Gaussian posterior, w is close to N(0, I), so that the sampler's step size suits every direction
 and short warm-ups suffice. Each chain starts at a standard-normal w, about one posterior
 standard deviation from the mode, so that the split r_hat can see chains that did not mix.
+:func:`named_nuts` does the same over named parameters of any shapes, and
+:func:`normal_log_prior` is the independent Normal prior the dynamics put on them.
 
 :func:`inference_data` wraps the draws as ArviZ data with ``az.from_dict``, whose signature
 differs between arviz 0.x and 1.x (both work); :func:`posterior_values` and
@@ -19,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +30,8 @@ from torch import Tensor
 
 from coreaffect.state_space import _sym
 
-__all__ = ["inference_data", "laplace_scale", "posterior_values", "sample_stat",
-           "whitened_nuts"]
+__all__ = ["inference_data", "laplace_scale", "named_nuts", "normal_log_prior",
+           "posterior_values", "sample_stat", "whitened_nuts"]
 
 
 def laplace_scale(energy: Callable[[Tensor], Tensor], centre: Tensor, step: float = 1e-4,
@@ -108,6 +111,65 @@ def whitened_nuts(energy: Callable[[Tensor], Tensor], centre: Tensor, *, num_sam
                     flags[index] = True
             diverging.append(flags)
     return torch.stack(chains), torch.stack(diverging)
+
+
+def normal_log_prior(values: dict[str, Tensor], priors: dict[str, tuple[float, float]]
+                     ) -> Tensor:
+    """log prod N(value; loc, scale) over every entry of every named value.
+
+    Args:
+        values: ``{name: tensor}``, a tensor of any shape per name in ``priors``.
+        priors: ``{name: (loc, scale)}``, the same Normal for every entry of that tensor (a
+            Normal on the log of a positive parameter is a LogNormal on the parameter).
+
+    Returns:
+        () the log-density.
+    """
+    total = torch.zeros((), dtype=next(iter(values.values())).dtype)
+    for name, (loc, scale) in priors.items():
+        value = values[name]
+        total = total + (-0.5 * ((value - loc) / scale) ** 2
+                         - math.log(scale * math.sqrt(2 * math.pi))).sum()
+    return total
+
+
+def named_nuts(energy: Callable[[dict[str, Tensor]], Tensor], mode: dict[str, Tensor], *,
+               num_samples: int, num_warmup: int, num_chains: int, seed: int = 0
+               ) -> tuple[list[dict[str, Tensor]], Tensor]:
+    """:func:`whitened_nuts` over named parameters of any shapes.
+
+    The non-empty parameters are flattened into one vector, in the order of ``mode``; empty
+    ones (size 0) are kept as they are.
+
+    Args:
+        energy: The negative log-posterior of ``{name: tensor}``, differentiable.
+        mode: ``{name: tensor}`` at the posterior's mode.
+        num_samples: Draws kept per chain.
+        num_warmup: Adaptation steps per chain.
+        num_chains: Chains.
+        seed: Seed of the chains.
+
+    Returns:
+        ``(chains, diverging)``: per chain, ``{name: (S, *shape)}`` draws, and (C, S) flags of
+        divergent transitions.
+    """
+    names = [name for name, value in mode.items() if value.numel()]
+    sizes = [mode[name].numel() for name in names]
+    fixed = {name: value for name, value in mode.items() if not value.numel()}
+
+    def unflatten(x: Tensor) -> dict[str, Tensor]:
+        """(..., P) flat vectors to named parameters (..., *shape)."""
+        parts = torch.split(x, sizes, -1)
+        out = {name: part.reshape((*x.shape[:-1], *mode[name].shape))
+               for name, part in zip(names, parts, strict=True)}
+        return {**{name: value.expand(*x.shape[:-1], *value.shape)
+                   for name, value in fixed.items()}, **out}
+
+    centre = torch.cat([mode[name].reshape(-1) for name in names])
+    draws, diverging = whitened_nuts(lambda x: energy(unflatten(x)), centre,
+                                     num_samples=num_samples, num_warmup=num_warmup,
+                                     num_chains=num_chains, seed=seed)  # (C, S, P)
+    return [unflatten(chain) for chain in draws], diverging
 
 
 def inference_data(posterior: dict[str, Any], diverging: Any) -> Any:

@@ -233,21 +233,6 @@ def test_decoders_linear_exact_and_nonlinear_by_sampling(fitted):
     torch.testing.assert_close(mc.upper, exact.upper, atol=0.02, rtol=0)
 
 
-def test_dividing_out_the_manifold_prior():
-    """N(m, S) / N(0, I) is N(y, R) with R^-1 = S^-1 - I, y = R S^-1 m; where S has an
-    eigenvalue >= 1 that direction keeps only min_precision."""
-    model = CoreAffectDynamics(divide_prior=True, min_precision=1e-3)
-    m = torch.tensor([[0.3, -0.5], [0.4, 0.2]], dtype=torch.float64)
-    s = torch.tensor([[[0.2, 0.05], [0.05, 0.3]], [[0.5, 0.0], [0.0, 1.5]]],
-                     dtype=torch.float64)
-    y, r = model._pseudo(m, s, torch.tensor([True, True]))
-    precision = torch.linalg.inv(s[0]) - torch.eye(2, dtype=torch.float64)
-    torch.testing.assert_close(torch.linalg.inv(r[0]), precision)
-    torch.testing.assert_close(y[0], torch.linalg.solve(precision, torch.linalg.solve(s[0], m[0])))
-    torch.testing.assert_close(torch.diagonal(r[1]), torch.tensor([1.0, 1e3]).double())
-    torch.testing.assert_close(y[1], torch.tensor([0.8, 0.2]).double())  # 0.4 / (1 - 0.5); m
-
-
 def test_save_load_round_trip(tmp_path, fitted):
     fitted.save(tmp_path / "run")
     loaded = CoreAffectDynamics.load(tmp_path / "run")

@@ -67,3 +67,32 @@ def test_inference_data_round_trip():
     for name, values in posterior.items():
         np.testing.assert_array_equal(posterior_values(data, name), values)
     np.testing.assert_array_equal(sample_stat(data, "diverging"), diverging)
+
+
+def test_named_nuts_samples_named_parameters_of_several_shapes():
+    from coreaffect.mcmc import named_nuts, normal_log_prior
+
+    priors = {"a": (1.0, 0.5), "b": (-2.0, 0.1)}
+    mode = {"a": torch.ones(2, 2, dtype=torch.float64), "b": torch.full((1,), -2.0,
+                                                                         dtype=torch.float64),
+            "empty": torch.zeros(0, dtype=torch.float64)}
+    chains, diverging = named_nuts(lambda p: -normal_log_prior(p, priors), mode,
+                                   num_samples=300, num_warmup=150, num_chains=2, seed=1)
+    assert len(chains) == 2 and diverging.shape == (2, 300)
+    assert chains[0]["a"].shape == (300, 2, 2) and chains[0]["b"].shape == (300, 1)
+    assert chains[0]["empty"].shape == (300, 0)
+    a = torch.cat([c["a"] for c in chains]).reshape(-1)
+    b = torch.cat([c["b"] for c in chains]).reshape(-1)
+    assert abs(float(b.mean()) + 2.0) < 4 * 0.1 / 600 ** 0.5
+    assert abs(float(b.std()) - 0.1) < 0.015 and abs(float(a.std()) - 0.5) < 0.06
+
+
+def test_normal_log_prior_against_torch():
+    from coreaffect.mcmc import normal_log_prior
+
+    values = {"x": torch.tensor([0.3, -1.2], dtype=torch.float64),
+              "y": torch.tensor([[2.0]], dtype=torch.float64)}
+    priors = {"x": (0.5, 2.0), "y": (1.0, 0.3)}
+    expected = (torch.distributions.Normal(0.5, 2.0).log_prob(values["x"]).sum()
+                + torch.distributions.Normal(1.0, 0.3).log_prob(values["y"]).sum())
+    torch.testing.assert_close(normal_log_prior(values, priors), expected.double())
