@@ -301,12 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="run directory")
     evaluate.add_argument("data", type=Path, help="dataset folder")
     _add_format(evaluate)
-    evaluate.add_argument("--subset", choices=("test", "all"), default="test",
-                          help="the run's held-out videos (default) or every video of DATA")
-    evaluate.add_argument("--json", type=Path, default=None, metavar="FILE",
-                          help="write the metrics as JSON, with their 95%% intervals")
-    evaluate.add_argument("--resamples", type=int, default=2000, metavar="N",
-                          help="resamples of the videos for the intervals (default 2000; 0: none)")
+    _add_scoring(evaluate, "the run's held-out videos", "the metrics and their 95%% intervals",
+                 intervals_optional=True)
     _add_common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
@@ -322,12 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_b", type=Path, help="run directory B")
     compare.add_argument("data", type=Path, help="dataset folder")
     _add_format(compare)
-    compare.add_argument("--subset", choices=("test", "all"), default="test",
-                         help="the videos both runs held out (default) or every video of DATA")
-    compare.add_argument("--json", type=Path, default=None, metavar="FILE",
-                         help="write the comparison as JSON")
-    compare.add_argument("--resamples", type=_positive_int, default=2000, metavar="N",
-                         help="resamples of the videos for the intervals (default 2000)")
+    _add_scoring(compare, "the videos both runs held out", "the comparison",
+                 intervals_optional=False)
     _add_common(compare)
     compare.set_defaults(handler=_compare)
 
@@ -417,6 +409,19 @@ def _add_stage_options(parser: argparse.ArgumentParser) -> None:
                              "default) or a Gaussian process (gplvm)")
 
 
+def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *,
+                 intervals_optional: bool) -> None:
+    """--subset, --json and --resamples of the commands that score runs on videos."""
+    parser.add_argument("--subset", choices=("test", "all"), default="test",
+                        help=f"{held_out} (default) or every video of DATA")
+    parser.add_argument("--json", type=Path, default=None, metavar="FILE",
+                        help=f"write {written} as JSON")
+    parser.add_argument("--resamples", type=_count if intervals_optional else _positive_int,
+                        default=2000, metavar="N",
+                        help="resamples of the videos for the 95%% intervals (default 2000"
+                             + ("; 0: none)" if intervals_optional else ")"))
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
@@ -428,6 +433,13 @@ def _version() -> str:
     from coreaffect import __version__
 
     return f"coreaffect {__version__}"
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:

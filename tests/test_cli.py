@@ -34,6 +34,10 @@ def test_bad_usage_exits_2():
     assert _run("no-such-command").returncode == 2
     result = _run("synth", "out", "--videos", "0")
     assert result.returncode == 2 and "must be >= 1" in result.stderr
+    result = _run("evaluate", "run", "data", "--resamples", "-1")  # 0 turns intervals off
+    assert result.returncode == 2 and "--resamples: must be >= 0" in result.stderr
+    result = _run("compare", "a", "b", "data", "--resamples", "0")  # compare needs intervals
+    assert result.returncode == 2 and "--resamples: must be >= 1" in result.stderr
 
 
 def test_clear_error_exits_1_without_traceback(tmp_path):
