@@ -466,8 +466,9 @@ def _read_afew(path: Path, video: str | None, fps: float | None) -> Annotations:
         path = _pick(path, clips, video, "AFEW-VA clip folder NNN/ with NNN.json")[1]
     clip = path.stem
     _check_video(path, video, clip)
+    text = _read_text(path)  # its own errors (missing, not UTF-8) name themselves
     try:
-        data = json.loads(_read_text(path))
+        data = json.loads(text)
     except json.JSONDecodeError as err:
         raise AnnotationError(path, f"not valid JSON ({err.msg})", err.lineno) from None
     except (ValueError, RecursionError) as err:  # huge integers, deep nesting

@@ -363,7 +363,13 @@ class CropCache:
             size = self.faces.crop_size
             (tmp / "entry.json").write_text(json.dumps(
                 {"key": key, "frames": frames, "crop_size": size, "video": str(recording.video)}))
-            os.replace(tmp, entry)
+            try:
+                os.replace(tmp, entry)
+            except OSError as err:  # another process may have put the entry in place first
+                if self._read(entry, key) is None:
+                    raise CoreAffectError(f"{entry}: cannot put the new cache entry in place "
+                                          f"({err.strerror or err})") from None
+                logger.info("%s: built by another process meanwhile; using that one", entry)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         logger.info("cached %d face crops of %s in %s", frames, recording.id, entry)

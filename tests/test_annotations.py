@@ -159,6 +159,11 @@ def test_afew_va_checks_video_id_range_and_clip_choice(tmp_path):
     write_afew(tmp_path, "005", {"00000": afew_frame(11, 1)})
     with pytest.raises(AnnotationError, match=r"frame 00000: valence 11 is outside \[-10, 10\]"):
         read_annotations(tmp_path / "005", "afew-va")
+    with pytest.raises(AnnotationError, match="006.json: no such file"):
+        read_annotations(tmp_path / "006.json", "afew-va")
+    (tmp_path / "007.json").write_bytes(b'{"frames": {"\xff": 1}}')
+    with pytest.raises(AnnotationError, match="007.json.*not UTF-8"):
+        read_annotations(tmp_path / "007.json", "afew-va")
 
 
 def test_sewa_reads_arousal_before_valence(tmp_path):

@@ -152,6 +152,20 @@ def test_cache_hit_miss_and_rebuild(tmp_path, caplog):
     assert cache.key(recording) != before
 
 
+def test_cache_entry_built_twice_at_once_keeps_the_first(tmp_path, caplog):
+    root = _csv_corpus(tmp_path / "data", ids=["a"])
+    recording = discover(root)[0]
+    cache = CropCache(tmp_path / "cache", NONE)
+    key = cache.key(recording)
+    entry = cache._entry(recording, key)
+    cache._write(recording, entry, key)  # one process finished first
+    with caplog.at_level("INFO", logger="coreaffect.corpus"):
+        cache._write(recording, entry, key)  # another, which found no entry either, finishes
+    assert "built by another process" in caplog.text
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]  # no leftovers
+    assert cache.get(recording).crops.shape[0] == 30
+
+
 def test_cache_matches_uncached_load(tmp_path):
     root = _csv_corpus(tmp_path / "data", ids=["a"])
     recording = discover(root)[0]
