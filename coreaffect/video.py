@@ -364,6 +364,9 @@ class VideoSource:
     def chunks(self, size: int | None = None) -> Iterator[FrameChunk]:
         """Yield the frames from the start in chunks of ``size`` (the last may be shorter).
 
+        A chunk also ends early where the frame size changes (a camera or a stream may switch
+        resolution): the frames after it start a new chunk at their own size.
+
         Args:
             size: Frames per chunk; defaults to the source's ``chunk_size``.
 
@@ -378,6 +381,10 @@ class VideoSource:
         images = times = indices = None
         filled = 0
         for image, when, index in self._bgr_frames():
+            if images is not None and image.shape[:2] != (height, width):  # the size changed
+                yield FrameChunk(images[:filled], times[:filled], indices[:filled])
+                images = times = indices = None
+                filled = 0
             if images is None:
                 if image.shape[:2] != (height, width):  # cameras may deliver another size
                     height, width = image.shape[:2]

@@ -232,3 +232,19 @@ def test_bad_arguments(video_file: Path) -> None:
 def test_camera_that_cannot_be_opened_is_an_error() -> None:
     with pytest.raises(VideoError, match="camera"):
         VideoSource(57)  # no such device
+
+
+def test_a_change_of_frame_size_starts_a_new_chunk(video_file: Path) -> None:
+    """A camera or stream that switches resolution (frame folders refuse it; see above)."""
+    video = VideoSource(video_file, chunk_size=4)
+
+    def switching():  # BGR frames 0-1 at 32 x 32, frames 2-4 at 48 x 40, each its own grey
+        for i in range(5):
+            side = (32, 32) if i < 2 else (48, 40)
+            yield np.full((*side, 3), 40 * i, np.uint8), i / 25, i
+
+    video._bgr_frames = switching
+    chunks = list(video.chunks())
+    assert [c.images.shape for c in chunks] == [(2, 32, 32, 3), (3, 48, 40, 3)]
+    assert [int(image.mean()) for c in chunks for image in c.images] == [0, 40, 80, 120, 160]
+    np.testing.assert_array_equal(np.concatenate([c.indices for c in chunks]), np.arange(5))
