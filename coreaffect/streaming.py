@@ -178,8 +178,11 @@ class _StreamState:
     def _window(self, k: int) -> AffectEstimate:
         if k not in self.windows:
             steps = torch.stack([self.pooled[k + i] for i in range(self.steps)], -1)  # (D, steps)
+            model = self.affect.model
+            device = next(model.parameters()).device  # the trunk's steps are kept on the CPU
             with torch.no_grad():
-                self.windows[k] = self.affect.model.forward_head(steps[None, :, :, None, None])
+                estimate = model.forward_head(steps[None, :, :, None, None].to(device))
+            self.windows[k] = AffectEstimate(*(x.cpu() for x in estimate))
             for old in [w for w in self.windows if w < k - 4]:
                 del self.windows[old]
         return self.windows[k]
