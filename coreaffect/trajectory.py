@@ -114,7 +114,8 @@ class AffectTrajectory:
     def to_csv(self, path: str | Path) -> Path:
         """Write one row per frame (see :attr:`columns`); atomic: readers never see half a file.
 
-        Values are written with 6 significant digits; missing values are empty fields.
+        Times are written to the microsecond (whatever the length of the video), the other
+        values with 6 significant digits; missing values are empty fields.
 
         Returns:
             The path written.
@@ -124,7 +125,8 @@ class AffectTrajectory:
         writer.writerow(self.columns)
         table = self._table()
         for t in range(len(self)):
-            writer.writerow([_cell(column[t]) for column in table])
+            writer.writerow([_time_cell(column[t]) if j == 1 else _cell(column[t])
+                             for j, column in enumerate(table)])  # column 1 is the time
         atomic_write(path, buffer.getvalue())
         return Path(path)
 
@@ -188,3 +190,11 @@ def _cell(value: Any) -> str:
     if math.isnan(value):
         return ""
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+
+
+def _time_cell(value: Any) -> str:
+    """A time in seconds to the microsecond, without trailing zeros: 10000.04, not 10000."""
+    value = float(value)
+    if math.isnan(value):
+        return ""
+    return f"{value:.6f}".rstrip("0").rstrip(".")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -40,6 +42,16 @@ def test_csv_round_trip_keeps_every_column(tmp_path, latent, stage):
     assert back.latent_mean.shape == (len(trajectory), latent)
     if stage == "raw":
         assert ",,," in lines[3]  # frame 2 has no estimate
+
+
+def test_csv_times_of_a_long_recording_stay_distinct(tmp_path):
+    """Frames 250,000 on at 25 fps are 10,000 s in: 6 significant digits would merge them."""
+    trajectory = _trajectory(frames=6)
+    trajectory = dataclasses.replace(trajectory, times=(250_000 + np.arange(6)) / 25.0,
+                                     indices=250_000 + np.arange(6))
+    back = AffectTrajectory.read_csv(trajectory.to_csv(tmp_path / "t.csv"))
+    np.testing.assert_allclose(back.times, trajectory.times, rtol=0, atol=1e-6)
+    assert "10000.04," in (tmp_path / "t.csv").read_text()
 
 
 def test_read_csv_names_a_file_that_is_not_a_trajectory(tmp_path):
