@@ -10,10 +10,14 @@ A *run directory* holds what ``coreaffect train`` fits, one component per pair o
       training/                  the training log and, while training runs, the resume state
 
 Each component is saved by :func:`save_state` and read by :func:`load_state`. Writes are atomic
-(a temporary file in the same folder, flushed to disk, then renamed over the target), the JSON
-last, so a reader never sees a JSON whose weights are missing or half-written; a weights file
-whose hash does not match its JSON (truncated, tampered, or from another save) is an error, never
-loaded. The JSON's ``format`` number changes when the layout does; a run directory written by an
+(a temporary file in the same folder, flushed to disk, then renamed over the target), and a save
+that is interrupted leaves a component that loads, old or new: the new weights are written in
+full beside the old ones (``.NAME.safetensors.pending``), the JSON with their hash replaces the
+old JSON (the moment the new state counts), and the weights are then renamed into place; a load
+that finds the JSON newer than the weights finishes that rename. A weights file whose hash does
+not match its JSON otherwise (truncated, tampered, or from another save) is an error, never
+loaded. Files and folders are created with the permissions the user's umask gives any other.
+The JSON's ``format`` number changes when the layout does; a run directory written by an
 incompatible version is refused with a message saying so.
 """
 
@@ -22,13 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from coreaffect.config import DataConfig
 from coreaffect.errors import CoreAffectError
@@ -41,9 +46,29 @@ __all__ = [
     "load_state",
     "save_model",
     "save_state",
+    "temporary_folder",
 ]
 
 FORMAT = 1  # layout version of run directories; bump when a reader could misread an older one
+
+
+def _fresh(parent: Path, prefix: str, suffix: str = "") -> Path:
+    """A random name in ``parent`` for a temporary file or folder (not created here)."""
+    return parent / f"{prefix}{secrets.token_hex(8)}{suffix}"
+
+
+def temporary_folder(parent: str | Path, prefix: str, suffix: str = "") -> Path:
+    """Create a new, empty folder in ``parent`` with a random name, as the umask allows any
+    folder (``tempfile.mkdtemp`` makes it private, which a folder renamed into place as a
+    result would keep)."""
+    parent = Path(parent)
+    while True:
+        path = _fresh(parent, prefix, suffix)
+        try:
+            os.mkdir(path, 0o777)
+        except FileExistsError:  # pragma: no cover - a clash of 64 random bits
+            continue
+        return path
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
@@ -51,15 +76,15 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = _fresh(path.parent, f".{path.name}.")
     try:
-        with os.fdopen(handle, "wb") as out:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
             out.write(raw)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -85,22 +110,20 @@ def save_state(directory: str | Path, name: str, tensors: dict[str, torch.Tensor
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = directory / f"{name}.safetensors"
+    weights, pending = directory / f"{name}.safetensors", _pending(directory, name)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    handle, tmp = tempfile.mkstemp(prefix=f".{weights.name}.", dir=directory)
-    os.close(handle)
-    try:
-        save_file(cpu, tmp, metadata={"format": str(FORMAT)})
-        with open(tmp, "rb") as raw:
-            os.fsync(raw.fileno())
-        digest = _sha256(Path(tmp))
-        os.replace(tmp, weights)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    raw = safetensors_bytes(cpu, metadata={"format": str(FORMAT)})  # written as any file is
+    digest = hashlib.sha256(raw).hexdigest()
+    atomic_write(pending, raw)
     meta = {"format": FORMAT, "coreaffect": __version__, "component": name,
             "weights_sha256": digest, "config": config}
     atomic_write(directory / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    os.replace(pending, weights)  # interrupted before this, load_state finishes it
+
+
+def _pending(directory: Path, name: str) -> Path:
+    """Where :func:`save_state` puts new weights until their JSON is in place."""
+    return directory / f".{name}.safetensors.pending"
 
 
 def load_state(directory: str | Path, name: str, device: str | torch.device = "cpu"
@@ -131,6 +154,9 @@ def load_state(directory: str | Path, name: str, device: str | torch.device = "c
             f"{meta_path}: written in run-directory format {meta['format']} by coreaffect "
             f"{meta.get('coreaffect', '?')}; this version reads format {FORMAT}. Retrain, or use "
             "the coreaffect version that wrote it.")
+    pending = _pending(directory, name)
+    if pending.is_file() and _sha256(pending) == meta.get("weights_sha256"):
+        os.replace(pending, weights)  # a save interrupted after writing its JSON: finish it
     if not weights.is_file():
         raise CoreAffectError(f"{weights}: missing (its description {meta_path} exists)")
     if _sha256(weights) != meta.get("weights_sha256"):

@@ -42,7 +42,6 @@ import logging
 import os
 import random
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -51,6 +50,7 @@ from typing import NamedTuple
 import numpy as np
 
 from coreaffect.annotations import FORMATS, Annotations, detect_format, read_annotations
+from coreaffect.checkpoint import temporary_folder
 from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.errors import AnnotationError, CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
@@ -350,7 +350,7 @@ class CropCache:
 
     def _write(self, recording: Recording, entry: Path, key: str) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=self.directory))
+        tmp = temporary_folder(self.directory, f".{entry.name}-")
         try:
             cropper = FaceCropper(self.faces)
             meta = spool_crops(cropper.crop_video(recording.open_video(self.chunk_size)),

@@ -22,11 +22,10 @@ import dataclasses
 import json
 import logging
 import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from coreaffect.checkpoint import atomic_write, load_data_config, load_model
+from coreaffect.checkpoint import atomic_write, load_data_config, load_model, temporary_folder
 from coreaffect.clips import ClipDataset
 from coreaffect.config import DataConfig
 from coreaffect.corpus import (
@@ -257,7 +256,7 @@ def refit_run(run: str | Path, out: str | Path, *, data: str | Path | None = Non
                       "validation")
     out.parent.mkdir(parents=True, exist_ok=True)
     # build the new run beside OUT and move it there whole: a failure leaves no half-run
-    partial = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    partial = temporary_folder(out.parent, f".{out.name}.", ".partial")
     try:
         for name in ("hidden_route.json", "hidden_route.safetensors", "split.json"):
             shutil.copy2(run / name, partial / name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,3 +106,51 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     atomic_write(tmp_path / "a.txt", b"two")
     assert (tmp_path / "a.txt").read_text() == "two"
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+@pytest.mark.parametrize("stop", ["json", "rename"])
+def test_an_interrupted_save_leaves_a_loadable_component(tmp_path, monkeypatch, stop):
+    """Interrupted before its JSON is written, a save leaves the old state; after, the new one,
+    whose weights the next load puts in place."""
+    import coreaffect.checkpoint as checkpoint
+
+    old, new = {"w": torch.zeros(3)}, {"w": torch.ones(3)}
+    save_state(tmp_path, "thing", old, {"n": 1})
+    real_replace = checkpoint.os.replace
+
+    def interrupted(src, dst):
+        done = Path(dst).name == ("thing.json" if stop == "json" else "thing.safetensors")
+        if done:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_state(tmp_path, "thing", new, {"n": 2})
+    monkeypatch.undo()
+    tensors, config = load_state(tmp_path, "thing")
+    expected, n = (old, 1) if stop == "json" else (new, 2)
+    assert torch.equal(tensors["w"], expected["w"]) and config == {"n": n}
+    if stop == "rename":  # the load finished the save
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["thing.json", "thing.safetensors"]
+    save_state(tmp_path, "thing", new, {"n": 3})  # a later save cleans up after either
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thing.json", "thing.safetensors"]
+    assert load_state(tmp_path, "thing")[1] == {"n": 3}
+
+
+def test_files_and_folders_get_the_umask_permissions(tmp_path):
+    import os
+    import stat
+
+    from coreaffect.checkpoint import temporary_folder
+
+    old = os.umask(0o022)
+    try:
+        save_state(tmp_path, "thing", {"w": torch.zeros(1)}, {})
+        atomic_write(tmp_path / "a.txt", "x")
+        folder = temporary_folder(tmp_path, ".partial-")
+    finally:
+        os.umask(old)
+    for name in ("thing.json", "thing.safetensors", "a.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755 and not any(folder.iterdir())
