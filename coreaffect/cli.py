@@ -346,9 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     online.add_argument("--lagged", action="store_true",
                         help="fixed-lag smoother: each frame from the frames up to the run's "
                              "lag after it (a live system's view, that many frames later)")
-    predict.add_argument("--level", type=float, default=0.9, help="band probability (0.9)")
+    predict.add_argument("--level", type=_probability, default=0.9,
+                         help="band probability (0.9)")
     predict.add_argument("--seed", type=int, default=0, help="seed of the decoding draws")
-    predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    predict.add_argument("--device", type=_device, default="cpu",
+                         help="cpu, cuda, cuda:1, ...")
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(handler=_predict)
 
@@ -368,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-minutes", type=_positive_float, default=None,
                       help="training budget (default 9, or 0.3 with --quick)")
     demo.add_argument("--seed", type=int, default=0, help="seed of corpus, split and training")
-    demo.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    demo.add_argument("--device", type=_device, default="cpu",
+                      help="cpu, cuda, cuda:1, ...")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
 
@@ -386,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
                           default=["valence", "arousal"], help="outputs to explain")
     saliency.add_argument("--animation", choices=("gif", "mp4", "none"), default="gif",
                           help="animation format (GIF files grow fast: ~40 MB a minute)")
-    saliency.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    saliency.add_argument("--device", type=_device, default="cpu",
+                          help="cpu, cuda, cuda:1, ...")
     saliency.add_argument("--quiet", action="store_true", help="no progress bars")
     saliency.set_defaults(handler=_saliency)
     return parser
@@ -401,7 +405,7 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 def _add_stage_options(parser: argparse.ArgumentParser) -> None:
     """Options of the later stages (manifold, prior, dynamics)."""
-    parser.add_argument("--lag", type=int, default=None, metavar="FRAMES",
+    parser.add_argument("--lag", type=_count, default=None, metavar="FRAMES",
                         help="look-ahead of the lagged stage (predict --lagged), whose bands are "
                              "calibrated with the others; 0: none (default: 8, 0.32 s at 25 fps)")
     parser.add_argument("--manifold", choices=("vae", "gplvm"), default=None,
@@ -423,7 +427,8 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", type=_device, default="cpu",
+                        help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--cache", type=Path, default=None, metavar="DIR",
                         help="face-crop cache (default: RUN/crops)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -440,6 +445,23 @@ def _count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    from coreaffect.hidden_route import check_device
+
+    try:
+        check_device(text)
+    except CoreAffectError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
 
 
 def _positive_int(text: str) -> int:

@@ -168,9 +168,12 @@ def test_predict_run_from_an_incompatible_version(tiny, tmp_path, component):
                  "format 99", "Retrain")
 
 
-def test_predict_bad_level(tiny):
-    _clear_error(_run("predict", str(tiny.run), str(tiny.video()), "--level", "1.5", "--quiet"),
-                 "--level")
+def test_bad_option_values_are_usage_errors(tiny):
+    for option in (["--level", "1.5"], ["--device", "cuda:99"], ["--device", "abacus"]):
+        result = _run("predict", str(tiny.run), str(tiny.video()), *option, "--quiet")
+        assert result.returncode == 2, (option, result.stderr)
+        assert f"argument {option[0]}" in result.stderr and "Traceback" not in result.stderr
+    assert "CUDA device" in _run("evaluate", "run", "data", "--device", "cuda:99").stderr
 
 
 def test_predict_lagged_needs_a_run_with_a_lag(tiny, tmp_path):
@@ -188,7 +191,7 @@ def test_predict_lagged_needs_a_run_with_a_lag(tiny, tmp_path):
 def test_train_rejects_a_negative_lag(tmp_path):
     result = _run("train", str(tmp_path), "--out", str(tmp_path / "run"), "--lag", "-1",
                   "--quiet")
-    assert result.returncode == 1 and "--lag must be >= 0" in result.stderr
+    assert result.returncode == 2 and "argument --lag: must be >= 0" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 
 

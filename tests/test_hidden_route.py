@@ -303,3 +303,14 @@ def test_a_frame_interpolates_the_windows_centred_either_side_of_it():
     assert odd.window_centre == 4
     assert frame_windows(7, odd) == (1, 1, 0.0)
     assert frame_windows(8, odd) == (1, 2, pytest.approx(1 / 3))
+
+
+def test_check_device_names_what_is_missing():
+    from coreaffect.errors import CoreAffectError
+    from coreaffect.hidden_route import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(CoreAffectError, match="CUDA device"):
+        check_device("cuda:99")
+    with pytest.raises(CoreAffectError, match="not a device torch knows"):
+        check_device("abacus")
