@@ -13,11 +13,13 @@ differences, so that the between-video spread, which every stage shares, cancels
 that excludes zero says that the difference is not an accident of which videos were scored; one
 that includes zero says that these videos cannot tell.
 
-Caveats. With few videos (the synthetic corpus tests on 10) the percentile interval is somewhat
-too narrow: its spread is that of the plug-in estimate, smaller than the sampling spread by a
-factor of about sqrt((N - 1) / N), and an interval of 95% nominal covers closer to 90%. The
-intervals speak of new videos *like these*: people drawn from the same population, filmed and
-annotated the same way.
+Caveats. With fewer than :data:`MIN_VIDEOS` videos there is no interval at all (NaN, ``None``
+in JSON, with a warning): one video resamples to itself, and an interval of width 0 would claim
+certainty; two give three distinct resamples. With few videos (the synthetic corpus tests on 10)
+the percentile interval is somewhat too narrow: its spread is that of the plug-in estimate,
+smaller than the sampling spread by a factor of about sqrt((N - 1) / N), and an interval of 95%
+nominal covers closer to 90%. The intervals speak of new videos *like these*: people drawn from
+the same population, filmed and annotated the same way.
 
 Computation. Every metric is a function of a few per-video sums (frame counts, sums of errors,
 of squares and of products), so a resample's pooled value is a weighted sum of the per-video
@@ -32,6 +34,7 @@ References:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -39,7 +42,12 @@ import numpy as np
 
 from coreaffect.metrics import DIMENSIONS, evaluate_videos, json_number
 
-__all__ = ["MetricIntervals", "bootstrap_stages", "resample_counts", "resampled_metrics"]
+__all__ = ["MIN_VIDEOS", "MetricIntervals", "bootstrap_stages", "resample_counts",
+           "resampled_metrics"]
+
+logger = logging.getLogger(__name__)
+
+MIN_VIDEOS = 3  # fewer videos have too few distinct resamples for a percentile interval
 
 _MOMENT_METRICS = ("ccc", "pcc")  # pooled from per-video means and centred second moments
 
@@ -212,11 +220,12 @@ def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
     return _draws(truths, means, variances, counts)[2:]
 
 
-def _interval(draws: np.ndarray, level: float) -> np.ndarray:
-    """(2, 2) percentile interval of (R, 2) draws; NaN where fewer than half are defined."""
+def _interval(draws: np.ndarray, level: float, defined: bool = True) -> np.ndarray:
+    """(2, 2) percentile interval of (R, 2) draws; NaN where fewer than half are defined, and
+    everywhere unless ``defined``."""
     tail = 50 * (1 - level)
     out = np.full((draws.shape[1], 2), np.nan)
-    for d in range(draws.shape[1]):
+    for d in range(draws.shape[1] if defined else 0):
         column = draws[:, d][~np.isnan(draws[:, d])]
         if 2 * len(column) >= len(draws):
             out[d] = np.percentile(column, [tail, 100 - tail])
@@ -242,17 +251,23 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
     Returns:
         ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus reference})``; the
         second holds every stage but the reference, and only the metrics both stages have.
+        With fewer than :data:`MIN_VIDEOS` videos every interval is NaN (a warning says so).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    defined = len(truths) >= MIN_VIDEOS
+    if not defined:
+        logger.warning("%d video(s) scored: too few to resample, so no interval is given "
+                       "(at least %d are needed)", len(truths), MIN_VIDEOS)
     counts = resample_counts(len(truths), n_resamples, random_state)
     drawn = {stage: _draws(truths, means, variances, counts)
              for stage, (means, variances) in stages.items()}
 
     def intervals(points: tuple, draws: tuple) -> MetricIntervals:
-        return MetricIntervals(points[0], {k: _interval(v, level) for k, v in draws[0].items()},
-                               points[1], {k: _interval(v, level) for k, v in draws[1].items()},
-                               level, n_resamples)
+        return MetricIntervals(
+            points[0], {k: _interval(v, level, defined) for k, v in draws[0].items()},
+            points[1], {k: _interval(v, level, defined) for k, v in draws[1].items()},
+            level, n_resamples)
 
     each = {stage: intervals(d[:2], d[2:]) for stage, d in drawn.items()}
     differences = {}

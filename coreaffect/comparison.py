@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from coreaffect.bootstrap import MetricIntervals, bootstrap_stages
+from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages
 from coreaffect.checkpoint import atomic_write
 from coreaffect.corpus import CropCache, discover
 from coreaffect.errors import CoreAffectError
@@ -138,8 +138,10 @@ def format_comparison(comparison: Comparison,
     if not comparison.differences:
         return "the runs share no stage"
     level = next(iter(comparison.differences.values())).level
+    few = (f" (none with fewer than {MIN_VIDEOS} videos)"
+           if len(comparison.videos) < MIN_VIDEOS else "")
     lines = [f"{len(comparison.videos)} videos; B - A with its {level:.0%} interval over "
-             "resampled videos (RMSE and CCC: mean over videos; coverage: pooled)",
+             f"resampled videos{few} (RMSE and CCC: mean over videos; coverage: pooled)",
              f"{'stage':<9}{'metric':<9}{'':<9}{'A':>8}{'B':>8}{'B - A':>9}  interval"]
     for stage, difference in comparison.differences.items():
         for name in metrics:

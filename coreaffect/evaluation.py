@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 import torch
 
-from coreaffect.bootstrap import MetricIntervals, bootstrap_stages
+from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages
 from coreaffect.corpus import LabelledVideo
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.metrics import DIMENSIONS, MetricTable, evaluate_videos
@@ -222,6 +222,9 @@ def format_intervals(intervals: dict[str, MetricIntervals],
     if not intervals:
         return ""
     level = next(iter(intervals.values())).level
+    if all(np.isnan(v).all() for own in intervals.values() for v in own.mean_interval.values()):
+        return (f"no {level:.0%} intervals: too few videos to resample (at least {MIN_VIDEOS} "
+                "are needed)")
     lines = [f"{level:.0%} intervals over resampled videos: diff = the stage minus raw (mean over "
              "videos), and coverage (pooled)",
              f"{'stage':<9}{'metric':<11}" + "".join(f"{d:>27}" for d in DIMENSIONS)]

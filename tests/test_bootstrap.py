@@ -182,3 +182,23 @@ def test_no_reference_no_differences_and_a_bad_level():
     assert diff == {} and set(each["a"].mean) == {"rmse", "ccc", "pcc", "sagr"}
     with pytest.raises(ValueError, match="level"):
         bootstrap_stages(truths, {"a": (means, None)}, level=1.5)
+
+
+def test_too_few_videos_give_no_interval(caplog):
+    rng = np.random.default_rng(9)
+    truths, means, variances = _videos(rng, 3)
+    for n in (1, 2):
+        each, diff = bootstrap_stages(truths[:n], {"raw": (means[:n], variances[:n]),
+                                                   "b": (truths[:n], variances[:n])},
+                                      n_resamples=50)
+        assert np.isnan(each["raw"].mean_interval["rmse"]).all()
+        assert np.isnan(diff["b"].pooled_interval["ccc"]).all()
+        assert np.isfinite(each["raw"].mean["rmse"]).all()  # the values themselves stay
+        assert json.loads(json.dumps(each["raw"].to_dict()))["valence"]["rmse"]["mean_ci"] == [
+            None, None]
+    assert "too few to resample" in caplog.text
+    from coreaffect.evaluation import format_intervals
+
+    assert format_intervals(each, diff).startswith("no 95% intervals: too few videos")
+    each, _ = bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=50)
+    assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
