@@ -52,7 +52,8 @@ def _train(args: argparse.Namespace) -> int:
         args.data, args.out, format=args.format, preset=args.preset, epochs=args.epochs,
         max_minutes=args.max_minutes, device=args.device, seed=args.seed,
         test_videos=args.test_videos, val_videos=args.val_videos, data_config=args.config,
-        cache=args.cache, resume=args.resume, fit_prior=not args.hidden_route_only,
+        cache=args.cache, resume=args.resume, overwrite=args.overwrite,
+        fit_prior=not args.hidden_route_only,
         fit_settings=settings, progress=not args.quiet)
     print(f"trained {result.model.config.name} for {len(result.history)} epochs "
           f"(best epoch {result.best_epoch}, stopped by {result.stopped})"
@@ -265,7 +266,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_stage_options(train)
     train.add_argument("--config", type=Path, default=None, metavar="TOML",
                        help="data settings (faces, clips, annotations) as TOML")
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    again = train.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue the run in OUT (an interrupted one, or one to train on)")
+    again.add_argument("--overwrite", action="store_true",
+                       help="replace the run in OUT (without this, a run there is refused)")
     train.add_argument("--hidden-route-only", action="store_true",
                        help="skip the manifold, prior and dynamics")
     train.add_argument("--seed", type=int, default=0, help="seed of the split and training")

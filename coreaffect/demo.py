@@ -152,7 +152,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     run = out / "run"
     fit = FitSettings(manifold_steps=settings.manifold_steps, prior_steps=settings.prior_steps)
     result = train_run(corpus.root, run, epochs=settings.epochs, max_minutes=settings.minutes,
-                       device=device, seed=seed, test_videos=settings.test_videos,
+                       device=device, seed=seed, test_videos=settings.test_videos, overwrite=True,
                        val_videos=settings.val_videos, fit_settings=fit, progress=progress)
     stages = json.loads((run / "stages.json").read_text())
     total_train = time.monotonic() - clock
@@ -443,7 +443,7 @@ def tiny_run(out: str | Path, *, videos: int = 3, seconds: float = 4.0, epochs: 
         write_corpus(corpus, SynthConfig(videos=videos, seconds=seconds, seed=seed),
                      progress=progress, workers=1)
         fit = FitSettings(manifold_steps=150, prior_steps=150, dynamics_iter=30)
-        train_run(corpus, run, epochs=epochs, seed=seed, test_videos=1,
+        train_run(corpus, run, epochs=epochs, seed=seed, test_videos=1, overwrite=True,
                   val_videos=1 if videos > 2 else 0, fit_settings=fit, progress=progress)
     split = json.loads((run / "split.json").read_text())
     return TinyRun(corpus, run, list(split["test"]))

@@ -79,10 +79,14 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
               epochs: int | None = None, max_minutes: float | None = None, device: str = "cpu",
               seed: int = 0, test_videos: int | None = None, val_videos: int | None = None,
               data_config: DataConfig | str | Path | None = None,
-              cache: str | Path | None = None, resume: bool = False,
+              cache: str | Path | None = None, resume: bool = False, overwrite: bool = False,
               fit_prior: bool = True, fit_settings: FitSettings | None = None,
               progress: bool = False) -> TrainResult:
     """Split a dataset by video, train the hidden route, fit the later stages, write the run.
+
+    ``run`` must be new, empty, or hold nothing but a face-crop cache (``crops/``), unless
+    ``resume`` continues the run there or ``overwrite`` replaces it; files that are not part of a
+    run are never removed, and a folder holding any is refused.
 
     Args:
         data: Dataset folder (see :func:`~coreaffect.corpus.discover`).
@@ -100,7 +104,9 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
             labels shifted by its annotators' mean delay, :func:`~coreaffect.synthetic.
             annotation_delay`).
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
-        resume: Continue an interrupted run.
+        resume: Continue an interrupted run. The later stages of the run there, if any, are
+            removed first: they belong to the network that training goes on to change.
+        overwrite: Replace the run there: its files are removed first (not the crop cache).
         fit_prior: Also fit manifold, prior and dynamics
             (:func:`~coreaffect.stages.fit_core_affect`); ``False`` leaves a run with the hidden
             route only (``evaluate`` then reports ``raw`` only).
@@ -116,6 +122,7 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     if fit_settings is not None:
         check_settings(fit_settings)
     run = Path(run)
+    _prepare_run(run, resume=resume, overwrite=overwrite)
     size = MODELS[preset].input_size
     if data_config is None:
         config = DataConfig()
@@ -161,6 +168,47 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         fit_core_affect(run, result.model, fit_videos, val_videos_loaded, device=device,
                         seed=seed, settings=fit_settings or FitSettings(), progress=progress)
     return result
+
+
+# what a run directory holds besides its crop cache: the hidden route and its split and log,
+# then the later stages (the order in which train_run writes them)
+_HIDDEN_ROUTE_FILES = ("split.json", "hidden_route.json", "hidden_route.safetensors", "training")
+_LATER_STAGE_FILES = ("manifold.json", "manifold.safetensors", "prior.json", "prior.safetensors",
+                      "dynamics.json", "dynamics.safetensors", "bands.json", "stages.json")
+
+
+def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> None:
+    """Check that ``run`` may be trained into (see :func:`train_run`) and clear what must go."""
+    if resume and overwrite:
+        raise CoreAffectError("resume continues a run and overwrite replaces it: choose one")
+    if run.exists() and not run.is_dir():
+        raise CoreAffectError(f"{run}: exists and is not a folder")
+    if not run.exists():
+        return
+    known = {*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES, "crops"}
+    other = sorted(p.name for p in run.iterdir()  # dot files: temporaries of interrupted saves
+                   if p.name not in known and not p.name.startswith("."))
+    if other:
+        listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        raise CoreAffectError(f"{run}: holds files that are not part of a run ({listed}); "
+                              "choose a new or empty folder")
+    present = [name for name in (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES)
+               if (run / name).exists()]
+    if not present:
+        return
+    if not (resume or overwrite):
+        raise CoreAffectError(f"{run}: already holds a run; resume it (--resume), replace it "
+                              "(--overwrite), or choose a new folder")
+    doomed = present if overwrite else [n for n in present if n in _LATER_STAGE_FILES]
+    if doomed:
+        logger.warning("%s: removing %s of the run there (%s)", run, ", ".join(doomed),
+                       "replaced" if overwrite else "fitted to the network training resumes")
+    for name in doomed:
+        path = run / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def read_split(run: str | Path,

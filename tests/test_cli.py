@@ -38,6 +38,8 @@ def test_bad_usage_exits_2():
     assert result.returncode == 2 and "--resamples: must be >= 0" in result.stderr
     result = _run("compare", "a", "b", "data", "--resamples", "0")  # compare needs intervals
     assert result.returncode == 2 and "--resamples: must be >= 1" in result.stderr
+    result = _run("train", "data", "--out", "run", "--resume", "--overwrite")
+    assert result.returncode == 2 and "not allowed with" in result.stderr
 
 
 def test_clear_error_exits_1_without_traceback(tmp_path):

@@ -20,6 +20,7 @@ from coreaffect.experiment import (
     held_out_videos,
     load_videos,
     refit_run,
+    train_run,
 )
 from coreaffect.pipeline import CoreAffect
 from coreaffect.stages import FitSettings, fit_core_affect, run_fit_settings
@@ -239,3 +240,32 @@ def test_refit_refuses_outs_that_are_the_run_inside_it_or_not_folders(tiny, tmp_
     assert afile.read_text() == "keep"
     assert not (tiny.run / "x").exists() and not (tiny.run / "again").exists()
     assert _files(tiny.run) == before
+
+
+def test_training_never_replaces_a_run_unasked(tiny, tmp_path):
+    from coreaffect.experiment import _prepare_run
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    (run / "crops").mkdir()  # a crop cache is kept whatever happens
+    before = sorted(p.name for p in run.iterdir())
+    with pytest.raises(CoreAffectError, match="already holds a run; resume it"):
+        train_run(tiny.corpus, run, epochs=1, test_videos=1, val_videos=1)
+    assert sorted(p.name for p in run.iterdir()) == before  # untouched
+    with pytest.raises(CoreAffectError, match="choose one"):
+        _prepare_run(run, resume=True, overwrite=True)
+
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    _prepare_run(resumed, resume=True, overwrite=False)  # the later stages go, the network stays
+    assert sorted(p.name for p in resumed.iterdir()) == [
+        "crops", "hidden_route.json", "hidden_route.safetensors", "split.json", "training"]
+    _prepare_run(run, resume=False, overwrite=True)  # everything of the run goes, not the cache
+    assert [p.name for p in run.iterdir()] == ["crops"]
+    _prepare_run(run, resume=False, overwrite=False)  # a cache alone is no run
+
+    (run / "notes.txt").write_text("mine")
+    for resume, overwrite in ((False, False), (True, False), (False, True)):
+        with pytest.raises(CoreAffectError, match=r"not part of a run \(notes.txt\)"):
+            _prepare_run(run, resume=resume, overwrite=overwrite)
+    assert (run / "notes.txt").read_text() == "mine"
