@@ -359,9 +359,15 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
         optimizer.load_state_dict(saved["optimizer"])
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         first_epoch = len(history) + 1
+        # the budget and the learning-rate schedule go on from where they were
+        started -= state.get("elapsed", sum(row["seconds"] for row in history))
         logger.info("resuming %s at epoch %d", run_dir, first_epoch)
     budget = None if config.max_minutes is None else config.max_minutes * 60
     stopped = "epochs"
+    if history and budget is not None and time.monotonic() - started >= budget:
+        stopped, first_epoch = "time-budget", config.epochs + 1  # spent before the resume
+    elif history and val and _patience_spent(len(history), best_epoch, config.patience):
+        stopped, first_epoch = "early-stopping", config.epochs + 1
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.monotonic()
         progress_done = (epoch - 1) / config.epochs
@@ -407,7 +413,8 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
             best, best_epoch = score, epoch
             save_model(model, run_dir, data_config)
         _save_resume_state(log_dir, model, optimizer,
-                           {"history": history, "best": best, "best_epoch": best_epoch})
+                           {"history": history, "best": best, "best_epoch": best_epoch,
+                            "elapsed": time.monotonic() - started})
         _write_log(log_dir, history)
         logger.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v
                                              for k, v in row.items()})

@@ -175,6 +175,21 @@ def test_time_budget_stops_cleanly(tmp_path):
     assert (tmp_path / "run" / "hidden_route.json").exists()
 
 
+def test_resuming_a_run_that_stopped_trains_no_further(tmp_path):
+    """The budget counts the time spent before the resume; an early stop stays stopped."""
+    train = ClipDataset([_video(96, 0, "t")], ClipConfig(), dense_length=48)
+    spent = train_hidden_route(train, None, tmp_path / "run", _config(epochs=50, max_minutes=1e-4),
+                               model_overrides=OVERRIDES)
+    again = train_hidden_route(train, None, tmp_path / "run", _config(epochs=50, max_minutes=1e-4),
+                               model_overrides=OVERRIDES, resume=True)
+    assert again.stopped == "time-budget" and again.history == spent.history
+    state = json.loads((tmp_path / "run" / "training" / "last.json").read_text())
+    assert state["config"]["elapsed"] >= spent.history[0]["seconds"]
+    more = train_hidden_route(train, None, tmp_path / "run", _config(epochs=2, max_minutes=None),
+                              model_overrides=OVERRIDES, resume=True)  # a budget lifted
+    assert len(more.history) == 2 and more.history[0] == spent.history[0]
+
+
 def test_empty_training_set_is_an_error(tmp_path):
     with pytest.raises(CoreAffectError, match="no training clip"):
         train_hidden_route(ClipDataset([_video(8, 0, "t")]), None, tmp_path, _config())
