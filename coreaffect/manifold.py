@@ -94,10 +94,15 @@ def _local_params() -> Iterator[None]:
 
 @contextmanager
 def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's global generators for a block, then restore the caller's state."""
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    """Seed the global generators a block draws from, the CPU's and, on CUDA, that of the device
+    it runs on, then restore the caller's state; no other generator is touched."""
+    cuda = device.type == "cuda"
+    index = (torch.cuda.current_device() if device.index is None else device.index) if cuda else 0
+    with torch.random.fork_rng(devices=[index] if cuda else []):
+        torch.default_generator.manual_seed(seed)  # torch.manual_seed would seed every GPU too
+        if cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(seed)
         yield
 
 
@@ -482,7 +487,8 @@ class AffectManifold:
             manifold = cls(**hyper, device=device)
             manifold._validate_hyperparameters()
             inducing = tensors.get("decoder.inducing")
-            manifold._build(None if inducing is None else inducing.shape[0])
+            with _seeded(0, manifold._device):  # the layers' initial draws are overwritten
+                manifold._build(None if inducing is None else inducing.shape[0])
             manifold.decoder_.load_state_dict(_strip(tensors, "decoder."))
             manifold.encoder_.load_state_dict(_strip(tensors, "encoder."))
         except (TypeError, RuntimeError) as err:

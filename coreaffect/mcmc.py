@@ -97,7 +97,7 @@ def whitened_nuts(energy: Callable[[Tensor], Tensor], centre: Tensor, *, num_sam
     chains, diverging = [], []
     with torch.random.fork_rng(devices=[]):
         for chain in range(num_chains):
-            torch.manual_seed(seed * 1000 + chain)
+            torch.default_generator.manual_seed(seed * 1000 + chain)  # the CPU's only
             kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept_prob)
             start = torch.randn(centre.shape, dtype=centre.dtype)  # overdispersed: see above
             mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup,

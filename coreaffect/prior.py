@@ -642,7 +642,8 @@ class HiddenRoutePrior(PyroModule):
             hyper["location"] = "measurement" if location == "estimate" else location
             prior = cls(manifold, **hyper, device=device)
             prior._validate_hyperparameters()
-            prior._build(int(config["in_features"]))
+            with _seeded(0, prior._device):  # the layers' initial draws are overwritten
+                prior._build(int(config["in_features"]))
             prior.load_state_dict(tensors)
             prior.embedding_dim_ = int(config["embedding_dim"])
             scale = config["calibration_scale"]

@@ -309,7 +309,7 @@ def randomized_copy(model: HiddenRouteNet, seed: int = 0) -> HiddenRouteNet:
     """
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # the CPU's only: built there
         fresh = type(model)(model.config)
     return fresh.to(device).train(model.training)
 

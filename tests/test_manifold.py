@@ -133,6 +133,22 @@ def test_parameters_are_owned_not_global(backend):
     pyro.clear_param_store()
 
 
+def test_the_callers_random_streams_are_left_alone(tmp_path):
+    """Fitting seeds only the generators it forks (torch.manual_seed would also seed every
+    GPU's, for good), and loading does not advance the caller's stream."""
+    tracker = getattr(torch.cuda, "_lazy_seed_tracker", None)  # seeds queued until CUDA starts
+    queued = None if torch.cuda.is_available() or tracker is None else list(tracker.get_calls())
+    cpu = torch.random.get_rng_state()
+    fitted = AffectManifold(hidden=8, num_steps=5, random_state=3).fit(boomerang(100, 2))
+    assert torch.equal(torch.random.get_rng_state(), cpu)
+    if queued is not None:
+        after = list(tracker.get_calls())
+        assert len(after) == len(queued) and all(a is b for a, b in zip(after, queued, strict=True))
+    fitted.save(tmp_path / "run")
+    AffectManifold.load(tmp_path / "run")
+    assert torch.equal(torch.random.get_rng_state(), cpu)
+
+
 def test_save_load_round_trip(fitted, tmp_path):
     fitted.save(tmp_path / "run")
     assert (tmp_path / "run" / "manifold.safetensors").is_file()

@@ -229,7 +229,9 @@ def test_save_load_round_trip(name, request, tmp_path):
     prior.calibration_scale_, scale = (0.7, 1.3), prior.calibration_scale_
     try:
         prior.save(tmp_path / "run")
+        state = torch.random.get_rng_state()
         loaded = HiddenRoutePrior.load(tmp_path / "run")
+        assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream stays
         assert loaded.calibration_scale_ == (0.7, 1.3)
         assert torch.equal(loaded(e).loc, prior(e).loc)
         assert torch.equal(loaded(e).scale_tril, prior(e).scale_tril)
