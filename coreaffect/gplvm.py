@@ -96,7 +96,9 @@ class GPDecoder(PyroModule):
 
     def forward(self, z: Tensor) -> Tensor:
         """g(z): (..., K) latents to (..., 2) valence-arousal points."""
-        return self.offset + rbf(z, self.inducing, self.variance, self.lengthscale) @ self.weights
+        rows = z.reshape(-1, z.shape[-1])  # (B, K): one latent (K,) too
+        out = self.offset + rbf(rows, self.inducing, self.variance, self.lengthscale) @ self.weights
+        return out.reshape(*z.shape[:-1], out.shape[-1])
 
 
 def switch_off_irrelevant(lengthscale: Tensor) -> Tensor:

@@ -95,6 +95,8 @@ def test_encode_decode_round_trip(fitted):
     assert error < 0.2 * shuffled.pow(2).mean().sqrt()
     # numpy in, batched latents (..., K)
     assert fitted.decode(np.zeros((3, 4, 2), dtype=np.float64)).mean.shape == (3, 4, 2)
+    one = fitted.decode(q.mean[0])  # a single latent (K,)
+    assert one.mean.shape == (2,) and torch.allclose(one.mean, p.mean[0], atol=1e-6)
 
 
 def test_log_prob_integrates_to_one(fitted):
