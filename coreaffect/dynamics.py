@@ -252,6 +252,10 @@ class CoreAffectDynamics:
       moments and bands are then Monte Carlo estimates from ``n_decode_samples`` draws of z_t
       (and of y given z_t, so that the bands are predictive of the labels).
 
+    Device. The estimator computes on the CPU in float64 (its models are tiny): estimates
+    from another device (a prior on CUDA) are copied to the CPU, and a decoder on another device
+    is given CPU latents and its answers are brought back.
+
     Args:
         n_latent: K, the latent dimension.
         decoder: See Decoding; not saved with the model (pass it again to :meth:`load`).
@@ -620,9 +624,9 @@ class CoreAffectDynamics:
             pred_cov = _sym(f @ state.cov @ f.T + q)
             log_likelihood = state.log_likelihood
         observed = mean is not None
-        m = (torch.as_tensor(mean, dtype=_DTYPE).reshape(1, k) if observed
+        m = (torch.as_tensor(mean, dtype=_DTYPE, device="cpu").reshape(1, k) if observed
              else torch.zeros(1, k, dtype=_DTYPE))
-        s = (torch.as_tensor(cov, dtype=_DTYPE).reshape(1, k, k) if observed
+        s = (torch.as_tensor(cov, dtype=_DTYPE, device="cpu").reshape(1, k, k) if observed
              else torch.eye(k, dtype=_DTYPE)[None])
         flag = torch.tensor([observed])
         y, r = self._pseudo(m, s, flag)
@@ -678,12 +682,12 @@ class CoreAffectDynamics:
             return latent
         if isinstance(self.decoder, Tensor):
             return latent @ self.decoder.to(latent.dtype).T
-        out = self._decode_fn()(latent)
+        out = self._decode_fn()(latent)  # a decoder on another device answers there
         if isinstance(out, Tensor):
-            return out.to(latent.dtype)
-        mean = out.mean.to(latent.dtype)
+            return out.to(latent.device, latent.dtype)
+        mean = out.mean.to(latent.device, latent.dtype)
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        return mean + out.variance.to(latent.dtype).sqrt() * noise
+        return mean + out.variance.to(latent.device, latent.dtype).sqrt() * noise
 
     def decode(self, latent_mean: Tensor, latent_cov: Tensor, level: float | None = None
                ) -> tuple[Tensor, Tensor, Tensor]:
@@ -699,8 +703,8 @@ class CoreAffectDynamics:
             Monte Carlo (``n_decode_samples`` draws, seeded by ``random_state``).
         """
         level = self.level if level is None else level
-        latent_mean = torch.as_tensor(latent_mean, dtype=_DTYPE)
-        latent_cov = torch.as_tensor(latent_cov, dtype=_DTYPE)
+        latent_mean = torch.as_tensor(latent_mean, dtype=_DTYPE, device="cpu")
+        latent_cov = torch.as_tensor(latent_cov, dtype=_DTYPE, device="cpu")
         if self.decoder is None or isinstance(self.decoder, Tensor):
             a = (torch.eye(latent_mean.shape[-1], dtype=_DTYPE) if self.decoder is None
                  else self.decoder.to(_DTYPE))
@@ -743,6 +747,7 @@ class CoreAffectDynamics:
             tensors["sample_stats.diverging"] = torch.as_tensor(
                 sample_stat(draws, "diverging"))
         config = {key: getattr(self, key) for key in self._CONFIG}
+        config["divide_prior"] = self._divides()  # what was fitted, with or without a decoder
         config["decoder"] = None if self.decoder is None else type(self.decoder).__name__
         config["log_likelihood"] = getattr(self, "log_likelihood_", None)
         save_state(directory, name, tensors, {"estimator": config})

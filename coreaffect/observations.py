@@ -38,6 +38,7 @@ __all__ = ["AffectObservations", "ObservationBatch", "batch_observations", "chec
            "pseudo_observations"]
 
 _DTYPE = torch.float64  # affect models are tiny; float64 keeps the likelihood surface smooth
+_CPU = torch.device("cpu")  # where they compute, whatever device the estimates come from
 
 
 class AffectObservations(NamedTuple):
@@ -107,16 +108,17 @@ def pseudo_observations(means: Tensor, covs: Tensor, mask: Tensor, *, divide: bo
 
 def check_observations(sequence: AffectObservations, n_latent: int
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One video's ``(times (T,), means (T, K), covs (T, K, K), mask (T,))``, in float64.
+    """One video's ``(times (T,), means (T, K), covs (T, K, K), mask (T,))``, in float64 on the
+    CPU (estimates from a CUDA device are copied).
 
     Raises:
         ValueError: Shapes that do not fit K = ``n_latent``, an empty video, times that do not
             increase strictly, or non-finite or non-positive-definite values at an unmasked
             frame.
     """
-    times = torch.as_tensor(sequence.times, dtype=_DTYPE).reshape(-1)
-    means = torch.as_tensor(sequence.means, dtype=_DTYPE)
-    covs = torch.as_tensor(sequence.covs, dtype=_DTYPE)
+    times = torch.as_tensor(sequence.times, dtype=_DTYPE, device=_CPU).reshape(-1)
+    means = torch.as_tensor(sequence.means, dtype=_DTYPE, device=_CPU)
+    covs = torch.as_tensor(sequence.covs, dtype=_DTYPE, device=_CPU)
     steps, k = times.shape[0], n_latent
     if means.shape != (steps, k) or covs.shape != (steps, k, k):
         raise ValueError(f"expected times (T,), means (T, {k}), covs (T, {k}, {k}); got "
@@ -126,7 +128,7 @@ def check_observations(sequence: AffectObservations, n_latent: int
     if steps > 1 and not bool((times.diff() > 0).all()):
         raise ValueError("times must be strictly increasing")
     mask = (torch.ones(steps, dtype=torch.bool) if sequence.mask is None
-            else torch.as_tensor(sequence.mask).to(torch.bool).reshape(steps))
+            else torch.as_tensor(sequence.mask, device=_CPU).to(torch.bool).reshape(steps))
     finite = torch.isfinite(means).all(-1) & torch.isfinite(covs).flatten(-2).all(-1)
     if bool((mask & ~finite).any()):
         raise ValueError("non-finite means or covs at an unmasked frame")

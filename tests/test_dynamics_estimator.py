@@ -244,6 +244,15 @@ def test_save_load_round_trip(tmp_path, fitted):
             torch.testing.assert_close(a, b)
 
 
+def test_a_model_that_divides_out_p_z_still_does_when_loaded_without_its_decoder(tmp_path):
+    video = simulate(1, 30, seed=9, scale=0.3)[0][0]
+    model = CoreAffectDynamics(decoder=torch.eye(2, dtype=torch.float64))  # divides: a decoder
+    model._set_point(_truth()._point())
+    model.save(tmp_path / "run")
+    loaded = CoreAffectDynamics.load(tmp_path / "run")  # no decoder given back
+    torch.testing.assert_close(loaded.smooth(video).latent_mean, model.smooth(video).latent_mean)
+
+
 def test_unfitted_and_bad_input_raise():
     with pytest.raises(RuntimeError, match="not fitted"):
         CoreAffectDynamics().filter(simulate(1, 5, seed=0)[0][0])
