@@ -203,6 +203,25 @@ def _condition(loc: Tensor, tril: Tensor, observed: Tensor, noise: Tensor
     return post_loc, torch.linalg.cholesky(0.5 * (post + post.transpose(-1, -2)))
 
 
+def _measured(anchor: Tensor, tril: Tensor) -> tuple[Tensor, Tensor]:
+    """p(z) = N(0, I) conditioned on anchor = z + v, v ~ N(0, L L^T).
+
+    Args:
+        anchor: (B, K) the observed point a.
+        tril: (B, K, K) L, the Cholesky factor of the observation noise R.
+
+    Returns:
+        The mean (R + I)^-1 a (B, K) and the Cholesky factor (B, K, K) of
+        S = I - (R + I)^-1 = L (I + L^T L)^-1 L^T, formed without the subtraction.
+    """
+    eye = torch.eye(anchor.shape[-1], dtype=anchor.dtype, device=anchor.device)
+    widened = torch.linalg.cholesky(tril @ tril.transpose(-1, -2) + eye)  # R + I
+    loc = torch.cholesky_solve(anchor[..., None], widened)[..., 0]
+    inner = torch.cholesky_inverse(torch.linalg.cholesky(
+        eye + tril.transpose(-1, -2) @ tril))  # (I + L^T L)^-1, eigenvalues in (0, 1]
+    return loc, tril @ torch.linalg.cholesky(0.5 * (inner + inner.transpose(-1, -2)))
+
+
 class HiddenRoutePrior(PyroModule):
     """Gaussian prior over the manifold's latent z from a hidden-route estimate.
 
@@ -380,18 +399,17 @@ class HiddenRoutePrior(PyroModule):
         mean, ``steps`` Gauss-Newton steps from the anchor a = g^-1(mean) (or a previous
         centre); m carries no gradient.
         ``"measurement"``: p(z) = N(0, I) conditioned on a read as a = z + v, v ~ N(0, R),
-        with R's Cholesky factor L from phi: S = I - (R + I)^-1, m = (R + I)^-1 a.
+        with R's Cholesky factor L from phi: S = I - (R + I)^-1, m = (R + I)^-1 a. S is formed
+        without that subtraction, which loses a small eigenvalue of S in float32: by Woodbury,
+        S = L (I + L^T L)^-1 L^T, whose Cholesky factor is L C with C C^T = (I + L^T L)^-1 (a
+        product of lower-triangular factors with positive diagonals).
         """
         loc, tril = self.net_(features)
         if anchor is None:
             return loc, tril
         if self.location == "regression":
             return self._centre(anchor, target, tril, eps, steps), tril
-        eye = torch.eye(anchor.shape[-1], dtype=anchor.dtype, device=anchor.device)
-        widened = torch.linalg.cholesky(tril @ tril.transpose(-1, -2) + eye)  # R + I
-        loc = torch.cholesky_solve(anchor[..., None], widened)[..., 0]
-        cov = eye - torch.cholesky_inverse(widened)
-        return loc, torch.linalg.cholesky(0.5 * (cov + cov.transpose(-1, -2)))
+        return _measured(anchor, tril)
 
     def forward(self, estimate: AffectEstimate) -> dist.MultivariateNormal:
         """p_phi(z | e): batch shape (B,), event shape (K,); see :meth:`__call__`."""

@@ -139,6 +139,24 @@ def test_measurement_prior_is_narrow_when_confident_and_the_marginal_when_not(me
         2 * torch.diagonal(pred.cov, dim1=-2, dim2=-1).mean()
 
 
+def test_conditioning_on_the_anchor_matches_dense_gaussian_algebra_when_ill_conditioned():
+    """float32, L with diagonal 1e-3 and a lower entry of 1: R is near singular, and S has an
+    eigenvalue near 1e-12, which I - (R + I)^-1 would have lost to rounding."""
+    from coreaffect.prior import _measured
+
+    tril = torch.tensor([[[1e-3, 0.0], [1.0, 1e-3]], [[0.5, 0.0], [0.2, 0.8]]])
+    anchor = torch.tensor([[0.3, -0.2], [1.0, 0.5]])
+    loc, scale = _measured(anchor, tril)
+    r = (tril @ tril.transpose(-1, -2)).double()
+    eye = torch.eye(2, dtype=torch.float64)
+    cov = eye - torch.linalg.inv(r + eye)  # the definition, in float64
+    torch.testing.assert_close(loc.double(), (torch.linalg.inv(r + eye) @ anchor.double()[
+        ..., None])[..., 0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close((scale @ scale.transpose(-1, -2)).double(), cov, rtol=1e-4,
+                               atol=1e-7)
+    assert torch.equal(scale, scale.tril()) and (torch.diagonal(scale, dim1=-2, dim2=-1) > 0).all()
+
+
 def test_regression_prior_is_centred_on_the_estimate_and_as_wide_as_its_errors(prior, measured,
                                                                               manifold):
     # location="regression" (the default): the decoded mean is the estimate's mean, which the
