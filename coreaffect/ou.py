@@ -46,8 +46,8 @@ def ou_stationary_cov(theta: Tensor, diffusion: Tensor) -> Tensor:
     system = torch.kron(theta, eye) + torch.kron(eye, theta) if theta.ndim == 2 else (
         _batched_kron(theta, eye) + _batched_kron(eye.expand_as(theta), theta))
     rhs = diffusion @ diffusion.transpose(-1, -2)
-    vec = torch.linalg.solve(system, rhs.reshape(*rhs.shape[:-2], k * k, 1))
-    return _sym(vec.reshape(*rhs.shape))
+    vec = torch.linalg.solve(system, rhs.reshape(*rhs.shape[:-2], k * k, 1))  # broadcast batch
+    return _sym(vec.reshape(*vec.shape[:-2], k, k))
 
 
 def _batched_kron(a: Tensor, b: Tensor) -> Tensor:
@@ -69,16 +69,22 @@ def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | flo
 
     Returns:
         ``(F, b, Q)``: (..., K, K), (..., K), (..., K, K) with F = expm(-Theta dt),
-        b = (I - F) mu, Q = P_inf - F P_inf F^T.
+        b = (I - F) mu, Q = P_inf - F P_inf F^T, in the dtype of ``theta``. They are computed in
+        float64 whatever that dtype (except on Apple's mps, which has none): for a slow process
+        and a short step, Q is a small difference of two large matrices, which float32 would
+        leave with negative eigenvalues.
     """
-    dt = torch.as_tensor(dt, dtype=theta.dtype, device=theta.device)
+    dtype = theta.dtype
+    work = torch.float64 if theta.device.type != "mps" else dtype
+    theta, mu, diffusion = theta.to(work), mu.to(work), diffusion.to(work)
+    dt = torch.as_tensor(dt, dtype=work, device=theta.device)
     k = theta.shape[-1]
-    eye = torch.eye(k, dtype=theta.dtype, device=theta.device)
+    eye = torch.eye(k, dtype=work, device=theta.device)
     transition = torch.linalg.matrix_exp(-theta * dt[..., None, None])  # (..., K, K)
     offset = ((eye - transition) @ mu[..., None])[..., 0]
     stationary = ou_stationary_cov(theta, diffusion)
     process = _sym(stationary - transition @ stationary @ transition.transpose(-1, -2))
-    return transition, offset, process
+    return transition.to(dtype), offset.to(dtype), process.to(dtype)
 
 
 def _lower(diag: Tensor, lower: Tensor) -> Tensor:

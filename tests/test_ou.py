@@ -53,6 +53,20 @@ def test_batched_stationary_cov_equals_one_by_one():
     batched = ou_stationary_cov(theta, diffusion)
     for i in range(4):
         torch.testing.assert_close(batched[i], ou_stationary_cov(theta[i], diffusion[i]))
+    shared = ou_stationary_cov(theta, diffusion[0])  # one diffusion for every Theta
+    assert shared.shape == (4, 3, 3)
+    for i in range(4):
+        torch.testing.assert_close(shared[i], ou_stationary_cov(theta[i], diffusion[0]))
+
+
+def test_float32_process_noise_of_a_slow_process_at_a_short_step_is_positive():
+    theta = torch.tensor([[0.02, 0.01], [-0.01, 0.03]])
+    diffusion = torch.tensor([[0.5, 0.0], [0.499, 0.01]])
+    exact = ou_discretize(theta, torch.zeros(2), diffusion, 1e-3)[2]  # float64 (the fixture)
+    f, b, q = ou_discretize(theta.float(), torch.zeros(2).float(), diffusion.float(), 1e-3)
+    assert q.dtype == f.dtype == b.dtype == torch.float32
+    assert torch.linalg.eigvalsh(q.double()).min() > 0  # the smaller eigenvalue is ~5e-8
+    torch.testing.assert_close(q.double(), exact, rtol=1e-5, atol=1e-12)
 
 
 def test_matrices_are_mean_reverting_with_a_triangular_diffusion():
