@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -278,7 +279,8 @@ class CoreAffectDynamics:
         num_warmup: NUTS adaptation steps per chain.
         num_chains: NUTS chains, run one after the other (2: enough for the split r_hat).
         n_decode_samples: Monte Carlo draws per frame for a nonlinear decoder.
-        random_state: Seed of NUTS and of Monte Carlo decoding.
+        random_state: Seed of NUTS and of Monte Carlo decoding; ``None``: fresh randomness at
+            every call (results then differ from call to call).
 
     Attributes:
         theta_: (K, K) fitted Theta.
@@ -516,7 +518,8 @@ class CoreAffectDynamics:
         draws, diverging = named_nuts(
             energy, raw, num_samples=self.num_samples, num_warmup=self.num_warmup,
             num_chains=self.num_chains,
-            seed=0 if self.random_state is None else int(self.random_state))
+            seed=(secrets.randbelow(2 ** 31) if self.random_state is None
+                  else int(self.random_state)))
         chains = [self._constrain(chain) for chain in draws]
         arrays = {name: torch.stack([c[name] for c in chains]).numpy()
                   for name in ("theta", "mu", "diffusion", "noise_scale")}  # (chain, draw, ...)

@@ -313,7 +313,9 @@ def _generator(random_state: int | torch.Generator | None, device: torch.device
     if isinstance(random_state, torch.Generator):
         return random_state
     generator = torch.Generator(device=device)
-    if random_state is not None:
+    if random_state is None:
+        generator.seed()  # fresh randomness: an unseeded generator starts from a fixed seed
+    else:
         generator.manual_seed(int(random_state))
     return generator
 
@@ -339,7 +341,7 @@ def sample_posterior(params: LGSSM, observations: Tensor, obs_cov: Tensor,
         obs_cov: (..., T, D, D).
         mask: (..., T) bool, True where observed.
         n: Number of draws S.
-        random_state: Seed or generator.
+        random_state: Seed or generator; ``None``: other draws at every call.
         parallel: Filter and sample backwards by associative scans (O(log T) depth). Draws for
             a given seed differ from the sequential ones (the noise is used in another order)
             but have the same distribution.

@@ -240,6 +240,8 @@ def test_posterior_samples_match_smoothed_moments():
     torch.testing.assert_close(torch.cov(draws[:, 2].T), smoothed.covs[2], atol=0.01, rtol=0.05)
     again = sample_posterior(params, y, r, n=3, random_state=0)
     torch.testing.assert_close(again, sample_posterior(params, y, r, n=3, random_state=0))
+    fresh = sample_posterior(params, y, r, n=3)  # no seed: other draws at every call
+    assert not torch.equal(fresh, sample_posterior(params, y, r, n=3))
 
 
 def _pykalman(params: LGSSM, y: torch.Tensor, r: torch.Tensor, observed: torch.Tensor):
