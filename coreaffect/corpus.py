@@ -399,13 +399,16 @@ def load_recording(recording: Recording, config: DataConfig = DataConfig(),
 
     Args:
         recording: What to load.
-        config: Data settings (face cropping, rater fusion, annotator delay).
+        config: Data settings (face cropping, rater fusion, annotator delay; ``video.fps``, when
+            set, is the rate of a frame folder, over the one its format implies).
         cache: Where crops are kept between calls; ``None`` crops afresh (streaming, but the
             crops of the whole video are then held in memory).
 
     Returns:
         The :class:`LabelledVideo`.
     """
+    if recording.fps is not None and config.video.fps is not None:  # a frame folder
+        recording = recording._replace(fps=config.video.fps)  # the user's rate over the format's
     if cache is not None:
         crops = cache.get(recording)
     else:

@@ -138,6 +138,10 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     else:
         config = DataConfig.from_toml(data_config)
     recordings = discover(data, format)
+    rates = {r.fps for r in recordings if r.fps is not None}  # of frame folders, by format
+    if config.video.fps is None and len(rates) == 1:  # kept in the run, for predict on folders
+        config = dataclasses.replace(config, video=dataclasses.replace(config.video,
+                                                                       fps=rates.pop()))
     train, test = split_recordings(recordings, test_videos, seed=seed)
     if not train:
         raise CoreAffectError(f"{data}: no video left for training after holding out "

@@ -123,6 +123,25 @@ def test_load_recording_resamples_labels_to_frames(tmp_path):
     assert video.labels.dtype == np.float32
 
 
+def test_the_configured_rate_of_a_frame_folder_is_used(tmp_path):
+    """Frames extracted at 10 fps beside a time-based csv: VideoConfig.fps says so."""
+    import dataclasses
+
+    root = tmp_path / "data"
+    _write_frames(root / "a", n=20)
+    times = np.arange(0, 200) / 100
+    rows = "\n".join(f"{t:.2f},{t / 2:.4f},0" for t in times)
+    (root / "a.csv").write_text("time,valence,arousal\n" + rows + "\n")
+    recording = discover(root)[0]
+    assert recording.fps == 25.0  # what a csv corpus implies for folders
+    config = DataConfig(faces=NONE)
+    config = dataclasses.replace(config, video=dataclasses.replace(config.video, fps=10.0))
+    for cache in (None, CropCache(tmp_path / "cache", NONE)):
+        video = load_recording(recording, config, cache)
+        np.testing.assert_allclose(video.crops.times, np.arange(20) / 10)
+        np.testing.assert_allclose(video.labels[:, 0], np.arange(20) / 20, atol=1e-6)
+
+
 def test_cache_hit_miss_and_rebuild(tmp_path, caplog):
     root = _csv_corpus(tmp_path / "data", ids=["a"])
     recording = discover(root)[0]
