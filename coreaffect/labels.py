@@ -21,23 +21,32 @@ import numpy as np
 
 from coreaffect.config import FUSIONS
 
-__all__ = ["fuse_raters", "resample_labels"]
+__all__ = ["GAP_STEPS", "MIN_GAP", "fuse_raters", "resample_labels"]
 
 logger = logging.getLogger(__name__)
 
+MIN_GAP = 0.5  # seconds: holes up to this long are bridged (affect moves over seconds)
+GAP_STEPS = 4  # ... or up to this many typical sampling steps, whichever is longer
+
+
 def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray,
-                    delay: float = 0.0) -> np.ndarray:
+                    delay: float = 0.0, max_gap: float | None = None) -> np.ndarray:
     """Labels at new times by linear interpolation between the two bracketing samples.
 
     A new time t is looked up at t + delay. Inside [times[0], times[-1]] the result interpolates
     the samples on either side; it is NaN outside that span, and NaN when either bracketing
-    sample is NaN unless t + delay hits a valid sample exactly (then it is that sample).
+    sample is NaN unless t + delay hits a valid sample exactly (then it is that sample). It is
+    NaN too inside a hole in the annotation, two consecutive samples more than ``max_gap``
+    apart (rows missing from the file): a straight line across it would invent labels.
 
     Args:
         times: (T,) sample times in seconds, strictly increasing.
         values: (T, ...) samples, typically (T, 2) with VA last axis.
         new_times: (N,) times to label, in any order; non-finite times give NaN.
         delay: Reaction delay in seconds (labels are shifted earlier by this much).
+        max_gap: The longest interval between two samples that is interpolated, in seconds.
+            ``None``: :data:`MIN_GAP` (half a second) or :data:`GAP_STEPS` times the median
+            sampling step, whichever is longer.
 
     Returns:
         (N, ...) float64 labels.
@@ -60,10 +69,15 @@ def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray
     q = query[inside]
     left = np.searchsorted(times, q, side="right") - 1  # last sample at or before q
     if times.size > 1:
+        steps = np.diff(times)
+        if max_gap is None:
+            max_gap = max(MIN_GAP, GAP_STEPS * float(np.median(steps)))
         i0 = np.clip(left, 0, times.size - 2)
-        w = (q - times[i0]) / (times[i0 + 1] - times[i0])
+        w = (q - times[i0]) / steps[i0]
         w = w.reshape(w.shape + (1,) * (values.ndim - 1))  # broadcast over trailing axes
-        out[inside] = values[i0] * (1.0 - w) + values[i0 + 1] * w
+        inner = values[i0] * (1.0 - w) + values[i0 + 1] * w
+        inner[steps[i0] > max_gap] = np.nan  # inside a hole of the annotation
+        out[inside] = inner
     hit = times[left] == q  # exact hits keep their sample, whatever the neighbours are
     rows = np.flatnonzero(inside)[hit]
     out[rows] = values[left[hit]]

@@ -71,3 +71,16 @@ def test_resample_edge_cases():
     assert resample_labels(np.empty(0), np.empty((0, 2)), [0.0]).shape == (1, 2)
     with pytest.raises(ValueError):
         resample_labels([1.0, 0.0], [[0, 0], [0, 0]], [0.5])
+
+
+def test_resample_leaves_a_hole_in_the_annotation_unlabelled():
+    # 25 Hz samples at 0-0.2 s and 10.2-10.3 s: rows missing in between
+    times = np.concatenate([np.arange(6) * 0.04, 10.2 + np.arange(3) * 0.04])
+    values = np.concatenate([np.full((6, 2), 0.9), np.full((3, 2), -0.9)])
+    out = resample_labels(times, values, [0.1, 0.2, 2.0, 5.2, 8.0, 10.2, 10.25])
+    np.testing.assert_allclose(out[:, 0], [0.9, 0.9, np.nan, np.nan, np.nan, -0.9, -0.9])
+    # a short hole (two missing rows, 0.12 s) is bridged; a given max_gap decides otherwise
+    short = np.delete(np.arange(10) * 0.04, [4, 5])
+    line = np.stack([short, short], -1)
+    np.testing.assert_allclose(resample_labels(short, line, [0.18])[:, 0], [0.18])
+    assert np.isnan(resample_labels(short, line, [0.18], max_gap=0.1)).all()
