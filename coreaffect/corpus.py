@@ -74,7 +74,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _FOLDER_FPS = {"afew-va": 25.0, "aff-wild2": 30.0}
 # Aff-Wild2 numbers its cropped frames from 1 (00001.jpg is the first annotation row).
 _FIRST_INDEX = {"aff-wild2": 1}
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: frames missing from a folder have rows
 
 
 class Recording(NamedTuple):

@@ -48,6 +48,12 @@ frames. When it is False:
 * before any face was ever found, the crop is the frame's centred square (side = the shorter frame
   side) and ``boxes`` is NaN.
 
+Missing frames. A frame folder whose numbering skips frames (Aff-Wild2's cropped_aligned
+folders leave out the frames without a face) gets, from :meth:`FaceCropper.crop_video`, a row for
+every missing number too: a black crop, NaN box, ``face_found=False``, and a time interpolated
+between its neighbours. The rows then follow the video's frame grid, so that a 16-frame window
+or a dense sequence is always 16 consecutive frames, never two stretches joined across a gap.
+
 Crop geometry. A detected face of side ``f`` centred at ``(cx, cy)`` gives the square crop region
 of side ``f * (1 + 2 * margin)`` centred on the same point, rounded to whole pixels; ``boxes`` holds
 that region as ``(x, y, side, side)`` in frame pixels. Parts of the region outside the frame are
@@ -120,6 +126,32 @@ class FaceCrops(NamedTuple):
         if not parts:
             raise ValueError("FaceCrops.concatenate needs at least one part")
         return FaceCrops(*(np.concatenate(field) for field in zip(*parts, strict=True)))
+
+
+def _with_missing_frames(part: FaceCrops, last: tuple[int, float] | None, block: int
+                        ) -> Iterator[FaceCrops]:
+    """``part`` in pieces, with placeholder rows for the frame indices it skips (after ``last``,
+    the index and time of the previous row, and between its own rows), at most ``block`` rows
+    of placeholders at a time; see the module notes."""
+    indices, times = part.indices, part.times
+    before = np.concatenate([[indices[0] - 1 if last is None else last[0]], indices[:-1]])
+    start = 0
+    for cut in [*np.flatnonzero(indices - before > 1).tolist(), len(indices)]:
+        if cut > start:
+            yield FaceCrops(*(field[start:cut] for field in part))
+        if cut == len(indices):
+            return
+        low, low_time = (int(indices[cut - 1]), float(times[cut - 1])) if cut else last
+        high, high_time = int(indices[cut]), float(times[cut])
+        for first in range(low + 1, high, block):
+            numbers = np.arange(first, min(first + block, high), dtype=np.int64)  # (n,)
+            size = part.crops.shape[1:]
+            yield FaceCrops(np.zeros((len(numbers), *size), dtype=np.uint8),
+                            np.full((len(numbers), 4), np.nan, dtype=np.float32),
+                            np.zeros(len(numbers), dtype=bool),
+                            low_time + (numbers - low) * (high_time - low_time) / (high - low),
+                            numbers)
+        start = cut
 
 
 def _downscale_factor(width: int, detection_width: int) -> float:
@@ -322,18 +354,22 @@ class FaceCropper:
             first_index: Number of a folder's first frame, for a folder opened here.
 
         Yields:
-            :class:`FaceCrops`, one per chunk; :meth:`FaceCrops.concatenate` joins them.
+            :class:`FaceCrops`, one or more per chunk (a row per frame, missing frames of a
+            folder included: see the module notes); :meth:`FaceCrops.concatenate` joins them.
         """
         own = not isinstance(source, VideoSource)
         video = VideoSource(source, fps=fps, first_index=first_index) if own else source
         self.reset()
         frames = with_face = 0
+        last: tuple[int, float] | None = None  # index and time of the last row yielded
+        block = video.chunk_size if chunk_size is None else chunk_size
         try:
             for chunk in video.chunks(chunk_size):
-                part = self.crop(chunk)
-                frames += len(part.face_found)
-                with_face += int(part.face_found.sum())
-                yield part
+                for part in _with_missing_frames(self.crop(chunk), last, block):
+                    frames += len(part.face_found)
+                    with_face += int(part.face_found.sum())
+                    yield part
+                last = int(chunk.indices[-1]), float(chunk.times[-1])
         finally:
             if own:
                 video.close()

@@ -230,6 +230,25 @@ def test_crop_video_streams_a_folder_and_resets(tmp_path: Path) -> None:
         np.testing.assert_array_equal(a, c)
 
 
+@pytest.mark.parametrize("chunk_size", [3, 64])
+def test_frames_missing_from_a_folder_get_rows_without_a_face(tmp_path: Path,
+                                                              chunk_size: int) -> None:
+    """Frames 00001-00040 at 30 fps with 00010-00033 missing (as Aff-Wild2's cropped frames
+    leave out faceless ones): one row per frame number, in time."""
+    kept = [n for n in range(1, 41) if not 10 <= n <= 33]
+    for n in kept:
+        cv2.imwrite(str(tmp_path / f"{n:05d}.jpg"), np.full((20, 20, 3), 200, np.uint8))
+    crops = FaceCrops.concatenate(list(FaceCropper(FaceConfig(detector="none", crop_size=8))
+                                       .crop_video(tmp_path, chunk_size=chunk_size, fps=30.0,
+                                                   first_index=1)))
+    np.testing.assert_array_equal(crops.indices, np.arange(40))
+    np.testing.assert_allclose(crops.times, np.arange(40) / 30.0)
+    missing = (crops.indices >= 9) & (crops.indices <= 32)
+    np.testing.assert_array_equal(crops.face_found, ~missing)
+    assert (crops.crops[missing] == 0).all() and (crops.crops[~missing] > 0).all()
+    assert np.isnan(crops.boxes[missing]).all()
+
+
 def test_concatenate_needs_parts() -> None:
     with pytest.raises(ValueError):
         FaceCrops.concatenate([])
