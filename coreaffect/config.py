@@ -75,6 +75,9 @@ class FaceConfig:
             are cropped at the held box but flagged ``face_found=False``.
         min_face: Smallest face side accepted, as a fraction of the frame's shorter side.
         detection_width: Frames wider than this are downscaled before detection (speed).
+        side: ``"left"`` or ``"right"``: only faces centred in that half of the frame count
+            (a video of two people, each annotated on their own, as Aff-Wild2's ``_left`` and
+            ``_right`` recordings); ``None``: the whole frame. Needs a detector.
     """
 
     detector: str = "haar"  # ships with OpenCV 4.x, needs no model file
@@ -86,6 +89,7 @@ class FaceConfig:
     hold_frames: int = 8  # about 1/3 s at 25 fps: bridges blinks of the detector
     min_face: float = 0.1  # rejects tiny false detections in background clutter
     detection_width: int = 400  # 640 px frames shrink 1.6x: Haar still finds ~40 px faces, fast
+    side: str | None = None  # one person per frame, as most corpora film
 
     def __post_init__(self) -> None:
         if self.detector not in DETECTORS:
@@ -103,6 +107,12 @@ class FaceConfig:
             raise CoreAffectError(f"faces.smoothing must be in [0, 1), got {self.smoothing}")
         if self.hold_frames < 0:
             raise CoreAffectError(f"faces.hold_frames must be >= 0, got {self.hold_frames}")
+        if self.side not in (None, "left", "right"):
+            raise CoreAffectError(f"faces.side must be 'left', 'right' or None, got "
+                                  f"{self.side!r}")
+        if self.side is not None and self.detector == "none":
+            raise CoreAffectError(f"faces.side={self.side!r} needs a face detector; with "
+                                  "detector='none' every frame is taken as the face")
 
 
 @dataclass(frozen=True)

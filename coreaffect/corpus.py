@@ -11,7 +11,8 @@ format         layout under ``root`` (videos are matched to annotations by file 
                anywhere under ``root``
 ``aff-wild2``  ``<video>.txt`` (header ``valence,arousal``) and a video file or a
                ``cropped_aligned``-style frame folder named ``<video>``; a ``_left`` or
-               ``_right`` annotation falls back to the video without the suffix
+               ``_right`` annotation falls back to the video without the suffix, and its
+               faces are then looked for in that half of the frame only
 ``afew-va``    ``NNN/`` folders holding the PNG frames and ``NNN.json``
 ``sewa``       headerless ``;``-separated ``<video>.csv`` (or ``.txt``) files and videos
 ``recola``     ``arousal/<video>.csv`` and ``valence/<video>.csv`` and the videos
@@ -36,6 +37,7 @@ is deleted and rebuilt, never trusted.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -87,6 +89,9 @@ class Recording(NamedTuple):
         format: The annotation format, one of :data:`~coreaffect.annotations.FORMATS`.
         fps: Frame rate for frame folders (``None``: the file's own rate).
         first_index: Number of the first frame in a frame folder's file names.
+        side: ``"left"`` or ``"right"`` for one of two people in a shared video (Aff-Wild2's
+            ``<video>_left`` and ``<video>_right``): faces are looked for in that half of the
+            frame only (:attr:`~coreaffect.config.FaceConfig.side`). ``None``: the whole frame.
     """
 
     id: str
@@ -95,6 +100,11 @@ class Recording(NamedTuple):
     format: str
     fps: float | None = None
     first_index: int = 0
+    side: str | None = None
+
+    def faces(self, config: FaceConfig) -> FaceConfig:
+        """The crop settings for this recording: ``config`` with its :attr:`side`, if any."""
+        return config if self.side is None else dataclasses.replace(config, side=self.side)
 
     def open_video(self, chunk_size: int = 64) -> VideoSource:
         """A :class:`~coreaffect.video.VideoSource` over this recording's frames."""
@@ -245,10 +255,12 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
                 stems.append(video_id.rsplit("_", 1)[0])
             video = _match_video(videos, stems, annotation)
         folder = video.is_dir()
+        shared = (video.stem if not folder else video.name) != video_id  # <video>_left on <video>
         recordings.append(Recording(
             id=video_id, video=video, annotation=annotation, format=format,
             fps=_FOLDER_FPS.get(format, 25.0) if folder else None,
             first_index=_FIRST_INDEX.get(format, 0) if folder else 0,
+            side=video_id.rsplit("_", 1)[1] if shared else None,
         ))
     logger.info("found %d %s recordings under %s", len(recordings), format, root)
     return recordings
@@ -261,7 +273,9 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
 
     The recordings are sorted by id and shuffled with ``seed``, so the split depends only on the
     ids and the seed, not on the order of discovery. The default fraction is the paper's protocol
-    (10 test videos of 23).
+    (10 test videos of 23). Recordings of one video (Aff-Wild2's ``_left`` and ``_right``) are
+    shuffled as one unit and land on the same side, so that no frame of a test video is seen in
+    training; the test side then holds one more than ``n_test`` when a pair completes it.
 
     Args:
         recordings: The corpus.
@@ -277,9 +291,16 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
         n_test = round(test_fraction * len(ordered))
     if not 0 <= n_test <= len(ordered):
         raise CoreAffectError(f"cannot hold out {n_test} of {len(ordered)} recordings")
-    shuffled = ordered[:]
-    random.Random(seed).shuffle(shuffled)
-    test_ids = {r.id for r in shuffled[:n_test]}
+    units: dict[Path, list[Recording]] = {}  # the recordings of each video, in id order
+    for recording in ordered:
+        units.setdefault(recording.video, []).append(recording)
+    shuffled = list(units.values())
+    random.Random(seed).shuffle(shuffled)  # one recording per video: the same as shuffling ids
+    test_ids: set[str] = set()
+    for unit in shuffled:
+        if len(test_ids) >= n_test:
+            break
+        test_ids |= {r.id for r in unit}
     train = [r for r in ordered if r.id not in test_ids]
     test = [r for r in ordered if r.id in test_ids]
     return train, test
@@ -322,7 +343,7 @@ class CropCache:
 
     def key(self, recording: Recording) -> str:
         """SHA-256 of the video's content, its frame numbering and the crop settings."""
-        settings = json.dumps({"faces": asdict(self.faces), "fps": recording.fps,
+        settings = json.dumps({"faces": asdict(recording.faces(self.faces)), "fps": recording.fps,
                                "first_index": recording.first_index,
                                "version": _CACHE_VERSION}, sort_keys=True)
         digest = hashlib.sha256(settings.encode())
@@ -352,7 +373,7 @@ class CropCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = temporary_folder(self.directory, f".{entry.name}-")
         try:
-            cropper = FaceCropper(self.faces)
+            cropper = FaceCropper(recording.faces(self.faces))
             meta = spool_crops(cropper.crop_video(recording.open_video(self.chunk_size)),
                                tmp / "crops.u8")
             frames = len(meta.times)
@@ -412,7 +433,7 @@ def load_recording(recording: Recording, config: DataConfig = DataConfig(),
     if cache is not None:
         crops = cache.get(recording)
     else:
-        cropper = FaceCropper(config.faces)
+        cropper = FaceCropper(recording.faces(config.faces))
         crops = FaceCrops.concatenate(list(cropper.crop_video(
             recording.open_video(config.video.chunk_size))))
     fps = recording.fps

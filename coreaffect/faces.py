@@ -36,7 +36,8 @@ subject does not switch to a bystander, even a larger one (and the Haar detector
 the subject's neighbourhood, which is what makes re-detection cheap). A subject that is not
 re-detected is held for ``hold_frames`` frames; after that the track is dropped and the next
 detection anywhere in the frame starts a new subject by the rule above. Detections smaller than
-``min_face`` times the frame's shorter side are rejected.
+``min_face`` times the frame's shorter side are rejected, and with ``FaceConfig.side`` those
+centred in the other half of the frame.
 
 ``face_found`` is True on a frame whose latest detection (on that frame or on the last detection
 frame before it) found the subject, so a face that vanishes is flagged within ``detect_every - 1``
@@ -405,6 +406,8 @@ class FaceCropper:
         faces[:, 1] = boxes[:, 1] + boxes[:, 3] / 2
         faces[:, 2] = boxes[:, 2:].max(axis=1)
         keep = faces[:, 2] >= min_side
+        if self.config.side is not None:  # only the person on that side of the frame
+            keep &= (faces[:, 0] < width / 2) == (self.config.side == "left")
         faces, scores = faces[keep], scores[keep]
         if near is not None:
             distance = np.hypot(faces[:, 0] - near[0], faces[:, 1] - near[1])

@@ -93,9 +93,18 @@ def test_discover_aff_wild2_left_right_and_cropped_frames(tmp_path):
     (root / "annotations" / "v_left.txt").write_text("valence,arousal\n" + "0.1,0.2\n" * 30)
     _write_frames(root / "cropped_aligned" / "w", n=12, start=1, suffix=".jpg")
     (root / "annotations" / "w.txt").write_text("valence,arousal\n" + "0.3,-5\n" * 12)
+    (root / "annotations" / "v_right.txt").write_text("valence,arousal\n" + "0.5,0.2\n" * 30)
     recordings = {r.id: r for r in discover(root)}
-    assert recordings["v_left"].video == root / "v.avi"
+    assert recordings["v_left"].video == recordings["v_right"].video == root / "v.avi"
+    assert (recordings["v_left"].side, recordings["v_right"].side) == ("left", "right")
     assert recordings["w"].video.is_dir() and recordings["w"].first_index == 1
+    assert recordings["w"].side is None
+    cache = CropCache(tmp_path / "cache", FaceConfig(crop_size=16))
+    assert cache.key(recordings["v_left"]) != cache.key(recordings["v_right"])
+    for seed in range(6):  # the two people of a video are never split
+        train, test = split_recordings(list(recordings.values()), n_test=1, seed=seed)
+        sides = [{r.id for r in part} & {"v_left", "v_right"} for part in (train, test)]
+        assert {"v_left", "v_right"} in sides
     video = load_recording(recordings["w"], DataConfig(faces=NONE))
     assert video.crops.indices[0] == 0 and len(video.labels) == 12
     assert np.isnan(video.labels[:, 1]).all() and np.allclose(video.labels[:, 0], 0.3)

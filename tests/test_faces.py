@@ -158,6 +158,23 @@ def test_two_faces_the_largest_is_the_subject() -> None:
     assert np.abs(face_centres(result) - truth).max() < 12
 
 
+def test_two_faces_side_picks_the_person_in_that_half() -> None:
+    """Two people in one video, each annotated on their own (Aff-Wild2's _left and _right)."""
+    frames = [scene((10 + k, 30, 1.0), (420, 80, 0.7)) for k in range(6)]
+    right = FaceCropper(FaceConfig(side="right")).crop(as_chunk(frames))
+    assert right.face_found.all()
+    assert np.abs(face_centres(right) - head_centre(420, 80, 0.7)).max() < 12
+    left = FaceCropper(FaceConfig(side="left")).crop(as_chunk(frames))
+    truth = np.stack([head_centre(10 + k, 30) for k in range(6)])
+    assert np.abs(face_centres(left) - truth).max() < 12
+    alone = FaceCropper(FaceConfig(side="right")).crop(as_chunk([scene((10, 30, 1.0))] * 3))
+    assert not alone.face_found.any()  # the left person is never taken for the right one
+    with pytest.raises(CoreAffectError, match="needs a face detector"):
+        FaceConfig(detector="none", side="left")
+    with pytest.raises(CoreAffectError, match="side"):
+        FaceConfig(side="middle")
+
+
 def test_two_faces_the_tracked_subject_is_kept() -> None:
     small = (420, 80, 0.7)
     frames = [scene(small)] * 3 + [scene((10, 30, 1.0), small)] * 9
