@@ -13,10 +13,15 @@ Formats (``format=``):
     one folder per rater and video. Each file is ``;``-separated with the header
     ``TimeStamp;UserId;NameVideo;AnnoType;Value`` and one row per 25 Hz sample, ``TimeStamp`` in
     seconds (integer or float), ``Value`` in [-1, 1]; the other columns are not read. The video id
-    is the ``<video>`` folder name; every rater holding it must have both files. ``path`` may be
-    the ``annotation`` root (``video`` picks the video, and may be left out when there is one
-    only), a ``<UserId>/<video>`` folder or one of its files: all raters of the video under that
-    root are read and fused.
+    is the ``<video>`` folder name (DANTE writes the video's file name with its dots turned into
+    underscores: ``30_3_mp4`` for ``30_3.mp4``). DANTE records each dimension in a session of its
+    own, so a rater may hold one of the two files: the other dimension is then unlabelled for
+    that rater. It samples the player's clock, which stands still before playback starts and
+    while the video buffers: rows repeating the time of the row before are merged, the last
+    value at a time kept (a time going back is still an error). ``path`` may be the
+    ``annotation`` root (``video`` picks the video, and may be left out when there is one only),
+    a ``<UserId>/<video>`` folder or one of its files: all raters of the video under that root
+    are read and fused.
 ``aff-wild2``
     ``<video>.txt``, comma-separated, header ``valence,arousal``, one row per frame: data row i
     (0-based, after the header) is frame i, at time i / fps. -5 marks an invalid value (the
@@ -536,12 +541,12 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
     series = []
     for user in sorted(p for p in root.iterdir() if p.is_dir()):
         files = [user / found / name for name in _DANTE_FILES]
-        missing = [f for f in files if not f.is_file()]
-        if len(missing) == 1:
-            raise AnnotationError(missing[0], "missing: every rater needs valence.csv and "
-                                              "arousal.csv")
-        if not missing:
-            series.extend(_read_dante_file(f) for f in files)  # valence, then arousal
+        read = [_read_dante_file(f) if f.is_file() else None for f in files]
+        if read == [None, None]:
+            continue
+        for pair in read:  # valence, then arousal; a dimension the rater did not do: NaN
+            times = next(r for r in read if r is not None)[0]
+            series.append(pair if pair is not None else (times, np.full(len(times), np.nan)))
     grid, stacked = _align(series)  # (2R, T): rater-major, then (valence, arousal)
     raters = stacked.reshape(-1, 2, grid.size).transpose(0, 2, 1)  # (R, T, 2)
     return Annotations(grid, None, found, root, raters)
@@ -555,6 +560,13 @@ def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
                                     "'TimeStamp;UserId;NameVideo;AnnoType;Value'",
                               int(table.line[0]))
     data, lines = _numbers(path, table, (0, 4), 5, delimiter=";")
+    repeated = np.flatnonzero(np.diff(data[:, 0]) == 0)  # row i has the time of row i + 1
+    if repeated.size:
+        logger.info("%s: %d rows repeat the time of the next one; keeping the last of each",
+                    path, repeated.size)
+        keep = np.ones(len(data), dtype=bool)
+        keep[repeated] = False
+        data, lines = data[keep], lines[keep]
     _check(path, data[:, 0], data[:, 1:], lines, names=[path.stem])
     return data[:, 0].copy(), data[:, 1].copy()
 

@@ -8,7 +8,8 @@ the public datasets ship them:
 format         layout under ``root`` (videos are matched to annotations by file stem)
 =============  ==========================================================================
 ``dante``      ``annotation/<UserId>/<video>/{valence,arousal}.csv`` and ``<video>.<ext>``
-               anywhere under ``root``
+               anywhere under ``root`` (``<video>`` may also be the file's whole name with
+               its dots as underscores, as the tool writes it: ``30_3_mp4``)
 ``aff-wild2``  ``<video>.txt`` (header ``valence,arousal``) and a video file or a
                ``cropped_aligned``-style frame folder named ``<video>``; a ``_left`` or
                ``_right`` annotation falls back to the video without the suffix, and its
@@ -69,7 +70,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv",
+                  ".ogv", ".ogg")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Frame rates the formats imply for frame folders (AFEW-VA ships 25 fps clips; Aff-Wild2's
 # cropped_aligned frames keep the source video's rate, which is mostly 30 fps).
@@ -149,6 +151,15 @@ def _index_videos(root: Path) -> dict[str, list[Path]]:
             found.setdefault(path.stem, []).append(path)
         elif path.is_dir() and _is_frame_folder(path):
             found.setdefault(path.name, []).append(path)
+    return found
+
+
+def _underscored(videos: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """The video files by their whole name with dots turned into underscores, as DANTE names
+    its annotation folders (``30_3.mp4`` becomes ``30_3_mp4``)."""
+    found: dict[str, list[Path]] = {}
+    for path in (p for paths in videos.values() for p in paths if p.is_file()):
+        found.setdefault(path.name.replace(".", "_"), []).append(path)
     return found
 
 
@@ -253,9 +264,13 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
             stems = [video_id]
             if format == "aff-wild2" and video_id.endswith(("_left", "_right")):
                 stems.append(video_id.rsplit("_", 1)[0])
-            video = _match_video(videos, stems, annotation)
+            index = videos
+            if format == "dante" and video_id not in videos:  # DANTE's <video> is the file's
+                index = _underscored(videos)  # name with its dots as underscores: 30_3_mp4
+            video = _match_video(index, stems, annotation)
         folder = video.is_dir()
-        shared = (video.stem if not folder else video.name) != video_id  # <video>_left on <video>
+        shared = (format == "aff-wild2" and video_id.endswith(("_left", "_right"))
+                  and (video.name if folder else video.stem) != video_id)  # on <video> itself
         recordings.append(Recording(
             id=video_id, video=video, annotation=annotation, format=format,
             fps=_FOLDER_FPS.get(format, 25.0) if folder else None,

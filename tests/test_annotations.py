@@ -97,12 +97,30 @@ def test_dante_unknown_or_ambiguous_video_lists_the_available_ones(tmp_path):
             read_annotations(tmp_path, "dante", video=video)
 
 
-def test_dante_rater_missing_a_dimension_is_an_error(tmp_path):
-    write_dante(tmp_path, "vid1", {"u1": ([0.0], [0.0]), "u2": ([0.0], [0.0])})
+def test_dante_rater_with_one_dimension_labels_that_one_only(tmp_path):
+    """DANTE records valence and arousal in sessions of their own."""
+    write_dante(tmp_path, "vid1", {"u1": ([0.2, 0.4], [0.6, 0.8]), "u2": ([0.0, 0.2], [0.0, 0.0])})
     (tmp_path / "u2" / "vid1" / "arousal.csv").unlink()
-    with pytest.raises(AnnotationError, match="arousal.csv") as err:
-        read_annotations(tmp_path, "dante")
-    assert err.value.path.name == "arousal.csv"
+    ann = read_annotations(tmp_path, "dante")
+    assert ann.raters.shape == (2, 2, 2) and np.isnan(ann.raters[1, :, 1]).all()
+    np.testing.assert_allclose(ann.values, [[0.1, 0.6], [0.3, 0.8]])  # arousal: u1 alone
+
+
+def test_dante_rows_repeating_a_time_are_merged(tmp_path):
+    """The tool samples the player's clock, which stands still until playback starts."""
+    folder = tmp_path / "u1" / "v"
+    folder.mkdir(parents=True)
+    rows = [(0.0, 0.0), (0.0, 0.1), (0.0, 0.2), (0.04, 0.3), (0.08, 0.4), (0.08, 0.5)]
+    for dim in ("valence", "arousal"):
+        (folder / f"{dim}.csv").write_text("TimeStamp;UserId;NameVideo;AnnoType;Value\n" + "".join(
+            f"{t};u1;v;{dim};{x}\n" for t, x in rows))
+    ann = read_annotations(tmp_path, "dante")
+    np.testing.assert_allclose(ann.times, [0.0, 0.04, 0.08])
+    np.testing.assert_allclose(ann.values[:, 0], [0.2, 0.3, 0.5])  # the last value at a time
+    (folder / "valence.csv").write_text("TimeStamp;UserId;NameVideo;AnnoType;Value\n"
+                                        "0.08;u1;v;valence;0\n0.04;u1;v;valence;0\n")
+    with pytest.raises(AnnotationError, match="strictly increasing"):
+        read_annotations(tmp_path, "dante")  # a time going back is still an error
 
 
 def test_dante_raters_of_different_lengths_are_aligned_on_the_longest_grid(tmp_path):

@@ -71,6 +71,26 @@ def test_missing_root_and_unknown_format(tmp_path):
         discover(tmp_path, "mahnob")
 
 
+def test_discover_dante_folders_named_as_the_tool_names_them(tmp_path):
+    """DANTE saves 30_3.mp4's annotations under annotation/<UserId>/30_3_mp4/."""
+    root = tmp_path / "dante"
+    (root / "videos").mkdir(parents=True)
+    _write_video(root / "videos" / "30_3.avi")
+    _write_video(root / "videos" / "plain.avi")
+    for video in ("30_3_avi", "plain"):
+        folder = root / "annotation" / "1234" / video
+        folder.mkdir(parents=True)
+        for dim in ("valence", "arousal"):
+            (folder / f"{dim}.csv").write_text(
+                "TimeStamp;UserId;NameVideo;AnnoType;Value\n"
+                + "".join(f"{i * 0.04:.2f};1234;{video};{dim};0.1\n" for i in range(30)))
+    recordings = {r.id: r for r in discover(root)}
+    assert recordings["30_3_avi"].video == root / "videos" / "30_3.avi"
+    assert recordings["plain"].video == root / "videos" / "plain.avi"
+    video = load_recording(recordings["30_3_avi"], DataConfig(faces=NONE))
+    np.testing.assert_allclose(video.labels, 0.1, atol=1e-6)
+
+
 def test_discover_afew_va_frame_folders(tmp_path):
     root = tmp_path / "afew"
     for clip in ("001", "002"):
