@@ -15,7 +15,8 @@ of every stage and of every stage's difference from the hidden route
 Which frames count: a frame is scored when it has a label and a face was found in it. Frames
 without a face carry no evidence for the hidden route (the later stages bridge them through the
 dynamics), so scoring the crop at a held box would measure the tracker, not the model. Every stage
-is scored on these same frames, so that their numbers compare.
+is scored on these same frames, so that their numbers compare; a frame where a stage has no
+estimate (a video shorter than a clip has none from the hidden route) counts for none.
 :func:`format_table` prints the per-video table like the paper's Table 2.
 """
 
@@ -68,6 +69,18 @@ def scored_labels(video: LabelledVideo) -> np.ndarray:
     labels = np.array(video.labels, dtype=np.float64)
     labels[~np.asarray(video.crops.face_found, bool)] = np.nan
     return labels
+
+
+def _common_frames(videos: Sequence[LabelledVideo], trajectories: Sequence[dict]
+                   ) -> list[np.ndarray]:
+    """:func:`scored_labels` of each video, NaN too where any stage has no estimate."""
+    truths = []
+    for video, stages in zip(videos, trajectories, strict=True):
+        truth = scored_labels(video)  # (T, 2)
+        for trajectory in stages.values():
+            truth[~np.isfinite(np.asarray(trajectory.mean)).all(-1)] = np.nan
+        truths.append(truth)
+    return truths
 
 
 def evaluate_hidden_route(model: HiddenRouteNet, videos: Sequence[LabelledVideo],
@@ -136,9 +149,10 @@ def evaluate_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequenc
         trajectories: N dicts ``{stage: AffectTrajectory}`` with the same stages.
 
     Returns:
-        ``{stage: MetricTable}``, scored on the frames of :func:`scored_labels`.
+        ``{stage: MetricTable}``, scored on the frames of :func:`scored_labels` where every
+        stage has an estimate.
     """
-    truths = [scored_labels(video) for video in videos]
+    truths = _common_frames(videos, trajectories)
     ids = [v.id for v in videos]
     stages = list(trajectories[0]) if trajectories else []
     return {stage: evaluate_videos(ids, truths, [t[stage].mean for t in trajectories],
@@ -169,7 +183,7 @@ def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequen
     """Intervals of every stage's metrics and of each stage's difference from ``raw``.
 
     The videos are resampled (:func:`coreaffect.bootstrap.bootstrap_stages`), each scored on the
-    frames of :func:`scored_labels`.
+    frames of :func:`scored_labels` where every stage has an estimate.
 
     Args:
         videos: N labelled videos.
@@ -181,7 +195,7 @@ def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequen
     Returns:
         ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus raw})``.
     """
-    truths = [scored_labels(video) for video in videos]
+    truths = _common_frames(videos, trajectories)
     stages = list(trajectories[0]) if trajectories else []
     return bootstrap_stages(truths, {stage: ([t[stage].mean for t in trajectories],
                                              [t[stage].var for t in trajectories])
