@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -205,7 +206,18 @@ def _saliency(args: argparse.Namespace) -> int:
     config = load_data_config(args.run)  # crops as the network was trained on them
     parts = FaceCropper(config.faces).crop_video(args.video, chunk_size=config.video.chunk_size,
                                                  fps=config.video.fps)
-    crops = FaceCrops.concatenate(list(parts))
+    end = math.inf if args.seconds is None else args.start + args.seconds
+    kept = []  # the segment's crops only: the explanation holds them all in memory
+    for part in parts:  # the face is tracked from the start, as for the whole video
+        inside = (part.times >= args.start) & (part.times < end)
+        if inside.any():
+            kept.append(FaceCrops(*(field[inside] for field in part)))
+        if part.times[-1] >= end:
+            break
+    parts.close()  # stops decoding: the rest of the video is not needed
+    if not kept:
+        raise CoreAffectError(f"{args.video}: no frame between {args.start:g} s and {end:g} s")
+    crops = FaceCrops.concatenate(kept)
     steps = np.diff(crops.times)
     fps = 1.0 / float(np.median(steps)) if len(steps) and np.median(steps) > 0 else 25.0
     result = explain_video(model, crops.crops, args.out, targets=args.targets, times=crops.times,
@@ -394,6 +406,12 @@ def build_parser() -> argparse.ArgumentParser:
                           default=["valence", "arousal"], help="outputs to explain")
     saliency.add_argument("--animation", choices=("gif", "mp4", "none"), default="gif",
                           help="animation format (GIF files grow fast: ~40 MB a minute)")
+    saliency.add_argument("--start", type=_count_float, default=0.0, metavar="SECONDS",
+                          help="explain from this time on (default: the start)")
+    saliency.add_argument("--seconds", type=_positive_float, default=None,
+                          help="explain this long a segment (default: to the end); the "
+                               "segment's crops, maps and animation frames are held in memory, "
+                               "so explain a long video a segment at a time")
     saliency.add_argument("--device", type=_device, default="cpu",
                           help="cpu, cuda, cuda:1, ...")
     saliency.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -473,6 +491,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _count_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 

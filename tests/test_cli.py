@@ -73,7 +73,9 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert split["test"][0] in result.stdout and "pooled" in result.stdout
     assert "smoothed" in result.stdout and "filtered" in result.stdout
-    assert "95% intervals over resampled videos" in result.stdout
+    assert "no 95% intervals: too few videos" in result.stdout  # one test video
+    result = _run("evaluate", str(run), str(corpus), "--subset", "all", "--quiet")
+    assert "95% intervals over resampled videos" in result.stdout  # three videos
     assert "filtered ccc diff" in result.stdout
     stages = json.loads(metrics.read_text())
     assert list(stages) == ["raw", "prior", "smoothed", "filtered", "lagged"]
@@ -116,6 +118,19 @@ def test_saliency_errors_are_clear(tmp_path):
     result = _run("saliency", str(tmp_path / "no-run"), str(tmp_path / "v.avi"), "--out",
                   str(tmp_path / "out"), "--quiet")
     assert result.returncode == 1 and "Traceback" not in result.stderr
+
+
+def test_saliency_of_a_segment(tiny, tmp_path):
+    from PIL import Image
+
+    result = _run("saliency", str(tiny.run), str(tiny.video()), "--out", str(tmp_path / "s"),
+                  "--start", "1", "--seconds", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "s" / "saliency.gif") as gif:
+        assert gif.n_frames == 25  # one second at 25 fps
+    result = _run("saliency", str(tiny.run), str(tiny.video()), "--out", str(tmp_path / "t"),
+                  "--start", "60", "--quiet")
+    assert result.returncode == 1 and "no frame between 60 s and inf s" in result.stderr
 
 
 def test_evaluate_errors_are_clear(tmp_path):
