@@ -11,8 +11,9 @@ import argparse
 import logging
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from coreaffect.errors import CoreAffectError
 
@@ -463,18 +464,28 @@ def _version() -> str:
     return f"coreaffect {__version__}"
 
 
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
+def _bounded(kind: type, low: float, *, above: bool = False, below: float | None = None
+             ) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` that is at least ``low`` (above it with
+    ``above``) and, with ``below``, under that; NaN is refused."""
+    def parse(text: str) -> Any:
+        value = kind(text)
+        fits = (value > low if above else value >= low) and (below is None or value < below)
+        if not fits:  # NaN fits nothing
+            wanted = (f"in ({low:g}, {below:g})" if below is not None
+                      else f"{'>' if above else '>='} {low:g}")
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names it in "invalid int value: ..."
+    return parse
 
 
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {value}")
-    return value
+_count = _bounded(int, 0)
+_positive_int = _bounded(int, 1)
+_count_float = _bounded(float, 0)
+_positive_float = _bounded(float, 0, above=True)
+_probability = _bounded(float, 0, above=True, below=1)
 
 
 def _device(text: str) -> str:
@@ -485,27 +496,6 @@ def _device(text: str) -> str:
     except CoreAffectError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _count_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
