@@ -144,13 +144,18 @@ _EPILOG_PREDICT = """examples:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from coreaffect.pipeline import CoreAffect
+    import dataclasses
 
-    if not 0 < args.level < 1:
-        raise CoreAffectError(f"--level must be in (0, 1), got {args.level}")
+    from coreaffect.pipeline import CoreAffect
+    from coreaffect.video import VideoSource
+
     affect = CoreAffect.load(args.run, device=args.device, random_state=args.seed)
-    trajectory = affect.predict(args.video, causal=args.causal, level=args.level,
-                                progress=not args.quiet, lagged=args.lagged)
+    settings = affect.data_config.video
+    if args.fps is not None:  # the rate of a frame folder; a file keeps its own
+        settings = dataclasses.replace(settings, fps=args.fps)
+    with VideoSource.from_config(args.video, settings) as video:
+        trajectory = affect.predict(video, causal=args.causal, level=args.level,
+                                    progress=not args.quiet, lagged=args.lagged)
     if args.out is not None:
         trajectory.to_csv(args.out)
         print(f"wrote {len(trajectory)} rows ({trajectory.stage}, {args.level:.0%} bands) to "
@@ -366,6 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "lag after it (a live system's view, that many frames later)")
     predict.add_argument("--level", type=_probability, default=0.9,
                          help="band probability (0.9)")
+    predict.add_argument("--fps", type=_positive_float, default=None,
+                         help="frame rate of a frame folder (default: the run's setting, else "
+                              "25); a video file has its own")
     predict.add_argument("--seed", type=int, default=0, help="seed of the decoding draws")
     predict.add_argument("--device", type=_device, default="cpu",
                          help="cpu, cuda, cuda:1, ...")

@@ -290,7 +290,8 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
     ids and the seed, not on the order of discovery. The default fraction is the paper's protocol
     (10 test videos of 23). Recordings of one video (Aff-Wild2's ``_left`` and ``_right``) are
     shuffled as one unit and land on the same side, so that no frame of a test video is seen in
-    training; the test side then holds one more than ``n_test`` when a pair completes it.
+    training; the test side then holds one more than ``n_test`` when a pair completes it, and a
+    pair is passed over where it would leave no recording on the other side.
 
     Args:
         recordings: The corpus.
@@ -312,10 +313,12 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
     shuffled = list(units.values())
     random.Random(seed).shuffle(shuffled)  # one recording per video: the same as shuffling ids
     test_ids: set[str] = set()
+    room = len(ordered) - 1 if n_test < len(ordered) else len(ordered)  # leave one to train on
     for unit in shuffled:
         if len(test_ids) >= n_test:
             break
-        test_ids |= {r.id for r in unit}
+        if len(test_ids) + len(unit) <= room:  # a pair that would take the last one waits
+            test_ids |= {r.id for r in unit}
     train = [r for r in ordered if r.id not in test_ids]
     test = [r for r in ordered if r.id in test_ids]
     return train, test

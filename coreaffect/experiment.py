@@ -21,8 +21,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shutil
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from coreaffect.checkpoint import atomic_write, load_data_config, load_model, temporary_folder
@@ -105,8 +107,9 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
             annotation_delay`).
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
         resume: Continue an interrupted run. The later stages of the run there, if any, are
-            removed first: they belong to the network that training goes on to change.
-        overwrite: Replace the run there: its files are removed first (not the crop cache).
+            replaced: they belong to the network that training goes on to change.
+        overwrite: Replace the run there (not its crop cache). Replaced files are set aside
+            while training runs, removed when it succeeds and put back when it fails.
         fit_prior: Also fit manifold, prior and dynamics
             (:func:`~coreaffect.stages.fit_core_affect`); ``False`` leaves a run with the hidden
             route only (``evaluate`` then reports ``raw`` only).
@@ -122,7 +125,7 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     if fit_settings is not None:
         check_settings(fit_settings)
     run = Path(run)
-    _prepare_run(run, resume=resume, overwrite=overwrite)
+    replaced = _prepare_run(run, resume=resume, overwrite=overwrite)
     size = MODELS[preset].input_size
     if data_config is None:
         config = DataConfig()
@@ -138,10 +141,6 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     else:
         config = DataConfig.from_toml(data_config)
     recordings = discover(data, format)
-    rates = {r.fps for r in recordings if r.fps is not None}  # of frame folders, by format
-    if config.video.fps is None and len(rates) == 1:  # kept in the run, for predict on folders
-        config = dataclasses.replace(config, video=dataclasses.replace(config.video,
-                                                                       fps=rates.pop()))
     train, test = split_recordings(recordings, test_videos, seed=seed)
     if not train:
         raise CoreAffectError(f"{data}: no video left for training after holding out "
@@ -149,6 +148,9 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     n_val = max(1, round(len(train) / 5)) if val_videos is None else val_videos
     n_val = min(n_val, len(train) - 1)  # keep at least one training video
     fit, val = split_recordings(train, n_val, seed=seed)
+    if not fit:
+        raise CoreAffectError(f"{data}: no video left for training after holding out "
+                              f"{len(test)} for testing and {len(val)} for validation")
     split = {"data": str(Path(data).resolve()), "format": recordings[0].format, "seed": seed,
              "train": [r.id for r in fit], "val": [r.id for r in val],
              "test": [r.id for r in test]}
@@ -156,21 +158,24 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     if resume and previous.exists() and json.loads(previous.read_text()) != split:
         raise CoreAffectError(f"{previous}: the run was split differently; resume with the same "
                               "data, format, seed and video counts")
-    atomic_write(previous, json.dumps(split, indent=2) + "\n")
     logger.info("%d training, %d validation, %d test videos", len(fit), len(val), len(test))
-    crops = CropCache(cache if cache is not None else run / "crops", config.faces,
-                      config.video.chunk_size)
-    fit_videos = load_videos(fit, config, crops, progress, "training")
-    val_videos_loaded = load_videos(val, config, crops, progress, "validation")
-    sequences = ClipDataset(fit_videos, config.clips, size=size, augment=True,
-                            dense_length=DENSE_LENGTH, random_state=seed)
-    train_config = TrainConfig(preset=preset, max_minutes=max_minutes, seed=seed, device=device,
-                               **({} if epochs is None else {"epochs": epochs}))
-    result = train_hidden_route(sequences, val_videos_loaded or None, run, train_config,
-                                data_config=config, resume=resume, progress=progress)
-    if fit_prior:
-        fit_core_affect(run, result.model, fit_videos, val_videos_loaded, device=device,
-                        seed=seed, settings=fit_settings or FitSettings(), progress=progress)
+    why = "replaced" if overwrite else "fitted to the network that training goes on to change"
+    with _set_aside(run, replaced, why):
+        atomic_write(previous, json.dumps(split, indent=2) + "\n")
+        crops = CropCache(cache if cache is not None else run / "crops", config.faces,
+                          config.video.chunk_size)
+        fit_videos = load_videos(fit, config, crops, progress, "training")
+        val_videos_loaded = load_videos(val, config, crops, progress, "validation")
+        sequences = ClipDataset(fit_videos, config.clips, size=size, augment=True,
+                                dense_length=DENSE_LENGTH, random_state=seed)
+        train_config = TrainConfig(preset=preset, max_minutes=max_minutes, seed=seed,
+                                   device=device, **({} if epochs is None else {"epochs": epochs}))
+        result = train_hidden_route(sequences, val_videos_loaded or None, run, train_config,
+                                    data_config=config, resume=resume, progress=progress)
+        if fit_prior:
+            fit_core_affect(run, result.model, fit_videos, val_videos_loaded, device=device,
+                            seed=seed, settings=fit_settings or FitSettings(),
+                            progress=progress)
     return result
 
 
@@ -181,14 +186,16 @@ _LATER_STAGE_FILES = ("manifold.json", "manifold.safetensors", "prior.json", "pr
                       "dynamics.json", "dynamics.safetensors", "bands.json", "stages.json")
 
 
-def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> None:
-    """Check that ``run`` may be trained into (see :func:`train_run`) and clear what must go."""
+def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
+    """Check that ``run`` may be trained into (see :func:`train_run`); the names of the files
+    there that the training replaces (all of a run with ``overwrite``, the later stages with
+    ``resume``)."""
     if resume and overwrite:
         raise CoreAffectError("resume continues a run and overwrite replaces it: choose one")
     if run.exists() and not run.is_dir():
         raise CoreAffectError(f"{run}: exists and is not a folder")
     if not run.exists():
-        return
+        return []
     known = {*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES, "crops"}
     other = sorted(p.name for p in run.iterdir()  # dot files: temporaries of interrupted saves
                    if p.name not in known and not p.name.startswith("."))
@@ -198,21 +205,42 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> None:
                               "choose a new or empty folder")
     present = [name for name in (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES)
                if (run / name).exists()]
-    if not present:
-        return
-    if not (resume or overwrite):
+    if present and not (resume or overwrite):
         raise CoreAffectError(f"{run}: already holds a run; resume it (--resume), replace it "
                               "(--overwrite), or choose a new folder")
-    doomed = present if overwrite else [n for n in present if n in _LATER_STAGE_FILES]
-    if doomed:
-        logger.warning("%s: removing %s of the run there (%s)", run, ", ".join(doomed),
-                       "replaced" if overwrite else "fitted to the network training resumes")
-    for name in doomed:
-        path = run / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    return present if overwrite else [n for n in present if n in _LATER_STAGE_FILES]
+
+
+@contextmanager
+def _set_aside(run: Path, names: Sequence[str], why: str) -> Iterator[None]:
+    """Move ``names`` of ``run`` into a hidden folder there for the block: deleted when the
+    block succeeds, put back (over anything it wrote under those names) when it fails, so that
+    a failed training leaves the run it found."""
+    if not names:
+        yield
+        return
+    aside = temporary_folder(run, ".replaced-")
+    for name in names:
+        os.replace(run / name, aside / name)
+    logger.warning("%s: %s of the run there are set aside (%s), and removed once training "
+                   "succeeds", run, ", ".join(names), why)
+    try:
+        yield
+    except BaseException:
+        for name in names:
+            _remove(run / name)
+            os.replace(aside / name, run / name)
+        shutil.rmtree(aside)
+        logger.warning("%s: training failed; the files set aside are back", run)
+        raise
+    shutil.rmtree(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def read_split(run: str | Path,

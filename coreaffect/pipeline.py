@@ -93,7 +93,7 @@ from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, frame_window
 from coreaffect.prior import HiddenRoutePrior
 from coreaffect.streaming import _StreamState
 from coreaffect.trajectory import AffectRow, AffectTrajectory
-from coreaffect.video import VideoSource
+from coreaffect.video import Frame, VideoSource
 
 __all__ = ["STAGES", "CoreAffect", "load_run"]
 
@@ -603,26 +603,38 @@ class CoreAffect:
         state = _StreamState(self, lagged)
         from coreaffect.video import FrameChunk
 
-        for index, (image, time) in enumerate(frames):
+        size = self.data_config.faces.crop_size
+        blank = np.zeros((size, size, 3), dtype=np.uint8)  # a frame missing from a folder
+        last: tuple[int, float] | None = None  # index and time of the previous frame
+        for count, (image, time, index) in enumerate(frames):
+            index, time = count if index is None else index, float(time)
+            if last is not None and index > last[0] + 1:  # rows without a face, as in predict
+                for missing in range(last[0] + 1, index):
+                    when = last[1] + (missing - last[0]) * (time - last[1]) / (index - last[0])
+                    row = state.push(blank, when, missing, False, level)
+                    if row is not None:
+                        yield row
             chunk_images = np.asarray(image, dtype=np.uint8)[None]
-            part = cropper.crop(FrameChunk(chunk_images, np.array([float(time)]),
+            part = cropper.crop(FrameChunk(chunk_images, np.array([time]),
                                            np.array([index], dtype=np.int64)))
-            row = state.push(part.crops[0], float(time), int(part.indices[0]),
+            row = state.push(part.crops[0], time, int(part.indices[0]),
                              bool(part.face_found[0]), level)
             if row is not None:
                 yield row
+            last = index, time
         yield from state.finish(level)
 
-    def _frames(self, source: Any) -> Iterator[tuple[np.ndarray, float]]:
+    def _frames(self, source: Any) -> Iterator[tuple[np.ndarray, float, int | None]]:
+        """(image, time, index) of each frame; the index of an iterable's frame is its count,
+        unless it is a :class:`~coreaffect.video.Frame`."""
         if isinstance(source, (str, Path, int, VideoSource)):
             video = (source if isinstance(source, VideoSource)
                      else VideoSource.from_config(source, self.data_config.video))
             for frame in video:
-                yield frame.image, frame.time
+                yield frame.image, frame.time, frame.index
             return
         for item in source:
-            image, time = item[0], item[1]
-            yield image, time
+            yield item[0], item[1], item.index if isinstance(item, Frame) else None
 
 
 def load_run(run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:

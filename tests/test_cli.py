@@ -120,6 +120,23 @@ def test_saliency_errors_are_clear(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
+def test_predict_takes_the_rate_of_a_frame_folder(tiny, tmp_path):
+    import cv2
+
+    from coreaffect.video import VideoSource
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    with VideoSource(tiny.video()) as video:
+        for frame in video:
+            cv2.imwrite(str(folder / f"{frame.index:05d}.png"),
+                        cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    result = _run("predict", str(tiny.run), str(folder), "--fps", "50", "--causal", "--quiet")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(",") for line in result.stdout.splitlines()[1:]]
+    assert len(rows) == 100 and float(rows[-1][1]) == pytest.approx(99 / 50)
+
+
 def test_saliency_of_a_segment(tiny, tmp_path):
     from PIL import Image
 

@@ -121,10 +121,14 @@ def test_discover_aff_wild2_left_right_and_cropped_frames(tmp_path):
     assert recordings["w"].side is None
     cache = CropCache(tmp_path / "cache", FaceConfig(crop_size=16))
     assert cache.key(recordings["v_left"]) != cache.key(recordings["v_right"])
-    for seed in range(6):  # the two people of a video are never split
-        train, test = split_recordings(list(recordings.values()), n_test=1, seed=seed)
-        sides = [{r.id for r in part} & {"v_left", "v_right"} for part in (train, test)]
-        assert {"v_left", "v_right"} in sides
+    for seed in range(6):  # the two people of a video are never split, nor a side emptied
+        for n_test in (1, 2):
+            train, test = split_recordings(list(recordings.values()), n_test=n_test, seed=seed)
+            sides = [{r.id for r in part} & {"v_left", "v_right"} for part in (train, test)]
+            assert {"v_left", "v_right"} in sides and train and test
+            rest, val = split_recordings(train, n_test=len(train) - 1, seed=seed)
+            assert rest and ({"v_left", "v_right"} <= {r.id for r in rest}
+                             or not {"v_left", "v_right"} & {r.id for r in rest})
     video = load_recording(recordings["w"], DataConfig(faces=NONE))
     assert video.crops.indices[0] == 0 and len(video.labels) == 12
     assert np.isnan(video.labels[:, 1]).all() and np.allclose(video.labels[:, 0], 0.3)

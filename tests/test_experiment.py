@@ -243,7 +243,7 @@ def test_refit_refuses_outs_that_are_the_run_inside_it_or_not_folders(tiny, tmp_
 
 
 def test_training_never_replaces_a_run_unasked(tiny, tmp_path):
-    from coreaffect.experiment import _prepare_run
+    from coreaffect.experiment import _prepare_run, _set_aside
 
     run = tmp_path / "run"
     shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
@@ -251,18 +251,29 @@ def test_training_never_replaces_a_run_unasked(tiny, tmp_path):
     before = sorted(p.name for p in run.iterdir())
     with pytest.raises(CoreAffectError, match="already holds a run; resume it"):
         train_run(tiny.corpus, run, epochs=1, test_videos=1, val_videos=1)
-    assert sorted(p.name for p in run.iterdir()) == before  # untouched
+    with pytest.raises(CoreAffectError, match="no such dataset folder"):
+        train_run(tmp_path / "typo", run, epochs=1, overwrite=True)  # checked before anything
+    with pytest.raises(CoreAffectError, match="split differently"):
+        train_run(tiny.corpus, run, epochs=1, test_videos=2, val_videos=0, resume=True)
+    assert sorted(p.name for p in run.iterdir()) == before  # untouched by all three
     with pytest.raises(CoreAffectError, match="choose one"):
         _prepare_run(run, resume=True, overwrite=True)
+    later = _prepare_run(run, resume=True, overwrite=False)
+    assert sorted(later) == ["bands.json", "dynamics.json", "dynamics.safetensors",
+                             "manifold.json", "manifold.safetensors", "prior.json",
+                             "prior.safetensors", "stages.json"]
+    everything = _prepare_run(run, resume=False, overwrite=True)
+    assert "crops" not in everything and "split.json" in everything and "training" in everything
 
-    resumed = tmp_path / "resumed"
-    shutil.copytree(run, resumed)
-    _prepare_run(resumed, resume=True, overwrite=False)  # the later stages go, the network stays
-    assert sorted(p.name for p in resumed.iterdir()) == [
-        "crops", "hidden_route.json", "hidden_route.safetensors", "split.json", "training"]
-    _prepare_run(run, resume=False, overwrite=True)  # everything of the run goes, not the cache
-    assert [p.name for p in run.iterdir()] == ["crops"]
-    _prepare_run(run, resume=False, overwrite=False)  # a cache alone is no run
+    prior = (run / "prior.json").read_text()
+    with pytest.raises(RuntimeError), _set_aside(run, later, "a test"):
+        (run / "prior.json").write_text("half-written by a failed training")
+        raise RuntimeError("training failed")
+    assert sorted(p.name for p in run.iterdir()) == before  # all back, and nothing else
+    assert (run / "prior.json").read_text() == prior
+    with _set_aside(run, everything, "a test"):
+        (run / "split.json").write_text("{}")
+    assert sorted(p.name for p in run.iterdir()) == ["crops", "split.json"]
 
     (run / "notes.txt").write_text("mine")
     for resume, overwrite in ((False, False), (True, False), (False, True)):

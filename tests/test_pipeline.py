@@ -190,6 +190,27 @@ def test_stream_equals_lagged_predict(affect, tiny):
                                np.column_stack([batch.mean[:, 0], batch.upper[:, 1]]), atol=1e-4)
 
 
+def test_stream_equals_causal_predict_on_a_folder_with_missing_frames(affect, tiny, tmp_path):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    with VideoSource(tiny.video()) as video:
+        for frame in video:
+            if not 30 <= frame.index < 40:  # ten frames left out, as Aff-Wild2's folders do
+                cv2.imwrite(str(folder / f"{frame.index:05d}.png"),
+                            cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    causal = affect.predict(folder, causal=True)
+    rows = list(affect.stream(folder))
+    assert [r.index for r in rows] == list(causal.indices) == list(range(100))
+    np.testing.assert_allclose([r.time for r in rows], causal.times)
+    assert [r.face_found for r in rows] == list(causal.face_found)
+    assert not any(r.face_found for r in rows[30:40])
+    np.testing.assert_allclose([[r.valence, r.arousal_upper] for r in rows],
+                               np.column_stack([causal.mean[:, 0], causal.upper[:, 1]]),
+                               atol=1e-4)
+
+
 def test_stream_takes_frames_from_memory(affect, tiny):
     with VideoSource(tiny.video()) as video:
         frames = [(f.image, f.time) for _, f in zip(range(25), video, strict=False)]
