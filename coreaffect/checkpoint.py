@@ -156,7 +156,11 @@ def load_state(directory: str | Path, name: str, device: str | torch.device = "c
             "the coreaffect version that wrote it.")
     pending = _pending(directory, name)
     if pending.is_file() and _sha256(pending) == meta.get("weights_sha256"):
-        os.replace(pending, weights)  # a save interrupted after writing its JSON: finish it
+        try:  # a save interrupted after writing its JSON: finish it
+            os.replace(pending, weights)
+        except OSError:  # a read-only run (read the new weights where they are), or another
+            if pending.is_file():  # loader finished it first (they are in place)
+                weights = pending
     if not weights.is_file():
         raise CoreAffectError(f"{weights}: missing (its description {meta_path} exists)")
     if _sha256(weights) != meta.get("weights_sha256"):

@@ -1,14 +1,14 @@
 """Comparing two runs on the same videos: is B better than A, or could it be the people?
 
-:func:`compare_runs` is what ``coreaffect compare RUN_A RUN_B DATA`` does. Both runs score the
-same videos (by default those that *both* held out for testing), on the same frames (a label,
-and a face found by both runs' croppers), and every stage the two runs share is compared: its
-metrics in each run, and run B's minus run A's, each with a 95% interval over resampled videos
-(:mod:`coreaffect.bootstrap`). The resampling is paired: each resample draws the same videos for
-both runs, so that what the two share (some people are harder than others) cancels from the
-difference, which is what makes a comparison on 10 videos informative at all. An interval that
-excludes 0 says that B differs from A on people like these; one that includes 0, that these videos
-cannot tell.
+:func:`compare_runs` is what ``coreaffect compare RUN_A RUN_B DATA`` does. Both runs score the same
+videos (by default those that *both* held out for testing), on the same frames (a label, a face
+found by both runs' croppers, and an estimate from every stage compared), and every stage the two
+runs share is compared: its metrics in each run, and run B's minus run A's, each with a 95%
+interval over resampled videos (:mod:`coreaffect.bootstrap`). The resampling is paired: each
+resample draws the same videos for both runs, so that what the two share (some people are harder
+than others) cancels from the difference, which is what makes a comparison on 10 videos informative
+at all. An interval that excludes 0 says that B differs from A on people like these; one that
+includes 0, that these videos cannot tell.
 """
 
 from __future__ import annotations
@@ -110,12 +110,15 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
             raise CoreAffectError(f"{recording.id}: the two runs read its frames or labels "
                                   "differently (their video or annotation settings differ), so "
                                   "they cannot be scored on the same frames")
+    stages = [s for s in trajectories[0][0] if s in trajectories[1][0]]
     truths = []
-    for label, a, b in zip(labels, *found, strict=True):
+    for k, (label, a, b) in enumerate(zip(labels, *found, strict=True)):
         truth = label.copy()
         truth[~(a & b)] = np.nan  # the frames both runs found a face in
+        for run_trajectories in trajectories:  # and every compared stage of both has a value
+            for stage in stages:
+                truth[~np.isfinite(run_trajectories[k][stage].mean).all(-1)] = np.nan
         truths.append(truth)
-    stages = [s for s in trajectories[0][0] if s in trajectories[1][0]]
     a, b, differences = {}, {}, {}
     for stage in stages:
         pair = {name: ([t[stage].mean for t in runs_trajectories],

@@ -20,7 +20,8 @@ format         layout under ``root`` (videos are matched to annotations by file 
 ``csv``        ``<video>.csv`` with header ``time,valence,arousal`` and the videos
 =============  ==========================================================================
 
-Video files are those OpenCV decodes (``.mp4 .avi .mkv .mov .webm .mpg .mpeg .m4v .wmv .flv``);
+Video files are those OpenCV decodes (``.mp4 .avi .mkv .mov .webm .mpg .mpeg .m4v .wmv .flv
+.ogv .ogg``);
 a frame folder is a folder of ``.png``/``.jpg``/``.jpeg``/``.bmp`` images. An annotation with no
 video, or a stem matching several videos, is an error naming both sides, never a silent skip.
 
@@ -105,8 +106,19 @@ class Recording(NamedTuple):
     side: str | None = None
 
     def faces(self, config: FaceConfig) -> FaceConfig:
-        """The crop settings for this recording: ``config`` with its :attr:`side`, if any."""
-        return config if self.side is None else dataclasses.replace(config, side=self.side)
+        """The crop settings for this recording: ``config`` with its :attr:`side`, if any.
+
+        Raises:
+            CoreAffectError: The recording shares its video with another person and ``config``
+                has no face detector to tell them apart.
+        """
+        if self.side is None:
+            return config
+        if config.detector == "none":
+            raise CoreAffectError(f"{self.video}: recording {self.id!r} is the {self.side} "
+                                  "person of a video of two; finding them needs a face "
+                                  "detector, not faces.detector='none'")
+        return dataclasses.replace(config, side=self.side)
 
     def open_video(self, chunk_size: int = 64) -> VideoSource:
         """A :class:`~coreaffect.video.VideoSource` over this recording's frames."""

@@ -49,11 +49,13 @@ frames. When it is False:
 * before any face was ever found, the crop is the frame's centred square (side = the shorter frame
   side) and ``boxes`` is NaN.
 
-Missing frames. A frame folder whose numbering skips frames (Aff-Wild2's cropped_aligned
-folders leave out the frames without a face) gets, from :meth:`FaceCropper.crop_video`, a row for
-every missing number too: a black crop, NaN box, ``face_found=False``, and a time interpolated
-between its neighbours. The rows then follow the video's frame grid, so that a 16-frame window
-or a dense sequence is always 16 consecutive frames, never two stretches joined across a gap.
+Missing frames. A frame folder whose numbering skips frames (Aff-Wild2's cropped_aligned folders
+leave out the frames without a face) gets, from :meth:`FaceCropper.crop_video`, a row for every
+number missing between its first frame and its last: a black crop, NaN box, ``face_found=False``,
+and a time interpolated between its neighbours (a gap of over a minute is logged as a warning: a
+stray file with a far-off number adds as many rows as it skips). The rows then follow the video's
+frame grid, so that a 16-frame window or a dense sequence is always 16 consecutive frames, never
+two stretches joined across a gap.
 
 Crop geometry. A detected face of side ``f`` centred at ``(cx, cy)`` gives the square crop region
 of side ``f * (1 + 2 * margin)`` centred on the same point, rounded to whole pixels; ``boxes`` holds
@@ -129,11 +131,15 @@ class FaceCrops(NamedTuple):
         return FaceCrops(*(np.concatenate(field) for field in zip(*parts, strict=True)))
 
 
-def _with_missing_frames(part: FaceCrops, last: tuple[int, float] | None, block: int
-                        ) -> Iterator[FaceCrops]:
+_LONG_GAP = 60.0  # seconds: a longer hole in a frame folder's numbering is worth a warning
+
+
+def _with_missing_frames(part: FaceCrops, last: tuple[int, float] | None, block: int,
+                         name: str = "") -> Iterator[FaceCrops]:
     """``part`` in pieces, with placeholder rows for the frame indices it skips (after ``last``,
     the index and time of the previous row, and between its own rows), at most ``block`` rows
-    of placeholders at a time; see the module notes."""
+    of placeholders at a time; see the module notes. ``name`` names the video in a warning
+    about a gap longer than a minute."""
     indices, times = part.indices, part.times
     before = np.concatenate([[indices[0] - 1 if last is None else last[0]], indices[:-1]])
     start = 0
@@ -144,6 +150,9 @@ def _with_missing_frames(part: FaceCrops, last: tuple[int, float] | None, block:
             return
         low, low_time = (int(indices[cut - 1]), float(times[cut - 1])) if cut else last
         high, high_time = int(indices[cut]), float(times[cut])
+        if high_time - low_time > _LONG_GAP:
+            logger.warning("%s: frames %d to %d (%.1f s to %.1f s) are missing; their rows have "
+                           "no face", name, low + 1, high - 1, low_time, high_time)
         for first in range(low + 1, high, block):
             numbers = np.arange(first, min(first + block, high), dtype=np.int64)  # (n,)
             size = part.crops.shape[1:]
@@ -366,7 +375,7 @@ class FaceCropper:
         block = video.chunk_size if chunk_size is None else chunk_size
         try:
             for chunk in video.chunks(chunk_size):
-                for part in _with_missing_frames(self.crop(chunk), last, block):
+                for part in _with_missing_frames(self.crop(chunk), last, block, video.name):
                     frames += len(part.face_found)
                     with_face += int(part.face_found.sum())
                     yield part

@@ -80,7 +80,7 @@ import numpy as np
 import torch
 from torch.distributions import MultivariateNormal
 
-from coreaffect.calibration import band_factors, read_bands, widen_bands
+from coreaffect.calibration import band_factors, read_bands, widen_bands, write_bands  # noqa: F401 - was here
 from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.config import DataConfig
 from coreaffect.dynamics import (
@@ -524,10 +524,16 @@ class CoreAffect:
         if progress:
             from tqdm import tqdm
 
-            total = source.frame_count
-            chunk = source.chunk_size
-            chunks = tqdm(chunks, desc=f"cropping {source.name}", unit="chunk",
-                          total=None if total is None else -(-total // chunk))
+            bar = tqdm(desc=f"cropping {source.name}", unit="frame",
+                       total=None if source.kind == "folder" else source.frame_count)
+
+            def counted(parts: Iterable[FaceCrops]) -> Iterator[FaceCrops]:
+                for part in parts:  # a folder's missing frames add rows: count rows
+                    bar.update(len(part.times))
+                    yield part
+                bar.close()
+
+            chunks = counted(chunks)
         meta = spool_crops(chunks, path)
         frames = len(meta.times)
         if frames == 0:

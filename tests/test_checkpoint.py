@@ -128,6 +128,13 @@ def test_an_interrupted_save_leaves_a_loadable_component(tmp_path, monkeypatch, 
     with pytest.raises(KeyboardInterrupt):
         save_state(tmp_path, "thing", new, {"n": 2})
     monkeypatch.undo()
+    if stop == "rename":  # a run that cannot be written to is read where the weights are
+        def refused(src, dst):
+            raise PermissionError(13, "read-only", str(dst))
+
+        monkeypatch.setattr(checkpoint.os, "replace", refused)
+        assert torch.equal(load_state(tmp_path, "thing")[0]["w"], new["w"])
+        monkeypatch.undo()
     tensors, config = load_state(tmp_path, "thing")
     expected, n = (old, 1) if stop == "json" else (new, 2)
     assert torch.equal(tensors["w"], expected["w"]) and config == {"n": n}

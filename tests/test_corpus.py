@@ -121,6 +121,8 @@ def test_discover_aff_wild2_left_right_and_cropped_frames(tmp_path):
     assert recordings["w"].side is None
     cache = CropCache(tmp_path / "cache", FaceConfig(crop_size=16))
     assert cache.key(recordings["v_left"]) != cache.key(recordings["v_right"])
+    with pytest.raises(CoreAffectError, match=r"v\.avi: recording 'v_left' .* face detector"):
+        recordings["v_left"].faces(NONE)
     for seed in range(6):  # the two people of a video are never split, nor a side emptied
         for n_test in (1, 2):
             train, test = split_recordings(list(recordings.values()), n_test=n_test, seed=seed)
