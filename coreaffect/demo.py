@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from coreaffect.bootstrap import MetricIntervals
+from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals
 from coreaffect.metrics import DIMENSIONS, MetricTable
 
 __all__ = ["DemoResult", "DemoSettings", "TinyRun", "run_demo", "tiny_run"]
@@ -202,15 +202,21 @@ def _intervals(intervals: dict[str, MetricIntervals],
     if not intervals:
         return []
     level = next(iter(intervals.values())).level
+    none = all(np.isnan(v).all() for own in intervals.values()
+               for v in own.mean_interval.values())
     lines = ["## How sure: each stage against the hidden route", "",
              f"{level:.0%} intervals over resampled test videos (`coreaffect.bootstrap`): the "
              "difference from **raw** in RMSE and CCC (means over videos; an interval that "
              "includes 0 means that these videos cannot tell the stage from the hidden route), "
-             "and the stage's own pooled coverage.", "",
+             "and the stage's own pooled coverage."
+             + (f" None here: too few test videos to resample (at least {MIN_VIDEOS} are "
+                "needed)." if none else ""), "",
              "| stage | dim | RMSE - raw | CCC - raw | coverage 50% | coverage 90% |",
              "|---|---|---|---|---|---|"]
 
     def cell(point: float, interval: np.ndarray, sign: str = "+") -> str:
+        if np.isnan(interval).all():
+            return f"{point:{sign}.4f}"
         return f"{point:{sign}.4f} [{interval[0]:{sign}.4f}, {interval[1]:{sign}.4f}]"
 
     for stage, own in intervals.items():

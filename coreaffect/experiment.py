@@ -222,8 +222,8 @@ def _set_aside(run: Path, names: Sequence[str], why: str) -> Iterator[None]:
     aside = temporary_folder(run, ".replaced-")
     for name in names:
         os.replace(run / name, aside / name)
-    logger.warning("%s: %s of the run there are set aside (%s), and removed once training "
-                   "succeeds", run, ", ".join(names), why)
+    logger.info("%s: %s of the run there are set aside (%s), and removed once training "
+                "succeeds", run, ", ".join(names), why)
     try:
         yield
     except BaseException:

@@ -29,6 +29,8 @@ def test_run_demo_writes_report_and_figures(tmp_path):
     assert "## How sure: each stage against the hidden route" in text
     assert set(result.differences) == {"prior", "smoothed", "filtered", "lagged"}
     assert "| smoothed | arousal | " in text and "| raw | valence |  |  | " in text
+    assert "None here: too few test videos to resample" in text  # one test video
+    assert "nan" not in text.split("## How sure")[1].split("##")[0]
     assert "total" in result.seconds and "fit: dynamics" in result.seconds
     assert CoreAffect.load(tmp_path / "run").stages[-1] == "lagged"
     split = json.loads((tmp_path / "run" / "split.json").read_text())
