@@ -45,6 +45,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -413,7 +414,8 @@ class CropCache:
                      times=meta.times, indices=meta.indices)
             size = self.faces.crop_size
             (tmp / "entry.json").write_text(json.dumps(
-                {"key": key, "frames": frames, "crop_size": size, "video": str(recording.video)}))
+                {"key": key, "frames": frames, "crop_size": size, "video": str(recording.video),
+                 "version": _CACHE_VERSION}))
             try:
                 os.replace(tmp, entry)
             except OSError as err:  # another process may have put the entry in place first
@@ -424,6 +426,22 @@ class CropCache:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         logger.info("cached %d face crops of %s in %s", frames, recording.id, entry)
+        self._drop_outdated(recording, entry)
+
+    def _drop_outdated(self, recording: Recording, kept: Path) -> None:
+        """Remove the recording's entries made by an earlier cache version: none of them can
+        be read again. Entries of the current version with other crop settings stay."""
+        name = re.compile(re.escape(recording.id) + r"-[0-9a-f]{16}")
+        for entry in self.directory.iterdir():
+            if entry == kept or not name.fullmatch(entry.name) or not entry.is_dir():
+                continue
+            try:
+                version = json.loads((entry / "entry.json").read_text()).get("version", 1)
+            except (OSError, ValueError, AttributeError):
+                continue  # being written by another process, or not ours: leave it
+            if version < _CACHE_VERSION:
+                shutil.rmtree(entry, ignore_errors=True)
+                logger.info("removed %s, made by an earlier version of the crop cache", entry)
 
     @staticmethod
     def _read(entry: Path, key: str) -> FaceCrops | None:

@@ -220,6 +220,28 @@ def test_cache_entry_built_twice_at_once_keeps_the_first(tmp_path, caplog):
     assert cache.get(recording).crops.shape[0] == 30
 
 
+def test_building_an_entry_drops_the_recordings_entries_of_earlier_versions(tmp_path):
+    import shutil
+
+    root = _csv_corpus(tmp_path / "data", ids=["a"])
+    recording = discover(root)[0]
+    cache = CropCache(tmp_path / "cache", NONE)
+    entry = cache._entry(recording, cache.key(recording))
+    cache.get(recording)
+    other = CropCache(tmp_path / "cache", FaceConfig(detector="none", crop_size=8))
+    other.get(recording)  # the same version, other settings: kept
+    for name in ("a-0123456789abcdef", "ab-0123456789abcdef"):  # an old entry of a, and of ab
+        shutil.copytree(entry, tmp_path / "cache" / name)
+        info = json.loads((tmp_path / "cache" / name / "entry.json").read_text())
+        del info["version"]  # entries of version 1 did not say
+        (tmp_path / "cache" / name / "entry.json").write_text(json.dumps(info))
+    shutil.rmtree(entry)
+    cache.get(recording)  # rebuilt
+    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert "a-0123456789abcdef" not in names and "ab-0123456789abcdef" in names
+    assert entry.name in names and other._entry(recording, other.key(recording)).name in names
+
+
 def test_cache_matches_uncached_load(tmp_path):
     root = _csv_corpus(tmp_path / "data", ids=["a"])
     recording = discover(root)[0]
