@@ -88,7 +88,7 @@ from coreaffect.dynamics import (
     CoreAffectDynamics,
 )
 from coreaffect.errors import CoreAffectError
-from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
+from coreaffect.faces import FaceCropper, FaceCrops, _with_missing_frames, spool_crops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, frame_windows
 from coreaffect.prior import HiddenRoutePrior
 from coreaffect.streaming import _StreamState
@@ -609,24 +609,18 @@ class CoreAffect:
         state = _StreamState(self, lagged)
         from coreaffect.video import FrameChunk
 
-        size = self.data_config.faces.crop_size
-        blank = np.zeros((size, size, 3), dtype=np.uint8)  # a frame missing from a folder
         last: tuple[int, float] | None = None  # index and time of the previous frame
         for count, (image, time, index) in enumerate(frames):
             index, time = count if index is None else index, float(time)
-            if last is not None and index > last[0] + 1:  # rows without a face, as in predict
-                for missing in range(last[0] + 1, index):
-                    when = last[1] + (missing - last[0]) * (time - last[1]) / (index - last[0])
-                    row = state.push(blank, when, missing, False, level)
+            part = cropper.crop(FrameChunk(np.asarray(image, dtype=np.uint8)[None],
+                                           np.array([time]), np.array([index], dtype=np.int64)))
+            # a folder's missing frames get rows without a face first, as in predict
+            for piece in _with_missing_frames(part, last, self.data_config.video.chunk_size):
+                for k in range(len(piece.times)):
+                    row = state.push(piece.crops[k], float(piece.times[k]),
+                                     int(piece.indices[k]), bool(piece.face_found[k]), level)
                     if row is not None:
                         yield row
-            chunk_images = np.asarray(image, dtype=np.uint8)[None]
-            part = cropper.crop(FrameChunk(chunk_images, np.array([time]),
-                                           np.array([index], dtype=np.int64)))
-            row = state.push(part.crops[0], time, int(part.indices[0]),
-                             bool(part.face_found[0]), level)
-            if row is not None:
-                yield row
             last = index, time
         yield from state.finish(level)
 
