@@ -42,8 +42,8 @@ import numpy as np
 
 from coreaffect.metrics import DIMENSIONS, evaluate_videos, json_number
 
-__all__ = ["MIN_VIDEOS", "MetricIntervals", "bootstrap_stages", "resample_counts",
-           "resampled_metrics"]
+__all__ = ["MIN_VIDEOS", "MetricIntervals", "any_interval", "bootstrap_stages",
+           "resample_counts", "resampled_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,13 @@ class MetricIntervals(NamedTuple):
                              "pooled_ci": [num(x) for x in self.pooled_interval[name][d]]}
                       for name in self.mean}
                 for d, dim in enumerate(DIMENSIONS)}
+
+
+def any_interval(intervals: Mapping[str, MetricIntervals]) -> bool:
+    """Whether any of these intervals is defined (none is with fewer than :data:`MIN_VIDEOS`
+    videos)."""
+    return any(not np.isnan(v).all() for own in intervals.values()
+               for v in own.mean_interval.values())
 
 
 def resample_counts(n_videos: int, n_resamples: int, random_state: int | None = 0

@@ -23,7 +23,7 @@ from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages
 from coreaffect.checkpoint import atomic_write
 from coreaffect.corpus import CropCache, discover
 from coreaffect.errors import CoreAffectError
-from coreaffect.evaluation import stage_trajectories
+from coreaffect.evaluation import _where_estimated, stage_trajectories
 from coreaffect.experiment import held_out_videos, load_videos
 from coreaffect.metrics import DIMENSIONS
 
@@ -115,10 +115,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
     for k, (label, a, b) in enumerate(zip(labels, *found, strict=True)):
         truth = label.copy()
         truth[~(a & b)] = np.nan  # the frames both runs found a face in
-        for run_trajectories in trajectories:  # and every compared stage of both has a value
-            for stage in stages:
-                truth[~np.isfinite(run_trajectories[k][stage].mean).all(-1)] = np.nan
-        truths.append(truth)
+        truths.append(_where_estimated(truth, (run_trajectories[k][stage]  # by every stage
+                                               for run_trajectories in trajectories
+                                               for stage in stages)))
     a, b, differences = {}, {}, {}
     for stage in stages:
         pair = {name: ([t[stage].mean for t in runs_trajectories],

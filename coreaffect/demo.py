@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals
+from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, any_interval
 from coreaffect.metrics import DIMENSIONS, MetricTable
 
 __all__ = ["DemoResult", "DemoSettings", "TinyRun", "run_demo", "tiny_run"]
@@ -202,8 +202,7 @@ def _intervals(intervals: dict[str, MetricIntervals],
     if not intervals:
         return []
     level = next(iter(intervals.values())).level
-    none = all(np.isnan(v).all() for own in intervals.values()
-               for v in own.mean_interval.values())
+    none = not any_interval(intervals)
     lines = ["## How sure: each stage against the hidden route", "",
              f"{level:.0%} intervals over resampled test videos (`coreaffect.bootstrap`): the "
              "difference from **raw** in RMSE and CCC (means over videos; an interval that "

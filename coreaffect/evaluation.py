@@ -22,13 +22,13 @@ estimate (a video shorter than a clip has none from the hidden route) counts for
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 
-from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages
+from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, any_interval, bootstrap_stages
 from coreaffect.corpus import LabelledVideo
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.metrics import DIMENSIONS, MetricTable, evaluate_videos
@@ -71,16 +71,18 @@ def scored_labels(video: LabelledVideo) -> np.ndarray:
     return labels
 
 
+def _where_estimated(truth: np.ndarray, trajectories: Iterable) -> np.ndarray:
+    """(T, 2) labels, NaN too where any of the trajectories has no estimate (changed in place)."""
+    for trajectory in trajectories:
+        truth[~np.isfinite(np.asarray(trajectory.mean)).all(-1)] = np.nan
+    return truth
+
+
 def _common_frames(videos: Sequence[LabelledVideo], trajectories: Sequence[dict]
                    ) -> list[np.ndarray]:
     """:func:`scored_labels` of each video, NaN too where any stage has no estimate."""
-    truths = []
-    for video, stages in zip(videos, trajectories, strict=True):
-        truth = scored_labels(video)  # (T, 2)
-        for trajectory in stages.values():
-            truth[~np.isfinite(np.asarray(trajectory.mean)).all(-1)] = np.nan
-        truths.append(truth)
-    return truths
+    return [_where_estimated(scored_labels(video), stages.values())
+            for video, stages in zip(videos, trajectories, strict=True)]
 
 
 def evaluate_hidden_route(model: HiddenRouteNet, videos: Sequence[LabelledVideo],
@@ -236,7 +238,7 @@ def format_intervals(intervals: dict[str, MetricIntervals],
     if not intervals:
         return ""
     level = next(iter(intervals.values())).level
-    if all(np.isnan(v).all() for own in intervals.values() for v in own.mean_interval.values()):
+    if not any_interval(intervals):
         return (f"no {level:.0%} intervals: too few videos to resample (at least {MIN_VIDEOS} "
                 "are needed)")
     lines = [f"{level:.0%} intervals over resampled videos: diff = the stage minus raw (mean over "
