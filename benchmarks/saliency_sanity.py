@@ -11,7 +11,8 @@ maps"):
   "unrelated" looks like for this architecture and input).
 
 The face region. The crops are face crops: a square of ``1 + 2 margin`` detector box sides
-(1.8 at the default margin 0.4) centred on the tracked face. The generator draws the face as an
+(1.5 at the default margin 0.25, 1.8 at the margin 0.4 of the measurement below) centred on
+the tracked face. The generator draws the face as an
 ellipse one face height tall and 0.70-0.80 of that wide, centred between hair and chin (hair,
 ears, neck and background lie outside it). Replaying the generator's per-frame plan for the five
 test videos of a 12-video corpus (seed 0) and mapping the face ellipse through the crop boxes gave,

@@ -7,7 +7,16 @@ A *run directory* holds what ``coreaffect train`` fits, one component per pair o
       hidden_route.json          its ModelConfig, the DataConfig of its inputs (crop size, margin,
                                  clip length, fps handling), the package version, and the
                                  SHA-256 of the weights file
-      training/                  the training log and, while training runs, the resume state
+      manifold.{safetensors,json}, prior.{safetensors,json}, dynamics.{safetensors,json}
+                                 the later stages, in the same form
+      bands.json                 the band factors of the dynamics' stages and the lag
+                                 (:mod:`coreaffect.calibration`)
+      split.json, stages.json    which videos trained, validated and tested, and what each later
+                                 stage was fitted on (:mod:`coreaffect.experiment`)
+      training/                  the training log, and the state after the last epoch that
+                                 ``--resume`` continues from (:mod:`coreaffect.training`; the
+                                 optimizer's state is read back with ``weights_only=True``)
+      crops/                     the face-crop cache, unless another folder was given
 
 Each component is saved by :func:`save_state` and read by :func:`load_state`. Writes are atomic
 (a temporary file in the same folder, flushed to disk, then renamed over the target), and a save

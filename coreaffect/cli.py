@@ -283,7 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="training videos used for validation (default: a fifth, at least 1)")
     _add_stage_options(train)
     train.add_argument("--config", type=Path, default=None, metavar="TOML",
-                       help="data settings (faces, clips, annotations) as TOML")
+                       help="data settings to change (video, faces, annotations, clips) as TOML; "
+                            "the others keep their defaults")
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue the run in OUT (an interrupted one, or one to train on)")
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     refit.add_argument("--out", type=Path, required=True, help="new run directory (created)")
     refit.add_argument("--data", type=Path, default=None,
                        help="dataset folder (default: the one RUN was trained on)")
-    _add_stage_options(refit)
+    _add_stage_options(refit, of_run=True)
     _add_common(refit)
     refit.set_defaults(handler=_refit)
 
@@ -394,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true",
                       help="a small corpus and a short budget (a smoke test, about 2 minutes)")
     demo.add_argument("--max-minutes", type=_positive_float, default=None,
-                      help="training budget (default 9, or 0.3 with --quick)")
+                      help="training budget (default 9, or 0.33 with --quick)")
     demo.add_argument("--seed", type=int, default=0, help="seed of corpus, split and training")
     demo.add_argument("--device", type=_device, default="cpu",
                       help="cpu, cuda, cuda:1, ...")
@@ -435,14 +436,17 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
                         help="annotation format (default: told from the layout)")
 
 
-def _add_stage_options(parser: argparse.ArgumentParser) -> None:
-    """Options of the later stages (manifold, prior, dynamics)."""
+def _add_stage_options(parser: argparse.ArgumentParser, *, of_run: bool = False) -> None:
+    """Options of the later stages (manifold, prior, dynamics); ``of_run``: their defaults are
+    the values the run was fitted with (refit)."""
     parser.add_argument("--lag", type=_count, default=None, metavar="FRAMES",
                         help="look-ahead of the lagged stage (predict --lagged), whose bands are "
-                             "calibrated with the others; 0: none (default: 8, 0.32 s at 25 fps)")
+                             "calibrated with the others; 0: none (default: "
+                             + ("RUN's)" if of_run else "8, 0.32 s at 25 fps)"))
     parser.add_argument("--manifold", choices=("vae", "gplvm"), default=None,
-                        help="decoder of the affect manifold: a neural network (vae, the "
-                             "default) or a Gaussian process (gplvm)")
+                        help="decoder of the affect manifold: a neural network (vae) or a "
+                             "Gaussian process (gplvm) (default: "
+                             + ("RUN's)" if of_run else "vae)"))
 
 
 def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *,

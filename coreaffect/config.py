@@ -2,17 +2,23 @@
 
 A :class:`DataConfig` gathers everything that decides what a clip looks like: how frames are read,
 how faces are found and cropped, how annotations are fused and shifted, and how clips are cut.
-It is passed whole, stored in every run directory as JSON, and can be written by hand as TOML::
+It is passed whole, stored in every run directory as JSON, and can be written by hand as TOML,
+with the settings to change (``coreaffect train --config``; the others keep their defaults)::
 
     [faces]
     detector = "yunet"
     yunet_model = "face_detection_yunet_2023mar.onnx"
     margin = 0.8
 
-    [clips]
-    stride = 4
+    [annotations]
+    delay = 2.0
 
 Unknown keys are an error, so that a typo never silently falls back to a default.
+
+``[clips]`` ``length`` and ``stride`` cut the windows of a window-mode
+:class:`~coreaffect.clips.ClipDataset`. ``coreaffect train`` trains densely instead, on every
+window of the network's own clip length and temporal stride (:mod:`coreaffect.training`), and
+reads only ``min_labelled`` and ``min_face`` from that section.
 """
 
 from __future__ import annotations
@@ -173,8 +179,13 @@ class DataConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> DataConfig:
-        """Build from a nested dict; unknown sections or keys raise :class:`CoreAffectError`."""
+    def from_dict(cls, data: dict[str, Any], source: str = "config",
+                  base: DataConfig | None = None) -> DataConfig:
+        """Build from a nested dict; unknown sections or keys raise :class:`CoreAffectError`.
+
+        Settings that ``data`` leaves out take their values from ``base`` (by default, the
+        defaults of each section).
+        """
         kinds = {"video": VideoConfig, "faces": FaceConfig,
                  "annotations": AnnotationConfig, "clips": ClipConfig}
         unknown = set(data) - set(kinds)
@@ -192,14 +203,16 @@ class DataConfig:
                 raise CoreAffectError(f"{source}: unknown key(s) {sorted(bad)} in [{name}]; "
                                       f"known: {sorted(known)}")
             try:
-                built[name] = kind(**values)
+                built[name] = (kind(**values) if base is None
+                               else dataclasses.replace(getattr(base, name), **values))
             except CoreAffectError as err:
                 raise CoreAffectError(f"{source}: {err}") from None
         return cls(**built)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> DataConfig:
-        """Read a TOML file whose tables are the sections (``[video]``, ``[faces]``, ...)."""
+    def from_toml(cls, path: str | Path, base: DataConfig | None = None) -> DataConfig:
+        """Read a TOML file whose tables are the sections (``[video]``, ``[faces]``, ...);
+        settings it leaves out take their values from ``base`` (see :meth:`from_dict`)."""
         path = Path(path)
         try:
             with path.open("rb") as handle:
@@ -208,4 +221,4 @@ class DataConfig:
             raise CoreAffectError(f"{path}: no such configuration file") from None
         except tomllib.TOMLDecodeError as err:
             raise CoreAffectError(f"{path}: not valid TOML ({err})") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(data, source=str(path), base=base)

@@ -57,8 +57,8 @@ from coreaffect.stages import (
 from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
-__all__ = ["DENSE_LENGTH", "evaluate_run", "held_out_videos", "load_videos", "read_split",
-           "refit_run", "train_run"]
+__all__ = ["DENSE_LENGTH", "data_settings", "evaluate_run", "held_out_videos", "load_videos",
+           "read_split", "refit_run", "train_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,9 +101,10 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         seed: Seed of the split and of training.
         test_videos: Videos held out for evaluation; ``None``: 10/23 of the corpus.
         val_videos: Training videos used for validation; ``None``: a fifth, at least one.
-        data_config: A :class:`~coreaffect.config.DataConfig` or a TOML file; ``None`` uses the
-            defaults with crops at the network's input size (and, for a synthetic corpus, the
-            labels shifted by its annotators' mean delay, :func:`~coreaffect.synthetic.
+        data_config: A :class:`~coreaffect.config.DataConfig`, used as it is, or a TOML file
+            of the settings to change; ``None``, and the settings a TOML file leaves out, keep
+            the defaults with crops at the network's input size (and, for a synthetic corpus,
+            the labels shifted by its annotators' mean delay, :func:`~coreaffect.synthetic.
             annotation_delay`).
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
         resume: Continue an interrupted run. The later stages of the run there, if any, are
@@ -127,19 +128,7 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     run = Path(run)
     replaced = _prepare_run(run, resume=resume, overwrite=overwrite)
     size = MODELS[preset].input_size
-    if data_config is None:
-        config = DataConfig()
-        config = dataclasses.replace(config, faces=dataclasses.replace(config.faces,
-                                                                       crop_size=size))
-        delay = annotation_delay(data)
-        if delay is not None:  # a synthetic corpus knows its annotators' mean delay
-            config = dataclasses.replace(config, annotations=dataclasses.replace(
-                config.annotations, delay=delay))
-            logger.info("synthetic corpus: labels shifted by the annotators' delay, %g s", delay)
-    elif isinstance(data_config, DataConfig):
-        config = data_config
-    else:
-        config = DataConfig.from_toml(data_config)
+    config = data_settings(data, size, data_config)
     recordings = discover(data, format)
     train, test = split_recordings(recordings, test_videos, seed=seed)
     if not train:
@@ -184,6 +173,35 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
 _HIDDEN_ROUTE_FILES = ("split.json", "hidden_route.json", "hidden_route.safetensors", "training")
 _LATER_STAGE_FILES = ("manifold.json", "manifold.safetensors", "prior.json", "prior.safetensors",
                       "dynamics.json", "dynamics.safetensors", "bands.json", "stages.json")
+
+
+def data_settings(data: str | Path, crop_size: int,
+                  data_config: DataConfig | str | Path | None = None) -> DataConfig:
+    """The data settings :func:`train_run` uses on the dataset ``data``.
+
+    Args:
+        data: Dataset folder.
+        crop_size: The network's input side, the default size of the cached crops.
+        data_config: A :class:`~coreaffect.config.DataConfig`, returned as it is, or a TOML file
+            of the settings to change. ``None``, and the settings a file leaves out, keep the
+            defaults, with crops of ``crop_size`` and, for a synthetic corpus, the labels
+            shifted by its annotators' mean delay (:func:`~coreaffect.synthetic.
+            annotation_delay`).
+    """
+    if isinstance(data_config, DataConfig):
+        return data_config
+    config = DataConfig()
+    config = dataclasses.replace(config, faces=dataclasses.replace(config.faces,
+                                                                   crop_size=crop_size))
+    delay = annotation_delay(data)
+    if delay is not None:  # a synthetic corpus knows its annotators' mean delay
+        config = dataclasses.replace(config, annotations=dataclasses.replace(
+            config.annotations, delay=delay))
+    if data_config is not None:
+        config = DataConfig.from_toml(data_config, base=config)
+    if delay is not None and config.annotations.delay == delay:
+        logger.info("synthetic corpus: labels shifted by the annotators' delay, %g s", delay)
+    return config
 
 
 def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:

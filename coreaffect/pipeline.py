@@ -10,7 +10,7 @@
 and returns an :class:`~coreaffect.trajectory.AffectTrajectory`: one row per decoded frame (with
 or without a face) with time, valence, arousal, the central credible band of each at ``level``,
 the ``face_found`` flag and the latent posterior mean. Five *stages* can be read off the same pass
-(:meth:`CoreAffect.stages`, what ``coreaffect evaluate`` compares):
+(:meth:`CoreAffect.stages_of`, what ``coreaffect evaluate`` compares):
 
 * ``raw``: the hidden route's own Gaussian, mean +- z sqrt(var); NaN on frames without a face;
 * ``prior``: the calibrated prior decoded to valence-arousal (moment-matched,

@@ -98,7 +98,8 @@ def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
 def plot_trajectory(times: np.ndarray, mean: np.ndarray, truth: np.ndarray | None = None,
                     var: np.ndarray | None = None, face_found: np.ndarray | None = None,
                     axes: Sequence[Axes] | None = None, *, level: float = 0.9,
-                    label: str = "estimate", title: str | None = None) -> Sequence[Axes]:
+                    label: str = "estimate", title: str | None = None,
+                    band: tuple[np.ndarray, np.ndarray] | None = None) -> Sequence[Axes]:
     """Ground truth against the estimate over time, valence above arousal: the paper's Fig. 1.
 
     Unlike the single-axes functions this one draws two panels, so it takes and returns a pair.
@@ -107,14 +108,16 @@ def plot_trajectory(times: np.ndarray, mean: np.ndarray, truth: np.ndarray | Non
         times: (T,) frame times in seconds.
         mean: (T, 2) estimated (valence, arousal).
         truth: (T, 2) true labels, NaN where unlabelled; ``None`` draws the estimate only.
-        var: (T, 2) predictive variances; when given, the central credible band of ``level`` is
-            shaded, ``mean +- z sqrt(var)``.
+        var: (T, 2) predictive variances; when given (and ``band`` is not), the Gaussian central
+            band of ``level`` is shaded, ``mean +- z sqrt(var)``.
         face_found: (T,) bool; spans without a face are shaded grey.
         axes: Two axes (valence, arousal); ``None`` makes a new 10x5 inch figure of two rows
             sharing the time axis.
         level: Nominal level of the band, in (0, 1).
         label: Legend label of the estimate.
         title: Optional title above the valence panel.
+        band: ``(lower, upper)``, each (T, 2): the band to shade, as it is (for instance the
+            Monte Carlo bands of a trajectory, which need not be Gaussian).
 
     Returns:
         The two axes, y limited to [-1.05, 1.05].
@@ -137,10 +140,15 @@ def plot_trajectory(times: np.ndarray, mean: np.ndarray, truth: np.ndarray | Non
         for k, (a, b) in enumerate(missing):
             ax.axvspan(times[a] - step / 2, times[b] + step / 2, color="0.85", lw=0, zorder=0,
                        label="no face" if k == 0 else None)
-        if var is not None:
+        if band is not None:
+            low, high = (np.asarray(x, dtype=np.float64).reshape(len(times), 2)[:, d]
+                         for x in band)
+        elif var is not None:
             half = ndtri(0.5 + level / 2) * np.sqrt(np.asarray(var, dtype=np.float64)[:, d])
-            ax.fill_between(times, mean[:, d] - half, mean[:, d] + half, color="C1", alpha=0.25,
-                            lw=0, label=f"{level:.0%} band")
+            low, high = mean[:, d] - half, mean[:, d] + half
+        if band is not None or var is not None:
+            ax.fill_between(times, low, high, color="C1", alpha=0.25, lw=0,
+                            label=f"{level:.0%} band")
         if truth is not None:
             ax.plot(times, np.asarray(truth, dtype=np.float64)[:, d], color="k", lw=1.2,
                     label="ground truth")

@@ -169,7 +169,8 @@ class AffectTrajectory:
 
     def plot(self, truth: np.ndarray | None = None, axes: Any = None, *,
              title: str | None = None) -> Any:
-        """The trajectory over time with its bands (:func:`coreaffect.plots.plot_trajectory`).
+        """The trajectory over time with its bands, ``lower`` to ``upper`` as in the CSV
+        (:func:`coreaffect.plots.plot_trajectory`).
 
         Args:
             truth: (T, 2) labels to draw beside it, NaN where unlabelled.
@@ -182,7 +183,8 @@ class AffectTrajectory:
         from coreaffect.plots import plot_trajectory
 
         return plot_trajectory(self.times, self.mean, truth, self.var, self.face_found, axes,
-                               level=self.level, label=self.stage, title=title)
+                               level=self.level, label=self.stage, title=title,
+                               band=(self.lower, self.upper))
 
 
 def _cell(value: Any) -> str:

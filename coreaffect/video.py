@@ -23,7 +23,8 @@ Timestamps (seconds):
   rate; a variable-frame-rate file gets nominal, evenly spaced times. When the container carries
   no usable rate, the ``fps`` argument is used (else 25 Hz) and a warning says so.
 * Folders: ``time = index / fps``, with ``fps`` from the argument, 25 Hz by default (the rate of
-  Aff-Wild2, AFEW-VA and the DANTE annotations).
+  AFEW-VA and the DANTE annotations; the corpus reader gives Aff-Wild2's frame folders 30 Hz,
+  the rate of most of its videos).
 * Cameras: seconds since the first frame of the iteration, from a monotonic clock.
 
 Every iteration starts again from the first frame (files are re-opened), so a source can be
@@ -57,7 +58,7 @@ __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource"
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FPS = 25.0  # the rate of Aff-Wild2, AFEW-VA, MAHNOB and DANTE annotations
+DEFAULT_FPS = 25.0  # the rate of AFEW-VA, MAHNOB and DANTE annotations
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # frame-folder formats; any case
 _DIGITS = re.compile(r"\d+")
 

@@ -27,6 +27,18 @@ def test_from_toml(tmp_path):
     assert config.clips.stride == 4 and config.clips.length == 16
 
 
+def test_settings_a_file_leaves_out_come_from_the_base(tmp_path):
+    path = tmp_path / "data.toml"
+    path.write_text('[annotations]\ndelay = 2.0\n')
+    base = DataConfig(faces=FaceConfig(crop_size=24, margin=0.8), clips=ClipConfig(stride=4))
+    config = DataConfig.from_toml(path, base=base)
+    assert config.annotations.delay == 2.0
+    assert config.faces == base.faces and config.clips == base.clips
+    assert DataConfig.from_toml(path).faces == FaceConfig()
+    with pytest.raises(CoreAffectError, match="crop_size"):
+        DataConfig.from_dict({"faces": {"crop_size": 0}}, base=base)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("[faces]\nmargn = 1.0\n", "unknown key"),
     ("[face]\nmargin = 1.0\n", "unknown section"),

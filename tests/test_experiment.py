@@ -15,7 +15,9 @@ from coreaffect.corpus import CropCache, discover
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import metrics_json
+from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.experiment import (
+    data_settings,
     evaluate_run,
     held_out_videos,
     load_videos,
@@ -46,6 +48,24 @@ def test_train_run_writes_every_stage(tiny):
                                       "dynamics", "bands"}
     assert set(stages["band_scale"]) == {"smoothed", "filtered", "lagged"}
     assert stages["lag"] == FitSettings().lag
+
+
+def test_a_settings_file_changes_only_what_it_sets(tiny, tmp_path):
+    delay = json.loads((tiny.corpus / "synthetic_corpus.json").read_text())["config"]["rater_delay"]
+    assert delay > 0
+    default = data_settings(tiny.corpus, 24)
+    assert default.faces.crop_size == 24 and default.annotations.delay == delay
+    toml = tmp_path / "settings.toml"
+    toml.write_text("[faces]\nmargin = 0.5\n")
+    changed = data_settings(tiny.corpus, 24, toml)
+    assert changed.faces.margin == 0.5 and changed.faces.crop_size == 24
+    assert changed.annotations.delay == delay
+    toml.write_text("[annotations]\ndelay = 0.0\n[faces]\ncrop_size = 32\n")
+    assert data_settings(tiny.corpus, 24, toml).annotations.delay == 0.0
+    assert data_settings(tiny.corpus, 24, toml).faces.crop_size == 32
+    given = DataConfig(faces=FaceConfig(crop_size=48))
+    assert data_settings(tiny.corpus, 24, given) is given
+    assert data_settings(tmp_path, 24).annotations.delay == DataConfig().annotations.delay
 
 
 def test_evaluate_reports_every_stage(tiny, tmp_path):

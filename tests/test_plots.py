@@ -51,6 +51,18 @@ def test_plot_trajectory(tmp_path):
         plots.plot_trajectory(times, mean, axes=[given[0]])
 
 
+def test_plot_trajectory_shades_the_band_it_is_given():
+    times, truth, mean, var, found = _trajectory()
+    lower, upper = mean - 0.3, mean + 0.1  # not symmetric, not Gaussian
+    axes = plots.plot_trajectory(times, mean, truth, var, found, band=(lower, upper))
+    shaded = axes[1].collections[0].get_paths()[0].vertices[:, 1]  # the fill's outline
+    assert np.isclose(shaded.min(), lower[:, 1].min()) and np.isclose(shaded.max(),
+                                                                         upper[:, 1].max())
+    gaussian = plots.plot_trajectory(times, mean, truth, var, found)
+    outline = gaussian[1].collections[0].get_paths()[0].vertices[:, 1]
+    assert not np.isclose(outline.min(), lower[:, 1].min())
+
+
 def test_plot_circumplex(tmp_path):
     _, truth, mean, var, _ = _trajectory()
     cov = np.stack([np.diag(v) for v in var])
