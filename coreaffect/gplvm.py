@@ -59,8 +59,10 @@ import torch
 from pyro.contrib import gp
 from pyro.distributions import constraints
 from pyro.infer import TraceMeanField_ELBO
-from pyro.nn import PyroModule, PyroParam
+from pyro.nn import PyroParam
 from torch import Tensor
+
+from coreaffect.pyro_modules import LocalPyroModule
 
 __all__ = ["RELEVANCE_RATIO", "GPDecoder", "fit_gplvm", "posterior_weights", "rbf",
            "switch_off_irrelevant"]
@@ -76,7 +78,7 @@ def rbf(a: Tensor, b: Tensor, variance: Tensor, lengthscale: Tensor) -> Tensor:
     return variance * torch.exp(-0.5 * scaled.pow(2).sum(-1))
 
 
-class GPDecoder(PyroModule):
+class GPDecoder(LocalPyroModule):
     """g(z) = ybar + k(z, Z_u) W, (..., K) -> (..., 2), and the label noise s (2,).
 
     Buffers, which :func:`fit_gplvm` sets: ``inducing`` Z_u (M, K), ``weights`` W (M, 2),

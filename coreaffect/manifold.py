@@ -72,6 +72,7 @@ from torch import Tensor, nn
 from coreaffect.checkpoint import load_state, save_state
 from coreaffect.errors import CoreAffectError
 from coreaffect.gplvm import GPDecoder, fit_gplvm
+from coreaffect.pyro_modules import LocalPyroModule, local_params
 
 __all__ = ["AffectManifold", "preimage"]
 
@@ -83,13 +84,6 @@ LABEL_TOLERANCE = 1e-3  # labels may exceed [-1, 1] by rounding, not more
 _PREIMAGE_STEPS = 20  # Gauss-Newton steps of the preimage g^-1(mean): converged to ~1e-6
 _PREIMAGE_DAMPING = 1e-6  # Levenberg-Marquardt damping of those steps (K > 2, flat g)
 _LATENT_RADIUS = 4.0  # preimages stay within |z| <= 4, where p(z) is down to e^-8 of its peak
-
-
-@contextmanager
-def _local_params() -> Iterator[None]:
-    """Run PyroModules with module-local parameters: Pyro's global param store is not used."""
-    with pyro.settings.context(module_local_params=True):
-        yield
 
 
 @contextmanager
@@ -141,7 +135,7 @@ def _check_labels(labels: Any, device: torch.device, name: str = "labels",
     return y
 
 
-class _MLP(PyroModule):
+class _MLP(LocalPyroModule):
     """in -> H -> H -> out, tanh hidden units; the output is left linear."""
 
     def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
@@ -154,7 +148,7 @@ class _MLP(PyroModule):
         return self.layer3(torch.tanh(self.layer2(torch.tanh(self.layer1(x)))))
 
 
-class _Decoder(PyroModule):
+class _Decoder(LocalPyroModule):
     """g(z) = tanh(MLP(z)), (..., K) -> (..., 2), and the label noise s (2,)."""
 
     def __init__(self, n_latent: int, hidden: int, min_noise_scale: float) -> None:
@@ -168,7 +162,7 @@ class _Decoder(PyroModule):
         return torch.tanh(self.net(z))
 
 
-class _Encoder(PyroModule):
+class _Encoder(LocalPyroModule):
     """q(z | y): (..., 2) -> loc (..., K), scale (..., K)."""
 
     def __init__(self, n_latent: int, hidden: int) -> None:
@@ -259,7 +253,7 @@ class AffectManifold:
 
     def _build(self, inducing_points: int | None = None) -> None:
         """New networks; the GP decoder with ``inducing_points`` (default: the hyperparameter)."""
-        with _local_params():
+        with local_params():
             if self.backend == "gplvm":
                 self.decoder_ = GPDecoder(self.n_latent, inducing_points or self.inducing_points,
                                           self.min_noise_scale).to(self._device)
@@ -317,7 +311,7 @@ class AffectManifold:
         """
         self._validate_hyperparameters()
         y = _check_labels(labels, self._device)
-        with _seeded(self.random_state, self._device), _local_params():
+        with _seeded(self.random_state, self._device), local_params():
             self._build()
             history = []
             if self.backend == "gplvm":
@@ -373,7 +367,7 @@ class AffectManifold:
     def _g(self, z: Tensor) -> Tensor:
         """g(z), differentiable: (..., K) -> (..., 2) (in (-1, 1) for ``"vae"``); no checks, for
         composing."""
-        with _local_params():
+        with local_params():
             return self.decoder_(z)
 
     def encode(self, y: Tensor | np.ndarray) -> dist.Independent:
@@ -388,7 +382,7 @@ class AffectManifold:
         """
         self._check_fitted()
         y = _check_labels(y, self._device, "y", bounded=False)
-        with torch.no_grad(), _local_params():
+        with torch.no_grad(), local_params():
             loc, scale = self.encoder_(y)
         return dist.Normal(loc, scale).to_event(1)
 
@@ -403,7 +397,7 @@ class AffectManifold:
         """
         self._check_fitted()
         z = self._check_latent(z)
-        with torch.no_grad(), _local_params():
+        with torch.no_grad(), local_params():
             loc = self.decoder_(z)
         return dist.Normal(loc, self.noise_scale_.expand_as(loc)).to_event(1)
 

@@ -112,7 +112,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import TraceMeanField_ELBO
-from pyro.nn import PyroModule
 from torch import Tensor, nn
 
 from coreaffect.calibration import variance_factor
@@ -125,10 +124,10 @@ from coreaffect.manifold import (
     _as_tensor,
     _check_labels,
     _generator,
-    _local_params,
     _seeded,
     preimage,
 )
+from coreaffect.pyro_modules import LocalPyroModule, local_params
 
 __all__ = ["LOCATIONS", "DecodedPrior", "HiddenRoutePrior", "preimage"]
 
@@ -153,7 +152,7 @@ class DecodedPrior(NamedTuple):
     cov: Tensor
 
 
-class _PriorNet(PyroModule):
+class _PriorNet(LocalPyroModule):
     """features (B, F) -> loc (B, K), scale_tril (B, K, K)."""
 
     def __init__(self, in_features: int, n_latent: int, hidden: int, min_scale: float) -> None:
@@ -222,7 +221,7 @@ def _measured(anchor: Tensor, tril: Tensor) -> tuple[Tensor, Tensor]:
     return loc, tril @ torch.linalg.cholesky(0.5 * (inner + inner.transpose(-1, -2)))
 
 
-class HiddenRoutePrior(PyroModule):
+class HiddenRoutePrior(LocalPyroModule):
     """Gaussian prior over the manifold's latent z from a hidden-route estimate.
 
     See the module docstring for the model, the fit, the prediction and the calibration.
@@ -269,7 +268,7 @@ class HiddenRoutePrior(PyroModule):
                  batch_size: int = 256, learning_rate: float = 5e-3,
                  min_scale: float = 1e-3, num_samples: int = 256, random_state: int = 0,
                  device: str | torch.device = "cpu") -> None:
-        with _local_params():  # the module's parameter context must be created local
+        with local_params():  # the module's parameter context must be created local
             super().__init__()
         self.manifold = manifold
         self.location = location
@@ -368,7 +367,7 @@ class HiddenRoutePrior(PyroModule):
         return (self._raw_features(estimate) - self.feature_mean_) / self.feature_scale_
 
     def _build(self, in_features: int) -> None:
-        with _local_params():
+        with local_params():
             self.net_ = _PriorNet(in_features, self.manifold.n_latent, self.hidden,
                                   self.min_scale).to(self._device)
             self.register_buffer("feature_mean_", torch.zeros(in_features, device=self._device))
@@ -430,7 +429,7 @@ class HiddenRoutePrior(PyroModule):
         Returns:
             A ``MultivariateNormal`` with batch shape (B,) and event shape (K,).
         """
-        with _local_params():
+        with local_params():
             return super().__call__(estimate)
 
     # -- the Pyro program ----------------------------------------------------------------------
@@ -486,7 +485,7 @@ class HiddenRoutePrior(PyroModule):
         size = raw.shape[0]
         batch = min(self.batch_size, size)
         elbo = TraceMeanField_ELBO()
-        with _seeded(self.random_state, self._device), _local_params():
+        with _seeded(self.random_state, self._device), local_params():
             self._build(raw.shape[1])
             self.feature_mean_.copy_(raw.mean(0))
             scale = raw.std(0, unbiased=False)

@@ -11,11 +11,11 @@ import shutil
 import pytest
 
 from coreaffect.checkpoint import load_data_config, load_model, load_state
+from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.corpus import CropCache, discover
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import metrics_json
-from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.experiment import (
     data_settings,
     evaluate_run,

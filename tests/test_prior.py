@@ -221,6 +221,10 @@ def test_parameters_are_owned_not_global(name, request):
     b = HiddenRoutePrior(manifold, hidden=8, num_steps=10, num_samples=8, random_state=1)
     b.fit(e, labels).calibrate(e, labels)
     b.predict(e)
+    b.forward(e)  # the modules called directly, and their parameters read, keep to themselves
+    manifold.decoder_(torch.zeros(3, 2))
+    manifold.encoder_(torch.zeros(3, 2))
+    assert (manifold.decoder_.noise_scale > 0).all() and b.net_(b._features(e))[0].shape[0] == 200
     for k, v in a.state_dict().items():
         assert torch.equal(v, a_state[k]), k
     for k, v in manifold.decoder_.state_dict().items():
