@@ -19,6 +19,7 @@ how many people were held out: see "Reproducing the paper" in the docs.
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -108,7 +109,8 @@ def band_factors(value: Any) -> tuple[float, float]:
 
 
 def _check_lag(lag: Any) -> None:
-    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 1):
+    if lag is not None and (isinstance(lag, bool) or not isinstance(lag, numbers.Integral)
+                            or lag < 1):
         raise ValueError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
 
 
@@ -125,7 +127,7 @@ def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], lev
 
     atomic_write(Path(run) / BANDS_FILE, json.dumps(
         {"format": FORMAT, "coreaffect": __version__, "band_scale": band_scale,
-         "level": level, "lag": lag}, indent=2) + "\n")
+         "level": level, "lag": None if lag is None else int(lag)}, indent=2) + "\n")
 
 
 def read_bands(run: str | Path) -> tuple[dict[str, tuple[float, float]], int | None] | None:

@@ -45,6 +45,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from coreaffect.config import DataConfig
+from coreaffect.devices import check_device
 from coreaffect.errors import CoreAffectError
 
 __all__ = [
@@ -146,6 +147,7 @@ def load_state(directory: str | Path, name: str, device: str | torch.device = "c
         CoreAffectError: The files are missing, unreadable, inconsistent with each other, or from
             an incompatible format.
     """
+    device = check_device(device)
     directory = Path(directory)
     meta_path, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
     if not directory.is_dir():

@@ -44,6 +44,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import numbers
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -467,7 +468,9 @@ class CoreAffectDynamics:
         if method not in ("mle", "nuts"):
             raise ValueError(f"method must be 'mle' or 'nuts', not {method!r}")
         batches = self._batches(self._as_list(sequences))
-        n_frames = max(1, sum(int(b.mask.sum()) for b in batches))
+        n_frames = sum(int(b.mask.sum()) for b in batches)
+        if n_frames == 0:
+            raise ValueError("no observed frame to fit to: every frame of every video is masked")
         raw = {name: value.clone().requires_grad_()
                for name, value in self._initial_guess(batches).items()}
 
@@ -615,22 +618,26 @@ class CoreAffectDynamics:
         self._check_fitted()
         p = self._point(causal=causal)
         k = self.n_latent
+        observed = mean is not None
+        try:  # this frame alone, checked as a video's frames are
+            _, m, s, _ = check_observations(AffectObservations(
+                torch.tensor([float(time)]),
+                torch.as_tensor(mean).reshape(1, -1) if observed else torch.zeros(1, k),
+                torch.as_tensor(cov).reshape(1, *torch.as_tensor(cov).shape[-2:]) if observed
+                else torch.eye(k)[None], torch.tensor([observed])), k)
+        except (ValueError, TypeError, RuntimeError) as err:
+            raise ValueError(f"frame at time {time}: {err}") from None
         if state is None:
             pred_mean, pred_cov = p["mu"], ou_stationary_cov(p["theta"], p["diffusion"])
             log_likelihood = torch.zeros((), dtype=_DTYPE)
         else:
             dt = float(time) - float(state.time)
-            if dt <= 0:
+            if not dt > 0:
                 raise ValueError(f"time {time} does not follow the last frame's {state.time}")
             f, b, q = ou_discretize(p["theta"], p["mu"], p["diffusion"], dt)
             pred_mean = f @ state.mean + b
             pred_cov = _sym(f @ state.cov @ f.T + q)
             log_likelihood = state.log_likelihood
-        observed = mean is not None
-        m = (torch.as_tensor(mean, dtype=_DTYPE, device="cpu").reshape(1, k) if observed
-             else torch.zeros(1, k, dtype=_DTYPE))
-        s = (torch.as_tensor(cov, dtype=_DTYPE, device="cpu").reshape(1, k, k) if observed
-             else torch.eye(k, dtype=_DTYPE)[None])
         flag = torch.tensor([observed])
         y, r = self._pseudo(m, s, flag)
         new_mean, new_cov, log_prob = _update(pred_mean, pred_cov, y[0], self._obs_cov(p, r[0]),
@@ -656,7 +663,7 @@ class CoreAffectDynamics:
         Returns:
             The :class:`LagState` after this frame.
         """
-        if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+        if isinstance(lag, bool) or not isinstance(lag, numbers.Integral) or lag < 0:
             raise ValueError(f"lag must be an integer >= 0 (frames), got {lag!r}")
         if state is not None and state.lag != lag:
             raise ValueError(f"lag {lag} differs from the stream's lag {state.lag}")
@@ -706,6 +713,8 @@ class CoreAffectDynamics:
             Monte Carlo (``n_decode_samples`` draws, seeded by ``random_state``).
         """
         level = self.level if level is None else level
+        if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+            raise ValueError(f"level must be a probability in (0, 1), got {level!r}")
         latent_mean = torch.as_tensor(latent_mean, dtype=_DTYPE, device="cpu")
         latent_cov = torch.as_tensor(latent_cov, dtype=_DTYPE, device="cpu")
         if self.decoder is None or isinstance(self.decoder, Tensor):

@@ -139,6 +139,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from coreaffect.devices import check_device, resolve_device
 from coreaffect.errors import CoreAffectError
 
 __all__ = ["MODELS", "AffectEstimate", "HiddenRouteNet", "ModelConfig", "check_device",
@@ -290,37 +291,6 @@ def _chunk_plan(frames: int, config: ModelConfig, chunk_frames: int
         stop = frames if end == steps else min(frames, end * stride + after)
         plan.append((max(0, first * stride - before), stop, first, end))
     return plan
-
-
-def check_device(device: torch.device | str) -> torch.device:
-    """The device named, if this machine has it; otherwise a CoreAffectError saying why.
-
-    ``"cuda"`` and ``"cuda:N"`` need a CUDA device (N below their number), ``"mps"`` Apple's
-    Metal backend; a name torch does not know is refused too.
-    """
-    try:
-        target = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise CoreAffectError(f"{device!r} is not a device torch knows ({err})") from None
-    if target.type == "cuda":
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if count == 0:
-            raise CoreAffectError(f"device {device!r}: this machine has no CUDA device")
-        if target.index is not None and target.index >= count:
-            raise CoreAffectError(f"device {device!r}: this machine has {count} CUDA "
-                                  f"device(s), numbered from 0")
-    elif target.type == "mps" and not torch.backends.mps.is_available():
-        raise CoreAffectError(f"device {device!r}: Metal (mps) is not available here")
-    return target
-
-
-def resolve_device(device: torch.device | str | None, home: torch.device) -> torch.device:
-    """The device to compute on: ``home`` (where the model is) for ``None``, and ``"cuda"``
-    without an index as the current CUDA device, so that it compares equal to a model there."""
-    target = home if device is None else torch.device(device)
-    if target.type == "cuda" and target.index is None:
-        target = torch.device("cuda", torch.cuda.current_device())
-    return target
 
 
 def frame_windows(frame: int, config: ModelConfig) -> tuple[int, int, float]:

@@ -55,8 +55,6 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +68,7 @@ from pyro.nn import PyroModule, PyroParam
 from torch import Tensor, nn
 
 from coreaffect.checkpoint import load_state, save_state
+from coreaffect.devices import check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.gplvm import GPDecoder, fit_gplvm
 from coreaffect.pyro_modules import LocalPyroModule, local_params
@@ -84,20 +83,6 @@ LABEL_TOLERANCE = 1e-3  # labels may exceed [-1, 1] by rounding, not more
 _PREIMAGE_STEPS = 20  # Gauss-Newton steps of the preimage g^-1(mean): converged to ~1e-6
 _PREIMAGE_DAMPING = 1e-6  # Levenberg-Marquardt damping of those steps (K > 2, flat g)
 _LATENT_RADIUS = 4.0  # preimages stay within |z| <= 4, where p(z) is down to e^-8 of its peak
-
-
-@contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed the global generators a block draws from, the CPU's and, on CUDA, that of the device
-    it runs on, then restore the caller's state; no other generator is touched."""
-    cuda = device.type == "cuda"
-    index = (torch.cuda.current_device() if device.index is None else device.index) if cuda else 0
-    with torch.random.fork_rng(devices=[index] if cuda else []):
-        torch.default_generator.manual_seed(seed)  # torch.manual_seed would seed every GPU too
-        if cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(seed)
-        yield
 
 
 def _generator(random_state: int | torch.Generator, device: torch.device) -> torch.Generator:
@@ -240,10 +225,13 @@ class AffectManifold:
         if not self._learning_rate > 0 or not self.min_noise_scale > 0:
             raise CoreAffectError("AffectManifold: learning_rate and min_noise_scale must be "
                                   "positive")
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, int):
+            raise CoreAffectError(f"AffectManifold: random_state must be an integer seed, got "
+                                  f"{self.random_state!r}")
 
     @property
     def _device(self) -> torch.device:
-        return torch.device(self.device)
+        return check_device(self.device)
 
     @property
     def _learning_rate(self) -> float:
@@ -311,7 +299,10 @@ class AffectManifold:
         """
         self._validate_hyperparameters()
         y = _check_labels(labels, self._device)
-        with _seeded(self.random_state, self._device), local_params():
+        if self.backend == "gplvm" and y.shape[0] < 2:
+            raise CoreAffectError(f"AffectManifold: the GP-LVM needs at least 2 labels, got "
+                                  f"{y.shape[0]}")
+        with seeded(self.random_state, self._device), local_params():
             self._build()
             history = []
             if self.backend == "gplvm":
@@ -408,7 +399,11 @@ class AffectManifold:
         p(y) = E_{z ~ q(z | y)}[p(y | z) p(z) / q(z | y)], averaged over S = ``num_samples``
         draws from the encoder; the estimate is ``log mean_s w_s`` with the weights w_s in the
         bracket (Burda et al., 2016). exp of it is unbiased for p(y); the log is a lower bound in
-        expectation (the ELBO at S = 1) that tightens as S grows.
+        expectation (the ELBO at S = 1) that tightens as S grows. The draws of all rows come from
+        one seeded stream, (S, B, K) at once: the result is reproducible for a given seed and
+        batch, and a row's estimate varies (by its Monte Carlo error) with its place in the
+        batch. Independent draws per row keep the errors of a grid's rows independent, so that
+        they average out when the density is integrated over the grid.
 
         Args:
             y: (B, 2) points of R^2 (labels, or a grid to integrate over).
@@ -481,7 +476,7 @@ class AffectManifold:
             manifold = cls(**hyper, device=device)
             manifold._validate_hyperparameters()
             inducing = tensors.get("decoder.inducing")
-            with _seeded(0, manifold._device):  # the layers' initial draws are overwritten
+            with seeded(0, manifold._device):  # the layers' initial draws are overwritten
                 manifold._build(None if inducing is None else inducing.shape[0])
             manifold.decoder_.load_state_dict(_strip(tensors, "decoder."))
             manifold.encoder_.load_state_dict(_strip(tensors, "encoder."))

@@ -112,9 +112,9 @@ def check_observations(sequence: AffectObservations, n_latent: int
     CPU (estimates from a CUDA device are copied).
 
     Raises:
-        ValueError: Shapes that do not fit K = ``n_latent``, an empty video, times that do not
-            increase strictly, or non-finite or non-positive-definite values at an unmasked
-            frame.
+        ValueError: Shapes that do not fit K = ``n_latent``, an empty video, times that are not
+            finite or do not increase strictly, or non-finite or non-positive-definite values at
+            an unmasked frame.
     """
     times = torch.as_tensor(sequence.times, dtype=_DTYPE, device=_CPU).reshape(-1)
     means = torch.as_tensor(sequence.means, dtype=_DTYPE, device=_CPU)
@@ -125,6 +125,8 @@ def check_observations(sequence: AffectObservations, n_latent: int
                          f"{tuple(times.shape)}, {tuple(means.shape)}, {tuple(covs.shape)}")
     if steps == 0:
         raise ValueError("an empty sequence")
+    if not bool(torch.isfinite(times).all()):
+        raise ValueError("times must be finite")
     if steps > 1 and not bool((times.diff() > 0).all()):
         raise ValueError("times must be strictly increasing")
     mask = (torch.ones(steps, dtype=torch.bool) if sequence.mask is None

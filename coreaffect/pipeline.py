@@ -69,6 +69,7 @@ from __future__ import annotations
 import logging
 import math
 import mmap
+import numbers
 import shutil
 import tempfile
 import weakref
@@ -83,6 +84,7 @@ from torch.distributions import MultivariateNormal
 from coreaffect.calibration import band_factors, read_bands, widen_bands, write_bands  # noqa: F401 - was here
 from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.config import DataConfig
+from coreaffect.devices import check_device
 from coreaffect.dynamics import (
     AffectObservations,
     CoreAffectDynamics,
@@ -148,8 +150,8 @@ class CoreAffect:
         prior: The calibrated prior with its manifold, or ``None``.
         dynamics: The fitted dynamics (latent space), or ``None``.
         device: Where the hidden route computes.
-        n_decode_samples: S, Monte Carlo draws per frame when decoding latents (500: the 5% and
-            95% quantiles to about +-0.01 in valence-arousal).
+        n_decode_samples: S, Monte Carlo draws per frame when decoding latents, an even number
+            (antithetic pairs; 500: the 5% and 95% quantiles to about +-0.01 in valence-arousal).
         chunk_frames: Frames per hidden-route trunk call (bounds its memory).
         segment_frames: Frames whose hidden-route estimates are computed per pass over the crops
             (plus a margin of a few dozen frames either side); bounds the crops read into memory
@@ -187,9 +189,15 @@ class CoreAffect:
                  segment_frames: int = 2048, decode_chunk: int = 1 << 14,
                  band_scale: dict[str, float] | None = None, lag: int | None = None,
                  random_state: int = 0) -> None:
+        check_device(device)
         if dynamics is not None and prior is None:
             raise CoreAffectError("dynamics need the prior that feeds them")
-        if lag is not None and (isinstance(lag, bool) or not isinstance(lag, int) or lag < 1):
+        if (isinstance(n_decode_samples, bool) or not isinstance(n_decode_samples, int)
+                or n_decode_samples < 2 or n_decode_samples % 2):
+            raise CoreAffectError("n_decode_samples must be an even number >= 2 (antithetic "
+                                  f"pairs), got {n_decode_samples!r}")
+        if lag is not None and (isinstance(lag, bool) or not isinstance(lag, numbers.Integral)
+                                or lag < 1):
             raise CoreAffectError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
         if segment_frames < 1 or decode_chunk < 1:
             raise CoreAffectError(f"segment_frames and decode_chunk must be >= 1, got "
@@ -204,7 +212,7 @@ class CoreAffect:
         self.segment_frames = segment_frames
         self.decode_chunk = decode_chunk
         self.random_state = random_state
-        self.lag = lag
+        self.lag = None if lag is None else int(lag)
         self.band_scale = {stage: band_factors(k) for stage, k in
                            {**dict.fromkeys(_DYNAMIC, 1.0), **(band_scale or {})}.items()}
         # the same model in latent space only: decoding is done here
@@ -340,6 +348,7 @@ class CoreAffect:
         result does not depend on ``decode_chunk``; the outputs are allocated up front (results
         kept per chunk between the decoder's large temporaries fragment the heap).
         """
+        _check_level(level)
         manifold = self.prior.manifold
         m = torch.as_tensor(latent_mean, dtype=_DTYPE)
         root = _sqrt_psd(torch.as_tensor(latent_cov, dtype=_DTYPE))  # (T, K, K)
@@ -392,6 +401,7 @@ class CoreAffect:
         Returns:
             ``{stage: AffectTrajectory}`` in :data:`STAGES` order.
         """
+        _check_level(level)
         wanted = list(self.stages if stages is None else stages)
         unknown = [s for s in wanted if s not in self.stages]
         if unknown:
@@ -566,8 +576,7 @@ class CoreAffect:
             CoreAffectError: The video cannot be opened or decoded, ``causal`` or ``lagged``
                 without dynamics, ``lagged`` without a lag, or both.
         """
-        if not 0 < level < 1:
-            raise CoreAffectError(f"level must be in (0, 1), got {level}")
+        _check_level(level)
         self._online_stage(causal, lagged)  # fail before cropping
         with tempfile.TemporaryDirectory(prefix="coreaffect-") as spool:
             crops = self.crop(video, progress=progress, spool=spool)
@@ -603,6 +612,7 @@ class CoreAffect:
         """
         if self.dynamics is None:
             raise CoreAffectError("streaming needs a run with fitted prior and dynamics")
+        _check_level(level)
         self._online_stage(not lagged, lagged)
         frames = self._frames(source)
         cropper = FaceCropper(self.data_config.faces)
@@ -612,7 +622,11 @@ class CoreAffect:
         last: tuple[int, float] | None = None  # index and time of the previous frame
         for count, (image, time, index) in enumerate(frames):
             index, time = count if index is None else index, float(time)
-            part = cropper.crop(FrameChunk(np.asarray(image, dtype=np.uint8)[None],
+            image = np.asarray(image)
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise CoreAffectError(f"frame {index}: images must be (H, W, 3) uint8 RGB, got "
+                                      f"{image.dtype} {image.shape}")
+            part = cropper.crop(FrameChunk(image[None],
                                            np.array([time]), np.array([index], dtype=np.int64)))
             # a folder's missing frames get rows without a face first, as in predict
             for piece in _with_missing_frames(part, last, self.data_config.video.chunk_size):
@@ -635,6 +649,11 @@ class CoreAffect:
             return
         for item in source:
             yield item[0], item[1], item.index if isinstance(item, Frame) else None
+
+
+def _check_level(level: Any) -> None:
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
+        raise CoreAffectError(f"level must be a probability in (0, 1), got {level!r}")
 
 
 def load_run(run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:

@@ -103,6 +103,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -116,6 +117,7 @@ from torch import Tensor, nn
 
 from coreaffect.calibration import variance_factor
 from coreaffect.checkpoint import load_state, save_state
+from coreaffect.devices import check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate
 from coreaffect.manifold import (
@@ -124,7 +126,6 @@ from coreaffect.manifold import (
     _as_tensor,
     _check_labels,
     _generator,
-    _seeded,
     preimage,
 )
 from coreaffect.pyro_modules import LocalPyroModule, local_params
@@ -310,6 +311,9 @@ class HiddenRoutePrior(LocalPyroModule):
         if not self.kl_weight >= 0:
             raise CoreAffectError(f"HiddenRoutePrior: kl_weight must be >= 0, got "
                                   f"{self.kl_weight!r}")
+        if isinstance(self.random_state, bool) or not isinstance(self.random_state, int):
+            raise CoreAffectError(f"HiddenRoutePrior: random_state must be an integer seed, got "
+                                  f"{self.random_state!r}")
         if not isinstance(self.manifold, AffectManifold):
             raise CoreAffectError("HiddenRoutePrior: manifold must be an AffectManifold, got "
                                   f"{type(self.manifold).__name__}")
@@ -317,7 +321,7 @@ class HiddenRoutePrior(LocalPyroModule):
 
     @property
     def _device(self) -> torch.device:
-        return torch.device(self.device)
+        return check_device(self.device)
 
     def _check_fitted(self) -> None:
         if "net_" not in self._modules:
@@ -485,7 +489,7 @@ class HiddenRoutePrior(LocalPyroModule):
         size = raw.shape[0]
         batch = min(self.batch_size, size)
         elbo = TraceMeanField_ELBO()
-        with _seeded(self.random_state, self._device), local_params():
+        with seeded(self.random_state, self._device), local_params():
             self._build(raw.shape[1])
             self.feature_mean_.copy_(raw.mean(0))
             scale = raw.std(0, unbiased=False)
@@ -604,8 +608,11 @@ class HiddenRoutePrior(LocalPyroModule):
             list of levels) set.
         """
         self._check_fitted()
-        levels = [level] if isinstance(level, (int, float)) else list(level)
-        if not levels or not all(isinstance(x, (int, float)) and 0 < x < 1 for x in levels):
+        single = isinstance(level, numbers.Real)
+        levels = [float(level)] if single else [float(x) if isinstance(x, numbers.Real) else x
+                                                 for x in level]
+        if not levels or not all(isinstance(x, float) and not isinstance(x, bool) and 0 < x < 1
+                                 for x in levels):
             raise CoreAffectError(f"level must be in (0, 1), or a list of such, got {level}")
         estimates = self._check_estimate(estimates, "estimates")
         y = _check_labels(labels, self._device)
@@ -619,7 +626,7 @@ class HiddenRoutePrior(LocalPyroModule):
             errors = ((y - decoded.mean).abs() / sd).double().cpu().numpy()  # (B, 2)
         self.calibration_scale_ = tuple(variance_factor(errors[:, d], levels)
                                         for d in range(errors.shape[1]))
-        self.calibration_level_ = levels[0] if isinstance(level, (int, float)) else levels
+        self.calibration_level_ = levels[0] if single else levels
         logger.info("HiddenRoutePrior: calibrated at level %s, variance factors %.4g "
                     "(valence), %.4g (arousal)", self.calibration_level_,
                     *self.calibration_scale_)
@@ -659,7 +666,7 @@ class HiddenRoutePrior(LocalPyroModule):
             hyper["location"] = "measurement" if location == "estimate" else location
             prior = cls(manifold, **hyper, device=device)
             prior._validate_hyperparameters()
-            with _seeded(0, prior._device):  # the layers' initial draws are overwritten
+            with seeded(0, prior._device):  # the layers' initial draws are overwritten
                 prior._build(int(config["in_features"]))
             prior.load_state_dict(tensors)
             prior.embedding_dim_ = int(config["embedding_dim"])

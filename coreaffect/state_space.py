@@ -47,6 +47,7 @@ References:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -286,7 +287,7 @@ def fixed_lag_smoother(params: LGSSM, observations: Tensor, obs_cov: Tensor,
         A :class:`Filtered` tuple whose means (..., T, K) and covs (..., T, K, K) are the
         fixed-lag moments, with the filter's log-likelihood.
     """
-    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+    if isinstance(lag, bool) or not isinstance(lag, numbers.Integral) or lag < 0:
         raise ValueError(f"lag must be an integer >= 0, got {lag!r}")
     filtered = kalman_filter(params, observations, obs_cov, mask, parallel=parallel)
     steps = filtered.means.shape[-2]

@@ -87,6 +87,7 @@ from coreaffect.checkpoint import atomic_write, load_model, load_state, save_mod
 from coreaffect.clips import Clip, ClipDataset, Sequence
 from coreaffect.config import ClipConfig, DataConfig
 from coreaffect.corpus import LabelledVideo
+from coreaffect.devices import check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import evaluate_hidden_route
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, ModelConfig, create_model
@@ -338,11 +339,19 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
     if len(train) == 0:
         raise CoreAffectError("no training clip: the videos are shorter than a clip, or too few "
                               "of their frames have a face and a label")
-    run_dir = Path(run_dir)
+    # the network's initial weights, dropout and shuffling draw from the seeded generators of
+    # the CPU and the training device; the caller's random state is given back afterwards
+    with seeded(config.seed, check_device(config.device)):
+        return _train(train, val, Path(run_dir), config, data_config, model_overrides, resume,
+                      progress)
+
+
+def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
+           config: TrainConfig, data_config: DataConfig, model_overrides: dict[str, Any] | None,
+           resume: bool, progress: bool) -> TrainResult:
     log_dir = run_dir / "training"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    torch.manual_seed(config.seed)
     model = create_model(config.preset, **(model_overrides or {})).to(config.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)

@@ -262,6 +262,41 @@ def test_unfitted_and_bad_input_raise():
         CoreAffectDynamics().fit(backwards)
     with pytest.raises(ValueError, match="method"):
         CoreAffectDynamics().fit(video, method="em")
+    hidden = AffectObservations(video.times, video.means, video.covs, torch.zeros(5, dtype=bool))
+    with pytest.raises(ValueError, match="no observed frame"):
+        CoreAffectDynamics().fit(hidden)
+    stopped = video.times.clone()
+    stopped[0] = float("nan")
+    with pytest.raises(ValueError, match="finite"):
+        CoreAffectDynamics().fit(AffectObservations(stopped[:1], video.means[:1], video.covs[:1]))
+
+
+@pytest.mark.parametrize(("mean", "cov", "message"), [
+    (torch.tensor([float("nan"), 0.0]), 0.01 * torch.eye(2), "non-finite"),
+    (torch.zeros(2), -torch.eye(2), "positive definite"),
+    (torch.zeros(3), torch.eye(3), "expected"),
+])
+def test_streaming_steps_check_each_frame(fitted, mean, cov, message):
+    for step in (fitted.filter_step, lambda *a: fitted.lag_step(*a, lag=2)):
+        with pytest.raises(ValueError, match=message):
+            step(None, 0.0, mean, cov)
+    state = fitted.filter_step(None, 0.0, torch.zeros(2), 0.01 * torch.eye(2))
+    with pytest.raises(ValueError, match="finite|follow"):
+        fitted.filter_step(state, float("nan"), torch.zeros(2), 0.01 * torch.eye(2))
+    # a frame without a face needs no values
+    assert fitted.filter_step(state, 0.1).mean.isfinite().all()
+
+
+def test_levels_and_lags_are_checked_and_numpy_numbers_accepted(data, fitted):
+    video = data[0][0]
+    for level in (0.0, 1.0, 90, True):
+        with pytest.raises(ValueError, match="level"):
+            fitted.decode(torch.zeros(2), torch.eye(2), level=level)
+    with pytest.raises(ValueError, match="level"):
+        CoreAffectDynamics(level=90).decode(torch.zeros(2), torch.eye(2))
+    assert torch.equal(fitted.smooth(video, lag=np.int64(3)).mean, fitted.smooth(video, lag=3).mean)
+    low = fitted.decode(torch.zeros(2), torch.eye(2), level=np.float32(0.5))[1]
+    assert torch.allclose(low, fitted.decode(torch.zeros(2), torch.eye(2), level=0.5)[1])
 
 
 def test_nuts_recovers_parameters_with_good_diagnostics(tmp_path):

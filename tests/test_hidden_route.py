@@ -284,10 +284,14 @@ def test_a_bare_cuda_device_resolves_to_the_current_one(monkeypatch):
     from coreaffect.hidden_route import resolve_device
 
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a machine with 2 GPUs
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert resolve_device("cuda", torch.device("cpu")) == torch.device("cuda", 1)
     assert resolve_device("cuda:0", torch.device("cpu")) == torch.device("cuda", 0)
     assert resolve_device(None, torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert resolve_device("cpu", torch.device("cuda", 1)) == torch.device("cpu")
+    with pytest.raises(CoreAffectError, match="2 CUDA device"):
+        resolve_device("cuda:2", torch.device("cpu"))
 
 
 def test_a_frame_interpolates_the_windows_centred_either_side_of_it():

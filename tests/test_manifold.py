@@ -196,6 +196,10 @@ def test_bad_labels(labels, message):
 
 
 def test_bad_use(fitted, tmp_path):
+    with pytest.raises(CoreAffectError, match="at least 2 labels"):
+        AffectManifold(backend="gplvm", num_steps=1).fit(boomerang(1, 0))
+    with pytest.raises(CoreAffectError, match="random_state must be an integer"):
+        AffectManifold(num_steps=1, random_state=None).fit(boomerang(10, 0))
     unfitted = AffectManifold()
     for call in (lambda: unfitted.encode(torch.zeros(1, 2)),
                  lambda: unfitted.decode(torch.zeros(1, 2)),

@@ -218,6 +218,40 @@ def test_stream_takes_frames_from_memory(affect, tiny):
     assert len(rows) == 25 and rows[-1].time == pytest.approx(frames[-1][1])
 
 
+def test_stream_refuses_frames_that_are_not_uint8_rgb(affect, tiny):
+    with VideoSource(tiny.video()) as video:
+        frames = [(f.image, f.time) for _, f in zip(range(3), video, strict=False)]
+    scaled = [(image / 255.0, time) for image, time in frames]  # floats in [0, 1]
+    with pytest.raises(CoreAffectError, match="frame 0: .*uint8 RGB, got float64"):
+        list(affect.stream(scaled))
+    with pytest.raises(CoreAffectError, match="frame 0: .*uint8 RGB"):
+        list(affect.stream([(frames[0][0][..., 0], 0.0)]))  # one channel
+
+
+@pytest.mark.parametrize("level", [0.0, 1.0, 90, float("nan"), True, "0.9"])
+def test_every_entry_point_checks_the_level(affect, crops, level):
+    for call in (lambda: affect.predict_crops(crops, level=level),
+                 lambda: affect.stages_of(crops, level),
+                 lambda: next(affect.stream([], level=level)),
+                 lambda: affect.decode(np.zeros((1, 2)), np.eye(2)[None], level)):
+        with pytest.raises(CoreAffectError, match="level must be a probability"):
+            call()
+    assert affect.predict_crops(crops, level=np.float32(0.5)).level == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("samples", [0, 1, 3, 501, 2.0])
+def test_decode_samples_must_be_antithetic_pairs(tiny, samples):
+    with pytest.raises(CoreAffectError, match="n_decode_samples"):
+        CoreAffect.load(tiny.run, n_decode_samples=samples)
+
+
+def test_a_device_this_machine_lacks_is_refused_up_front(tiny):
+    with pytest.raises(CoreAffectError, match="device"):
+        CoreAffect.load(tiny.run, device="cuda:99")
+    with pytest.raises(CoreAffectError, match="not a device torch knows"):
+        CoreAffect.load(tiny.run, device="gpu")
+
+
 def test_dataframe(affect, crops):
     pd = pytest.importorskip("pandas")
     frame = affect.predict_crops(crops).to_dataframe()

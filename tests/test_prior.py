@@ -390,3 +390,12 @@ def test_calibration_at_several_levels_balances_their_coverage(prior):
         prior.calibration_scale_, prior.calibration_level_ = before
     with pytest.raises(CoreAffectError, match="level"):
         prior.calibrate(held, labels, level=[0.5, 1.2])
+    with pytest.raises(CoreAffectError, match="level"):
+        prior.calibrate(held, labels, level=True)
+    try:  # numpy numbers are numbers
+        assert prior.calibrate(held, labels, level=np.float32(0.9)).calibration_level_ == \
+            pytest.approx(0.9)
+        assert prior.calibrate(held, labels, level=np.array([0.5, 0.9])).calibration_level_ == \
+            pytest.approx([0.5, 0.9])
+    finally:
+        prior.calibration_scale_, prior.calibration_level_ = before

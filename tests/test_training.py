@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from coreaffect.clips import ClipDataset
 from coreaffect.config import ClipConfig
@@ -124,6 +125,22 @@ def test_training_writes_run_and_log(tmp_path):
     assert len(csv_lines) == 3
     best = max(result.history, key=lambda r: r["val_ccc"])
     assert result.best_epoch == best["epoch"]
+
+
+def test_training_is_seeded_and_leaves_the_callers_random_state(tmp_path):
+    train = ClipDataset([_video(64, 1, "t")], ClipConfig(stride=8))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = train_hidden_route(train, None, tmp_path / "a", _config(epochs=1),
+                               model_overrides=OVERRIDES)
+    assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(456)  # another caller state: the same network all the same
+    second = train_hidden_route(train, None, tmp_path / "b", _config(epochs=1),
+                                model_overrides=OVERRIDES)
+    assert first.history[0]["train_loss"] == second.history[0]["train_loss"]
+    a = load_file(tmp_path / "a" / "hidden_route.safetensors")
+    b = load_file(tmp_path / "b" / "hidden_route.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_window_mode_and_no_validation(tmp_path):
