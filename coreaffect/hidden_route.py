@@ -139,7 +139,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from coreaffect.devices import check_device, resolve_device
+from coreaffect.devices import check_device, resolve_device, seeded
 from coreaffect.errors import CoreAffectError
 
 __all__ = ["MODELS", "AffectEstimate", "HiddenRouteNet", "ModelConfig", "check_device",
@@ -244,11 +244,15 @@ MODELS: dict[str, ModelConfig] = {
 }
 
 
-def create_model(name: str = "paper", **overrides: Any) -> HiddenRouteNet:
+def create_model(name: str = "paper", *, random_state: int | None = None,
+                 **overrides: Any) -> HiddenRouteNet:
     """Build a freshly initialised network from a preset of :data:`MODELS`.
 
     Args:
         name: ``"paper"`` or ``"lite"``.
+        random_state: Seed of the initial weights, drawn on the CPU without touching the
+            caller's random state; ``None`` draws them from torch's global generator, as torch's
+            own layers do.
         **overrides: Fields of :class:`ModelConfig` to change, e.g. ``input_size=64``.
 
     Returns:
@@ -259,7 +263,14 @@ def create_model(name: str = "paper", **overrides: Any) -> HiddenRouteNet:
     """
     if name not in MODELS:
         raise CoreAffectError(f"unknown model {name!r}; available: {sorted(MODELS)}")
-    return HiddenRouteNet(ModelConfig.from_dict({**MODELS[name].to_dict(), **overrides}))
+    config = ModelConfig.from_dict({**MODELS[name].to_dict(), **overrides})
+    if random_state is None:
+        return HiddenRouteNet(config)
+    if isinstance(random_state, bool) or not isinstance(random_state, int):
+        raise CoreAffectError(f"random_state must be an integer seed or None, got "
+                              f"{random_state!r}")
+    with seeded(random_state, torch.device("cpu")):
+        return HiddenRouteNet(config)
 
 
 def _temporal_context(config: ModelConfig) -> tuple[int, int]:

@@ -68,6 +68,18 @@ def test_paper_parameter_count():
     assert sum(p.numel() for p in model.state_dict().values()) == 3_097_476  # no stray buffers
 
 
+def test_a_seeded_network_is_reproducible_and_leaves_the_global_generator():
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    a, b = create_model("lite", random_state=3), create_model("lite", random_state=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    c = create_model("lite", random_state=4)
+    assert not all(torch.equal(a.state_dict()[k], c.state_dict()[k]) for k in a.state_dict())
+    with pytest.raises(CoreAffectError, match="random_state"):
+        create_model("lite", random_state=1.5)
+
+
 @pytest.mark.parametrize("name, overrides", [("lite", {}), ("paper", {"input_size": 32})])
 def test_forward_backward(name, overrides):
     torch.manual_seed(0)
