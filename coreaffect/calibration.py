@@ -30,10 +30,27 @@ from scipy.special import ndtri
 from coreaffect.checkpoint import FORMAT, atomic_write
 from coreaffect.errors import CoreAffectError
 
-__all__ = ["BANDS_FILE", "band_factors", "halfwidth_factors", "read_bands", "variance_factor",
-           "widen_bands", "write_bands"]
+__all__ = ["BANDS_FILE", "band_factors", "check_level", "halfwidth_factors", "read_bands",
+           "variance_factor", "widen_bands", "write_bands"]
 
 BANDS_FILE = "bands.json"  # the band factors of the dynamics' stages, in a run directory
+
+
+def check_level(level: Any, error: type[Exception] = CoreAffectError) -> float:
+    """``level`` as a float in (0, 1), the probability of a central band.
+
+    A Python or numpy number, or a 0-d array or tensor, is taken; anything else (a bool or a
+    string too), or a number outside (0, 1), raises ``error``.
+    """
+    value = None
+    if not isinstance(level, (bool, str, bytes)) and np.ndim(level) == 0:
+        try:
+            value = float(level)
+        except (TypeError, ValueError):
+            pass
+    if value is None or not 0 < value < 1:
+        raise error(f"level must be a probability in (0, 1), got {level!r}")
+    return value
 
 
 def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:

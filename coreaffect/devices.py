@@ -1,6 +1,7 @@
 """Devices: the one a user names, checked against what this machine has.
 
-Every estimator takes ``device`` as a parameter ("cpu", "cuda", "cuda:1", "mps"). A device this
+The hidden route, the manifold, the prior and the pipeline take ``device`` as a parameter
+("cpu", "cuda", "cuda:1", "mps"); the dynamics compute on the CPU. A device this
 machine lacks is refused up front with a :class:`~coreaffect.errors.CoreAffectError` that says
 why, rather than by torch deep inside the first computation. Fits seed only the random
 generators of the device they compute on (:func:`seeded`), and give the caller's back.

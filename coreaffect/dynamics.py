@@ -53,6 +53,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from coreaffect.calibration import check_level
 from coreaffect.mcmc import (
     inference_data,
     named_nuts,
@@ -619,14 +620,7 @@ class CoreAffectDynamics:
         p = self._point(causal=causal)
         k = self.n_latent
         observed = mean is not None
-        try:  # this frame alone, checked as a video's frames are
-            _, m, s, _ = check_observations(AffectObservations(
-                torch.tensor([float(time)]),
-                torch.as_tensor(mean).reshape(1, -1) if observed else torch.zeros(1, k),
-                torch.as_tensor(cov).reshape(1, *torch.as_tensor(cov).shape[-2:]) if observed
-                else torch.eye(k)[None], torch.tensor([observed])), k)
-        except (ValueError, TypeError, RuntimeError) as err:
-            raise ValueError(f"frame at time {time}: {err}") from None
+        m, s = _one_frame(time, mean, cov, k)
         if state is None:
             pred_mean, pred_cov = p["mu"], ou_stationary_cov(p["theta"], p["diffusion"])
             log_likelihood = torch.zeros((), dtype=_DTYPE)
@@ -712,9 +706,7 @@ class CoreAffectDynamics:
             ``(mean, lower, upper)``, each (..., 2): exact for no or a linear decoder, else
             Monte Carlo (``n_decode_samples`` draws, seeded by ``random_state``).
         """
-        level = self.level if level is None else level
-        if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
-            raise ValueError(f"level must be a probability in (0, 1), got {level!r}")
+        level = check_level(self.level if level is None else level, ValueError)
         latent_mean = torch.as_tensor(latent_mean, dtype=_DTYPE, device="cpu")
         latent_cov = torch.as_tensor(latent_cov, dtype=_DTYPE, device="cpu")
         if self.decoder is None or isinstance(self.decoder, Tensor):
@@ -787,6 +779,28 @@ class CoreAffectDynamics:
             model.inference_data_ = inference_data(
                 arrays, tensors["sample_stats.diverging"].numpy())
         return model
+
+
+def _one_frame(time: float, mean: Any, cov: Any, k: int) -> tuple[Tensor, Tensor]:
+    """A streamed frame's (1, K) mean and (1, K, K) covariance in float64 on the CPU, checked as
+    a video's frames are (:func:`~coreaffect.observations.check_observations`), at a few
+    microseconds' cost; for a frame without a face (``mean`` None), zeros and the identity."""
+    if not math.isfinite(float(time)):
+        raise ValueError(f"frame at time {time}: times must be finite")
+    if mean is None:
+        return torch.zeros(1, k, dtype=_DTYPE), torch.eye(k, dtype=_DTYPE)[None]
+    m = torch.as_tensor(mean, dtype=_DTYPE, device="cpu")
+    s = torch.as_tensor(cov, dtype=_DTYPE, device="cpu")
+    if m.shape not in ((k,), (1, k)) or s.shape not in ((k, k), (1, k, k)):
+        raise ValueError(f"frame at time {time}: expected mean ({k},) and cov ({k}, {k}); got "
+                         f"{tuple(m.shape)} and {tuple(s.shape)}")
+    m, s = m.reshape(1, k), s.reshape(1, k, k)
+    if not bool(torch.isfinite(m).all() & torch.isfinite(s).all()):
+        raise ValueError(f"frame at time {time}: non-finite means or covs at an unmasked frame")
+    if int(torch.linalg.cholesky_ex(_sym(s)).info) != 0:
+        raise ValueError(f"frame at time {time}: covs must be positive definite at unmasked "
+                         "frames")
+    return m, s
 
 
 def _adam(loss_fn: Callable[[], Tensor], params: list[Tensor], lr: float, max_iter: int,

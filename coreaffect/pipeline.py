@@ -81,7 +81,13 @@ import numpy as np
 import torch
 from torch.distributions import MultivariateNormal
 
-from coreaffect.calibration import band_factors, read_bands, widen_bands, write_bands  # noqa: F401 - was here
+from coreaffect.calibration import (  # noqa: F401 - write_bands was here
+    band_factors,
+    check_level,
+    read_bands,
+    widen_bands,
+    write_bands,
+)
 from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.config import DataConfig
 from coreaffect.devices import check_device
@@ -192,7 +198,8 @@ class CoreAffect:
         check_device(device)
         if dynamics is not None and prior is None:
             raise CoreAffectError("dynamics need the prior that feeds them")
-        if (isinstance(n_decode_samples, bool) or not isinstance(n_decode_samples, int)
+        if (isinstance(n_decode_samples, bool)
+                or not isinstance(n_decode_samples, numbers.Integral)
                 or n_decode_samples < 2 or n_decode_samples % 2):
             raise CoreAffectError("n_decode_samples must be an even number >= 2 (antithetic "
                                   f"pairs), got {n_decode_samples!r}")
@@ -207,7 +214,7 @@ class CoreAffect:
         self.prior = prior
         self.dynamics = dynamics
         self.device = device
-        self.n_decode_samples = n_decode_samples
+        self.n_decode_samples = int(n_decode_samples)
         self.chunk_frames = chunk_frames
         self.segment_frames = segment_frames
         self.decode_chunk = decode_chunk
@@ -348,7 +355,7 @@ class CoreAffect:
         result does not depend on ``decode_chunk``; the outputs are allocated up front (results
         kept per chunk between the decoder's large temporaries fragment the heap).
         """
-        _check_level(level)
+        level = check_level(level)
         manifold = self.prior.manifold
         m = torch.as_tensor(latent_mean, dtype=_DTYPE)
         root = _sqrt_psd(torch.as_tensor(latent_cov, dtype=_DTYPE))  # (T, K, K)
@@ -401,7 +408,7 @@ class CoreAffect:
         Returns:
             ``{stage: AffectTrajectory}`` in :data:`STAGES` order.
         """
-        _check_level(level)
+        level = check_level(level)
         wanted = list(self.stages if stages is None else stages)
         unknown = [s for s in wanted if s not in self.stages]
         if unknown:
@@ -576,7 +583,7 @@ class CoreAffect:
             CoreAffectError: The video cannot be opened or decoded, ``causal`` or ``lagged``
                 without dynamics, ``lagged`` without a lag, or both.
         """
-        _check_level(level)
+        level = check_level(level)
         self._online_stage(causal, lagged)  # fail before cropping
         with tempfile.TemporaryDirectory(prefix="coreaffect-") as spool:
             crops = self.crop(video, progress=progress, spool=spool)
@@ -612,7 +619,7 @@ class CoreAffect:
         """
         if self.dynamics is None:
             raise CoreAffectError("streaming needs a run with fitted prior and dynamics")
-        _check_level(level)
+        level = check_level(level)
         self._online_stage(not lagged, lagged)
         frames = self._frames(source)
         cropper = FaceCropper(self.data_config.faces)
@@ -649,11 +656,6 @@ class CoreAffect:
             return
         for item in source:
             yield item[0], item[1], item.index if isinstance(item, Frame) else None
-
-
-def _check_level(level: Any) -> None:
-    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
-        raise CoreAffectError(f"level must be a probability in (0, 1), got {level!r}")
 
 
 def load_run(run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:

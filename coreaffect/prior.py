@@ -103,7 +103,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -115,7 +114,7 @@ import torch
 from pyro.infer import TraceMeanField_ELBO
 from torch import Tensor, nn
 
-from coreaffect.calibration import variance_factor
+from coreaffect.calibration import check_level, variance_factor
 from coreaffect.checkpoint import load_state, save_state
 from coreaffect.devices import check_device, seeded
 from coreaffect.errors import CoreAffectError
@@ -608,12 +607,14 @@ class HiddenRoutePrior(LocalPyroModule):
             list of levels) set.
         """
         self._check_fitted()
-        single = isinstance(level, numbers.Real)
-        levels = [float(level)] if single else [float(x) if isinstance(x, numbers.Real) else x
-                                                 for x in level]
-        if not levels or not all(isinstance(x, float) and not isinstance(x, bool) and 0 < x < 1
-                                 for x in levels):
-            raise CoreAffectError(f"level must be in (0, 1), or a list of such, got {level}")
+        single = isinstance(level, (bool, str, bytes)) or np.ndim(level) == 0
+        try:
+            levels = [check_level(level)] if single else [check_level(x) for x in level]
+        except (CoreAffectError, TypeError):
+            raise CoreAffectError(f"level must be in (0, 1), or a list of such, got {level!r}"
+                                  ) from None
+        if not levels:
+            raise CoreAffectError("level must be in (0, 1), or a list of such, got none")
         estimates = self._check_estimate(estimates, "estimates")
         y = _check_labels(labels, self._device)
         if y.shape[0] != estimates.mean.shape[0]:

@@ -3,9 +3,9 @@
 A :class:`~pyro.nn.PyroModule` reads and writes its parameters through Pyro's global parameter
 store unless ``pyro.settings`` has ``module_local_params`` switched on. coreaffect's estimators
 switch it on only for the duration of their own calls (:func:`local_params`), and their modules
-derive from :class:`LocalPyroModule`, whose calls and attribute reads do the same, so that
-calling a fitted estimator's module directly (``manifold.decoder_(z)``) leaves the store as it
-was, and fitting one estimator can never change another.
+derive from :class:`LocalPyroModule`, whose calls do the same, so that calling a fitted
+estimator's module directly (``manifold.decoder_(z)``) leaves the store as it was, and fitting
+one estimator can never change another. (Reading a parameter outside a call touches no store.)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 
 import pyro
 from pyro.nn import PyroModule
+from pyro.poutine.runtime import am_i_wrapped
 
 __all__ = ["LocalPyroModule", "local_params"]
 
@@ -35,13 +36,13 @@ class _LocalMeta(type(PyroModule)):  # type: ignore[misc]
 
 
 class LocalPyroModule(PyroModule, metaclass=_LocalMeta):
-    """A PyroModule built, called and read with module-local parameters: it never uses Pyro's
-    global parameter store, wherever it is built or called from."""
+    """A PyroModule built and called with module-local parameters: it never uses Pyro's global
+    parameter store, wherever it is built or called from, unless it is called inside a Pyro
+    program of the caller's (a model or guide run by ``pyro.infer.SVI``, say), which then
+    decides: there its parameters take part in the program, as any PyroModule's do."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if am_i_wrapped():
+            return super().__call__(*args, **kwargs)
         with local_params():
             return super().__call__(*args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        with local_params():
-            return super().__getattr__(name)

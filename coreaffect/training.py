@@ -339,8 +339,9 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
     if len(train) == 0:
         raise CoreAffectError("no training clip: the videos are shorter than a clip, or too few "
                               "of their frames have a face and a label")
-    # the network's initial weights, dropout and shuffling draw from the seeded generators of
-    # the CPU and the training device; the caller's random state is given back afterwards
+    # the network's initial weights draw from the seeded generators of the CPU and the training
+    # device (shuffling and augmentation have seeded generators of their own); the caller's
+    # random state is given back afterwards
     with seeded(config.seed, check_device(config.device)):
         return _train(train, val, Path(run_dir), config, data_config, model_overrides, resume,
                       progress)

@@ -295,8 +295,12 @@ def test_levels_and_lags_are_checked_and_numpy_numbers_accepted(data, fitted):
     with pytest.raises(ValueError, match="level"):
         CoreAffectDynamics(level=90).decode(torch.zeros(2), torch.eye(2))
     assert torch.equal(fitted.smooth(video, lag=np.int64(3)).mean, fitted.smooth(video, lag=3).mean)
-    low = fitted.decode(torch.zeros(2), torch.eye(2), level=np.float32(0.5))[1]
-    assert torch.allclose(low, fitted.decode(torch.zeros(2), torch.eye(2), level=0.5)[1])
+    low = fitted.decode(torch.zeros(2), torch.eye(2), level=0.5)[1]
+    for half in (np.float32(0.5), np.array(0.5), torch.tensor(0.5)):
+        assert torch.allclose(fitted.decode(torch.zeros(2), torch.eye(2), level=half)[1], low)
+    for bad in ("0.5", np.array([0.5]), None):
+        with pytest.raises(ValueError, match="level"):
+            CoreAffectDynamics(level=bad).decode(torch.zeros(2), torch.eye(2))
 
 
 def test_nuts_recovers_parameters_with_good_diagnostics(tmp_path):

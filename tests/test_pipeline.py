@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from coreaffect import CoreAffect, load_run
 from coreaffect.demo import tiny_run
@@ -236,13 +237,15 @@ def test_every_entry_point_checks_the_level(affect, crops, level):
                  lambda: affect.decode(np.zeros((1, 2)), np.eye(2)[None], level)):
         with pytest.raises(CoreAffectError, match="level must be a probability"):
             call()
-    assert affect.predict_crops(crops, level=np.float32(0.5)).level == pytest.approx(0.5)
+    for half in (np.float32(0.5), np.array(0.5), torch.tensor(0.5)):
+        assert affect.predict_crops(crops, level=half).level == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("samples", [0, 1, 3, 501, 2.0])
 def test_decode_samples_must_be_antithetic_pairs(tiny, samples):
     with pytest.raises(CoreAffectError, match="n_decode_samples"):
         CoreAffect.load(tiny.run, n_decode_samples=samples)
+    assert CoreAffect.load(tiny.run, n_decode_samples=np.int64(8)).n_decode_samples == 8
 
 
 def test_a_device_this_machine_lacks_is_refused_up_front(tiny):

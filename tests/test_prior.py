@@ -208,6 +208,30 @@ def test_calibration_reaches_nominal_coverage_on_held_out_pairs(name, request, t
     assert pred.cov == pytest.approx(raw.cov * root[:, None] * root[None, :], rel=1e-5)
 
 
+def test_a_callers_pyro_program_may_use_the_decoder(manifold):
+    """Inside the caller's own SVI, the decoder is an ordinary PyroModule of that program."""
+    import copy
+
+    decoder = copy.deepcopy(manifold.decoder_)
+    decoder.requires_grad_(True)
+    y = torch.tensor([[0.3, 0.2], [-0.4, 0.5]])
+
+    def model():
+        z = pyro.sample("z", pyro.distributions.Normal(torch.zeros(2, 2), 1.0).to_event(2))
+        pyro.sample("y", pyro.distributions.Normal(decoder(z), 0.1).to_event(2), obs=y)
+
+    def guide():
+        loc = pyro.param("loc", torch.zeros(2, 2))
+        pyro.sample("z", pyro.distributions.Normal(loc, 0.5).to_event(2))
+
+    pyro.clear_param_store()
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), pyro.infer.Trace_ELBO())
+    for _ in range(3):
+        svi.step()
+    assert "loc" in pyro.get_param_store().keys()
+    pyro.clear_param_store()
+
+
 @pytest.mark.parametrize("name", ["manifold", "gp_manifold"])
 def test_parameters_are_owned_not_global(name, request):
     manifold = request.getfixturevalue(name)
