@@ -82,10 +82,21 @@ def temporary_folder(parent: str | Path, prefix: str, suffix: str = "") -> Path:
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:
-    """Write a file so that readers see the old content or the new, never a part of it."""
+    """Write a file so that readers see the old content or the new, never a part of it.
+
+    A symbolic link is written through (its target gets the new content, atomically, and the
+    link stays); a path that exists and is not a regular file (a named pipe, ``/dev/stdout``) is
+    written to directly, as there is nothing to replace.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
+    if path.is_symlink():
+        path = path.resolve()
+    if path.exists() and not path.is_file():
+        with path.open("wb") as out:
+            out.write(raw)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _fresh(path.parent, f".{path.name}.")
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:

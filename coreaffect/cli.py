@@ -171,9 +171,10 @@ def _predict(args: argparse.Namespace) -> int:
 
         matplotlib.use("Agg")
         axes = trajectory.plot(title=f"{Path(args.video).name}: {trajectory.stage}")
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        axes[0].figure.savefig(args.plot, dpi=110, bbox_inches="tight")
-        print(f"wrote {args.plot}", file=sys.stderr)
+        plot = args.plot if args.plot.suffix else args.plot.with_suffix(".png")
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        axes[0].figure.savefig(plot, dpi=110, bbox_inches="tight")
+        print(f"wrote {plot}", file=sys.stderr)
     return 0
 
 
@@ -510,9 +511,61 @@ def _device(text: str) -> str:
     return text
 
 
+# what a run directory holds (coreaffect.checkpoint): never an output of another command
+_RUN_FILES = {*(f"{name}.{kind}" for name in ("hidden_route", "manifold", "prior", "dynamics")
+                for kind in ("json", "safetensors")), "bands.json", "split.json", "stages.json"}
+
+
+def _in_run(path: Path, run: Path) -> bool:
+    """Whether writing ``path`` would replace a file of the run directory ``run``."""
+    target, home = path.resolve(), run.resolve()
+    if target == home:
+        return True
+    if home not in target.parents:
+        return False
+    inside = target.relative_to(home)
+    return inside.parts[0] in ("training", "crops") or str(inside) in _RUN_FILES
+
+
+def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors (exit 2), before any work, for outputs that would replace an input, a run's
+    files or each other, or that cannot be written where they are asked for."""
+    def refuse(message: str) -> None:
+        parser.error(f"{args.command}: {message}")
+
+    runs = [getattr(args, key) for key in ("run", "run_a", "run_b") if hasattr(args, key)]
+    files = [(f"--{key}", getattr(args, key)) for key in ("out", "plot", "json")
+             if args.command in ("predict", "evaluate", "compare") and getattr(args, key, None)]
+    for option, path in files:
+        if path.is_dir():
+            refuse(f"{option} {path} is a folder; give a file name")
+        if any(_in_run(path, run) for run in runs):
+            refuse(f"{option} {path} would replace a file of the run directory")
+        video = getattr(args, "video", None)
+        if video is not None and path.resolve() == video.resolve():
+            refuse(f"{option} {path} is the input video")
+    if args.command == "predict" and args.out and args.plot and \
+            args.out.resolve() == args.plot.resolve():
+        refuse(f"--out and --plot are the same file, {args.out}")
+    if args.command == "predict" and args.plot and args.plot.suffix:
+        from matplotlib.backend_bases import FigureCanvasBase
+
+        kinds = FigureCanvasBase.get_supported_filetypes()
+        if args.plot.suffix[1:].lower() not in kinds:
+            refuse(f"--plot {args.plot}: matplotlib cannot write .{args.plot.suffix[1:]} "
+                   f"files; use one of {', '.join(sorted(kinds))}")
+    if args.command == "saliency":
+        if args.out.exists() and not args.out.is_dir():
+            refuse(f"--out {args.out} is a file; give a folder")
+        if _in_run(args.out, args.run):
+            refuse(f"--out {args.out} is inside the run directory's own files")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_outputs(parser, args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -431,6 +431,11 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
         if not recordings:
             raise CoreAffectError(f"{data}: none of the run's test videos are here; use "
                                   "--subset all to score every video of this dataset")
+        if len(recordings) < len(held_out):
+            missing = sorted(held_out - {r.id for r in recordings})
+            logger.warning("%s: %d of the run's %d test videos are here; the scores are of "
+                           "those only (missing: %s)", data, len(recordings), len(held_out),
+                           ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else ""))
     elif subset != "all":
         raise CoreAffectError(f"subset must be 'test' or 'all', got {subset!r}")
     crops = CropCache(cache if cache is not None else run / "crops", config.faces,

@@ -588,9 +588,23 @@ class CoreAffect:
         with tempfile.TemporaryDirectory(prefix="coreaffect-") as spool:
             crops = self.crop(video, progress=progress, spool=spool)
             try:
+                self._warn_if_uninformed(crops, video)
                 return self.predict_crops(crops, causal=causal, level=level, lagged=lagged)
             finally:
                 del crops
+
+    def _warn_if_uninformed(self, crops: FaceCrops, video: Any) -> None:
+        """A warning naming the video when no frame gets a hidden-route estimate: its rows are
+        then the dynamics' prior (or NaN), whatever the face did."""
+        name = str(video.source if isinstance(video, VideoSource) else video)
+        clip = self.model.config.clip_length
+        if len(crops.times) < clip:
+            logger.warning("%s: %d frames, fewer than one %d-frame clip: no frame has an "
+                           "estimate, and every row is the prior of the dynamics alone",
+                           name, len(crops.times), clip)
+        elif not bool(np.asarray(crops.face_found).any()):
+            logger.warning("%s: no face found in any of its %d frames: every row is the prior "
+                           "of the dynamics alone", name, len(crops.times))
 
     # -- streaming ------------------------------------------------------------------------------
 

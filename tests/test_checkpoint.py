@@ -161,3 +161,23 @@ def test_files_and_folders_get_the_umask_permissions(tmp_path):
     for name in ("thing.json", "thing.safetensors", "a.txt"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755 and not any(folder.iterdir())
+
+
+def test_atomic_write_goes_through_links_and_into_pipes(tmp_path):
+    import os
+    import threading
+
+    target = tmp_path / "target.csv"
+    target.write_text("old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    atomic_write(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    atomic_write(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert got == ["through the pipe"] and not fifo.is_file()

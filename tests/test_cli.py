@@ -242,3 +242,38 @@ def test_refit_applies_the_options_given_and_keeps_the_runs_others(tiny, tmp_pat
     again = _run("refit", str(tiny.run), "--out", str(out), "--quiet")
     assert again.returncode == 1 and "not empty" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, capsys):
+    from coreaffect.cli import _in_run, main
+
+    video, run = tiny.video(), tiny.run
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    cases = [
+        (["predict", str(run), str(video), "--out", str(video)], "is the input video"),
+        (["predict", str(run), str(video), "--out", str(run / "prior.json")],
+         "run directory"),
+        (["predict", str(run), str(video), "--out", str(run / "training" / "log.csv")],
+         "run directory"),
+        (["predict", str(run), str(video), "--out", str(folder)], "is a folder"),
+        (["predict", str(run), str(video), "--out", str(tmp_path / "a.png"), "--plot",
+          str(tmp_path / "a.png")], "same file"),
+        (["predict", str(run), str(video), "--plot", str(tmp_path / "p.xyz")],
+         "cannot write .xyz"),
+        (["evaluate", str(run), str(tiny.corpus), "--json", str(run / "split.json")],
+         "run directory"),
+        (["compare", str(run), str(run), str(tiny.corpus), "--json", str(folder)],
+         "is a folder"),
+        (["saliency", str(run), str(video), "--out", str(video)], "is a file"),
+        (["saliency", str(run), str(video), "--out", str(run / "crops")], "run directory"),
+    ]
+    before = {path: path.read_bytes() for path in (video, run / "prior.json", run / "split.json")}
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert all(path.read_bytes() == content for path, content in before.items())
+    # a file of the user's own inside the run folder is fine to write
+    assert not _in_run(run / "my_trajectory.csv", run)

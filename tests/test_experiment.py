@@ -90,6 +90,17 @@ def test_evaluate_reports_every_stage(tiny, tmp_path):
     assert low <= entry["mean"] <= high
 
 
+def test_evaluate_says_when_test_videos_are_missing(tiny, tmp_path, caplog):
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run)
+    split = json.loads((run / "split.json").read_text())
+    split["test"] = [*split["test"], "ghost"]
+    (run / "split.json").write_text(json.dumps(split))
+    with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
+        evaluate_run(run, tiny.corpus, n_resamples=0)
+    assert "1 of the run's 2 test videos are here" in caplog.text and "ghost" in caplog.text
+
+
 def test_evaluate_without_intervals(tiny):
     evaluation = evaluate_run(tiny.run, tiny.corpus, n_resamples=0)
     assert evaluation.intervals == {} and evaluation.differences == {}

@@ -212,6 +212,30 @@ def test_stream_equals_causal_predict_on_a_folder_with_missing_frames(affect, ti
                                atol=1e-4)
 
 
+def test_a_video_without_estimates_is_warned_about(affect, tiny, tmp_path, caplog):
+    import cv2
+
+    short, blank = tmp_path / "short", tmp_path / "blank"
+    short.mkdir()
+    blank.mkdir()
+    with VideoSource(tiny.video()) as video:
+        for frame in video:
+            if frame.index < 10:
+                cv2.imwrite(str(short / f"{frame.index:05d}.png"),
+                            cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+            if frame.index < 20:  # the same size, no face
+                cv2.imwrite(str(blank / f"{frame.index:05d}.png"), np.zeros_like(frame.image))
+    with caplog.at_level(logging.WARNING, logger="coreaffect.pipeline"):
+        assert len(affect.predict(short)) == 10
+        assert len(affect.predict(blank)) == 20
+    assert "short: 10 frames, fewer than one 16-frame clip" in caplog.text
+    assert "blank: no face found in any of its 20 frames" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="coreaffect.pipeline"):
+        affect.predict(tiny.video())
+    assert "prior of the dynamics alone" not in caplog.text
+
+
 def test_stream_takes_frames_from_memory(affect, tiny):
     with VideoSource(tiny.video()) as video:
         frames = [(f.image, f.time) for _, f in zip(range(25), video, strict=False)]
