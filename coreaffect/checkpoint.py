@@ -162,7 +162,8 @@ def load_state(directory: str | Path, name: str, device: str | torch.device = "c
     directory = Path(directory)
     meta_path, weights = directory / f"{name}.json", directory / f"{name}.safetensors"
     if not directory.is_dir():
-        raise CoreAffectError(f"{directory}: no such run directory")
+        raise CoreAffectError(f"{directory}: " + ("a file, not a run directory" if
+                                                  directory.exists() else "no such run directory"))
     if not meta_path.is_file():
         raise CoreAffectError(f"{meta_path}: missing; is {directory} a run directory?")
     try:

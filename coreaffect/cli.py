@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -568,11 +570,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_outputs(parser, args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # coreaffect's warnings are logged too: printed once, as log lines
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"coreaffect\.")
     try:
         return args.handler(args)
     except CoreAffectError as err:
         print(f"coreaffect {args.command}: error: {err}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # the reader of stdout stopped (| head): stop quietly, as tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except OSError as err:  # a file that cannot be read or written: the OS names it
         print(f"coreaffect {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -252,6 +252,14 @@ class VideoSource:
         if not numbered:
             raise VideoError(folder, f"folder has no images ({', '.join(IMAGE_SUFFIXES)})")
         self._files = [(number - self.first_index, numbered[number]) for number in sorted(numbered)]
+        steps = np.diff([number for number, _ in self._files])
+        if len(steps) >= 2 and np.median(steps) > 1:
+            message = (f"{folder}: its frame numbers step by {int(np.median(steps))} (median), "
+                       "so each image stands for that many frames, the ones between without a "
+                       "face. If the images are consecutive frames (their numbers timestamps, "
+                       "say), number them 0, 1, 2, ...")
+            logger.warning(message)
+            warnings.warn(message, stacklevel=3)
         first_index, first_path = self._files[0]
         if first_index < 0:
             raise VideoError(first_path, f"frame number {first_index + self.first_index} is below "

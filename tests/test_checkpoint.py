@@ -181,3 +181,12 @@ def test_atomic_write_goes_through_links_and_into_pipes(tmp_path):
     atomic_write(fifo, "through the pipe")
     reader.join(timeout=10)
     assert got == ["through the pipe"] and not fifo.is_file()
+
+
+def test_a_file_given_as_a_run_is_named_so(tmp_path):
+    path = tmp_path / "video.avi"
+    path.write_bytes(b"not a run")
+    with pytest.raises(CoreAffectError, match="video.avi: a file, not a run directory"):
+        load_model(path)
+    with pytest.raises(CoreAffectError, match="no such run directory"):
+        load_model(tmp_path / "absent")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from pathlib import Path
 
 import cv2
@@ -148,6 +149,7 @@ def test_missing_path_is_an_error(tmp_path: Path) -> None:
         VideoSource(tmp_path / "nothing.mp4")
 
 
+@pytest.mark.filterwarnings("ignore:.*frame numbers step by")  # sparse on purpose
 def test_folder_natural_sort_gaps_first_index_and_fps(tmp_path: Path) -> None:
     folder = tmp_path / "video7"
     folder.mkdir()
@@ -174,6 +176,7 @@ def test_folder_zero_based_default_fps(tmp_path: Path) -> None:
     assert [(f.index, f.time) for f in video] == [(0, 0.0), (1, 0.04), (2, 0.08)]
 
 
+@pytest.mark.filterwarnings("ignore:.*frame numbers step by")  # sparse on purpose
 @settings(max_examples=15, deadline=None)
 @given(numbers=st.sets(st.integers(1, 5000), min_size=1, max_size=8), pad=st.integers(0, 6),
        first=st.integers(0, 1))
@@ -248,3 +251,19 @@ def test_a_change_of_frame_size_starts_a_new_chunk(video_file: Path) -> None:
     assert [c.images.shape for c in chunks] == [(2, 32, 32, 3), (3, 48, 40, 3)]
     assert [int(image.mean()) for c in chunks for image in c.images] == [0, 40, 80, 120, 160]
     np.testing.assert_array_equal(np.concatenate([c.indices for c in chunks]), np.arange(5))
+
+
+def test_a_folder_numbered_by_timestamps_is_warned_about(tmp_path: Path) -> None:
+    folder = tmp_path / "cam"
+    folder.mkdir()
+    for k in range(4):  # milliseconds, 40 apart: consecutive frames numbered by their time
+        write_png(folder / f"cam_{1732500000000 + 40 * k}.png", coded_frame(k))
+    with pytest.warns(UserWarning, match="step by 40"):
+        VideoSource(folder, first_index=1732500000000)
+    consecutive = tmp_path / "consecutive"
+    consecutive.mkdir()
+    for k in (0, 1, 2, 5):  # a gap is not a step
+        write_png(consecutive / f"{k:05d}.png", coded_frame(k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        VideoSource(consecutive)
