@@ -227,6 +227,11 @@ def _saliency(args: argparse.Namespace) -> int:
     if not kept:
         raise CoreAffectError(f"{args.video}: no frame between {args.start:g} s and {end:g} s")
     crops = FaceCrops.concatenate(kept)
+    clip = model.config.clip_length
+    if len(crops.times) < clip:
+        segment = "" if args.seconds is None else f" between {args.start:g} s and {end:g} s"
+        raise CoreAffectError(f"{args.video}: {len(crops.times)} frames{segment}, fewer than "
+                              f"one {clip}-frame clip to explain")
     steps = np.diff(crops.times)
     fps = 1.0 / float(np.median(steps)) if len(steps) and np.median(steps) > 0 else 25.0
     result = explain_video(model, crops.crops, args.out, targets=args.targets, times=crops.times,

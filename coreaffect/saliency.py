@@ -61,6 +61,7 @@ References:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -92,6 +93,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+ANIMATIONS = ("gif", "mp4", "avi")  # the formats of write_animation
 
 TARGETS = ("valence", "arousal", "valence_var", "arousal_var")
 """Outputs a map can explain: the mean of either dimension, or its predicted variance."""
@@ -633,18 +636,41 @@ def explain_video(model: HiddenRouteNet, frames: np.ndarray | Tensor, out_dir: s
             _label(tile, caption(t) if r == 0 else [targets[r - 1]])
             tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
         rows.append(np.concatenate(tiles, axis=1))
+    # the new files are written under temporary names and put in place together at the end, so
+    # an earlier explanation in out_dir stays whole until this one is, and none of it is left
+    # beside this one (an animation of another format included)
     grid_path = out_dir / f"{name}_grid.png"
-    if not cv2.imwrite(str(grid_path), cv2.cvtColor(np.concatenate(rows, axis=0),
-                                                    cv2.COLOR_RGB2BGR)):
-        raise CoreAffectError(f"{grid_path}: could not be written")
-    files = [grid_path]
-    if animation:
-        movie = np.concatenate(shown, axis=2)  # (T, S, (K + 1) S, 3), side by side
-        for t in range(length):
-            _label(movie[t], caption(t) + [f"sd {np.sqrt(var[t, 0]):.2f} {np.sqrt(var[t, 1]):.2f}"])
-            for k, target in enumerate(targets):
-                _label(movie[t, :, (k + 1) * display_size:], [target])
-        files.append(write_animation(movie, out_dir / f"{name}.{animation.lstrip('.')}", fps))
+    written: list[tuple[Path, Path]] = []  # (temporary, final)
+    try:
+        done, png = cv2.imencode(".png", cv2.cvtColor(np.concatenate(rows, axis=0),
+                                                      cv2.COLOR_RGB2BGR))
+        if not done:
+            raise CoreAffectError(f"{grid_path}: could not be encoded")
+        part = out_dir / f".{grid_path.name}.partial"
+        written.append((part, grid_path))
+        part.write_bytes(png.tobytes())
+        if animation:
+            movie = np.concatenate(shown, axis=2)  # (T, S, (K + 1) S, 3), side by side
+            for t in range(length):
+                _label(movie[t], caption(t) + [f"sd {np.sqrt(var[t, 0]):.2f} "
+                                               f"{np.sqrt(var[t, 1]):.2f}"])
+                for k, target in enumerate(targets):
+                    _label(movie[t, :, (k + 1) * display_size:], [target])
+            final = out_dir / f"{name}.{animation.lstrip('.')}"
+            part = out_dir / f".{name}.partial{final.suffix}"  # the suffix picks the format
+            written.append((part, final))
+            write_animation(movie, part, fps)
+    except BaseException:
+        for part, _ in written:
+            part.unlink(missing_ok=True)
+        raise
+    for part, final in written:
+        os.replace(part, final)
+    files = [final for _, final in written]
+    for kind in ANIMATIONS:  # an animation of this name in another format is an earlier one's
+        stale = out_dir / f"{name}.{kind}"
+        if stale not in files:
+            stale.unlink(missing_ok=True)
     logger.info("saliency of %d frames written to %s", length, out_dir)
     return VideoExplanation(targets, maps, mean, var, files)
 

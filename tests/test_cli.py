@@ -105,6 +105,9 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (out / "saliency_grid.png").stat().st_size > 0
     assert (out / "saliency.gif").stat().st_size > 0
+    result = _run("saliency", str(run), str(video), "--out", str(out), "--quiet",
+                  "--seconds", "0.2")
+    assert result.returncode == 1 and "5 frames between 0 s and 0.2 s" in result.stderr
 
 
 def test_saliency_targets_match_the_library():
