@@ -556,8 +556,11 @@ def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(T,) times and (T, 1) values of one DANTE file."""
     table = _table(path, ";")
     if table.header() != _DANTE_HEADER:
+        found = ";".join(table.header())
+        hint = (" (its first line has commas: DANTE files are ';'-separated)"
+                if "," in found and ";" not in found else "")
         raise AnnotationError(path, "missing header: expected "
-                                    "'TimeStamp;UserId;NameVideo;AnnoType;Value'",
+                                    f"'TimeStamp;UserId;NameVideo;AnnoType;Value'{hint}",
                               int(table.line[0]))
     data, lines = _numbers(path, table, (0, 4), 5, delimiter=";")
     repeated = np.flatnonzero(np.diff(data[:, 0]) == 0)  # row i has the time of row i + 1

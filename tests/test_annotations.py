@@ -123,6 +123,16 @@ def test_dante_rows_repeating_a_time_are_merged(tmp_path):
         read_annotations(tmp_path, "dante")  # a time going back is still an error
 
 
+def test_a_comma_separated_dante_file_is_named_as_such(tmp_path):
+    folder = tmp_path / "u1" / "v"
+    folder.mkdir(parents=True)
+    for dim in ("valence", "arousal"):
+        (folder / f"{dim}.csv").write_text("TimeStamp,UserId,NameVideo,AnnoType,Value\n"
+                                           f"0.0,u1,v,{dim},0.1\n")
+    with pytest.raises(AnnotationError, match="first line has commas"):
+        read_annotations(tmp_path, "dante")
+
+
 def test_dante_raters_of_different_lengths_are_aligned_on_the_longest_grid(tmp_path):
     write_dante(tmp_path, "v", {"u1": ([0.1, 0.2], [0.1, 0.2]),
                                 "u2": ([0.3, 0.4, 0.5, 0.6], [0.3, 0.4, 0.5, 0.6])})
