@@ -595,16 +595,17 @@ class CoreAffect:
 
     def _warn_if_uninformed(self, crops: FaceCrops, video: Any) -> None:
         """A warning naming the video when no frame gets a hidden-route estimate: its rows are
-        then the dynamics' prior (or NaN), whatever the face did."""
+        then the dynamics' prior (or NaN without dynamics), whatever the face did."""
         name = str(video.source if isinstance(video, VideoSource) else video)
         clip = self.model.config.clip_length
         if len(crops.times) < clip:
             logger.warning("%s: %d frames, fewer than one %d-frame clip: no frame has an "
-                           "estimate, and every row is the prior of the dynamics alone",
-                           name, len(crops.times), clip)
+                           "estimate, so no row says anything of the face (each is the "
+                           "dynamics' prior, or empty)", name, len(crops.times), clip)
         elif not bool(np.asarray(crops.face_found).any()):
-            logger.warning("%s: no face found in any of its %d frames: every row is the prior "
-                           "of the dynamics alone", name, len(crops.times))
+            logger.warning("%s: no face found in any of its %d frames, so no row says "
+                           "anything of the face (each is the dynamics' prior, or empty)", name,
+                           len(crops.times))
 
     # -- streaming ------------------------------------------------------------------------------
 
