@@ -90,12 +90,12 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
-    if path.is_symlink():
-        path = path.resolve()
-    if path.exists() and not path.is_file():
+    if path.exists() and not path.is_file():  # (through any link) a pipe, a device, a folder
         with path.open("wb") as out:
             out.write(raw)
         return
+    if path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _fresh(path.parent, f".{path.name}.")
     try:

@@ -11,13 +11,14 @@ import argparse
 import logging
 import math
 import os
+import stat
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, CoreAffectWarning
 
 __all__ = ["build_parser", "main"]
 
@@ -158,6 +159,14 @@ def _predict(args: argparse.Namespace) -> int:
     with VideoSource.from_config(args.video, settings) as video:
         trajectory = affect.predict(video, causal=args.causal, level=args.level,
                                     progress=not args.quiet, lagged=args.lagged)
+    if args.plot is not None:  # before stdout, which a reader may close early
+        import matplotlib
+
+        matplotlib.use("Agg")
+        axes = trajectory.plot(title=f"{Path(args.video).name}: {trajectory.stage}")
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        axes[0].figure.savefig(args.plot, dpi=110, bbox_inches="tight")
+        print(f"wrote {args.plot}", file=sys.stderr)
     if args.out is not None:
         trajectory.to_csv(args.out)
         print(f"wrote {len(trajectory)} rows ({trajectory.stage}, {args.level:.0%} bands) to "
@@ -168,15 +177,6 @@ def _predict(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory() as folder:
             path = trajectory.to_csv(Path(folder) / "trajectory.csv")
             sys.stdout.write(path.read_text())
-    if args.plot is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        axes = trajectory.plot(title=f"{Path(args.video).name}: {trajectory.stage}")
-        plot = args.plot if args.plot.suffix else args.plot.with_suffix(".png")
-        plot.parent.mkdir(parents=True, exist_ok=True)
-        axes[0].figure.savefig(plot, dpi=110, bbox_inches="tight")
-        print(f"wrote {plot}", file=sys.stderr)
     return 0
 
 
@@ -540,7 +540,24 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     def refuse(message: str) -> None:
         parser.error(f"{args.command}: {message}")
 
+    if args.command == "predict" and args.plot and not args.plot.suffix:
+        args.plot = args.plot.with_suffix(".png")  # what matplotlib writes: say it, check it
+    try:
+        _check_paths(args, refuse)
+    except (OSError, RuntimeError) as err:  # a symbolic-link loop, an unreadable folder
+        refuse(f"an output path cannot be used: {err}")
+
+
+def _same(path: Path, other: Path) -> bool:
+    """The same file: one path, or two names of one file (links)."""
+    if path.resolve() == other.resolve():
+        return True
+    return path.exists() and other.exists() and os.path.samefile(path, other)
+
+
+def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> None:
     runs = [getattr(args, key) for key in ("run", "run_a", "run_b") if hasattr(args, key)]
+    video = getattr(args, "video", None)
     files = [(f"--{key}", getattr(args, key)) for key in ("out", "plot", "json")
              if args.command in ("predict", "evaluate", "compare") and getattr(args, key, None)]
     for option, path in files:
@@ -548,13 +565,13 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             refuse(f"{option} {path} is a folder; give a file name")
         if any(_in_run(path, run) for run in runs):
             refuse(f"{option} {path} would replace a file of the run directory")
-        video = getattr(args, "video", None)
-        if video is not None and path.resolve() == video.resolve():
+        if video is not None and _same(path, video):
             refuse(f"{option} {path} is the input video")
-    if args.command == "predict" and args.out and args.plot and \
-            args.out.resolve() == args.plot.resolve():
+        if video is not None and video.is_dir() and video.resolve() in path.resolve().parents:
+            refuse(f"{option} {path} is inside the input frame folder")
+    if args.command == "predict" and args.out and args.plot and _same(args.out, args.plot):
         refuse(f"--out and --plot are the same file, {args.out}")
-    if args.command == "predict" and args.plot and args.plot.suffix:
+    if args.command == "predict" and args.plot:
         from matplotlib.backend_bases import FigureCanvasBase
 
         kinds = FigureCanvasBase.get_supported_filetypes()
@@ -562,10 +579,22 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
             refuse(f"--plot {args.plot}: matplotlib cannot write .{args.plot.suffix[1:]} "
                    f"files; use one of {', '.join(sorted(kinds))}")
     if args.command == "saliency":
-        if args.out.exists() and not args.out.is_dir():
-            refuse(f"--out {args.out} is a file; give a folder")
-        if _in_run(args.out, args.run):
-            refuse(f"--out {args.out} is inside the run directory's own files")
+        out = args.out
+        if out.exists() and not out.is_dir():
+            refuse(f"--out {out} is a file; give a folder")
+        if _in_run(out, args.run):
+            refuse(f"--out {out} is inside the run directory's own files")
+        if video.is_dir() and (_same(out, video) or video.resolve() in out.resolve().parents):
+            refuse(f"--out {out} is the input frame folder, or inside it")
+        if video.parent.resolve() == out.resolve() and video.stem == "saliency":
+            refuse(f"--out {out} would write saliency files over the input video {video}")
+
+
+def _stdout_is_a_pipe() -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(sys.stdout.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -575,15 +604,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     _check_outputs(parser, args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    # coreaffect's warnings are logged too: printed once, as log lines
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"coreaffect\.")
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():  # coreaffect's own are logged too: shown once
+            warnings.simplefilter("ignore", CoreAffectWarning)
+            return args.handler(args)
     except CoreAffectError as err:
         print(f"coreaffect {args.command}: error: {err}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # the reader of stdout stopped (| head): stop quietly, as tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError as err:
+        if not _stdout_is_a_pipe():  # a file or a named pipe of an option broke: an error
+            print(f"coreaffect {args.command}: error: {err}", file=sys.stderr)
+            return 1
+        # the reader of stdout stopped (| head): stop quietly, as command-line tools do, with
+        # stdout pointed at nothing so that the interpreter's last flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
         return 141
     except OSError as err:  # a file that cannot be read or written: the OS names it
         print(f"coreaffect {args.command}: error: {err}", file=sys.stderr)

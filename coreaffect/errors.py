@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["AnnotationError", "CoreAffectError", "VideoError"]
+__all__ = ["AnnotationError", "CoreAffectError", "CoreAffectWarning", "VideoError"]
 
 
 class CoreAffectError(Exception):
     """Base class of the errors that coreaffect raises on bad input."""
+
+
+class CoreAffectWarning(UserWarning):
+    """A warning about the user's data (a truncated video, an odd frame numbering); coreaffect
+    also logs it, so the command line shows it once, as a log line."""
 
 
 class AnnotationError(CoreAffectError, ValueError):

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
@@ -637,16 +638,16 @@ def explain_video(model: HiddenRouteNet, frames: np.ndarray | Tensor, out_dir: s
             tiles.append(np.pad(tile, ((2, 2), (2, 2), (0, 0)), constant_values=255))
         rows.append(np.concatenate(tiles, axis=1))
     # the new files are written under temporary names and put in place together at the end, so
-    # an earlier explanation in out_dir stays whole until this one is, and none of it is left
-    # beside this one (an animation of another format included)
+    # that an earlier explanation in out_dir stays whole until this one is
     grid_path = out_dir / f"{name}_grid.png"
+    token = secrets.token_hex(4)  # two runs into one folder do not share temporary files
     written: list[tuple[Path, Path]] = []  # (temporary, final)
     try:
         done, png = cv2.imencode(".png", cv2.cvtColor(np.concatenate(rows, axis=0),
                                                       cv2.COLOR_RGB2BGR))
         if not done:
             raise CoreAffectError(f"{grid_path}: could not be encoded")
-        part = out_dir / f".{grid_path.name}.partial"
+        part = out_dir / f".{grid_path.name}.{token}.partial"
         written.append((part, grid_path))
         part.write_bytes(png.tobytes())
         if animation:
@@ -657,20 +658,21 @@ def explain_video(model: HiddenRouteNet, frames: np.ndarray | Tensor, out_dir: s
                 for k, target in enumerate(targets):
                     _label(movie[t, :, (k + 1) * display_size:], [target])
             final = out_dir / f"{name}.{animation.lstrip('.')}"
-            part = out_dir / f".{name}.partial{final.suffix}"  # the suffix picks the format
+            part = out_dir / f".{name}.{token}.partial{final.suffix}"  # the suffix: the format
             written.append((part, final))
             write_animation(movie, part, fps)
+        for part, final in written:
+            os.replace(part, final)
     except BaseException:
         for part, _ in written:
             part.unlink(missing_ok=True)
         raise
-    for part, final in written:
-        os.replace(part, final)
     files = [final for _, final in written]
-    for kind in ANIMATIONS:  # an animation of this name in another format is an earlier one's
-        stale = out_dir / f"{name}.{kind}"
-        if stale not in files:
-            stale.unlink(missing_ok=True)
+    earlier = [out_dir / f"{name}.{kind}" for kind in ANIMATIONS]
+    earlier = [path for path in earlier if path.exists() and path not in files]
+    if earlier:  # never removed: it may be the user's own file of that name
+        logger.warning("%s: %s, of an earlier explanation, stays beside this one", out_dir,
+                       ", ".join(path.name for path in earlier))
     logger.info("saliency of %d frames written to %s", length, out_dir)
     return VideoExplanation(targets, maps, mean, var, files)
 

@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 
 from coreaffect.config import VideoConfig
-from coreaffect.errors import VideoError
+from coreaffect.errors import CoreAffectWarning, VideoError
 
 __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource"]
 
@@ -232,7 +232,7 @@ class VideoSource:
             message = (f"{path}: the container carries no usable frame rate ({rate}); "
                        f"timestamps use {self._fps:g} Hz")
             logger.warning(message)
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, CoreAffectWarning, stacklevel=3)
 
     def _open_folder(self, fps: float | None) -> None:
         folder = self._source
@@ -257,9 +257,10 @@ class VideoSource:
             message = (f"{folder}: its frame numbers step by {int(np.median(steps))} (median), "
                        "so each image stands for that many frames, the ones between without a "
                        "face. If the images are consecutive frames (their numbers timestamps, "
-                       "say), number them 0, 1, 2, ...")
+                       "or every Nth frame kept), number them 0, 1, 2, ... and give their rate "
+                       "(--fps)")
             logger.warning(message)
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, CoreAffectWarning, stacklevel=3)
         first_index, first_path = self._files[0]
         if first_index < 0:
             raise VideoError(first_path, f"frame number {first_index + self.first_index} is below "
@@ -344,7 +345,7 @@ class VideoSource:
                        f"container announces {self._frame_count} frames (truncated or corrupt "
                        f"file); {index} frames were read")
             logger.warning(message)
-            warnings.warn(message, stacklevel=3)
+            warnings.warn(message, CoreAffectWarning, stacklevel=3)
 
     def _camera_frames(self) -> Iterator[tuple[np.ndarray, float, int]]:
         capture = self._camera_capture()

@@ -181,6 +181,13 @@ def test_atomic_write_goes_through_links_and_into_pipes(tmp_path):
     atomic_write(fifo, "through the pipe")
     reader.join(timeout=10)
     assert got == ["through the pipe"] and not fifo.is_file()
+    read, write = os.pipe()  # /dev/fd/N, as /dev/stdout is when stdout is a pipe
+    try:
+        atomic_write(f"/dev/fd/{write}", "to stdout")
+        assert os.read(read, 100) == b"to stdout"
+    finally:
+        os.close(read)
+        os.close(write)
 
 
 def test_a_file_given_as_a_run_is_named_so(tmp_path):

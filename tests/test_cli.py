@@ -253,6 +253,13 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
     video, run = tiny.video(), tiny.run
     folder = tmp_path / "a-folder"
     folder.mkdir()
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    hard = tmp_path / "hard.png"  # another name of the video
+    hard.hardlink_to(video)
+    loop = tmp_path / "loop1"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
     cases = [
         (["predict", str(run), str(video), "--out", str(video)], "is the input video"),
         (["predict", str(run), str(video), "--out", str(run / "prior.json")],
@@ -270,6 +277,13 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
          "is a folder"),
         (["saliency", str(run), str(video), "--out", str(video)], "is a file"),
         (["saliency", str(run), str(video), "--out", str(run / "crops")], "run directory"),
+        (["predict", str(run), str(video), "--out", str(tmp_path / "t.png"), "--plot",
+          str(tmp_path / "t")], "same file"),  # the plot gets .png: the same file
+        (["predict", str(run), str(video), "--plot", str(hard)], "is the input video"),
+        (["predict", str(run), str(frames), "--out", str(frames / "t.csv")],
+         "inside the input frame folder"),
+        (["saliency", str(run), str(frames), "--out", str(frames)], "input frame folder"),
+        (["predict", str(run), str(video), "--out", str(loop)], "cannot be used"),
     ]
     before = {path: path.read_bytes() for path in (video, run / "prior.json", run / "split.json")}
     for argv, message in cases:

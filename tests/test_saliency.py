@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -218,7 +220,7 @@ def test_write_animation_formats(tmp_path):
         write_animation(frames, tmp_path / "a.webp")
 
 
-def test_explain_video_writes_grid_and_gif(lite, tmp_path, monkeypatch):
+def test_explain_video_writes_grid_and_gif(lite, tmp_path, monkeypatch, caplog):
     # 21 frames (a window and a partial one) of 40-pixel crops, resized for the 48-pixel network
     frames = (_clips(1, 40, frames=21, seed=8)[0].permute(1, 2, 3, 0) * 255).to(torch.uint8)
     found = np.ones(21, dtype=bool)
@@ -241,8 +243,7 @@ def test_explain_video_writes_grid_and_gif(lite, tmp_path, monkeypatch):
         assert image.n_frames == 21 and image.size == (3 * 64, 64)
     assert _hooks(lite) == 0 and not lite.training
     assert all(torch.equal(state[k], v) for k, v in lite.state_dict().items())
-    # an explanation written again in place of this one: no file of the earlier one is left
-    # beside it, and one that fails leaves the earlier one whole
+    # an explanation that fails leaves the earlier one whole
     out = tmp_path / "out"
     before = grid.read_bytes()
     import coreaffect.saliency as saliency
@@ -257,7 +258,10 @@ def test_explain_video_writes_grid_and_gif(lite, tmp_path, monkeypatch):
                           display_size=64)
     assert sorted(f.name for f in out.iterdir()) == ["saliency.gif", "saliency_grid.png"]
     assert grid.read_bytes() == before
-    again = explain_video(lite, frames.numpy(), out, animation="", grid_columns=4,
-                          display_size=64)
+    with caplog.at_level(logging.WARNING, logger="coreaffect.saliency"):
+        again = explain_video(lite, frames.numpy(), out, animation="", grid_columns=4,
+                              display_size=64)
     assert [f.name for f in again.files] == ["saliency_grid.png"]
-    assert sorted(f.name for f in out.iterdir()) == ["saliency_grid.png"]
+    # a file of that name is never removed (it may be the user's): it is named in a warning
+    assert sorted(f.name for f in out.iterdir()) == ["saliency.gif", "saliency_grid.png"]
+    assert "saliency.gif, of an earlier explanation, stays" in caplog.text
