@@ -30,8 +30,8 @@ from scipy.special import ndtri
 from coreaffect.checkpoint import FORMAT, atomic_write
 from coreaffect.errors import CoreAffectError
 
-__all__ = ["BANDS_FILE", "band_factors", "check_level", "halfwidth_factors", "read_bands",
-           "variance_factor", "widen_bands", "write_bands"]
+__all__ = ["BANDS_FILE", "band_factors", "check_lag", "check_level", "halfwidth_factors",
+           "read_bands", "variance_factor", "widen_bands", "write_bands"]
 
 BANDS_FILE = "bands.json"  # the band factors of the dynamics' stages, in a run directory
 
@@ -125,20 +125,19 @@ def band_factors(value: Any) -> tuple[float, float]:
     return float(pair[0]), float(pair[1])
 
 
-def _check_lag(lag: Any) -> None:
+def check_lag(lag: Any) -> None:
+    """The lag of a run's ``lagged`` stage: an integer >= 1 (frames), or ``None`` for a run
+    without that stage; anything else raises CoreAffectError."""
     if lag is not None and (isinstance(lag, bool) or not isinstance(lag, numbers.Integral)
                             or lag < 1):
-        raise ValueError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
+        raise CoreAffectError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
 
 
 def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], level: float,
                 lag: int | None = None) -> None:
     """Save the band factors of the dynamics' stages, and the lag of ``lagged`` (an integer
     >= 1, or ``None`` for a run without that stage), in ``RUN/bands.json``."""
-    try:
-        _check_lag(lag)
-    except ValueError as err:
-        raise CoreAffectError(str(err)) from None
+    check_lag(lag)
 
     from coreaffect import __version__
 
@@ -161,7 +160,7 @@ def read_bands(run: str | Path) -> tuple[dict[str, tuple[float, float]], int | N
         written = info.get("format")
         if written == FORMAT:
             lag = info.get("lag")  # runs written before the lagged stage have none
-            _check_lag(lag)
+            check_lag(lag)
             scales = {str(k): band_factors(v) for k, v in info["band_scale"].items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError, CoreAffectError) as err:
         raise CoreAffectError(f"{path}: unreadable ({err})") from None

@@ -509,7 +509,7 @@ _probability = _bounded(float, 0, above=True, below=1)
 
 
 def _device(text: str) -> str:
-    from coreaffect.hidden_route import check_device
+    from coreaffect.devices import check_device
 
     try:
         check_device(text)

@@ -83,6 +83,7 @@ from torch.distributions import MultivariateNormal
 
 from coreaffect.calibration import (  # noqa: F401 - write_bands was here
     band_factors,
+    check_lag,
     check_level,
     read_bands,
     widen_bands,
@@ -203,9 +204,7 @@ class CoreAffect:
                 or n_decode_samples < 2 or n_decode_samples % 2):
             raise CoreAffectError("n_decode_samples must be an even number >= 2 (antithetic "
                                   f"pairs), got {n_decode_samples!r}")
-        if lag is not None and (isinstance(lag, bool) or not isinstance(lag, numbers.Integral)
-                                or lag < 1):
-            raise CoreAffectError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
+        check_lag(lag)
         if segment_frames < 1 or decode_chunk < 1:
             raise CoreAffectError(f"segment_frames and decode_chunk must be >= 1, got "
                                   f"{segment_frames} and {decode_chunk}")
