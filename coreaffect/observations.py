@@ -14,11 +14,13 @@ a pseudo-observation y_t = z_t + v_t, v_t ~ N(0, R_t), with (:func:`pseudo_obser
       R_t^-1 = S_t^-1 - I,   y_t = R_t S_t^-1 m_t.
 
   This is well-defined only where S_t^-1 - I is positive definite, i.e. every eigenvalue s of
-  S_t is below 1 (the estimate is more certain than p(z)). It is computed in the eigenbasis of
-  S_t = U diag(s) U^T: each direction gets precision lambda = 1/s - 1 and pseudo-mean
-  (U^T m_t) / (1 - s); a direction with lambda below ``min_precision`` (s near or above 1) is
-  treated as nearly uninformative instead: precision ``min_precision`` and pseudo-mean U^T m_t,
-  the estimate's own mean.
+  S_t is below 1 (the estimate is more certain than p(z)). Then R_t = (I - S_t)^-1 S_t and
+  y_t = (I - S_t)^-1 m_t. In the eigenbasis of S_t = U diag(s) U^T each direction has
+  precision lambda = 1/s - 1 and pseudo-mean (U^T m_t) / (1 - s); a direction with lambda
+  below ``min_precision`` (s near or above 1) is treated as nearly uninformative instead:
+  precision ``min_precision`` and pseudo-mean U^T m_t, the estimate's own mean. Frames whose
+  every direction is informative use the closed form, whose gradient stays defined where S_t
+  has a repeated eigenvalue (equal variances), which an eigendecomposition's does not.
 
 Frames without a face are masked: their values are ignored (NaN allowed) and replaced by
 placeholders that the filter never reads.
@@ -94,16 +96,35 @@ def pseudo_observations(means: Tensor, covs: Tensor, mask: Tensor, *, divide: bo
     covs = _sym(torch.where(mask[..., None, None], covs, 0.5 * eye))
     if not divide:
         return means, covs
-    s, u = torch.linalg.eigh(covs)  # S = U diag(s) U^T
+    with torch.no_grad():  # which directions are informative: a choice, not differentiated
+        clamped = 1 / torch.linalg.eigvalsh(covs) - 1 < min_precision  # (..., K)
+    regular, flat = ~clamped.any(-1), clamped.all(-1)  # (...)
+    # Every direction informative: R = (S^-1 - I)^-1 = (I - S)^-1 S and y = R S^-1 m =
+    # (I - S)^-1 m, without an eigendecomposition, whose gradient is undefined where S has a
+    # repeated eigenvalue (S = s I, common). Other rows get a harmless S here.
+    safe = torch.where(regular[..., None, None], covs, 0.5 * eye)
+    y = torch.linalg.solve(eye - safe, means[..., None])[..., 0]
+    r = _sym(torch.linalg.solve(eye - safe, safe))
+    # No direction informative: the estimate's own mean, with precision min_precision.
+    y = torch.where(flat[..., None], means, y)
+    r = torch.where(flat[..., None, None], eye / min_precision, r)
+    mixed = ~(regular | flat)
+    if not bool(mixed.any()):
+        return y, r
+    # Some directions informative: in the eigenbasis of S = U diag(s) U^T (rows without mixed
+    # directions get a matrix of distinct eigenvalues, so that their zero gradient stays finite).
+    spread = torch.diag_embed(torch.linspace(0.25, 0.5, k, dtype=covs.dtype, device=covs.device))
+    s_mixed, u = torch.linalg.eigh(torch.where(mixed[..., None, None], covs, spread))
     proj = (u.transpose(-1, -2) @ means[..., None])[..., 0]  # U^T m
-    precision = 1 / s - 1
+    precision = 1 / s_mixed - 1
     defined = precision >= min_precision
-    precision = torch.where(defined, precision, torch.full_like(s, min_precision))
+    precision = torch.where(defined, precision, torch.full_like(s_mixed, min_precision))
     # y = R S^-1 m: in the eigenbasis (U^T m) / s / (1/s - 1) = (U^T m) / (1 - s)
-    pseudo = torch.where(defined, proj / (1 - s).clamp_min(1e-12), proj)
-    y = (u @ pseudo[..., None])[..., 0]
-    r = _sym(u @ torch.diag_embed(1 / precision) @ u.transpose(-1, -2))
-    return y, r
+    pseudo = torch.where(defined, proj / (1 - s_mixed).clamp_min(1e-12), proj)
+    y_mixed = (u @ pseudo[..., None])[..., 0]
+    r_mixed = _sym(u @ torch.diag_embed(1 / precision) @ u.transpose(-1, -2))
+    return (torch.where(mixed[..., None], y_mixed, y),
+            torch.where(mixed[..., None, None], r_mixed, r))
 
 
 def check_observations(sequence: AffectObservations, n_latent: int

@@ -156,6 +156,35 @@ def _update(mean: Tensor, cov: Tensor, y: Tensor, r: Tensor, h: Tensor, observed
             torch.where(keep, log_prob, torch.zeros_like(log_prob)))
 
 
+def _smoother_gain(pred_cov: Tensor, cross: Tensor) -> Tensor:
+    """The backward gain (P_{t+1|t}^-1 F_t P_t)^T = P_t F_t^T P_{t+1|t}^-1, (..., K, K).
+
+    A model whose process noise leaves a direction without noise (a zero diffusion entry, a
+    known initial state followed by a zero step) has a singular P_{t+1|t}; F_t P_t, the
+    covariance of z_{t+1} with z_t, has no component in its null space, so the pseudo-inverse
+    gives the same conditional law there. It is used only for the matrices a solve rejects.
+    """
+    gain, info = torch.linalg.solve_ex(pred_cov, cross)
+    singular = (info != 0)[..., None, None]
+    if not bool(singular.any()):
+        return gain.transpose(-1, -2)
+    # the solve runs on I where the matrix is singular, so that its gradient stays finite there
+    eye = torch.eye(pred_cov.shape[-1], dtype=pred_cov.dtype, device=pred_cov.device)
+    gain = torch.linalg.solve(torch.where(singular, eye, pred_cov), cross)
+    fallback = torch.linalg.pinv(pred_cov, hermitian=True) @ cross
+    return torch.where(singular, fallback, gain).transpose(-1, -2)
+
+
+def _check_steps(params: LGSSM, steps: int) -> None:
+    """Per-step parameters must have a time axis of T-1 steps (or 1, shared)."""
+    for name, event in (("transition", 2), ("offset", 1), ("process_cov", 2)):
+        x = getattr(params, name)
+        if x.ndim > event and x.shape[-event - 1] not in (1, steps - 1):
+            raise ValueError(f"LGSSM.{name} has {x.shape[-event - 1]} steps on its time axis "
+                             f"(shape {tuple(x.shape)}); {steps} observations need "
+                             f"{steps - 1} (or 1, shared by all steps)")
+
+
 def _log_2pi(like: Tensor) -> Tensor:
     return torch.log(torch.tensor(2 * torch.pi, dtype=like.dtype, device=like.device))
 
@@ -193,6 +222,7 @@ def kalman_filter(params: LGSSM, observations: Tensor, obs_cov: Tensor,
     Returns:
         The :class:`Filtered` moments.
     """
+    _check_steps(params, observations.shape[-2])
     observations, obs_cov, mask = _clean(observations, obs_cov, mask)
     if parallel:
         return _filter_parallel(params, observations, obs_cov, mask)
@@ -247,7 +277,7 @@ def rts_smoother(params: LGSSM, observations: Tensor, obs_cov: Tensor,
         f, pred_mean, pred_cov = _predicted(params, filtered, t)
         filt_cov = filtered.covs[..., t, :, :]
         # G = P_t F^T P_{t+1|t}^-1
-        gain = torch.linalg.solve(pred_cov, f @ filt_cov).transpose(-1, -2)
+        gain = _smoother_gain(pred_cov, f @ filt_cov)
         next_mean, next_cov = mean, cov
         mean = filtered.means[..., t, :] + (gain @ (next_mean - pred_mean)[..., None])[..., 0]
         cov = _sym(filt_cov + gain @ (next_cov - pred_cov) @ gain.transpose(-1, -2))
@@ -366,7 +396,7 @@ def sample_posterior(params: LGSSM, observations: Tensor, obs_cov: Tensor,
     for t in range(steps - 2, -1, -1):
         f, pred_mean, pred_cov = _predicted(params, filtered, t)
         filt_cov = filtered.covs[..., t, :, :]
-        gain = torch.linalg.solve(pred_cov, f @ filt_cov).transpose(-1, -2)  # (..., K, K)
+        gain = _smoother_gain(pred_cov, f @ filt_cov)  # (..., K, K)
         mean = filtered.means[..., t, :] + (gain @ (z - pred_mean)[..., None])[..., 0]
         cov = filt_cov - gain @ pred_cov @ gain.transpose(-1, -2)
         z = draw(mean, cov.expand(*mean.shape, mean.shape[-1]))
@@ -546,7 +576,7 @@ def _backward_elements(params: LGSSM, filtered: Filtered) -> tuple[Tensor, Tenso
     fp = f @ covs[..., :-1, :, :]  # F_t P_t, (..., T-1, K, K)
     pred_mean = (f @ means[..., :-1, :, None])[..., 0] + u
     pred_cov = _sym(fp @ f.transpose(-1, -2) + q)
-    gain = torch.linalg.solve(pred_cov, fp).transpose(-1, -2)  # E_t
+    gain = _smoother_gain(pred_cov, fp)  # E_t
     g = means[..., :-1, :] - (gain @ pred_mean[..., None])[..., 0]
     cond = _sym(covs[..., :-1, :, :] - gain @ pred_cov @ gain.transpose(-1, -2))
     gain = torch.cat([gain, gain.new_zeros(*batch, 1, k, k)], -3)

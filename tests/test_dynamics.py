@@ -231,6 +231,57 @@ def test_gradients_flow_to_ou_parameters():
                for x in (theta, mu, diffusion))
 
 
+def _noiseless_direction_model(steps: int = 6):
+    """An OU model whose third axis has no diffusion: it sits at its baseline, so every
+    predicted covariance P_{t+1|t} is singular (a direction without noise)."""
+    g = torch.Generator().manual_seed(3)
+    theta, mu = torch.diag(torch.tensor([1.0, 2.0, 0.5])), torch.tensor([0.1, -0.3, 0.4])
+    diffusion = torch.diag(torch.tensor([0.5, 0.5, 0.0]))
+    f, b, q = ou_discretize(theta, mu, diffusion, torch.full((steps - 1,), 0.2))
+    params = LGSSM(init_mean=mu, init_cov=ou_stationary_cov(theta, diffusion), transition=f,
+                   offset=b, process_cov=q, emission=torch.randn(2, 3, generator=g))
+    y = torch.randn(steps, 2, generator=g)
+    return params, y, 0.1 * torch.eye(2).expand(steps, 2, 2)
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_smoothers_and_sampler_handle_a_direction_without_noise(parallel):
+    steps, k = 6, 3
+    params, y, r = _noiseless_direction_model(steps)
+    assert torch.linalg.matrix_rank(params.process_cov[0]) == 2
+    observed = torch.tensor([True, True, False, True, True, True])
+    mean, cov, _ = _dense_posterior(params, y, r, observed)
+    smoothed = rts_smoother(params, y, r, observed, parallel=parallel)
+    torch.testing.assert_close(smoothed.means, mean)
+    for t in range(steps):
+        torch.testing.assert_close(smoothed.covs[t], cov[t * k:(t + 1) * k, t * k:(t + 1) * k])
+    for t in range(steps - 1):
+        torch.testing.assert_close(smoothed.cross_covs[t],
+                                   cov[t * k:(t + 1) * k, (t + 1) * k:(t + 2) * k])
+    torch.testing.assert_close(smoothed.means[:, 2], torch.full((steps,), 0.4))  # the baseline
+    lagged = fixed_lag_smoother(params, y, r, observed, lag=steps, parallel=parallel)
+    torch.testing.assert_close(lagged.means, smoothed.means)
+    draws = sample_posterior(params, y, r, observed, n=20000, random_state=0, parallel=parallel)
+    assert torch.isfinite(draws).all()
+    torch.testing.assert_close(draws.mean(0), smoothed.means, atol=0.02, rtol=0)
+    emission = params.emission.clone().requires_grad_(True)
+    smoothed = rts_smoother(params._replace(emission=emission), y, r, observed, parallel=parallel)
+    (smoothed.means.sum() + smoothed.covs.sum()).backward()
+    assert torch.isfinite(emission.grad).all()
+
+
+def test_per_step_parameters_must_have_one_step_fewer_than_the_observations():
+    params, y, r = _model(6)
+    with pytest.raises(ValueError, match="LGSSM.transition has 5 steps"):
+        kalman_filter(params, y[:5], r[:5])
+    with pytest.raises(ValueError, match="LGSSM.offset has 5 steps"):
+        kalman_filter(params._replace(transition=params.transition[:1]), y[:4], r[:4],
+                      parallel=True)
+    shared = params._replace(transition=params.transition[:1], offset=params.offset[:1],
+                             process_cov=params.process_cov[:1])
+    assert torch.isfinite(kalman_filter(shared, y, r).means).all()  # one step: shared
+
+
 def test_posterior_samples_match_smoothed_moments():
     params, y, r = _model(5, seed=2)
     smoothed = rts_smoother(params, y, r)

@@ -53,6 +53,35 @@ def test_an_uninformative_direction_keeps_min_precision_and_its_own_mean():
     torch.testing.assert_close(y[1], torch.tensor([0.8, 0.2], dtype=F64))  # 0.4 / (1 - 0.5); m
 
 
+def test_no_informative_direction_gives_the_estimate_and_min_precision():
+    m = torch.tensor([[0.3, -0.5]], dtype=F64)
+    y, r = pseudo_observations(m, 2 * torch.eye(2, dtype=F64)[None], torch.tensor([True]),
+                               divide=True, min_precision=1e-3)
+    torch.testing.assert_close(y, m)
+    torch.testing.assert_close(r, 1e3 * torch.eye(2, dtype=F64)[None])
+
+
+def test_division_has_finite_gradients_at_repeated_eigenvalues():
+    """S = s I (equal variances) is common; an eigendecomposition's gradient is undefined
+    there. The gradient must be finite and equal the closed form's, (I - S)^-1 m and
+    (I - S)^-1 S, also beside a frame with an uninformative direction."""
+    m = torch.tensor([[0.3, -0.5], [0.1, 0.2], [0.4, 0.2]], dtype=F64, requires_grad=True)
+    s = torch.stack([0.25 * torch.eye(2, dtype=F64), torch.tensor([[0.3, 0.1], [0.1, 0.2]],
+                     dtype=F64), torch.diag(torch.tensor([0.5, 1.5], dtype=F64))])
+    s.requires_grad_(True)
+    y, r = pseudo_observations(m, s, torch.ones(3, dtype=torch.bool), divide=True)
+    (y.sum() + r.sum()).backward()
+    assert torch.isfinite(s.grad).all() and torch.isfinite(m.grad).all()
+    m2 = m.detach()[:2].clone().requires_grad_(True)
+    s2 = s.detach()[:2].clone().requires_grad_(True)
+    eye, sym = torch.eye(2, dtype=F64), 0.5 * (s2 + s2.transpose(-1, -2))  # as it reads S
+    y2 = torch.linalg.solve(eye - sym, m2[..., None])[..., 0]
+    r2 = torch.linalg.solve(eye - sym, sym)
+    (y2.sum() + (0.5 * (r2 + r2.transpose(-1, -2))).sum()).backward()
+    torch.testing.assert_close(s.grad[:2], s2.grad)
+    torch.testing.assert_close(m.grad[:2], m2.grad)
+
+
 def test_without_division_and_at_masked_frames_the_estimates_pass_or_are_replaced():
     m = torch.tensor([[0.3, -0.5], [float("nan")] * 2], dtype=F64)
     s = torch.stack([torch.eye(2, dtype=F64) * 0.2, torch.full((2, 2), float("nan"), dtype=F64)])
