@@ -108,6 +108,7 @@ _DEFAULT_FPS = {
 _DIMS = ("valence", "arousal")
 _DANTE_HEADER = ["timestamp", "userid", "namevideo", "annotype", "value"]
 _DANTE_FILES = ("valence.csv", "arousal.csv")
+_HEAD_BYTES = 1 << 16  # how much of a file format detection reads
 _AFFWILD_INVALID = -5.0
 _AFEW_SCALE = 10.0
 
@@ -216,7 +217,7 @@ def detect_format(path: str | Path) -> str:
         raise AnnotationError(path, "no such file or folder")
     if path.suffix.lower() == ".json":
         return "afew-va"
-    text = _read_text(path)
+    text = _read_text(path, limit=_HEAD_BYTES)  # feature files beside videos may be large
     lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
     line = next((ln for ln in lines if ln.strip()), None)
     if line is None:
@@ -270,10 +271,15 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _read_text(path: Path) -> str:
-    """The file's text; every failure is an :class:`AnnotationError`."""
+def _read_text(path: Path, limit: int | None = None) -> str:
+    """The file's text (its first ``limit`` bytes, if given; a character cut there is left
+    out); every failure is an :class:`AnnotationError`."""
     try:
-        data = path.read_bytes()
+        if limit is None:
+            data = path.read_bytes()
+        else:
+            with path.open("rb") as file:
+                data = file.read(limit)
     except FileNotFoundError:
         raise AnnotationError(path, "no such file") from None
     except IsADirectoryError:
@@ -281,6 +287,8 @@ def _read_text(path: Path) -> str:
     except OSError as err:
         raise AnnotationError(path, f"cannot read ({err.strerror or err})") from None
     data = data.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
+    if limit is not None and len(data) >= limit - 3:
+        data = data[:data.rfind(b"\n") + 1] or data  # whole lines only, when there are any
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -541,6 +549,13 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
     series = []
     for user in sorted(p for p in root.iterdir() if p.is_dir()):
         files = [user / found / name for name in _DANTE_FILES]
+        if (user / found).is_dir():
+            for other in (user / found).iterdir():  # Valence.csv would go unread: say so
+                if (other.name.lower() in _DANTE_FILES and other.name not in _DANTE_FILES
+                        and not (other.parent / other.name.lower()).is_file()):
+                    raise AnnotationError(other, f"DANTE files are named "
+                                                 f"{' or '.join(_DANTE_FILES)}, in lower case: "
+                                                 "rename it")
         read = [_read_dante_file(f) if f.is_file() else None for f in files]
         if read == [None, None]:
             continue
@@ -588,7 +603,9 @@ def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotation
         raise AnnotationError(path, "RECOLA files live in folders named arousal/ and valence/")
     _check_video(path, video, path.stem)
     other = "valence" if dim == "arousal" else "arousal"
-    files = {dim: path, other: path.parent.parent / other / path.name}
+    folder = next((p for p in sorted(path.parent.parent.iterdir())
+                   if p.is_dir() and p.name.lower() == other), path.parent.parent / other)
+    files = {dim: path, other: folder / path.name}
     if not files[other].is_file():
         raise AnnotationError(path, f"no matching {other} file: expected {files[other]}")
     val_t, val, val_names = _read_recola_file(files["valence"])

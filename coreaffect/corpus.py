@@ -22,8 +22,18 @@ format         layout under ``root`` (videos are matched to annotations by file 
 
 Video files are those OpenCV decodes (``.mp4 .avi .mkv .mov .webm .mpg .mpeg .m4v .wmv .flv
 .ogv .ogg``);
-a frame folder is a folder of ``.png``/``.jpg``/``.jpeg``/``.bmp`` images. An annotation with no
-video, or a stem matching several videos, is an error naming both sides, never a silent skip.
+a frame folder is a folder of ``.png``/``.jpg``/``.jpeg``/``.bmp`` images. Suffixes and RECOLA's
+folder names match in any case; DANTE's files are ``valence.csv`` and ``arousal.csv`` (a
+``Valence.csv`` beside them is an error asking for the lower-case name). An annotation with no
+video, a stem matching several videos, or two annotations of one video is an error naming both
+sides, never a silent skip. For the one-file formats (``aff-wild2``, ``sewa``, ``csv``), a ``.csv``
+or ``.txt`` file named like a video is that video's annotation: one that cannot be read as any
+format, in a folder of annotations, is an error naming the file unless its video has another
+annotation (elsewhere, or beside an annotation, it is a side file and passed over), and with
+``format="auto"`` annotation files of two formats (a prediction CSV saved inside a SEWA corpus,
+say) are an error too; files of no format named like no video (notes) are passed over. Videos
+without an annotation are left out (logged). Loading a recording warns when its labelled times span
+far more than the video (times in milliseconds or frame numbers) or under half of it.
 
 :func:`split_recordings` makes deterministic video-level splits (the paper trained on 13 of 23
 MAHNOB videos and tested on the other 10): no frame of a test video is ever seen in training.
@@ -47,6 +57,7 @@ import os
 import random
 import re
 import shutil
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -57,7 +68,7 @@ import numpy as np
 from coreaffect.annotations import FORMATS, Annotations, detect_format, read_annotations
 from coreaffect.checkpoint import temporary_folder
 from coreaffect.config import DataConfig, FaceConfig
-from coreaffect.errors import AnnotationError, CoreAffectError
+from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
 from coreaffect.video import VideoSource
 
@@ -128,9 +139,9 @@ class Recording(NamedTuple):
 
     def read_annotations(self, fusion: str = "mean", fps: float | None = None) -> Annotations:
         """The recording's labels at their native rate (``fps`` for frame-indexed formats)."""
-        # a folder (a DANTE annotation root) holds several videos: name ours; a file is one video
-        video = self.id if self.annotation.is_dir() else None
-        return read_annotations(self.annotation, self.format, video=video, fusion=fusion,
+        # a folder (a DANTE annotation root) holds several videos: ours is picked by its id; a
+        # file must be of this video (a SEWA file names its video on every row)
+        return read_annotations(self.annotation, self.format, video=self.id, fusion=fusion,
                                 fps=fps if fps is not None else self.fps)
 
 
@@ -188,56 +199,132 @@ def _match_video(videos: dict[str, list[Path]], stems: Sequence[str], annotation
                           f"{' or '.join(repr(s) for s in stems)} under the dataset root")
 
 
-def _detect_layout(root: Path) -> str:
-    """The format of a dataset root, from its folder layout and its annotation files."""
+def _flat_files(root: Path) -> list[Path]:
+    """The ``.csv`` and ``.txt`` files under ``root`` (any case of the suffix), sorted."""
+    return sorted(p for p in root.rglob("*")
+                  if p.suffix.lower() in (".csv", ".txt") and p.is_file())
+
+
+def _video_stems(stem: str) -> tuple[str, ...]:
+    """The video names an annotation file's stem may belong to (Aff-Wild2's ``_left`` and
+    ``_right`` annotations belong to the video without the suffix too)."""
+    if stem.endswith(("_left", "_right")):
+        return stem, stem.rsplit("_", 1)[0]
+    return (stem,)
+
+
+class _FlatFiles(NamedTuple):
+    """The ``.csv``/``.txt`` files under a root: each readable one's format, and the
+    :class:`~coreaffect.errors.AnnotationError` of each unreadable one named like a video."""
+
+    kinds: dict[Path, str]
+    unreadable: dict[Path, AnnotationError]
+
+
+def _flat_formats(root: Path, videos: dict[str, list[Path]]) -> _FlatFiles:
+    kinds, unreadable = {}, {}
+    for path in _flat_files(root):
+        try:
+            kinds[path] = detect_format(path)
+        except AnnotationError as err:
+            if any(stem in videos for stem in _video_stems(path.stem)):
+                unreadable[path] = err
+    return _FlatFiles(kinds, unreadable)
+
+
+def _one_format(root: Path, files: _FlatFiles, videos: dict[str, list[Path]]) -> str:
+    """The one format of the annotation files named like videos; several is an error."""
+    by_format: dict[str, list[Path]] = {}
+    for path, kind in files.kinds.items():
+        if any(stem in videos for stem in _video_stems(path.stem)):
+            by_format.setdefault(kind, []).append(path)
+    if len(by_format) > 1:
+        examples = "; ".join(f"{kind}: {len(paths)} file(s), e.g. {paths[0]}"
+                             for kind, paths in sorted(by_format.items()))
+        raise CoreAffectError(f"{root}: annotation files of several formats are named like its "
+                              f"videos ({examples}); move the files that are not annotations "
+                              "(a prediction CSV, say) out of the dataset folder, or give the "
+                              "format")
+    if not by_format:
+        if files.unreadable:
+            raise next(iter(files.unreadable.values()))
+        raise CoreAffectError(f"{root}: cannot tell the dataset format: no annotation layout "
+                              "and no .csv or .txt file named like one of its videos; give one "
+                              f"of {', '.join(FORMATS)}")
+    return next(iter(by_format))
+
+
+def _flat_entries(files: _FlatFiles, format: str, videos: dict[str, list[Path]]
+                  ) -> list[tuple[str, Path]]:
+    """(video id, file) of the files of ``format``, after checking the unreadable files.
+
+    An unreadable file named like a video that has no annotation of ``format``, in a folder that
+    holds such annotations, is that video's broken annotation: its error is raised, so that the
+    video is never silently dropped. Elsewhere (a feature file beside an annotation, another
+    task's labels in a folder of their own) it is passed over, with a log line.
+    """
+    entries = [(path.stem, path) for path, kind in files.kinds.items() if kind == format]
+    annotated = {stem for _, path in entries for stem in _video_stems(path.stem)}
+    folders = {path.parent for _, path in entries}
+    for path, err in files.unreadable.items():
+        if not annotated & set(_video_stems(path.stem)) and path.parent in folders:
+            raise err
+        logger.info("%s: not a %s annotation, passed over (%s)", path, format, err.problem)
+    if not entries and files.unreadable:
+        raise next(iter(files.unreadable.values()))
+    for path, kind in files.kinds.items():
+        if kind != format:
+            logger.info("%s: a %s file, not read as a %s annotation", path, kind, format)
+    return entries
+
+
+def _is_dante_file(path: Path) -> bool:
+    return path.name in ("valence.csv", "arousal.csv") and path.is_file()
+
+
+def _dimension_folders(root: Path) -> list[Path]:
+    """RECOLA's ``arousal`` folders (any case) that have a ``valence`` sibling."""
+    return [p for p in sorted(root.rglob("*")) if p.name.lower() == "arousal" and p.is_dir()
+            and any(q.name.lower() == "valence" and q.is_dir() for q in p.parent.iterdir())]
+
+
+def _detect_layout(root: Path) -> str | None:
+    """The format of a dataset root from its folder layout; ``None``: a one-file format."""
     if any(p.parent.name == p.stem for p in root.rglob("*.json")):
         return "afew-va"
-    if any(p.name in ("valence.csv", "arousal.csv") for p in root.rglob("*.csv")):
+    if any(_is_dante_file(p) for name in ("valence.csv", "arousal.csv")
+           for p in root.rglob(name)):
         return "dante"
-    if any(p.is_dir() and p.name == "arousal" and (p.parent / "valence").is_dir()
-           for p in root.rglob("arousal")):
+    if _dimension_folders(root):
         return "recola"
-    for pattern in ("*.txt", "*.csv"):
-        for path in sorted(root.rglob(pattern)):
-            try:
-                return detect_format(path)
-            except AnnotationError:
-                continue
-    raise CoreAffectError(f"{root}: cannot tell the dataset format from its files; "
-                          f"give one of {', '.join(FORMATS)}")
+    return None
 
 
-def _annotation_entries(root: Path, format: str) -> list[tuple[str, Path]]:
+def _annotation_entries(root: Path, format: str, videos: dict[str, list[Path]],
+                        flat: _FlatFiles | None = None) -> list[tuple[str, Path]]:
     """(video id, annotation path) pairs of a dataset root."""
     if format == "afew-va":
         return [(p.stem, p) for p in sorted(root.rglob("*.json")) if p.parent.name == p.stem]
     if format == "dante":
-        ids = sorted({p.parent.name for p in root.rglob("valence.csv")}
-                     | {p.parent.name for p in root.rglob("arousal.csv")})
-        tops = {p.parent.parent.parent for p in root.rglob("valence.csv")}
+        files = [p for name in ("valence.csv", "arousal.csv") for p in root.rglob(name)]
+        ids = sorted({p.parent.name for p in files})
+        tops = {p.parent.parent.parent for p in files}
         if len(tops) != 1:
             raise CoreAffectError(f"{root}: expected one DANTE 'annotation' folder, found "
                                   f"{len(tops)}: {', '.join(sorted(map(str, tops)))}")
         top = tops.pop()
         return [(video, top) for video in ids]
     if format == "recola":
-        entries = []
-        for folder in sorted(root.rglob("arousal")):
-            if folder.is_dir() and (folder.parent / "valence").is_dir():
-                entries += [(p.stem, p) for p in sorted(folder.glob("*.csv"))]
-        return entries
-    pattern = {"aff-wild2": "*.txt", "sewa": "*", "csv": "*.csv"}[format]
-    entries = []
-    for path in sorted(root.rglob(pattern)):
-        if not path.is_file() or path.suffix.lower() not in (".txt", ".csv"):
-            continue
-        try:
-            kind = detect_format(path)
-        except AnnotationError:
-            continue
-        if kind == format:
-            entries.append((path.stem, path))
-    return entries
+        entries = {}
+        for folder in _dimension_folders(root):
+            for dimension in sorted(p for p in folder.parent.iterdir()
+                                    if p.is_dir() and p.name.lower() in ("arousal", "valence")):
+                for path in sorted(dimension.iterdir()):
+                    if path.suffix.lower() == ".csv" and path.is_file():
+                        # the reader finds the other dimension's file, or names it missing
+                        entries.setdefault((path.stem, folder.parent), path)
+        return [(video, path) for (video, _), path in sorted(entries.items())]
+    return _flat_entries(flat or _flat_formats(root, videos), format, videos)
 
 
 def discover(root: str | Path, format: str = "auto") -> list[Recording]:
@@ -258,19 +345,24 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
     root = Path(root)
     if not root.is_dir():
         raise CoreAffectError(f"{root}: no such dataset folder")
+    videos = _index_videos(root)
+    flat = None
     if format == "auto":
         format = _detect_layout(root)
+        if format is None:
+            flat = _flat_formats(root, videos)
+            format = _one_format(root, flat, videos)
     elif format not in FORMATS:
         raise CoreAffectError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    entries = _annotation_entries(root, format)
+    entries = _annotation_entries(root, format, videos, flat)
     if not entries:
         raise CoreAffectError(f"{root}: no {format} annotation found")
-    videos = _index_videos(root)
-    recordings, seen = [], set()
+    recordings, seen = [], {}
     for video_id, annotation in entries:
         if video_id in seen:
-            raise CoreAffectError(f"{annotation}: a second annotation for video {video_id!r}")
-        seen.add(video_id)
+            raise CoreAffectError(f"{annotation}: a second annotation for video {video_id!r} "
+                                  f"(the first: {seen[video_id]})")
+        seen[video_id] = annotation
         if format == "afew-va":
             video = annotation.parent
         else:
@@ -280,7 +372,8 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
             index = videos
             if format == "dante" and video_id not in videos:  # DANTE's <video> is the file's
                 index = _underscored(videos)  # name with its dots as underscores: 30_3_mp4
-            video = _match_video(index, stems, annotation)
+            where = annotation / "*" / video_id if format == "dante" else annotation
+            video = _match_video(index, stems, where)
         folder = video.is_dir()
         shared = (format == "aff-wild2" and video_id.endswith(("_left", "_right"))
                   and (video.name if folder else video.stem) != video_id)  # on <video> itself
@@ -290,6 +383,13 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
             first_index=_FIRST_INDEX.get(format, 0) if folder else 0,
             side=video_id.rsplit("_", 1)[1] if shared else None,
         ))
+    recordings.sort(key=lambda r: r.id)
+    used = {r.video for r in recordings}
+    unlabelled = sorted(str(p) for paths in videos.values() for p in paths if p not in used)
+    if unlabelled and format != "afew-va":
+        logger.info("%d video(s) under %s have no %s annotation and are left out: %s",
+                    len(unlabelled), root, format, ", ".join(unlabelled[:5])
+                    + (", ..." if len(unlabelled) > 5 else ""))
     logger.info("found %d %s recordings under %s", len(recordings), format, root)
     return recordings
 
@@ -489,5 +589,35 @@ def load_recording(recording: Recording, config: DataConfig = DataConfig(),
         with recording.open_video() as source:
             fps = source.fps
     annotations = recording.read_annotations(config.annotations.fusion, fps=fps)
+    _check_span(annotations, np.asarray(crops.times, np.float64))
     labels = annotations.resample(crops.times, delay=config.annotations.delay)
     return LabelledVideo(recording.id, crops, labels.astype(np.float32))
+
+
+def _check_span(annotations: Annotations, frame_times: np.ndarray) -> None:
+    """Warn when an annotation holds no label, or its labelled times and its video's length
+    disagree by far.
+
+    Times in another unit (milliseconds, frame numbers) or another video's annotation are read
+    without error, as valid labels that no frame or every frame would then get wrongly; a span
+    over 1.5 times the video's (plus a second) or under half of it is most often that.
+    """
+    labelled = annotations.times[np.isfinite(annotations.values).any(1)]
+    problem = None
+    if not len(labelled):
+        problem = "it holds no label: the video is left out of every score"
+    elif len(frame_times) > 1 and len(labelled) > 1:
+        step = float(np.median(np.diff(frame_times)))
+        video = float(frame_times[-1] - frame_times[0]) + step
+        first, last = float(labelled[0]), float(labelled[-1])
+        if last > 1.5 * (frame_times[-1] + step) + 1.0:
+            problem = (f"its labels run to {last:g} s but the video lasts {video:.3g} s: are its "
+                       "times in seconds (not milliseconds or frame numbers), and is it this "
+                       "video's annotation?")
+        elif last - first < 0.5 * video:
+            problem = (f"its labels cover {first:g}-{last:g} s, under half of the video's "
+                       f"{video:.3g} s; frames outside them have no label")
+    if problem is not None:
+        message = f"{annotations.path}: annotation of video {annotations.video!r}: {problem}"
+        logger.warning(message)
+        warnings.warn(message, CoreAffectWarning, stacklevel=3)

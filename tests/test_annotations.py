@@ -446,3 +446,17 @@ def test_label_functions_are_reexported():
 
     assert annotations.fuse_raters is labels.fuse_raters
     assert annotations.resample_labels is labels.resample_labels
+
+
+def test_format_detection_reads_the_head_of_a_large_file(tmp_path):
+    path = tmp_path / "long.csv"
+    rows = "".join(f"{i * 0.04:.2f},0.1,-0.2\n" for i in range(20000))  # over 64 KiB
+    path.write_text("\ufefftime,valence,arousal\n" + rows, encoding="utf-8")
+    assert path.stat().st_size > 1 << 16
+    assert detect_format(path) == "csv"
+    assert read_annotations(path).values.shape == (20000, 2)
+    broken = tmp_path / "broken.csv"
+    broken.write_bytes(b"time,valence,arousal\n" + rows.encode() + b"\xff\n")
+    assert detect_format(broken) == "csv"  # the bad byte is past the head
+    with pytest.raises(AnnotationError, match="not UTF-8"):
+        read_annotations(broken)

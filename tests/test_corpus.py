@@ -10,7 +10,7 @@ import pytest
 
 from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.corpus import CropCache, discover, load_recording, split_recordings
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
 
 FPS = 25.0
 NONE = FaceConfig(detector="none", crop_size=16)
@@ -54,6 +54,140 @@ def test_annotation_without_video_is_an_error(tmp_path):
     (root / "b.avi").unlink()
     with pytest.raises(CoreAffectError, match="no video file or frame folder named 'b'"):
         discover(root)
+
+
+def test_a_broken_annotation_of_a_video_is_an_error_not_a_dropped_video(tmp_path):
+    root = _csv_corpus(tmp_path / "data")
+    text = (root / "b.csv").read_text()
+    (root / "b.csv").write_text(text.replace("time,", "tme,", 1))
+    (root / "notes.txt").write_text("recorded in 2024\n")  # named like no video: not read
+    (root / "features").mkdir()  # beside a's annotation, a's feature file is passed over
+    (root / "features" / "a.csv").write_text("frame,AU01\n0,0.5\n")
+    for format in ("auto", "csv"):
+        with pytest.raises(AnnotationError, match=r"b\.csv.*cannot tell the annotation format"):
+            discover(root, format)
+    (root / "b.csv").rename(root / "b.txt")  # another task's labels of b, in a folder of their own
+    (root / "expr").mkdir()
+    (root / "b.txt").rename(root / "expr" / "b.txt")
+    assert [r.id for r in discover(root)] == ["a", "c"]
+
+
+def test_a_corpus_mixing_formats_is_an_error_naming_them(tmp_path):
+    root = _csv_corpus(tmp_path / "data", ids=("a", "b"))
+    for vid in ("a", "b"):  # SEWA files, and a prediction CSV of video a saved inside
+        (root / f"{vid}.csv").write_text("".join(f"{vid};{i * 0.1:.1f};0.1;0.2;0\n"
+                                                 for i in range(10)))
+    (root / "out").mkdir()
+    (root / "out" / "a.csv").write_text("time,valence,arousal\n0,0.1,0.1\n")
+    with pytest.raises(CoreAffectError, match=r"several formats.*csv: 1 file.*out/a\.csv.*sewa"):
+        discover(root)
+    (root / "out" / "a.csv").unlink()
+    assert [r.format for r in discover(root)] == ["sewa", "sewa"]
+
+
+def test_side_files_beside_annotations_and_files_named_like_no_video(tmp_path):
+    root = tmp_path / "affwild"
+    root.mkdir()
+    _write_video(root / "v3.avi")
+    _write_video(root / "v4.avi")
+    rows = "valence,arousal\n" + "0.1,0.2\n" * 30
+    for name in ("v3_left", "v3_right", "v4"):
+        (root / f"{name}.txt").write_text(rows)
+    (root / "openface").mkdir()  # feature files of the shared video: not annotations
+    (root / "openface" / "v3.csv").write_text("frame,AU01\n0,0.5\n")
+    (root / "scores.csv").write_text("time,valence,arousal,ccc\n")  # named like no video
+    assert [r.id for r in discover(root)] == ["v3_left", "v3_right", "v4"]
+    (root / "v4.txt").write_text("valence;arousal\n")  # v4's broken annotation
+    (root / "preds").mkdir()  # a prediction of v4 does not stand in for it
+    (root / "preds" / "v4.csv").write_text("time,valence,arousal\n0,0.1,0.1\n")
+    with pytest.raises(AnnotationError, match=r"v4\.txt.*cannot tell"):
+        discover(root, "aff-wild2")
+
+
+def test_upper_case_suffixes_and_dimension_folders_are_found(tmp_path):
+    root = _csv_corpus(tmp_path / "data", ids=("a", "b"))
+    (root / "b.csv").rename(root / "b.CSV")
+    assert [r.id for r in discover(root)] == ["a", "b"]
+    recola = tmp_path / "recola"
+    for dim in ("Arousal", "Valence"):
+        (recola / dim).mkdir(parents=True)
+        (recola / dim / "a.csv").write_text(
+            "time;FM1\n" + "".join(f"{i * 0.04:.2f};0.1\n" for i in range(30)))
+    _write_video(recola / "a.avi")
+    recording, = discover(recola)
+    assert (recording.id, recording.format) == ("a", "recola")
+    np.testing.assert_allclose(recording.read_annotations().values, 0.1)
+
+
+def _assert_read_error(root, match):
+    """Video a.avi is added under ``root``: its recording is found, and reading its
+    annotation raises an AnnotationError matching ``match``."""
+    _write_video(root / "a.avi")
+    recording, = discover(root)
+    with pytest.raises(AnnotationError, match=match):
+        recording.read_annotations()
+
+
+def test_a_recola_video_with_one_dimension_file_is_named(tmp_path):
+    root = tmp_path / "recola"
+    for dim in ("arousal", "valence"):
+        (root / dim).mkdir(parents=True)
+    (root / "valence" / "a.csv").write_text(
+        "time;FM1\n" + "".join(f"{i * 0.04:.2f};0.1\n" for i in range(30)))
+    _assert_read_error(root, "arousal")
+
+
+def test_dante_raters_of_one_dimension_and_a_missing_video_named_by_its_folder(tmp_path):
+    root = tmp_path / "dante"
+    root.mkdir()
+    _write_video(root / "plain.avi")
+    for video in ("plain", "gone"):
+        folder = root / "annotation" / "1234" / video
+        folder.mkdir(parents=True)
+        (folder / "arousal.csv").write_text(
+            "TimeStamp;UserId;NameVideo;AnnoType;Value\n"
+            + "".join(f"{i * 0.04:.2f};1234;{video};arousal;0.1\n" for i in range(30)))
+    with pytest.raises(CoreAffectError, match=r"annotation/\*/gone: no video"):
+        discover(root)
+    (root / "annotation" / "1234" / "gone" / "arousal.csv").unlink()
+    (root / "annotation" / "1234" / "gone").rmdir()
+    recording, = discover(root)
+    assert recording.id == "plain"
+    assert np.isnan(recording.read_annotations().values[:, 0]).all()  # no valence rater
+    (root / "annotation" / "1234" / "plain" / "Valence.csv").write_text("")
+    with pytest.raises(AnnotationError, match="Valence.csv.*in lower case"):
+        recording.read_annotations()
+
+
+def test_a_sewa_file_naming_another_video_is_an_error(tmp_path):
+    root = tmp_path / "sewa"
+    root.mkdir()
+    (root / "a.csv").write_text("".join(f"b;{i * 0.1:.1f};0.1;0.2;0\n" for i in range(10)))
+    _assert_read_error(root, "holds video 'b', not the requested 'a'")
+
+
+def test_recordings_are_sorted_by_id_and_a_second_annotation_names_the_first(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    _csv_corpus(root / "x", ids=("c",))
+    _csv_corpus(root / "y", ids=("a", "b"))
+    assert [r.id for r in discover(root)] == ["a", "b", "c"]
+    (root / "x" / "a.csv").write_text((root / "y" / "a.csv").read_text())
+    with pytest.raises(CoreAffectError, match=r"second annotation for video 'a' \(the first: "):
+        discover(root)
+
+
+@pytest.mark.parametrize("scale, problem", [(1000.0, "its labels run to"),
+                                            (0.25, "its labels cover 0-0.29 s, under half"),
+                                            (None, "it holds no label")])
+def test_labels_far_from_the_videos_length_are_warned_about(tmp_path, scale, problem):
+    root = _csv_corpus(tmp_path / "data", ids=("a",))
+    times = np.arange(0, 30) / FPS * (scale or 1)  # milliseconds, or a quarter of the video
+    value = "0.1,0.2" if scale else "nan,nan"
+    (root / "a.csv").write_text("time,valence,arousal\n"
+                                + "".join(f"{t:.4f},{value}\n" for t in times))
+    with pytest.warns(CoreAffectWarning, match=f"a.csv: annotation of video 'a': {problem}"):
+        load_recording(discover(root)[0], DataConfig(faces=NONE))
 
 
 def test_two_videos_with_one_stem_is_an_error(tmp_path):
