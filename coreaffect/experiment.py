@@ -80,6 +80,7 @@ def load_videos(recordings: Iterable[Recording], config: DataConfig, cache: Crop
 def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset: str = "lite",
               epochs: int | None = None, max_minutes: float | None = None, device: str = "cpu",
               seed: int = 0, test_videos: int | None = None, val_videos: int | None = None,
+              validate_every: int = 1,
               data_config: DataConfig | str | Path | None = None,
               cache: str | Path | None = None, resume: bool = False, overwrite: bool = False,
               fit_prior: bool = True, fit_settings: FitSettings | None = None,
@@ -101,6 +102,8 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         seed: Seed of the split and of training.
         test_videos: Videos held out for evaluation; ``None``: 10/23 of the corpus.
         val_videos: Training videos used for validation; ``None``: a fifth, at least one.
+        validate_every: Validate the hidden route every n-th epoch
+            (:class:`~coreaffect.training.TrainConfig`).
         data_config: A :class:`~coreaffect.config.DataConfig`, used as it is, or a TOML file
             of the settings to change; ``None``, and the settings a TOML file leaves out, keep
             the defaults with crops at the network's input size (and, for a synthetic corpus,
@@ -158,7 +161,8 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         sequences = ClipDataset(fit_videos, config.clips, size=size, augment=True,
                                 dense_length=DENSE_LENGTH, random_state=seed)
         train_config = TrainConfig(preset=preset, max_minutes=max_minutes, seed=seed,
-                                   device=device, **({} if epochs is None else {"epochs": epochs}))
+                                   device=device, validate_every=validate_every,
+                                   **({} if epochs is None else {"epochs": epochs}))
         result = train_hidden_route(sequences, val_videos_loaded or None, run, train_config,
                                     data_config=config, resume=resume, progress=progress)
         if fit_prior:

@@ -26,7 +26,9 @@ tuples) are trained on as they are, one window each.
 Validation runs the network densely over every frame of each validation video and scores the
 per-frame estimates against the per-frame labels, on frames with a face (as
 :func:`~coreaffect.evaluation.evaluate_hidden_route`); early stopping watches the per-video mean
-CCC, averaged over valence and arousal.
+CCC, averaged over valence and arousal. With ``lite``, validating 10 videos takes longer than
+an epoch's training; ``TrainConfig.validate_every`` validates every n-th epoch instead, so that
+many validation videos do not eat the training budget.
 
 Losses (``TrainConfig.loss``), on the window-mean targets y with the network's mean m and
 variance v:
@@ -115,6 +117,8 @@ class TrainConfig:
         mse_weight: Weight of the squared error added to the ``"ccc"`` loss.
         patience: Epochs without a better validation CCC before stopping (and at least half of
             the epochs run, module docstring).
+        validate_every: Validate (and keep the network if it is the best so far) every n-th
+            epoch, and at the last one; the others only train.
         max_minutes: Wall-clock budget; training stops cleanly when it is spent.
         seed: Seed of weights, shuffling and augmentation.
         device: Where to train (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
@@ -130,6 +134,7 @@ class TrainConfig:
     beta: float = 0.5  # Seitzer et al.'s recommended middle ground
     mse_weight: float = 0.2  # anchors the level that CCC leaves loose, without dominating it
     patience: int = 200  # ~10 min of lite: validation CCC of a few videos is noisy, epochs short
+    validate_every: int = 1  # lite's epochs are short: with many validation videos, raise it
     max_minutes: float | None = None  # no budget unless asked
     seed: int = 0  # reproducible by default
     device: str = "cpu"  # the portable default; pass "cuda" where available
@@ -140,8 +145,8 @@ class TrainConfig:
             raise CoreAffectError(f"loss must be one of {LOSSES}, got {self.loss!r}")
         if self.mse_weight < 0:
             raise CoreAffectError(f"mse_weight must be >= 0, got {self.mse_weight}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise CoreAffectError("epochs and batch_size must be >= 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.validate_every < 1:
+            raise CoreAffectError("epochs, batch_size and validate_every must be >= 1")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise CoreAffectError(f"max_minutes must be positive, got {self.max_minutes}")
 
@@ -376,7 +381,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
     stopped = "epochs"
     if history and budget is not None and time.monotonic() - started >= budget:
         stopped, first_epoch = "time-budget", config.epochs + 1  # spent before the resume
-    elif history and val and _patience_spent(len(history), best_epoch, config.patience):
+    elif history and val and best_epoch and _patience_spent(len(history), best_epoch,
+                                                            config.patience):
         stopped, first_epoch = "early-stopping", config.epochs + 1
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.monotonic()
@@ -410,16 +416,17 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         row: dict[str, Any] = {"epoch": epoch,
                                "train_loss": float(np.mean(losses)) if losses else math.nan,
                                "lr": optimizer.param_groups[0]["lr"], "batches": len(losses)}
-        if val:
+        score: float | None = None  # None: not validated, the best so far stays
+        if not val:
+            score = float(epoch)  # no validation: the latest epoch is the best one
+        elif epoch % config.validate_every == 0 or out_of_time or epoch == config.epochs:
             row.update(_validation_scores(model, val, config))
             score = row["val_ccc"]
-        else:
-            score = float(epoch)  # no validation: the latest epoch is the best one
         row["seconds"] = round(time.monotonic() - epoch_start, 2)
         history.append(row)
-        if math.isnan(score):  # constant predictions have no CCC: the worst possible score
+        if score is not None and math.isnan(score):  # constant predictions have no CCC
             score = -math.inf
-        if best_epoch == 0 or score > best:
+        if score is not None and (best_epoch == 0 or score > best):
             best, best_epoch = score, epoch
             save_model(model, run_dir, data_config)
         _save_resume_state(log_dir, model, optimizer,
@@ -431,7 +438,7 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         if out_of_time:
             stopped = "time-budget"
             break
-        if val and _patience_spent(epoch, best_epoch, config.patience):
+        if val and score is not None and _patience_spent(epoch, best_epoch, config.patience):
             stopped = "early-stopping"
             break
     atomic_write(log_dir / "train_config.json",

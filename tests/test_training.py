@@ -127,6 +127,29 @@ def test_training_writes_run_and_log(tmp_path):
     assert result.best_epoch == best["epoch"]
 
 
+def test_validating_every_nth_epoch(tmp_path):
+    """Only every n-th epoch and the last are validated; the best is chosen among them, and
+    early stopping never ends a run before any epoch was validated."""
+    train = ClipDataset([_video(96, s, f"t{s}") for s in range(2)], ClipConfig(),
+                        dense_length=48)
+    val = [_video(64, 9, "v")]
+    result = train_hidden_route(train, val, tmp_path / "run",
+                                _config(epochs=5, validate_every=2, patience=100),
+                                model_overrides=OVERRIDES)
+    validated = [row["epoch"] for row in result.history if "val_ccc" in row]
+    assert validated == [2, 4, 5] and len(result.history) == 5
+    best = max((r for r in result.history if "val_ccc" in r), key=lambda r: r["val_ccc"])
+    assert result.best_epoch == best["epoch"]
+    assert len((tmp_path / "run" / "training" / "log.csv").read_text().splitlines()) == 6
+    # a patience shorter than the validation interval: no stop before the first validation
+    early = train_hidden_route(train, val, tmp_path / "early",
+                               _config(epochs=6, validate_every=3, patience=1),
+                               model_overrides=OVERRIDES)
+    assert len(early.history) == 6 and early.best_epoch in (3, 6)
+    with pytest.raises(CoreAffectError, match="validate_every"):
+        TrainConfig(validate_every=0)
+
+
 def test_training_is_seeded_and_leaves_the_callers_random_state(tmp_path):
     train = ClipDataset([_video(64, 1, "t")], ClipConfig(stride=8))
     torch.manual_seed(123)
