@@ -395,10 +395,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo", help="the paper's experiment end to end on a synthetic corpus",
-        description="Generate a synthetic corpus of 73 facial videos of 40 s, train the hidden "
+        description="Generate a synthetic corpus of 33 facial videos of 40 s, train the hidden "
                     "route (lite preset, time-budgeted) on 13, fit the manifold and the prior, "
-                    "validate, calibrate and fit the dynamics on 30 more, evaluate on the "
-                    "other 30, and write "
+                    "validate, calibrate and fit the dynamics on 10 more, evaluate on the "
+                    "other 10, and write "
                     "DIR/report.md with the per-video table (the paper's Table 2), figures, "
                     "and the run in DIR/run.",
         epilog=_EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)

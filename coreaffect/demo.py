@@ -56,6 +56,7 @@ class DemoSettings:
         seconds: Length of each.
         test_videos: Held out for evaluation.
         val_videos: Validation videos, among the others (the rest train the hidden route).
+        validate_every: Validate the hidden route every n-th training epoch.
         minutes: Training budget of the hidden route.
         epochs: Most training epochs.
         manifold_steps: SVI steps of the manifold.
@@ -67,6 +68,7 @@ class DemoSettings:
     seconds: float = 40.0  # 1000 frames at 25 fps, many OU time constants
     test_videos: int = 10  # the paper's 10 test videos
     val_videos: int = 10  # faces never trained on (see the module docstring)
+    validate_every: int = 1  # every epoch: the network kept is the best of all of them
     minutes: float = 9.0  # the training budget: the whole demo then takes about 12 minutes
     epochs: int = 400  # the budget ends training first
     manifold_steps: int = 1000  # see coreaffect.stages.FitSettings
@@ -153,7 +155,8 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     fit = FitSettings(manifold_steps=settings.manifold_steps, prior_steps=settings.prior_steps)
     result = train_run(corpus.root, run, epochs=settings.epochs, max_minutes=settings.minutes,
                        device=device, seed=seed, test_videos=settings.test_videos, overwrite=True,
-                       val_videos=settings.val_videos, fit_settings=fit, progress=progress)
+                       val_videos=settings.val_videos, validate_every=settings.validate_every,
+                       fit_settings=fit, progress=progress)
     stages = json.loads((run / "stages.json").read_text())
     total_train = time.monotonic() - clock
     fitted = sum(stages["seconds"].values())
