@@ -26,9 +26,10 @@ tuples) are trained on as they are, one window each.
 Validation runs the network densely over every frame of each validation video and scores the
 per-frame estimates against the per-frame labels, on frames with a face (as
 :func:`~coreaffect.evaluation.evaluate_hidden_route`); early stopping watches the per-video mean
-CCC, averaged over valence and arousal. With ``lite``, validating 10 videos takes longer than
-an epoch's training; ``TrainConfig.validate_every`` validates every n-th epoch instead, so that
-many validation videos do not eat the training budget.
+CCC, averaged over valence and arousal. With ``lite`` on two CPU cores, validating 30 videos
+takes as long as three to four epochs of training on 13 (measured in a demo with 30 validation
+videos); ``TrainConfig.validate_every`` validates every n-th epoch instead, so that many
+validation videos do not eat the training budget.
 
 Losses (``TrainConfig.loss``), on the window-mean targets y with the network's mean m and
 variance v:
