@@ -380,7 +380,9 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         logger.info("resuming %s at epoch %d", run_dir, first_epoch)
     budget = None if config.max_minutes is None else config.max_minutes * 60
     stopped = "epochs"
-    if history and budget is not None and time.monotonic() - started >= budget:
+    # a run interrupted before any validated epoch has no network yet: it trains one more
+    # epoch, validated since it ends the budget, whatever the budget says
+    if history and best_epoch and budget is not None and time.monotonic() - started >= budget:
         stopped, first_epoch = "time-budget", config.epochs + 1  # spent before the resume
     elif history and val and best_epoch and _patience_spent(len(history), best_epoch,
                                                             config.patience):

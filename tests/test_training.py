@@ -150,6 +150,32 @@ def test_validating_every_nth_epoch(tmp_path):
         TrainConfig(validate_every=0)
 
 
+def test_resuming_before_any_validation_with_the_budget_spent(tmp_path, monkeypatch):
+    """A run interrupted after an epoch that was not validated, its budget spent meanwhile,
+    still ends with a network: one more epoch, validated."""
+    import coreaffect.training as training
+
+    train = ClipDataset([_video(96, 0, "t")], ClipConfig(), dense_length=48)
+    val = [_video(64, 9, "v")]
+    write_log = training._write_log
+
+    def interrupted(directory, history):
+        write_log(directory, history)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_write_log", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_hidden_route(train, val, tmp_path / "run", _config(epochs=10, validate_every=5),
+                           model_overrides=OVERRIDES)
+    monkeypatch.setattr(training, "_write_log", write_log)
+    assert not (tmp_path / "run" / "hidden_route.json").exists()  # no validated epoch yet
+    resumed = train_hidden_route(train, val, tmp_path / "run",
+                                 _config(epochs=10, validate_every=5, max_minutes=1e-4),
+                                 model_overrides=OVERRIDES, resume=True)
+    assert resumed.stopped == "time-budget" and len(resumed.history) == 2
+    assert resumed.best_epoch == 2 and "val_ccc" in resumed.history[1]
+
+
 def test_training_is_seeded_and_leaves_the_callers_random_state(tmp_path):
     train = ClipDataset([_video(64, 1, "t")], ClipConfig(stride=8))
     torch.manual_seed(123)
