@@ -233,7 +233,11 @@ def _intervals(intervals: dict[str, MetricIntervals],
 
 
 def _command() -> str:
-    program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    """This process's command line, or the function's name when Python called it (``python -c``,
+    an interactive session), whose command line does not say what ran."""
+    if not sys.argv or sys.argv[0] in ("", "-c"):
+        return "coreaffect.demo.run_demo"
+    program = Path(sys.argv[0]).name
     if program == "__main__.py":
         program = "python -m coreaffect"
     elif program.endswith(".py"):

@@ -43,3 +43,15 @@ def test_run_demo_says_when_no_video_validates(tmp_path):
     settings = dataclasses.replace(TINY, videos=3, val_videos=0)
     text = run_demo(tmp_path, settings=settings).report.read_text()
     assert "none validates" in text and "chosen on the training videos" in text
+
+
+def test_report_quotes_the_command_or_the_function(monkeypatch):
+    from coreaffect.demo import _command
+
+    monkeypatch.setattr("sys.argv", ["/usr/bin/coreaffect", "demo", "--out", "my dir"])
+    assert _command() == "coreaffect demo --out 'my dir'"
+    monkeypatch.setattr("sys.argv", ["scripts/make_demo.py", "--quick"])
+    assert _command() == "python scripts/make_demo.py --quick"
+    for argv in (["-c"], [""], []):  # python -c "...", an interactive session
+        monkeypatch.setattr("sys.argv", argv)
+        assert _command() == "coreaffect.demo.run_demo"
