@@ -30,8 +30,8 @@ from scipy.special import ndtri
 from coreaffect.checkpoint import FORMAT, atomic_write
 from coreaffect.errors import CoreAffectError
 
-__all__ = ["BANDS_FILE", "band_factors", "check_lag", "check_level", "halfwidth_factors",
-           "read_bands", "variance_factor", "widen_bands", "write_bands"]
+__all__ = ["BANDS_FILE", "band_factors", "check_lag", "check_level", "coverage_spread",
+           "halfwidth_factors", "read_bands", "variance_factor", "widen_bands", "write_bands"]
 
 BANDS_FILE = "bands.json"  # the band factors of the dynamics' stages, in a run directory
 
@@ -73,6 +73,63 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
     inside = errors[None, None, :] <= z[None, :, None] * np.sqrt(factors)[:, None, None]
     worst = np.abs(inside.mean(-1) - np.asarray(levels)[None, :]).max(-1)  # (C,)
     return float(factors[np.argmin(worst)])
+
+
+def coverage_spread(errors: Sequence[np.ndarray], levels: Sequence[float], n_calibration: int,
+                    n_test: int, *, resamples: int = 1000, random_state: int | None = 0
+                    ) -> np.ndarray:
+    """How far from nominal a band calibrated on some people covers the labels of others.
+
+    People differ: a network's errors on one person are often mostly a constant offset, so the
+    share of labels a band covers depends on whom it is scored on, and the factor chosen on a
+    validation group depends on whom that group holds. This measures both at once by resampling
+    the people one has: each resample draws ``n_calibration + n_test`` of them without
+    replacement, chooses the variance factor on the first ``n_calibration`` people's pooled
+    errors as :meth:`~coreaffect.prior.HiddenRoutePrior.calibrate` does
+    (:func:`variance_factor`), and scores the central Gaussian bands at ``levels`` on the pooled
+    errors of the other ``n_test``.
+
+    Args:
+        errors: P arrays (N_p,), one per person (or per video), of one dimension's standardised
+            absolute errors ``|y - mean| / sd`` before calibration; NaN entries are dropped.
+        levels: Nominal coverages in (0, 1), calibrated together.
+        n_calibration: People the factor is chosen on, >= 1.
+        n_test: People the bands are scored on, >= 1; ``n_calibration + n_test <= P``.
+        resamples: Draws of the two groups.
+        random_state: Seed; the same seed draws the same groups.
+
+    Returns:
+        (resamples, L) test coverage minus nominal, per draw and level.
+
+    Raises:
+        CoreAffectError: A level outside (0, 1), a person without an error, or group sizes the
+            P people cannot fill.
+    """
+    levels = [check_level(level) for level in levels]
+    people = [np.asarray(e, dtype=np.float64).ravel() for e in errors]
+    people = [e[np.isfinite(e)] for e in people]
+    if not levels:
+        raise CoreAffectError("coverage_spread needs at least one level")
+    if any(len(e) == 0 for e in people):
+        raise CoreAffectError("coverage_spread: every person needs at least one finite error")
+    if (isinstance(n_calibration, bool) or isinstance(n_test, bool)
+            or not isinstance(n_calibration, numbers.Integral)
+            or not isinstance(n_test, numbers.Integral) or n_calibration < 1 or n_test < 1
+            or n_calibration + n_test > len(people)):
+        raise CoreAffectError(f"coverage_spread: {n_calibration} calibration and {n_test} test "
+                              f"people must be >= 1 each and fit in the {len(people)} given")
+    if isinstance(resamples, bool) or not isinstance(resamples, numbers.Integral) or resamples < 1:
+        raise CoreAffectError(f"resamples must be an integer >= 1, got {resamples!r}")
+    z = ndtri(0.5 + np.asarray(levels) / 2)  # (L,)
+    rng = np.random.default_rng(random_state)
+    out = np.empty((resamples, len(levels)))
+    for r in range(resamples):
+        order = rng.permutation(len(people))
+        calibration = np.concatenate([people[i] for i in order[:n_calibration]])
+        test = np.concatenate([people[i] for i in order[n_calibration:n_calibration + n_test]])
+        half = z * np.sqrt(variance_factor(calibration, levels))  # (L,) half-widths in sd units
+        out[r] = (test[:, None] <= half[None, :]).mean(0) - levels
+    return out
 
 
 def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,

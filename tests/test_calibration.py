@@ -11,6 +11,7 @@ from scipy.stats import norm
 from coreaffect.calibration import (
     BANDS_FILE,
     band_factors,
+    coverage_spread,
     halfwidth_factors,
     read_bands,
     variance_factor,
@@ -24,6 +25,49 @@ def test_variance_factor_recovers_the_scale_of_gaussian_errors():
     errors = np.abs(np.random.default_rng(0).normal(0.0, 2.0, 50000))  # sd 2 against sd 1
     for levels in ([0.5], [0.9], [0.5, 0.9]):
         assert variance_factor(errors, levels) == pytest.approx(4.0, rel=0.03)
+
+
+def test_coverage_spread_of_alike_people_is_the_spread_of_counting():
+    rng = np.random.default_rng(0)
+    people = [np.abs(rng.standard_normal(2000)) for _ in range(60)]  # calibrated, all alike
+    spread = coverage_spread(people, [0.5, 0.9], 10, 10, resamples=200)
+    assert spread.shape == (200, 2)
+    assert np.abs(spread.mean(0)).max() < 0.003
+    # 20,000 frames on either side: binomial sd about 0.0035 at 50%, 0.0021 at 90%, each twice
+    assert (spread.std(0) < [0.0075, 0.0045]).all()
+    np.testing.assert_array_equal(spread, coverage_spread(people, [0.5, 0.9], 10, 10,
+                                                          resamples=200))
+
+
+def test_coverage_spread_of_people_with_offsets_matches_sampling_theory():
+    # person p's errors are |b_p + e|, e ~ N(0, 1), offsets b_p ~ N(0, 0.5^2). Calibrated on
+    # nearly everyone, the band's half-width is the population's; a group of n people then
+    # covers the mean of their shares q_p = Phi(t - b_p) - Phi(-t - b_p), plus each person's
+    # binomial noise over N frames: sd^2 = (var(q) (P - n) / (P - 1) + mean(q (1 - q)) / N) / n.
+    rng = np.random.default_rng(1)
+    n_people, frames, n = 1000, 200, 10
+    offsets = rng.normal(0.0, 0.5, n_people)
+    people = [np.abs(b + rng.standard_normal(frames)) for b in offsets]
+    spread = coverage_spread(people, [0.9], n_people - n, n, resamples=1000, random_state=1)
+    half = norm.ppf(0.95) * np.sqrt(variance_factor(np.concatenate(people), [0.9]))
+    share = norm.cdf(half - offsets) - norm.cdf(-half - offsets)
+    sd = np.sqrt((share.var() * (n_people - n) / (n_people - 1)
+                  + (share * (1 - share)).mean() / frames) / n)
+    assert abs(spread.mean()) < 0.003
+    assert spread.std() == pytest.approx(sd, rel=0.1)  # resampling error about 2%
+
+
+def test_coverage_spread_rejects_what_cannot_be_drawn():
+    people = [np.ones(5), np.ones(5), np.ones(5)]
+    for n_calibration, n_test in ((2, 2), (0, 1), (1, 0), (1.5, 1)):
+        with pytest.raises(CoreAffectError, match="fit in the 3 given"):
+            coverage_spread(people, [0.9], n_calibration, n_test)
+    with pytest.raises(CoreAffectError, match="finite error"):
+        coverage_spread([np.ones(5), np.array([np.nan])], [0.9], 1, 1)
+    with pytest.raises(CoreAffectError, match="level"):
+        coverage_spread(people, [1.5], 1, 1)
+    with pytest.raises(CoreAffectError, match="resamples"):
+        coverage_spread(people, [0.9], 1, 1, resamples=0)
 
 
 def test_halfwidth_factors_make_skewed_bands_cover_the_level():
