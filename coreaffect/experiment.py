@@ -58,7 +58,7 @@ from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
 __all__ = ["DENSE_LENGTH", "data_settings", "evaluate_run", "held_out_videos", "load_videos",
-           "read_split", "refit_run", "train_run"]
+           "read_split", "refit_run", "split_videos", "train_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +305,40 @@ def held_out_videos(run: str | Path) -> set[str]:
         raise CoreAffectError(f"{Path(run) / 'split.json'}: missing; use --subset all to score "
                               "every video")
     return set(read_split(run, ("test",))["test"])
+
+
+def split_videos(run: str | Path, data: str | Path, parts: Sequence[str] = ("test",), *,
+                 format: str = "auto") -> list[LabelledVideo]:
+    """The labelled videos of parts of a run's split, seen as the run sees faces.
+
+    Args:
+        run: The run directory (its ``split.json``, data settings and crop cache ``RUN/crops``).
+        data: The corpus the run was trained on.
+        parts: Any of ``"train"``, ``"val"`` and ``"test"``.
+        format: Annotation format of ``data``, or ``"auto"``.
+
+    Returns:
+        The videos of ``parts``, in that order and in the split's order within each.
+
+    Raises:
+        CoreAffectError: An unknown part, a run without a split, or a video of the split that
+            ``data`` does not have.
+    """
+    unknown = [part for part in parts if part not in ("train", "val", "test")]
+    if unknown:
+        raise CoreAffectError(f"parts must be 'train', 'val' or 'test', got {unknown}")
+    run = Path(run)
+    split = read_split(run, tuple(parts))
+    config = load_data_config(run)
+    recordings = {r.id: r for r in discover(data, format)}
+    ids = [video for part in parts for video in split[part]]
+    missing = [video for video in ids if video not in recordings]
+    if missing:
+        raise CoreAffectError(f"{data}: {len(missing)} of the {len(ids)} videos of {run}'s "
+                              f"{'/'.join(parts)} split are not here (first: {missing[0]}); is "
+                              "it the corpus the run was trained on?")
+    cache = CropCache(run / "crops", config.faces, config.video.chunk_size)
+    return load_videos([recordings[video] for video in ids], config, cache)
 
 
 def refit_run(run: str | Path, out: str | Path, *, data: str | Path | None = None,

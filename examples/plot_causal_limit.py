@@ -27,7 +27,6 @@ nothing; point it at the demo's run for real ones::
 
 # %%
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -42,7 +41,7 @@ from coreaffect.bootstrap import bootstrap_stages  # noqa: E402
 from coreaffect.corpus import CropCache, discover  # noqa: E402
 from coreaffect.demo import tiny_run  # noqa: E402
 from coreaffect.evaluation import format_intervals, predict_video, scored_labels  # noqa: E402
-from coreaffect.experiment import load_videos  # noqa: E402
+from coreaffect.experiment import load_videos, split_videos  # noqa: E402
 
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--run", type=Path, help="a run directory (default: train a tiny one)")
@@ -63,16 +62,12 @@ if args.run is None:
     tiny = tiny_run(args.out / "tiny")
     args.run, args.data = tiny.run, tiny.corpus
 affect = coreaffect.load_run(args.run)
-split = json.loads((args.run / "split.json").read_text())
-config = affect.data_config
-cache = CropCache(args.run / "crops", config.faces, config.video.chunk_size)
-recordings = {r.id: r for r in discover(args.data)}
-fit_videos = load_videos([recordings[i] for i in split["train"] + split["val"]], config, cache)
+fit_videos = split_videos(args.run, args.data, ("train", "val"))
 if args.new_faces is None:
-    test_videos = load_videos([recordings[i] for i in split["test"]], config, cache)
+    test_videos = split_videos(args.run, args.data, ("test",))
 else:
-    if args.cache is not None:
-        cache = CropCache(args.cache, config.faces, config.video.chunk_size)
+    config = affect.data_config
+    cache = CropCache(args.cache or args.run / "crops", config.faces, config.video.chunk_size)
     test_videos = load_videos(discover(args.new_faces), config, cache)
 
 

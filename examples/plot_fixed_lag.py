@@ -19,7 +19,6 @@ nothing; point it at the demo's run for real ones::
 
 # %%
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -31,10 +30,9 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import coreaffect  # noqa: E402
-from coreaffect.corpus import CropCache, discover  # noqa: E402
 from coreaffect.demo import tiny_run  # noqa: E402
 from coreaffect.dynamics import AffectObservations  # noqa: E402
-from coreaffect.experiment import load_videos  # noqa: E402
+from coreaffect.experiment import split_videos  # noqa: E402
 from coreaffect.metrics import ccc, rmse  # noqa: E402
 
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
@@ -51,10 +49,7 @@ if args.run is None:
     tiny = tiny_run(args.out / "tiny")
     args.run, args.data = tiny.run, tiny.corpus
 affect = coreaffect.load_run(args.run)
-held_out = set(json.loads((args.run / "split.json").read_text())["test"])
-config = affect.data_config
-cache = CropCache(args.run / "crops", config.faces, config.video.chunk_size)
-videos = load_videos([r for r in discover(args.data) if r.id in held_out], config, cache)
+videos = split_videos(args.run, args.data, ("test",))
 
 # %%
 # Each video's priors become one sequence of latent observations; every output is scored on the

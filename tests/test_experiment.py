@@ -22,6 +22,7 @@ from coreaffect.experiment import (
     held_out_videos,
     load_videos,
     refit_run,
+    split_videos,
     train_run,
 )
 from coreaffect.pipeline import CoreAffect
@@ -168,6 +169,23 @@ def test_held_out_videos_name_the_split_file_when_it_is_wrong(tiny, tmp_path):
         (tmp_path / "split.json").write_text(text)
         with pytest.raises(CoreAffectError, match=problem):
             held_out_videos(tmp_path)
+
+
+def test_split_videos_are_the_runs_own_in_its_order(tiny, tmp_path):
+    split = json.loads((tiny.run / "split.json").read_text())
+    videos = split_videos(tiny.run, tiny.corpus, ("val", "test"))
+    assert [v.id for v in videos] == split["val"] + split["test"]
+    config = load_data_config(tiny.run)
+    assert videos[0].crops.crops.shape[1] == config.faces.crop_size
+    with pytest.raises(CoreAffectError, match="parts must be"):
+        split_videos(tiny.run, tiny.corpus, ("validation",))
+    partial = tmp_path / "corpus"
+    shutil.copytree(tiny.corpus, partial)
+    gone = split["test"][0]
+    for path in list(partial.rglob(f"{gone}*")):  # its video, its labels, its raters' folders
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    with pytest.raises(CoreAffectError, match=f"1 of the 1 videos .* not here .*{gone}"):
+        split_videos(tiny.run, partial, ("test",))
 
 
 def _files(run) -> dict[str, bytes]:
