@@ -75,9 +75,9 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
     return float(factors[np.argmin(worst)])
 
 
-def coverage_spread(errors: Sequence[np.ndarray], levels: Sequence[float], n_calibration: int,
-                    n_test: int, *, resamples: int = 1000, random_state: int | None = 0
-                    ) -> np.ndarray:
+def coverage_spread(errors: Sequence[np.ndarray], levels: float | Sequence[float],
+                    n_calibration: int, n_test: int, *, resamples: int = 1000,
+                    random_state: int | None = 0) -> np.ndarray:
     """How far from nominal a band calibrated on some people covers the labels of others.
 
     People differ: a network's errors on one person are often mostly a constant offset, so the
@@ -87,12 +87,14 @@ def coverage_spread(errors: Sequence[np.ndarray], levels: Sequence[float], n_cal
     replacement, chooses the variance factor on the first ``n_calibration`` people's pooled
     errors as :meth:`~coreaffect.prior.HiddenRoutePrior.calibrate` does
     (:func:`variance_factor`), and scores the central Gaussian bands at ``levels`` on the pooled
-    errors of the other ``n_test``.
+    errors of the other ``n_test``. The groups depend on ``random_state`` and P only, so calls
+    for valence and for arousal with one seed draw the same groups, draw by draw.
 
     Args:
         errors: P arrays (N_p,), one per person (or per video), of one dimension's standardised
-            absolute errors ``|y - mean| / sd`` before calibration; NaN entries are dropped.
-        levels: Nominal coverages in (0, 1), calibrated together.
+            absolute errors ``|y - mean| / sd`` before calibration; NaN entries (frames without
+            an estimate or a label) are dropped, infinite ones count as misses.
+        levels: A nominal coverage in (0, 1), or several calibrated together.
         n_calibration: People the factor is chosen on, >= 1.
         n_test: People the bands are scored on, >= 1; ``n_calibration + n_test <= P``.
         resamples: Draws of the two groups.
@@ -102,16 +104,21 @@ def coverage_spread(errors: Sequence[np.ndarray], levels: Sequence[float], n_cal
         (resamples, L) test coverage minus nominal, per draw and level.
 
     Raises:
-        CoreAffectError: A level outside (0, 1), a person without an error, or group sizes the
-            P people cannot fill.
+        CoreAffectError: A level outside (0, 1), a person without an error or with a negative
+            one (not an absolute error), or group sizes the P people cannot fill.
     """
-    levels = [check_level(level) for level in levels]
+    single = isinstance(levels, (bool, str, bytes)) or np.ndim(levels) == 0
+    levels = [check_level(levels)] if single else [check_level(level) for level in levels]
     people = [np.asarray(e, dtype=np.float64).ravel() for e in errors]
-    people = [e[np.isfinite(e)] for e in people]
+    people = [e[~np.isnan(e)] for e in people]
     if not levels:
         raise CoreAffectError("coverage_spread needs at least one level")
-    if any(len(e) == 0 for e in people):
-        raise CoreAffectError("coverage_spread: every person needs at least one finite error")
+    for index, e in enumerate(people):
+        if len(e) == 0:
+            raise CoreAffectError(f"coverage_spread: person {index} has no error that is not NaN")
+        if (e < 0).any():
+            raise CoreAffectError(f"coverage_spread: person {index} has negative errors; pass "
+                                  "absolute standardised errors |y - mean| / sd")
     if (isinstance(n_calibration, bool) or isinstance(n_test, bool)
             or not isinstance(n_calibration, numbers.Integral)
             or not isinstance(n_test, numbers.Integral) or n_calibration < 1 or n_test < 1
