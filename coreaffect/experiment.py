@@ -307,15 +307,17 @@ def held_out_videos(run: str | Path) -> set[str]:
     return set(read_split(run, ("test",))["test"])
 
 
-def split_videos(run: str | Path, data: str | Path, parts: Sequence[str] = ("test",), *,
-                 format: str = "auto") -> list[LabelledVideo]:
+def split_videos(run: str | Path, data: str | Path | None = None,
+                 parts: str | Sequence[str] = ("test",), *, format: str | None = None,
+                 cache: str | Path | None = None) -> list[LabelledVideo]:
     """The labelled videos of parts of a run's split, seen as the run sees faces.
 
     Args:
-        run: The run directory (its ``split.json``, data settings and crop cache ``RUN/crops``).
-        data: The corpus the run was trained on.
-        parts: Any of ``"train"``, ``"val"`` and ``"test"``.
-        format: Annotation format of ``data``, or ``"auto"``.
+        run: The run directory (its ``split.json`` and data settings).
+        data: The corpus the run was trained on; ``None``: the one ``split.json`` names.
+        parts: ``"train"``, ``"val"`` or ``"test"``, or several of them.
+        format: Annotation format of ``data``; ``None``: the one the run was trained with.
+        cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
 
     Returns:
         The videos of ``parts``, in that order and in the split's order within each.
@@ -324,21 +326,24 @@ def split_videos(run: str | Path, data: str | Path, parts: Sequence[str] = ("tes
         CoreAffectError: An unknown part, a run without a split, or a video of the split that
             ``data`` does not have.
     """
+    parts = (parts,) if isinstance(parts, str) else tuple(parts)
     unknown = [part for part in parts if part not in ("train", "val", "test")]
     if unknown:
         raise CoreAffectError(f"parts must be 'train', 'val' or 'test', got {unknown}")
     run = Path(run)
-    split = read_split(run, tuple(parts))
+    split = read_split(run, ("data", "format", *parts))
+    data = split["data"] if data is None else data
     config = load_data_config(run)
-    recordings = {r.id: r for r in discover(data, format)}
+    recordings = {r.id: r for r in discover(data, split["format"] if format is None else format)}
     ids = [video for part in parts for video in split[part]]
     missing = [video for video in ids if video not in recordings]
     if missing:
         raise CoreAffectError(f"{data}: {len(missing)} of the {len(ids)} videos of {run}'s "
                               f"{'/'.join(parts)} split are not here (first: {missing[0]}); is "
                               "it the corpus the run was trained on?")
-    cache = CropCache(run / "crops", config.faces, config.video.chunk_size)
-    return load_videos([recordings[video] for video in ids], config, cache)
+    crops = CropCache(run / "crops" if cache is None else cache, config.faces,
+                      config.video.chunk_size)
+    return load_videos([recordings[video] for video in ids], config, crops)
 
 
 def refit_run(run: str | Path, out: str | Path, *, data: str | Path | None = None,

@@ -9,12 +9,14 @@ person are often mostly a constant offset. So the share of labels a calibrated b
 well calibrated the method is. This example measures how far, on a run's own held-out people.
 
 It pools the people the hidden route never trained on (the run's validation and test videos,
-and every video of ``--new-faces`` if given), standardises each frame's error by the stage's
-own variance, and redraws them many times into a calibration group and a test group of the
-sizes asked for (:func:`coreaffect.calibration.coverage_spread`): each draw recalibrates on
-its calibration group as the run did, and scores the 50% and 90% bands on its test group. It
+and every video of ``--new-faces`` if given; the validation people did choose the network's
+epoch and, with their labels, helped fit the manifold), standardises each frame's error by the
+stage's own variance, and redraws them many times into a calibration group and a test group of
+the sizes asked for (:func:`coreaffect.calibration.coverage_spread`): each draw recalibrates
+one variance factor per dimension on its calibration group, aiming at the run's calibration
+levels (50% and 90% by default) as the run did, and scores those bands on its test group. It
 prints, per group size, the mean and spread of the coverage errors and the share of draws in
-which all four (two levels, valence and arousal) fall within ``--tolerance`` of nominal; the
+which all of them (each level, valence and arousal) fall within ``--tolerance`` of nominal; the
 figure shows their distributions. Each video counts as one person, as in the synthetic corpus;
 on a corpus with several videos per person, pass one video per person.
 
@@ -43,6 +45,7 @@ from coreaffect.corpus import CropCache, discover  # noqa: E402
 from coreaffect.demo import tiny_run  # noqa: E402
 from coreaffect.evaluation import scored_labels  # noqa: E402
 from coreaffect.experiment import load_videos, split_videos  # noqa: E402
+from coreaffect.stages import run_fit_settings  # noqa: E402
 
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--run", type=Path, help="a run directory (default: train a tiny one)")
@@ -69,6 +72,8 @@ except ValueError:
     parser.error(f"--groups takes calibration,test pairs such as 10,10; got {args.groups}")
 if any(len(group) != 2 or min(group) < 1 for group in groups):
     parser.error(f"--groups takes pairs of sizes >= 1 such as 10,10; got {args.groups}")
+if args.resamples < 1 or args.tolerance < 0:
+    parser.error("--resamples must be >= 1 and --tolerance >= 0")
 if args.quick:
     groups, args.resamples = [(1, 1)], min(args.resamples, 50)
 if args.run is None:
@@ -82,7 +87,7 @@ if args.new_faces is not None:
     videos += load_videos(discover(args.new_faces), config, cache)
 
 # %%
-# Each person's standardised errors |y - mean| / sd (frames with a face and an estimate), and
+# Each person's standardised errors ``|y - mean| / sd`` (frames with a face and an estimate), and
 # the person's mean error (bias) and RMSE, to see how far apart the people are.
 errors, bias, rmse = [], [], []
 for video in videos:
@@ -103,31 +108,35 @@ print(f"  per-person RMSE: mean {rmse.mean(0)[0]:.3f} / {rmse.mean(0)[1]:.3f}, "
       f"sd {rmse.std(0)[0]:.3f} / {rmse.std(0)[1]:.3f}")
 
 # %%
-# The draws: the same seed draws the same groups for valence and arousal, so "all four within
+# The draws: the same seed draws the same groups for valence and arousal, so "all within
 # the tolerance" is counted draw by draw.
-levels = [0.5, 0.9]
+levels = list(run_fit_settings(args.run).calibration_levels)  # as the run calibrated
+fitting = [group for group in groups if sum(group) <= len(errors)]
+if not fitting:
+    sys.exit(f"no group of {args.groups} fits in the {len(errors)} people; ask for smaller ones")
 spreads = {}
 for n_calibration, n_test in groups:
-    if n_calibration + n_test > len(errors):
+    if (n_calibration, n_test) not in fitting:
         print(f"  {n_calibration},{n_test}: skipped, only {len(errors)} people")
         continue
     spreads[n_calibration, n_test] = np.stack(
         [coverage_spread([e[:, d] for e in errors], levels, n_calibration, n_test,
                          resamples=args.resamples, random_state=0) for d in (0, 1)],
-        axis=1)  # (R, 2 dimensions, 2 levels)
+        axis=1)  # (R, 2 dimensions, L levels)
 print(f"coverage minus nominal over {args.resamples} draws (mean, sd), valence / arousal:")
 for (n_calibration, n_test), spread in spreads.items():
     cells = [f"{int(100 * level)}% {spread[:, 0, i].mean():+.3f} ({spread[:, 0, i].std():.3f})"
              f" / {spread[:, 1, i].mean():+.3f} ({spread[:, 1, i].std():.3f})"
              for i, level in enumerate(levels)]
     within = (np.abs(spread) <= args.tolerance + 1e-12).all((1, 2)).mean()
-    print(f"  calibrated on {n_calibration}, tested on {n_test}: {'; '.join(cells)}; all four "
-          f"within {args.tolerance:g} in {within:.0%} of draws")
+    print(f"  calibrated on {n_calibration}, tested on {n_test}: {'; '.join(cells)}; all "
+          f"{2 * len(levels)} within {args.tolerance:g} in {within:.0%} of draws")
 
 # %%
 # The distributions, one panel per dimension and level, one histogram per group size; the
 # shaded band is the tolerance.
-fig, axes = plt.subplots(2, 2, figsize=(9, 5.5), sharex=True)
+fig, axes = plt.subplots(2, len(levels), figsize=(4.5 * len(levels), 5.5), sharex=True,
+                         squeeze=False)
 for d, dimension in enumerate(("valence", "arousal")):
     for i, level in enumerate(levels):
         ax = axes[d, i]
@@ -136,8 +145,8 @@ for d, dimension in enumerate(("valence", "arousal")):
             ax.hist(spread[:, d, i], bins=30, histtype="step", density=True,
                     label=f"{n_calibration} calibrate, {n_test} test")
         ax.set_title(f"{dimension}, {int(100 * level)}% band")
-axes[1, 0].set_xlabel("test coverage minus nominal")
-axes[1, 1].set_xlabel("test coverage minus nominal")
+for ax in axes[1]:
+    ax.set_xlabel("test coverage minus nominal")
 axes[0, 0].legend(fontsize="small")
 fig.tight_layout()
 args.out.mkdir(parents=True, exist_ok=True)

@@ -177,6 +177,7 @@ def test_split_videos_are_the_runs_own_in_its_order(tiny, tmp_path):
     assert [v.id for v in videos] == split["val"] + split["test"]
     config = load_data_config(tiny.run)
     assert videos[0].crops.crops.shape[1] == config.faces.crop_size
+    assert [v.id for v in split_videos(tiny.run, parts="test")] == split["test"]  # split's data
     with pytest.raises(CoreAffectError, match="parts must be"):
         split_videos(tiny.run, tiny.corpus, ("validation",))
     partial = tmp_path / "corpus"
