@@ -374,13 +374,13 @@ def plot_saliency_grid(frames: np.ndarray, maps: np.ndarray, ax: Axes | None = N
         column_labels: One label per frame (N), e.g. times or estimates.
         show_frames: Start with a row of the frames themselves.
         alpha: Weight of the heat map in the blend.
-        colormap: See :func:`coreaffect.saliency.overlay_heatmaps`.
+        colormap: See :func:`coreaffect.overlays.overlay_heatmaps`.
         title: Optional axes title.
 
     Returns:
         The axes, without frame ticks; labels on the left and at the top.
     """
-    from coreaffect.saliency import overlay_heatmaps
+    from coreaffect.overlays import overlay_heatmaps
 
     frames = np.asarray(frames)
     maps = np.asarray(maps, dtype=np.float32)

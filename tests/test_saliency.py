@@ -17,12 +17,10 @@ from coreaffect.saliency import (
     TARGETS,
     GradCAM3D,
     explain_video,
-    overlay_heatmaps,
     randomization_test,
     randomized_copy,
     saliency_mass_fraction,
     saliency_rank_correlation,
-    write_animation,
 )
 
 
@@ -198,26 +196,6 @@ def test_mass_fraction_on_a_hand_made_map():
     assert np.isnan(saliency_mass_fraction(np.zeros((1, 2, 4, 4)), region)[0])
     with pytest.raises(ValueError):
         saliency_mass_fraction(-maps, region)
-
-
-def test_overlay_blends_and_resizes():
-    frames = np.full((3, 20, 20, 3), 100, dtype=np.uint8)
-    maps = np.zeros((3, 5, 5), dtype=np.float32)
-    assert np.array_equal(overlay_heatmaps(frames, maps, alpha=0.0), frames)
-    hot = overlay_heatmaps(frames[0], np.ones((5, 5)), alpha=1.0)  # one frame
-    assert hot.shape == (20, 20, 3) and hot[..., 0].mean() > hot[..., 2].mean()  # jet's red
-    with pytest.raises(CoreAffectError, match="colormap"):
-        overlay_heatmaps(frames, maps, colormap="rainbow")
-
-
-def test_write_animation_formats(tmp_path):
-    frames = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
-    gif = write_animation(frames, tmp_path / "a.gif", fps=10)
-    with Image.open(gif) as image:
-        assert image.n_frames == 5
-    assert write_animation(frames, tmp_path / "a.avi").stat().st_size > 0
-    with pytest.raises(CoreAffectError, match="gif"):
-        write_animation(frames, tmp_path / "a.webp")
 
 
 def test_explain_video_writes_grid_and_gif(lite, tmp_path, monkeypatch, caplog):
