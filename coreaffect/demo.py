@@ -234,10 +234,13 @@ def _intervals(intervals: dict[str, MetricIntervals],
 
 def _command() -> str:
     """This process's command line, or the function's name when Python called it (``python -c``,
-    an interactive session), whose command line does not say what ran."""
+    an interactive session, IPython or a Jupyter kernel), whose command line does not say what
+    ran."""
     if not sys.argv or sys.argv[0] in ("", "-c"):
         return "coreaffect.demo.run_demo"
     program = Path(sys.argv[0]).name
+    if program.lower().startswith(("ipykernel", "ipython")):
+        return "coreaffect.demo.run_demo"
     if program == "__main__.py":
         program = "python -m coreaffect"
     elif program.endswith(".py"):

@@ -52,6 +52,8 @@ def test_report_quotes_the_command_or_the_function(monkeypatch):
     assert _command() == "coreaffect demo --out 'my dir'"
     monkeypatch.setattr("sys.argv", ["scripts/make_demo.py", "--quick"])
     assert _command() == "python scripts/make_demo.py --quick"
-    for argv in (["-c"], [""], []):  # python -c "...", an interactive session
+    jupyter = ["/opt/conda/lib/python3.11/site-packages/ipykernel_launcher.py", "-f",
+               "/home/me/.local/share/jupyter/runtime/kernel-1.json"]
+    for argv in (["-c"], [""], [], jupyter, ["/usr/local/bin/ipython"]):  # python -c, REPLs
         monkeypatch.setattr("sys.argv", argv)
         assert _command() == "coreaffect.demo.run_demo"
