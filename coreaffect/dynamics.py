@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from coreaffect.calibration import check_level
+from coreaffect.decoding import decode_draws, decode_gaussian
 from coreaffect.mcmc import (
     inference_data,
     named_nuts,
@@ -73,7 +74,6 @@ from coreaffect.state_space import (
     LGSSM,
     Filtered,
     Smoothed,
-    _draw,
     _generator,
     _smooth_backward,
     _sym,
@@ -676,22 +676,9 @@ class CoreAffectDynamics:
 
     # -- decoding -------------------------------------------------------------------------------
 
-    def _decode_fn(self) -> Callable[[Tensor], Any]:
-        decoder = self.decoder
-        return decoder.decode if hasattr(decoder, "decode") else decoder
-
     def _decode_draws(self, latent: Tensor, generator: torch.Generator) -> Tensor:
         """Latent draws (..., K) to valence-arousal draws (..., 2)."""
-        if self.decoder is None:
-            return latent
-        if isinstance(self.decoder, Tensor):
-            return latent @ self.decoder.to(latent.dtype).T
-        out = self._decode_fn()(latent)  # a decoder on another device answers there
-        if isinstance(out, Tensor):
-            return out.to(latent.device, latent.dtype)
-        mean = out.mean.to(latent.device, latent.dtype)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
-        return mean + out.variance.to(latent.device, latent.dtype).sqrt() * noise
+        return decode_draws(self.decoder, latent, generator)
 
     def decode(self, latent_mean: Tensor, latent_cov: Tensor, level: float | None = None
                ) -> tuple[Tensor, Tensor, Tensor]:
@@ -703,27 +690,16 @@ class CoreAffectDynamics:
             level: Band probability (default ``self.level``).
 
         Returns:
-            ``(mean, lower, upper)``, each (..., 2): exact for no or a linear decoder, else
-            Monte Carlo (``n_decode_samples`` draws, seeded by ``random_state``).
+            ``(mean, lower, upper)``, each (..., 2), in float64 on the CPU: exact for no or a
+            linear decoder, else Monte Carlo (:func:`~coreaffect.decoding.decode_gaussian`,
+            ``n_decode_samples`` draws, seeded by ``random_state``).
         """
         level = check_level(self.level if level is None else level, ValueError)
         latent_mean = torch.as_tensor(latent_mean, dtype=_DTYPE, device="cpu")
         latent_cov = torch.as_tensor(latent_cov, dtype=_DTYPE, device="cpu")
-        if self.decoder is None or isinstance(self.decoder, Tensor):
-            a = (torch.eye(latent_mean.shape[-1], dtype=_DTYPE) if self.decoder is None
-                 else self.decoder.to(_DTYPE))
-            mean = (a @ latent_mean[..., None])[..., 0]
-            var = torch.diagonal(a @ latent_cov @ a.T, dim1=-2, dim2=-1)
-            half = torch.distributions.Normal(0.0, 1.0).icdf(
-                torch.tensor(0.5 + level / 2, dtype=_DTYPE)) * var.clamp_min(0).sqrt()
-            return mean, mean - half, mean + half
-        generator = _generator(self.random_state, latent_mean.device)
-        shape = (self.n_decode_samples, *latent_mean.shape)
-        draws = _draw(latent_mean.expand(shape), latent_cov.expand(*shape, shape[-1]), generator)
-        va = self._decode_draws(draws, generator)  # (S, ..., 2)
-        probs = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=va.dtype)
-        lower, upper = torch.quantile(va, probs, dim=0)
-        return va.mean(0), lower, upper
+        return decode_gaussian(self.decoder, latent_mean, latent_cov, level,
+                               self.n_decode_samples,
+                               _generator(self.random_state, latent_mean.device))
 
     # -- persistence ----------------------------------------------------------------------------
 
