@@ -227,8 +227,10 @@ def kalman_filter(params: LGSSM, observations: Tensor, obs_cov: Tensor,
     if parallel:
         return _filter_parallel(params, observations, obs_cov, mask)
     h = params.emission
-    steps = observations.shape[-2]
-    mean, cov = params.init_mean, params.init_cov
+    steps, k = observations.shape[-2], params.init_mean.shape[-1]
+    batch = _batch_shape(params, observations, obs_cov)  # every step's moments have this batch
+    mean = torch.broadcast_to(params.init_mean, (*batch, k))
+    cov = torch.broadcast_to(params.init_cov, (*batch, k, k))
     means, covs, log_likelihood = [], [], 0.0
     for t in range(steps):
         if t > 0:

@@ -440,6 +440,20 @@ def test_parallel_batched_with_shared_and_per_step_parameters():
     torch.testing.assert_close(parallel.log_likelihood, sequential.log_likelihood)
 
 
+def test_batch_axes_of_per_step_parameters_alone_reach_both_filters():
+    # the batch comes only from the per-step transitions; initial state and data are shared
+    runs = [_model(9, seed=s) for s in range(3)]
+    p0, y, r = runs[0]
+    transition = torch.stack([p.transition for p, _, _ in runs])  # (3, 8, K, K)
+    params = p0._replace(transition=transition)
+    for parallel in (False, True):
+        batched = rts_smoother(params, y, r, parallel=parallel)
+        for i in range(3):
+            single = rts_smoother(p0._replace(transition=transition[i]), y, r)
+            torch.testing.assert_close(batched.means[i], single.means, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(batched.log_likelihood[i], single.log_likelihood)
+
+
 def test_parallel_gradients_equal_sequential_gradients():
     def log_lik(parallel: bool):
         theta = torch.tensor([[0.8, 0.1], [-0.2, 0.5]], requires_grad=True)
