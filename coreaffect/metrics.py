@@ -82,13 +82,21 @@ def rmse(y, mean) -> np.ndarray:
     return np.sqrt(_masked_mean((y - mean) ** 2, mask))
 
 
+def _constant(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Whether ``a`` takes one value on the frames of ``mask`` (reduces the last axis)."""
+    return np.where(mask, a, -np.inf).max(-1) == np.where(mask, a, np.inf).min(-1)
+
+
 def _moments(y: np.ndarray, x: np.ndarray):
+    """Means, variances and covariance over the valid frames; a constant series has variance
+    and covariance exactly 0 (its mean is not exact in binary, so the computed ones are not)."""
     mask = _valid(y, x)
     my, mx = _masked_mean(y, mask), _masked_mean(x, mask)
     dy, dx = y - my[..., None], x - mx[..., None]
-    vy = _masked_mean(dy**2, mask)
-    vx = _masked_mean(dx**2, mask)
-    cov = _masked_mean(dy * dx, mask)
+    flat_y, flat_x = _constant(y, mask), _constant(x, mask)
+    vy = np.where(flat_y, 0.0, _masked_mean(dy**2, mask))
+    vx = np.where(flat_x, 0.0, _masked_mean(dx**2, mask))
+    cov = np.where(flat_y | flat_x, 0.0, _masked_mean(dy * dx, mask))
     return my, mx, vy, vx, cov
 
 

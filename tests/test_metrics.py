@@ -26,6 +26,22 @@ def test_ccc_and_pcc_known_cases():
                                stats.pearsonr(y, [1.0, 3.0, 2.0, 4.0])[0])
 
 
+def test_constant_series_have_no_correlation_whatever_the_rounding():
+    # 0.1 and 1/3 are not exact in binary: their computed variances are ~1e-34, not 0
+    varying = np.linspace(-0.5, 0.5, 25)
+    for value in (0.1, 1 / 3, 0.7, -0.25, 0.0):
+        constant = np.full(25, value)
+        assert np.isnan(metrics.pcc(constant, varying))
+        assert np.isnan(metrics.pcc(varying, constant))
+        assert np.isnan(metrics.ccc(constant, constant))  # both constant and equal: 0 / 0
+        assert metrics.ccc(constant, varying) == 0.0
+        assert metrics.ccc(constant, constant + 0.5) == 0.0
+    with_nan = np.array([0.1, np.nan, 0.1, 0.1])  # constant on the frames that count
+    assert np.isnan(metrics.pcc(with_nan, [0.3, 0.9, -0.2, 0.5]))
+    batch = np.stack([np.full(25, 0.1), varying])  # one constant row among others
+    assert np.isnan(metrics.pcc(batch, varying)[0]) and metrics.pcc(batch, varying)[1] == 1.0
+
+
 def test_rmse_sagr_and_nan_frames_left_out():
     y = np.array([0.5, -0.5, np.nan, 0.2])
     x = np.array([0.5, 0.5, 100.0, -0.2])
