@@ -8,6 +8,7 @@ without a traceback).
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -375,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CSV file to write (default: standard output)")
     predict.add_argument("--plot", type=Path, default=None, metavar="PNG",
                          help="also draw the trajectory")
+    _add_overwrite(predict)
     online = predict.add_mutually_exclusive_group()
     online.add_argument("--causal", action="store_true",
                         help="filter only: each frame from the frames up to it (a live "
@@ -468,10 +470,17 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
                         help=f"{held_out} (default) or every video of DATA")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help=f"write {written} as JSON")
+    _add_overwrite(parser)
     parser.add_argument("--resamples", type=_count if intervals_optional else _positive_int,
                         default=2000, metavar="N",
                         help="resamples of the videos for the 95%% intervals (default 2000"
                              + ("; 0: none)" if intervals_optional else ")"))
+
+
+def _add_overwrite(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files whatever they hold (by default "
+                             "only a file this command wrote is replaced)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -559,6 +568,35 @@ def _same(path: Path, other: Path) -> bool:
     return path.exists() and other.exists() and os.path.samefile(path, other)
 
 
+_TRAJECTORY_HEADER = "frame,time,valence,arousal,valence_lower,"  # AffectTrajectory.to_csv
+
+
+def _foreign(option: str, path: Path) -> str:
+    """Why an existing regular file may not be replaced by ``option``'s output (it is not
+    one coreaffect wrote, e.g. a video's annotation file), or ``""`` when it may: no file, an
+    empty one, a pipe or a device, or a file of the kind the option writes."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return ""
+    if option == "--plot":  # a figure: matplotlib writes only image and document formats
+        return ""
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+    if option == "--out":
+        first = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").decode("utf-8", "replace")
+        if first.startswith(_TRAJECTORY_HEADER):
+            return ""
+        return f"is not a trajectory CSV (its first line is {first.strip()[:60]!r})"
+    try:  # --json: the metrics of evaluate ({stage: ...}) or compare ({"videos", stage: ...})
+        from coreaffect.pipeline import STAGES
+
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(data, dict) and data and set(data) <= {*STAGES, "videos"}:
+            return ""
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        pass
+    return "is not a metrics file of coreaffect"
+
+
 def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> None:
     runs = [getattr(args, key) for key in ("run", "run_a", "run_b") if hasattr(args, key)]
     video = getattr(args, "video", None)
@@ -573,6 +611,11 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
             refuse(f"{option} {path} is the input video")
         if video is not None and video.is_dir() and video.resolve() in path.resolve().parents:
             refuse(f"{option} {path} is inside the input frame folder")
+        if not getattr(args, "overwrite", True):
+            foreign = _foreign(option, path)
+            if foreign:
+                refuse(f"{option} {path} exists and {foreign}; give another name, or --overwrite "
+                       "to replace it")
     if args.command == "predict" and args.out and args.plot and _same(args.out, args.plot):
         refuse(f"--out and --plot are the same file, {args.out}")
     if args.command == "predict" and args.plot:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -294,3 +295,41 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
     assert all(path.read_bytes() == content for path, content in before.items())
     # a file of the user's own inside the run folder is fine to write
     assert not _in_run(run / "my_trajectory.csv", run)
+
+
+def test_outputs_replace_only_files_coreaffect_wrote(tiny, tmp_path, capsys):
+    from coreaffect.cli import _foreign, main
+
+    video, run = tiny.video(), tiny.run
+    labels = tmp_path / "interview.csv"  # the video's own annotation, in the csv format
+    labels.write_text("time,valence,arousal\n0.0,0.1,0.2\n0.04,0.1,0.2\n")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"subject": 7}\n')
+    before = {path: path.read_bytes() for path in (labels, notes)}
+    for argv in (["predict", str(run), str(video), "--out", str(labels)],
+                 ["evaluate", str(run), str(tiny.corpus), "--json", str(notes)]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "exists and is not" in err and "--overwrite" in err, err
+    assert all(path.read_bytes() == content for path, content in before.items())
+    # predict writes a trajectory, then replaces its own output when run again
+    out = tmp_path / "trajectory.csv"
+    assert main(["predict", str(run), str(video), "--out", str(out), "--quiet"]) == 0
+    assert _foreign("--out", out) == ""
+    assert main(["predict", str(run), str(video), "--out", str(out), "--causal",
+                 "--quiet"]) == 0
+    # --overwrite replaces whatever is there
+    assert main(["predict", str(run), str(video), "--out", str(labels), "--overwrite",
+                 "--quiet"]) == 0
+    assert labels.read_text().startswith("frame,time,valence,arousal,")
+    # metrics files of evaluate and compare, empty files and devices may be replaced
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"raw": {}, "smoothed": {}}')
+    comparison = tmp_path / "comparison.json"
+    comparison.write_text('{"videos": ["a"], "raw": {}}')
+    empty = tmp_path / "empty.csv"
+    empty.touch()
+    assert [_foreign("--json", metrics), _foreign("--json", comparison),
+            _foreign("--out", empty), _foreign("--out", Path("/dev/null"))] == ["", "", "", ""]
