@@ -87,9 +87,10 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
               progress: bool = False) -> TrainResult:
     """Split a dataset by video, train the hidden route, fit the later stages, write the run.
 
-    ``run`` must be new, empty, or hold nothing but a face-crop cache (``crops/``), unless
-    ``resume`` continues the run there or ``overwrite`` replaces it; files that are not part of a
-    run are never removed, and a folder holding any is refused.
+    ``run`` must be new, empty, or hold nothing but a face-crop cache (``crops/``) and what a
+    training that failed before its first epoch ended left (its ``split.json``, no network),
+    unless ``resume`` continues the run there or ``overwrite`` replaces it; files that are not
+    part of a run are never removed, and a folder holding any is refused.
 
     Args:
         data: Dataset folder (see :func:`~coreaffect.corpus.discover`).
@@ -147,7 +148,8 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
              "train": [r.id for r in fit], "val": [r.id for r in val],
              "test": [r.id for r in test]}
     previous = run / "split.json"
-    if resume and previous.exists() and json.loads(previous.read_text()) != split:
+    if (resume and _trained(run) and previous.exists()
+            and json.loads(previous.read_text()) != split):
         raise CoreAffectError(f"{previous}: the run was split differently; resume with the same "
                               "data, format, seed and video counts")
     logger.info("%d training, %d validation, %d test videos", len(fit), len(val), len(test))
@@ -227,10 +229,20 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
                               "choose a new or empty folder")
     present = [name for name in (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES)
                if (run / name).exists()]
+    if present and not _trained(run):  # a training that failed before its first epoch ended
+        logger.info("%s: holds no network yet, only %s of a training that stopped early; "
+                    "starting afresh", run, ", ".join(present))
+        return present
     if present and not (resume or overwrite):
         raise CoreAffectError(f"{run}: already holds a run; resume it (--resume), replace it "
                               "(--overwrite), or choose a new folder")
     return present if overwrite else [n for n in present if n in _LATER_STAGE_FILES]
+
+
+def _trained(run: Path) -> bool:
+    """Whether ``run`` holds a network, or the state of a training that can be resumed."""
+    return ((run / "hidden_route.safetensors").exists()
+            or (run / "training" / "last.json").exists())
 
 
 @contextmanager

@@ -416,6 +416,12 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
             if budget is not None and time.monotonic() - started > budget:
                 out_of_time = True
                 break
+        if not losses and not out_of_time:  # a pass over every clip found nothing to learn
+            raise CoreAffectError(
+                f"epoch {epoch}: no training clip has a frame with both a face and a label, so "
+                "the network would learn nothing; are the annotations' times in seconds, and "
+                "does the annotation delay ([annotations] delay, seconds) leave the labels "
+                "inside the videos?")
         row: dict[str, Any] = {"epoch": epoch,
                                "train_loss": float(np.mean(losses)) if losses else math.nan,
                                "lr": optimizer.param_groups[0]["lr"], "batches": len(losses)}

@@ -330,3 +330,25 @@ def test_training_never_replaces_a_run_unasked(tiny, tmp_path):
         with pytest.raises(CoreAffectError, match=r"not part of a run \(notes.txt\)"):
             _prepare_run(run, resume=resume, overwrite=overwrite)
     assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_a_training_that_failed_before_any_network_does_not_block_the_next(tiny, tmp_path):
+    from coreaffect.experiment import _prepare_run
+
+    run = tmp_path / "run"
+    (run / "training").mkdir(parents=True)  # what a failed start leaves: no network, no state
+    (run / "split.json").write_text('{"data": "elsewhere", "seed": 5}\n')
+    assert sorted(_prepare_run(run, resume=False, overwrite=False)) == ["split.json", "training"]
+    assert sorted(_prepare_run(run, resume=True, overwrite=False)) == ["split.json", "training"]
+    for resume in (False, True):  # a split that differs is nothing to resume: no error
+        result = train_run(tiny.corpus, run, epochs=1, test_videos=1, val_videos=0,
+                           fit_prior=False, resume=resume)
+        assert result.history and (run / "hidden_route.safetensors").exists()
+        assert json.loads((run / "split.json").read_text())["data"] != "elsewhere"
+        if not resume:  # now a run: the rules of a run apply again
+            with pytest.raises(CoreAffectError, match="already holds a run"):
+                _prepare_run(run, resume=False, overwrite=False)
+            for name in ("hidden_route.json", "hidden_route.safetensors"):
+                (run / name).unlink()
+            shutil.rmtree(run / "training")
+            (run / "training").mkdir()

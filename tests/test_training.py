@@ -259,3 +259,16 @@ def test_resuming_a_run_that_stopped_trains_no_further(tmp_path):
 def test_empty_training_set_is_an_error(tmp_path):
     with pytest.raises(CoreAffectError, match="no training clip"):
         train_hidden_route(ClipDataset([_video(8, 0, "t")]), None, tmp_path, _config())
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_training_on_clips_without_a_label_is_an_error(tmp_path, dense):
+    # labels that no frame reaches (a delay in the wrong unit): nothing may be saved as a run
+    video = _video(64, 0, "t")
+    unlabelled = video._replace(labels=np.full_like(video.labels, np.nan))
+    train = ClipDataset([unlabelled], ClipConfig(stride=8), dense_length=48 if dense else None)
+    # window mode drops unlabelled clips before training; dense mode finds out in the epoch
+    with pytest.raises(CoreAffectError, match="epoch 1: no training clip has a frame with both"
+                       if dense else "no training clip"):
+        train_hidden_route(train, None, tmp_path, _config(), model_overrides=OVERRIDES)
+    assert not (tmp_path / "hidden_route.safetensors").exists()
