@@ -15,6 +15,13 @@ Sources:
   ``index = number - first_index``. Gaps in the numbering stay gaps in ``index`` (Aff-Wild2's
   cropped_aligned folders omit frames without a face and number from 1, so use
   ``first_index=1``; AFEW-VA numbers from ``00000.png``, the default ``first_index=0``).
+  Hidden files, whose name starts with ``.`` (macOS's ``._00001.jpg`` resource forks,
+  ``.DS_Store``), are never frames and are ignored, as are files of other types. A gap that is
+  longer than a minute at the folder's rate *and* holds more missing frames than the folder has
+  images is an error naming the images on its emptier side: it comes from a stray image (say
+  ``IMG_20240101.jpg`` beside ``00001.jpg`` to ``00075.jpg``) or a number that is not a frame
+  number, and reading it would mean millions of missing frames. Shorter gaps, and long ones in a
+  folder with more images than the gap has missing frames, are read as gaps.
 * **Camera**: an integer device index, read until the device stops delivering frames.
 
 Timestamps (seconds):
@@ -33,8 +40,9 @@ iterated any number of times and gives the same frames each time.
 Damaged input: a truncated or partly corrupt file yields every frame that decodes, then emits a
 :class:`UserWarning` (and a log record) naming the file, the index where decoding stopped and the
 frame count the container announced. A path that does not exist, a file no frame can be decoded
-from (for instance a text file renamed ``.mp4``), an empty folder, or an unreadable image in a
-folder raise :class:`~coreaffect.errors.VideoError` naming the culprit.
+from (for instance a text file renamed ``.mp4``), an empty folder, a folder whose numbering has a
+gap too long for its images (see above), or an unreadable image in a folder raise
+:class:`~coreaffect.errors.VideoError` naming the culprit.
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0  # the rate of AFEW-VA, MAHNOB and DANTE annotations
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # frame-folder formats; any case
 _DIGITS = re.compile(r"\d+")
+_LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer one with more
+# missing frames than the folder has images is refused (see VideoSource._check_gaps)
 
 
 class Frame(NamedTuple):
@@ -105,7 +115,9 @@ class VideoSource:
 
     Raises:
         VideoError: The path does not exist, the file is not a decodable video, the folder has
-            no images, its images cannot be ordered or read, or the camera cannot be opened.
+            no images, its images cannot be ordered or read, its numbering has a gap of more
+            than a minute with more missing frames than images (a stray image), or the camera
+            cannot be opened.
         ValueError: ``fps`` is not positive or ``chunk_size`` is below 1.
 
     Example::
@@ -239,6 +251,8 @@ class VideoSource:
         self._fps = float(fps) if fps is not None else DEFAULT_FPS
         numbered: dict[int, Path] = {}
         for path in folder.iterdir():
+            if path.name.startswith("."):  # hidden: macOS's ._00001.jpg, .DS_Store; never frames
+                continue
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
             digits = _DIGITS.findall(path.stem)
@@ -252,6 +266,7 @@ class VideoSource:
         if not numbered:
             raise VideoError(folder, f"folder has no images ({', '.join(IMAGE_SUFFIXES)})")
         self._files = [(number - self.first_index, numbered[number]) for number in sorted(numbered)]
+        self._check_gaps()
         steps = np.diff([number for number, _ in self._files])
         if len(steps) >= 2 and np.median(steps) > 1:
             message = (f"{folder}: its frame numbers step by {int(np.median(steps))} (median), "
@@ -268,6 +283,51 @@ class VideoSource:
         image = self._read_image(first_path)
         self._size = (int(image.shape[1]), int(image.shape[0]))
         self._frame_count = len(self._files)
+
+    def _check_gaps(self) -> None:
+        """Refuse a folder whose numbering has a gap no real video has, before any frame is read.
+
+        A gap is refused when it is longer than ``_LONG_GAP`` seconds at the folder's rate and
+        holds more missing frames than the folder has images: readers of the folder (the face
+        cropper, label alignment) give every missing frame a row, so one stray image numbered
+        ``20240101`` beside ``00001.jpg`` to ``00075.jpg`` would make 20 million rows. The
+        widest such gap is reported, with the images on its side that has fewer of them.
+
+        Raises:
+            VideoError: Such a gap exists; the message names the folder, the images on both
+                edges of the gap and the likely strays.
+        """
+        numbers = np.array([index for index, _ in self._files], dtype=np.int64)  # (N,)
+        if len(numbers) < 2:
+            return
+        missing = np.diff(numbers) - 1  # (N-1,) frames missing between consecutive images
+        cut = int(np.argmax(missing))  # the widest gap is between images cut and cut + 1
+        widest = int(missing[cut])
+        if widest <= _LONG_GAP * self._fps or widest <= len(numbers):
+            return
+        before, after = self._files[: cut + 1], self._files[cut + 1:]
+        side, strays = ("before", before) if len(before) < len(after) else ("after", after)
+        names = ", ".join(path.name for _, path in strays[:3])
+        if len(strays) > 3:
+            names += f" and {len(strays) - 3} more"
+        if len(strays) == 1:
+            culprits = (f"{names}, the only image {side} the gap, is probably not a frame of this "
+                        "video (a stray image, or a number in its name that is not its frame "
+                        "number): move it out of the folder or rename it to its frame number")
+        else:
+            culprits = (f"the {len(strays)} images {side} the gap ({names}) are probably not "
+                        "frames of this video (stray images, or numbers in their names that are "
+                        "not frame numbers): move them out of the folder or rename them to their "
+                        "frame numbers")
+        low_path, high_path = before[-1][1], after[0][1]
+        offset = self.first_index
+        raise VideoError(
+            self._source,
+            f"its frame numbers jump from {numbers[cut] + offset} ({low_path.name}) to "
+            f"{numbers[cut + 1] + offset} ({high_path.name}): the {widest} frames between "
+            f"({widest / self._fps:.0f} s at {self._fps:g} Hz) would be read as missing, more "
+            f"than the {len(numbers)} images in the folder and longer than {_LONG_GAP:g} s; "
+            f"{culprits}")
 
     def _open_camera(self, fps: float | None) -> None:
         capture = self._camera_capture()

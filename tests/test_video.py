@@ -178,8 +178,8 @@ def test_folder_zero_based_default_fps(tmp_path: Path) -> None:
 
 @pytest.mark.filterwarnings("ignore:.*frame numbers step by")  # sparse on purpose
 @settings(max_examples=15, deadline=None)
-@given(numbers=st.sets(st.integers(1, 5000), min_size=1, max_size=8), pad=st.integers(0, 6),
-       first=st.integers(0, 1))
+@given(numbers=st.sets(st.integers(1, 1500), min_size=1, max_size=8), pad=st.integers(0, 6),
+       first=st.integers(0, 1))  # gaps up to 60 s at 25 Hz: longer ones in so few are refused
 def test_folder_order_is_numeric(numbers: set[int], pad: int, first: int) -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
@@ -267,3 +267,54 @@ def test_a_folder_numbered_by_timestamps_is_warned_about(tmp_path: Path) -> None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         VideoSource(consecutive)
+
+
+def write_tiny(folder: Path, names: list[str]) -> Path:
+    """Write an 8 x 8 grey PNG under each of ``names`` in ``folder`` (made if needed)."""
+    folder.mkdir(exist_ok=True)
+    for name in names:
+        assert cv2.imwrite(str(folder / name), np.full((8, 8, 3), 100, dtype=np.uint8))
+    return folder
+
+
+def test_a_stray_image_far_beyond_the_numbering_is_an_error(tmp_path: Path) -> None:
+    """One ``IMG_20240101`` beside frames 1 to 75 would be 20 million missing frames."""
+    frames = [f"{n:05d}.png" for n in range(1, 76)]
+    folder = write_tiny(tmp_path / "stray", [*frames, "IMG_20240101.png"])
+    with pytest.raises(VideoError, match=r"stray.*75 \(00075.png\) to 20240101 "
+                       r"\(IMG_20240101.png\).*20240025 frames.*only image after the gap") as error:
+        VideoSource(folder, first_index=1)  # refused on opening, before any frame
+    assert error.value.source == folder
+    # a stray numbered low, before a video numbered high: the images before the gap are named
+    numbers = range(5000, 5010)
+    folder = write_tiny(tmp_path / "cover", [*(f"{n}.png" for n in numbers), "cover_1.png"])
+    with pytest.raises(VideoError, match="4998 frames.*cover_1.png, the only image before"):
+        VideoSource(folder)
+
+
+def test_the_gap_rule_keeps_short_gaps_and_well_filled_folders(tmp_path: Path) -> None:
+    """Refused: a gap over a minute (60 frames at 1 Hz) with more missing frames than images."""
+    names = [f"{n}.png" for n in range(10)]
+    short = write_tiny(tmp_path / "short", [*names, "70.png"])  # 60 missing: one minute
+    assert [f.index for f in VideoSource(short, fps=1)][-2:] == [9, 70]
+    long = write_tiny(tmp_path / "long", [*names, "71.png"])  # 61 missing: over a minute
+    with pytest.raises(VideoError, match="61 frames"):
+        VideoSource(long, fps=1)
+    assert VideoSource(long, fps=2).frame_count == 11  # 30.5 s at 2 Hz: a gap, as before
+    filled = write_tiny(tmp_path / "filled", [f"{n}.png" for n in (*range(40), *range(101, 141))])
+    assert [f.index for f in VideoSource(filled, fps=1)][39:41] == [39, 101]  # 61 < 80 images
+    fewer = write_tiny(tmp_path / "fewer", [f"{n}.png" for n in (*range(30), *range(101, 131))])
+    with pytest.raises(VideoError, match="71 frames.*the 30 images after the gap "
+                       r"\(101.png, 102.png, 103.png and 27 more\)"):
+        VideoSource(fewer, fps=1)  # 71 missing > 60 images; even sides: the later named
+
+
+def test_hidden_files_in_a_folder_are_not_frames(tmp_path: Path) -> None:
+    """macOS leaves ``._00001.jpg`` resource forks beside the frames on foreign disks."""
+    folder = write_tiny(tmp_path / "mac", ["00001.png", "00002.png", "00003.png",
+                                           ".hidden_9.png", ".thumbnail.png"])
+    (folder / "._00001.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble, not an image")
+    (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    video = VideoSource(folder, first_index=1)
+    assert video.frame_count == 3
+    assert [f.index for f in video] == [0, 1, 2]
