@@ -13,7 +13,12 @@ with the settings to change (``coreaffect train --config``; the others keep thei
     [annotations]
     delay = 2.0
 
-Unknown keys are an error, so that a typo never silently falls back to a default.
+Unknown keys are an error, so that a typo never silently falls back to a default, and so is a
+setting of the wrong type or out of its range (``crop_size = 112.5``, ``margin = nan``,
+``fps = "30"``): every section checks its fields when it is made, in Python as from a file, and
+raises :class:`~coreaffect.errors.CoreAffectError` naming the section, the field, the value and
+what is expected (and, from a file, the file). Integer settings take integers only (not
+``true``, not ``3.0``); the others take any finite number in their range.
 
 ``[clips]`` ``length`` and ``stride`` cut the windows of a window-mode
 :class:`~coreaffect.clips.ClipDataset`. ``coreaffect train`` trains densely instead, on every
@@ -24,7 +29,11 @@ reads only ``min_labelled`` and ``min_face`` from that section.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +49,64 @@ __all__ = ["AnnotationConfig", "ClipConfig", "DataConfig", "FaceConfig", "VideoC
 
 DETECTORS = ("haar", "yunet", "none")
 FUSIONS = ("mean", "ewe")
+SIDES = ("left", "right")
+
+
+def _got(value: Any) -> str:
+    """The bad value as an error message shows it, with its type when that is the problem."""
+    if isinstance(value, (bool, str)) or not isinstance(value, numbers.Real):
+        return f"{value!r} ({type(value).__name__})"
+    return repr(value)
+
+
+def _set(config: Any, name: str, value: Any) -> None:
+    """Store a normalised value in a frozen dataclass (numpy scalars become Python numbers, so
+    that the configuration stays JSON-serialisable)."""
+    object.__setattr__(config, name, value)
+
+
+def _check_int(config: Any, section: str, name: str, minimum: int) -> None:
+    """``section.name`` must be an integer (not a bool, not a float such as 3.0) >= minimum."""
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise CoreAffectError(f"{section}.{name} must be an integer >= {minimum}, "
+                              f"got {_got(value)}")
+    if type(value) is not int:
+        _set(config, name, int(value))
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _check_float(config: Any, section: str, name: str, wanted: str,
+                 inside: Callable[[float], bool] = lambda value: True,
+                 optional: bool = False) -> None:
+    """``section.name`` must be a finite real number (an int will do, a bool will not) for which
+    ``inside`` holds; ``wanted`` says in words what is expected. ``optional`` also allows None."""
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+            or not _finite(value) or not inside(value)):
+        expected = f"{wanted}, or None" if optional else wanted
+        raise CoreAffectError(f"{section}.{name} must be {expected}, got {_got(value)}")
+    if type(value) not in (int, float):
+        _set(config, name, float(value))
+
+
+def _check_choice(config: Any, section: str, name: str, choices: tuple[str, ...],
+                  optional: bool = False) -> None:
+    """``section.name`` must be one of the strings ``choices`` (or None when ``optional``)."""
+    value = getattr(config, name)
+    if optional and value is None:
+        return
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(repr(choice) for choice in choices) + (" or None" if optional else "")
+        raise CoreAffectError(f"{section}.{name} must be one of {listed}, got {_got(value)}")
 
 
 @dataclass(frozen=True)
@@ -47,19 +114,19 @@ class VideoConfig:
     """How frames are read.
 
     Attributes:
-        fps: Frame rate for sources that carry none (folders of images). ``None`` takes the
-            dataset format's rate, else 25 Hz.
-        chunk_size: Frames decoded and cropped per chunk; bounds memory whatever the video length.
+        fps: Frame rate (> 0) for sources that carry none (folders of images). ``None`` takes
+            the dataset format's rate, else 25 Hz.
+        chunk_size: Frames (>= 1) decoded and cropped per chunk; bounds memory whatever the video
+            length.
     """
 
     fps: float | None = None  # frame folders have no rate of their own; formats supply one
     chunk_size: int = 64  # 64 frames of 640x480 RGB are ~59 MB: bounded, yet batches well
 
     def __post_init__(self) -> None:
-        if self.fps is not None and not self.fps > 0:
-            raise CoreAffectError(f"video.fps must be positive, got {self.fps}")
-        if self.chunk_size < 1:
-            raise CoreAffectError(f"video.chunk_size must be >= 1, got {self.chunk_size}")
+        _check_float(self, "video", "fps", "a finite number > 0 (frames per second)",
+                     lambda value: value > 0, optional=True)
+        _check_int(self, "video", "chunk_size", 1)
 
 
 @dataclass(frozen=True)
@@ -71,16 +138,18 @@ class FaceConfig:
             (``cv2.FaceDetectorYN`` with ``yunet_model``), or ``"none"`` (frames already are
             face crops, as Aff-Wild2's cropped_aligned frames).
         yunet_model: Path of the YuNet ONNX file the user supplies (nothing is downloaded).
-        detect_every: Run the detector every N frames and track in between.
-        crop_size: Side of the square output crop in pixels.
-        margin: Extra context around the face box, as a fraction of its side on each side:
-            0.25 is a tight face, 1.0 a wide framing with head and shoulder motion.
-        smoothing: Weight of the previous box in the exponential smoothing of box centre and
-            size (0 = no smoothing).
-        hold_frames: Frames the last box is held when the detector loses the face; those frames
-            are cropped at the held box but flagged ``face_found=False``.
-        min_face: Smallest face side accepted, as a fraction of the frame's shorter side.
-        detection_width: Frames wider than this are downscaled before detection (speed).
+        detect_every: Run the detector every N frames (N >= 1) and track in between.
+        crop_size: Side of the square output crop in pixels (>= 8).
+        margin: Extra context around the face box, as a fraction (>= 0) of its side on each
+            side: 0.25 is a tight face, 1.0 a wide framing with head and shoulder motion.
+        smoothing: Weight in [0, 1) of the previous box in the exponential smoothing of box
+            centre and size (0 = no smoothing).
+        hold_frames: Frames (>= 0) the last box is held when the detector loses the face; those
+            frames are cropped at the held box but flagged ``face_found=False``.
+        min_face: Smallest face side accepted, as a fraction in [0, 1] of the frame's shorter
+            side.
+        detection_width: Frames wider than this many pixels (>= 1) are downscaled before
+            detection (speed).
         side: ``"left"`` or ``"right"``: only faces centred in that half of the frame count
             (a video of two people, each annotated on their own, as Aff-Wild2's ``_left`` and
             ``_right`` recordings); ``None``: the whole frame. Needs a detector.
@@ -98,24 +167,24 @@ class FaceConfig:
     side: str | None = None  # one person per frame, as most corpora film
 
     def __post_init__(self) -> None:
-        if self.detector not in DETECTORS:
-            raise CoreAffectError(
-                f"faces.detector must be one of {DETECTORS}, got {self.detector!r}")
+        _check_choice(self, "faces", "detector", DETECTORS)
+        if isinstance(self.yunet_model, os.PathLike):
+            _set(self, "yunet_model", os.fspath(self.yunet_model))
+        if self.yunet_model is not None and not isinstance(self.yunet_model, str):
+            raise CoreAffectError("faces.yunet_model must be the path of an ONNX file, or None, "
+                                  f"got {_got(self.yunet_model)}")
         if self.detector == "yunet" and not self.yunet_model:
             raise CoreAffectError("faces.detector='yunet' needs faces.yunet_model (an ONNX file)")
-        if self.detect_every < 1:
-            raise CoreAffectError(f"faces.detect_every must be >= 1, got {self.detect_every}")
-        if self.crop_size < 8:
-            raise CoreAffectError(f"faces.crop_size must be >= 8, got {self.crop_size}")
-        if self.margin < 0:
-            raise CoreAffectError(f"faces.margin must be >= 0, got {self.margin}")
-        if not 0 <= self.smoothing < 1:
-            raise CoreAffectError(f"faces.smoothing must be in [0, 1), got {self.smoothing}")
-        if self.hold_frames < 0:
-            raise CoreAffectError(f"faces.hold_frames must be >= 0, got {self.hold_frames}")
-        if self.side not in (None, "left", "right"):
-            raise CoreAffectError(f"faces.side must be 'left', 'right' or None, got "
-                                  f"{self.side!r}")
+        _check_int(self, "faces", "detect_every", 1)
+        _check_int(self, "faces", "crop_size", 8)
+        _check_float(self, "faces", "margin", "a finite number >= 0", lambda value: value >= 0)
+        _check_float(self, "faces", "smoothing", "a number in [0, 1)",
+                     lambda value: 0 <= value < 1)
+        _check_int(self, "faces", "hold_frames", 0)
+        _check_float(self, "faces", "min_face", "a number in [0, 1] (a fraction of the frame's "
+                     "shorter side)", lambda value: 0 <= value <= 1)
+        _check_int(self, "faces", "detection_width", 1)
+        _check_choice(self, "faces", "side", SIDES, optional=True)
         if self.side is not None and self.detector == "none":
             raise CoreAffectError(f"faces.side={self.side!r} needs a face detector; with "
                                   "detector='none' every frame is taken as the face")
@@ -128,16 +197,16 @@ class AnnotationConfig:
     Attributes:
         fusion: Rater fusion for multi-rater formats: ``"mean"``, or ``"ewe"`` (the
             evaluator-weighted estimator of Grimm & Kroschel, 2005).
-        delay: Annotator reaction delay in seconds; labels are shifted earlier by this much.
+        delay: Annotator reaction delay in seconds (finite); labels are shifted earlier by this
+            much.
     """
 
     fusion: str = "mean"  # the plain mean is what most papers report
     delay: float = 0.0  # no shift unless the user asks: the right value depends on the corpus
 
     def __post_init__(self) -> None:
-        if self.fusion not in FUSIONS:
-            raise CoreAffectError(
-                f"annotations.fusion must be one of {FUSIONS}, got {self.fusion!r}")
+        _check_choice(self, "annotations", "fusion", FUSIONS)
+        _check_float(self, "annotations", "delay", "a finite number of seconds")
 
 
 @dataclass(frozen=True)
@@ -145,10 +214,10 @@ class ClipConfig:
     """How labelled clips are cut from a video.
 
     Attributes:
-        length: Frames per clip (the paper: 16).
-        stride: Frames between the starts of consecutive clips.
-        min_labelled: Smallest fraction of a clip's frames that must carry a label.
-        min_face: Smallest fraction of a clip's frames in which a face must be found.
+        length: Frames per clip (>= 1; the paper: 16).
+        stride: Frames (>= 1) between the starts of consecutive clips.
+        min_labelled: Smallest fraction in [0, 1] of a clip's frames that must carry a label.
+        min_face: Smallest fraction in [0, 1] of a clip's frames in which a face must be found.
     """
 
     length: int = 16  # the paper's clip length (C3D)
@@ -157,12 +226,15 @@ class ClipConfig:
     min_face: float = 0.75  # a clip with the face mostly missing teaches nothing about the face
 
     def __post_init__(self) -> None:
-        if self.length < 1 or self.stride < 1:
-            raise CoreAffectError("clips.length and clips.stride must be >= 1")
+        _check_int(self, "clips", "length", 1)
+        _check_int(self, "clips", "stride", 1)
         for name in ("min_labelled", "min_face"):
-            value = getattr(self, name)
-            if not 0 <= value <= 1:
-                raise CoreAffectError(f"clips.{name} must be in [0, 1], got {value}")
+            _check_float(self, "clips", name, "a number in [0, 1] (a fraction of a clip's frames)",
+                         lambda value: 0 <= value <= 1)
+
+
+_SECTIONS = {"video": VideoConfig, "faces": FaceConfig, "annotations": AnnotationConfig,
+             "clips": ClipConfig}
 
 
 @dataclass(frozen=True)
@@ -173,6 +245,13 @@ class DataConfig:
     faces: FaceConfig = field(default_factory=FaceConfig)
     annotations: AnnotationConfig = field(default_factory=AnnotationConfig)
     clips: ClipConfig = field(default_factory=ClipConfig)
+
+    def __post_init__(self) -> None:
+        for name, kind in _SECTIONS.items():
+            value = getattr(self, name)
+            if not isinstance(value, kind):
+                raise CoreAffectError(f"DataConfig.{name} must be a {kind.__name__}, "
+                                      f"got {_got(value)}")
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict, for JSON."""
@@ -186,14 +265,12 @@ class DataConfig:
         Settings that ``data`` leaves out take their values from ``base`` (by default, the
         defaults of each section).
         """
-        kinds = {"video": VideoConfig, "faces": FaceConfig,
-                 "annotations": AnnotationConfig, "clips": ClipConfig}
-        unknown = set(data) - set(kinds)
+        unknown = set(data) - set(_SECTIONS)
         if unknown:
             raise CoreAffectError(f"{source}: unknown section(s) {sorted(unknown)}; "
-                                  f"known: {sorted(kinds)}")
+                                  f"known: {sorted(_SECTIONS)}")
         built = {}
-        for name, kind in kinds.items():
+        for name, kind in _SECTIONS.items():
             values = data.get(name, {})
             if not isinstance(values, dict):
                 raise CoreAffectError(f"{source}: [{name}] must be a table of settings")

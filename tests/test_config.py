@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import pytest
 
-from coreaffect.config import ClipConfig, DataConfig, FaceConfig
+from coreaffect.cli import main
+from coreaffect.config import AnnotationConfig, ClipConfig, DataConfig, FaceConfig, VideoConfig
 from coreaffect.errors import CoreAffectError
 
 
@@ -64,3 +69,148 @@ def test_missing_file(tmp_path):
 def test_frozen():
     with pytest.raises(AttributeError):
         DataConfig().clips.length = 8  # type: ignore[misc]
+
+
+# (section, field, bad value, a fragment of what the message says is expected)
+BAD_SETTINGS = [
+    ("video", "fps", "30", "number > 0"),
+    ("video", "fps", 0, "number > 0"),
+    ("video", "fps", -25.0, "number > 0"),
+    ("video", "fps", float("nan"), "finite"),
+    ("video", "fps", float("inf"), "finite"),
+    ("video", "fps", True, "number > 0"),
+    ("video", "chunk_size", 1.5, "integer >= 1"),
+    ("video", "chunk_size", 64.0, "integer >= 1"),
+    ("video", "chunk_size", 0, "integer >= 1"),
+    ("video", "chunk_size", "64", "integer >= 1"),
+    ("faces", "detector", 3, "one of 'haar', 'yunet', 'none'"),
+    ("faces", "yunet_model", 3, "ONNX"),
+    ("faces", "detect_every", 2.5, "integer >= 1"),
+    ("faces", "detect_every", 0, "integer >= 1"),
+    ("faces", "detect_every", True, "integer >= 1"),
+    ("faces", "crop_size", 112.5, "integer >= 8"),
+    ("faces", "crop_size", "112", "integer >= 8"),
+    ("faces", "crop_size", 4, "integer >= 8"),
+    ("faces", "margin", float("nan"), "finite number >= 0"),
+    ("faces", "margin", float("inf"), "finite number >= 0"),
+    ("faces", "margin", -0.1, "finite number >= 0"),
+    ("faces", "margin", "0.25", "finite number >= 0"),
+    ("faces", "smoothing", float("nan"), "[0, 1)"),
+    ("faces", "smoothing", 1.0, "[0, 1)"),
+    ("faces", "smoothing", "0.6", "[0, 1)"),
+    ("faces", "hold_frames", 2.5, "integer >= 0"),
+    ("faces", "hold_frames", -1, "integer >= 0"),
+    ("faces", "hold_frames", False, "integer >= 0"),
+    ("faces", "min_face", -1, "[0, 1]"),
+    ("faces", "min_face", 1.5, "[0, 1]"),
+    ("faces", "min_face", float("nan"), "[0, 1]"),
+    ("faces", "min_face", "0.1", "[0, 1]"),
+    ("faces", "detection_width", 0, "integer >= 1"),
+    ("faces", "detection_width", -400, "integer >= 1"),
+    ("faces", "detection_width", 400.5, "integer >= 1"),
+    ("faces", "side", 1, "one of 'left', 'right' or None"),
+    ("annotations", "fusion", 1, "one of 'mean', 'ewe'"),
+    ("annotations", "delay", float("nan"), "finite"),
+    ("annotations", "delay", float("inf"), "finite"),
+    ("annotations", "delay", "2.0", "finite"),
+    ("annotations", "delay", None, "finite"),
+    ("clips", "length", 16.5, "integer >= 1"),
+    ("clips", "length", 0, "integer >= 1"),
+    ("clips", "stride", 8.0, "integer >= 1"),
+    ("clips", "stride", True, "integer >= 1"),
+    ("clips", "min_labelled", float("nan"), "[0, 1]"),
+    ("clips", "min_labelled", -0.5, "[0, 1]"),
+    ("clips", "min_face", "0.5", "[0, 1]"),
+    ("clips", "min_face", float("nan"), "[0, 1]"),
+]
+SECTIONS = {"video": VideoConfig, "faces": FaceConfig, "annotations": AnnotationConfig,
+            "clips": ClipConfig}
+
+
+def _toml(value) -> str:
+    """``value`` as TOML writes it (None has no TOML form: tests with it are Python-only)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value != value:
+        return "nan"
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    return json.dumps(value)
+
+
+@pytest.mark.parametrize(("section", "name", "value", "expected"), BAD_SETTINGS)
+def test_bad_setting_in_python_names_section_field_value_and_expectation(section, name, value,
+                                                                         expected):
+    with pytest.raises(CoreAffectError) as info:
+        SECTIONS[section](**{name: value})
+    message = str(info.value)
+    assert f"{section}.{name} must be" in message
+    assert expected in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize(("section", "name", "value", "expected"),
+                         [case for case in BAD_SETTINGS if case[2] is not None])
+def test_bad_setting_in_toml_names_file_section_field_and_value(tmp_path, section, name, value,
+                                                                expected):
+    path = tmp_path / "settings.toml"
+    path.write_text(f"[{section}]\n{name} = {_toml(value)}\n")
+    with pytest.raises(CoreAffectError) as info:
+        DataConfig.from_toml(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {section}.{name} must be")
+    assert expected in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize(("section", "name", "value", "expected"),
+                         [case for case in BAD_SETTINGS if case[2] is not None])
+def test_bad_setting_over_a_base_is_rejected(section, name, value, expected):
+    with pytest.raises(CoreAffectError, match=f"^saved.json: {section}.{name} must be"):
+        DataConfig.from_dict({section: {name: value}}, source="saved.json", base=DataConfig())
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[video]\nfps = "30"\n', "video.fps must be a finite number > 0"),
+    ("[faces]\nmargin = nan\n", "faces.margin must be a finite number >= 0, got nan"),
+    ("[faces]\ncrop_size = 112.5\n", "faces.crop_size must be an integer >= 8, got 112.5"),
+])
+def test_train_with_a_bad_config_exits_1_with_one_line(tmp_path, capsys, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    code = main(["train", str(tmp_path / "data"), "--out", str(tmp_path / "run"),
+                 "--config", str(path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"coreaffect train: error: {path}: ") and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_good_settings_of_every_kind_are_kept():
+    config = DataConfig(
+        video=VideoConfig(fps=25, chunk_size=1),  # an int is a number of frames per second
+        faces=FaceConfig(detector="yunet", yunet_model="yunet.onnx", detect_every=1,
+                         crop_size=8, margin=0, smoothing=0, hold_frames=0, min_face=0,
+                         detection_width=1, side="left"),
+        annotations=AnnotationConfig(fusion="ewe", delay=-0.5),
+        clips=ClipConfig(length=1, stride=1, min_labelled=0, min_face=1))
+    assert DataConfig.from_dict(config.to_dict()) == config
+    assert FaceConfig(min_face=1.0, margin=3).margin == 3
+    assert VideoConfig(fps=None).fps is None
+
+
+def test_numpy_and_path_settings_become_plain_python():
+    faces = FaceConfig(detector="yunet", yunet_model=Path("model.onnx"),
+                       crop_size=np.int64(48), margin=np.float32(0.5))
+    video = VideoConfig(fps=np.float64(30.0), chunk_size=np.int32(16))
+    assert faces.yunet_model == "model.onnx" and type(faces.crop_size) is int
+    assert type(faces.margin) is float and faces.margin == 0.5
+    assert type(video.fps) is float and type(video.chunk_size) is int
+    json.dumps(DataConfig(faces=faces, video=video).to_dict())  # stays JSON-serialisable
+
+
+@pytest.mark.parametrize("section", ["video", "faces", "annotations", "clips"])
+def test_sections_must_be_their_dataclass(section):
+    with pytest.raises(CoreAffectError, match=f"DataConfig.{section} must be a"):
+        DataConfig(**{section: {"margin": 1.0}})
