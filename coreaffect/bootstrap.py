@@ -182,16 +182,19 @@ def _pooled(name: str, weights: np.ndarray, stats: np.ndarray) -> np.ndarray:
 
 
 def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
-           variances: Sequence[np.ndarray] | None, counts: np.ndarray
+           variances: Sequence[np.ndarray] | None, counts: np.ndarray,
+           bands: Mapping[float, tuple[Sequence[np.ndarray], Sequence[np.ndarray]]] | None = None
            ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray],
                       dict[str, np.ndarray]]:
-    """Point values and resampled values of every metric of one stage.
+    """Point values and resampled values of every metric of one stage (``bands``: as for
+    :func:`~coreaffect.metrics.evaluate_videos`).
 
     Returns:
         (mean, pooled, mean draws, pooled draws): points ``{metric: (2,)}``, draws ``{metric:
         (R, 2)}``, NaN where a resample leaves a metric undefined.
     """
-    table = evaluate_videos([str(i) for i in range(len(truths))], truths, means, variances)
+    table = evaluate_videos([str(i) for i in range(len(truths))], truths, means, variances,
+                            bands)
     per_video_sums = [_video_sums(np.asarray(t, np.float64), np.asarray(m, np.float64),
                                   {k: v[i] for k, v in table.per_video.items()},
                                   None if variances is None else np.asarray(variances[i],
@@ -210,7 +213,9 @@ def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
 
 
 def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
-                      variances: Sequence[np.ndarray] | None, counts: np.ndarray
+                      variances: Sequence[np.ndarray] | None, counts: np.ndarray,
+                      bands: Mapping[float, tuple[Sequence[np.ndarray],
+                                                  Sequence[np.ndarray]]] | None = None
                       ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Every metric on each resample of the videos, as if the drawn videos were concatenated.
 
@@ -219,12 +224,14 @@ def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
         means: N arrays (T_i, 2) of estimates.
         variances: N arrays (T_i, 2) of predictive variances, or ``None``.
         counts: (R, N) how often each video is in each resample (:func:`resample_counts`).
+        bands: The estimates' own bands, scored for coverage as
+            :func:`~coreaffect.metrics.evaluate_videos` does.
 
     Returns:
         ``({metric: (R, 2)}, {metric: (R, 2)})``: the per-video mean and the pooled value of
         each resample, equal to :func:`~coreaffect.metrics.evaluate_videos` on its videos.
     """
-    return _draws(truths, means, variances, counts)[2:]
+    return _draws(truths, means, variances, counts, bands)[2:]
 
 
 def _interval(draws: np.ndarray, level: float, defined: bool = True) -> np.ndarray:
@@ -248,8 +255,10 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
 
     Args:
         truths: N arrays (T_i, 2) of labels, NaN where a frame does not count.
-        stages: ``{stage: (means, variances)}``, N arrays (T_i, 2) each; ``variances`` may be
-            ``None`` (point metrics only). Every stage is scored on the same resamples.
+        stages: ``{stage: (means, variances)}`` or ``{stage: (means, variances, bands)}``, N
+            arrays (T_i, 2) each; ``variances`` may be ``None`` (point metrics only), ``bands``
+            are the stage's own (:func:`~coreaffect.metrics.evaluate_videos`). Every stage is
+            scored on the same resamples.
         reference: The stage the others are compared with (``None`` or absent: no comparison).
         n_resamples: Resamples of the videos.
         level: Nominal level of the intervals.
@@ -267,8 +276,8 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         logger.warning("%d video(s) scored: too few to resample, so no interval is given "
                        "(at least %d are needed)", len(truths), MIN_VIDEOS)
     counts = resample_counts(len(truths), n_resamples, random_state)
-    drawn = {stage: _draws(truths, means, variances, counts)
-             for stage, (means, variances) in stages.items()}
+    drawn = {stage: _draws(truths, *inputs[:2], counts, *inputs[2:])
+             for stage, inputs in stages.items()}
 
     def intervals(points: tuple, draws: tuple) -> MetricIntervals:
         return MetricIntervals(

@@ -23,7 +23,7 @@ from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages
 from coreaffect.checkpoint import atomic_write
 from coreaffect.corpus import CropCache, discover
 from coreaffect.errors import CoreAffectError
-from coreaffect.evaluation import _where_estimated, stage_trajectories
+from coreaffect.evaluation import _where_estimated, stage_inputs, stage_trajectories
 from coreaffect.experiment import held_out_videos, load_videos
 from coreaffect.metrics import DIMENSIONS
 
@@ -120,8 +120,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
                                                for stage in stages)))
     a, b, differences = {}, {}, {}
     for stage in stages:
-        pair = {name: ([t[stage].mean for t in runs_trajectories],
-                       [t[stage].var for t in runs_trajectories])
+        pair = {name: stage_inputs(runs_trajectories, stage)
                 for name, runs_trajectories in zip("ab", trajectories, strict=True)}
         each, difference = bootstrap_stages(truths, pair, reference="a",
                                             n_resamples=n_resamples, random_state=random_state)

@@ -127,6 +127,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
         bootstrap_trajectories,
         evaluate_trajectories,
         metrics_json,
+        stage_trajectories,
     )
     from coreaffect.experiment import held_out_videos, load_videos, train_run
     from coreaffect.pipeline import CoreAffect
@@ -172,7 +173,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     cache = CropCache(run / "crops", config.faces, config.video.chunk_size)
     videos = load_videos([r for r in discover(corpus.root) if r.id in held_out], config, cache,
                          progress, "test")
-    trajectories = [affect.stages_of(video.crops) for video in videos]
+    trajectories = stage_trajectories(affect, videos)
     tables = evaluate_trajectories(videos, trajectories)
     intervals, differences = bootstrap_trajectories(videos, trajectories, random_state=seed)
     atomic_write(out / "metrics.json", json.dumps(

@@ -12,6 +12,12 @@ of every stage and of every stage's difference from the hidden route
 (:mod:`coreaffect.bootstrap`); :func:`format_intervals` prints them and
 :func:`metrics_json` writes everything as the ``--json`` file of ``coreaffect evaluate``.
 
+Coverage: each stage's coverage is that of its own bands, the ``lower`` and ``upper`` its
+trajectories carry (at 50%, 90% and 95%, :data:`~coreaffect.metrics.COVERAGE_LEVELS`):
+Gaussian intervals for ``raw`` and ``prior``, quantiles of decoded draws (widened by the run's
+band factors) for the dynamics' stages. NLL and CRPS score the moment-matched Gaussian of every
+stage.
+
 Which frames count: a frame is scored when it has a label and a face was found in it. Frames
 without a face carry no evidence for the hidden route (the later stages bridge them through the
 dynamics), so scoring the crop at a held box would measure the tracker, not the model. Every stage
@@ -30,15 +36,17 @@ import torch
 
 from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, any_interval, bootstrap_stages
 from coreaffect.corpus import LabelledVideo
+from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
-from coreaffect.metrics import DIMENSIONS, MetricTable, evaluate_videos
+from coreaffect.metrics import COVERAGE_LEVELS, DIMENSIONS, MetricTable, evaluate_videos
 
 if TYPE_CHECKING:
     from coreaffect.pipeline import CoreAffect
 
 __all__ = ["Evaluation", "bootstrap_trajectories", "evaluate_hidden_route", "evaluate_stages",
            "evaluate_trajectories", "format_intervals", "format_stages", "format_table",
-           "metrics_json", "predict_video", "scored_labels", "stage_trajectories"]
+           "metrics_json", "predict_video", "scored_labels", "stage_inputs",
+           "stage_trajectories"]
 
 
 class Evaluation(NamedTuple):
@@ -122,7 +130,9 @@ def evaluate_stages(affect: CoreAffect, videos: Sequence[LabelledVideo], level: 
     Args:
         affect: The loaded run (:class:`~coreaffect.pipeline.CoreAffect`).
         videos: Labelled videos (face crops and per-frame labels).
-        level: Band level of the trajectories (metrics use their moment-matched variances).
+        level: Band level of the trajectories (coverage scores their bands at every level of
+            :data:`~coreaffect.metrics.COVERAGE_LEVELS`; NLL and CRPS their moment-matched
+            variances).
         progress: Show a progress bar over videos.
 
     Returns:
@@ -133,13 +143,36 @@ def evaluate_stages(affect: CoreAffect, videos: Sequence[LabelledVideo], level: 
 
 def stage_trajectories(affect: CoreAffect, videos: Sequence[LabelledVideo], level: float = 0.9,
                        progress: bool = False) -> list[dict]:
-    """``affect.stages_of`` of each video: N dicts ``{stage: AffectTrajectory}``."""
+    """``affect.stages_of`` of each video: N dicts ``{stage: AffectTrajectory}``, each with its
+    bands at the levels of :data:`~coreaffect.metrics.COVERAGE_LEVELS` too."""
     items = videos
     if progress:
         from tqdm import tqdm
 
         items = tqdm(videos, desc="evaluating", unit="video")
-    return [affect.stages_of(video.crops, level) for video in items]
+    levels = tuple(COVERAGE_LEVELS.values())
+    return [affect.stages_of(video.crops, level, band_levels=levels) for video in items]
+
+
+def stage_inputs(trajectories: Sequence[dict], stage: str
+                 ) -> tuple[list[np.ndarray], list[np.ndarray],
+                            dict[float, tuple[list[np.ndarray], list[np.ndarray]]]]:
+    """What the metrics of one stage are computed from, over N videos' trajectories.
+
+    Returns:
+        ``(means, variances, bands)``: N arrays (T_i, 2) each, and the stage's own bands
+        ``{level: (lowers, uppers)}`` at each level of
+        :data:`~coreaffect.metrics.COVERAGE_LEVELS` that every trajectory has.
+    """
+    own = [t[stage] for t in trajectories]
+    bands = {}
+    for level in COVERAGE_LEVELS.values():
+        try:
+            pairs = [t.band(level) for t in own]
+        except CoreAffectError:  # some trajectory lacks it: the Gaussian interval is scored
+            continue
+        bands[level] = ([lower for lower, _ in pairs], [upper for _, upper in pairs])
+    return [t.mean for t in own], [t.var for t in own], bands
 
 
 def evaluate_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequence[dict]
@@ -157,8 +190,8 @@ def evaluate_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequenc
     truths = _common_frames(videos, trajectories)
     ids = [v.id for v in videos]
     stages = list(trajectories[0]) if trajectories else []
-    return {stage: evaluate_videos(ids, truths, [t[stage].mean for t in trajectories],
-                                   [t[stage].var for t in trajectories]) for stage in stages}
+    return {stage: evaluate_videos(ids, truths, *stage_inputs(trajectories, stage))
+            for stage in stages}
 
 
 def format_stages(tables: dict[str, MetricTable], metrics: Sequence[str] = ("rmse", "ccc"),
@@ -199,8 +232,7 @@ def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequen
     """
     truths = _common_frames(videos, trajectories)
     stages = list(trajectories[0]) if trajectories else []
-    return bootstrap_stages(truths, {stage: ([t[stage].mean for t in trajectories],
-                                             [t[stage].var for t in trajectories])
+    return bootstrap_stages(truths, {stage: stage_inputs(trajectories, stage)
                                      for stage in stages},
                             reference="raw", n_resamples=n_resamples, level=level,
                             random_state=random_state)

@@ -15,7 +15,10 @@ Conventions, and why:
 * **NLL** is the mean Gaussian negative log-likelihood ``0.5 log(2 pi var) + (y - mean)^2 /
   (2 var)`` in nats; **CRPS** the continuous ranked probability score of the Gaussian (closed form
   of Gneiting & Raftery 2007); **coverage** the fraction of frames inside the central interval
-  of nominal level ``p``, ``|y - mean| <= z_{(1+p)/2} sqrt(var)``.
+  of nominal level ``p``, ``|y - mean| <= z_{(1+p)/2} sqrt(var)`` (:func:`coverage`), or inside
+  the estimate's own bands when they are given (:func:`band_coverage`: the pipeline's smoothed,
+  filtered and lagged bands are quantiles of decoded draws, not Gaussian intervals, and the
+  evaluation scores those).
 * A *per-video* value is computed on each video and then averaged over videos (each video weighs
   the same, as in the paper's Table 2); a *pooled* value is computed once on all frames of all
   videos concatenated. Both are reported, since they can differ a lot: CCC per video punishes a
@@ -31,15 +34,17 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 from scipy.special import erf, ndtri
 
 __all__ = [
+    "COVERAGE_LEVELS",
     "DIMENSIONS",
     "MetricTable",
+    "band_coverage",
     "ccc",
     "coverage",
     "crps_gaussian",
@@ -149,8 +154,19 @@ def crps_gaussian(y, mean, var) -> np.ndarray:
     return _masked_mean(score, mask)
 
 
+def band_coverage(y, lower, upper) -> np.ndarray:
+    """Fraction of frames with ``lower <= y <= upper``: the coverage of given bands (a
+    trajectory's, whatever their shape), over frames where all three are defined."""
+    y, lower, upper = _as_numpy(y, lower, upper)
+    mask = _valid(y, lower, upper)
+    with np.errstate(invalid="ignore"):
+        inside = ((lower <= y) & (y <= upper)).astype(np.float64)
+    return _masked_mean(inside, mask)
+
+
 def coverage(y, mean, var, level: float) -> np.ndarray:
-    """Fraction of frames inside the central interval of nominal ``level`` (e.g. 0.9)."""
+    """Fraction of frames inside the Gaussian central interval of nominal ``level`` (e.g. 0.9),
+    ``|y - mean| <= z_{(1+level)/2} sqrt(var)``."""
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     y, mean, var = _as_numpy(y, mean, var)
@@ -194,18 +210,47 @@ def json_number(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+COVERAGE_LEVELS = {"coverage_50": 0.5, "coverage_90": 0.9, "coverage_95": 0.95}
+"""The coverage metrics :func:`evaluate_videos` reports, and their nominal levels."""
+
 _POINT: dict[str, Callable] = {"rmse": rmse, "ccc": ccc, "pcc": pcc, "sagr": sagr}
 _PROB: dict[str, Callable] = {
     "nll": gaussian_nll,
     "crps": crps_gaussian,
-    "coverage_50": lambda y, m, v: coverage(y, m, v, 0.5),
-    "coverage_90": lambda y, m, v: coverage(y, m, v, 0.9),
-    "coverage_95": lambda y, m, v: coverage(y, m, v, 0.95),
+    **{name: (lambda p: lambda y, m, v: coverage(y, m, v, p))(level)
+       for name, level in COVERAGE_LEVELS.items()},
 }
 
 
+def _own_bands(videos: Sequence[str], means: list[np.ndarray], variances: list[np.ndarray] | None,
+               bands: Mapping[float, tuple[Sequence, Sequence]]
+               ) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
+    """``{coverage metric: (lowers, uppers)}`` from ``{level: (lowers, uppers)}``, checked, NaN
+    where the variance is (every probabilistic metric is scored on the same frames)."""
+    if variances is None:
+        raise ValueError("bands need variances: coverage is scored where they are defined")
+    out = {}
+    for name, level in COVERAGE_LEVELS.items():
+        pair = next((b for p, b in bands.items() if math.isclose(p, level)), None)
+        if pair is None:
+            continue
+        lowers, uppers = ([_as_numpy(x)[0] for x in side] for side in pair)
+        if not len(lowers) == len(uppers) == len(means):
+            raise ValueError(f"bands at {level:g} need one array per video")
+        for i, (low, up) in enumerate(zip(lowers, uppers, strict=True)):
+            if low.shape != means[i].shape or up.shape != means[i].shape:
+                raise ValueError(f"video {videos[i]}: bands {low.shape} and {up.shape} must "
+                                 f"have the estimate's shape {means[i].shape}")
+            gone = np.isnan(variances[i]) | np.isnan(means[i])
+            lowers[i], uppers[i] = np.where(gone, np.nan, low), np.where(gone, np.nan, up)
+        out[name] = (lowers, uppers)
+    return out
+
+
 def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
-                    variances: Sequence | None = None) -> MetricTable:
+                    variances: Sequence | None = None,
+                    bands: Mapping[float, tuple[Sequence, Sequence]] | None = None
+                    ) -> MetricTable:
     """Per-video and pooled metrics for valence and arousal.
 
     Args:
@@ -213,6 +258,10 @@ def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
         truths: N arrays (T_i, 2) of true labels, NaN where unlabelled.
         means: N arrays (T_i, 2) of estimates.
         variances: N arrays (T_i, 2) of predictive variances, or ``None`` for point metrics only.
+        bands: The estimates' own central bands, ``{level: (lowers, uppers)}`` with N arrays
+            (T_i, 2) each: the coverage at such a level (of :data:`COVERAGE_LEVELS`) is theirs
+            (:func:`band_coverage`), not the Gaussian interval's, on the same frames (those
+            with a variance). Needs ``variances``.
 
     Returns:
         The :class:`MetricTable`.
@@ -229,18 +278,23 @@ def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
     metrics = dict(_POINT)
     if vs is not None:
         metrics.update(_PROB)
+    own = _own_bands(videos, ms, vs, bands) if bands else {}  # {metric: (lowers, uppers)}
     per_video, mean, pooled = {}, {}, {}
     y_all, m_all = np.concatenate(ys).T, np.concatenate(ms).T  # (2, sum T)
     v_all = np.concatenate(vs).T if vs is not None else None
     for name, fn in metrics.items():
-        rows = []
-        for i in range(len(videos)):
-            args = (ys[i].T, ms[i].T) + ((vs[i].T,) if name in _PROB else ())
-            rows.append(fn(*args))
+        if name in own:  # the estimates' own bands
+            lowers, uppers = own[name]
+            rows = [band_coverage(ys[i].T, lowers[i].T, uppers[i].T) for i in range(len(videos))]
+            pooled[name] = band_coverage(y_all, np.concatenate(lowers).T,
+                                         np.concatenate(uppers).T)
+        else:
+            rows = [fn(ys[i].T, ms[i].T, *((vs[i].T,) if name in _PROB else ()))
+                    for i in range(len(videos))]
+            pooled[name] = fn(y_all, m_all, *((v_all,) if name in _PROB else ()))
         table = np.array(rows, dtype=np.float64).reshape(len(videos), 2)
         per_video[name] = table
         with np.errstate(invalid="ignore"):
             mean[name] = np.array([np.nanmean(table[:, d]) if (~np.isnan(table[:, d])).any()
                                    else np.nan for d in range(2)])
-        pooled[name] = fn(y_all, m_all, *((v_all,) if name in _PROB else ()))
     return MetricTable(list(videos), per_video, mean, pooled)

@@ -73,7 +73,7 @@ import numbers
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -348,19 +348,38 @@ class CoreAffect:
             level: Probability of the central band.
 
         Returns:
-            ``(mean, var, lower, upper)``, each (T, 2) float64.
+            ``(mean, var, lower, upper)``, each (T, 2) float64 (:meth:`decode_bands` at one
+            level).
+        """
+        mean, var, bands = self.decode_bands(latent_mean, latent_cov, [level])
+        return mean, var, *bands[0]
+
+    def decode_bands(self, latent_mean: torch.Tensor, latent_cov: torch.Tensor,
+                     levels: Sequence[float]
+                     ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """Latent Gaussians to valence-arousal, with central bands at several levels.
+
+        Args:
+            latent_mean: (T, K).
+            latent_cov: (T, K, K).
+            levels: Probabilities of the central bands.
+
+        Returns:
+            ``(mean, var, bands)``: mean and var (T, 2) float64, and per level ``(lower,
+            upper)``, each (T, 2), the (1 -/+ level) / 2 quantiles of the same draws.
 
         The frames are decoded ``decode_chunk`` draws at a time, each frame on its own, so the
         result does not depend on ``decode_chunk``; the outputs are allocated up front (results
         kept per chunk between the decoder's large temporaries fragment the heap).
         """
-        level = check_level(level)
+        levels = [check_level(level) for level in levels]
         manifold = self.prior.manifold
         m = torch.as_tensor(latent_mean, dtype=_DTYPE)
         root = _sqrt_psd(torch.as_tensor(latent_cov, dtype=_DTYPE))  # (T, K, K)
         noise = manifold.noise_scale_.to(_DTYPE)  # (2,)
-        probs = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=_DTYPE)
-        out = torch.empty(4, len(m), 2, dtype=_DTYPE)  # mean, var, lower, upper
+        probs = torch.tensor([p for level in levels for p in (0.5 - level / 2, 0.5 + level / 2)],
+                             dtype=_DTYPE)  # (2L,): lower and upper of each level
+        out = torch.empty(2 + len(probs), len(m), 2, dtype=_DTYPE)  # mean, var, the quantiles
         step = max(1, self.decode_chunk // self._eps.shape[0])  # frames per decoder call
         for start in range(0, len(m), step):
             part = slice(start, start + step)
@@ -368,28 +387,34 @@ class CoreAffect:
             y = manifold.decode(z.float()).mean.to(_DTYPE) + noise * self._eta  # (t, S, 2)
             out[0, part] = y.mean(1)
             out[1, part] = y.var(1, unbiased=False)
-            out[2:, part] = torch.quantile(y, probs, dim=1)  # (2, t, 2)
-        mean, var, lower, upper = out.numpy()
-        return mean, var, lower, upper
+            out[2:, part] = torch.quantile(y, probs, dim=1)  # (2L, t, 2)
+        values = out.numpy()
+        return values[0], values[1], [(values[2 + 2 * i], values[3 + 2 * i])
+                                      for i in range(len(levels))]
 
     def _widen(self, stage: str, mean: np.ndarray, var: np.ndarray, lower: np.ndarray,
               upper: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Apply a stage's band factors (k_v, k_a) to decoded moments (:func:`widen_bands`)."""
         return widen_bands(self.band_scale[stage], mean, var, lower, upper)
 
-    def _gaussian(self, times, indices, face_found, mean, var, level, stage, latent=None
-                  ) -> AffectTrajectory:
+    def _gaussian(self, times, indices, face_found, mean, var, level, stage, latent=None,
+                  band_levels=()) -> AffectTrajectory:
         from scipy.special import ndtri
 
-        half = ndtri(0.5 + level / 2) * np.sqrt(var)
+        lower, upper = ({}, {})
+        for p in (level, *band_levels):
+            half = ndtri(0.5 + p / 2) * np.sqrt(var)
+            lower[p], upper[p] = mean - half, mean + half
         latent = np.zeros((len(times), 0)) if latent is None else latent
-        return AffectTrajectory(times, indices, mean, var, mean - half, mean + half, face_found,
-                                latent, level, stage)
+        return AffectTrajectory(times, indices, mean, var, lower[level], upper[level], face_found,
+                                latent, level, stage,
+                                {p: (lower[p], upper[p]) for p in band_levels if p != level})
 
     # -- batch ------------------------------------------------------------------------------------
 
     def stages_of(self, crops: FaceCrops, level: float = 0.9,
-                  stages: Iterable[str] | None = None) -> dict[str, AffectTrajectory]:
+                  stages: Iterable[str] | None = None, *,
+                  band_levels: Sequence[float] = ()) -> dict[str, AffectTrajectory]:
         """Every stage of one video's face crops, from one hidden-route pass.
 
         The pass runs over the crops segment by segment (``segment_frames`` frames with their
@@ -403,11 +428,14 @@ class CoreAffect:
                 memory-mapped as :meth:`crop` returns them).
             level: Probability of the bands.
             stages: Which of :attr:`stages` to compute (default: all this run has).
+            band_levels: Levels of more central bands to give each trajectory
+                (:attr:`AffectTrajectory.bands`), from the same draws as its own.
 
         Returns:
             ``{stage: AffectTrajectory}`` in :data:`STAGES` order.
         """
         level = check_level(level)
+        band_levels = [check_level(p) for p in band_levels]
         wanted = list(self.stages if stages is None else stages)
         unknown = [s for s in wanted if s not in self.stages]
         if unknown:
@@ -444,18 +472,24 @@ class CoreAffect:
                 prior_latent[part][seen] = loc[part][rows].numpy()
         out: dict[str, AffectTrajectory] = {}
         if "raw" in wanted:
-            out["raw"] = self._gaussian(times, indices, found, raw_mean, raw_var, level, "raw")
+            out["raw"] = self._gaussian(times, indices, found, raw_mean, raw_var, level, "raw",
+                                        band_levels=band_levels)
         if "prior" in wanted:
             out["prior"] = self._gaussian(times, indices, found, prior_mean, prior_var, level,
-                                          "prior", prior_latent)
+                                          "prior", prior_latent, band_levels)
         if self.dynamics is None or not set(_DYNAMIC) & set(wanted):
             return out
         moments = self.latent_moments(times, loc, cov, observed,
                                       [s for s in _DYNAMIC if s in wanted])
+        extra = [p for p in band_levels if p != level]
         for stage, (means, covs) in moments.items():
-            mean, var, lower, upper = self._widen(stage, *self.decode(means, covs, level))
+            decoded, var, bands = self.decode_bands(means, covs, [level, *extra])
+            widened = [self._widen(stage, decoded, var, *band) for band in bands]
+            mean, var, lower, upper = widened[0]
             out[stage] = AffectTrajectory(times, indices, mean, var, lower, upper, found,
-                                          means.numpy(), level, stage)
+                                          means.numpy(), level, stage,
+                                          {p: w[2:] for p, w in zip(extra, widened[1:],
+                                                                    strict=True)})
         return {stage: out[stage] for stage in STAGES if stage in out}
 
     def latent_moments(self, times: np.ndarray, loc: torch.Tensor, cov: torch.Tensor,

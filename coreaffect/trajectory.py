@@ -15,7 +15,7 @@ import csv
 import dataclasses
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -72,6 +72,9 @@ class AffectTrajectory:
         latent_mean: (T, K) posterior mean of the latent z (K = 0 for the ``raw`` stage).
         level: Probability of the bands.
         stage: Which estimate: one of :data:`coreaffect.pipeline.STAGES`.
+        bands: Central bands at other levels from the same posterior, ``{level: (lower (T, 2),
+            upper (T, 2))}``, what :meth:`~coreaffect.pipeline.CoreAffect.stages_of` adds for
+            ``band_levels`` (the evaluation's coverages are theirs); not written to CSV.
     """
 
     times: np.ndarray
@@ -84,6 +87,7 @@ class AffectTrajectory:
     latent_mean: np.ndarray
     level: float
     stage: str
+    bands: Mapping[float, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
     def __len__(self) -> int:
         """The number of frames T."""
@@ -101,6 +105,22 @@ class AffectTrajectory:
                 self.upper[:, 0], self.lower[:, 1], self.upper[:, 1], self.var[:, 0],
                 self.var[:, 1], self.face_found.astype(np.int64),
                 *self.latent_mean.T]
+
+    def band(self, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(lower, upper)``, each (T, 2), of the central band at ``level``: the trajectory's
+        own (:attr:`lower`, :attr:`upper`) or one of :attr:`bands`.
+
+        Raises:
+            CoreAffectError: The trajectory has no band at that level.
+        """
+        if math.isclose(level, self.level):
+            return self.lower, self.upper
+        for known, pair in self.bands.items():
+            if math.isclose(level, known):
+                return pair
+        have = ", ".join(f"{x:g}" for x in sorted({self.level, *self.bands}))
+        raise CoreAffectError(f"this {self.stage} trajectory has no band at level {level:g} "
+                              f"(it has {have})")
 
     def rows(self) -> Iterator[AffectRow]:
         """The frames as :class:`AffectRow` tuples, in order."""

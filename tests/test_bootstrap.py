@@ -45,6 +45,25 @@ def test_resampled_metrics_equal_the_metrics_of_the_drawn_videos():
                                        err_msg=name)
 
 
+def test_resampled_coverage_of_own_bands_equals_that_of_the_drawn_videos():
+    rng = np.random.default_rng(4)
+    truths, means, variances = _videos(rng, 4)
+    bands = {0.9: ([m - 0.3 for m in means], [m + 0.6 for m in means])}
+    counts = np.array([[2, 0, 1, 1], [0, 4, 0, 0], [1, 1, 1, 1]])
+    per_video, pooled = resampled_metrics(truths, means, variances, counts, bands)
+    for r, row in enumerate(counts):
+        drawn = [i for i in range(4) for _ in range(row[i])]
+        reference = evaluate_videos(
+            [str(i) for i in drawn], [truths[i] for i in drawn], [means[i] for i in drawn],
+            [variances[i] for i in drawn],
+            {0.9: tuple([side[i] for i in drawn] for side in bands[0.9])})
+        for name in ("coverage_90", "coverage_50", "nll"):
+            np.testing.assert_allclose(pooled[name][r], reference.pooled[name], rtol=1e-9)
+            np.testing.assert_allclose(per_video[name][r], reference.mean[name], rtol=1e-9)
+    gaussian = resampled_metrics(truths, means, variances, counts)[1]["coverage_90"]
+    assert not np.allclose(pooled["coverage_90"], gaussian)
+
+
 def _check_against_drawn(truths, means, variances, counts, names, rtol):
     per_video, pooled = resampled_metrics(truths, means, variances, counts)
     for r, row in enumerate(counts):

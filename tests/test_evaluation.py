@@ -46,7 +46,15 @@ def test_every_stage_is_scored_where_every_stage_has_an_estimate():
     expected = evaluate_videos([v.id for v in videos], truths,
                                [t["smoothed"].mean for t in trajectories],
                                [t["smoothed"].var for t in trajectories])
-    for name in ("rmse", "ccc", "coverage_90"):
+    for name in ("rmse", "ccc", "coverage_50"):  # no 50% band: the Gaussian interval's
         np.testing.assert_allclose(tables["smoothed"].pooled[name], expected.pooled[name])
+    # the 90% coverage is that of the trajectories' own bands, mean -/+ 0.5, on the same frames
+    inside = np.concatenate([np.abs(y - t["smoothed"].mean) <= 0.5
+                             for y, t in zip(truths, trajectories, strict=True)])
+    scored = ~np.isnan(np.concatenate(truths))
+    np.testing.assert_allclose(tables["smoothed"].pooled["coverage_90"],
+                               [inside[scored[:, d], d].mean() for d in range(2)])
+    assert not np.allclose(tables["smoothed"].pooled["coverage_90"],
+                           expected.pooled["coverage_90"])  # z_0.95 sqrt(0.1) = 0.52, not 0.5
     each, _ = bootstrap_trajectories(videos, trajectories, n_resamples=20)
     np.testing.assert_allclose(each["smoothed"].pooled["rmse"], expected.pooled["rmse"])

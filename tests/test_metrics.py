@@ -115,3 +115,50 @@ def test_evaluate_videos_probabilistic_and_shape_errors():
         assert table.pooled[name].shape == (2,)
     with pytest.raises(ValueError, match="must both be"):
         metrics.evaluate_videos(["a"], [t], [t[:-1]])
+
+
+def test_band_coverage_counts_the_frames_inside_the_bands():
+    y = np.array([0.0, 0.5, -0.2, np.nan, 0.9])
+    lower = np.array([-0.1, 0.6, -0.2, 0.0, np.nan])
+    upper = np.array([0.1, 0.8, 0.3, 1.0, 1.0])
+    # inside, below, on the edge (counts); unlabelled and undefined frames left out
+    assert metrics.band_coverage(y, lower, upper) == pytest.approx(2 / 3)
+
+
+def test_evaluate_videos_scores_coverage_on_the_estimates_own_bands():
+    rng = np.random.default_rng(3)
+    truths = [rng.normal(size=(40, 2)), rng.normal(size=(25, 2))]
+    means = [t + 0.5 * rng.normal(size=t.shape) for t in truths]
+    variances = [np.full(t.shape, 0.3) for t in truths]
+    means[1][:5, 0] = np.nan  # no estimate: no band there either
+    gaussian = metrics.evaluate_videos(["a", "b"], truths, means, variances)
+    # Gaussian intervals given as bands score as the Gaussian coverage does
+    half = {p: [stats.norm.ppf(0.5 + p / 2) * np.sqrt(v) for v in variances]
+            for p in (0.5, 0.9)}
+    as_bands = {p: ([m - h for m, h in zip(means, half[p], strict=True)],
+                    [m + h for m, h in zip(means, half[p], strict=True)]) for p in half}
+    same = metrics.evaluate_videos(["a", "b"], truths, means, variances, as_bands)
+    for name in ("coverage_50", "coverage_90"):
+        np.testing.assert_allclose(same.per_video[name], gaussian.per_video[name])
+        np.testing.assert_allclose(same.pooled[name], gaussian.pooled[name])
+    # skewed bands: their own coverage, counted by hand; other levels keep the Gaussian one
+    lowers = [m - 0.2 for m in means]
+    uppers = [m + 2.0 for m in means]
+    own = metrics.evaluate_videos(["a", "b"], truths, means, variances,
+                                  {0.9: (lowers, uppers)})
+    inside = [(lo <= t) & (t <= up) for t, lo, up in zip(truths, lowers, uppers, strict=True)]
+    scored = [~np.isnan(m) for m in means]
+    by_hand = [np.array([i[s[:, d], d].mean() for d in range(2)])
+               for i, s in zip(inside, scored, strict=True)]
+    np.testing.assert_allclose(own.per_video["coverage_90"], np.stack(by_hand))
+    pooled = np.array([np.concatenate([i[s[:, d], d] for i, s in zip(inside, scored,
+                                                                     strict=True)]).mean()
+                       for d in range(2)])
+    np.testing.assert_allclose(own.pooled["coverage_90"], pooled)
+    assert not np.allclose(own.pooled["coverage_90"], gaussian.pooled["coverage_90"])
+    np.testing.assert_allclose(own.pooled["coverage_50"], gaussian.pooled["coverage_50"])
+    with pytest.raises(ValueError, match="need variances"):
+        metrics.evaluate_videos(["a", "b"], truths, means, None, {0.9: (lowers, uppers)})
+    with pytest.raises(ValueError, match="shape"):
+        metrics.evaluate_videos(["a", "b"], truths, means, variances,
+                                {0.9: ([x[:3] for x in lowers], uppers)})

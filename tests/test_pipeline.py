@@ -62,6 +62,22 @@ def test_every_stage_on_the_same_frames(affect, crops):
     assert np.isnan(stages["raw"].mean[~crops.face_found]).all()
 
 
+def test_bands_at_more_levels_are_those_each_level_gives(affect, crops):
+    plain = affect.stages_of(crops)
+    more = affect.stages_of(crops, band_levels=(0.5, 0.9, 0.95))
+    for stage, trajectory in more.items():
+        assert sorted(trajectory.bands) == [0.5, 0.95]  # the trajectory's own level is its own
+        np.testing.assert_array_equal(trajectory.upper, plain[stage].upper)
+        np.testing.assert_array_equal(trajectory.band(0.9)[0], plain[stage].lower)
+    narrow = affect.stages_of(crops, level=0.5)
+    for stage, trajectory in more.items():  # the same draws: equal to the band at its level
+        for got, want in zip(trajectory.band(0.5), (narrow[stage].lower, narrow[stage].upper),
+                             strict=True):
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12, equal_nan=True)
+    with pytest.raises(CoreAffectError, match="no band at level 0.8"):
+        more["smoothed"].band(0.8)
+
+
 def test_causal_rows_do_not_change_when_frames_are_appended(affect, crops):
     full = affect.predict_crops(crops, causal=True)
     lag = affect.latency_frames
