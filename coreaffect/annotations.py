@@ -46,33 +46,49 @@ Formats (``format=``):
     other has the same name in the sibling folder) or ``<root>`` with ``video``.
 ``csv``
     Comma-separated with a header naming ``time``, ``valence`` and ``arousal`` once each, in any
-    order (case and spaces ignored); other columns are ignored. An empty value cell is NaN.
+    order (case, spaces and quotes ignored: R's ``write.csv`` writes ``"time","valence",...``);
+    other columns, named or not, are ignored. An empty value cell is NaN.
 
 For ``aff-wild2``, ``sewa`` and ``csv``, ``path`` is the file, or its folder with ``video`` (the
 file ``<video>.txt`` or ``<video>.csv``); the video id is the file name without suffix (``sewa``:
 the name column). Whenever ``path`` is a file and ``video`` is given, the two must agree.
 
 Rules for every format: text is UTF-8 (a byte-order mark is allowed); blank lines at the end are
-ignored, elsewhere an error; every row has the header's number of columns; cells are decimal
-numbers (``nan`` or an empty value cell is no label); times are finite and strictly increasing
-(never re-sorted); values lie in [-1, 1]. A violation, or a missing, unreadable or empty file,
-raises :class:`~coreaffect.errors.AnnotationError` naming the file and, where it applies, the line.
+ignored, elsewhere an error; header cells may be quoted (``"time"``); every row has the header's
+number of columns; cells are decimal numbers (``nan`` or an empty value cell is no label); times
+are finite and strictly increasing (never re-sorted); values lie in [-1, 1]. A delimiter may end
+the header line (``valence,arousal,``): its empty last cell names no column, and the rows then
+end with a delimiter too, their last cell empty in every format but ``csv`` (which ignores
+columns it does not name), since a value there would be a column shift; for ``sewa``, which has
+no header, the first line decides. A violation, or a missing, unreadable or empty file, raises
+:class:`~coreaffect.errors.AnnotationError` naming the file and, where it applies, the line; a
+file separated by another delimiter than its format's is named as such.
 
-Several raters (``dante``, ``recola``) are put on one time grid, that of the file with the most
-samples (the first such, raters in sorted order, valence before arousal), by
-:func:`~coreaffect.labels.resample_labels` (NaN outside a rater's span); equal grids, as in
-well-formed exports, are used as they are. The (R, T, 2) array is kept in ``raters`` and fused by
-:func:`~coreaffect.labels.fuse_raters`.
+Several raters (``dante``, ``recola``) are put on one time grid, the union of their sample times
+(times less than a microsecond apart are one), so that a stretch that only some raters labelled
+keeps their labels: each rater keeps its own samples unchanged and is interpolated at the other
+raters' times by :func:`~coreaffect.labels.resample_labels` (NaN outside its span and inside its
+holes). A regular grid would move the samples of raters out of step with it; on the union,
+interpolating the fused series between two grid times is fusing the raters' own interpolations,
+as long as the same raters label both. Equal grids, as in well-formed exports, are used as they
+are. The (R, T, 2) array is kept in ``raters`` and fused by :func:`~coreaffect.labels.fuse_raters`
+over the raters labelled at each time: with ``fusion="mean"`` every labelled time keeps a label;
+with ``"ewe"`` a time labelled only by raters of weight 0 has none, and :func:`read_annotations`
+then warns (:class:`~coreaffect.errors.CoreAffectWarning`), as for any rater label the fusion
+leaves out.
 
 Auto-detection (:func:`detect_format`): a ``.json`` file is ``afew-va``; another file is told by
-its first non-blank line: the DANTE header is ``dante``; ``;``-separated with first cell ``time``
-is ``recola``; exactly ``valence,arousal`` is ``aff-wild2``; comma-separated and naming ``time``,
-``valence`` and ``arousal`` is ``csv``; five ``;``-separated cells, the second a number, is
-``sewa``. A folder with ``arousal/`` and ``valence/`` subfolders is ``recola``; one holding
-``valence.csv`` or ``arousal.csv`` is ``dante``; one holding ``<its name>.json`` is ``afew-va``;
-then ``afew-va`` if a subfolder holds ``<its name>.json``, ``dante`` if some
-``<UserId>/<video>/`` holds ``valence.csv`` or ``arousal.csv``; else the folder's first ``.csv``
-or ``.txt`` file (sorted) decides. Anything else raises ``AnnotationError``.
+its first non-blank line, whose cells are read as header names (quotes and a delimiter ending the
+line ignored): the DANTE header is ``dante``; the ``csv`` or ``aff-wild2`` header separated by
+semicolons or tabs, or the DANTE header by commas, is an error saying so; ``;``-separated with
+first cell ``time`` is ``recola``; exactly ``valence,arousal`` is ``aff-wild2``; comma-separated
+and naming ``time``, ``valence`` and ``arousal`` is ``csv``; five ``;``-separated cells (and
+maybe an empty sixth), the second a number, is ``sewa``. A folder with ``arousal/`` and
+``valence/`` subfolders is ``recola``; one holding ``valence.csv`` or ``arousal.csv`` is
+``dante``; one holding ``<its name>.json`` is ``afew-va``; then ``afew-va`` if a subfolder holds
+``<its name>.json``, ``dante`` if some ``<UserId>/<video>/`` holds ``valence.csv`` or
+``arousal.csv``; else the folder's first ``.csv`` or ``.txt`` file (sorted) decides. Anything
+else raises ``AnnotationError``.
 
 Reaction delay: annotators respond late, so the label of frame time t is the annotation at
 t + delay. ``read_annotations(..., delay=d)`` returns times shifted by -d;
@@ -85,6 +101,7 @@ import csv
 import io
 import json
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -92,7 +109,7 @@ from typing import NamedTuple
 import numpy as np
 
 from coreaffect.config import FUSIONS
-from coreaffect.errors import AnnotationError
+from coreaffect.errors import AnnotationError, CoreAffectWarning
 from coreaffect.labels import fuse_raters, resample_labels
 
 __all__ = ["FORMATS", "Annotations", "detect_format", "fuse_raters", "read_annotations",
@@ -111,6 +128,8 @@ _DANTE_FILES = ("valence.csv", "arousal.csv")
 _HEAD_BYTES = 1 << 16  # how much of a file format detection reads
 _AFFWILD_INVALID = -5.0
 _AFEW_SCALE = 10.0
+_SEPARATORS = {";": "semicolons", ",": "commas", "\t": "tabs"}  # the delimiters files use
+_SAME_TIME = 1e-6  # seconds: raters' times closer than this are one time (rounding in exports)
 
 
 class Annotations(NamedTuple):
@@ -190,9 +209,26 @@ def read_annotations(path: str | Path, format: str = "auto", *, video: str | Non
         raise AnnotationError(path, f"cannot read ({err.strerror or err})") from None
     if got.raters is not None:  # multi-rater readers leave the fusion to here
         got = got._replace(values=fuse_raters(got.raters, fusion))
+        _warn_unfused(got, fusion)
     logger.debug("%s: %s annotations of %r, %d samples", got.path, format, got.video,
                  got.times.size)
     return got._replace(times=got.times - delay)
+
+
+def _warn_unfused(got: Annotations, fusion: str) -> None:
+    """Warn about rater labels that the fusion leaves out: times some rater labelled that have
+    no fused label (under ``"ewe"``, those labelled only by raters of weight 0)."""
+    lost = ~np.isnan(got.raters).all(axis=0) & np.isnan(got.values)  # (T, 2)
+    if not lost.any():
+        return
+    counts = ", ".join(f"{n} of {dim}" for n, dim in zip(lost.sum(axis=0), _DIMS, strict=True)
+                       if n)
+    message = (f"{got.path}: {fusion} fusion of the raters of video {got.video!r} leaves "
+               f"{counts} labelled time(s) without a label: only raters of weight 0 labelled "
+               "them (raters that correlate with the others negatively, or not at all, as when "
+               "they share no labelled time); fusion='mean' keeps them")
+    logger.warning(message)
+    warnings.warn(message, CoreAffectWarning, stacklevel=3)
 
 
 def detect_format(path: str | Path) -> str:
@@ -222,17 +258,27 @@ def detect_format(path: str | Path) -> str:
     line = next((ln for ln in lines if ln.strip()), None)
     if line is None:
         raise AnnotationError(path, "empty file")
-    semi = [cell.strip().lower() for cell in line.split(";")]
-    comma = [cell.strip().lower() for cell in line.split(",")]
+    cells = {sep: [name.lower() for name in _names(line.split(sep))] for sep in _SEPARATORS}
+    semi, comma = cells[";"], cells[","]
     if semi == _DANTE_HEADER:
         return "dante"
+    for sep in (";", "\t"):  # a one-file format's header, split by the wrong delimiter
+        what = ("the csv format is" if {"time", *_DIMS} <= set(cells[sep])
+                else "Aff-Wild2 files are" if cells[sep] == list(_DIMS) else None)
+        if what is not None:
+            raise AnnotationError(path, f"its first line {_short(line)} has "
+                                        f"{_SEPARATORS[sep]}: {what} comma-separated")
+    if comma == _DANTE_HEADER:
+        raise AnnotationError(path, f"its first line {_short(line)} has commas: DANTE files "
+                                    "are ';'-separated")
     if len(semi) >= 2 and semi[0] == "time":
         return "recola"
     if comma == list(_DIMS):
         return "aff-wild2"
     if {"time", *_DIMS} <= set(comma):
         return "csv"
-    if len(semi) == 5 and _is_number(semi[1]):
+    raw = line.split(";")  # SEWA has no header: an empty fifth cell is an empty liking
+    if len(raw) - (len(raw) == 6 and not raw[5].strip()) == 5 and _is_number(raw[1]):
         return "sewa"
     raise AnnotationError(path, f"cannot tell the annotation format from its first line "
                                 f"{_short(line)}; pass format= one of {FORMATS}")
@@ -257,6 +303,19 @@ def _detect_folder(path: Path) -> str:
         return detect_format(files[0])
     raise AnnotationError(path, f"cannot tell the annotation format of this folder; "
                                 f"pass format= one of {FORMATS}")
+
+
+def _names(cells: Sequence[str]) -> list[str]:
+    """Header cells as names: spaces and a pair of enclosing double quotes stripped (R's
+    ``write.csv`` quotes them), and an empty last cell, left by a delimiter that ends the line,
+    dropped."""
+    names = []
+    for cell in cells:
+        cell = cell.strip()
+        if len(cell) >= 2 and cell[0] == cell[-1] == '"':
+            cell = cell[1:-1].strip()
+        names.append(cell)
+    return names[:-1] if len(names) > 1 and not names[-1] else names
 
 
 def _short(text: str, limit: int = 40) -> str:
@@ -305,17 +364,38 @@ class _Table(NamedTuple):
     width: np.ndarray  # (N,) cells in each row
     line: np.ndarray  # (N,) 1-based line number of each row
 
+    def names(self) -> list[str]:
+        """The first row's cells as names (see :func:`_names`)."""
+        return _names(self.cells[: self.width[0]])
+
     def header(self) -> list[str]:
-        return [cell.strip().lower() for cell in self.cells[: self.width[0]]]
+        """The first row's names in lower case."""
+        return [name.lower() for name in self.names()]
+
+    @property
+    def trailing(self) -> bool:
+        """Whether the first row ends with a delimiter: an empty last cell that names nothing."""
+        return len(self.names()) < self.width[0]
+
+    def hint(self, delimiter: str, what: str) -> str:
+        """`` (its first line has commas: <what> ';'-separated)`` when the first row did not
+        split on ``delimiter`` but holds another one; else ``""``."""
+        other = next((sep for sep in _SEPARATORS if sep != delimiter and sep in self.cells[0]),
+                     None)
+        if self.width[0] > 1 or other is None:
+            return ""
+        return (f" (its first line has {_SEPARATORS[other]}: {what} "
+                f"{'comma' if delimiter == ',' else repr(delimiter)}-separated)")
 
     def column(self, j: int, first: int, ncols: int) -> list[str]:
         """Cell j of rows first..N-1, all ``ncols`` wide."""
         return self.cells[self.start[first] + j : self.start[-1] + self.width[-1] : ncols]
 
 
-def _table(path: Path, delimiter: str) -> _Table:
-    """Read a delimited file; trailing blank rows are dropped, blank rows elsewhere an error."""
-    text = _read_text(path).replace("\r\n", "\n")
+def _table(path: Path, delimiter: str, limit: int | None = None) -> _Table:
+    """Read a delimited file (its first ``limit`` bytes, if given, in whole lines); trailing
+    blank rows are dropped, blank rows elsewhere an error."""
+    text = _read_text(path, limit).replace("\r\n", "\n")
     if '"' in text or "\r" in text:  # quoting or old Mac line ends: the csv module's job
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
         try:
@@ -342,8 +422,11 @@ def _table(path: Path, delimiter: str) -> _Table:
 
 
 def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, first: int = 1,
-             delimiter: str = ",") -> tuple[np.ndarray, np.ndarray]:
+             delimiter: str = ",", blank_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Parse some columns of rows first..N-1, which must be ``ncols`` wide.
+
+    With ``blank_last``, the first row ends with a delimiter, and so must every row: their
+    last cell must be empty (in a format read by position, a value there is a column shift).
 
     Returns:
         (N - first, len(columns)) float64 values (empty cell = NaN) and their 1-based lines.
@@ -353,8 +436,28 @@ def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, firs
         raise AnnotationError(path, "no data rows")
     wrong = np.flatnonzero(table.width[first:] != ncols)
     if wrong.size:
+        row = first + wrong[0]
+        found = int(table.width[row])
+        cells = table.cells[table.start[row]:][:found]
+        other = next((sep for sep in _SEPARATORS if sep != delimiter and sep in cells[0]), None)
+        hint = ""
+        if found == ncols - 1 and (blank_last or first and table.trailing):
+            hint = (f" (the {'header' if first else 'first line'} ends with {delimiter!r}; "
+                    "this line does not)")
+        elif found == ncols + 1 and not cells[-1].strip():
+            hint = f" (this line ends with {delimiter!r})"
+        elif found == 1 and other is not None:
+            hint = f" (this line has {_SEPARATORS[other]})"
         raise AnnotationError(path, f"expected {ncols} {delimiter!r}-separated columns, found "
-                                    f"{table.width[first + wrong[0]]}", int(lines[wrong[0]]))
+                                    f"{found}{hint}", int(lines[wrong[0]]))
+    if blank_last:
+        last = table.column(ncols - 1, first, ncols)
+        full = next((i for i, cell in enumerate(last) if cell.strip()), None)
+        if full is not None:
+            raise AnnotationError(path, f"column {ncols}: {_short(last[full])} where the "
+                                        f"{'header' if first else 'first line'} ends with "
+                                        f"{delimiter!r}: this cell must be empty",
+                                  int(lines[full]))
     out = np.empty((lines.size, len(columns)))
     for k, j in enumerate(columns):
         column = table.column(j, first, ncols)
@@ -429,44 +532,80 @@ def _check_video(path: Path, video: str | None, found: str) -> None:
 
 def _read_affwild2(path: Path, video: str | None, fps: float | None) -> Annotations:
     path = _one_file(path, video, ".txt", "Aff-Wild2 <video>.txt")
-    table = _table(path, ",")
+    values = _affwild2_values(path, _table(path, ","))
+    return Annotations(np.arange(len(values)) / fps, values, path.stem, path)
+
+
+def _affwild2_values(path: Path, table: _Table) -> np.ndarray:
+    """(T, 2) labels of an Aff-Wild2 table, -5 made NaN."""
     if table.header() != list(_DIMS):
-        raise AnnotationError(path, "missing header: expected 'valence,arousal'",
-                              int(table.line[0]))
-    values, lines = _numbers(path, table, (0, 1), 2)
+        raise AnnotationError(path, "missing header: expected 'valence,arousal'"
+                                    + table.hint(",", "Aff-Wild2 files are"), int(table.line[0]))
+    values, lines = _numbers(path, table, (0, 1), int(table.width[0]),
+                             blank_last=table.trailing)
     values[values == _AFFWILD_INVALID] = np.nan  # -5 marks an invalid value
     _check(path, None, values, lines)
-    return Annotations(np.arange(len(values)) / fps, values, path.stem, path)
+    return values
 
 
 def _read_csv(path: Path, video: str | None, fps: float | None) -> Annotations:
     path = _one_file(path, video, ".csv", "<video>.csv")
-    table = _table(path, ",")
+    times, values = _csv_data(path, _table(path, ","))
+    return Annotations(times, values, path.stem, path)
+
+
+def _csv_data(path: Path, table: _Table) -> tuple[np.ndarray, np.ndarray]:
+    """(T,) times and (T, 2) labels of a csv table; columns it does not name are not read."""
     header = table.header()
     if any(header.count(name) != 1 for name in ("time", *_DIMS)):
         raise AnnotationError(path, f"missing header: need columns time, valence and arousal "
-                                    f"once each, found {header}", int(table.line[0]))
+                                    f"once each, found {header}"
+                                    + table.hint(",", "the csv format is"), int(table.line[0]))
     columns = [header.index(name) for name in ("time", *_DIMS)]
-    data, lines = _numbers(path, table, columns, len(header))
+    data, lines = _numbers(path, table, columns, int(table.width[0]))
     _check(path, data[:, 0], data[:, 1:], lines)
-    return Annotations(data[:, 0].copy(), data[:, 1:].copy(), path.stem, path)
+    return data[:, 0].copy(), data[:, 1:].copy()
 
 
 def _read_sewa(path: Path, video: str | None, fps: float | None) -> Annotations:
     path = _one_file(path, video, ".csv", "SEWA <video>.csv", check=False)
-    table = _table(path, ";")
-    data, lines = _numbers(path, table, (1, 2, 3), 5, first=0, delimiter=";")
-    names = [name.strip() for name in table.column(0, 0, 5)]
+    name, times, values = _sewa_data(path, _table(path, ";"))
+    _check_video(path, video, name)
+    return Annotations(times, values, name, path)
+
+
+def _sewa_data(path: Path, table: _Table) -> tuple[str, np.ndarray, np.ndarray]:
+    """The video name, (T,) times and (T, 2) labels of a SEWA table."""
+    # a sixth cell, empty on the first line, is a ';' ending every line (an empty fifth cell
+    # is an empty liking)
+    trailing = table.width[0] == 6 and not table.cells[5].strip()
+    ncols = 5 + trailing
+    data, lines = _numbers(path, table, (1, 2, 3), ncols, first=0, delimiter=";",
+                           blank_last=trailing)
+    names = [name.strip() for name in table.column(0, 0, ncols)]
     if not names[0]:
         raise AnnotationError(path, "empty name in the first column", int(lines[0]))
     other = next((i for i, name in enumerate(names) if name != names[0]), None)
     if other is not None:
         raise AnnotationError(path, f"name {_short(names[other])} differs from {names[0]!r}: "
                                     f"one video per file", int(lines[other]))
-    _check_video(path, video, names[0])
     values = data[:, [2, 1]]  # the file has arousal before valence
     _check(path, data[:, 0], values, lines)
-    return Annotations(data[:, 0].copy(), values, names[0], path)
+    return names[0], data[:, 0].copy(), values
+
+
+_ONE_FILE = {  # the one-file formats: delimiter and the parser of a table
+    "aff-wild2": (",", _affwild2_values), "sewa": (";", _sewa_data), "csv": (",", _csv_data),
+}
+
+
+def _check_head(path: Path, format: str) -> None:
+    """Read the head of ``path`` (:data:`_HEAD_BYTES`, whole lines) as ``format``, one of the
+    one-file formats, raising the :class:`~coreaffect.errors.AnnotationError` that reading the
+    file would raise there: a check that the file is of that format when
+    :func:`detect_format` cannot tell, without parsing a large file whole."""
+    delimiter, parse = _ONE_FILE[format]
+    parse(path, _table(path, delimiter, limit=_HEAD_BYTES))
 
 
 def _read_afew(path: Path, video: str | None, fps: float | None) -> Annotations:
@@ -571,13 +710,11 @@ def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(T,) times and (T, 1) values of one DANTE file."""
     table = _table(path, ";")
     if table.header() != _DANTE_HEADER:
-        found = ";".join(table.header())
-        hint = (" (its first line has commas: DANTE files are ';'-separated)"
-                if "," in found and ";" not in found else "")
         raise AnnotationError(path, "missing header: expected "
-                                    f"'TimeStamp;UserId;NameVideo;AnnoType;Value'{hint}",
-                              int(table.line[0]))
-    data, lines = _numbers(path, table, (0, 4), 5, delimiter=";")
+                                    "'TimeStamp;UserId;NameVideo;AnnoType;Value'"
+                                    + table.hint(";", "DANTE files are"), int(table.line[0]))
+    data, lines = _numbers(path, table, (0, 4), int(table.width[0]), delimiter=";",
+                           blank_last=table.trailing)
     repeated = np.flatnonzero(np.diff(data[:, 0]) == 0)  # row i has the time of row i + 1
     if repeated.size:
         logger.info("%s: %d rows repeat the time of the next one; keeping the last of each",
@@ -621,25 +758,41 @@ def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotation
 def _read_recola_file(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(T,) times, (T, R) values and the R rater names of one RECOLA file."""
     table = _table(path, ";")
-    header = [cell.strip() for cell in table.cells[: table.width[0]]]
+    header = table.names()
     names = header[1:]
     if header[0].lower() != "time" or not names or not all(names) or len(set(names)) < len(names):
         raise AnnotationError(path, f"missing header: expected 'time;FM1 ;FM2 ;...' with distinct "
-                                    f"rater names, found {header[:8]}", int(table.line[0]))
-    data, lines = _numbers(path, table, range(len(header)), len(header), delimiter=";")
+                                    f"rater names, found {header[:8]}"
+                                    + table.hint(";", "RECOLA files are"), int(table.line[0]))
+    data, lines = _numbers(path, table, range(len(header)), int(table.width[0]), delimiter=";",
+                           blank_last=table.trailing)
     _check(path, data[:, 0], data[:, 1:], lines, [f"{path.parent.name} of {n}" for n in names])
     return data[:, 0].copy(), data[:, 1:].copy(), names
 
 
 def _align(series: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Put series of (T_i,) times and (T_i, ...) values on the grid of the longest one.
+    """Put series of (T_i,) times and (T_i, ...) values on the union of their times.
+
+    Times closer than :data:`_SAME_TIME` are one grid time (the earliest); each series keeps its
+    own samples there unchanged and is interpolated by :func:`resample_labels` at the others
+    (NaN outside its span and inside its holes), so no sample of any series is lost.
 
     Returns:
         (T,) grid and (S, T, ...) values, S the number of series.
     """
-    grid = max((times for times, _ in series), key=len)  # the first of the longest
-    if all(np.array_equal(times, grid) for times, _ in series):
-        return grid, np.stack([values for _, values in series])
-    logger.debug("aligning %d series of lengths %s onto a grid of %d samples", len(series),
-                 [len(times) for times, _ in series], grid.size)
-    return grid, np.stack([resample_labels(times, values, grid) for times, values in series])
+    first = series[0][0]
+    if all(np.array_equal(times, first) for times, _ in series):  # well-formed exports
+        return first, np.stack([values for _, values in series])
+    grid = np.unique(np.concatenate([times for times, _ in series]))
+    grid = grid[np.concatenate([[True], np.diff(grid) > _SAME_TIME])]
+    aligned = []
+    for times, values in series:
+        out = resample_labels(times, values, grid)
+        right = np.clip(np.searchsorted(grid, times), 0, grid.size - 1)
+        left = np.maximum(right - 1, 0)
+        nearest = np.where(np.abs(grid[left] - times) < np.abs(grid[right] - times), left, right)
+        out[nearest] = values  # each sample is within _SAME_TIME of its grid time
+        aligned.append(out)
+    logger.info("put %d series of %s samples on the union of their times, %d samples",
+                len(series), [len(times) for times, _ in series], grid.size)
+    return grid, np.stack(aligned)

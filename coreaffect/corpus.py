@@ -27,13 +27,16 @@ folder names match in any case; DANTE's files are ``valence.csv`` and ``arousal.
 ``Valence.csv`` beside them is an error asking for the lower-case name). An annotation with no
 video, a stem matching several videos, or two annotations of one video is an error naming both
 sides, never a silent skip. For the one-file formats (``aff-wild2``, ``sewa``, ``csv``), a ``.csv``
-or ``.txt`` file named like a video is that video's annotation: one that cannot be read as any
-format, in a folder of annotations, is an error naming the file unless its video has another
+or ``.txt`` file named like a video is that video's annotation: one whose format cannot be told
+(and, when the format is given, whose first lines do not read as that format either), in a
+folder of annotations, is an error naming the file and what is wrong unless its video has another
 annotation (elsewhere, or beside an annotation, it is a side file and passed over), and with
 ``format="auto"`` annotation files of two formats (a prediction CSV saved inside a SEWA corpus,
-say) are an error too; files of no format named like no video (notes) are passed over. Videos
-without an annotation are left out (logged). Loading a recording warns when its labelled times span
-far more than the video (times in milliseconds or frame numbers) or under half of it.
+say) are an error too, as is a DANTE or RECOLA file outside its layout; files of no format named
+like no video (notes) are passed over. When no file is of the format, the error names a file
+named like a video and the format it is. Videos without an annotation are left out (logged).
+Loading a recording warns when its labelled times span far more than the video (times in
+milliseconds or frame numbers) or under half of it.
 
 :func:`split_recordings` makes deterministic video-level splits (the paper trained on 13 of 23
 MAHNOB videos and tested on the other 10): no frame of a test video is ever seen in training.
@@ -65,7 +68,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from coreaffect.annotations import FORMATS, Annotations, detect_format, read_annotations
+from coreaffect.annotations import (
+    FORMATS,
+    Annotations,
+    _check_head,
+    detect_format,
+    read_annotations,
+)
 from coreaffect.checkpoint import temporary_folder
 from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
@@ -92,6 +101,11 @@ _FOLDER_FPS = {"afew-va": 25.0, "aff-wild2": 30.0}
 # Aff-Wild2 numbers its cropped frames from 1 (00001.jpg is the first annotation row).
 _FIRST_INDEX = {"aff-wild2": 1}
 _CACHE_VERSION = 2  # 2: frames missing from a folder have rows
+_ONE_FILE = ("aff-wild2", "sewa", "csv")  # one file per video, anywhere under the root
+_LAYOUTS = {  # where the other formats' annotation files live, for the error that finds one
+    "dante": "annotation/<UserId>/<video>/valence.csv and arousal.csv",
+    "recola": "arousal/<video>.csv and valence/<video>.csv",
+}
 
 
 class Recording(NamedTuple):
@@ -221,14 +235,31 @@ class _FlatFiles(NamedTuple):
     unreadable: dict[Path, AnnotationError]
 
 
-def _flat_formats(root: Path, videos: dict[str, list[Path]]) -> _FlatFiles:
+def _flat_formats(root: Path, videos: dict[str, list[Path]], format: str | None = None
+                  ) -> _FlatFiles:
+    """The format of each file, by :func:`~coreaffect.annotations.detect_format`.
+
+    With ``format``, the one the user gave, a file named like a video whose format cannot be
+    told is read as ``format`` instead (its head only): it is of ``format`` if that read
+    succeeds, else unreadable with that read's error, which says what is wrong for ``format``
+    (the advice to pass a format would repeat the one given).
+    """
     kinds, unreadable = {}, {}
     for path in _flat_files(root):
         try:
             kinds[path] = detect_format(path)
         except AnnotationError as err:
-            if any(stem in videos for stem in _video_stems(path.stem)):
+            if not any(stem in videos for stem in _video_stems(path.stem)):
+                continue
+            if format is None:
                 unreadable[path] = err
+                continue
+            try:
+                _check_head(path, format)
+            except AnnotationError as own:
+                unreadable[path] = own
+            else:
+                kinds[path] = format
     return _FlatFiles(kinds, unreadable)
 
 
@@ -251,7 +282,11 @@ def _one_format(root: Path, files: _FlatFiles, videos: dict[str, list[Path]]) ->
         raise CoreAffectError(f"{root}: cannot tell the dataset format: no annotation layout "
                               "and no .csv or .txt file named like one of its videos; give one "
                               f"of {', '.join(FORMATS)}")
-    return next(iter(by_format))
+    kind, paths = next(iter(by_format.items()))
+    if kind not in _ONE_FILE:
+        raise CoreAffectError(f"{paths[0]}: a {kind} annotation outside the {kind} layout; "
+                              f"{kind} annotations are {_LAYOUTS[kind]}")
+    return kind
 
 
 def _flat_entries(files: _FlatFiles, format: str, videos: dict[str, list[Path]]
@@ -275,6 +310,11 @@ def _flat_entries(files: _FlatFiles, format: str, videos: dict[str, list[Path]]
     for path, kind in files.kinds.items():
         if kind != format:
             logger.info("%s: a %s file, not read as a %s annotation", path, kind, format)
+    other = next(((path, kind) for path, kind in files.kinds.items() if kind != format
+                  and any(stem in videos for stem in _video_stems(path.stem))), None)
+    if not entries and other is not None:  # name what is there instead
+        raise CoreAffectError(f"{other[0]}: a {other[1]} annotation, not {format}, and no "
+                              f"{format} annotation is named like a video")
     return entries
 
 
@@ -324,7 +364,7 @@ def _annotation_entries(root: Path, format: str, videos: dict[str, list[Path]],
                         # the reader finds the other dimension's file, or names it missing
                         entries.setdefault((path.stem, folder.parent), path)
         return [(video, path) for (video, _), path in sorted(entries.items())]
-    return _flat_entries(flat or _flat_formats(root, videos), format, videos)
+    return _flat_entries(flat or _flat_formats(root, videos, format), format, videos)
 
 
 def discover(root: str | Path, format: str = "auto") -> list[Recording]:

@@ -6,7 +6,8 @@ pure and NaN-aware, so that a missing label stays missing instead of being inven
 :func:`resample_labels` puts a series on the frame times of a video (with the annotators'
 reaction delay), and :func:`fuse_raters` turns (R, T, 2) ratings into one (T, 2) series, by the
 mean or by the evaluator-weighted estimator. :mod:`coreaffect.annotations` reads the files and
-uses both.
+uses both: it puts the raters of a video on the union of their sample times, so that the raters
+need not label the same stretch, and fuses them there, each time over the raters labelled at it.
 
 References:
     Grimm, M., & Kroschel, K. (2005). Evaluation of natural emotions using self assessment
@@ -87,14 +88,19 @@ def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray
 def fuse_raters(ratings: np.ndarray, method: str = "mean") -> np.ndarray:
     """Fuse several raters' labels into one series, NaN-aware.
 
-    ``"mean"`` averages, at each time, the raters that have a label there. ``"ewe"`` is the
-    evaluator-weighted estimator (Grimm & Kroschel, 2005), for each VA dimension separately:
-    rater r gets weight w_r = max(rho_r, 0), rho_r the Pearson correlation between rater r and
-    the NaN-aware mean of the *other* raters (over the times where both exist; 0 when undefined).
-    Leaving rater r out of the reference keeps a rater from correlating with itself, which
-    matters with few raters. The fused value at time t is sum_r w_r x_rt / sum_r w_r over the
-    raters labelled at t, NaN where those weights sum to 0. If every weight of a dimension is 0,
-    that dimension falls back to the mean. A single rater is returned as is.
+    Raters need not label the same times: at each time, only the raters labelled there count.
+    ``"mean"`` averages, at each time, the raters that have a label there, so every time some
+    rater labelled keeps a label. ``"ewe"`` is the evaluator-weighted estimator (Grimm &
+    Kroschel, 2005), for each VA dimension separately: rater r gets weight
+    w_r = max(rho_r, 0), rho_r the Pearson correlation between rater r and the reference of the
+    *other* raters, at each time the mean of those of them labelled there, over the times where
+    rater r and that reference both exist; rho_r is 0 when undefined (fewer than two such times,
+    as for a rater who shares no labelled time with the others, or a constant series). Leaving
+    rater r out of the reference keeps a rater from correlating with itself, which matters with
+    few raters. The fused value at time t is sum_r w_r x_rt / sum_r w_r over the raters labelled
+    at t, NaN where those weights sum to 0 (t is labelled only by raters EWE gives no weight;
+    :func:`~coreaffect.annotations.read_annotations` warns about such times). If every weight
+    of a dimension is 0, that dimension falls back to the mean. A single rater is returned as is.
 
     Args:
         ratings: (R, T, 2) labels, VA last axis; NaN = no label.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from coreaffect.annotations import (
     detect_format,
     read_annotations,
 )
-from coreaffect.errors import AnnotationError
+from coreaffect.errors import AnnotationError, CoreAffectWarning
 
 RECOLA_RATERS = ("FM1", "FM2", "FM3", "FF1", "FF2", "FF3")
 
@@ -133,13 +134,70 @@ def test_a_comma_separated_dante_file_is_named_as_such(tmp_path):
         read_annotations(tmp_path, "dante")
 
 
-def test_dante_raters_of_different_lengths_are_aligned_on_the_longest_grid(tmp_path):
+def test_dante_raters_of_different_lengths_are_aligned_on_the_union_of_their_times(tmp_path):
     write_dante(tmp_path, "v", {"u1": ([0.1, 0.2], [0.1, 0.2]),
                                 "u2": ([0.3, 0.4, 0.5, 0.6], [0.3, 0.4, 0.5, 0.6])})
     ann = read_annotations(tmp_path, "dante")
     np.testing.assert_allclose(ann.times, [0.0, 0.04, 0.08, 0.12])
     np.testing.assert_allclose(ann.raters[0, :, 0], [0.1, 0.2, np.nan, np.nan])
     np.testing.assert_allclose(ann.values[:, 0], [0.2, 0.3, 0.5, 0.6])  # NaN-aware mean
+
+
+def write_dante_span(root: Path, user: str, video: str, start: float, values: list[float],
+                     dims: tuple[str, ...] = ("valence", "arousal")) -> None:
+    """One rater's files with 25 Hz rows from ``start`` seconds on, the same values in each."""
+    folder = root / user / video
+    folder.mkdir(parents=True, exist_ok=True)
+    for dim in dims:
+        (folder / f"{dim}.csv").write_text("TimeStamp;UserId;NameVideo;AnnoType;Value\n" + "".join(
+            f"{start + i * 0.04:.2f};{user};{video};{dim};{v}\n" for i, v in enumerate(values)))
+
+
+def test_raters_of_disjoint_stretches_keep_their_labels(tmp_path):
+    """Rater A labelled 0-0.2 s and B 1-1.4 s: the grid of the longer file lost A's labels."""
+    write_dante_span(tmp_path, "A", "v", 0.0, [0.5] * 6)
+    write_dante_span(tmp_path, "B", "v", 1.0, [-0.5] * 11)
+    for fusion in ("mean", "ewe"):  # EWE: two raters sharing no time both weigh 0: the mean
+        ann = read_annotations(tmp_path, "dante", fusion=fusion)
+        assert ann.times.size == 17 and ann.raters.shape == (2, 17, 2)
+        np.testing.assert_allclose(ann.times[:7], [0.0, 0.04, 0.08, 0.12, 0.16, 0.2, 1.0])
+        np.testing.assert_allclose(ann.values[:6], 0.5)
+        np.testing.assert_allclose(ann.values[6:], -0.5)
+        frames = ann.resample(np.array([0.1, 0.6, 1.2]))  # 0.6 s: between the raters, a hole
+        np.testing.assert_allclose(frames, [[0.5, 0.5], [np.nan, np.nan], [-0.5, -0.5]])
+
+
+def test_raters_out_of_step_keep_their_own_samples(tmp_path):
+    """RECOLA-style files whose times differ: each keeps its samples on the union grid, and
+    times a rounding apart are one grid time, where a sample next to a gap keeps its value."""
+    (tmp_path / "valence").mkdir()
+    (tmp_path / "arousal").mkdir()
+    (tmp_path / "valence" / "P1.csv").write_text("time;FM1 ;FM2 \n0.00;0.1;0.3\n0.04;0.2;nan\n"
+                                                 "0.08;0.3;0.5\n")
+    (tmp_path / "arousal" / "P1.csv").write_text("time;FM1 ;FM2 \n0.02;0.6;0.6\n"
+                                                 "0.0400000001;0.7;0.9\n0.06;0.8;0.8\n")
+    ann = read_annotations(tmp_path / "valence" / "P1.csv")
+    np.testing.assert_allclose(ann.times, [0.0, 0.02, 0.04, 0.06, 0.08])
+    np.testing.assert_allclose(ann.raters[:, :, 0], [[0.1, 0.15, 0.2, 0.25, 0.3],
+                                                      [0.3, np.nan, np.nan, np.nan, 0.5]])
+    np.testing.assert_allclose(ann.raters[:, :, 1], [[np.nan, 0.6, 0.7, 0.8, np.nan],
+                                                      [np.nan, 0.6, 0.9, 0.8, np.nan]])
+    np.testing.assert_allclose(ann.values[:, 1], [np.nan, 0.6, 0.8, 0.8, np.nan])
+
+
+def test_ewe_warns_about_labels_only_raters_of_weight_zero_gave(tmp_path):
+    rising = [0.0, 0.1, 0.2, 0.3]
+    write_dante_span(tmp_path, "a", "v", 0.0, rising)
+    write_dante_span(tmp_path, "b", "v", 0.0, rising)
+    write_dante_span(tmp_path, "c", "v", 1.0, [0.9, 0.8])  # shares no time with a and b
+    with pytest.warns(CoreAffectWarning, match=r"ewe fusion .* leaves 2 of valence, 2 of "
+                                               r"arousal labelled time\(s\) without a label"):
+        ann = read_annotations(tmp_path, "dante", fusion="ewe")
+    np.testing.assert_allclose(ann.values[:4, 0], rising, atol=1e-12)
+    assert np.isnan(ann.values[4:]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoreAffectWarning)
+        np.testing.assert_allclose(read_annotations(tmp_path, "dante").values[4:, 0], [0.9, 0.8])
 
 
 def test_dante_ewe_fusion_drops_an_anticorrelated_rater(tmp_path):
@@ -151,6 +209,68 @@ def test_dante_ewe_fusion_drops_an_anticorrelated_rater(tmp_path):
                                rising, atol=1e-12)
     np.testing.assert_allclose(read_annotations(tmp_path, "dante").values[:, 0],
                                [v / 2 for v in rising], atol=1e-12)
+
+
+@pytest.mark.parametrize(("fmt", "text", "expected"), [
+    ("dante", "TimeStamp;UserId;NameVideo;AnnoType;Value;\n0.00;u;v;valence;0.1;\n"
+              "0.04;u;v;valence;0.2;\n", [[0.1, np.nan], [0.2, np.nan]]),
+    ("aff-wild2", "valence,arousal,\n0.1,0.2,\n-5,-5,\n", [[0.1, 0.2], [np.nan, np.nan]]),
+    ("recola", "time;FM1 ;FM2 ;\n0.00;0.1;0.3;\n0.04;0.2;0.4;\n", [[0.15, 0.2], [0.35, 0.3]]),
+    ("csv", "time,valence,arousal,\n0.00,0.1,0.2,\n0.04,0.3,0.4,\n", [[0.1, 0.2], [0.3, 0.4]]),
+    ("sewa", "vid;0.00;0.2;0.1;0;\nvid;0.10;0.4;0.3;;\n", [[0.1, 0.2], [0.3, 0.4]]),
+])
+def test_a_delimiter_ending_every_line_is_read(tmp_path, fmt, text, expected):
+    path = _layout(tmp_path, fmt, text.encode())
+    if fmt == "dante":  # valence only: the arousal file _layout writes is another session
+        (path.parent / "arousal.csv").unlink()
+    assert detect_format(path) == fmt
+    for kind in (fmt, "auto"):
+        np.testing.assert_allclose(read_annotations(path, kind).values, expected)
+
+
+@pytest.mark.parametrize(("fmt", "text", "match"), [
+    ("aff-wild2", "valence,arousal,\n0.1,0.2\n",
+     r"expected 3 ','-separated columns, found 2 \(the header ends with ','; this line does not\)"),
+    ("aff-wild2", "valence,arousal,\n0.1,0.2,0.3\n", "column 3: '0.3' where the header ends "
+                                                      "with ','"),
+    ("dante", "TimeStamp;UserId;NameVideo;AnnoType;Value\n0;u;v;valence;0.1;\n",
+     r"expected 5 ';'.*found 6 \(this line ends with ';'\)"),
+    ("recola", "time;FM1 ;\n0.00;0.1;2\n", "column 3: '2' where the header ends"),
+    ("csv", "time,valence,arousal,\n0,0,0\n", "the header ends with ','; this line does not"),
+    ("sewa", "vid;0.00;0.2;0.1;0;\nvid;0.10;0.4;0.3;0;1\n", "column 6: '1' where the first line"),
+])
+def test_a_delimiter_ending_some_lines_only_is_named(tmp_path, fmt, text, match):
+    path = _layout(tmp_path, fmt, text.encode())
+    with pytest.raises(AnnotationError, match=match) as err:
+        read_annotations(path, fmt)
+    assert err.value.line == 2
+
+
+def test_quoted_header_cells_are_read_as_names(tmp_path):
+    """R's write.csv quotes the header cells, and with row names adds an unnamed first column."""
+    path = tmp_path / "s1.csv"
+    path.write_text('"time","valence","arousal"\n0.00,0.000,0.3\n0.04,0.020,0.3\n')
+    named = tmp_path / "s2.csv"
+    named.write_text('"","time","valence","arousal"\n"1",0.00,0.000,0.3\n"2",0.04,0.020,0.3\n')
+    aff = tmp_path / "s3.txt"
+    aff.write_text('"valence","arousal"\n0.0,0.3\n0.02,0.3\n')
+    for file, fmt in ((path, "csv"), (named, "csv"), (aff, "aff-wild2")):
+        assert detect_format(file) == fmt
+        np.testing.assert_allclose(read_annotations(file).values, [[0.0, 0.3], [0.02, 0.3]])
+
+
+@pytest.mark.parametrize(("name", "text", "match"), [
+    ("v.csv", "time;valence;arousal\n0;0.1;0.2\n", "has semicolons: the csv format is comma"),
+    ("v.csv", "time\tvalence\tarousal\n0\t0.1\t0.2\n", "has tabs: the csv format is comma"),
+    ("v.txt", "valence;arousal\n0.1;0.2\n", "has semicolons: Aff-Wild2 files are comma"),
+])
+def test_a_file_with_another_delimiter_than_its_format_is_named(tmp_path, name, text, match):
+    path = tmp_path / name
+    path.write_text(text)
+    for fmt in ("auto", "csv" if name.endswith(".csv") else "aff-wild2"):
+        with pytest.raises(AnnotationError, match=match) as err:
+            read_annotations(path, fmt)
+        assert err.value.path == path
 
 
 def test_affwild2_rows_are_frames_and_minus_five_is_invalid(tmp_path):

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from coreaffect import corpus
 from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.corpus import CropCache, discover, load_recording, split_recordings
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
@@ -63,9 +64,10 @@ def test_a_broken_annotation_of_a_video_is_an_error_not_a_dropped_video(tmp_path
     (root / "notes.txt").write_text("recorded in 2024\n")  # named like no video: not read
     (root / "features").mkdir()  # beside a's annotation, a's feature file is passed over
     (root / "features" / "a.csv").write_text("frame,AU01\n0,0.5\n")
-    for format in ("auto", "csv"):
-        with pytest.raises(AnnotationError, match=r"b\.csv.*cannot tell the annotation format"):
-            discover(root, format)
+    with pytest.raises(AnnotationError, match=r"b\.csv.*cannot tell the annotation format"):
+        discover(root)
+    with pytest.raises(AnnotationError, match=r"b\.csv.*missing header: need columns time"):
+        discover(root, "csv")  # the format's own error, not advice to give a format
     (root / "b.csv").rename(root / "b.txt")  # another task's labels of b, in a folder of their own
     (root / "expr").mkdir()
     (root / "b.txt").rename(root / "expr" / "b.txt")
@@ -100,8 +102,60 @@ def test_side_files_beside_annotations_and_files_named_like_no_video(tmp_path):
     (root / "v4.txt").write_text("valence;arousal\n")  # v4's broken annotation
     (root / "preds").mkdir()  # a prediction of v4 does not stand in for it
     (root / "preds" / "v4.csv").write_text("time,valence,arousal\n0,0.1,0.1\n")
-    with pytest.raises(AnnotationError, match=r"v4\.txt.*cannot tell"):
+    with pytest.raises(AnnotationError, match=r"v4\.txt.*missing header.*semicolons"):
         discover(root, "aff-wild2")
+
+
+def test_quoted_header_cells_and_a_delimiter_ending_each_line_are_found(tmp_path):
+    """R's write.csv quotes the header cells; some tools end every line with the delimiter."""
+    root = _csv_corpus(tmp_path / "data", ids=("a",))
+    rows = (root / "a.csv").read_text().split("\n", 1)[1]
+    (root / "a.csv").write_text('"time","valence","arousal"\n' + rows)
+    for format in ("auto", "csv"):
+        recording, = discover(root, format)
+        assert recording.format == "csv"
+    video = load_recording(recording, DataConfig(faces=NONE))
+    np.testing.assert_allclose(video.labels[:, 0], 0.5 * np.sin(np.arange(30) / FPS), atol=1e-3)
+    aff = tmp_path / "aff"
+    aff.mkdir()
+    _write_video(aff / "v.avi")
+    (aff / "v.txt").write_text("valence,arousal,\n" + "0.1,0.2,\n" * 30)
+    recording, = discover(aff)
+    assert recording.format == "aff-wild2"
+    np.testing.assert_allclose(recording.read_annotations().values, [[0.1, 0.2]] * 30)
+
+
+def test_a_given_format_does_not_need_format_detection(tmp_path, monkeypatch):
+    root = _csv_corpus(tmp_path / "data", ids=("a", "b"))
+
+    def cannot_tell(path):
+        raise AnnotationError(path, "cannot tell the annotation format")
+
+    monkeypatch.setattr(corpus, "detect_format", cannot_tell)
+    assert [r.id for r in discover(root, "csv")] == ["a", "b"]
+    with pytest.raises(AnnotationError, match="cannot tell"):
+        discover(root)
+
+
+def test_a_semicolon_separated_csv_corpus_is_named_as_such(tmp_path):
+    root = _csv_corpus(tmp_path / "data", ids=("a",))
+    (root / "a.csv").write_text((root / "a.csv").read_text().replace(",", ";"))
+    for format in ("auto", "csv"):
+        with pytest.raises(AnnotationError, match=r"a\.csv.*semicolons: the csv format is "
+                                                  "comma-separated"):
+            discover(root, format)
+
+
+def test_files_of_another_format_or_outside_their_layout_are_named(tmp_path):
+    root = _csv_corpus(tmp_path / "data", ids=("a",))
+    (root / "a.csv").write_text("time;FM1 ;FM2 \n"
+                                + "".join(f"{i * 0.04:.2f};0.1;0.2\n" for i in range(30)))
+    with pytest.raises(CoreAffectError, match=r"a\.csv: a recola annotation outside the recola "
+                                              r"layout; .* arousal/<video>\.csv"):
+        discover(root)
+    (root / "a.csv").write_text("".join(f"a;{i * 0.1:.1f};0.1;0.2;0\n" for i in range(10)))
+    with pytest.raises(CoreAffectError, match=r"a\.csv: a sewa annotation, not csv"):
+        discover(root, "csv")
 
 
 def test_upper_case_suffixes_and_dimension_folders_are_found(tmp_path):

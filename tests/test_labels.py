@@ -41,6 +41,22 @@ def test_fuse_ewe_zero_weight_for_anticorrelated_rater_and_fallbacks():
         fuse_raters(ratings, "median")
 
 
+def test_fuse_ewe_over_the_raters_labelled_at_each_time():
+    # x1 = x2 = (0, .1, .2, .3); x3 = -x1 but labelled at the first two times only: its
+    # reference there is (0, .1), so rho_3 = -1 and w_3 = 0; x1's reference is the mean of the
+    # others labelled at each time, (0, 0, .2, .3), so rho_1 = rho_2 > 0. The last time, which
+    # only x3 would label in the second dimension, has no fused value there.
+    s = np.array([0.0, 0.1, 0.2, 0.3])
+    x3 = np.array([0.0, -0.1, np.nan, np.nan])
+    ratings = np.stack([np.stack([s, s], -1), np.stack([s, s], -1), np.stack([x3, x3], -1)])
+    ratings[:2, 3, 1] = np.nan
+    ratings[2, 3, 1] = -0.3
+    fused = fuse_raters(ratings, "ewe")
+    np.testing.assert_allclose(fused[:, 0], s, atol=1e-12)
+    np.testing.assert_allclose(fused[:, 1], [0.0, 0.1, 0.2, np.nan], atol=1e-12)
+    np.testing.assert_allclose(fuse_raters(ratings)[:, 1], [0.0, 1 / 30, 0.2, -0.3], atol=1e-12)
+
+
 # --- resampling ---------------------------------------------------------------------------------
 
 
