@@ -79,7 +79,7 @@ from coreaffect.checkpoint import temporary_folder
 from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
-from coreaffect.video import VideoSource
+from coreaffect.video import IMAGE_SUFFIXES, VideoSource
 
 __all__ = [
     "CropCache",
@@ -94,7 +94,6 @@ logger = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".wmv", ".flv",
                   ".ogv", ".ogg")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # Frame rates the formats imply for frame folders (AFEW-VA ships 25 fps clips; Aff-Wild2's
 # cropped_aligned frames keep the source video's rate, which is mostly 30 fps).
 _FOLDER_FPS = {"afew-va": 25.0, "aff-wild2": 30.0}
@@ -177,8 +176,13 @@ class LabelledVideo(NamedTuple):
 # Discovery
 
 
+def _is_frame(path: Path) -> bool:
+    """An image a frame folder reads as a frame: hidden files (``._00001.jpg``) never are."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
 def _is_frame_folder(path: Path) -> bool:
-    return path.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir())
+    return path.is_dir() and any(_is_frame(p) for p in path.iterdir())
 
 
 def _index_videos(root: Path) -> dict[str, list[Path]]:
@@ -493,7 +497,7 @@ def _hash_files(paths: Iterable[Path]) -> str:
 
 def _video_hash(video: Path) -> str:
     if video.is_dir():
-        return _hash_files(sorted(p for p in video.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        return _hash_files(sorted(p for p in video.iterdir() if _is_frame(p)))
     return _hash_files([video])
 
 
@@ -629,23 +633,30 @@ def load_recording(recording: Recording, config: DataConfig = DataConfig(),
         with recording.open_video() as source:
             fps = source.fps
     annotations = recording.read_annotations(config.annotations.fusion, fps=fps)
-    _check_span(annotations, np.asarray(crops.times, np.float64))
+    _check_span(annotations, np.asarray(crops.times, np.float64), config.annotations.delay)
     labels = annotations.resample(crops.times, delay=config.annotations.delay)
     return LabelledVideo(recording.id, crops, labels.astype(np.float32))
 
 
-def _check_span(annotations: Annotations, frame_times: np.ndarray) -> None:
-    """Warn when an annotation holds no label, or its labelled times and its video's length
-    disagree by far.
+def _check_span(annotations: Annotations, frame_times: np.ndarray, delay: float = 0.0
+                ) -> None:
+    """Warn when an annotation holds no label, when no frame gets one through the annotation
+    ``delay`` (frame t takes the label at t + delay), or when its labelled times and its video's
+    length disagree by far.
 
     Times in another unit (milliseconds, frame numbers) or another video's annotation are read
     without error, as valid labels that no frame or every frame would then get wrongly; a span
-    over 1.5 times the video's (plus a second) or under half of it is most often that.
+    over 1.5 times the video's (plus a second) or under half of it is most often that. The
+    labels' times are compared with the frames' after the delay.
     """
-    labelled = annotations.times[np.isfinite(annotations.values).any(1)]
+    labelled = annotations.times[np.isfinite(annotations.values).any(1)] - float(delay)
     problem = None
     if not len(labelled):
         problem = "it holds no label: the video is left out of every score"
+    elif len(frame_times) and (labelled[-1] < frame_times[0] or labelled[0] > frame_times[-1]):
+        problem = (f"no frame gets a label: with the annotation delay of {delay:g} s, its "
+                   f"labels fall at {labelled[0]:g}-{labelled[-1]:g} s of a video that runs "
+                   f"{frame_times[0]:g}-{frame_times[-1]:g} s; is the delay in seconds?")
     elif len(frame_times) > 1 and len(labelled) > 1:
         step = float(np.median(np.diff(frame_times)))
         video = float(frame_times[-1] - frame_times[0]) + step

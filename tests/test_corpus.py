@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from coreaffect import corpus
-from coreaffect.config import DataConfig, FaceConfig
+from coreaffect.config import AnnotationConfig, DataConfig, FaceConfig
 from coreaffect.corpus import CropCache, discover, load_recording, split_recordings
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
 
@@ -53,6 +53,15 @@ def test_discover_csv_pairs_videos_and_annotations(tmp_path):
 def test_annotation_without_video_is_an_error(tmp_path):
     root = _csv_corpus(tmp_path / "data")
     (root / "b.avi").unlink()
+    with pytest.raises(CoreAffectError, match="no video file or frame folder named 'b'"):
+        discover(root)
+
+
+def test_a_folder_of_hidden_images_only_is_not_a_frame_folder(tmp_path):
+    root = _csv_corpus(tmp_path / "data")
+    (root / "b.avi").unlink()
+    (root / "b").mkdir()  # what a copy from a Mac leaves of a frame folder: resource forks only
+    (root / "b" / "._00001.png").write_bytes(b"\x00\x05\x16\x07")
     with pytest.raises(CoreAffectError, match="no video file or frame folder named 'b'"):
         discover(root)
 
@@ -242,6 +251,18 @@ def test_labels_far_from_the_videos_length_are_warned_about(tmp_path, scale, pro
                                 + "".join(f"{t:.4f},{value}\n" for t in times))
     with pytest.warns(CoreAffectWarning, match=f"a.csv: annotation of video 'a': {problem}"):
         load_recording(discover(root)[0], DataConfig(faces=NONE))
+
+
+def test_a_delay_that_leaves_every_frame_unlabelled_is_warned_about(tmp_path):
+    root = _csv_corpus(tmp_path / "data", ids=("a",))
+    times = np.arange(0, 30) / FPS
+    (root / "a.csv").write_text("time,valence,arousal\n"
+                                + "".join(f"{t:.4f},0.1,0.2\n" for t in times))
+    delayed = DataConfig(faces=NONE, annotations=AnnotationConfig(delay=2000.0))  # ms meant
+    with pytest.warns(CoreAffectWarning, match="no frame gets a label: with the annotation "
+                                               "delay of 2000 s"):
+        video = load_recording(discover(root)[0], delayed)
+    assert np.isnan(video.labels).all()
 
 
 def test_two_videos_with_one_stem_is_an_error(tmp_path):
