@@ -149,16 +149,13 @@ _EPILOG_PREDICT = """examples:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from coreaffect.pipeline import CoreAffect
-    from coreaffect.video import VideoSource
 
     affect = CoreAffect.load(args.run, device=args.device, random_state=args.seed)
-    settings = affect.data_config.video
-    if args.fps is not None:  # the rate of a frame folder; a file keeps its own
-        settings = dataclasses.replace(settings, fps=args.fps)
-    with VideoSource.from_config(args.video, settings) as video:
+    # a frame folder at the rate and numbering of the run's data, unless told; a file keeps its
+    # own rate
+    with affect.open_video(args.video, fps=args.fps, first_index=args.first_index) as video:
         trajectory = affect.predict(video, causal=args.causal, level=args.level,
                                     progress=not args.quiet, lagged=args.lagged)
     if args.plot is not None:  # before stdout, which a reader may close early
@@ -210,13 +207,17 @@ def _saliency(args: argparse.Namespace) -> int:
     import numpy as np
 
     from coreaffect.checkpoint import load_data_config, load_model
+    from coreaffect.corpus import folder_numbering
+    from coreaffect.experiment import read_split
     from coreaffect.faces import FaceCropper, FaceCrops
     from coreaffect.saliency import explain_video
 
     model = load_model(args.run, args.device)
     config = load_data_config(args.run)  # crops as the network was trained on them
+    known = (args.run / "split.json").exists()  # frame folders numbered as the run's data
+    rate, first = folder_numbering(read_split(args.run, ("format",))["format"] if known else None)
     parts = FaceCropper(config.faces).crop_video(args.video, chunk_size=config.video.chunk_size,
-                                                 fps=config.video.fps)
+                                                 fps=config.video.fps or rate, first_index=first)
     end = math.inf if args.seconds is None else args.start + args.seconds
     kept = []  # the segment's crops only: the explanation holds them all in memory
     for part in parts:  # the face is tracked from the start, as for the whole video
@@ -388,7 +389,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="band probability (0.9)")
     predict.add_argument("--fps", type=_positive_float, default=None,
                          help="frame rate of a frame folder (default: the run's setting, else "
-                              "25); a video file has its own")
+                              "that of the run's dataset format's folders: 30 for Aff-Wild2, "
+                              "else 25); a video file has its own")
+    predict.add_argument("--first-index", type=_count, default=None, metavar="N",
+                         help="number of a frame folder's first image (default: that of the "
+                              "run's dataset format: 1 for Aff-Wild2, else 0)")
     predict.add_argument("--seed", type=int, default=0, help="seed of the decoding draws")
     predict.add_argument("--device", type=_device, default="cpu",
                          help="cpu, cuda, cuda:1, ...")

@@ -86,6 +86,7 @@ __all__ = [
     "LabelledVideo",
     "Recording",
     "discover",
+    "folder_numbering",
     "load_recording",
     "split_recordings",
 ]
@@ -105,6 +106,13 @@ _LAYOUTS = {  # where the other formats' annotation files live, for the error th
     "dante": "annotation/<UserId>/<video>/valence.csv and arousal.csv",
     "recola": "arousal/<video>.csv and valence/<video>.csv",
 }
+
+
+def folder_numbering(format: str | None) -> tuple[float, int]:
+    """``(frame rate, number of the first image)`` of a frame folder of the dataset ``format``:
+    Aff-Wild2's cropped_aligned folders are 30 Hz numbered from 1, AFEW-VA's clips 25 Hz from 0,
+    and the others (and ``None``) 25 Hz from 0."""
+    return _FOLDER_FPS.get(format, 25.0), _FIRST_INDEX.get(format, 0)
 
 
 class Recording(NamedTuple):
@@ -423,8 +431,8 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
                   and (video.name if folder else video.stem) != video_id)  # on <video> itself
         recordings.append(Recording(
             id=video_id, video=video, annotation=annotation, format=format,
-            fps=_FOLDER_FPS.get(format, 25.0) if folder else None,
-            first_index=_FIRST_INDEX.get(format, 0) if folder else 0,
+            fps=folder_numbering(format)[0] if folder else None,
+            first_index=folder_numbering(format)[1] if folder else 0,
             side=video_id.rsplit("_", 1)[1] if shared else None,
         ))
     recordings.sort(key=lambda r: r.id)

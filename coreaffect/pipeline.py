@@ -66,6 +66,7 @@ frames).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import mmap
@@ -177,6 +178,12 @@ class CoreAffect:
         lag: L, the look-ahead in frames of the ``lagged`` stage (an integer >= 1), or ``None``
             for a run without one (the stage is then not available).
         random_state: Seed of the decoding draws.
+        folder_format: The dataset format of the frame folders this run reads, as it was
+            trained on them (:meth:`load` takes it from ``RUN/split.json``): a frame folder is
+            read at that format's rate, unless ``data_config.video.fps`` sets one, and with its
+            numbering (:func:`~coreaffect.corpus.folder_numbering`; Aff-Wild2's folders are
+            30 Hz from ``00001``). ``None``: 25 Hz from ``00000``. Video files keep their own
+            rate.
 
     Example::
 
@@ -195,7 +202,7 @@ class CoreAffect:
                  n_decode_samples: int = 500, chunk_frames: int = 128,
                  segment_frames: int = 2048, decode_chunk: int = 1 << 14,
                  band_scale: dict[str, float] | None = None, lag: int | None = None,
-                 random_state: int = 0) -> None:
+                 random_state: int = 0, folder_format: str | None = None) -> None:
         check_device(device)
         if dynamics is not None and prior is None:
             raise CoreAffectError("dynamics need the prior that feeds them")
@@ -218,6 +225,7 @@ class CoreAffect:
         self.segment_frames = segment_frames
         self.decode_chunk = decode_chunk
         self.random_state = random_state
+        self.folder_format = folder_format
         self.lag = None if lag is None else int(lag)
         self.band_scale = {stage: band_factors(k) for stage, k in
                            {**dict.fromkeys(_DYNAMIC, 1.0), **(band_scale or {})}.items()}
@@ -271,7 +279,36 @@ class CoreAffect:
             except (KeyError, TypeError, ValueError) as err:
                 raise CoreAffectError(f"{run / 'dynamics.json'}: does not describe a "
                                       f"CoreAffectDynamics ({err})") from None
+        if (run / "split.json").exists():  # frame folders are read as in training
+            from coreaffect.experiment import read_split
+
+            kwargs.setdefault("folder_format", read_split(run, ("format",))["format"])
         return cls(model, config, prior, dynamics, device=device, **kwargs)
+
+    def open_video(self, source: str | Path | int, fps: float | None = None,
+                   first_index: int | None = None) -> VideoSource:
+        """Open a video file, frame folder or camera as this run reads its data.
+
+        Args:
+            source: A file, a folder of numbered images, or a camera index.
+            fps: Rate of a frame folder; ``None``: ``data_config.video.fps``, else the rate of
+                :attr:`folder_format`'s folders. A file or a camera keeps its own.
+            first_index: Number of a folder's first image; ``None``: that of
+                :attr:`folder_format`.
+
+        Returns:
+            The opened :class:`~coreaffect.video.VideoSource`.
+        """
+        from coreaffect.corpus import folder_numbering
+
+        rate, first = folder_numbering(self.folder_format)
+        settings = self.data_config.video
+        if not isinstance(source, int) and Path(source).is_dir():
+            settings = dataclasses.replace(settings, fps=fps or settings.fps or rate)
+            return VideoSource.from_config(source, settings,
+                                           first_index=first if first_index is None
+                                           else first_index)
+        return VideoSource.from_config(source, settings)
 
     @property
     def stages(self) -> tuple[str, ...]:
@@ -563,8 +600,7 @@ class CoreAffect:
         Returns:
             The :class:`~coreaffect.faces.FaceCrops` of every decoded frame.
         """
-        source = (video if isinstance(video, VideoSource)
-                  else VideoSource.from_config(video, self.data_config.video))
+        source = video if isinstance(video, VideoSource) else self.open_video(video)
         cropper = FaceCropper(self.data_config.faces)
         size = self.data_config.faces.crop_size
         folder = Path(spool if spool is not None else tempfile.mkdtemp(prefix="coreaffect-"))
@@ -697,8 +733,7 @@ class CoreAffect:
         """(image, time, index) of each frame; the index of an iterable's frame is its count,
         unless it is a :class:`~coreaffect.video.Frame`."""
         if isinstance(source, (str, Path, int, VideoSource)):
-            video = (source if isinstance(source, VideoSource)
-                     else VideoSource.from_config(source, self.data_config.video))
+            video = source if isinstance(source, VideoSource) else self.open_video(source)
             for frame in video:
                 yield frame.image, frame.time, frame.index
             return

@@ -141,6 +141,39 @@ def test_predict_takes_the_rate_of_a_frame_folder(tiny, tmp_path):
     assert len(rows) == 100 and float(rows[-1][1]) == pytest.approx(99 / 50)
 
 
+def test_predict_reads_a_frame_folder_as_the_runs_dataset_format(tiny, tmp_path):
+    import shutil
+
+    import cv2
+
+    from coreaffect.pipeline import CoreAffect
+    from coreaffect.video import VideoSource
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    split = json.loads((run / "split.json").read_text())
+    (run / "split.json").write_text(json.dumps({**split, "format": "aff-wild2"}))
+    folder = tmp_path / "v1"  # Aff-Wild2's cropped_aligned: 00001.jpg is the first frame
+    folder.mkdir()
+    with VideoSource(tiny.video()) as video:
+        for frame in video:
+            cv2.imwrite(str(folder / f"{frame.index + 1:05d}.png"),
+                        cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    affect = CoreAffect.load(run)
+    assert affect.folder_format == "aff-wild2"
+    with affect.open_video(folder) as source:
+        assert source.fps == 30.0 and [f.index for f in source][:2] == [0, 1]
+    result = _run("predict", str(run), str(folder), "--causal", "--quiet")
+    assert result.returncode == 0, result.stderr
+    rows = [line.split(",") for line in result.stdout.splitlines()[1:]]
+    assert rows[0][:2] == ["0", "0"] and len(rows) == 100
+    assert float(rows[-1][1]) == pytest.approx(99 / 30)
+    told = _run("predict", str(run), str(folder), "--causal", "--quiet", "--fps", "10",
+                "--first-index", "0")  # the user's word wins: 00001.png is then frame 1
+    rows = [line.split(",") for line in told.stdout.splitlines()[1:]]
+    assert told.returncode == 0 and rows[0][:2] == ["1", "0.1"]
+
+
 def test_saliency_of_a_segment(tiny, tmp_path):
     from PIL import Image
 
