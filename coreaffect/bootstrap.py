@@ -112,9 +112,11 @@ def _video_sums(truth: np.ndarray, mean: np.ndarray, per_video: Mapping[str, np.
 
     For a metric that is a mean over frames (RMSE's square, SAGR, NLL, CRPS, coverage) they are
     the sums (count, count x per-video value); for CCC and PCC the frame count n, the means of
-    the truth and of the estimate, and the centred sums of squares and of products, over frames
-    where both are defined (zeros where none is). Centred moments keep the pooled correlation
-    exact for series far from zero or nearly constant, where raw sums of squares cancel.
+    the truth and of the estimate, the centred sums of squares and of products, and the smallest
+    and largest truth and estimate (which tell a constant series), over frames where both are
+    defined (zeros, and infinite bounds, where none is). Centred moments keep the pooled
+    correlation exact for series far from zero or nearly constant, where raw sums of squares
+    cancel.
     """
     y, x = truth.T, mean.T  # (2, T)
     both = ~(np.isnan(y) | np.isnan(x))
@@ -124,8 +126,11 @@ def _video_sums(truth: np.ndarray, mean: np.ndarray, per_video: Mapping[str, np.
         my = np.where(n > 0, np.where(both, y, 0.0).sum(-1) / n, 0.0)
         mx = np.where(n > 0, np.where(both, x, 0.0).sum(-1) / n, 0.0)
     dy, dx = np.where(both, y - my[:, None], 0.0), np.where(both, x - mx[:, None], 0.0)
-    moments = np.stack([n, my, mx, (dy ** 2).sum(-1), (dx ** 2).sum(-1), (dx * dy).sum(-1)],
-                       axis=-1)
+    bounds = []  # smallest and largest y, then x
+    for a in (y, x):
+        bounds += [np.where(both, a, np.inf).min(-1), np.where(both, a, -np.inf).max(-1)]
+    moments = np.stack([n, my, mx, (dy ** 2).sum(-1), (dx ** 2).sum(-1), (dx * dy).sum(-1),
+                        *bounds], axis=-1)
     sums = {}
     for name, value in per_video.items():
         if name in _MOMENT_METRICS:
@@ -168,7 +173,7 @@ def _pooled(name: str, weights: np.ndarray, stats: np.ndarray) -> np.ndarray:
             return np.sqrt(value) if name == "rmse" else value
         # Combine centred moments exactly (Chan, Golub & LeVeque 1983): a video's sum of
         # squares about the pooled mean is its own plus n times its mean's squared offset.
-        n, my, mx, syy, sxx, sxy = np.moveaxis(stats, -1, 0)  # each (N, 2)
+        n, my, mx, syy, sxx, sxy, low_y, high_y, low_x, high_x = np.moveaxis(stats, -1, 0)
         wn = weights[:, :, None] * n  # (R, N, 2)
         total = wn.sum(1)  # (R, 2)
         pooled_y, pooled_x = (wn * my).sum(1) / total, (wn * mx).sum(1) / total
@@ -176,6 +181,15 @@ def _pooled(name: str, weights: np.ndarray, stats: np.ndarray) -> np.ndarray:
         vy = (weights @ syy + (wn * oy ** 2).sum(1)) / total
         vx = (weights @ sxx + (wn * ox ** 2).sum(1)) / total
         cov = (weights @ sxy + (wn * ox * oy).sum(1)) / total
+        # a series constant over the drawn videos' frames has variance exactly 0, as in
+        # coreaffect.metrics (its computed moments are rounding noise)
+        drawn = weights[:, :, None] > 0  # (R, N, 1)
+        flat_y = (np.where(drawn, low_y, np.inf).min(1)
+                  == np.where(drawn, high_y, -np.inf).max(1))  # (R, 2)
+        flat_x = (np.where(drawn, low_x, np.inf).min(1)
+                  == np.where(drawn, high_x, -np.inf).max(1))
+        vy, vx = np.where(flat_y, 0.0, vy), np.where(flat_x, 0.0, vx)
+        cov = np.where(flat_y | flat_x, 0.0, cov)
         if name == "pcc":
             return cov / np.sqrt(vy * vx)
         return 2 * cov / (vy + vx + (pooled_y - pooled_x) ** 2)

@@ -207,26 +207,26 @@ def _saliency(args: argparse.Namespace) -> int:
     import numpy as np
 
     from coreaffect.checkpoint import load_data_config, load_model
-    from coreaffect.corpus import folder_numbering
+    from coreaffect.corpus import open_source
     from coreaffect.experiment import read_split
     from coreaffect.faces import FaceCropper, FaceCrops
     from coreaffect.saliency import explain_video
 
     model = load_model(args.run, args.device)
     config = load_data_config(args.run)  # crops as the network was trained on them
-    known = (args.run / "split.json").exists()  # frame folders numbered as the run's data
-    rate, first = folder_numbering(read_split(args.run, ("format",))["format"] if known else None)
-    parts = FaceCropper(config.faces).crop_video(args.video, chunk_size=config.video.chunk_size,
-                                                 fps=config.video.fps or rate, first_index=first)
+    known = (args.run / "split.json").exists()  # frame folders read as the run's data were
     end = math.inf if args.seconds is None else args.start + args.seconds
     kept = []  # the segment's crops only: the explanation holds them all in memory
-    for part in parts:  # the face is tracked from the start, as for the whole video
-        inside = (part.times >= args.start) & (part.times < end)
-        if inside.any():
-            kept.append(FaceCrops(*(field[inside] for field in part)))
-        if part.times[-1] >= end:
-            break
-    parts.close()  # stops decoding: the rest of the video is not needed
+    with open_source(args.video, config.video,
+                     read_split(args.run, ("format",))["format"] if known else None) as source:
+        parts = FaceCropper(config.faces).crop_video(source)
+        for part in parts:  # the face is tracked from the start, as for the whole video
+            inside = (part.times >= args.start) & (part.times < end)
+            if inside.any():
+                kept.append(FaceCrops(*(field[inside] for field in part)))
+            if part.times[-1] >= end:
+                break
+        parts.close()  # stops decoding: the rest of the video is not needed
     if not kept:
         raise CoreAffectError(f"{args.video}: no frame between {args.start:g} s and {end:g} s")
     crops = FaceCrops.concatenate(kept)
@@ -485,7 +485,7 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
 def _add_overwrite(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace existing output files whatever they hold (by default "
-                             "only a file this command wrote is replaced)")
+                             "only a file coreaffect wrote is replaced)")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -573,29 +573,30 @@ def _same(path: Path, other: Path) -> bool:
     return path.exists() and other.exists() and os.path.samefile(path, other)
 
 
-_TRAJECTORY_HEADER = "frame,time,valence,arousal,valence_lower,"  # AffectTrajectory.to_csv
-
-
 def _foreign(option: str, path: Path) -> str:
     """Why an existing regular file may not be replaced by ``option``'s output (it is not
     one coreaffect wrote, e.g. a video's annotation file), or ``""`` when it may: no file, an
     empty one, a pipe or a device, or a file of the kind the option writes."""
     if not path.is_file() or path.stat().st_size == 0:
         return ""
-    if option == "--plot":  # a figure: matplotlib writes only image and document formats
-        return ""
-    with path.open("rb") as handle:
-        head = handle.read(4096)
+    if option == "--plot":  # a figure matplotlib wrote says so in its metadata
+        with path.open("rb") as handle:
+            return "" if b"matplotlib" in handle.read(1 << 22).lower() else (
+                "is not a figure coreaffect drew")
     if option == "--out":
-        first = head.split(b"\n", 1)[0].lstrip(b"\xef\xbb\xbf").decode("utf-8", "replace")
-        if first.startswith(_TRAJECTORY_HEADER):
+        from coreaffect.trajectory import AffectTrajectory
+
+        with path.open("rb") as handle:
+            first = handle.readline(4096).lstrip(b"\xef\xbb\xbf").decode("utf-8", "replace")
+        if first.strip().split(",")[:11] == AffectTrajectory._fields_csv():
             return ""
         return f"is not a trajectory CSV (its first line is {first.strip()[:60]!r})"
     try:  # --json: the metrics of evaluate ({stage: ...}) or compare ({"videos", stage: ...})
         from coreaffect.pipeline import STAGES
 
         data = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(data, dict) and data and set(data) <= {*STAGES, "videos"}:
+        stages = set(data) - {"videos"} if isinstance(data, dict) else set()
+        if stages and stages <= set(STAGES) and all(isinstance(data[k], dict) for k in stages):
             return ""
     except (UnicodeDecodeError, json.JSONDecodeError):
         pass

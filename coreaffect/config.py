@@ -148,8 +148,8 @@ class FaceConfig:
             frames are cropped at the held box but flagged ``face_found=False``.
         min_face: Smallest face side accepted, as a fraction in [0, 1] of the frame's shorter
             side.
-        detection_width: Frames wider than this many pixels (>= 1) are downscaled before
-            detection (speed).
+        detection_width: Frames wider than this many pixels are downscaled before detection
+            (speed); 0: never downscaled.
         side: ``"left"`` or ``"right"``: only faces centred in that half of the frame count
             (a video of two people, each annotated on their own, as Aff-Wild2's ``_left`` and
             ``_right`` recordings); ``None``: the whole frame. Needs a detector.
@@ -183,7 +183,7 @@ class FaceConfig:
         _check_int(self, "faces", "hold_frames", 0)
         _check_float(self, "faces", "min_face", "a number in [0, 1] (a fraction of the frame's "
                      "shorter side)", lambda value: 0 <= value <= 1)
-        _check_int(self, "faces", "detection_width", 1)
+        _check_int(self, "faces", "detection_width", 0)
         _check_choice(self, "faces", "side", SIDES, optional=True)
         if self.side is not None and self.detector == "none":
             raise CoreAffectError(f"faces.side={self.side!r} needs a face detector; with "

@@ -76,7 +76,7 @@ from coreaffect.annotations import (
     read_annotations,
 )
 from coreaffect.checkpoint import temporary_folder
-from coreaffect.config import DataConfig, FaceConfig
+from coreaffect.config import DataConfig, FaceConfig, VideoConfig
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
 from coreaffect.video import IMAGE_SUFFIXES, VideoSource
@@ -87,6 +87,7 @@ __all__ = [
     "Recording",
     "discover",
     "folder_numbering",
+    "open_source",
     "load_recording",
     "split_recordings",
 ]
@@ -113,6 +114,26 @@ def folder_numbering(format: str | None) -> tuple[float, int]:
     Aff-Wild2's cropped_aligned folders are 30 Hz numbered from 1, AFEW-VA's clips 25 Hz from 0,
     and the others (and ``None``) 25 Hz from 0."""
     return _FOLDER_FPS.get(format, 25.0), _FIRST_INDEX.get(format, 0)
+
+
+def open_source(source: str | Path | int, config: VideoConfig, format: str | None = None, *,
+                fps: float | None = None, first_index: int | None = None) -> VideoSource:
+    """Open a video file, frame folder or camera as the dataset ``format`` reads its videos.
+
+    Args:
+        source: A file, a folder of numbered images, or a camera index.
+        config: ``config.chunk_size``, and ``config.fps`` for a folder.
+        format: The dataset format (:func:`folder_numbering`); ``None``: none in particular.
+        fps: Rate of a frame folder; ``None``: ``config.fps``, else the format's. A file or a
+            camera keeps its own.
+        first_index: Number of a folder's first image; ``None``: the format's.
+    """
+    rate, first = folder_numbering(format)
+    if not isinstance(source, int) and Path(source).is_dir():
+        config = dataclasses.replace(config, fps=fps or config.fps or rate)
+        return VideoSource.from_config(source, config,
+                                       first_index=first if first_index is None else first_index)
+    return VideoSource.from_config(source, config)
 
 
 class Recording(NamedTuple):

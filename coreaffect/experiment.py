@@ -229,7 +229,7 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
                               "choose a new or empty folder")
     present = [name for name in (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES)
                if (run / name).exists()]
-    if present and not _trained(run):  # a training that failed before its first epoch ended
+    if _failed_start(run, present):  # a training that failed before its first epoch ended
         logger.info("%s: holds no network yet, only %s of a training that stopped early; "
                     "starting afresh", run, ", ".join(present))
         return present
@@ -237,6 +237,13 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
         raise CoreAffectError(f"{run}: already holds a run; resume it (--resume), replace it "
                               "(--overwrite), or choose a new folder")
     return present if overwrite else [n for n in present if n in _LATER_STAGE_FILES]
+
+
+def _failed_start(run: Path, present: Sequence[str]) -> bool:
+    """Whether the run files in ``run`` are only what a training that failed before its first
+    epoch ended leaves: ``split.json`` and an empty ``training/``, no network."""
+    return (bool(present) and set(present) <= {"split.json", "training"} and not _trained(run)
+            and not any((run / "training").iterdir() if (run / "training").is_dir() else ()))
 
 
 def _trained(run: Path) -> bool:

@@ -66,7 +66,6 @@ frames).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import mmap
@@ -299,16 +298,10 @@ class CoreAffect:
         Returns:
             The opened :class:`~coreaffect.video.VideoSource`.
         """
-        from coreaffect.corpus import folder_numbering
+        from coreaffect.corpus import open_source
 
-        rate, first = folder_numbering(self.folder_format)
-        settings = self.data_config.video
-        if not isinstance(source, int) and Path(source).is_dir():
-            settings = dataclasses.replace(settings, fps=fps or settings.fps or rate)
-            return VideoSource.from_config(source, settings,
-                                           first_index=first if first_index is None
-                                           else first_index)
-        return VideoSource.from_config(source, settings)
+        return open_source(source, self.data_config.video, self.folder_format, fps=fps,
+                           first_index=first_index)
 
     @property
     def stages(self) -> tuple[str, ...]:

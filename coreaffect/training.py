@@ -416,7 +416,9 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
             if budget is not None and time.monotonic() - started > budget:
                 out_of_time = True
                 break
-        if not losses and not out_of_time:  # a pass over every clip found nothing to learn
+        if not losses and not out_of_time and not any(row["batches"] for row in history):
+            # a first pass over every clip found nothing to learn (later epochs redraw their
+            # windows, and one may find none by chance: it is only logged)
             raise CoreAffectError(
                 f"epoch {epoch}: no training clip has a frame with both a face and a label, so "
                 "the network would learn nothing; are the annotations' times in seconds, and "

@@ -17,11 +17,11 @@ Sources:
   ``first_index=1``; AFEW-VA numbers from ``00000.png``, the default ``first_index=0``).
   Hidden files, whose name starts with ``.`` (macOS's ``._00001.jpg`` resource forks,
   ``.DS_Store``), are never frames and are ignored, as are files of other types. A gap that is
-  longer than a minute at the folder's rate *and* holds more missing frames than the folder has
-  images is an error naming the images on its emptier side: it comes from a stray image (say
-  ``IMG_20240101.jpg`` beside ``00001.jpg`` to ``00075.jpg``) or a number that is not a frame
-  number, and reading it would mean millions of missing frames. Shorter gaps, and long ones in a
-  folder with more images than the gap has missing frames, are read as gaps.
+  longer than a minute at the folder's rate, holds more missing frames than the folder has
+  images *and* has at most five images on one side is an error naming them: they are stray
+  images (say ``IMG_20240101.jpg`` beside ``00001.jpg`` to ``00075.jpg``) or numbers that are
+  not frame numbers, and reading them would mean millions of missing frames. Other gaps are
+  read as gaps (a long absence of the face between two stretches of frames, say).
 * **Camera**: an integer device index, read until the device stops delivering frames.
 
 Timestamps (seconds):
@@ -70,7 +70,8 @@ DEFAULT_FPS = 25.0  # the rate of AFEW-VA, MAHNOB and DANTE annotations
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # frame-folder formats; any case
 _DIGITS = re.compile(r"\d+")
 _LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer one with more
-# missing frames than the folder has images is refused (see VideoSource._check_gaps)
+# missing frames than the folder has images, beyond which or before which lie at most
+_FEW_STRAYS = 5  # images, is refused (see VideoSource._check_gaps)
 
 
 class Frame(NamedTuple):
@@ -116,8 +117,8 @@ class VideoSource:
     Raises:
         VideoError: The path does not exist, the file is not a decodable video, the folder has
             no images, its images cannot be ordered or read, its numbering has a gap of more
-            than a minute with more missing frames than images (a stray image), or the camera
-            cannot be opened.
+            than a minute with more missing frames than images and a few images beyond it
+            (stray images), or the camera cannot be opened.
         ValueError: ``fps`` is not positive or ``chunk_size`` is below 1.
 
     Example::
@@ -287,11 +288,13 @@ class VideoSource:
     def _check_gaps(self) -> None:
         """Refuse a folder whose numbering has a gap no real video has, before any frame is read.
 
-        A gap is refused when it is longer than ``_LONG_GAP`` seconds at the folder's rate and
-        holds more missing frames than the folder has images: readers of the folder (the face
-        cropper, label alignment) give every missing frame a row, so one stray image numbered
-        ``20240101`` beside ``00001.jpg`` to ``00075.jpg`` would make 20 million rows. The
-        widest such gap is reported, with the images on its side that has fewer of them.
+        A gap is refused when it is longer than ``_LONG_GAP`` seconds at the folder's rate,
+        holds more missing frames than the folder has images, and has at most ``_FEW_STRAYS``
+        images on one side (more are real frames, around a long absence of the face): readers
+        of the folder (the face cropper, label alignment) give every missing frame a row, so one
+        stray image numbered ``20240101`` beside ``00001.jpg`` to ``00075.jpg`` would make 20
+        million rows. The widest gap is checked, and reported with the images on its side that
+        has fewer of them.
 
         Raises:
             VideoError: Such a gap exists; the message names the folder, the images on both
@@ -307,6 +310,8 @@ class VideoSource:
             return
         before, after = self._files[: cut + 1], self._files[cut + 1:]
         side, strays = ("before", before) if len(before) < len(after) else ("after", after)
+        if len(strays) > _FEW_STRAYS:  # real stretches on both sides (a long absence of the
+            return  # face, as Aff-Wild2's folders leave out): a gap, which faces warn about
         names = ", ".join(path.name for _, path in strays[:3])
         if len(strays) > 3:
             names += f" and {len(strays) - 3} more"

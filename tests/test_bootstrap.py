@@ -64,6 +64,17 @@ def test_resampled_coverage_of_own_bands_equals_that_of_the_drawn_videos():
     assert not np.allclose(pooled["coverage_90"], gaussian)
 
 
+def test_resampled_correlations_of_constant_series_are_undefined_as_computed_directly():
+    rng = np.random.default_rng(5)
+    truths, means, variances = _videos(rng, 3, missing=False)
+    truths = [np.full_like(t, 0.1) for t in truths]  # 0.1 is not exact in binary
+    truths[2][:, 1] = np.linspace(-0.5, 0.5, len(truths[2]))  # arousal varies in one video
+    counts = np.array([[1, 1, 1], [3, 0, 0], [0, 2, 1], [1, 2, 0]])
+    _check_against_drawn(truths, means, variances, counts, ("pcc", "ccc"), rtol=1e-9)
+    pooled = resampled_metrics(truths, means, variances, counts)[1]["pcc"]
+    assert np.isnan(pooled[:, 0]).all() and np.isnan(pooled[[1, 3], 1]).all()
+
+
 def _check_against_drawn(truths, means, variances, counts, names, rtol):
     per_video, pooled = resampled_metrics(truths, means, variances, counts)
     for r, row in enumerate(counts):

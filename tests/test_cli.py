@@ -338,9 +338,15 @@ def test_outputs_replace_only_files_coreaffect_wrote(tiny, tmp_path, capsys):
     labels.write_text("time,valence,arousal\n0.0,0.1,0.2\n0.04,0.1,0.2\n")
     notes = tmp_path / "notes.json"
     notes.write_text('{"subject": 7}\n')
-    before = {path: path.read_bytes() for path in (labels, notes)}
+    listing = tmp_path / "videos.json"  # keys a comparison has, but not one of its files
+    listing.write_text('{"videos": ["a", "b"]}\n')
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n a photograph")
+    before = {path: path.read_bytes() for path in (labels, notes, listing, photo)}
     for argv in (["predict", str(run), str(video), "--out", str(labels)],
-                 ["evaluate", str(run), str(tiny.corpus), "--json", str(notes)]):
+                 ["predict", str(run), str(video), "--plot", str(photo)],
+                 ["evaluate", str(run), str(tiny.corpus), "--json", str(notes)],
+                 ["compare", str(run), str(run), str(tiny.corpus), "--json", str(listing)]):
         with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2
@@ -351,8 +357,11 @@ def test_outputs_replace_only_files_coreaffect_wrote(tiny, tmp_path, capsys):
     out = tmp_path / "trajectory.csv"
     assert main(["predict", str(run), str(video), "--out", str(out), "--quiet"]) == 0
     assert _foreign("--out", out) == ""
-    assert main(["predict", str(run), str(video), "--out", str(out), "--causal",
-                 "--quiet"]) == 0
+    figure = tmp_path / "trajectory.png"
+    for _ in range(2):  # its own figure too
+        assert main(["predict", str(run), str(video), "--out", str(out), "--plot", str(figure),
+                     "--causal", "--quiet"]) == 0
+    assert _foreign("--plot", figure) == ""
     # --overwrite replaces whatever is there
     assert main(["predict", str(run), str(video), "--out", str(labels), "--overwrite",
                  "--quiet"]) == 0

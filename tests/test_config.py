@@ -105,9 +105,8 @@ BAD_SETTINGS = [
     ("faces", "min_face", 1.5, "[0, 1]"),
     ("faces", "min_face", float("nan"), "[0, 1]"),
     ("faces", "min_face", "0.1", "[0, 1]"),
-    ("faces", "detection_width", 0, "integer >= 1"),
-    ("faces", "detection_width", -400, "integer >= 1"),
-    ("faces", "detection_width", 400.5, "integer >= 1"),
+    ("faces", "detection_width", -1, "integer >= 0"),
+    ("faces", "detection_width", 400.5, "integer >= 0"),
     ("faces", "side", 1, "one of 'left', 'right' or None"),
     ("annotations", "fusion", 1, "one of 'mean', 'ewe'"),
     ("annotations", "delay", float("nan"), "finite"),
@@ -192,7 +191,7 @@ def test_good_settings_of_every_kind_are_kept():
         video=VideoConfig(fps=25, chunk_size=1),  # an int is a number of frames per second
         faces=FaceConfig(detector="yunet", yunet_model="yunet.onnx", detect_every=1,
                          crop_size=8, margin=0, smoothing=0, hold_frames=0, min_face=0,
-                         detection_width=1, side="left"),
+                         detection_width=0, side="left"),
         annotations=AnnotationConfig(fusion="ewe", delay=-0.5),
         clips=ClipConfig(length=1, stride=1, min_labelled=0, min_face=1))
     assert DataConfig.from_dict(config.to_dict()) == config

@@ -340,6 +340,10 @@ def test_a_training_that_failed_before_any_network_does_not_block_the_next(tiny,
     (run / "split.json").write_text('{"data": "elsewhere", "seed": 5}\n')
     assert sorted(_prepare_run(run, resume=False, overwrite=False)) == ["split.json", "training"]
     assert sorted(_prepare_run(run, resume=True, overwrite=False)) == ["split.json", "training"]
+    (run / "training" / "log.csv").write_text("epoch\n")  # a training got further: a run
+    with pytest.raises(CoreAffectError, match="already holds a run"):
+        _prepare_run(run, resume=False, overwrite=False)
+    (run / "training" / "log.csv").unlink()
     for resume in (False, True):  # a split that differs is nothing to resume: no error
         result = train_run(tiny.corpus, run, epochs=1, test_videos=1, val_videos=0,
                            fit_prior=False, resume=resume)
