@@ -79,7 +79,7 @@ from coreaffect.checkpoint import temporary_folder
 from coreaffect.config import DataConfig, FaceConfig, VideoConfig
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
-from coreaffect.video import IMAGE_SUFFIXES, VideoSource
+from coreaffect.video import VideoSource, is_frame_image
 
 __all__ = [
     "CropCache",
@@ -205,13 +205,8 @@ class LabelledVideo(NamedTuple):
 # Discovery
 
 
-def _is_frame(path: Path) -> bool:
-    """An image a frame folder reads as a frame: hidden files (``._00001.jpg``) never are."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
-
-
 def _is_frame_folder(path: Path) -> bool:
-    return path.is_dir() and any(_is_frame(p) for p in path.iterdir())
+    return path.is_dir() and any(is_frame_image(p) for p in path.iterdir())
 
 
 def _index_videos(root: Path) -> dict[str, list[Path]]:
@@ -526,7 +521,7 @@ def _hash_files(paths: Iterable[Path]) -> str:
 
 def _video_hash(video: Path) -> str:
     if video.is_dir():
-        return _hash_files(sorted(p for p in video.iterdir() if _is_frame(p)))
+        return _hash_files(sorted(p for p in video.iterdir() if is_frame_image(p)))
     return _hash_files([video])
 
 

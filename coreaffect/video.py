@@ -62,7 +62,8 @@ import numpy as np
 from coreaffect.config import VideoConfig
 from coreaffect.errors import CoreAffectWarning, VideoError
 
-__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource"]
+__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource",
+           "is_frame_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,12 @@ _DIGITS = re.compile(r"\d+")
 _LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer one with more
 # missing frames than the folder has images, beyond which or before which lie at most
 _FEW_STRAYS = 5  # images, is refused (see VideoSource._check_gaps)
+
+
+def is_frame_image(path: Path) -> bool:
+    """Whether a frame folder reads the file ``path`` as a frame: an image by its suffix
+    (:data:`IMAGE_SUFFIXES`, any case), not hidden (macOS's ``._00001.jpg``, ``.DS_Store``)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
 class Frame(NamedTuple):
@@ -252,9 +259,7 @@ class VideoSource:
         self._fps = float(fps) if fps is not None else DEFAULT_FPS
         numbered: dict[int, Path] = {}
         for path in folder.iterdir():
-            if path.name.startswith("."):  # hidden: macOS's ._00001.jpg, .DS_Store; never frames
-                continue
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            if not is_frame_image(path) or not path.is_file():
                 continue
             digits = _DIGITS.findall(path.stem)
             if not digits:
