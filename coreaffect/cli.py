@@ -582,7 +582,7 @@ def _foreign(option: str, path: Path) -> str:
     if option == "--plot":  # a figure matplotlib wrote says so in its metadata
         with path.open("rb") as handle:
             return "" if b"matplotlib" in handle.read(1 << 22).lower() else (
-                "is not a figure coreaffect drew")
+                "is not a figure matplotlib drew")
     if option == "--out":
         from coreaffect.trajectory import AffectTrajectory
 
