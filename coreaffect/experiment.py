@@ -89,9 +89,8 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
 
     ``run`` must be new, empty, or hold nothing but a face-crop cache (``crops/``) and what a
     training that failed before its first epoch ended left (``split.json``, an empty
-    ``training/``),
-    unless ``resume`` continues the run there or ``overwrite`` replaces it; files that are not
-    part of a run are never removed, and a folder holding any is refused.
+    ``training/``), unless ``resume`` continues the run there or ``overwrite`` replaces it; files
+    that are not part of a run are never removed, and a folder holding any is refused.
 
     Args:
         data: Dataset folder (see :func:`~coreaffect.corpus.discover`).
