@@ -380,8 +380,7 @@ class _Table(NamedTuple):
     def hint(self, delimiter: str, what: str) -> str:
         """`` (its first line has commas: <what> ';'-separated)`` when the first row did not
         split on ``delimiter`` but holds another one; else ``""``."""
-        other = next((sep for sep in _SEPARATORS if sep != delimiter and sep in self.cells[0]),
-                     None)
+        other = _other_separator(self.cells[0], delimiter)
         if self.width[0] > 1 or other is None:
             return ""
         return (f" (its first line has {_SEPARATORS[other]}: {what} "
@@ -390,6 +389,12 @@ class _Table(NamedTuple):
     def column(self, j: int, first: int, ncols: int) -> list[str]:
         """Cell j of rows first..N-1, all ``ncols`` wide."""
         return self.cells[self.start[first] + j : self.start[-1] + self.width[-1] : ncols]
+
+
+def _other_separator(cell: str, delimiter: str) -> str | None:
+    """The first of :data:`_SEPARATORS` other than ``delimiter`` that ``cell`` holds, if any: a
+    line that did not split on ``delimiter`` and was separated by that one."""
+    return next((sep for sep in _SEPARATORS if sep != delimiter and sep in cell), None)
 
 
 def _table(path: Path, delimiter: str, limit: int | None = None) -> _Table:
@@ -439,7 +444,7 @@ def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, firs
         row = first + wrong[0]
         found = int(table.width[row])
         cells = table.cells[table.start[row]:][:found]
-        other = next((sep for sep in _SEPARATORS if sep != delimiter and sep in cells[0]), None)
+        other = _other_separator(cells[0], delimiter)
         hint = ""
         if found == ncols - 1 and (blank_last or first and table.trailing):
             hint = (f" (the {'header' if first else 'first line'} ends with {delimiter!r}; "
@@ -594,7 +599,8 @@ def _sewa_data(path: Path, table: _Table) -> tuple[str, np.ndarray, np.ndarray]:
     return names[0], data[:, 0].copy(), values
 
 
-_ONE_FILE = {  # the one-file formats: delimiter and the parser of a table
+_ONE_FILE = {  # the formats with one file per video (found anywhere under a corpus root):
+    # their delimiter and the parser of a table
     "aff-wild2": (",", _affwild2_values), "sewa": (";", _sewa_data), "csv": (",", _csv_data),
 }
 

@@ -208,17 +208,16 @@ def _saliency(args: argparse.Namespace) -> int:
 
     from coreaffect.checkpoint import load_data_config, load_model
     from coreaffect.corpus import open_source
-    from coreaffect.experiment import read_split
+    from coreaffect.experiment import run_format
     from coreaffect.faces import FaceCropper, FaceCrops
     from coreaffect.saliency import explain_video
 
     model = load_model(args.run, args.device)
     config = load_data_config(args.run)  # crops as the network was trained on them
-    known = (args.run / "split.json").exists()  # frame folders read as the run's data were
     end = math.inf if args.seconds is None else args.start + args.seconds
     kept = []  # the segment's crops only: the explanation holds them all in memory
-    with open_source(args.video, config.video,
-                     read_split(args.run, ("format",))["format"] if known else None) as source:
+    # frame folders are read as the run's data were
+    with open_source(args.video, config.video, run_format(args.run)) as source:
         parts = FaceCropper(config.faces).crop_video(source)
         for part in parts:  # the face is tracked from the start, as for the whole video
             inside = (part.times >= args.start) & (part.times < end)

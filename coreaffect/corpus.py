@@ -69,6 +69,7 @@ from typing import NamedTuple
 import numpy as np
 
 from coreaffect.annotations import (
+    _ONE_FILE,
     FORMATS,
     Annotations,
     _check_head,
@@ -102,7 +103,6 @@ _FOLDER_FPS = {"afew-va": 25.0, "aff-wild2": 30.0}
 # Aff-Wild2 numbers its cropped frames from 1 (00001.jpg is the first annotation row).
 _FIRST_INDEX = {"aff-wild2": 1}
 _CACHE_VERSION = 2  # 2: frames missing from a folder have rows
-_ONE_FILE = ("aff-wild2", "sewa", "csv")  # one file per video, anywhere under the root
 _LAYOUTS = {  # where the other formats' annotation files live, for the error that finds one
     "dante": "annotation/<UserId>/<video>/valence.csv and arousal.csv",
     "recola": "arousal/<video>.csv and valence/<video>.csv",

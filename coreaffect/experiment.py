@@ -58,7 +58,7 @@ from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
 __all__ = ["DENSE_LENGTH", "data_settings", "evaluate_run", "held_out_videos", "load_videos",
-           "read_split", "refit_run", "split_videos", "train_run"]
+           "read_split", "refit_run", "run_format", "split_videos", "train_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -312,6 +312,19 @@ def read_split(run: str | Path,
         if not isinstance(split[key], list) or not all(isinstance(v, str) for v in split[key]):
             raise CoreAffectError(f"{path}: '{key}' must be a list of video ids")
     return split
+
+
+def run_format(run: str | Path) -> str | None:
+    """The dataset format a run was trained on, from ``RUN/split.json``; ``None`` for a run
+    without one (a network trained outside :func:`train_run`). Frame folders are read with
+    its rate and numbering (:func:`~coreaffect.corpus.folder_numbering`).
+
+    Raises:
+        CoreAffectError: The file is there but is not a split that :func:`train_run` wrote.
+    """
+    if not (Path(run) / "split.json").exists():
+        return None
+    return read_split(run, ("format",))["format"]
 
 
 def held_out_videos(run: str | Path) -> set[str]:

@@ -278,10 +278,10 @@ class CoreAffect:
             except (KeyError, TypeError, ValueError) as err:
                 raise CoreAffectError(f"{run / 'dynamics.json'}: does not describe a "
                                       f"CoreAffectDynamics ({err})") from None
-        if (run / "split.json").exists():  # frame folders are read as in training
-            from coreaffect.experiment import read_split
+        if "folder_format" not in kwargs:  # frame folders are read as in training
+            from coreaffect.experiment import run_format
 
-            kwargs.setdefault("folder_format", read_split(run, ("format",))["format"])
+            kwargs["folder_format"] = run_format(run)
         return cls(model, config, prior, dynamics, device=device, **kwargs)
 
     def open_video(self, source: str | Path | int, fps: float | None = None,

@@ -22,6 +22,7 @@ from coreaffect.experiment import (
     held_out_videos,
     load_videos,
     refit_run,
+    run_format,
     split_videos,
     train_run,
 )
@@ -169,6 +170,14 @@ def test_held_out_videos_name_the_split_file_when_it_is_wrong(tiny, tmp_path):
         (tmp_path / "split.json").write_text(text)
         with pytest.raises(CoreAffectError, match=problem):
             held_out_videos(tmp_path)
+
+
+def test_run_format_is_the_splits_or_none_without_one(tiny, tmp_path):
+    assert run_format(tiny.run) == json.loads((tiny.run / "split.json").read_text())["format"]
+    assert run_format(tmp_path) is None  # a network trained outside train_run
+    (tmp_path / "split.json").write_text('{"train": []}')
+    with pytest.raises(CoreAffectError, match="split.json: not a split .*no format"):
+        run_format(tmp_path)
 
 
 def test_split_videos_are_the_runs_own_in_its_order(tiny, tmp_path):
