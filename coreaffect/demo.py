@@ -18,7 +18,7 @@ write into the output folder:
 * ``fig3_manifold_prior.png``: one clip's prior over the latent manifold beside its face crop
   (the paper's Fig. 3);
 * ``fig4_calibration.png``: observed against nominal coverage of the raw, prior and smoothed
-  bands on the test videos;
+  bands on the test videos (each stage's own bands, as the metrics score them);
 * ``metrics.json`` (as ``coreaffect evaluate --json``), ``corpus/`` and ``run/`` (usable with
   ``coreaffect predict``, ``evaluate`` and ``saliency``).
 
@@ -45,6 +45,8 @@ from coreaffect.metrics import DIMENSIONS, MetricTable
 __all__ = ["DemoResult", "DemoSettings", "TinyRun", "run_demo", "tiny_run"]
 
 logger = logging.getLogger(__name__)
+
+_RELIABILITY_LEVELS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2).tolist())  # Fig. 4's levels
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +175,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     cache = CropCache(run / "crops", config.faces, config.video.chunk_size)
     videos = load_videos([r for r in discover(corpus.root) if r.id in held_out], config, cache,
                          progress, "test")
-    trajectories = stage_trajectories(affect, videos)
+    trajectories = stage_trajectories(affect, videos, band_levels=_RELIABILITY_LEVELS)
     tables = evaluate_trajectories(videos, trajectories)
     intervals, differences = bootstrap_trajectories(videos, trajectories, random_state=seed)
     atomic_write(out / "metrics.json", json.dumps(
@@ -309,8 +311,11 @@ def _figure_calibration(out: Path, videos, trajectories, plt) -> Path:
     truth = [scored_labels(video) for video in videos]
     fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4.2), squeeze=False)
     for ax, stage in zip(axes[0], shown, strict=True):
+        bands = {p: tuple(zip(*(t[stage].band(p) for t in trajectories), strict=True))
+                 for p in _RELIABILITY_LEVELS}  # each stage's own bands, as evaluated
         plot_calibration(truth, [t[stage].mean for t in trajectories],
-                         [t[stage].var for t in trajectories], ax=ax, title=stage)
+                         [t[stage].var for t in trajectories], ax=ax, title=stage,
+                         levels=_RELIABILITY_LEVELS, bands=bands)
     path = out / "fig4_calibration.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -28,6 +28,7 @@ estimate (a video shorter than a clip has none from the hidden route) counts for
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -142,15 +143,17 @@ def evaluate_stages(affect: CoreAffect, videos: Sequence[LabelledVideo], level: 
 
 
 def stage_trajectories(affect: CoreAffect, videos: Sequence[LabelledVideo], level: float = 0.9,
-                       progress: bool = False) -> list[dict]:
+                       progress: bool = False, band_levels: Sequence[float] = ()) -> list[dict]:
     """``affect.stages_of`` of each video: N dicts ``{stage: AffectTrajectory}``, each with its
-    bands at the levels of :data:`~coreaffect.metrics.COVERAGE_LEVELS` too."""
+    bands at the levels of :data:`~coreaffect.metrics.COVERAGE_LEVELS` too, and at
+    ``band_levels`` (e.g. the levels of a reliability curve)."""
     items = videos
     if progress:
         from tqdm import tqdm
 
         items = tqdm(videos, desc="evaluating", unit="video")
-    levels = tuple(COVERAGE_LEVELS.values())
+    levels = list(COVERAGE_LEVELS.values())
+    levels += [p for p in band_levels if not any(math.isclose(p, q) for q in levels)]
     return [affect.stages_of(video.crops, level, band_levels=levels) for video in items]
 
 

@@ -13,7 +13,7 @@ never selects a backend. In scripts without a display, set ``MPLBACKEND=Agg`` or
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -311,12 +311,15 @@ def plot_metrics_bars(metrics, ax: Axes | None = None, *, metric: str = "rmse",
 
 def plot_calibration(truth, mean, var, ax: Axes | None = None, *,
                      levels: Sequence[float] | np.ndarray | None = None,
-                     title: str | None = None) -> Axes:
+                     title: str | None = None, bands: Mapping | None = None) -> Axes:
     """Reliability curve: observed coverage of central intervals against their nominal level.
 
-    For each nominal level p, the fraction of frames with ``|y - mean| <= z_{(1+p)/2} sqrt(var)``
-    (:func:`coreaffect.metrics.coverage`), for valence and arousal; a calibrated model follows the
-    diagonal, an overconfident one falls below it.
+    For each nominal level p, the fraction of frames inside the central band of level p, for
+    valence and arousal; a calibrated model follows the diagonal, an overconfident one falls
+    below it. The bands are the Gaussian ``|y - mean| <= z_{(1+p)/2} sqrt(var)``
+    (:func:`coreaffect.metrics.coverage`), or the ones given in ``bands``
+    (:func:`coreaffect.metrics.band_coverage`): a dynamic stage's bands are quantiles of decoded
+    draws, which its moments describe only approximately.
 
     Args:
         truth: (T, 2) true labels, NaN where unlabelled, or a sequence of such arrays (videos,
@@ -326,24 +329,43 @@ def plot_calibration(truth, mean, var, ax: Axes | None = None, *,
         ax: Axes to draw on; ``None`` makes a new 5x5 inch figure.
         levels: Nominal levels in (0, 1); ``None``: 0.05, 0.10, ..., 0.95.
         title: Optional axes title.
+        bands: ``{level: (lower, upper)}``, each of the shape(s) of ``truth``, with a band at
+            every one of ``levels`` (e.g. a trajectory's
+            :meth:`~coreaffect.trajectory.AffectTrajectory.band`); ``None``: Gaussian bands of
+            ``mean`` and ``var``.
 
     Returns:
         The axes, unit square, with the diagonal.
+
+    Raises:
+        ValueError: ``bands`` lacks one of ``levels``.
     """
-    from coreaffect.metrics import DIMENSIONS, coverage
+    from coreaffect.metrics import DIMENSIONS, band_coverage, coverage
 
     def stack(x) -> np.ndarray:
         if isinstance(x, (list, tuple)):
             x = np.concatenate([np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in x])
         return np.asarray(x, dtype=np.float64).reshape(-1, 2)
 
+    def band(p: float) -> tuple[np.ndarray, np.ndarray]:
+        known = next((q for q in bands if np.isclose(q, p)), None)
+        if known is None:
+            raise ValueError(f"bands has no band at level {p:g} (it has "
+                             f"{', '.join(f'{q:g}' for q in sorted(bands))})")
+        return stack(bands[known][0]), stack(bands[known][1])
+
     y, m, v = stack(truth), stack(mean), stack(var)
     levels = np.linspace(0.05, 0.95, 19) if levels is None else np.asarray(levels, float)
+    given = None if bands is None else [band(p) for p in levels]  # (lower, upper) per level
     if ax is None:
         ax = _new_axes((5, 5))
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1.0, label="calibrated")
     for d, dim in enumerate(DIMENSIONS):
-        observed = [float(coverage(y[:, d], m[:, d], v[:, d], p)) for p in levels]
+        if given is None:
+            observed = [float(coverage(y[:, d], m[:, d], v[:, d], p)) for p in levels]
+        else:
+            observed = [float(band_coverage(y[:, d], lower[:, d], upper[:, d]))
+                        for lower, upper in given]
         ax.plot(levels, observed, "o-", color=f"C{d}", ms=3, label=dim)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

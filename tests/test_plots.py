@@ -112,6 +112,27 @@ def test_plot_calibration(tmp_path):
                                   levels=[0.5, 0.9]) is given
 
 
+def test_plot_calibration_scores_given_bands_not_the_gaussian_of_their_moments():
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(size=(20000, 2))  # a flat predictive law: its central bands are exact
+    levels = [0.2, 0.5, 0.9]
+    mean, var = np.full_like(truth, 0.5), np.full_like(truth, 1 / 12)
+    bands = {p: (np.full_like(truth, 0.5 - p / 2), np.full_like(truth, 0.5 + p / 2))
+             for p in levels}
+    exact = plots.plot_calibration(truth, mean, var, Figure().subplots(), levels=levels,
+                                   bands=bands).lines[1].get_ydata()
+    assert np.allclose(exact, levels, atol=0.01)
+    gaussian = plots.plot_calibration(truth, mean, var, Figure().subplots(),
+                                      levels=levels).lines[1].get_ydata()
+    # the Gaussian of the same moments: P(|U - 1/2| <= z sqrt(1/12)) with U uniform
+    from scipy.stats import norm
+    reference = np.minimum(1, 2 * norm.ppf(0.5 + np.array(levels) / 2) * np.sqrt(1 / 12))
+    assert np.allclose(gaussian, reference, atol=0.01)
+    assert abs(gaussian[-1] - 0.9) > 0.03  # the two measures differ where the laws do
+    with pytest.raises(ValueError, match="no band at level 0.95"):
+        plots.plot_calibration(truth, mean, var, levels=[0.5, 0.95], bands=bands)
+
+
 def test_plot_saliency_grid(tmp_path):
     rng = np.random.default_rng(2)
     frames = rng.integers(0, 255, (4, 24, 24, 3), dtype=np.uint8)
