@@ -236,7 +236,11 @@ def _match_video(videos: dict[str, list[Path]], stems: Sequence[str], annotation
             return candidates[0]
         if len(candidates) > 1:
             listing = ", ".join(str(c) for c in candidates)
-            raise CoreAffectError(f"{annotation}: several videos are named {stem!r}: {listing}")
+            both = ("; a video file and a frame folder of it (Aff-Wild2 ships videos/ and "
+                    "cropped_aligned/): give a root that holds the annotations and only one of "
+                    "them" if {c.is_dir() for c in candidates} == {True, False} else "")
+            raise CoreAffectError(f"{annotation}: several videos are named {stem!r}: "
+                                  f"{listing}{both}")
     raise CoreAffectError(f"{annotation}: no video file or frame folder named "
                           f"{' or '.join(repr(s) for s in stems)} under the dataset root")
 

@@ -269,7 +269,13 @@ def test_two_videos_with_one_stem_is_an_error(tmp_path):
     root = _csv_corpus(tmp_path / "data")
     (root / "more").mkdir()
     _write_video(root / "more" / "a.mp4")
-    with pytest.raises(CoreAffectError, match="several videos"):
+    with pytest.raises(CoreAffectError, match="several videos") as error:
+        discover(root)
+    assert "frame folder" not in str(error.value)
+    (root / "more" / "a.mp4").unlink()
+    (root / "more" / "a").mkdir()  # a frame folder of the same video beside its file
+    cv2.imwrite(str(root / "more" / "a" / "00001.png"), np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(CoreAffectError, match="a video file and a frame folder of it .*only one"):
         discover(root)
 
 
