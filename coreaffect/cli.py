@@ -260,11 +260,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "expression follows an Ornstein-Uhlenbeck valence-arousal trajectory, with "
                     "annotations in the DANTE format and the per-frame truth.",
         epilog=_EPILOG_SYNTH, formatter_class=argparse.RawDescriptionHelpFormatter)
-    synth.add_argument("out", type=Path, help="folder to write (created)")
+    synth.add_argument("out", type=Path, help="folder to write: new, empty or an earlier "
+                       "synthetic corpus, which is replaced once the new one is complete")
     synth.add_argument("--videos", type=_positive_int, default=23, help="number of videos")
     synth.add_argument("--seconds", type=_positive_float, default=40.0, help="length of each")
     synth.add_argument("--fps", type=_positive_float, default=25.0, help="frame rate")
-    synth.add_argument("--seed", type=int, default=0, help="seed of everything random")
+    synth.add_argument("--seed", type=_count, default=0, help="seed of everything random")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 
@@ -305,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace the run in OUT (without this, a run there is refused)")
     train.add_argument("--hidden-route-only", action="store_true",
                        help="skip the manifold, prior and dynamics")
-    train.add_argument("--seed", type=int, default=0, help="seed of the split and training")
+    train.add_argument("--seed", type=_count, default=0, help="seed of the split and training")
     _add_common(train)
     train.set_defaults(handler=_train)
 
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--first-index", type=_count, default=None, metavar="N",
                          help="number of a frame folder's first image (default: that of the "
                               "run's dataset format: 1 for Aff-Wild2, else 0)")
-    predict.add_argument("--seed", type=int, default=0, help="seed of the decoding draws")
+    predict.add_argument("--seed", type=_count, default=0, help="seed of the decoding draws")
     predict.add_argument("--device", type=_device, default="cpu",
                          help="cpu, cuda, cuda:1, ...")
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -409,12 +410,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "and the run in DIR/run.",
         epilog=_EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", type=Path, default=Path("demo_output"), metavar="DIR",
-                      help="folder to write (default: demo_output)")
+                      help="folder to write: new, empty or an earlier demo's, which is "
+                           "replaced (default: demo_output)")
     demo.add_argument("--quick", action="store_true",
                       help="a small corpus and a short budget (a smoke test, about 2 minutes)")
     demo.add_argument("--max-minutes", type=_positive_float, default=None,
                       help="training budget (default 9, or 0.33 with --quick)")
-    demo.add_argument("--seed", type=int, default=0, help="seed of corpus, split and training")
+    demo.add_argument("--seed", type=_count, default=0, help="seed of corpus, split and training")
     demo.add_argument("--device", type=_device, default="cpu",
                       help="cpu, cuda, cuda:1, ...")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -503,14 +505,14 @@ def _version() -> str:
 
 def _bounded(kind: type, low: float, *, above: bool = False, below: float | None = None
              ) -> Callable[[str], Any]:
-    """An argparse type: a number of ``kind`` that is at least ``low`` (above it with
-    ``above``) and, with ``below``, under that; NaN is refused."""
+    """An argparse type: a finite number of ``kind`` that is at least ``low`` (above it with
+    ``above``) and, with ``below``, under that; NaN and infinities are refused."""
     def parse(text: str) -> Any:
         value = kind(text)
         fits = (value > low if above else value >= low) and (below is None or value < below)
-        if not fits:  # NaN fits nothing
+        if not fits or not math.isfinite(value):  # NaN fits nothing
             wanted = (f"in ({low:g}, {below:g})" if below is not None
-                      else f"{'>' if above else '>='} {low:g}")
+                      else f"{'finite and ' * (kind is float)}{'>' if above else '>='} {low:g}")
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
         return value
 

@@ -20,7 +20,9 @@ write into the output folder:
 * ``fig4_calibration.png``: observed against nominal coverage of the raw, prior and smoothed
   bands on the test videos (each stage's own bands, as the metrics score them);
 * ``metrics.json`` (as ``coreaffect evaluate --json``), ``corpus/`` and ``run/`` (usable with
-  ``coreaffect predict``, ``evaluate`` and ``saliency``).
+  ``coreaffect predict``, ``evaluate`` and ``saliency``);
+* ``demo.json``: the seed and sizes it ran with. It marks the folder as the demo's: a later demo
+  replaces what is there, while a folder holding other files is refused.
 
 ``quick=True`` shrinks everything (6 videos of 10 s, a 20-second training budget) for a smoke
 test of a minute or two; its numbers mean nothing.
@@ -42,10 +44,12 @@ import numpy as np
 from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, any_interval
 from coreaffect.metrics import DIMENSIONS, MetricTable
 
-__all__ = ["DemoResult", "DemoSettings", "TinyRun", "run_demo", "tiny_run"]
+__all__ = ["MARKER", "DemoResult", "DemoSettings", "TinyRun", "run_demo", "tiny_run"]
 
 logger = logging.getLogger(__name__)
 
+MARKER = "demo.json"  # what the demo ran with; marks a folder it may write into again
+_TITLE = "# The hidden route and its core-affect prior on a synthetic corpus"  # of the report
 _RELIABILITY_LEVELS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2).tolist())  # Fig. 4's levels
 
 
@@ -110,7 +114,8 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     """Run the paper's experiment on a synthetic corpus and write the report and figures.
 
     Args:
-        out: Output folder (created; an earlier demo there is replaced).
+        out: Output folder: new, empty, or holding an earlier demo (marked by its
+            :data:`MARKER` file), which is replaced.
         quick: Use :meth:`DemoSettings.quick` (ignored when ``settings`` is given).
         minutes: Training budget, overriding the settings'.
         seed: Seed of the corpus, the split and every fit.
@@ -121,6 +126,9 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
 
     Returns:
         The :class:`DemoResult`.
+
+    Raises:
+        CoreAffectError: ``out`` holds files the demo did not write.
     """
     from coreaffect.checkpoint import atomic_write
     from coreaffect.corpus import CropCache, discover
@@ -140,7 +148,11 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     if minutes is not None:
         settings = dataclasses.replace(settings, minutes=minutes)
     out = Path(out)
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / MARKER, json.dumps({"generator": "coreaffect.demo", "seed": seed,
+                                           "settings": dataclasses.asdict(settings)},
+                                          indent=2) + "\n")
     seconds: dict[str, float] = {}
     started = time.monotonic()
 
@@ -196,7 +208,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     seconds["total"] = round(time.monotonic() - started, 1)
     report = out / "report.md"
     report.write_text(_report(settings, result, stages, tables, intervals, differences, seconds,
-                              figures, out, command or _command(), quick, seed))
+                              figures, out, command or _command(), quick, seed, device))
     logger.info("demo: report in %s", report)
     return DemoResult(report, figures, tables, seconds, differences)
 
@@ -303,6 +315,26 @@ def _figure_manifold(out: Path, affect, video, trajectories, plt) -> Path:
     return path
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an output folder the demo may not write into: one that is not new, not empty,
+    and holds no earlier demo (its :data:`MARKER`, or a report from before the marker)."""
+    from coreaffect.errors import CoreAffectError
+
+    if out.exists() and not out.is_dir():
+        raise CoreAffectError(f"{out}: exists and is not a folder")
+    if not out.exists() or not any(out.iterdir()) or (out / MARKER).is_file():
+        return
+    try:
+        with (out / "report.md").open(encoding="utf-8") as report:
+            if report.readline().rstrip("\n") == _TITLE:
+                return
+    except (OSError, UnicodeDecodeError):
+        pass
+    names = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+    raise CoreAffectError(f"{out}: holds files coreaffect demo did not write ({names}); "
+                          "choose a new or empty folder")
+
+
 def _figure_calibration(out: Path, videos, trajectories, plt) -> Path:
     from coreaffect.evaluation import scored_labels
     from coreaffect.plots import plot_calibration
@@ -329,9 +361,10 @@ def _fmt(x: float) -> str:
 def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, MetricTable],
             intervals: dict[str, MetricIntervals], differences: dict[str, MetricIntervals],
             seconds: dict[str, float],
-            figures: list[Path], out: Path, command: str, quick: bool, seed: int) -> str:
+            figures: list[Path], out: Path, command: str, quick: bool, seed: int,
+            device: str = "cpu") -> str:
     shown = [s for s in ("raw", "prior", "smoothed") if s in tables]
-    lines = ["# The hidden route and its core-affect prior on a synthetic corpus", ""]
+    lines = [_TITLE, ""]
     if quick:
         lines += ["**Quick mode**: a smoke test on a tiny corpus with seconds of training; the "
                   "numbers below mean nothing.", ""]
@@ -341,12 +374,13 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
                 "fit the dynamics)" if validating else
                 "none validates (the prior's calibration and the dynamics fall back to the "
                 "training videos, so the bands are too narrow)")
+    where = "the CPU" if device == "cpu" else f"`{device}`"
     lines += [
         f"Produced by `{command}` (seed {seed}). The corpus: {settings.videos} synthetic videos "
         f"of {settings.seconds:g} s at 25 fps: {len(split['test'])} held out for testing and "
         f"{len(split['train'])} for training (the paper tested on 10 and trained on 13 of its "
-        f"23 MAHNOB videos); {held_out}. The hidden route is the `lite` preset trained on the "
-        f"CPU for {len(result.history)} epochs within {settings.minutes:g} minutes (best epoch "
+        f"23 MAHNOB videos); {held_out}. The hidden route is the `lite` preset trained on "
+        f"{where} for {len(result.history)} epochs within {settings.minutes:g} minutes (best epoch "
         f"{result.best_epoch}, stopped by {result.stopped}). Frames are scored when they have "
         "a label and a face.", "",
         "Stages: **raw** is the hidden route's own Gaussian; **prior** the calibrated prior over "
@@ -372,7 +406,7 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
         cells += [_fmt(v["ccc"][d]) for v in values for d in range(2)]
         lines.append(f"| **{kind}** | " + " | ".join(cells) + " |")
     lines += ["", "(v = valence, a = arousal; the paper's Table 2 reports a mean RMSE of 0.08 on "
-              "MAHNOB, which this synthetic corpus and a minutes-long CPU budget do not aim at.)",
+              "MAHNOB, which this synthetic corpus and a minutes-long budget do not aim at.)",
               "", "## Every stage: mean over videos / pooled over frames", "",
               "| stage | dim | RMSE | CCC | PCC | SAGR | NLL | coverage 50% | coverage 90% |",
               "|---|---|---|---|---|---|---|---|---|"]

@@ -15,7 +15,9 @@ Generative model
 with mean-reversion rates ``theta`` (``reversion``, per second), mean ``mu`` (``mean``) and
 stationary covariance ``P = [[s_v^2, rho s_v s_a], [rho s_v s_a, s_a^2]]`` (``std`` and
 ``correlation``); the diffusion is whatever makes P stationary, ``L L^T = Theta P + P Theta^T``,
-which is positive semi-definite only for ``rho^2 <= 4 theta_v theta_a / (theta_v + theta_a)^2``.
+which is positive semi-definite only for ``rho^2 <= 4 theta_v theta_a / (theta_v + theta_a)^2``
+(the configuration asks for ``<``: positive definite, as the Cholesky factors of the sampler
+need).
 It is sampled with the exact discretisation at the frame step ``dt = 1 / fps``::
 
     x_{t+1} = mu + F (x_t - mu) + w_t,     F = expm(-Theta dt) = diag(exp(-theta dt)),
@@ -115,6 +117,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from coreaffect import _render
+from coreaffect.checkpoint import temporary_folder
 from coreaffect.corpus import discover, split_recordings
 from coreaffect.errors import CoreAffectError
 
@@ -174,9 +177,16 @@ class SynthConfig:
 
     def __post_init__(self) -> None:
         width, height = self.frame_size
+        for field in dataclasses.fields(self):  # before the checks: NaN passes comparisons
+            value = getattr(self, field.name)
+            if not all(np.isfinite(v) for v in np.atleast_1d(value) if not isinstance(v, str)):
+                raise CoreAffectError(f"SynthConfig: {field.name} must be finite, got {value}")
         checks = [
+            (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.videos >= 1, f"videos must be >= 1, got {self.videos}"),
             (self.seconds > 0 and self.fps > 0, "seconds and fps must be positive"),
+            (self.frames >= 1, f"seconds * fps must round to one frame or more, got "
+                               f"{self.seconds:g} s at {self.fps:g} fps"),
             (width >= 320 and height >= 240,
              f"frame_size must be at least (320, 240), got {self.frame_size}"),
             (96 <= self.face_size <= 0.6 * height,
@@ -194,9 +204,9 @@ class SynthConfig:
             if not ok:
                 raise CoreAffectError(f"SynthConfig: {message}")
         rates = np.asarray(self.reversion, dtype=np.float64)
-        bound = 2 * np.sqrt(rates.prod()) / rates.sum()  # L L^T must be positive semi-definite
-        if abs(self.correlation) > bound:
-            raise CoreAffectError(f"SynthConfig: |correlation| must be <= {bound:.3f} for these "
+        bound = 2 * np.sqrt(rates.prod()) / rates.sum()  # L L^T must be positive definite
+        if abs(self.correlation) >= bound:
+            raise CoreAffectError(f"SynthConfig: |correlation| must be < {bound:.3f} for these "
                                   f"reversion rates, got {self.correlation}")
 
     @property
@@ -474,20 +484,42 @@ def _make_video(root: Path, video_id: str, seq: np.random.SeedSequence,
 # The corpus
 
 
-def _prepare(root: Path) -> None:
-    """Create ``root``; clear an earlier synthetic corpus there; refuse any other content."""
+_PARTIAL = ".partial-"  # prefix of the folder a corpus is built in, inside its root
+_PARTS = ("videos", "annotation", "annotations", "truth", "README.md")  # a corpus's files
+
+
+def _prepare(root: Path) -> Path:
+    """Create ``root`` unless there, refuse it if it holds anything but an earlier synthetic
+    corpus or the leftovers of an interrupted write, and make the folder a new corpus is
+    built in (inside ``root``); the earlier corpus is untouched until :func:`_swap_in`."""
     if root.exists() and not root.is_dir():
         raise CoreAffectError(f"{root}: exists and is not a folder")
-    if root.exists() and any(root.iterdir()):
-        if not (root / MANIFEST).is_file():
-            raise CoreAffectError(f"{root}: folder is not empty and holds no synthetic corpus "
-                                  f"to replace; choose a new or empty folder")
-        for name in ("videos", "annotation", "annotations", "truth"):
-            shutil.rmtree(root / name, ignore_errors=True)
-        for name in (MANIFEST, "README.md"):
-            (root / name).unlink(missing_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
+    for leftover in root.glob(f"{_PARTIAL}*"):  # a write killed before it could clean up
+        shutil.rmtree(leftover, ignore_errors=True)
+    if any(root.iterdir()) and not (root / MANIFEST).is_file():
+        raise CoreAffectError(f"{root}: folder is not empty and holds no synthetic corpus "
+                              f"to replace; choose a new or empty folder")
+    building = temporary_folder(root, _PARTIAL)
     for name in ("videos", "truth"):
-        (root / name).mkdir(parents=True, exist_ok=True)
+        (building / name).mkdir()
+    return building
+
+
+def _swap_in(building: Path, root: Path) -> None:
+    """Replace the corpus in ``root`` (if any) by the one built in ``building``: its parts
+    first, its manifest last, so that ``root`` is a corpus :func:`_prepare` replaces at every
+    moment."""
+    for name in _PARTS:
+        old, new = root / name, building / name
+        if old.is_dir():
+            shutil.rmtree(old)
+        else:
+            old.unlink(missing_ok=True)
+        if new.exists():
+            new.rename(old)
+    os.replace(building / MANIFEST, root / MANIFEST)
+    building.rmdir()
 
 
 def _readme(config: SynthConfig, split: tuple[list[str], list[str]]) -> str:
@@ -539,7 +571,20 @@ def write_corpus(out: str | Path, config: SynthConfig = SynthConfig(), *,  # noq
             cannot write the codec.
     """
     root = Path(out)
-    _prepare(root)
+    building = _prepare(root)
+    try:
+        corpus = _write(building, config, progress, workers)
+    except BaseException:  # an error or an interrupt: the earlier corpus, if any, stays
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    _swap_in(building, root)
+    logger.info("wrote %d synthetic videos to %s", config.videos, root)
+    return corpus._replace(root=root)
+
+
+def _write(root: Path, config: SynthConfig, progress: bool, workers: int | None
+           ) -> SyntheticCorpus:
+    """The corpus of :func:`write_corpus`, written into the new folder ``root``."""
     ids = [f"synth{k:03d}" for k in range(config.videos)]
     seeds = np.random.SeedSequence(config.seed).spawn(config.videos)
     workers = min(os.cpu_count() or 1, config.videos) if workers is None else max(1, workers)
@@ -579,8 +624,8 @@ def write_corpus(out: str | Path, config: SynthConfig = SynthConfig(), *,  # noq
                 "train": split[0], "test": split[1]}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     (root / "README.md").write_text(_readme(config, split))
-    logger.info("wrote %d synthetic videos to %s in %.1f s", len(ids), root,
-                time.perf_counter() - started)
+    logger.debug("rendered %d synthetic videos in %.1f s", len(ids),
+                 time.perf_counter() - started)
     return SyntheticCorpus(root, ids, split, config.format, config)
 
 

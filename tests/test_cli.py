@@ -43,6 +43,19 @@ def test_bad_usage_exits_2():
     assert result.returncode == 2 and "not allowed with" in result.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["synth", "out", "--seconds", "inf"], "--seconds: must be finite and > 0, got inf"),
+    (["synth", "out", "--fps", "nan"], "--fps: must be finite and > 0, got nan"),
+    (["synth", "out", "--seed", "-1"], "--seed: must be >= 0, got -1"),
+    (["demo", "--seed", "-2"], "--seed: must be >= 0, got -2"),
+    (["train", "data", "--out", "run", "--max-minutes", "inf"], "--max-minutes: must be finite"),
+])
+def test_numbers_the_commands_cannot_use_are_usage_errors(args, message, capsys):
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(args)
+    assert done.value.code == 2 and message in capsys.readouterr().err
+
+
 def test_clear_error_exits_1_without_traceback(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from coreaffect.demo import DemoSettings, run_demo
+import pytest
+
+from coreaffect.demo import MARKER, DemoSettings, _check_out, run_demo
+from coreaffect.errors import CoreAffectError
 from coreaffect.pipeline import CoreAffect
 
 TINY = DemoSettings(videos=5, seconds=4.0, test_videos=1, val_videos=2, minutes=0.05, epochs=2,
@@ -37,6 +40,29 @@ def test_run_demo_writes_report_and_figures(tmp_path):
     assert [len(split[k]) for k in ("train", "val", "test")] == [2, 2, 1]
     assert "1 held out for testing and 2 for training" in text and "2 more validate" in text
     assert "chosen on the validation videos" in text
+    assert json.loads((tmp_path / MARKER).read_text())["settings"]["videos"] == TINY.videos
+    assert "trained on the CPU" in text
+    _check_out(tmp_path)  # a later demo may replace this one
+
+
+def test_the_demo_writes_only_into_a_new_empty_or_demo_folder(tmp_path):
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "report.md").write_text("# my thesis notes -- keep me\n")
+    with pytest.raises(CoreAffectError, match="thesis: holds files coreaffect demo did not "
+                                              r"write \(report.md\)"):
+        run_demo(mine, settings=TINY)
+    assert (mine / "report.md").read_text() == "# my thesis notes -- keep me\n"
+    assert sorted(p.name for p in mine.iterdir()) == ["report.md"]
+    with pytest.raises(CoreAffectError, match="is not a folder"):
+        run_demo(mine / "report.md", settings=TINY)
+    earlier = tmp_path / "earlier"  # a demo's output from before the marker
+    earlier.mkdir()
+    (earlier / "report.md").write_text(
+        "# The hidden route and its core-affect prior on a synthetic corpus\n\nProduced by ...")
+    (tmp_path / "empty").mkdir()
+    for fine in (earlier, tmp_path / "new", tmp_path / "empty"):
+        _check_out(fine)
 
 
 def test_run_demo_says_when_no_video_validates(tmp_path):

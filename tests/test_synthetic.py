@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from coreaffect import synthetic
 from coreaffect.annotations import read_annotations
 from coreaffect.config import DataConfig, FaceConfig
 from coreaffect.corpus import discover, load_recording
@@ -76,6 +77,9 @@ def test_ou_is_exact_for_a_coarse_step():
 @pytest.mark.parametrize("changes", [
     {"frame_size": (160, 120)}, {"face_size": 64}, {"framing": "medium"}, {"format": "sewa"},
     {"correlation": 0.99, "reversion": (0.05, 2.0)}, {"videos": 0}, {"rater_noise": -0.1},
+    {"correlation": 1.0, "reversion": (0.3, 0.3)},  # at the bound: a singular diffusion
+    {"correlation": float("nan")}, {"std": (0.8, float("nan"))}, {"seconds": float("inf")},
+    {"seconds": 0.01}, {"seed": -1},  # no frame; a seed numpy refuses
 ])
 def test_invalid_configurations_are_refused(changes):
     with pytest.raises(CoreAffectError, match="SynthConfig"):
@@ -193,6 +197,42 @@ def test_a_non_empty_folder_is_refused_and_a_corpus_replaced(tmp_path):
     second = write_corpus(tmp_path / "c", _small(videos=1), workers=1)
     assert second.ids == ["synth000"] and len(first.ids) == 3
     assert [r.id for r in discover(second.root)] == ["synth000"]
+
+
+def test_a_failed_write_keeps_the_earlier_corpus_and_can_be_retried(tmp_path, monkeypatch):
+    def everything(root) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"(folder)"
+                for p in sorted(root.rglob("*"))}
+
+    first = write_corpus(tmp_path / "c", _small(videos=2), workers=1)
+    before = everything(first.root)
+    calls = []
+
+    def fail_on_the_second(*args):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C in the middle of the write
+        return make_video(*args)
+
+    make_video = synthetic._make_video
+    monkeypatch.setattr(synthetic, "_make_video", fail_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        write_corpus(tmp_path / "c", _small(videos=3, seed=9), workers=1)
+    assert everything(first.root) == before  # nothing of the failed write is left
+    (tmp_path / "c" / ".partial-0123").mkdir()  # the leftover of a killed write
+    monkeypatch.undo()
+    again = write_corpus(tmp_path / "c", _small(videos=3, seed=9), workers=1)
+    assert [r.id for r in discover(again.root)] == again.ids == ["synth000", "synth001",
+                                                                 "synth002"]
+    assert sorted(p.name for p in again.root.iterdir()) == [
+        "README.md", "annotation", "synthetic_corpus.json", "truth", "videos"]
+    empty = tmp_path / "empty"
+    empty.mkdir()  # an empty folder that a failed first write leaves empty
+    monkeypatch.setattr(synthetic, "_make_video", fail_on_the_second)
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        write_corpus(empty, _small(videos=3), workers=1)
+    assert not any(empty.iterdir())
 
 
 # -- faces ----------------------------------------------------------------------------------
