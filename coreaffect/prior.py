@@ -328,8 +328,10 @@ class HiddenRoutePrior(LocalPyroModule):
                                   "fit(estimates, labels) or HiddenRoutePrior.load(directory) "
                                   "first")
 
-    def _check_estimate(self, estimate: Any, name: str = "estimate") -> AffectEstimate:
-        """Tensors of a well-formed estimate, float32 on the device."""
+    def _check_estimate(self, estimate: Any, name: str = "estimate", *,
+                        new_fit: bool = False) -> AffectEstimate:
+        """Tensors of a well-formed estimate, float32 on the device; of the fitted embedding
+        width unless ``new_fit`` (estimates to fit anew, of any width)."""
         if not isinstance(estimate, tuple) or len(estimate) != 3:
             raise CoreAffectError(f"{name} must be an AffectEstimate (mean, var, embedding), got "
                                   f"{type(estimate).__name__}")
@@ -351,7 +353,8 @@ class HiddenRoutePrior(LocalPyroModule):
                                       "without a face have no estimate: leave them out)")
         if (var <= 0).any():
             raise CoreAffectError(f"{name}.var must be positive")
-        if "net_" in self._modules and self.use_embedding and emb.shape[1] != self.embedding_dim_:
+        if (not new_fit and "net_" in self._modules and self.use_embedding
+                and emb.shape[1] != self.embedding_dim_):
             raise CoreAffectError(f"{name}.embedding has D = {emb.shape[1]}, but the prior was "
                                   f"fitted with D = {self.embedding_dim_}")
         return AffectEstimate(mean, var, emb)
@@ -475,13 +478,13 @@ class HiddenRoutePrior(LocalPyroModule):
             self.
         """
         self._validate_hyperparameters()
-        if "net_" in self._modules:  # refitting: forget the previous fit
-            del self._modules["net_"]
-        estimates = self._check_estimate(estimates, "estimates")
+        estimates = self._check_estimate(estimates, "estimates", new_fit=True)
         y = _check_labels(labels, self._device)
         if y.shape[0] != estimates.mean.shape[0]:
             raise CoreAffectError(f"estimates ({estimates.mean.shape[0]}) and labels "
                                   f"({y.shape[0]}) must have the same length")
+        if "net_" in self._modules:  # refitting, on valid data: forget the previous fit
+            del self._modules["net_"]
         raw = self._raw_features(estimates)  # (B, F)
         anchors = self._anchor(estimates)  # (B, K) or None
         targets = estimates.mean.clamp(-1.0, 1.0)

@@ -96,8 +96,9 @@ class IncrementalTrunk:
             x = (x - self._pixel[0]) / self._pixel[1]
             for i, (conv, _, pool, norm) in enumerate(self._blocks):
                 x = self._block(i, x, conv, pool, norm)
-                if x is None:
-                    return torch.empty(model.embedding_dim, 0, 1, 1)
+                if x is None:  # no step yet: empty, of the features' spatial size
+                    side = model.config.input_size >> len(self._blocks)  # each pool halves
+                    return torch.empty(model.embedding_dim, 0, side, side)
         out = x[0].cpu()  # (D, n, H', W')
         self.steps += out.shape[1]
         return out

@@ -153,13 +153,28 @@ class AffectTrajectory:
     @classmethod
     def read_csv(cls, path: str | Path, level: float = 0.9, stage: str = "smoothed"
                  ) -> AffectTrajectory:
-        """Read a file written by :meth:`to_csv` (the file does not store level and stage)."""
-        with open(path, newline="") as handle:
+        """Read a file written by :meth:`to_csv` (the file does not store level and stage).
+
+        Raises:
+            CoreAffectError: The file is not such a file: its header, or the line of a row
+                that is not as wide as the header or holds a cell that is not a number.
+        """
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
             header = next(reader, None)
-            rows = [[float(x) if x != "" else math.nan for x in row] for row in reader]
-        if header is None or header[:11] != cls._fields_csv():
-            raise CoreAffectError(f"{path}: not a coreaffect trajectory (header {header})")
+            if header is None or header[:11] != cls._fields_csv():
+                shown = "none" if header is None else repr(",".join(header)[:80])
+                raise CoreAffectError(f"{path}: not a coreaffect trajectory (its header is "
+                                      f"{shown}, not {','.join(cls._fields_csv())},...)")
+            rows = []
+            for row in reader:
+                if len(row) != len(header):
+                    raise CoreAffectError(f"{path}: line {reader.line_num}: {len(row)} cells, "
+                                          f"the header names {len(header)}")
+                try:
+                    rows.append([float(x) if x != "" else math.nan for x in row])
+                except ValueError as err:
+                    raise CoreAffectError(f"{path}: line {reader.line_num}: {err}") from None
         data = np.array(rows, dtype=np.float64).reshape(len(rows), len(header))
         pair = lambda a, b: data[:, [a, b]]  # noqa: E731 - (T, 2) from two columns
         return cls(data[:, 1], data[:, 0].astype(np.int64), pair(2, 3), pair(8, 9), pair(4, 6),

@@ -266,6 +266,13 @@ def test_fit_is_deterministic(manifold):
     b = HiddenRoutePrior(manifold, hidden=8, num_steps=15).fit(e, labels)
     assert torch.equal(a(e).loc, b(e).loc)
     assert a.loss_history_ == b.loss_history_
+    before = a(e).loc
+    for bad in (torch.full((200, 2), math.nan), boomerang(201, 14)):  # NaN labels; a length
+        with pytest.raises(CoreAffectError, match="NaN|same length"):
+            a.fit(e, bad)
+        assert torch.equal(a(e).loc, before)  # a refused refit keeps the fit
+    wider = AffectEstimate(e.mean, e.var, torch.randn(200, 3))
+    assert a.fit(wider, labels)(wider).loc.shape == (200, 2)  # refitting to a new width
 
 
 @BOTH_PRIORS

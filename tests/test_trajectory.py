@@ -59,6 +59,18 @@ def test_read_csv_names_a_file_that_is_not_a_trajectory(tmp_path):
     path.write_text("time,valence,arousal\n0,0.1,0.2\n")
     with pytest.raises(CoreAffectError, match="labels.csv"):
         AffectTrajectory.read_csv(path)
+    for text in ("video,time\nsynth000,0.1\n", "0;u1;v1;valence;0.1\n", ""):  # DANTE, empty
+        path.write_text(text)
+        with pytest.raises(CoreAffectError, match="labels.csv: not a coreaffect trajectory"):
+            AffectTrajectory.read_csv(path)
+    good = _trajectory().to_csv(tmp_path / "t.csv").read_text().splitlines()
+    header, first = good[0], good[1]
+    for row, problem in [(first.rsplit(",", 1)[0], r"line 2: \d+ cells, the header names"),
+                         ("x," + first.split(",", 1)[1],
+                          "line 2: could not convert string to float: 'x'")]:
+        path.write_text(f"{header}\n{row}\n")
+        with pytest.raises(CoreAffectError, match=f"labels.csv: {problem}"):
+            AffectTrajectory.read_csv(path)
 
 
 def test_rows_are_the_frames_in_order():
