@@ -705,7 +705,8 @@ class CoreAffect:
 
         last: tuple[int, float] | None = None  # index and time of the previous frame
         for count, (image, time, index) in enumerate(frames):
-            index, time = count if index is None else index, float(time)
+            index = count if index is None else index
+            time = _frame_time(index, time, None if last is None else last[1])
             image = np.asarray(image)
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise CoreAffectError(f"frame {index}: images must be (H, W, 3) uint8 RGB, got "
@@ -732,6 +733,26 @@ class CoreAffect:
             return
         for item in source:
             yield item[0], item[1], item.index if isinstance(item, Frame) else None
+
+
+def _frame_time(index: int, time: Any, previous: float | None) -> float:
+    """A streamed frame's time in seconds, checked on arrival: a finite number after the
+    previous frame's (``None`` for the first frame).
+
+    Raises:
+        CoreAffectError: Naming the frame, before any row that depends on it is yielded.
+    """
+    try:
+        value = float(time)
+    except (TypeError, ValueError):
+        raise CoreAffectError(f"frame {index}: its time must be a number of seconds, got "
+                              f"{time!r}") from None
+    if not math.isfinite(value):
+        raise CoreAffectError(f"frame {index}: its time must be finite, got {value}")
+    if previous is not None and not value > previous:
+        raise CoreAffectError(f"frame {index}: time {value:g} s does not follow the previous "
+                              f"frame's {previous:g} s (times must increase)")
+    return value
 
 
 def load_run(run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:

@@ -269,6 +269,20 @@ def test_stream_refuses_frames_that_are_not_uint8_rgb(affect, tiny):
         list(affect.stream([(frames[0][0][..., 0], 0.0)]))  # one channel
 
 
+@pytest.mark.parametrize("bad, problem", [(0.4, "time 0.4 s does not follow the previous "
+                                                 "frame's 1.16 s"),
+                                         (float("nan"), "must be finite, got nan"),
+                                         (None, "must be a number of seconds, got None")])
+def test_stream_checks_each_time_as_its_frame_arrives(affect, tiny, bad, problem):
+    with VideoSource(tiny.video()) as video:
+        frames = [(f.image, i * 0.04) for i, f in zip(range(40), video, strict=False)]
+    frames[30] = (frames[30][0], bad)
+    rows = []
+    with pytest.raises(CoreAffectError, match=f"frame 30: .*{problem}"):
+        rows.extend(affect.stream(frames))
+    assert len(rows) == 30 - affect.latency_frames  # the rows of frames before it, no more
+
+
 @pytest.mark.parametrize("level", [0.0, 1.0, 90, float("nan"), True, "0.9"])
 def test_every_entry_point_checks_the_level(affect, crops, level):
     for call in (lambda: affect.predict_crops(crops, level=level),
