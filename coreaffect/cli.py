@@ -510,7 +510,7 @@ def _bounded(kind: type, low: float, *, above: bool = False, below: float | None
     def parse(text: str) -> Any:
         value = kind(text)
         fits = (value > low if above else value >= low) and (below is None or value < below)
-        if not fits or not math.isfinite(value):  # NaN fits nothing
+        if not fits or (kind is float and not math.isfinite(value)):  # NaN fits nothing
             wanted = (f"in ({low:g}, {below:g})" if below is not None
                       else f"{'finite and ' * (kind is float)}{'>' if above else '>='} {low:g}")
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")

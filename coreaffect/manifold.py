@@ -401,11 +401,11 @@ class AffectManifold:
         The proposal is a defensive mixture (Hesterberg, 1995): ceil(S/2) draws from the encoder
         q(z | y) and the rest from p(z) = N(0, I), each weighed against the mixture
         ``r = (n_q q + n_p p) / S``. The encoder, trained on labels only, can miss the
-        posterior of a point far from them (by tens of nats at any S); the prior's share keeps
-        the estimate consistent there (where that posterior is a sliver, as the GP-LVM's off
-        the label band, a few nats of error remain at S = 65,536), and at S = 1 it is the
-        ELBO. exp of it is unbiased for
-        p(y); the log is a lower bound in expectation that tightens as S grows. The draws of
+        posterior of a point far from them (by tens of nats at any S); the prior's draws bound
+        every weight there (where that posterior is a sliver, as the GP-LVM's off the label
+        band, a few nats of error remain at S = 65,536), at the cost of more variance on the
+        labels. exp of it is unbiased for p(y); the log is low in expectation (the ELBO at
+        S = 1) and approaches log p(y) as S grows, not monotonically. The draws of
         all rows come from one seeded stream, (S, B, K) at once: the result is reproducible for
         a given seed and batch, and a row's estimate varies (by its Monte Carlo error) with its
         place in the batch. Independent draws per row keep the errors of a grid's rows

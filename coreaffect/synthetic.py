@@ -103,6 +103,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import os
 import shutil
@@ -179,7 +180,8 @@ class SynthConfig:
         width, height = self.frame_size
         for field in dataclasses.fields(self):  # before the checks: NaN passes comparisons
             value = getattr(self, field.name)
-            if not all(np.isfinite(v) for v in np.atleast_1d(value) if not isinstance(v, str)):
+            if not all(math.isfinite(v) for v in np.atleast_1d(value).tolist()
+                       if isinstance(v, float)):
                 raise CoreAffectError(f"SynthConfig: {field.name} must be finite, got {value}")
         checks = [
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
@@ -495,11 +497,13 @@ def _prepare(root: Path) -> Path:
     if root.exists() and not root.is_dir():
         raise CoreAffectError(f"{root}: exists and is not a folder")
     root.mkdir(parents=True, exist_ok=True)
-    for leftover in root.glob(f"{_PARTIAL}*"):  # a write killed before it could clean up
-        shutil.rmtree(leftover, ignore_errors=True)
-    if any(root.iterdir()) and not (root / MANIFEST).is_file():
+    leftovers = list(root.glob(f"{_PARTIAL}*"))  # of a write killed before it could clean up
+    others = [p for p in root.iterdir() if p not in leftovers]
+    if others and not (root / MANIFEST).is_file():  # decided before anything is deleted
         raise CoreAffectError(f"{root}: folder is not empty and holds no synthetic corpus "
                               f"to replace; choose a new or empty folder")
+    for leftover in leftovers:
+        shutil.rmtree(leftover, ignore_errors=True)
     building = temporary_folder(root, _PARTIAL)
     for name in ("videos", "truth"):
         (building / name).mkdir()
@@ -507,9 +511,12 @@ def _prepare(root: Path) -> Path:
 
 
 def _swap_in(building: Path, root: Path) -> None:
-    """Replace the corpus in ``root`` (if any) by the one built in ``building``: its parts
-    first, its manifest last, so that ``root`` is a corpus :func:`_prepare` replaces at every
-    moment."""
+    """Replace the corpus in ``root`` (if any) by the one built in ``building``, so that
+    ``root`` holds a manifest, and is a folder :func:`_prepare` takes, at every moment after
+    the first move: an earlier corpus's manifest stays until the new one replaces it last; in
+    a folder without one, the new manifest moves first."""
+    if not (root / MANIFEST).exists():
+        os.replace(building / MANIFEST, root / MANIFEST)
     for name in _PARTS:
         old, new = root / name, building / name
         if old.is_dir():
@@ -518,7 +525,8 @@ def _swap_in(building: Path, root: Path) -> None:
             old.unlink(missing_ok=True)
         if new.exists():
             new.rename(old)
-    os.replace(building / MANIFEST, root / MANIFEST)
+    if (building / MANIFEST).exists():
+        os.replace(building / MANIFEST, root / MANIFEST)
     building.rmdir()
 
 

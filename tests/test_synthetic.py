@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -233,6 +234,30 @@ def test_a_failed_write_keeps_the_earlier_corpus_and_can_be_retried(tmp_path, mo
     with pytest.raises(KeyboardInterrupt):
         write_corpus(empty, _small(videos=3), workers=1)
     assert not any(empty.iterdir())
+    monkeypatch.undo()
+    mine = tmp_path / "mine"  # not a corpus: nothing in it is touched, dot-folders neither
+    (mine / ".partial-mywork").mkdir(parents=True)
+    (mine / ".partial-mywork" / "precious.txt").write_text("keep me")
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(CoreAffectError, match="not empty"):
+        write_corpus(mine, _small(videos=1), workers=1)
+    assert (mine / ".partial-mywork" / "precious.txt").read_text() == "keep me"
+
+
+def test_a_first_write_interrupted_while_moving_in_can_be_retried(tmp_path, monkeypatch):
+    moves = []
+
+    def interrupted(src, dst):
+        moves.append(Path(dst).name)
+        raise KeyboardInterrupt  # the first move into a folder without a corpus
+
+    monkeypatch.setattr(synthetic.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_corpus(tmp_path / "c", _small(videos=1), workers=1)
+    monkeypatch.undo()
+    assert moves == [MANIFEST]  # the manifest moves first: the folder is recognised as ours
+    again = write_corpus(tmp_path / "c", _small(videos=1), workers=1)
+    assert [r.id for r in discover(again.root)] == ["synth000"]
 
 
 # -- faces ----------------------------------------------------------------------------------
