@@ -676,6 +676,11 @@ def _same_id(video_id: object, clip: str) -> bool:
     return str(video_id).lstrip("0") == clip.lstrip("0")
 
 
+def _raters(root: Path) -> list[Path]:
+    """DANTE's rater folders ``<root>/<UserId>``, sorted; hidden folders (``.git``) are none."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations:
     path = path.absolute()
     if path.is_file() or any((path / name).is_file() for name in _DANTE_FILES):
@@ -686,13 +691,13 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
         _check_video(path, video, found)
     elif path.is_dir():
         root = path
-        available = {v.name: v for u in root.iterdir() if u.is_dir() for v in u.iterdir()
+        available = {v.name: v for u in _raters(root) for v in u.iterdir()
                      if any((v / name).is_file() for name in _DANTE_FILES)}
         found = _pick(root, available, video, "DANTE <UserId>/<video>/valence.csv")[0]
     else:
         raise AnnotationError(path, "no such file or folder")
     series = []
-    for user in sorted(p for p in root.iterdir() if p.is_dir()):
+    for user in _raters(root):
         files = [user / found / name for name in _DANTE_FILES]
         if (user / found).is_dir():
             for other in (user / found).iterdir():  # Valence.csv would go unread: say so

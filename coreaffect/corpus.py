@@ -20,6 +20,10 @@ format         layout under ``root`` (videos are matched to annotations by file 
 ``csv``        ``<video>.csv`` with header ``time,valence,arousal`` and the videos
 =============  ==========================================================================
 
+Hidden folders and files below ``root`` (names starting with ``.``: ``.git``, a synthetic
+corpus still being built in ``.partial-*``, macOS's ``._clip.mp4``) are skipped; ``root``
+itself may be hidden.
+
 Video files are those OpenCV decodes (``.mp4 .avi .mkv .mov .webm .mpg .mpeg .m4v .wmv .flv
 .ogv .ogg``);
 a frame folder is a folder of ``.png``/``.jpg``/``.jpeg``/``.bmp`` images. Suffixes and RECOLA's
@@ -205,6 +209,22 @@ class LabelledVideo(NamedTuple):
 # Discovery
 
 
+def _hidden(name: str) -> bool:
+    """Whether a file or folder is hidden, its name starting with ``.`` (``.git``, a corpus being
+    built in ``.partial-*``, macOS's ``._clip.mp4`` and ``.DS_Store``): never read as data."""
+    return name.startswith(".")
+
+
+def _below(root: Path) -> list[Path]:
+    """The files and folders below ``root``, sorted, without the hidden ones and anything in a
+    hidden folder (``root`` itself may be hidden)."""
+    found = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [name for name in subfolders if not _hidden(name)]  # not walked into
+        found += [Path(folder, name) for name in subfolders + files if not _hidden(name)]
+    return sorted(found)
+
+
 def _is_frame_folder(path: Path) -> bool:
     return path.is_dir() and any(is_frame_image(p) for p in path.iterdir())
 
@@ -212,7 +232,7 @@ def _is_frame_folder(path: Path) -> bool:
 def _index_videos(root: Path) -> dict[str, list[Path]]:
     """Video files and frame folders under ``root``, by stem (folder name)."""
     found: dict[str, list[Path]] = {}
-    for path in sorted(root.rglob("*")):
+    for path in _below(root):
         if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
             found.setdefault(path.stem, []).append(path)
         elif path.is_dir() and _is_frame_folder(path):
@@ -247,8 +267,7 @@ def _match_video(videos: dict[str, list[Path]], stems: Sequence[str], annotation
 
 def _flat_files(root: Path) -> list[Path]:
     """The ``.csv`` and ``.txt`` files under ``root`` (any case of the suffix), sorted."""
-    return sorted(p for p in root.rglob("*")
-                  if p.suffix.lower() in (".csv", ".txt") and p.is_file())
+    return [p for p in _below(root) if p.suffix.lower() in (".csv", ".txt") and p.is_file()]
 
 
 def _video_stems(stem: str) -> tuple[str, ...]:
@@ -356,16 +375,20 @@ def _is_dante_file(path: Path) -> bool:
 
 def _dimension_folders(root: Path) -> list[Path]:
     """RECOLA's ``arousal`` folders (any case) that have a ``valence`` sibling."""
-    return [p for p in sorted(root.rglob("*")) if p.name.lower() == "arousal" and p.is_dir()
+    return [p for p in _below(root) if p.name.lower() == "arousal" and p.is_dir()
             and any(q.name.lower() == "valence" and q.is_dir() for q in p.parent.iterdir())]
+
+
+def _afew_files(root: Path) -> list[Path]:
+    """AFEW-VA's ``NNN/NNN.json`` files under ``root``."""
+    return [p for p in _below(root) if p.suffix == ".json" and p.parent.name == p.stem]
 
 
 def _detect_layout(root: Path) -> str | None:
     """The format of a dataset root from its folder layout; ``None``: a one-file format."""
-    if any(p.parent.name == p.stem for p in root.rglob("*.json")):
+    if _afew_files(root):
         return "afew-va"
-    if any(_is_dante_file(p) for name in ("valence.csv", "arousal.csv")
-           for p in root.rglob(name)):
+    if any(_is_dante_file(p) for p in _below(root)):
         return "dante"
     if _dimension_folders(root):
         return "recola"
@@ -376,9 +399,9 @@ def _annotation_entries(root: Path, format: str, videos: dict[str, list[Path]],
                         flat: _FlatFiles | None = None) -> list[tuple[str, Path]]:
     """(video id, annotation path) pairs of a dataset root."""
     if format == "afew-va":
-        return [(p.stem, p) for p in sorted(root.rglob("*.json")) if p.parent.name == p.stem]
+        return [(p.stem, p) for p in _afew_files(root)]
     if format == "dante":
-        files = [p for name in ("valence.csv", "arousal.csv") for p in root.rglob(name)]
+        files = [p for p in _below(root) if _is_dante_file(p)]
         ids = sorted({p.parent.name for p in files})
         tops = {p.parent.parent.parent for p in files}
         if len(tops) != 1:
@@ -392,7 +415,7 @@ def _annotation_entries(root: Path, format: str, videos: dict[str, list[Path]],
             for dimension in sorted(p for p in folder.parent.iterdir()
                                     if p.is_dir() and p.name.lower() in ("arousal", "valence")):
                 for path in sorted(dimension.iterdir()):
-                    if path.suffix.lower() == ".csv" and path.is_file():
+                    if path.suffix.lower() == ".csv" and path.is_file() and not _hidden(path.name):
                         # the reader finds the other dimension's file, or names it missing
                         entries.setdefault((path.stem, folder.parent), path)
         return [(video, path) for (video, _), path in sorted(entries.items())]
@@ -403,7 +426,8 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
     """Find the recordings of a dataset laid out as its public release ships it.
 
     Args:
-        root: The dataset folder.
+        root: The dataset folder; hidden folders and files below it (names starting with ``.``)
+            are skipped.
         format: One of :data:`~coreaffect.annotations.FORMATS`, or ``"auto"`` to tell it from
             the layout.
 

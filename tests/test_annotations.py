@@ -90,6 +90,16 @@ def test_dante_file_or_video_folder_reads_every_rater_of_the_video(tmp_path):
     np.testing.assert_allclose(ann.values, [[0.9, 0.0], [0.9, 0.0]])
 
 
+def test_dante_hidden_folders_are_not_raters(tmp_path):
+    write_dante(tmp_path, "vid1", {"u1": ([0.0, 0.2], [0.0, 0.0]),
+                                   ".ipynb_checkpoints": ([0.9, 0.9], [0.9, 0.9])})
+    write_dante(tmp_path, "vid2", {".ipynb_checkpoints": ([0.9], [0.9])})
+    for path in (tmp_path, tmp_path / "u1" / "vid1"):
+        ann = read_annotations(path, "dante")
+        assert ann.video == "vid1" and ann.raters.shape == (1, 2, 2)
+        np.testing.assert_allclose(ann.values, [[0.0, 0.0], [0.2, 0.0]])
+
+
 def test_dante_unknown_or_ambiguous_video_lists_the_available_ones(tmp_path):
     write_dante(tmp_path, "vid1", {"u1": ([0.0], [0.0])})
     write_dante(tmp_path, "vid2", {"u1": ([0.0], [0.0])})

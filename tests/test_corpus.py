@@ -66,6 +66,49 @@ def test_a_folder_of_hidden_images_only_is_not_a_frame_folder(tmp_path):
         discover(root)
 
 
+def test_hidden_folders_below_the_root_are_not_read(tmp_path):
+    """A corpus being built in .partial-* inside the root (as `coreaffect synth` does) holds a
+    second copy of every video and annotation: it is not seen, at any depth."""
+    root = _csv_corpus(tmp_path / "data")
+    expected = discover(root)
+    _csv_corpus(root / ".partial-xyz")
+    (root / "sub" / ".ipynb_checkpoints").mkdir(parents=True)
+    _csv_corpus(root / "sub" / ".ipynb_checkpoints", ids=("a",))
+    assert discover(root) == expected
+
+
+def test_a_root_inside_or_named_as_a_hidden_folder_is_read(tmp_path):
+    (tmp_path / ".data").mkdir()
+    for root in (tmp_path / ".data" / "affwild", tmp_path / ".affwild"):
+        _csv_corpus(root, ids=("a", "b"))
+        _csv_corpus(root / ".partial-xyz", ids=("a",))
+        assert [r.id for r in discover(root)] == ["a", "b"]
+
+
+def _recola_corpus(root, dimensions):
+    """RECOLA's layout for one video ``a``: ``<dimension>/a.csv`` (value 0.1) and ``a.avi``."""
+    for dim in dimensions:
+        (root / dim).mkdir(parents=True)
+        (root / dim / "a.csv").write_text(
+            "time;FM1\n" + "".join(f"{i * 0.04:.2f};0.1\n" for i in range(30)))
+    _write_video(root / "a.avi")
+    return root
+
+
+def test_hidden_files_are_not_read(tmp_path):
+    """What a copy from a Mac leaves beside each file (._<name>, resource forks) and .DS_Store
+    are neither videos nor annotations, in a flat corpus or in RECOLA's folders."""
+    fork = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        "
+    root = _csv_corpus(tmp_path / "data", ids=("a", "b"))
+    for name in ("._a.avi", "._a.csv", "._b.avi", "._b.csv", ".DS_Store"):
+        (root / name).write_bytes(fork)
+    assert [r.id for r in discover(root)] == ["a", "b"]
+    recola = _recola_corpus(tmp_path / "recola", ("arousal", "valence"))
+    for path in ("arousal/._a.csv", "valence/._a.csv", "._a.avi"):
+        (recola / path).write_bytes(fork)
+    assert [(r.id, r.format) for r in discover(recola)] == [("a", "recola")]
+
+
 def test_a_broken_annotation_of_a_video_is_an_error_not_a_dropped_video(tmp_path):
     root = _csv_corpus(tmp_path / "data")
     text = (root / "b.csv").read_text()
@@ -171,13 +214,7 @@ def test_upper_case_suffixes_and_dimension_folders_are_found(tmp_path):
     root = _csv_corpus(tmp_path / "data", ids=("a", "b"))
     (root / "b.csv").rename(root / "b.CSV")
     assert [r.id for r in discover(root)] == ["a", "b"]
-    recola = tmp_path / "recola"
-    for dim in ("Arousal", "Valence"):
-        (recola / dim).mkdir(parents=True)
-        (recola / dim / "a.csv").write_text(
-            "time;FM1\n" + "".join(f"{i * 0.04:.2f};0.1\n" for i in range(30)))
-    _write_video(recola / "a.avi")
-    recording, = discover(recola)
+    recording, = discover(_recola_corpus(tmp_path / "recola", ("Arousal", "Valence")))
     assert (recording.id, recording.format) == ("a", "recola")
     np.testing.assert_allclose(recording.read_annotations().values, 0.1)
 

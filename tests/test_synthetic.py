@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -242,6 +243,13 @@ def test_a_failed_write_keeps_the_earlier_corpus_and_can_be_retried(tmp_path, mo
     with pytest.raises(CoreAffectError, match="not empty"):
         write_corpus(mine, _small(videos=1), workers=1)
     assert (mine / ".partial-mywork" / "precious.txt").read_text() == "keep me"
+
+
+def test_discover_passes_over_the_build_folder_a_killed_write_leaves(exact, tmp_path):
+    root = tmp_path / "c"
+    shutil.copytree(exact.root, root)
+    shutil.copytree(exact.root, root / ".partial-0123")  # killed before it could move in
+    assert [r.id for r in discover(root)] == exact.ids
 
 
 def test_a_first_write_interrupted_while_moving_in_can_be_retried(tmp_path, monkeypatch):
