@@ -5,6 +5,10 @@ The hidden route, the manifold, the prior and the pipeline take ``device`` as a 
 machine lacks is refused up front with a :class:`~coreaffect.errors.CoreAffectError` that says
 why, rather than by torch deep inside the first computation. Fits seed only the random
 generators of the device they compute on (:func:`seeded`), and give the caller's back.
+
+The networks (hidden route, manifold, prior) are built and compute in float32
+(``NETWORK_DTYPE``) whatever torch's default dtype is, so that a seed gives the same fit under
+either default; the dynamics compute in float64.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import torch
 from coreaffect.errors import CoreAffectError
 
 __all__ = ["check_device", "resolve_device", "seeded"]
+
+NETWORK_DTYPE = torch.float32  # the networks' dtype, whatever torch.get_default_dtype() is
 
 
 def check_device(device: torch.device | str) -> torch.device:

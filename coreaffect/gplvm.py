@@ -62,6 +62,7 @@ from pyro.infer import TraceMeanField_ELBO
 from pyro.nn import PyroParam
 from torch import Tensor
 
+from coreaffect.devices import NETWORK_DTYPE
 from coreaffect.pyro_modules import LocalPyroModule
 
 __all__ = ["RELEVANCE_RATIO", "GPDecoder", "fit_gplvm", "posterior_weights", "rbf",
@@ -88,12 +89,14 @@ class GPDecoder(LocalPyroModule):
 
     def __init__(self, n_latent: int, inducing_points: int, min_noise_scale: float) -> None:
         super().__init__()
-        self.register_buffer("inducing", torch.zeros(inducing_points, n_latent))
-        self.register_buffer("weights", torch.zeros(inducing_points, 2))
-        self.register_buffer("lengthscale", torch.ones(n_latent))
-        self.register_buffer("variance", torch.ones(()))
-        self.register_buffer("offset", torch.zeros(2))
-        self.noise_scale = PyroParam(torch.full((2,), max(_START_NOISES[0], 2 * min_noise_scale)),
+        like = {"dtype": NETWORK_DTYPE}
+        self.register_buffer("inducing", torch.zeros(inducing_points, n_latent, **like))
+        self.register_buffer("weights", torch.zeros(inducing_points, 2, **like))
+        self.register_buffer("lengthscale", torch.ones(n_latent, **like))
+        self.register_buffer("variance", torch.ones((), **like))
+        self.register_buffer("offset", torch.zeros(2, **like))
+        self.noise_scale = PyroParam(torch.full((2,), max(_START_NOISES[0], 2 * min_noise_scale),
+                                                **like),
                                      constraint=constraints.greater_than(min_noise_scale))
 
     def forward(self, z: Tensor) -> Tensor:
@@ -114,7 +117,7 @@ def _initial_latents(centred: Tensor, n_latent: int, generator: torch.Generator)
     _, singular, right = torch.linalg.svd(centred, full_matrices=False)
     scores = centred @ right.T / (singular / centred.shape[0] ** 0.5).clamp(min=1e-6)  # (N, 2)
     extra = 0.1 * torch.randn(centred.shape[0], max(0, n_latent - 2), generator=generator,
-                              device=centred.device)
+                              dtype=centred.dtype, device=centred.device)
     return torch.cat([scores[:, :n_latent], extra], 1)
 
 
@@ -195,10 +198,10 @@ def _fit_once(centred: Tensor, start: Tensor, inducing: Tensor, noise: float, nu
     noise sigma = ``noise``; the model and its negative ELBO per label after each step."""
     n_latent = start.shape[1]
     kernel = gp.kernels.RBF(input_dim=n_latent, variance=centred.var(0).mean(),
-                            lengthscale=torch.ones(n_latent, device=centred.device))
+                            lengthscale=centred.new_ones(n_latent))
     sparse = gp.models.SparseGPRegression(
         start.clone(), centred.T.contiguous(), kernel, inducing.clone(),
-        noise=torch.tensor(noise**2, device=centred.device), jitter=_JITTER)
+        noise=centred.new_tensor(noise**2), jitter=_JITTER)
     model = gp.models.GPLVM(sparse)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, num_steps,

@@ -139,7 +139,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from coreaffect.devices import check_device, resolve_device, seeded
+from coreaffect.devices import NETWORK_DTYPE, check_device, resolve_device, seeded
 from coreaffect.errors import CoreAffectError
 
 __all__ = ["MODELS", "AffectEstimate", "HiddenRouteNet", "ModelConfig", "check_device",
@@ -390,8 +390,8 @@ class _FrameLayerNorm(nn.Module):
 
     def __init__(self, channels: int, eps: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
+        self.weight = nn.Parameter(torch.ones(channels, dtype=NETWORK_DTYPE))
+        self.bias = nn.Parameter(torch.zeros(channels, dtype=NETWORK_DTYPE))
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
@@ -407,7 +407,7 @@ class _Block(nn.Sequential):
 
     def __init__(self, inputs: int, outputs: int, kernel: int, pool: int, eps: float) -> None:
         super().__init__(
-            nn.Conv3d(inputs, outputs, kernel, padding=kernel // 2),
+            nn.Conv3d(inputs, outputs, kernel, padding=kernel // 2, dtype=NETWORK_DTYPE),
             nn.ReLU(inplace=True),
             nn.MaxPool3d((pool, 2, 2)),
             _FrameLayerNorm(outputs, eps),
@@ -431,16 +431,15 @@ class HiddenRouteNet(nn.Module):
         super().__init__()
         self.config = config if config is not None else MODELS["paper"]
         cfg = self.config
-        self.register_buffer("pixel_mean", torch.tensor(cfg.mean).view(1, 3, 1, 1, 1),
-                             persistent=False)
-        self.register_buffer("pixel_std", torch.tensor(cfg.std).view(1, 3, 1, 1, 1),
-                             persistent=False)
+        for name, value in (("pixel_mean", cfg.mean), ("pixel_std", cfg.std)):
+            self.register_buffer(name, torch.tensor(value, dtype=NETWORK_DTYPE).view(1, 3, 1, 1, 1),
+                                 persistent=False)
         channels = (3, *cfg.widths)
         self.blocks = nn.Sequential(*[
             _Block(channels[i], channels[i + 1], cfg.kernel, cfg.temporal_pool[i], cfg.norm_eps)
             for i in range(len(cfg.widths))])
-        self.head = nn.Linear(cfg.widths[-1], 2)
-        self.var_head = nn.Linear(cfg.widths[-1], 2)
+        self.head = nn.Linear(cfg.widths[-1], 2, dtype=NETWORK_DTYPE)
+        self.var_head = nn.Linear(cfg.widths[-1], 2, dtype=NETWORK_DTYPE)
 
     @property
     def embedding_dim(self) -> int:
@@ -460,7 +459,7 @@ class HiddenRouteNet(nn.Module):
         """Run the trunk.
 
         Args:
-            video: (B, C, T, H, W) float RGB in [0, 1], C = 3, T >= the temporal stride S.
+            video: (B, C, T, H, W) float32 RGB in [0, 1], C = 3, T >= the temporal stride S.
 
         Returns:
             (B, D, T', H', W') with T' = T // S and H', W' halved once per block (floored); on
@@ -490,7 +489,7 @@ class HiddenRouteNet(nn.Module):
         """Estimate valence and arousal of clips.
 
         Args:
-            video: (B, C, T, H, W) float RGB in [0, 1]; trained with T = 16, H = W =
+            video: (B, C, T, H, W) float32 RGB in [0, 1]; trained with T = 16, H = W =
                 ``config.input_size``.
 
         Returns:

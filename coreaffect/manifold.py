@@ -68,7 +68,7 @@ from pyro.nn import PyroModule, PyroParam
 from torch import Tensor, nn
 
 from coreaffect.checkpoint import load_state, save_state
-from coreaffect.devices import check_device, seeded
+from coreaffect.devices import NETWORK_DTYPE, check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.gplvm import GPDecoder, fit_gplvm
 from coreaffect.pyro_modules import LocalPyroModule, local_params
@@ -94,9 +94,9 @@ def _generator(random_state: int | torch.Generator, device: torch.device) -> tor
 def _as_tensor(x: Any, name: str, device: torch.device) -> Tensor:
     """A float32 tensor on ``device`` from a tensor or array; a clear error otherwise."""
     if isinstance(x, Tensor):
-        return x.detach().to(device=device, dtype=torch.float32)
+        return x.detach().to(device=device, dtype=NETWORK_DTYPE)
     if isinstance(x, np.ndarray):
-        return torch.as_tensor(x, dtype=torch.float32, device=device)
+        return torch.as_tensor(x, dtype=NETWORK_DTYPE, device=device)
     raise CoreAffectError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
 
 
@@ -125,9 +125,9 @@ class _MLP(LocalPyroModule):
 
     def __init__(self, in_features: int, hidden: int, out_features: int) -> None:
         super().__init__()
-        self.layer1 = PyroModule[nn.Linear](in_features, hidden)
-        self.layer2 = PyroModule[nn.Linear](hidden, hidden)
-        self.layer3 = PyroModule[nn.Linear](hidden, out_features)
+        self.layer1 = PyroModule[nn.Linear](in_features, hidden, dtype=NETWORK_DTYPE)
+        self.layer2 = PyroModule[nn.Linear](hidden, hidden, dtype=NETWORK_DTYPE)
+        self.layer3 = PyroModule[nn.Linear](hidden, out_features, dtype=NETWORK_DTYPE)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layer3(torch.tanh(self.layer2(torch.tanh(self.layer1(x)))))
@@ -140,7 +140,7 @@ class _Decoder(LocalPyroModule):
         super().__init__()
         self.net = _MLP(n_latent, hidden, 2)
         # start the noise at a tenth of the label range: wide enough for early training
-        self.noise_scale = PyroParam(torch.full((2,), 0.1),
+        self.noise_scale = PyroParam(torch.full((2,), 0.1, dtype=NETWORK_DTYPE),
                                      constraint=constraints.greater_than(min_noise_scale))
 
     def forward(self, z: Tensor) -> Tensor:
@@ -427,7 +427,8 @@ class AffectManifold:
         gen = _generator(self.random_state if random_state is None else random_state,
                          self._device)
         loc, scale = q.base_dist.loc, q.base_dist.scale
-        eps = torch.randn((num_samples, *loc.shape), generator=gen, device=self._device)
+        eps = torch.randn((num_samples, *loc.shape), generator=gen, dtype=NETWORK_DTYPE,
+                          device=self._device)
         from_q = (num_samples + 1) // 2  # n_q draws from the encoder, then n_p from p(z)
         z = torch.cat([loc + scale * eps[:from_q], eps[from_q:]])  # (S, B, K)
         log_prior = dist.Normal(torch.zeros_like(z), 1.0).to_event(1).log_prob(z)  # (S, B)
@@ -454,12 +455,12 @@ class AffectManifold:
             raise CoreAffectError(f"n must be a positive integer, got {n!r}")
         gen = _generator(self.random_state if random_state is None else random_state,
                          self._device)
-        z = torch.randn((n, self.n_latent), generator=gen, device=self._device)
+        z = torch.randn((n, self.n_latent), generator=gen, dtype=NETWORK_DTYPE, device=self._device)
         p = self.decode(z)
         if not noise:
             return p.mean
         return p.mean + p.base_dist.scale * torch.randn(
-            (n, 2), generator=gen, device=self._device)
+            (n, 2), generator=gen, dtype=NETWORK_DTYPE, device=self._device)
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -525,7 +526,7 @@ def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS, 
         spread: ``None``, or L (B, K, K) and draws eps (S, K).
 
     Returns:
-        (B, K) latents within the radius, no gradient.
+        (B, K) latents within the radius, no gradient, float32 on the manifold's device.
     """
     def into_ball(z: Tensor) -> Tensor:
         return z * (_LATENT_RADIUS / z.norm(dim=-1, keepdim=True).clamp(min=1e-12)).clamp(max=1)
@@ -538,8 +539,12 @@ def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS, 
             return manifold._g(z[:, None, :] + (tril[:, None] @ eps[None, :, :, None])[..., 0]
                                ).mean(1)
 
+    y = _as_tensor(y, "y", manifold._device)
     if spread is not None:
-        spread = (spread[0].detach(), spread[1])
+        spread = (_as_tensor(spread[0], "L", manifold._device),
+                  _as_tensor(spread[1], "eps", manifold._device))
+    if start is not None:
+        start = _as_tensor(start, "start", manifold._device)
     z = into_ball(manifold.encode(y).mean if start is None else start).detach()
     out = decoded(z)  # (B, 2)
     eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)

@@ -116,7 +116,7 @@ from torch import Tensor, nn
 
 from coreaffect.calibration import check_level, variance_factor
 from coreaffect.checkpoint import load_state, save_state
-from coreaffect.devices import check_device, seeded
+from coreaffect.devices import NETWORK_DTYPE, check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate
 from coreaffect.manifold import (
@@ -376,8 +376,9 @@ class HiddenRoutePrior(LocalPyroModule):
         with local_params():
             self.net_ = _PriorNet(in_features, self.manifold.n_latent, self.hidden,
                                   self.min_scale).to(self._device)
-            self.register_buffer("feature_mean_", torch.zeros(in_features, device=self._device))
-            self.register_buffer("feature_scale_", torch.ones(in_features, device=self._device))
+            like = {"dtype": NETWORK_DTYPE, "device": self._device}
+            self.register_buffer("feature_mean_", torch.zeros(in_features, **like))
+            self.register_buffer("feature_scale_", torch.ones(in_features, **like))
 
     def _anchor(self, estimate: AffectEstimate) -> Tensor | None:
         """(B, K) g^-1(mean), the estimate's latent point (``None`` for a learned location)."""
@@ -534,7 +535,7 @@ class HiddenRoutePrior(LocalPyroModule):
         gen = _generator(self.random_state if random_state is None else random_state,
                          self._device)
         half = torch.randn(((count or self.num_samples) // 2, self.manifold.n_latent),
-                           generator=gen, device=self._device)
+                           generator=gen, dtype=NETWORK_DTYPE, device=self._device)
         return torch.cat([half, -half], 0)
 
     def _decoded(self, loc: Tensor, tril: Tensor, eps: Tensor) -> DecodedPrior:

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from coreaffect.devices import NETWORK_DTYPE
 from coreaffect.hidden_route import (
     AffectEstimate,
     HiddenRouteNet,
@@ -98,7 +99,7 @@ class IncrementalTrunk:
                 x = self._block(i, x, conv, pool, norm)
                 if x is None:  # no step yet: empty, of the features' spatial size
                     side = model.config.input_size >> len(self._blocks)  # each pool halves
-                    return torch.empty(model.embedding_dim, 0, side, side)
+                    return torch.empty(model.embedding_dim, 0, side, side, dtype=NETWORK_DTYPE)
         out = x[0].cpu()  # (D, n, H', W')
         self.steps += out.shape[1]
         return out

@@ -353,6 +353,36 @@ def test_segments_and_decoding_chunks_do_not_change_the_stages(tiny, affect, cro
                                        err_msg=f"{stage} {field}")
 
 
+@pytest.fixture(scope="module")
+def in_float32(affect, tiny):
+    """Every stage and the streamed rows of the tiny video under torch's float32 default; a
+    module fixture, so made before a test's float64 fixture switches the default."""
+    frames, _ = _first_frames(affect, tiny, 40)
+    return affect.stages_of(affect.crop(tiny.video())), list(affect.stream(frames))
+
+
+def _same_stages(got, want):
+    for stage, trajectory in want.items():
+        for name in ("mean", "lower", "upper", "latent_mean"):
+            np.testing.assert_array_equal(getattr(got[stage], name), getattr(trajectory, name),
+                                          err_msg=f"{stage} {name}")
+
+
+def test_a_float64_default_dtype_changes_nothing(affect, tiny, in_float32, float64, tmp_path):
+    # the networks are built and run in float32 whatever the default; the dynamics in float64
+    stages, rows = in_float32
+    frames, _ = _first_frames(affect, tiny, 40)
+    for pipeline in (affect, CoreAffect.load(tiny.run)):  # loaded before and after the switch
+        _same_stages(pipeline.stages_of(pipeline.crop(tiny.video())), stages)
+        streamed = list(pipeline.stream(frames))
+        assert [row[:-1] for row in streamed] == [row[:-1] for row in rows]
+        np.testing.assert_array_equal([row.latent_mean for row in streamed],
+                                      [row.latent_mean for row in rows])
+    retrained = tiny_run(tmp_path)  # the same seed: the same fits, to the last bit
+    again = CoreAffect.load(retrained.run)
+    _same_stages(again.stages_of(again.crop(retrained.video())), stages)
+
+
 def test_released_pages_keep_the_data(tmp_path):
     from coreaffect.pipeline import _release_pages
 

@@ -363,6 +363,7 @@ def test_preimage_decodes_back_to_points_inside_the_range(manifold):
     # exact but where g folds (a near-singular Jacobian), which a small fraction of draws hit
     assert error.quantile(0.95) < 1e-4 and error.max() < 0.05
     labels = boomerang(300, 16)  # near, not on, the learned curve: no worse than the encoder
+    assert torch.equal(preimage(manifold, labels.double()), preimage(manifold, labels.float()))
     miss = (manifold.decode(preimage(manifold, labels)).mean - labels).norm(dim=-1)
     start = (manifold.decode(manifold.encode(labels).mean).mean - labels).norm(dim=-1)
     assert (miss <= start + 1e-4).all() and miss.mean() < 0.8 * start.mean()
