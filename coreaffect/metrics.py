@@ -89,7 +89,8 @@ def rmse(y, mean) -> np.ndarray:
 
 def _constant(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Whether ``a`` takes one value on the frames of ``mask`` (reduces the last axis)."""
-    return np.where(mask, a, -np.inf).max(-1) == np.where(mask, a, np.inf).min(-1)
+    high = np.where(mask, a, -np.inf).max(-1, initial=-np.inf)
+    return high == np.where(mask, a, np.inf).min(-1, initial=np.inf)
 
 
 def _moments(y: np.ndarray, x: np.ndarray):
@@ -133,16 +134,19 @@ def sagr(y, mean) -> np.ndarray:
 
 
 def gaussian_nll(y, mean, var) -> np.ndarray:
-    """Mean Gaussian negative log-likelihood (nats) of ``y`` under N(mean, var)."""
+    """Mean Gaussian negative log-likelihood (nats) of ``y`` under N(mean, var); a variance of 0
+    is a point mass (+inf off its point, -inf on it)."""
     y, mean, var = _as_numpy(y, mean, var)
     mask = _valid(y, mean, var)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         nll = 0.5 * (np.log(2 * math.pi * var) + (y - mean) ** 2 / var)
+        nll = np.where(var == 0, np.where(y == mean, -np.inf, np.inf), nll)
     return _masked_mean(nll, mask)
 
 
 def crps_gaussian(y, mean, var) -> np.ndarray:
-    """Mean continuous ranked probability score of N(mean, var) at ``y`` (lower is better)."""
+    """Mean continuous ranked probability score of N(mean, var) at ``y`` (lower is better); a
+    variance of 0 is a point forecast, whose score is ``|y - mean|``."""
     y, mean, var = _as_numpy(y, mean, var)
     mask = _valid(y, mean, var)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -151,6 +155,7 @@ def crps_gaussian(y, mean, var) -> np.ndarray:
         pdf = np.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
         cdf = 0.5 * (1 + erf(z / math.sqrt(2)))
         score = sd * (z * (2 * cdf - 1) + 2 * pdf - 1 / math.sqrt(math.pi))
+        score = np.where(var == 0, np.abs(y - mean), score)
     return _masked_mean(score, mask)
 
 
@@ -226,7 +231,8 @@ def _own_bands(videos: Sequence[str], means: list[np.ndarray], variances: list[n
                bands: Mapping[float, tuple[Sequence, Sequence]]
                ) -> dict[str, tuple[list[np.ndarray], list[np.ndarray]]]:
     """``{coverage metric: (lowers, uppers)}`` from ``{level: (lowers, uppers)}``, checked, NaN
-    where the variance is (every probabilistic metric is scored on the same frames)."""
+    where the variance is (every probabilistic metric is scored on the same frames, so a band
+    must be defined wherever the estimate and its variance are)."""
     if variances is None:
         raise ValueError("bands need variances: coverage is scored where they are defined")
     out = {}
@@ -242,6 +248,10 @@ def _own_bands(videos: Sequence[str], means: list[np.ndarray], variances: list[n
                 raise ValueError(f"video {videos[i]}: bands {low.shape} and {up.shape} must "
                                  f"have the estimate's shape {means[i].shape}")
             gone = np.isnan(variances[i]) | np.isnan(means[i])
+            missing = int((~gone & (np.isnan(low) | np.isnan(up))).sum())
+            if missing:
+                raise ValueError(f"video {videos[i]}: the band at {level:g} is NaN at {missing} "
+                                 "value(s) where the estimate and its variance are defined")
             lowers[i], uppers[i] = np.where(gone, np.nan, low), np.where(gone, np.nan, up)
         out[name] = (lowers, uppers)
     return out
@@ -261,7 +271,8 @@ def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
         bands: The estimates' own central bands, ``{level: (lowers, uppers)}`` with N arrays
             (T_i, 2) each: the coverage at such a level (of :data:`COVERAGE_LEVELS`) is theirs
             (:func:`band_coverage`), not the Gaussian interval's, on the same frames (those
-            with a variance). Needs ``variances``.
+            with a variance). Needs ``variances``; a band that is NaN where the estimate and
+            its variance are defined is refused.
 
     Returns:
         The :class:`MetricTable`.

@@ -100,11 +100,13 @@ def test_pooled_correlations_stay_exact_far_from_zero():
 
 
 def test_an_undefined_video_metric_counts_only_where_that_video_is_drawn():
-    # a zero variance with a nonzero error makes that frame's NLL -inf + inf, NaN, as it is on
-    # the concatenated frames; resamples without that video stay finite and exact
+    # zero variances, one with a nonzero error (NLL +inf) and one without (-inf), make that
+    # video's mean NLL NaN, as it is on the concatenated frames; resamples without that video
+    # stay finite and exact
     rng = np.random.default_rng(4)
     truths, means, variances = _videos(rng, 3, missing=False)
-    variances[2][0, 0] = 0.0
+    variances[2][:2, 0] = 0.0
+    means[2][1, 0] = truths[2][1, 0]
     counts = np.array([[1, 2, 0], [0, 0, 3], [1, 1, 1]])
     _, pooled = resampled_metrics(truths, means, variances, counts)
     assert np.isfinite(pooled["nll"][0]).all()

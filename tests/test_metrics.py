@@ -64,6 +64,21 @@ def test_gaussian_nll_matches_scipy():
     assert metrics.gaussian_nll(y, m, v) == pytest.approx(expected)
 
 
+def test_empty_series_and_point_forecasts():
+    for fn in (metrics.ccc, metrics.pcc, metrics.rmse, metrics.sagr):
+        assert np.isnan(fn([], []))  # no frame: undefined, not an error
+    assert np.isnan(metrics.ccc([np.nan, 0.2], [0.1, np.nan]))
+    # var = 0 is the limit of N(mean, var) as var -> 0: a point mass
+    y, m, v = np.array([1.0, 0.5, -0.2]), np.array([0.0, 0.5, 0.3]), np.zeros(3)
+    np.testing.assert_array_equal(metrics.crps_gaussian(y[:, None], m[:, None], v[:, None]),
+                                  [1.0, 0.0, 0.5])
+    for small in (1e-8, 1e-12):  # continuous at 0
+        np.testing.assert_allclose(metrics.crps_gaussian(y, m, np.full(3, small)),
+                                   np.abs(y - m).mean(), atol=np.sqrt(small))
+    assert metrics.gaussian_nll(y[:1], m[:1], v[:1]) == np.inf
+    assert metrics.gaussian_nll(y[1:2], m[1:2], v[1:2]) == -np.inf
+
+
 def test_crps_matches_numerical_integral():
     y, m, v = 0.3, -0.1, 0.09
     sd = np.sqrt(v)
@@ -162,3 +177,6 @@ def test_evaluate_videos_scores_coverage_on_the_estimates_own_bands():
     with pytest.raises(ValueError, match="shape"):
         metrics.evaluate_videos(["a", "b"], truths, means, variances,
                                 {0.9: ([x[:3] for x in lowers], uppers)})
+    lowers[0][7, 1] = np.nan  # a band missing where the variance is not: other frames
+    with pytest.raises(ValueError, match="video a: the band at 0.9 is NaN at 1 value"):
+        metrics.evaluate_videos(["a", "b"], truths, means, variances, {0.9: (lowers, uppers)})
