@@ -490,6 +490,14 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
     return recordings
 
 
+def _video_of(recording: Recording) -> str:
+    """The video a recording is of: its id, without Aff-Wild2's ``_left`` or ``_right`` (the two
+    people of one video, in one file or in two frame folders)."""
+    if recording.format == "aff-wild2" and recording.id.endswith(("_left", "_right")):
+        return recording.id.rsplit("_", 1)[0]
+    return recording.id
+
+
 def split_recordings(recordings: Sequence[Recording], n_test: int | None = None, *,
                      test_fraction: float = 10 / 23, seed: int = 0
                      ) -> tuple[list[Recording], list[Recording]]:
@@ -497,8 +505,8 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
 
     The recordings are sorted by id and shuffled with ``seed``, so the split depends only on the
     ids and the seed, not on the order of discovery. The default fraction is the paper's protocol
-    (10 test videos of 23). Recordings of one video (Aff-Wild2's ``_left`` and ``_right``) are
-    shuffled as one unit and land on the same side, so that no frame of a test video is seen in
+    (10 test videos of 23). Recordings of one video (Aff-Wild2's ``_left`` and ``_right``, of one
+    video file or of two frame folders) are shuffled as one unit and land on the same side, so that no frame of a test video is seen in
     training; the test side then holds one more than ``n_test`` when a pair completes it, and a
     pair is passed over where it would leave no recording on the other side.
 
@@ -516,9 +524,9 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
         n_test = round(test_fraction * len(ordered))
     if not 0 <= n_test <= len(ordered):
         raise CoreAffectError(f"cannot hold out {n_test} of {len(ordered)} recordings")
-    units: dict[Path, list[Recording]] = {}  # the recordings of each video, in id order
+    units: dict[str, list[Recording]] = {}  # the recordings of each video, in id order
     for recording in ordered:
-        units.setdefault(recording.video, []).append(recording)
+        units.setdefault(_video_of(recording), []).append(recording)
     shuffled = list(units.values())
     random.Random(seed).shuffle(shuffled)  # one recording per video: the same as shuffling ids
     test_ids: set[str] = set()

@@ -366,6 +366,9 @@ def test_discover_aff_wild2_left_right_and_cropped_frames(tmp_path):
     _write_frames(root / "cropped_aligned" / "w", n=12, start=1, suffix=".jpg")
     (root / "annotations" / "w.txt").write_text("valence,arousal\n" + "0.3,-5\n" * 12)
     (root / "annotations" / "v_right.txt").write_text("valence,arousal\n" + "0.5,0.2\n" * 30)
+    for side in ("x_left", "x_right"):  # the two people of video x, in frame folders of their own
+        _write_frames(root / "cropped_aligned" / side, n=12, start=1, suffix=".jpg")
+        (root / "annotations" / f"{side}.txt").write_text("valence,arousal\n" + "0.1,0.1\n" * 12)
     recordings = {r.id: r for r in discover(root)}
     assert recordings["v_left"].video == recordings["v_right"].video == root / "v.avi"
     assert (recordings["v_left"].side, recordings["v_right"].side) == ("left", "right")
@@ -375,14 +378,15 @@ def test_discover_aff_wild2_left_right_and_cropped_frames(tmp_path):
     assert cache.key(recordings["v_left"]) != cache.key(recordings["v_right"])
     with pytest.raises(CoreAffectError, match=r"v\.avi: recording 'v_left' .* face detector"):
         recordings["v_left"].faces(NONE)
+    assert recordings["x_left"].side is None and recordings["x_left"].video.is_dir()
     for seed in range(6):  # the two people of a video are never split, nor a side emptied
-        for n_test in (1, 2):
+        for n_test in (1, 2, 3):
             train, test = split_recordings(list(recordings.values()), n_test=n_test, seed=seed)
-            sides = [{r.id for r in part} & {"v_left", "v_right"} for part in (train, test)]
-            assert {"v_left", "v_right"} in sides and train and test
-            rest, val = split_recordings(train, n_test=len(train) - 1, seed=seed)
-            assert rest and ({"v_left", "v_right"} <= {r.id for r in rest}
-                             or not {"v_left", "v_right"} & {r.id for r in rest})
+            assert train and test
+            for pair in ({"v_left", "v_right"}, {"x_left", "x_right"}):
+                assert pair in [{r.id for r in part} & pair for part in (train, test)]
+                rest, val = split_recordings(train, n_test=len(train) - 1, seed=seed)
+                assert rest and (pair <= {r.id for r in rest} or not pair & {r.id for r in rest})
     video = load_recording(recordings["w"], DataConfig(faces=NONE))
     assert video.crops.indices[0] == 0 and len(video.labels) == 12
     assert np.isnan(video.labels[:, 1]).all() and np.allclose(video.labels[:, 0], 0.3)
