@@ -17,6 +17,7 @@ A *run directory* holds what ``coreaffect train`` fits, one component per pair o
                                  ``--resume`` continues from (:mod:`coreaffect.training`; the
                                  optimizer's state is read back with ``weights_only=True``)
       crops/                     the face-crop cache, unless another folder was given
+      .lock                      held by the training writing the run (:func:`exclusive`)
 
 Each component is saved by :func:`save_state` and read by :func:`load_state`. Writes are atomic
 (a temporary file in the same folder, flushed to disk, then renamed over the target), and a save
@@ -32,10 +33,13 @@ incompatible version is refused with a message saying so.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +55,7 @@ from coreaffect.errors import CoreAffectError
 __all__ = [
     "FORMAT",
     "atomic_write",
+    "exclusive",
     "load_data_config",
     "load_model",
     "load_state",
@@ -79,6 +84,70 @@ def temporary_folder(parent: str | Path, prefix: str, suffix: str = "") -> Path:
         except FileExistsError:  # pragma: no cover - a clash of 64 random bits
             continue
         return path
+
+
+@contextmanager
+def exclusive(folder: str | Path, what: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` for the block, so that a second process writing the folder is
+    refused at once instead of mixing its files with the first's.
+
+    The lock is the operating system's (``flock``; ``msvcrt.locking`` on Windows) on that file:
+    a process that is killed lets go of it. The file is removed when the block ends, and the
+    folder too if it was made here and the block left nothing in it.
+
+    Args:
+        folder: The folder.
+        what: What holds it, for the error message ("training").
+
+    Raises:
+        CoreAffectError: Another process holds the folder.
+    """
+    folder = Path(folder)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    try:
+        while True:
+            handle = open(lock, "a+b")  # noqa: SIM115 - held until the block ends
+            try:
+                _lock(handle.fileno())
+            except OSError:
+                handle.close()
+                raise CoreAffectError(f"{folder}: another {what} is writing this folder; wait "
+                                      "for it to end, or choose another folder") from None
+            if lock.exists() and os.path.samestat(os.fstat(handle.fileno()), lock.stat()):
+                break
+            handle.close()  # the holder removed this file as we opened it: take the new one
+        try:
+            yield
+        finally:
+            _unlock(handle, lock)
+    finally:
+        if created and not any(folder.iterdir()):
+            folder.rmdir()
+
+
+def _lock(descriptor: int) -> None:
+    """Take an exclusive lock on an open file at once, or raise OSError; closing it lets go."""
+    if os.name == "nt":  # pragma: no cover - Windows
+        import msvcrt
+
+        msvcrt.locking(descriptor, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _unlock(handle: Any, path: Path) -> None:
+    """Remove a held lock file and let go of it."""
+    if os.name == "nt":  # pragma: no cover - Windows removes no open file: let go first
+        handle.close()
+        with contextlib.suppress(OSError):  # another process has it open: it stays
+            path.unlink()
+        return
+    path.unlink()  # while held: whoever opens the path next makes a new file
+    handle.close()
 
 
 def atomic_write(path: str | Path, data: bytes | str) -> None:

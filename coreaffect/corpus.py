@@ -506,9 +506,10 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
     The recordings are sorted by id and shuffled with ``seed``, so the split depends only on the
     ids and the seed, not on the order of discovery. The default fraction is the paper's protocol
     (10 test videos of 23). Recordings of one video (Aff-Wild2's ``_left`` and ``_right``, of one
-    video file or of two frame folders) are shuffled as one unit and land on the same side, so that no frame of a test video is seen in
-    training; the test side then holds one more than ``n_test`` when a pair completes it, and a
-    pair is passed over where it would leave no recording on the other side.
+    video file or of two frame folders) are shuffled as one unit and land on the same side, so
+    that no frame of a test video is seen in training; the test side then holds one more than
+    ``n_test`` when a pair completes it, and a pair is passed over where it would leave no
+    recording on the other side.
 
     Args:
         recordings: The corpus.

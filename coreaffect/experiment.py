@@ -27,7 +27,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from coreaffect.checkpoint import atomic_write, load_data_config, load_model, temporary_folder
+from coreaffect.checkpoint import (
+    atomic_write,
+    exclusive,
+    load_data_config,
+    load_model,
+    temporary_folder,
+)
 from coreaffect.clips import ClipDataset
 from coreaffect.config import DataConfig
 from coreaffect.corpus import (
@@ -90,7 +96,12 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     ``run`` must be new, empty, or hold nothing but a face-crop cache (``crops/``) and what a
     training that failed before its first epoch ended left (``split.json``, an empty
     ``training/``), unless ``resume`` continues the run there or ``overwrite`` replaces it; files
-    that are not part of a run are never removed, and a folder holding any is refused.
+    that are not part of a run are never removed, and a folder holding any is refused. One
+    training at a time writes a run directory (it holds ``RUN/.lock``; a second is refused).
+
+    A training that fails (an error, Ctrl-C) leaves no part of the later stages: a fresh run
+    keeps its hidden route, to be resumed; ``overwrite`` puts back the run it found; ``resume``
+    puts back the run's later stages if the network they were fitted to is unchanged.
 
     Args:
         data: Dataset folder (see :func:`~coreaffect.corpus.discover`).
@@ -111,8 +122,10 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
             the labels shifted by its annotators' mean delay, :func:`~coreaffect.synthetic.
             annotation_delay`).
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
-        resume: Continue an interrupted run. The later stages of the run there, if any, are
-            replaced: they belong to the network that training goes on to change.
+        resume: Continue an interrupted run from its ``training/`` state, with its data
+            settings (unless ``data_config`` is given, which must then be the same). The later
+            stages of the run there, if any, are replaced: they belong to the network that
+            training goes on to change.
         overwrite: Replace the run there (not its crop cache). Replaced files are set aside
             while training runs, removed when it succeeds and put back when it fails.
         fit_prior: Also fit manifold, prior and dynamics
@@ -130,9 +143,27 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
     if fit_settings is not None:
         check_settings(fit_settings)
     run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise CoreAffectError(f"{run}: exists and is not a folder")
+    with exclusive(run, "training"):
+        return _train_run(data, run, format, preset, epochs, max_minutes, device, seed,
+                          test_videos, val_videos, validate_every, data_config, cache, resume,
+                          overwrite, fit_prior, fit_settings, progress)
+
+
+def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: int | None,
+               max_minutes: float | None, device: str, seed: int, test_videos: int | None,
+               val_videos: int | None, validate_every: int,
+               data_config: DataConfig | str | Path | None, cache: str | Path | None,
+               resume: bool, overwrite: bool, fit_prior: bool,
+               fit_settings: FitSettings | None, progress: bool) -> TrainResult:
+    """:func:`train_run` in a run directory it holds."""
     replaced = _prepare_run(run, resume=resume, overwrite=overwrite)
     size = MODELS[preset].input_size
-    config = data_settings(data, size, data_config)
+    if resume and data_config is None and (run / "hidden_route.json").exists():
+        config = load_data_config(run)  # go on with the settings the run was trained with
+    else:
+        config = data_settings(data, size, data_config)
     recordings = discover(data, format)
     train, test = split_recordings(recordings, test_videos, seed=seed)
     if not train:
@@ -154,7 +185,7 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
                               "data, format, seed and video counts")
     logger.info("%d training, %d validation, %d test videos", len(fit), len(val), len(test))
     why = "replaced" if overwrite else "fitted to the network that training goes on to change"
-    with _set_aside(run, replaced, why):
+    with _set_aside(run, replaced, why, replacing=overwrite):
         atomic_write(previous, json.dumps(split, indent=2) + "\n")
         crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                           config.video.chunk_size)
@@ -220,6 +251,18 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
         raise CoreAffectError(f"{run}: exists and is not a folder")
     if not run.exists():
         return []
+    kept = sorted(run.glob(".replaced-*"))
+    if kept:  # a training that set them aside was killed before it could put them back
+        raise CoreAffectError(f"{kept[0]}: holds files of the run that a training killed while "
+                              f"it ran had set aside (the earlier run, or its later stages); "
+                              f"move them back into {run} (replacing those there) or delete "
+                              "the folder")
+    if (resume and (run / "hidden_route.safetensors").exists()
+            and not (run / "training" / "last.json").exists()):
+        raise CoreAffectError(f"{run / 'training' / 'last.json'}: missing, so there is no "
+                              "training to go on with, and resuming would train the network "
+                              "there again from scratch; replace the run (--overwrite) or "
+                              "choose a new folder")
     known = {*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES, "crops"}
     other = sorted(p.name for p in run.iterdir()  # dot files: temporaries of interrupted saves
                    if p.name not in known and not p.name.startswith("."))
@@ -230,9 +273,11 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
     present = [name for name in (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES)
                if (run / name).exists()]
     if _failed_start(run, present):  # a training that failed before its first epoch ended
+        if "split.json" in present:
+            read_split(run, ("data", "seed"))  # coreaffect's own: a file of the user's is kept
         logger.info("%s: holds no network yet, only %s of a training that stopped early; "
                     "starting afresh", run, ", ".join(present))
-        return present
+        return []
     if present and not (resume or overwrite):
         raise CoreAffectError(f"{run}: already holds a run; resume it (--resume), replace it "
                               "(--overwrite), or choose a new folder")
@@ -253,28 +298,54 @@ def _trained(run: Path) -> bool:
 
 
 @contextmanager
-def _set_aside(run: Path, names: Sequence[str], why: str) -> Iterator[None]:
+def _set_aside(run: Path, names: Sequence[str], why: str, *, replacing: bool) -> Iterator[None]:
     """Move ``names`` of ``run`` into a hidden folder there for the block: deleted when the
-    block succeeds, put back (over anything it wrote under those names) when it fails, so that
-    a failed training leaves the run it found."""
-    if not names:
-        yield
-        return
-    aside = temporary_folder(run, ".replaced-")
+    block succeeds, put back when it fails.
+
+    A failed block leaves the run it found, as far as that still holds together: what it wrote
+    of the later stages is removed (a part of them would load as a run without its dynamics),
+    and, when ``replacing`` (the whole run was set aside), what it wrote of the hidden route
+    too; otherwise the hidden route's training stays, to be resumed, and later stages set aside
+    come back only if the network they were fitted to is still there.
+    """
+    network = _network_stamp(run)
+    aside = temporary_folder(run, ".replaced-") if names else None
     for name in names:
         os.replace(run / name, aside / name)
-    logger.info("%s: %s of the run there are set aside (%s), and removed once training "
-                "succeeds", run, ", ".join(names), why)
+    if names:
+        logger.info("%s: %s of the run there are set aside (%s), and removed once training "
+                    "succeeds", run, ", ".join(names), why)
     try:
         yield
     except BaseException:
-        for name in names:
+        for name in (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES) if replacing else \
+                _LATER_STAGE_FILES:
             _remove(run / name)
+        back = list(names)
+        if not replacing and _network_stamp(run) != network:
+            back = [name for name in names if name not in _LATER_STAGE_FILES]
+            if back != list(names):
+                logger.warning("%s: training changed the network, so the later stages fitted "
+                               "to the earlier one are removed; resume to fit them again", run)
+        for name in back:
             os.replace(aside / name, run / name)
-        shutil.rmtree(aside)
-        logger.warning("%s: training failed; the files set aside are back", run)
+        if aside is not None:
+            shutil.rmtree(aside)
+        if back:
+            logger.warning("%s: training failed; the files set aside are back", run)
         raise
-    shutil.rmtree(aside)
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+def _network_stamp(run: Path) -> tuple[int, int, int] | None:
+    """Identity of the run's network file (inode, size, change time): it is replaced whole,
+    never written in place, so a new network has a new stamp; ``None`` without one."""
+    try:
+        stat = (run / "hidden_route.safetensors").stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _remove(path: Path) -> None:

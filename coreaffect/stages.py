@@ -76,9 +76,9 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from coreaffect.calibration import halfwidth_factors, write_bands
+from coreaffect.calibration import check_level, halfwidth_factors, write_bands
 from coreaffect.checkpoint import atomic_write
-from coreaffect.config import DataConfig
+from coreaffect.config import DataConfig, _check_choice, _check_float, _check_int
 from coreaffect.corpus import LabelledVideo
 from coreaffect.dynamics import AffectObservations, CoreAffectDynamics
 from coreaffect.errors import CoreAffectError
@@ -280,12 +280,27 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
 
 def check_settings(settings: FitSettings) -> None:
     """Fail early, before any training, on settings the fit would reject late."""
-    lag = settings.lag
-    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
-        raise CoreAffectError(f"FitSettings.lag must be an integer >= 0 (frames), got {lag!r}")
-    if settings.manifold_backend not in MANIFOLD_BACKENDS:
-        raise CoreAffectError(f"FitSettings.manifold_backend must be one of {MANIFOLD_BACKENDS}, "
-                              f"got {settings.manifold_backend!r}")
+    section = "FitSettings"
+    for name in ("label_step", "pair_step", "max_calibration_pairs", "manifold_steps",
+                 "prior_steps", "batch_size", "dynamics_step", "dynamics_iter", "band_step"):
+        _check_int(settings, section, name, 1)
+    _check_int(settings, section, "lag", 0)
+    _check_choice(settings, section, "manifold_backend", MANIFOLD_BACKENDS)
+    _check_float(settings, section, "level", "a probability in (0, 1)", lambda v: 0 < v < 1)
+    levels, grid = settings.calibration_levels, settings.noise_grid
+    try:
+        if not isinstance(levels, tuple) or not levels:
+            raise CoreAffectError("no level")
+        for level in levels:
+            check_level(level)
+    except CoreAffectError:
+        raise CoreAffectError(f"{section}.calibration_levels must be a tuple of at least one "
+                              f"probability in (0, 1), got {levels!r}") from None
+    if not isinstance(grid, tuple) or not all(
+            not isinstance(s, bool) and isinstance(s, (int, float)) and math.isfinite(s) and s > 0
+            for s in grid):
+        raise CoreAffectError(f"{section}.noise_grid must be a tuple of positive numbers, got "
+                              f"{grid!r}")
 
 
 def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[LabelledVideo],

@@ -73,10 +73,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import io
 import json
 import logging
 import math
+import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,12 +90,18 @@ from torch.utils.data import DataLoader
 
 from coreaffect.checkpoint import atomic_write, load_model, load_state, save_model, save_state
 from coreaffect.clips import Clip, ClipDataset, Sequence
-from coreaffect.config import ClipConfig, DataConfig
+from coreaffect.config import ClipConfig, DataConfig, _check_choice, _check_float, _check_int
 from coreaffect.corpus import LabelledVideo
 from coreaffect.devices import check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import evaluate_hidden_route
-from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, ModelConfig, create_model
+from coreaffect.hidden_route import (
+    MODELS,
+    AffectEstimate,
+    HiddenRouteNet,
+    ModelConfig,
+    create_model,
+)
 
 __all__ = ["TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates",
            "train_hidden_route"]
@@ -101,6 +109,7 @@ __all__ = ["TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates"
 logger = logging.getLogger(__name__)
 
 LOSSES = ("ccc", "nll", "beta-nll", "mse")
+_SEEDS = 2**64  # torch's generators take seeds below this
 
 
 @dataclass(frozen=True)
@@ -142,14 +151,19 @@ class TrainConfig:
     num_workers: int = 0  # clips come from a memory-mapped cache: workers rarely pay off
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise CoreAffectError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.mse_weight < 0:
-            raise CoreAffectError(f"mse_weight must be >= 0, got {self.mse_weight}")
-        if self.epochs < 1 or self.batch_size < 1 or self.validate_every < 1:
-            raise CoreAffectError("epochs, batch_size and validate_every must be >= 1")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise CoreAffectError(f"max_minutes must be positive, got {self.max_minutes}")
+        section = "TrainConfig"
+        _check_choice(self, section, "preset", tuple(MODELS))
+        _check_choice(self, section, "loss", LOSSES)
+        for name, minimum in (("epochs", 1), ("batch_size", 1), ("patience", 1),
+                              ("validate_every", 1), ("num_workers", 0), ("seed", 0)):
+            _check_int(self, section, name, minimum)
+        if self.seed >= _SEEDS:
+            raise CoreAffectError(f"{section}.seed must be below 2**64, got {self.seed}")
+        _check_float(self, section, "lr", "a positive number", lambda v: v > 0)
+        for name in ("weight_decay", "beta", "mse_weight"):
+            _check_float(self, section, name, "a number >= 0", lambda v: v >= 0)
+        _check_float(self, section, "max_minutes", "a positive number", lambda v: v > 0,
+                     optional=True)
 
 
 class TrainResult(NamedTuple):
@@ -311,9 +325,33 @@ def _write_log(directory: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _save_resume_state(directory: Path, model, optimizer, state: dict) -> None:
-    atomic_write(directory / "optimizer.pt", _torch_bytes({"optimizer": optimizer.state_dict()}))
+    """``last.*`` (weights and ``state``) and ``optimizer.pt``, whose hash ``last.json`` keeps:
+    an interruption between the two writes leaves a pair that :func:`_train` can tell apart."""
+    optimizer_bytes = _torch_bytes({"optimizer": optimizer.state_dict()})
+    atomic_write(directory / "optimizer.pt", optimizer_bytes)
     save_state(directory, "last", model.state_dict(),
-               {"model": model.config.to_dict(), **state})
+               {"model": model.config.to_dict(), **state,
+                "optimizer_sha256": hashlib.sha256(optimizer_bytes).hexdigest()})
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path, state: dict,
+                    device: str) -> None:
+    """Give ``optimizer`` the saved state that belongs to the saved weights; one saved with
+    other weights (an interruption between the two writes) is not used, with a warning."""
+    try:
+        data = path.read_bytes()
+        if state.get("optimizer_sha256", hashlib.sha256(data).hexdigest()) != \
+                hashlib.sha256(data).hexdigest():
+            logger.warning("%s: saved with other weights than %s (the training was stopped "
+                           "between the two); the optimizer's moments start afresh", path,
+                           path.with_name("last.safetensors"))
+            return
+        # tensors only: never unpickles objects
+        saved = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+    except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
+        raise CoreAffectError(f"{path}: not the optimizer state of this training ({err}); "
+                              "replace the run (--overwrite) or choose a new folder") from None
 
 
 def _torch_bytes(obj) -> bytes:
@@ -369,10 +407,11 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         if ModelConfig.from_dict(state["model"]) != model.config:
             raise CoreAffectError(f"{log_dir}: the saved run has another network; "
                                   "start a new run directory")
+        if "data" in state and DataConfig.from_dict(state["data"]) != data_config:
+            raise CoreAffectError(f"{log_dir / 'last.json'}: the run was trained with other data "
+                                  "settings (crops, labels or clips); resume with the same ones")
         model.load_state_dict(tensors)
-        optimizer_file = log_dir / "optimizer.pt"  # tensors only: never unpickles objects
-        saved = torch.load(optimizer_file, map_location=config.device, weights_only=True)
-        optimizer.load_state_dict(saved["optimizer"])
+        _load_optimizer(optimizer, log_dir / "optimizer.pt", state, config.device)
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         first_epoch = len(history) + 1
         # the budget and the learning-rate schedule go on from where they were
@@ -397,7 +436,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         train.set_epoch(epoch)
         loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, drop_last=False,
                             num_workers=config.num_workers,
-                            generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
+                            generator=torch.Generator().manual_seed(
+                                (config.seed * 1000 + epoch) % _SEEDS))
         model.train()
         losses, out_of_time = [], False
         batches = loader
@@ -409,10 +449,14 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
             loss = _batch_loss(model, batch, config, train.config)
             if loss is None:
                 continue
+            value = loss.detach().item()
+            if not math.isfinite(value):
+                raise CoreAffectError(f"epoch {epoch}: the training loss is {value}, so the "
+                                      "network has diverged; lower the learning rate (lr)")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(loss.detach().item())
+            losses.append(value)
             if budget is not None and time.monotonic() - started > budget:
                 out_of_time = True
                 break
@@ -442,7 +486,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
             save_model(model, run_dir, data_config)
         _save_resume_state(log_dir, model, optimizer,
                            {"history": history, "best": best, "best_epoch": best_epoch,
-                            "elapsed": time.monotonic() - started})
+                            "elapsed": time.monotonic() - started,
+                            "data": data_config.to_dict()})
         _write_log(log_dir, history)
         logger.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v
                                              for k, v in row.items()})

@@ -325,12 +325,12 @@ def test_training_never_replaces_a_run_unasked(tiny, tmp_path):
     assert "crops" not in everything and "split.json" in everything and "training" in everything
 
     prior = (run / "prior.json").read_text()
-    with pytest.raises(RuntimeError), _set_aside(run, later, "a test"):
+    with pytest.raises(RuntimeError), _set_aside(run, later, "a test", replacing=False):
         (run / "prior.json").write_text("half-written by a failed training")
         raise RuntimeError("training failed")
     assert sorted(p.name for p in run.iterdir()) == before  # all back, and nothing else
     assert (run / "prior.json").read_text() == prior
-    with _set_aside(run, everything, "a test"):
+    with _set_aside(run, everything, "a test", replacing=True):
         (run / "split.json").write_text("{}")
     assert sorted(p.name for p in run.iterdir()) == ["crops", "split.json"]
 
@@ -347,8 +347,8 @@ def test_a_training_that_failed_before_any_network_does_not_block_the_next(tiny,
     run = tmp_path / "run"
     (run / "training").mkdir(parents=True)  # what a failed start leaves: no network, no state
     (run / "split.json").write_text('{"data": "elsewhere", "seed": 5}\n')
-    assert sorted(_prepare_run(run, resume=False, overwrite=False)) == ["split.json", "training"]
-    assert sorted(_prepare_run(run, resume=True, overwrite=False)) == ["split.json", "training"]
+    for resume in (False, True):  # nothing to set aside: the next training writes over them
+        assert _prepare_run(run, resume=resume, overwrite=False) == []
     (run / "training" / "log.csv").write_text("epoch\n")  # a training got further: a run
     with pytest.raises(CoreAffectError, match="already holds a run"):
         _prepare_run(run, resume=False, overwrite=False)
@@ -365,3 +365,119 @@ def test_a_training_that_failed_before_any_network_does_not_block_the_next(tiny,
                 (run / name).unlink()
             shutil.rmtree(run / "training")
             (run / "training").mkdir()
+
+
+def _copy_run(tiny, run):
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    return run
+
+
+def _crash_after(effect):
+    def fit(run, *args, **kwargs):
+        effect(run)
+        raise KeyboardInterrupt
+
+    return fit
+
+
+def test_a_second_training_of_one_folder_is_refused_while_the_first_runs(tiny, tmp_path):
+    from coreaffect.checkpoint import exclusive
+
+    run = tmp_path / "run"
+    with exclusive(run, "training"):
+        with pytest.raises(CoreAffectError, match="another training is writing this folder"):
+            train_run(tiny.corpus, run, epochs=1, test_videos=1, val_videos=0, fit_prior=False)
+        assert [p.name for p in run.iterdir()] == [".lock"]
+    assert not run.exists()  # made for the lock, left empty: gone again
+    with pytest.raises(CoreAffectError, match="no such dataset folder"):
+        train_run(tmp_path / "typo", run, epochs=1)
+    assert not run.exists()
+    train_run(tiny.corpus, run, epochs=1, test_videos=1, val_videos=0, fit_prior=False)
+    assert not (run / ".lock").exists()
+
+
+def test_a_failed_resume_keeps_no_later_stage_of_another_network(tiny, tmp_path, monkeypatch):
+    import coreaffect.experiment as experiment
+
+    def new_network(run):  # the resumed training saved a better network
+        data = (run / "hidden_route.safetensors").read_bytes()
+        (run / "hidden_route.safetensors").unlink()
+        (run / "hidden_route.safetensors").write_bytes(data)
+
+    args = dict(epochs=3, test_videos=1, val_videos=1, resume=True)
+    for changed, kept in ((False, True), (True, False)):
+        run = _copy_run(tiny, tmp_path / f"run{changed}")
+        before = _files(run)
+        monkeypatch.setattr(experiment, "fit_core_affect", _crash_after(
+            lambda run, changed=changed: (new_network(run) if changed else None,
+                                          (run / "manifold.json").write_text("half written"))))
+        with pytest.raises(KeyboardInterrupt):
+            train_run(tiny.corpus, run, **args)
+        later = {name for name in before if name.split(".")[0] in
+                 ("manifold", "prior", "dynamics", "bands", "stages")}
+        assert later and (later <= set(_files(run))) == kept
+        if kept:
+            assert all(_files(run)[name] == before[name] for name in later)
+        else:
+            assert not later & set(_files(run))
+            assert CoreAffect.load(run).stages == ("raw",)  # the network alone, no stale stage
+
+
+def test_a_failed_overwrite_leaves_the_run_it_found_and_nothing_new(tiny, tmp_path,
+                                                                   monkeypatch):
+    import coreaffect.experiment as experiment
+
+    run = _copy_run(tiny, tmp_path / "run")
+    for name in ("manifold", "prior", "dynamics"):  # a run of the hidden route only
+        for suffix in (".json", ".safetensors"):
+            (run / f"{name}{suffix}").unlink()
+    (run / "bands.json").unlink()
+    (run / "stages.json").unlink()
+    before = _files(run)
+    monkeypatch.setattr(experiment, "fit_core_affect", _crash_after(
+        lambda run: (run / "manifold.json").write_text("{}")))
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tiny.corpus, run, epochs=1, test_videos=1, val_videos=1, seed=3,
+                  overwrite=True)
+    assert {k: v for k, v in _files(run).items() if not k.startswith("crops")} == before
+    # a fresh training that fails in the later stages keeps its network, to resume
+    fresh = tmp_path / "fresh"
+    with pytest.raises(KeyboardInterrupt):
+        train_run(tiny.corpus, fresh, epochs=1, test_videos=1, val_videos=1)
+    assert (fresh / "hidden_route.safetensors").exists()
+    assert not (fresh / "manifold.json").exists() and not list(fresh.glob(".*"))
+
+
+def test_what_a_run_cannot_resume_from_is_named(tiny, tmp_path):
+    run = _copy_run(tiny, tmp_path / "run")
+    shutil.rmtree(run / "training")  # a run copied without its training state
+    before = _files(run)
+    with pytest.raises(CoreAffectError, match=r"training/last.json: missing, so there is no "):
+        train_run(tiny.corpus, run, epochs=3, test_videos=1, val_videos=1, resume=True)
+    assert _files(run) == before
+    aside = run / ".replaced-0123"  # a training killed while it held files aside
+    aside.mkdir()
+    (aside / "prior.json").write_text("{}")
+    for resume, overwrite in ((True, False), (False, True)):
+        with pytest.raises(CoreAffectError, match=r"\.replaced-0123: holds files of the run"):
+            train_run(tiny.corpus, run, epochs=1, resume=resume, overwrite=overwrite)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "split.json").write_text('{"my": "hand-made split"}')
+    with pytest.raises(CoreAffectError, match=r"split.json: not a split written by"):
+        train_run(tiny.corpus, mine, epochs=1)
+    assert (mine / "split.json").read_text() == '{"my": "hand-made split"}'
+
+
+@pytest.mark.parametrize("field, value", [
+    ("label_step", 0), ("pair_step", 1.5), ("max_calibration_pairs", 0), ("band_step", 0),
+    ("dynamics_step", 0), ("manifold_steps", 0), ("batch_size", True), ("level", 1.5),
+    ("level", 0), ("calibration_levels", (1.5,)), ("calibration_levels", ()),
+    ("noise_grid", (-1.0,)), ("noise_grid", (float("nan"),)), ("lag", -1),
+    ("manifold_backend", "gp")])
+def test_fit_settings_that_would_fail_after_training_are_refused_before(tiny, tmp_path, field,
+                                                                        value):
+    settings = dataclasses.replace(FitSettings(), **{field: value})
+    with pytest.raises(CoreAffectError, match=field.split("_")[0]):
+        train_run(tiny.corpus, tmp_path / "run", epochs=1, fit_settings=settings)
+    assert not (tmp_path / "run").exists()

@@ -272,3 +272,54 @@ def test_training_on_clips_without_a_label_is_an_error(tmp_path, dense):
                        if dense else "no training clip"):
         train_hidden_route(train, None, tmp_path, _config(), model_overrides=OVERRIDES)
     assert not (tmp_path / "hidden_route.safetensors").exists()
+
+
+def test_a_resume_checks_the_data_settings_and_which_optimizer_state_is_whose(tmp_path, caplog):
+    from coreaffect.config import DataConfig, FaceConfig
+
+    videos = [_video(96, s, f"t{s}") for s in range(2)]
+    data = ClipDataset(videos, ClipConfig(), dense_length=48)
+    train_hidden_route(data, None, tmp_path, _config(epochs=1), model_overrides=OVERRIDES)
+    other = DataConfig(faces=FaceConfig(margin=1.0))
+    with pytest.raises(CoreAffectError, match="last.json: the run was trained with other data"):
+        train_hidden_route(data, None, tmp_path, _config(epochs=2), data_config=other,
+                           model_overrides=OVERRIDES, resume=True)
+    # optimizer.pt of another epoch than last.* (a stop between the two writes): not used
+    saved = (tmp_path / "training" / "optimizer.pt").read_bytes()
+    (tmp_path / "training" / "optimizer.pt").write_bytes(saved + b"\0")
+    result = train_hidden_route(data, None, tmp_path, _config(epochs=2),
+                                model_overrides=OVERRIDES, resume=True)
+    assert len(result.history) == 2 and "moments start afresh" in caplog.text
+    (tmp_path / "training" / "optimizer.pt").write_bytes(b"not torch")
+    meta = json.loads((tmp_path / "training" / "last.json").read_text())
+    assert json.loads(json.dumps(DataConfig().to_dict())) == meta["config"]["data"]
+    del meta["config"]["optimizer_sha256"]  # saved before the hash was kept: the file is trusted
+    (tmp_path / "training" / "last.json").write_text(json.dumps(meta))
+    with pytest.raises(CoreAffectError, match=r"optimizer\.pt: not the optimizer state"):
+        train_hidden_route(data, None, tmp_path, _config(epochs=3), model_overrides=OVERRIDES,
+                           resume=True)
+
+
+def test_a_diverging_loss_stops_training_with_an_error(tmp_path, monkeypatch):
+    import coreaffect.training as training
+
+    batch_loss = training._batch_loss
+    monkeypatch.setattr(training, "_batch_loss",
+                        lambda *args: batch_loss(*args) * float("nan"))
+    videos = [_video(96, s, f"t{s}") for s in range(2)]
+    with pytest.raises(CoreAffectError, match="epoch 1: the training loss is nan"):
+        train_hidden_route(ClipDataset(videos, ClipConfig(), dense_length=48), None, tmp_path,
+                           _config(), model_overrides=OVERRIDES)
+    assert not (tmp_path / "hidden_route.safetensors").exists()  # no NaN network saved
+
+
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 2.5), ("epochs", True), ("epochs", 0), ("batch_size", 0), ("patience", 0),
+    ("seed", -1), ("seed", 1.5), ("seed", 2**64), ("num_workers", -1), ("lr", 0.0),
+    ("lr", float("nan")), ("weight_decay", float("nan")), ("beta", -1.0),
+    ("mse_weight", float("nan")), ("max_minutes", float("inf")), ("loss", "l1"),
+    ("preset", "huge")])
+def test_train_config_refuses_values_that_would_fail_late(field, value):
+    with pytest.raises(CoreAffectError, match=f"TrainConfig.{field} must be"):
+        TrainConfig(**{field: value})
+    assert TrainConfig(seed=2**64 - 1).seed == 2**64 - 1
