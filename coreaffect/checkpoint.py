@@ -246,6 +246,9 @@ def load_state(directory: str | Path, name: str, device: str | torch.device = "c
             f"{meta_path}: written in run-directory format {meta['format']} by coreaffect "
             f"{meta.get('coreaffect', '?')}; this version reads format {FORMAT}. Retrain, or use "
             "the coreaffect version that wrote it.")
+    if not isinstance(meta.get("config"), dict):
+        raise CoreAffectError(f"{meta_path}: not a coreaffect component description (no "
+                              "'config')")
     pending = _pending(directory, name)
     if pending.is_file() and _sha256(pending) == meta.get("weights_sha256"):
         try:  # a save interrupted after writing its JSON: finish it

@@ -180,7 +180,7 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
              "test": [r.id for r in test]}
     previous = run / "split.json"
     if (resume and _trained(run) and previous.exists()
-            and json.loads(previous.read_text()) != split):
+            and read_split(run) != split):
         raise CoreAffectError(f"{previous}: the run was split differently; resume with the same "
                               "data, format, seed and video counts")
     logger.info("%d training, %d validation, %d test videos", len(fit), len(val), len(test))

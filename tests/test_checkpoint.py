@@ -87,6 +87,11 @@ def test_other_format_version_is_refused(run):
     (path / "hidden_route.json").write_text(json.dumps(meta))
     with pytest.raises(CoreAffectError, match="format 99"):
         load_model(path)
+    meta["format"] = 1
+    del meta["config"]
+    (path / "hidden_route.json").write_text(json.dumps(meta))
+    with pytest.raises(CoreAffectError, match=r"hidden_route.json: not a .* \(no 'config'\)"):
+        load_model(path)
 
 
 def test_missing_pieces_are_named(tmp_path, run):

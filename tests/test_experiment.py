@@ -461,6 +461,10 @@ def test_what_a_run_cannot_resume_from_is_named(tiny, tmp_path):
     for resume, overwrite in ((True, False), (False, True)):
         with pytest.raises(CoreAffectError, match=r"\.replaced-0123: holds files of the run"):
             train_run(tiny.corpus, run, epochs=1, resume=resume, overwrite=overwrite)
+    cut = _copy_run(tiny, tmp_path / "cut")
+    (cut / "split.json").write_text('{"data": "')  # cut short
+    with pytest.raises(CoreAffectError, match=r"split.json: not a split written by"):
+        train_run(tiny.corpus, cut, epochs=3, test_videos=1, val_videos=1, resume=True)
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "split.json").write_text('{"my": "hand-made split"}')
