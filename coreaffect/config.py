@@ -296,6 +296,6 @@ class DataConfig:
                 data = tomllib.load(handle)
         except FileNotFoundError:
             raise CoreAffectError(f"{path}: no such configuration file") from None
-        except tomllib.TOMLDecodeError as err:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise CoreAffectError(f"{path}: not valid TOML ({err})") from None
         return cls.from_dict(data, source=str(path), base=base)

@@ -28,6 +28,7 @@ estimate (a video shorter than a clip has none from the hidden route) counts for
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple
@@ -48,6 +49,8 @@ __all__ = ["Evaluation", "bootstrap_trajectories", "evaluate_hidden_route", "eva
            "evaluate_trajectories", "format_intervals", "format_stages", "format_table",
            "metrics_json", "predict_video", "scored_labels", "stage_inputs",
            "stage_trajectories"]
+
+logger = logging.getLogger(__name__)
 
 
 class Evaluation(NamedTuple):
@@ -191,6 +194,9 @@ def evaluate_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequenc
         stage has an estimate.
     """
     truths = _common_frames(videos, trajectories)
+    if videos and all(np.isnan(truth).all() for truth in truths):
+        logger.warning("no frame of the %d video(s) has a face and a label (and an estimate of "
+                       "every stage): every metric is NaN", len(videos))
     ids = [v.id for v in videos]
     stages = list(trajectories[0]) if trajectories else []
     return {stage: evaluate_videos(ids, truths, *stage_inputs(trajectories, stage))

@@ -144,6 +144,25 @@ def _release_pages(array: np.ndarray) -> None:
     base.madvise(mmap.MADV_DONTNEED)
 
 
+def _check_complete(run: Path) -> None:
+    """Refuse a run whose training stopped while it wrote the later stages (``stages.json``,
+    written last, is missing beside some of them); warn of one whose network is the best of a
+    training that did not finish."""
+    if not (run / "split.json").exists():  # not written by coreaffect train: as it is
+        return
+    later = [name for name in ("manifold.json", "prior.json", "dynamics.json", "bands.json")
+             if (run / name).exists()]
+    if later and not (run / "stages.json").exists():
+        raise CoreAffectError(f"{run}: its training stopped while it wrote the later stages "
+                              f"({', '.join(later)} are there, stages.json is not); fit them "
+                              "again with 'coreaffect train --resume' (the same data and "
+                              "options)")
+    if (run / "training" / "last.json").exists() and not (
+            run / "training" / "train_config.json").exists():
+        logger.warning("%s: its training did not finish; the network is the best of the epochs "
+                       "it ran ('coreaffect train --resume' goes on)", run)
+
+
 class CoreAffect:
     """A trained run as one object: video in, :class:`~coreaffect.trajectory.AffectTrajectory` out.
 
@@ -258,6 +277,7 @@ class CoreAffect:
         run = Path(run)
         model = load_model(run, device)
         config = load_data_config(run)
+        _check_complete(run)
         prior = dynamics = None
         bands = read_bands(run)
         if bands is not None:

@@ -73,6 +73,7 @@ _DIGITS = re.compile(r"\d+")
 _LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer one with more
 # missing frames than the folder has images, beyond which or before which lie at most
 _FEW_STRAYS = 5  # images, is refused (see VideoSource._check_gaps)
+_LARGEST_NUMBER = 2**62  # frame numbers of images, and a first index, stay below: int64 holds them
 
 
 def is_frame_image(path: Path) -> bool:
@@ -147,6 +148,8 @@ class VideoSource:
             raise ValueError(f"fps must be positive, got {fps}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        if not 0 <= first_index < _LARGEST_NUMBER:
+            raise ValueError(f"first_index must be in [0, 2**62), got {first_index}")
         self.chunk_size = int(chunk_size)
         self.first_index = int(first_index)
         self._closed = False
@@ -265,6 +268,9 @@ class VideoSource:
             if not digits:
                 raise VideoError(path, "image in a frame folder has no frame number in its name")
             number = int(digits[-1])
+            if number >= _LARGEST_NUMBER:
+                raise VideoError(path, f"frame number {number} is too large (at most "
+                                 f"{_LARGEST_NUMBER - 1}); rename the images")
             if number in numbered:
                 raise VideoError(path, f"frame number {number} also used by "
                                  f"{numbered[number].name}")

@@ -61,6 +61,13 @@ def test_bad_toml_names_file_and_problem(tmp_path, text, message):
     assert "bad.toml" in str(info.value)
 
 
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes("[faces]\n# marg\xe9 ajust\xe9e\nmargin = 0.3\n".encode("latin-1"))
+    with pytest.raises(CoreAffectError, match=r"latin1.toml: not valid TOML"):
+        DataConfig.from_toml(path)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(CoreAffectError, match="no such configuration file"):
         DataConfig.from_toml(tmp_path / "absent.toml")

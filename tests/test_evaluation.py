@@ -58,3 +58,16 @@ def test_every_stage_is_scored_where_every_stage_has_an_estimate():
                            expected.pooled["coverage_90"])  # z_0.95 sqrt(0.1) = 0.52, not 0.5
     each, _ = bootstrap_trajectories(videos, trajectories, n_resamples=20)
     np.testing.assert_allclose(each["smoothed"].pooled["rmse"], expected.pooled["rmse"])
+
+
+def test_no_frame_to_score_is_said(caplog):
+    videos = [_video("a", 20, 0), _video("b", 20, 1)]
+    trajectories = [{"raw": _trajectory(v, "raw", i, slice(None))}  # no estimate anywhere
+                    for i, v in enumerate(videos)]
+    tables = evaluate_trajectories(videos, trajectories)
+    assert np.isnan(tables["raw"].pooled["rmse"]).all()
+    assert "no frame of the 2 video(s) has a face and a label" in caplog.text
+    caplog.clear()
+    evaluate_trajectories(videos, [{"raw": _trajectory(v, "raw", i)}
+                                   for i, v in enumerate(videos)])
+    assert not caplog.text

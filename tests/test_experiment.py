@@ -485,3 +485,17 @@ def test_fit_settings_that_would_fail_after_training_are_refused_before(tiny, tm
     with pytest.raises(CoreAffectError, match=field.split("_")[0]):
         train_run(tiny.corpus, tmp_path / "run", epochs=1, fit_settings=settings)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_whose_training_stopped_early_is_named_when_loaded(tiny, tmp_path, caplog):
+    run = _copy_run(tiny, tmp_path / "run")
+    (run / "training" / "train_config.json").unlink()  # stopped in an epoch, as a kill does
+    assert CoreAffect.load(run).stages == CoreAffect.load(tiny.run).stages
+    assert "its training did not finish" in caplog.text
+    (run / "stages.json").unlink()  # killed while it wrote the later stages
+    with pytest.raises(CoreAffectError, match=r"stopped while it wrote the later stages \("
+                                              r"manifold.json, prior.json, dynamics.json"):
+        CoreAffect.load(run)
+    train_run(tiny.corpus, run, epochs=2, test_videos=1, val_videos=1, resume=True,
+              fit_settings=FAST)  # what the message says to do
+    CoreAffect.load(run)

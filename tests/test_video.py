@@ -168,6 +168,16 @@ def test_folder_natural_sort_gaps_first_index_and_fps(tmp_path: Path) -> None:
     np.testing.assert_array_equal(chunk.indices, [0, 1, 9])
 
 
+def test_frame_numbers_and_first_indices_too_large_to_count_are_named(tmp_path: Path) -> None:
+    write_png(tmp_path / "00001.png", coded_frame(1))
+    write_png(tmp_path / "still_99999999999999999999.png", coded_frame(2))
+    with pytest.raises(VideoError, match=r"still_9+\.png: frame number 9+ is too large"):
+        VideoSource(tmp_path)
+    for first in (-1, 2**62):
+        with pytest.raises(ValueError, match="first_index must be in"):
+            VideoSource(tmp_path, first_index=first)
+
+
 def test_folder_zero_based_default_fps(tmp_path: Path) -> None:
     for number in range(3):
         write_png(tmp_path / f"{number:05d}.png", coded_frame(number))
