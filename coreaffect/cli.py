@@ -8,13 +8,17 @@ without a traceback).
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
 import json
 import logging
 import math
 import os
+import re
 import stat
 import sys
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -159,12 +163,7 @@ def _predict(args: argparse.Namespace) -> int:
         trajectory = affect.predict(video, causal=args.causal, level=args.level,
                                     progress=not args.quiet, lagged=args.lagged)
     if args.plot is not None:  # before stdout, which a reader may close early
-        import matplotlib
-
-        matplotlib.use("Agg")
-        axes = trajectory.plot(title=f"{Path(args.video).name}: {trajectory.stage}")
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        axes[0].figure.savefig(args.plot, dpi=110, bbox_inches="tight")
+        _write_plot(trajectory, args.plot, f"{Path(args.video).name}: {trajectory.stage}")
         print(f"wrote {args.plot}", file=sys.stderr)
     if args.out is not None:
         trajectory.to_csv(args.out)
@@ -177,6 +176,23 @@ def _predict(args: argparse.Namespace) -> int:
             path = trajectory.to_csv(Path(folder) / "trajectory.csv")
             sys.stdout.write(path.read_text())
     return 0
+
+
+def _write_plot(trajectory, path: Path, title: str) -> None:
+    """Draw ``trajectory`` into ``path`` (its suffix is the format), whole or not at all, and
+    mark it as predict's figure in its metadata if the format has them."""
+    import matplotlib
+
+    from coreaffect.checkpoint import atomic_write
+
+    matplotlib.use("Agg")
+    axes = trajectory.plot(title=title)
+    kind = path.suffix[1:].lower()
+    figure = io.BytesIO()
+    axes[0].figure.savefig(figure, format=kind, dpi=110, bbox_inches="tight",
+                           metadata={_PLOT_METADATA[kind][0]: PLOT_MARK}
+                           if kind in _PLOT_METADATA else None)
+    atomic_write(path, figure.getvalue())
 
 
 _EPILOG_DEMO = """examples:
@@ -194,8 +210,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# coreaffect.saliency.TARGETS, spelled out so that parsing the command line imports no torch
+# coreaffect.saliency.TARGETS and coreaffect.hidden_route.MODELS, spelled out so that parsing
+# the command line imports no torch
 SALIENCY_TARGETS = ("valence", "arousal", "valence_var", "arousal_var")
+PRESETS = ("lite", "paper")
 
 _EPILOG_SALIENCY = """examples:
   coreaffect saliency run/ corpus/videos/synth000.avi --out saliency/
@@ -238,7 +256,7 @@ def _saliency(args: argparse.Namespace) -> int:
     fps = 1.0 / float(np.median(steps)) if len(steps) and np.median(steps) > 0 else 25.0
     result = explain_video(model, crops.crops, args.out, targets=args.targets, times=crops.times,
                            face_found=crops.face_found, fps=fps,
-                           animation="" if args.animation == "none" else args.animation,
+                           animation=args.animation,
                            progress=not args.quiet)
     print("wrote " + ", ".join(str(path) for path in result.files))
     return 0
@@ -265,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--videos", type=_positive_int, default=23, help="number of videos")
     synth.add_argument("--seconds", type=_positive_float, default=40.0, help="length of each")
     synth.add_argument("--fps", type=_positive_float, default=25.0, help="frame rate")
-    synth.add_argument("--seed", type=_count, default=0, help="seed of everything random")
+    synth.add_argument("--seed", type=_seed, default=0, help="seed of everything random")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
     synth.set_defaults(handler=_synth)
 
@@ -281,16 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("data", type=Path, help="dataset folder")
     train.add_argument("--out", type=Path, required=True, metavar="RUN", help="run directory")
     _add_format(train)
-    train.add_argument("--preset", default="lite", help="network preset: lite or paper")
+    train.add_argument("--preset", choices=PRESETS, default="lite",
+                       help="network preset (default: lite)")
     train.add_argument("--epochs", type=_positive_int, default=None,
                        help="most epochs (default 400: a budget or early stopping ends sooner)")
     train.add_argument("--max-minutes", type=_positive_float, default=None,
                        help="training budget (face cropping comes before it); training stops "
                             "cleanly when it is spent")
-    train.add_argument("--test-videos", type=int, default=None,
+    train.add_argument("--test-videos", type=_count, default=None,
                        help="videos held out for evaluation (default: 10 of 23, the paper's "
                             "share; 0 trains on all)")
-    train.add_argument("--val-videos", type=int, default=None,
+    train.add_argument("--val-videos", type=_count, default=None,
                        help="training videos used for validation (default: a fifth, at least 1)")
     train.add_argument("--validate-every", type=_positive_int, default=1, metavar="N",
                        help="validate every N-th epoch (default 1; with many validation videos "
@@ -306,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="replace the run in OUT (without this, a run there is refused)")
     train.add_argument("--hidden-route-only", action="store_true",
                        help="skip the manifold, prior and dynamics")
-    train.add_argument("--seed", type=_count, default=0, help="seed of the split and training")
+    train.add_argument("--seed", type=_seed, default=0, help="seed of the split and training")
     _add_common(train)
     train.set_defaults(handler=_train)
 
@@ -377,7 +396,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="CSV file to write (default: standard output)")
     predict.add_argument("--plot", type=Path, default=None, metavar="PNG",
                          help="also draw the trajectory")
-    _add_overwrite(predict)
+    _add_overwrite(predict, "replace existing --out and --plot files whatever they hold; "
+                   "without it, only an empty file is replaced, or a trajectory CSV (--out), or a "
+                   "PNG, PDF, SVG or PostScript figure whose metadata say coreaffect drew it "
+                   "(--plot)")
     online = predict.add_mutually_exclusive_group()
     online.add_argument("--causal", action="store_true",
                         help="filter only: each frame from the frames up to it (a live "
@@ -391,10 +413,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="frame rate of a frame folder (default: the run's setting, else "
                               "that of the run's dataset format's folders: 30 for Aff-Wild2, "
                               "else 25); a video file has its own")
-    predict.add_argument("--first-index", type=_count, default=None, metavar="N",
+    predict.add_argument("--first-index", type=_first_index, default=None, metavar="N",
                          help="number of a frame folder's first image (default: that of the "
                               "run's dataset format: 1 for Aff-Wild2, else 0)")
-    predict.add_argument("--seed", type=_count, default=0, help="seed of the decoding draws")
+    predict.add_argument("--seed", type=_seed, default=0, help="seed of the decoding draws")
     predict.add_argument("--device", type=_device, default="cpu",
                          help="cpu, cuda, cuda:1, ...")
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -416,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a small corpus and a short budget (a smoke test, about 2 minutes)")
     demo.add_argument("--max-minutes", type=_positive_float, default=None,
                       help="training budget (default 9, or 0.33 with --quick)")
-    demo.add_argument("--seed", type=_count, default=0, help="seed of corpus, split and training")
+    demo.add_argument("--seed", type=_seed, default=0, help="seed of corpus, split and training")
     demo.add_argument("--device", type=_device, default="cpu",
                       help="cpu, cuda, cuda:1, ...")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -432,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     saliency.add_argument("video", type=Path, help="video file or frame folder")
     saliency.add_argument("--out", type=Path, required=True, metavar="DIR",
                           help="folder to write (created)")
+    _add_overwrite(saliency, "replace the files this writes in DIR whatever they hold "
+                   "(saliency_grid.png and saliency.gif or .mp4); without it, DIR may hold none "
+                   "of them")
     saliency.add_argument("--targets", nargs="+", choices=SALIENCY_TARGETS,
                           default=["valence", "arousal"], help="outputs to explain")
     saliency.add_argument("--animation", choices=("gif", "mp4", "none"), default="gif",
@@ -476,17 +501,16 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
                         help=f"{held_out} (default) or every video of DATA")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
                         help=f"write {written} as JSON")
-    _add_overwrite(parser)
+    _add_overwrite(parser, "replace an existing --json file whatever it holds; without it, "
+                   "only an empty file or a metrics file of evaluate or compare is replaced")
     parser.add_argument("--resamples", type=_count if intervals_optional else _positive_int,
                         default=2000, metavar="N",
                         help="resamples of the videos for the 95%% intervals (default 2000"
                              + ("; 0: none)" if intervals_optional else ")"))
 
 
-def _add_overwrite(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace existing output files whatever they hold (by default "
-                             "only a file coreaffect wrote is replaced)")
+def _add_overwrite(parser: argparse.ArgumentParser, text: str) -> None:
+    parser.add_argument("--overwrite", action="store_true", help=text)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -511,8 +535,11 @@ def _bounded(kind: type, low: float, *, above: bool = False, below: float | None
         value = kind(text)
         fits = (value > low if above else value >= low) and (below is None or value < below)
         if not fits or (kind is float and not math.isfinite(value)):  # NaN fits nothing
-            wanted = (f"in ({low:g}, {below:g})" if below is not None
-                      else f"{'finite and ' * (kind is float)}{'>' if above else '>='} {low:g}")
+            wanted = f"{'>' if above else '>='} {low:g}"
+            if below is not None:  # an integer in full: 2**64 is not 1.84467e+19
+                wanted += f" and < {below:g}" if kind is float else f" and < {below}"
+            elif kind is float:
+                wanted = f"finite and {wanted}"
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
         return value
 
@@ -525,6 +552,8 @@ _positive_int = _bounded(int, 1)
 _count_float = _bounded(float, 0)
 _positive_float = _bounded(float, 0, above=True)
 _probability = _bounded(float, 0, above=True, below=1)
+_seed = _bounded(int, 0, below=2**64)  # what torch's generators take
+_first_index = _bounded(int, 0, below=2**62)  # what coreaffect.video.VideoSource takes
 
 
 def _device(text: str) -> str:
@@ -561,6 +590,8 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
     if args.command == "predict" and args.plot and not args.plot.suffix:
         args.plot = args.plot.with_suffix(".png")  # what matplotlib writes: say it, check it
+    if args.command == "saliency" and args.animation == "none":
+        args.animation = ""  # as explain_video takes it
     try:
         _check_paths(args, refuse)
     except (OSError, RuntimeError) as err:  # a symbolic-link loop, an unreadable folder
@@ -574,16 +605,42 @@ def _same(path: Path, other: Path) -> bool:
     return path.exists() and other.exists() and os.path.samefile(path, other)
 
 
+# predict --plot signs its figures in their metadata: the key of each format that has one, and
+# how the file holds it; the marks of a figure are near its start, a PDF's near its end
+PLOT_MARK = "coreaffect predict"
+_PLOT_METADATA = {"png": ("Software", rb"tEXtSoftware\0%s"),
+                  "pdf": ("Creator", rb"/Creator \(%s\)"),
+                  "svg": ("Creator", rb"<dc:creator>\s*<cc:Agent>\s*<dc:title>%s</dc:title>"),
+                  "ps": ("Creator", rb"%%%%Creator: %s\r?\n")}
+_PLOT_METADATA.update(svgz=_PLOT_METADATA["svg"], eps=_PLOT_METADATA["ps"])
+
+
+def _signed(path: Path, scan: int = 1 << 20) -> bool:
+    """Whether the figure ``path`` carries :data:`PLOT_MARK` in its metadata."""
+    kind = path.suffix[1:].lower()
+    pattern = _PLOT_METADATA[kind][1] % re.escape(PLOT_MARK.encode())
+    try:
+        with (gzip.open if kind == "svgz" else open)(path, "rb") as handle:
+            data = handle.read(scan)
+            if kind == "pdf":  # and its end, where the Info dictionary is
+                handle.seek(max(scan, handle.seek(0, os.SEEK_END) - scan))
+                data += handle.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error):  # not an svgz, a cut or a broken one
+        return False
+    return re.search(pattern, data) is not None
+
+
 def _foreign(option: str, path: Path) -> str:
     """Why an existing regular file may not be replaced by ``option``'s output (it is not
     one coreaffect wrote, e.g. a video's annotation file), or ``""`` when it may: no file, an
     empty one, a pipe or a device, or a file of the kind the option writes."""
     if not path.is_file() or path.stat().st_size == 0:
         return ""
-    if option == "--plot":  # a figure matplotlib wrote says so in its metadata
-        with path.open("rb") as handle:
-            return "" if b"matplotlib" in handle.read(1 << 22).lower() else (
-                "is not a figure matplotlib drew")
+    if option == "--plot":
+        kind = path.suffix[1:].lower()
+        if kind not in _PLOT_METADATA:
+            return f"is not known to be a figure coreaffect drew: a .{kind} file cannot say so"
+        return "" if _signed(path) else "is not marked as a figure coreaffect drew"
     if option == "--out":
         from coreaffect.trajectory import AffectTrajectory
 
@@ -592,16 +649,49 @@ def _foreign(option: str, path: Path) -> str:
         if first.strip().split(",")[:11] == AffectTrajectory._fields_csv():
             return ""
         return f"is not a trajectory CSV (its first line is {first.strip()[:60]!r})"
-    try:  # --json: the metrics of evaluate ({stage: ...}) or compare ({"videos", stage: ...})
-        from coreaffect.pipeline import STAGES
-
+    try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        stages = set(data) - {"videos"} if isinstance(data, dict) else set()
-        if stages and stages <= set(STAGES) and all(isinstance(data[k], dict) for k in stages):
-            return ""
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        pass
-    return "is not a metrics file of coreaffect"
+    except ValueError:  # not UTF-8, not JSON
+        data = None
+    return "" if _is_metrics(data) else "is not a metrics file of coreaffect"
+
+
+def _is_metrics(data: Any) -> bool:
+    """Whether ``data`` is what ``evaluate --json`` writes, ``{stage: {dimension: {metric:
+    {"per_video", "mean", "pooled", ...}}}}``, or ``compare --json``, ``{"videos": [...], stage:
+    {"a", "b", "b_minus_a"}}``, each of these ``{dimension: {metric: {"mean", "mean_ci",
+    "pooled", "pooled_ci"}}}``."""
+    from coreaffect.metrics import DIMENSIONS
+    from coreaffect.pipeline import STAGES
+
+    def table(entry: Any, keys: set[str]) -> bool:
+        return (isinstance(entry, dict) and set(entry) == set(DIMENSIONS)
+                and all(isinstance(metrics, dict) and metrics
+                        and all(isinstance(v, dict) and keys <= set(v) for v in metrics.values())
+                        for metrics in entry.values()))
+
+    if not isinstance(data, dict):
+        return False
+    stages = [data[k] for k in data if k != "videos"]
+    if not stages or not set(data) - {"videos"} <= set(STAGES):
+        return False
+    if "videos" not in data:
+        return all(table(stage, {"per_video", "mean", "pooled"}) for stage in stages)
+    return isinstance(data["videos"], list) and all(
+        isinstance(stage, dict) and set(stage) == {"a", "b", "b_minus_a"}
+        and all(table(side, {"mean", "mean_ci", "pooled", "pooled_ci"}) for side in stage.values())
+        for stage in stages)
+
+
+def _unwritable(folder: Path) -> str:
+    """Why no file can be written in ``folder`` (created if missing), or ``""``: the nearest
+    of it and its ancestors that exists is not a folder, or not a writable one."""
+    for existing in (folder, *folder.parents):
+        if os.path.lexists(existing):
+            break
+    if not existing.is_dir():
+        return f"{existing} is not a folder"
+    return "" if os.access(existing, os.W_OK) else f"{existing} is not writable"
 
 
 def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> None:
@@ -612,6 +702,10 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
     for option, path in files:
         if path.is_dir():
             refuse(f"{option} {path} is a folder; give a file name")
+        in_place = path.exists() and not path.is_file()  # a pipe or a device, written to as is
+        folder = (path.resolve() if path.is_symlink() else path).parent  # of the new file
+        if not in_place and (reason := _unwritable(folder)):
+            refuse(f"{option} {path} cannot be written: {reason}")
         if any(_in_run(path, run) for run in runs):
             refuse(f"{option} {path} would replace a file of the run directory")
         if video is not None and _same(path, video):
@@ -636,12 +730,22 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
         out = args.out
         if out.exists() and not out.is_dir():
             refuse(f"--out {out} is a file; give a folder")
+        if reason := _unwritable(out):
+            refuse(f"--out {out} cannot be written: {reason}")
         if _in_run(out, args.run):
             refuse(f"--out {out} is inside the run directory's own files")
         if video.is_dir() and (_same(out, video) or video.resolve() in out.resolve().parents):
             refuse(f"--out {out} is the input frame folder, or inside it")
-        if video.parent.resolve() == out.resolve() and video.stem == "saliency":
-            refuse(f"--out {out} would write saliency files over the input video {video}")
+        from coreaffect.saliency import explanation_files
+
+        for path in explanation_files(out, args.animation):
+            if _same(path, video):
+                refuse(f"--out {out} would write {path.name} over the input video {video}")
+            if path.is_dir():
+                refuse(f"--out {out} holds a folder {path.name}, where a file is to be written")
+            if os.path.lexists(path) and not args.overwrite:
+                refuse(f"--out {out} holds {path.name} already; give another folder, or "
+                       "--overwrite to replace it")
 
 
 def _stdout_is_a_pipe() -> bool:

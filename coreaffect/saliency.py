@@ -86,6 +86,7 @@ __all__ = [
     "RandomizationTest",
     "VideoExplanation",
     "explain_video",
+    "explanation_files",
     "overlay_heatmaps",
     "randomization_test",
     "randomized_copy",
@@ -417,6 +418,14 @@ def _as_frames(frames: np.ndarray | Tensor) -> np.ndarray:
     return frames
 
 
+def explanation_files(out_dir: str | Path, animation: str = "gif", name: str = "saliency"
+                      ) -> list[Path]:
+    """The files :func:`explain_video` writes in ``out_dir``: the grid, then the animation unless
+    ``animation`` is ``""``."""
+    out_dir, animation = Path(out_dir), animation.lstrip(".")
+    return [out_dir / f"{name}_grid.png", *([out_dir / f"{name}.{animation}"] if animation else [])]
+
+
 def explain_video(model: HiddenRouteNet, frames: np.ndarray | Tensor, out_dir: str | Path, *,
                   targets: Sequence[str] = ("valence", "arousal"),
                   times: np.ndarray | None = None, face_found: np.ndarray | None = None,
@@ -524,7 +533,7 @@ def explain_video(model: HiddenRouteNet, frames: np.ndarray | Tensor, out_dir: s
         rows.append(np.concatenate(tiles, axis=1))
     # the new files are written under temporary names and put in place together at the end, so
     # that an earlier explanation in out_dir stays whole until this one is
-    grid_path = out_dir / f"{name}_grid.png"
+    grid_path, *animation_path = explanation_files(out_dir, animation, name)
     token = secrets.token_hex(4)  # two runs into one folder do not share temporary files
     written: list[tuple[Path, Path]] = []  # (temporary, final)
     try:
@@ -542,7 +551,7 @@ def explain_video(model: HiddenRouteNet, frames: np.ndarray | Tensor, out_dir: s
                                                f"{np.sqrt(var[t, 1]):.2f}"])
                 for k, target in enumerate(targets):
                     _label(movie[t, :, (k + 1) * display_size:], [target])
-            final = out_dir / f"{name}.{animation.lstrip('.')}"
+            final = animation_path[0]
             part = out_dir / f".{name}.{token}.partial{final.suffix}"  # the suffix: the format
             written.append((part, final))
             write_animation(movie, part, fps)

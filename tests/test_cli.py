@@ -46,14 +46,46 @@ def test_bad_usage_exits_2():
 @pytest.mark.parametrize("args, message", [
     (["synth", "out", "--seconds", "inf"], "--seconds: must be finite and > 0, got inf"),
     (["synth", "out", "--fps", "nan"], "--fps: must be finite and > 0, got nan"),
-    (["synth", "out", "--seed", "-1"], "--seed: must be >= 0, got -1"),
-    (["demo", "--seed", "-2"], "--seed: must be >= 0, got -2"),
+    (["synth", "out", "--seed", "-1"], f"--seed: must be >= 0 and < {2**64}, got -1"),
+    (["demo", "--seed", "-2"], f"--seed: must be >= 0 and < {2**64}, got -2"),
     (["train", "data", "--out", "run", "--max-minutes", "inf"], "--max-minutes: must be finite"),
+    (["train", "data", "--out", "run", "--test-videos", "-1"], "--test-videos: must be >= 0"),
+    (["train", "data", "--out", "run", "--val-videos", "-1"], "--val-videos: must be >= 0"),
+    (["train", "data", "--out", "run", "--preset", "huge"], "invalid choice: 'huge'"),
+    (["predict", "run", "v.mp4", "--seed", str(2**64)],
+     f"--seed: must be >= 0 and < {2**64}, got {2**64}"),
+    (["train", "data", "--out", "run", "--seed", str(2**64)], "--seed: must be >= 0 and <"),
+    (["synth", "out", "--seed", "99999999999999999999"], "--seed: must be >= 0 and <"),
+    (["demo", "--seed", str(2**70)], "--seed: must be >= 0 and <"),
+    (["predict", "run", "v.mp4", "--first-index", "99999999999999999999"],
+     "--first-index: must be >= 0 and <"),
+    (["predict", "run", "v.mp4", "--first-index", str(2**62)], "--first-index: must be >= 0"),
 ])
 def test_numbers_the_commands_cannot_use_are_usage_errors(args, message, capsys):
     with pytest.raises(SystemExit) as done:
         build_parser().parse_args(args)
     assert done.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_largest_numbers_the_commands_can_use_are_taken(tmp_path):
+    import cv2
+    import numpy as np
+
+    from coreaffect.video import VideoSource
+
+    args = build_parser().parse_args(["predict", "run", "v.mp4", "--seed", str(2**64 - 1),
+                                      "--first-index", str(2**62 - 1)])
+    assert (args.seed, args.first_index) == (2**64 - 1, 2**62 - 1)
+    cv2.imwrite(str(tmp_path / f"{2**62 - 1}.png"), np.zeros((8, 8, 3), np.uint8))
+    with VideoSource(tmp_path, first_index=args.first_index) as frames:  # what it takes
+        assert [frame.index for frame in frames] == [0]
+
+
+def test_presets_match_the_library():
+    from coreaffect.cli import PRESETS
+    from coreaffect.hidden_route import MODELS
+
+    assert sorted(PRESETS) == sorted(MODELS)
 
 
 def test_clear_error_exits_1_without_traceback(tmp_path):
@@ -93,6 +125,9 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
     assert "filtered ccc diff" in result.stdout
     stages = json.loads(metrics.read_text())
     assert list(stages) == ["raw", "prior", "smoothed", "filtered", "lagged"]
+    from coreaffect.cli import _foreign
+
+    assert _foreign("--json", metrics) == ""  # evaluate may replace it
     for stage in stages.values():
         for dim in ("valence", "arousal"):
             for name in ("rmse", "ccc", "pcc", "sagr", "nll", "coverage_50", "coverage_90"):
@@ -120,7 +155,7 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
     assert (out / "saliency_grid.png").stat().st_size > 0
     assert (out / "saliency.gif").stat().st_size > 0
     result = _run("saliency", str(run), str(video), "--out", str(out), "--quiet",
-                  "--seconds", "0.2")
+                  "--seconds", "0.2", "--overwrite")
     assert result.returncode == 1 and "5 frames between 0 s and 0.2 s" in result.stderr
 
 
@@ -379,12 +414,138 @@ def test_outputs_replace_only_files_coreaffect_wrote(tiny, tmp_path, capsys):
     assert main(["predict", str(run), str(video), "--out", str(labels), "--overwrite",
                  "--quiet"]) == 0
     assert labels.read_text().startswith("frame,time,valence,arousal,")
-    # metrics files of evaluate and compare, empty files and devices may be replaced
-    metrics = tmp_path / "metrics.json"
-    metrics.write_text('{"raw": {}, "smoothed": {}}')
-    comparison = tmp_path / "comparison.json"
-    comparison.write_text('{"videos": ["a"], "raw": {}}')
+    # empty files and devices may be replaced
     empty = tmp_path / "empty.csv"
     empty.touch()
-    assert [_foreign("--json", metrics), _foreign("--json", comparison),
-            _foreign("--out", empty), _foreign("--out", Path("/dev/null"))] == ["", "", "", ""]
+    assert [_foreign("--out", empty), _foreign("--out", Path("/dev/null"))] == ["", ""]
+
+
+def test_predict_replaces_only_figures_it_marked(tiny, tmp_path, capsys):
+    from matplotlib.figure import Figure
+
+    from coreaffect.cli import _check_outputs, _foreign, _write_plot, main
+    from coreaffect.trajectory import AffectTrajectory
+
+    video, run = tiny.video(), tiny.run
+    own = Figure()  # a figure of the user's own, also drawn by matplotlib
+    own.add_subplot().plot([0, 1])
+    for kind in ("png", "pdf", "svg"):
+        own.savefig(tmp_path / f"mine.{kind}")
+        assert _foreign("--plot", tmp_path / f"mine.{kind}") == (
+            "is not marked as a figure coreaffect drew")
+    before = (tmp_path / "mine.png").read_bytes()
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(run), str(video), "--plot", str(tmp_path / "mine.png")])
+    assert stop.value.code == 2 and "is not marked as a figure" in capsys.readouterr().err
+    assert (tmp_path / "mine.png").read_bytes() == before
+    # a JPEG cannot say who drew it: even predict's own is replaced only with --overwrite
+    plots = tmp_path / "plots"
+    argv = ["predict", str(run), str(video), "--plot", str(plots / "t.jpg"), "--causal",
+            "--quiet"]
+    assert main([*argv, "--out", str(plots / "t.csv")]) == 0
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    assert stop.value.code == 2 and "a .jpg file cannot say so" in capsys.readouterr().err
+    parser = build_parser()
+    _check_outputs(parser, parser.parse_args([*argv, "--overwrite"]))
+    # predict marks its figures in every format with metadata, so it may replace them
+    trajectory = AffectTrajectory.read_csv(plots / "t.csv")
+    for kind in ("png", "pdf", "svgz", "eps"):
+        _write_plot(trajectory, plots / f"t.{kind}", "a title")
+        assert _foreign("--plot", plots / f"t.{kind}") == "", kind
+    assert sorted(path.suffix for path in plots.iterdir()) == [  # no temporary file left
+        ".csv", ".eps", ".jpg", ".pdf", ".png", ".svgz"]
+
+
+def test_json_replaces_only_metrics_files_as_evaluate_and_compare_write_them(tiny, tmp_path):
+    from coreaffect.cli import _foreign, main
+
+    comparison = tmp_path / "comparison.json"
+    assert main(["compare", str(tiny.run), str(tiny.run), str(tiny.corpus), "--json",
+                 str(comparison), "--resamples", "1", "--quiet"]) == 0
+    assert _foreign("--json", comparison) == ""  # (evaluate's: the end-to-end test)
+    written = json.loads(comparison.read_text())
+    stage = written["raw"]
+    lookalikes = [{"raw": {"note": 1}}, {"raw": {}, "smoothed": {}}, {"videos": ["a"], "raw": {}},
+                  {"raw": stage["a"]},  # one run of a comparison: no per-video values
+                  {"videos": "a", "raw": stage}, {"videos": [], "raw": {**stage, "c": 1}}]
+    for number, data in enumerate(lookalikes):
+        path = tmp_path / f"{number}.json"
+        path.write_text(json.dumps(data))
+        assert _foreign("--json", path) == "is not a metrics file of coreaffect", data
+
+
+def test_saliency_replaces_files_in_its_folder_only_with_overwrite(tiny, tmp_path, capsys):
+    import shutil
+
+    from coreaffect.cli import main
+
+    run, video = tiny.run, tiny.video()
+    out = tmp_path / "maps"
+    out.mkdir()
+    grid = out / "saliency_grid.png"  # the user's own, or an earlier video's
+    grid.write_bytes(b"a picture")
+    (out / "saliency.mp4").write_bytes(b"a film")
+    for animation in ("gif", "mp4", "none"):
+        with pytest.raises(SystemExit) as stop:
+            main(["saliency", str(run), str(video), "--out", str(out), "--animation", animation])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and "holds saliency_grid.png already" in err, err
+        assert "--overwrite" in err
+    grid.unlink()
+    with pytest.raises(SystemExit) as stop:  # the animation of that name too
+        main(["saliency", str(run), str(video), "--out", str(out), "--animation", "mp4"])
+    assert stop.value.code == 2 and "holds saliency.mp4 already" in capsys.readouterr().err
+    shutil.copy(video, out / "saliency.mp4")  # never over the input video, even if told
+    with pytest.raises(SystemExit) as stop:
+        main(["saliency", str(run), str(out / "saliency.mp4"), "--out", str(out), "--animation",
+              "mp4", "--overwrite"])
+    assert stop.value.code == 2 and "over the input video" in capsys.readouterr().err
+    assert (out / "saliency.mp4").read_bytes() == video.read_bytes()
+    grid.write_bytes(b"a picture")
+    assert main(["saliency", str(run), str(video), "--out", str(out), "--seconds", "1",
+                 "--overwrite", "--quiet"]) == 0
+    assert grid.read_bytes() != b"a picture" and (out / "saliency.gif").stat().st_size > 0
+
+
+def test_outputs_where_no_file_can_be_written_are_usage_errors(tiny, tmp_path, capsys,
+                                                               monkeypatch):
+    import os
+
+    from coreaffect.cli import _check_outputs, main
+
+    run, video, corpus = tiny.run, tiny.video(), tiny.corpus
+    table = tmp_path / "p1.csv"  # a file where a folder would have to be
+    table.write_text("a,b\n")
+    locked = tmp_path / "locked"  # a folder nobody may write in
+    locked.mkdir()
+    link = tmp_path / "link.csv"  # a link is written through: in its target's folder
+    link.symlink_to(locked / "t.csv")
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
+        Path(path) not in (locked, Path("/dev")) and access(path, mode, **kw)))
+    cases = [
+        (["evaluate", str(run), str(corpus), "--json", str(table / "m.json")],
+         f"--json {table / 'm.json'} cannot be written: {table} is not a folder"),
+        (["compare", str(run), str(run), str(corpus), "--json", str(table / "a" / "c.json")],
+         f"{table} is not a folder"),
+        (["predict", str(run), str(video), "--out", str(table / "a" / "b" / "t.csv")],
+         f"--out {table / 'a' / 'b' / 't.csv'} cannot be written: {table} is not a folder"),
+        (["predict", str(run), str(video), "--plot", str(table / "t.png")],
+         f"--plot {table / 't.png'} cannot be written"),
+        (["saliency", str(run), str(video), "--out", str(table / "maps")],
+         f"{table} is not a folder"),
+        (["predict", str(run), str(video), "--out", str(locked / "new" / "t.csv")],
+         f"{locked} is not writable"),
+        (["saliency", str(run), str(video), "--out", str(locked)], f"{locked} is not writable"),
+        (["predict", str(run), str(video), "--out", str(link)], f"{locked} is not writable"),
+    ]
+    for argv, message in cases:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv
+    assert list(locked.iterdir()) == []  # no folder made
+    parser = build_parser()  # a device is written to as it is, whatever its folder
+    _check_outputs(parser, parser.parse_args(["predict", str(run), str(video), "--out",
+                                              "/dev/null"]))
