@@ -15,11 +15,14 @@ import logging
 import math
 import os
 import re
+import signal
 import stat
 import sys
+import threading
 import warnings
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -763,8 +766,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        with warnings.catch_warnings():  # coreaffect's own are logged too: shown once
-            warnings.simplefilter("ignore", CoreAffectWarning)
+        with warnings.catch_warnings(), _terminated_as_interrupt():
+            warnings.simplefilter("ignore", CoreAffectWarning)  # logged too: shown once
             return args.handler(args)
     except CoreAffectError as err:
         print(f"coreaffect {args.command}: error: {err}", file=sys.stderr)
@@ -785,6 +788,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"coreaffect {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+@contextmanager
+def _terminated_as_interrupt() -> Iterator[None]:
+    """For the block, SIGTERM (a scheduler's time limit, ``kill``) stops a command as Ctrl-C
+    does, so that it puts back what it set aside and removes its partial files; the previous
+    handler is restored afterwards (in the main thread only, where Python takes signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -251,12 +251,19 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
         raise CoreAffectError(f"{run}: exists and is not a folder")
     if not run.exists():
         return []
-    kept = sorted(run.glob(".replaced-*"))
-    if kept:  # a training that set them aside was killed before it could put them back
-        raise CoreAffectError(f"{kept[0]}: holds files of the run that a training killed while "
-                              f"it ran had set aside (the earlier run, or its later stages); "
-                              f"move them back into {run} (replacing those there) or delete "
-                              "the folder")
+    for kept in sorted(run.glob(".replaced-*")):  # set aside by a training that was killed
+        if {p.name for p in kept.iterdir()} <= set(_LATER_STAGE_FILES):
+            if resume:  # a resume's: this one replaces them too
+                shutil.rmtree(kept)
+                logger.info("%s: removed the later stages a killed resume had set aside", kept)
+                continue
+            raise CoreAffectError(f"{kept}: holds the later stages that a training killed while "
+                                  "it resumed had set aside; they belong to the network before "
+                                  "it, which it may have replaced: delete the folder, and fit "
+                                  "them again with --resume")
+        raise CoreAffectError(f"{kept}: holds the run that a training killed while it replaced "
+                              f"it (--overwrite) had set aside; move its files back into {run} "
+                              "(replacing those there) to keep that run, or delete the folder")
     if (resume and (run / "hidden_route.safetensors").exists()
             and not (run / "training" / "last.json").exists()):
         raise CoreAffectError(f"{run / 'training' / 'last.json'}: missing, so there is no "
@@ -338,14 +345,14 @@ def _set_aside(run: Path, names: Sequence[str], why: str, *, replacing: bool) ->
         shutil.rmtree(aside)
 
 
-def _network_stamp(run: Path) -> tuple[int, int, int] | None:
-    """Identity of the run's network file (inode, size, change time): it is replaced whole,
-    never written in place, so a new network has a new stamp; ``None`` without one."""
+def _network_stamp(run: Path) -> str | None:
+    """Identity of the run's network: the hash of its weights that ``hidden_route.json`` holds
+    (written before the weights themselves, so a save cut short between the two counts as
+    new); ``None`` without one."""
     try:
-        stat = (run / "hidden_route.safetensors").stat()
-    except FileNotFoundError:
+        return json.loads((run / "hidden_route.json").read_text())["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return stat.st_ino, stat.st_size, stat.st_mtime_ns
 
 
 def _remove(path: Path) -> None:

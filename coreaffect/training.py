@@ -468,6 +468,9 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
                 "the network would learn nothing; are the annotations' times in seconds, and "
                 "does the annotation delay ([annotations] delay, seconds) leave the labels "
                 "inside the videos?")
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise CoreAffectError(f"epoch {epoch}: the network's weights are no longer finite "
+                                  "(the gradients overflowed); lower the learning rate (lr)")
         row: dict[str, Any] = {"epoch": epoch,
                                "train_loss": float(np.mean(losses)) if losses else math.nan,
                                "lr": optimizer.param_groups[0]["lr"], "batches": len(losses)}

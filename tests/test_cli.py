@@ -549,3 +549,22 @@ def test_outputs_where_no_file_can_be_written_are_usage_errors(tiny, tmp_path, c
     parser = build_parser()  # a device is written to as it is, whatever its folder
     _check_outputs(parser, parser.parse_args(["predict", str(run), str(video), "--out",
                                               "/dev/null"]))
+
+
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+    import time
+
+    from coreaffect import cli
+
+    def killed(args):  # a scheduler's time limit, mid-command
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)  # the signal arrives first
+        return 0
+
+    monkeypatch.setattr(cli, "_synth", killed)
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["synth", str(tmp_path / "corpus")]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before

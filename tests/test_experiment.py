@@ -400,9 +400,11 @@ def test_a_failed_resume_keeps_no_later_stage_of_another_network(tiny, tmp_path,
     import coreaffect.experiment as experiment
 
     def new_network(run):  # the resumed training saved a better network
-        data = (run / "hidden_route.safetensors").read_bytes()
-        (run / "hidden_route.safetensors").unlink()
-        (run / "hidden_route.safetensors").write_bytes(data)
+        from coreaffect.checkpoint import save_model
+
+        model = load_model(run)
+        model.head.bias.data += 0.1
+        save_model(model, run, load_data_config(run))
 
     args = dict(epochs=3, test_videos=1, val_videos=1, resume=True)
     for changed, kept in ((False, True), (True, False)):
@@ -457,10 +459,17 @@ def test_what_a_run_cannot_resume_from_is_named(tiny, tmp_path):
     assert _files(run) == before
     aside = run / ".replaced-0123"  # a training killed while it held files aside
     aside.mkdir()
-    (aside / "prior.json").write_text("{}")
-    for resume, overwrite in ((True, False), (False, True)):
-        with pytest.raises(CoreAffectError, match=r"\.replaced-0123: holds files of the run"):
-            train_run(tiny.corpus, run, epochs=1, resume=resume, overwrite=overwrite)
+    (aside / "prior.json").write_text("{}")  # a resume's: its later stages
+    for overwrite in (False, True):
+        with pytest.raises(CoreAffectError, match=r"\.replaced-0123: holds the later stages"):
+            train_run(tiny.corpus, run, epochs=1, overwrite=overwrite)
+    (aside / "hidden_route.json").write_text("{}")  # an overwrite's: the earlier run
+    with pytest.raises(CoreAffectError, match=r"\.replaced-0123: holds the run .* move its"):
+        train_run(tiny.corpus, run, epochs=1, resume=True)
+    (aside / "hidden_route.json").unlink()
+    with pytest.raises(CoreAffectError, match="last.json: missing"):  # its aside is gone
+        train_run(tiny.corpus, run, epochs=3, test_videos=1, val_videos=1, resume=True)
+    assert not aside.exists()
     cut = _copy_run(tiny, tmp_path / "cut")
     (cut / "split.json").write_text('{"data": "')  # cut short
     with pytest.raises(CoreAffectError, match=r"split.json: not a split written by"):

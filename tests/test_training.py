@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -311,6 +312,22 @@ def test_a_diverging_loss_stops_training_with_an_error(tmp_path, monkeypatch):
         train_hidden_route(ClipDataset(videos, ClipConfig(), dense_length=48), None, tmp_path,
                            _config(), model_overrides=OVERRIDES)
     assert not (tmp_path / "hidden_route.safetensors").exists()  # no NaN network saved
+    monkeypatch.setattr(training, "_batch_loss", batch_loss)
+    data = ClipDataset(videos, ClipConfig(), dense_length=48)
+    step, steps = torch.optim.AdamW.step, []
+
+    def overflowing(self, *args, **kwargs):  # the last step of the epoch overflows: its loss
+        out = step(self, *args, **kwargs)  # was finite, and no later loss sees the weights
+        steps.append(1)
+        if len(steps) == math.ceil(len(data) / 4):
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", overflowing)
+    with pytest.raises(CoreAffectError, match="epoch 1: the network's weights are no longer"):
+        train_hidden_route(data, None, tmp_path, _config(), model_overrides=OVERRIDES)
+    assert not (tmp_path / "hidden_route.safetensors").exists()
 
 
 @pytest.mark.parametrize("field, value", [
