@@ -273,7 +273,9 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
     known = {*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES, "crops"}
     other = sorted(p.name for p in run.iterdir()  # dot files: temporaries of interrupted saves
                    if p.name not in known and not p.name.startswith("."))
-    if other:
+    if other and resume and (run / "training" / "last.json").exists():
+        logger.info("%s: %s are not part of the run and stay as they are", run, ", ".join(other))
+    elif other:
         listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
         raise CoreAffectError(f"{run}: holds files that are not part of a run ({listed}); "
                               "choose a new or empty folder")

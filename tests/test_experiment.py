@@ -508,3 +508,15 @@ def test_a_run_whose_training_stopped_early_is_named_when_loaded(tiny, tmp_path,
     train_run(tiny.corpus, run, epochs=2, test_videos=1, val_videos=1, resume=True,
               fit_settings=FAST)  # what the message says to do
     CoreAffect.load(run)
+
+
+def test_a_run_holding_a_users_outputs_can_still_be_resumed(tiny, tmp_path):
+    from coreaffect.experiment import _prepare_run
+
+    run = _copy_run(tiny, tmp_path / "run")
+    (run / "predictions.csv").write_text("mine")  # e.g. predict --out RUN/predictions.csv
+    assert "prior.json" in _prepare_run(run, resume=True, overwrite=False)
+    for overwrite in (False, True):  # replacing the run would mix it with them: refused
+        with pytest.raises(CoreAffectError, match=r"not part of a run \(predictions.csv\)"):
+            _prepare_run(run, resume=False, overwrite=overwrite)
+    assert (run / "predictions.csv").read_text() == "mine"
