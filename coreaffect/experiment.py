@@ -247,8 +247,6 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
     ``resume``)."""
     if resume and overwrite:
         raise CoreAffectError("resume continues a run and overwrite replaces it: choose one")
-    if run.exists() and not run.is_dir():
-        raise CoreAffectError(f"{run}: exists and is not a folder")
     if not run.exists():
         return []
     for kept in sorted(run.glob(".replaced-*")):  # set aside by a training that was killed
@@ -264,8 +262,8 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
         raise CoreAffectError(f"{kept}: holds the run that a training killed while it replaced "
                               f"it (--overwrite) had set aside; move its files back into {run} "
                               "(replacing those there) to keep that run, or delete the folder")
-    if (resume and (run / "hidden_route.safetensors").exists()
-            and not (run / "training" / "last.json").exists()):
+    resumable = resume and (run / "training" / "last.json").exists()
+    if resume and not resumable and (run / "hidden_route.safetensors").exists():
         raise CoreAffectError(f"{run / 'training' / 'last.json'}: missing, so there is no "
                               "training to go on with, and resuming would train the network "
                               "there again from scratch; replace the run (--overwrite) or "
@@ -273,7 +271,7 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
     known = {*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES, "crops"}
     other = sorted(p.name for p in run.iterdir()  # dot files: temporaries of interrupted saves
                    if p.name not in known and not p.name.startswith("."))
-    if other and resume and (run / "training" / "last.json").exists():
+    if other and resumable:
         logger.info("%s: %s are not part of the run and stay as they are", run, ", ".join(other))
     elif other:
         listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
@@ -327,8 +325,8 @@ def _set_aside(run: Path, names: Sequence[str], why: str, *, replacing: bool) ->
     try:
         yield
     except BaseException:
-        for name in (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES) if replacing else \
-                _LATER_STAGE_FILES:
+        written = (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES) if replacing else _LATER_STAGE_FILES
+        for name in written:
             _remove(run / name)
         back = list(names)
         if not replacing and _network_stamp(run) != network:

@@ -78,7 +78,6 @@ import io
 import json
 import logging
 import math
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -338,20 +337,25 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path, state: dict,
                     device: str) -> None:
     """Give ``optimizer`` the saved state that belongs to the saved weights; one saved with
     other weights (an interruption between the two writes) is not used, with a warning."""
+    def refuse(err: Exception) -> CoreAffectError:
+        return CoreAffectError(f"{path}: not the optimizer state of this training ({err}); "
+                               "replace the run (--overwrite) or choose a new folder")
+
     try:
         data = path.read_bytes()
-        if state.get("optimizer_sha256", hashlib.sha256(data).hexdigest()) != \
-                hashlib.sha256(data).hexdigest():
-            logger.warning("%s: saved with other weights than %s (the training was stopped "
-                           "between the two); the optimizer's moments start afresh", path,
-                           path.with_name("last.safetensors"))
-            return
-        # tensors only: never unpickles objects
+    except OSError as err:
+        raise refuse(err) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if state.get("optimizer_sha256", digest) != digest:
+        logger.warning("%s: saved with other weights than %s (the training was stopped between "
+                       "the two); the optimizer's moments start afresh", path,
+                       path.with_name("last.safetensors"))
+        return
+    try:  # weights only: tensors and plain containers, never arbitrary objects
         saved = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
-    except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as err:
-        raise CoreAffectError(f"{path}: not the optimizer state of this training ({err}); "
-                              "replace the run (--overwrite) or choose a new folder") from None
+    except Exception as err:  # noqa: BLE001 - the weights-only loader raises pickle's errors
+        raise refuse(err) from None
 
 
 def _torch_bytes(obj) -> bytes:
