@@ -57,22 +57,43 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
     """The factor c on a variance that makes central Gaussian intervals cover ``levels``.
 
     Args:
-        errors: (N,) standardised absolute errors ``|y - mean| / sd``.
-        levels: Nominal coverages in (0, 1).
+        errors: (N,) standardised absolute errors ``|y - mean| / sd``; an infinite one (a label
+            off an estimate of zero variance) is never covered.
 
     Returns:
         For one level, the exact c = (its quantile of the errors / z_{(1 + level)/2})^2; for
-        several, the c between their own factors whose largest coverage error is smallest.
+        several, the c between their own factors whose largest coverage error is smallest
+        (capped where every finite error is covered). ``inf`` when even the smallest level
+        needs an infinite error covered.
     """
+    errors = np.asarray(errors, dtype=np.float64)
     z = ndtri(0.5 + np.asarray(levels, dtype=np.float64) / 2)  # (L,)
-    own = (np.quantile(errors, levels) / z) ** 2  # (L,) each level's exact factor
-    if len(levels) == 1:
-        return float(own[0])
-    low, high = max(own.min(), 1e-12), max(own.max(), 1e-12)
-    factors = np.concatenate([np.geomspace(low, high, 400), own])  # (C,)
+    own = (_quantile(errors, levels) / z) ** 2  # (L,) each level's exact factor
+    if len(levels) == 1 or not np.isfinite(own).any():
+        return float(own.min())
+    finite = errors[np.isfinite(errors)]
+    cap = (finite.max() / z.min()) ** 2  # covers every finite error at every level
+    low, high = max(own.min(), 1e-12), max(min(own.max(), cap), 1e-12)
+    factors = np.concatenate([np.geomspace(low, high, 400), own[np.isfinite(own)]])  # (C,)
     inside = errors[None, None, :] <= z[None, :, None] * np.sqrt(factors)[:, None, None]
     worst = np.abs(inside.mean(-1) - np.asarray(levels)[None, :]).max(-1)  # (C,)
     return float(factors[np.argmin(worst)])
+
+
+def _quantile(values: np.ndarray, q: Any, axis: int | None = None) -> np.ndarray:
+    """``np.quantile(values, q, axis=axis)`` (linear interpolation) where values may be +inf.
+
+    numpy interpolates between a finite value and +inf to NaN; here the answer is +inf when
+    the interpolation reaches an infinite value, and exact otherwise.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    infinite = np.isposinf(values)
+    if not infinite.any():
+        return np.quantile(values, q, axis=axis)
+    biggest = np.finfo(np.float64).max
+    capped = np.quantile(np.where(infinite, biggest, values), q, axis=axis)
+    finite_max = np.max(np.where(infinite, -np.inf, values), axis=axis)
+    return np.where(capped > finite_max, np.inf, capped)
 
 
 def coverage_spread(errors: Sequence[np.ndarray], levels: float | Sequence[float],
@@ -135,7 +156,8 @@ def coverage_spread(errors: Sequence[np.ndarray], levels: float | Sequence[float
         calibration = np.concatenate([people[i] for i in order[:n_calibration]])
         test = np.concatenate([people[i] for i in order[n_calibration:n_calibration + n_test]])
         half = z * np.sqrt(variance_factor(calibration, levels))  # (L,) half-widths in sd units
-        out[r] = (test[:, None] <= half[None, :]).mean(0) - levels
+        inside = np.isfinite(test)[:, None] & (test[:, None] <= half[None, :])  # (N, L)
+        out[r] = inside.mean(0) - levels
     return out
 
 
@@ -146,8 +168,10 @@ def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
     Each label's distance from the mean is measured in units of the band's half-width on the
     label's side (``mean - lower`` below the mean, ``upper - mean`` above), and k_d is the
     ``level``-quantile of these ratios in dimension d: the band ``mean - k_d (mean - lower)`` to
-    ``mean + k_d (upper - mean)`` then holds that share of the labels (ties aside). With no
-    label, both factors are 1.
+    ``mean + k_d (upper - mean)`` then holds that share of the labels (ties aside). A band that
+    does not reach its mean (a strongly skewed distribution at a low level) is first extended
+    to it, as :func:`widen_bands` does; a label on a side where the band is then empty is never
+    covered. With no label, both factors are 1.
 
     Args:
         truth: (N, 2) labels, VA last axis.
@@ -158,14 +182,25 @@ def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
 
     Returns:
         ``(k_v, k_a)``.
+
+    Raises:
+        CoreAffectError: No finite factor covers ``level`` of a dimension's labels: more than
+            ``1 - level`` of them lie on a side of the mean where the band is empty.
     """
     truth, mean = np.asarray(truth, np.float64), np.asarray(mean, np.float64)
     if not len(truth):
         return 1.0, 1.0
-    half = np.where(truth < mean, mean - np.asarray(lower, np.float64),
-                    np.asarray(upper, np.float64) - mean)
-    ratio = np.abs(truth - mean) / np.maximum(half, 1e-12)  # (N, 2)
-    factors = np.quantile(ratio, level, axis=0)
+    below, above = _sides(mean, np.asarray(lower, np.float64), np.asarray(upper, np.float64))
+    half = np.where(truth < mean, below, above)  # (N, 2) the half-width on the label's side
+    distance = np.abs(truth - mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(distance == 0, 0.0, distance / half)  # (N, 2), inf where half is 0
+    factors = _quantile(ratio, level, axis=0)
+    if not np.isfinite(factors).all():
+        raise CoreAffectError(
+            f"no factor on the bands' half-widths covers {level:g} of the labels: more than "
+            f"{1 - level:g} of them lie on a side of the mean where the band is empty (a "
+            "strongly skewed distribution); calibrate at a higher level")
     return float(factors[0]), float(factors[1])
 
 
@@ -175,10 +210,18 @@ def widen_bands(factors: tuple[float, float], mean: np.ndarray, var: np.ndarray,
     """Apply half-width factors (k_v, k_a) to decoded moments; the means stay.
 
     Each band's distance from the mean is multiplied by k_d on either side, and the variance by
-    k_d^2: arrays (T, 2) in, ``(mean, var, lower, upper)`` out.
+    k_d^2: arrays (T, 2) in, ``(mean, var, lower, upper)`` out. A band that does not reach its
+    mean is first extended to it, so that the band always holds the mean and grows with k_d.
     """
     k = np.asarray(factors, dtype=np.float64)  # (2,)
-    return mean, var * k ** 2, mean - k * (mean - lower), mean + k * (upper - mean)
+    below, above = _sides(mean, lower, upper)
+    return mean, var * k ** 2, mean - k * below, mean + k * above
+
+
+def _sides(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """The band's half-widths below and above the mean, >= 0 (NaN where an input is NaN)."""
+    return np.maximum(mean - lower, 0.0), np.maximum(upper - mean, 0.0)
 
 
 def band_factors(value: Any) -> tuple[float, float]:

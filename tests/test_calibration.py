@@ -10,6 +10,7 @@ from scipy.stats import norm
 
 from coreaffect.calibration import (
     BANDS_FILE,
+    _quantile,
     band_factors,
     coverage_spread,
     halfwidth_factors,
@@ -138,3 +139,51 @@ def test_bands_file_round_trip_and_errors(tmp_path):
     path.write_text("{")
     with pytest.raises(CoreAffectError, match=f"{BANDS_FILE}: unreadable"):
         read_bands(tmp_path)
+
+
+def test_quantile_with_infinite_values_matches_its_definition():
+    values = np.array([3.0, 1.0, np.inf, 2.0])
+    # linear interpolation on the sorted values (1, 2, 3, inf) at positions q (N - 1)
+    np.testing.assert_array_equal(_quantile(values, [0.0, 0.5, 2 / 3, 0.7, 1.0]),
+                                  [1.0, 2.5, 3.0, np.inf, np.inf])
+    finite = np.random.default_rng(0).random((7, 2))
+    np.testing.assert_array_equal(_quantile(finite, 0.3, axis=0), np.quantile(finite, 0.3, 0))
+
+
+def test_variance_factor_counts_infinite_errors_as_misses():
+    rng = np.random.default_rng(3)
+    errors = np.abs(rng.normal(0.0, 2.0, 20000))
+    errors[:1000] = np.inf  # 5% off estimates of zero variance
+    c = variance_factor(errors, [0.9])
+    # 90% of all covers 90 / 95 of the finite ones: their quantile at 18/19
+    assert c == pytest.approx((np.quantile(errors[1000:], 18 / 19) / norm.ppf(0.95)) ** 2,
+                              rel=1e-3)
+    assert np.isfinite(variance_factor(errors, [0.5, 0.9]))
+    errors[:4000] = np.inf  # 20%: no finite width covers 90%
+    assert variance_factor(errors, [0.9]) == np.inf
+    z = norm.ppf([0.75, 0.95])
+
+    def worst(c):  # the largest coverage error over the two levels, counted
+        return np.abs((errors[:, None] <= z * np.sqrt(c)).mean(0) - [0.5, 0.9]).max()
+
+    both = variance_factor(errors, [0.5, 0.9])  # the 50% band is reachable
+    assert worst(both) <= min(worst(c) for c in np.geomspace(0.1, 1e4, 2000)) + 1e-3
+    spread = coverage_spread([errors[:10000], errors[10000:]], 0.5, 1, 1, resamples=4)
+    assert np.isfinite(spread).all()
+
+
+def test_bands_that_miss_their_mean_are_extended_to_it():
+    mean = np.zeros((4, 2))
+    lower = np.array([[-1.0, -1.0], [-1.0, 0.5], [-1.0, -1.0], [-1.0, -1.0]])
+    upper = np.array([[1.0, 1.0], [1.0, 1.0], [-0.5, 1.0], [1.0, 1.0]])  # row 2 valence below
+    _, _, lo, hi = widen_bands((2.0, 2.0), mean, np.ones((4, 2)), lower, upper)
+    assert (lo <= mean).all() and (hi >= mean).all()
+    np.testing.assert_array_equal(lo[1], [-2.0, 0.0])  # arousal's band started above the mean
+    np.testing.assert_array_equal(hi[2], [0.0, 2.0])
+    # labels above the mean where the band holds nothing there: never covered
+    truth = np.full((4, 2), 0.5)
+    k = halfwidth_factors(truth[[0, 1, 3]], mean[[0, 1, 3]], lower[[0, 1, 3]],
+                          upper[[0, 1, 3]], 0.5)
+    assert k == (0.5, 0.5)
+    with pytest.raises(CoreAffectError, match="calibrate at a higher level"):
+        halfwidth_factors(truth, mean, lower, upper, 0.9)  # a quarter lie on an empty side
