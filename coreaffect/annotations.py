@@ -50,8 +50,9 @@ Formats (``format=``):
     other columns, named or not, are ignored. An empty value cell is NaN.
 
 For ``aff-wild2``, ``sewa`` and ``csv``, ``path`` is the file, or its folder with ``video`` (the
-file ``<video>.txt`` or ``<video>.csv``); the video id is the file name without suffix (``sewa``:
-the name column). Whenever ``path`` is a file and ``video`` is given, the two must agree.
+file ``<video>.txt`` for ``aff-wild2``, ``<video>.csv`` for ``csv``, either for ``sewa``; the
+suffix in any case); the video id is the file name without suffix (``sewa``: the name column).
+Whenever ``path`` is a file and ``video`` is given, the two must agree.
 
 Rules for every format: text is UTF-8 (a byte-order mark is allowed); blank lines at the end are
 ignored, elsewhere an error; header cells may be quoted (``"time"``); every row has the header's
@@ -517,11 +518,17 @@ def _pick(folder: Path, available: dict[str, Path], video: str | None, what: str
     return video, available[video]
 
 
-def _one_file(path: Path, video: str | None, suffix: str, what: str, check: bool = True
-              ) -> Path:
-    """The file of a single-file format: ``path`` itself, or ``<path>/<video><suffix>``."""
+def _one_file(path: Path, video: str | None, suffixes: tuple[str, ...], what: str,
+              check: bool = True) -> Path:
+    """The file of a single-file format: ``path`` itself, or ``<path>/<video><suffix>`` with
+    one of ``suffixes`` in any case (the first that is there, in their order), as dataset
+    discovery finds it."""
     if path.is_dir():
-        available = {p.stem: p for p in path.glob(f"*{suffix}") if p.is_file()}
+        available: dict[str, Path] = {}
+        for suffix in suffixes:
+            for p in sorted(path.iterdir()):
+                if p.suffix.lower() == suffix and p.is_file() and not p.name.startswith("."):
+                    available.setdefault(p.stem, p)
         return _pick(path, available, video, what)[1]
     if not path.exists():
         raise AnnotationError(path, "no such file")
@@ -536,7 +543,7 @@ def _check_video(path: Path, video: str | None, found: str) -> None:
 
 
 def _read_affwild2(path: Path, video: str | None, fps: float | None) -> Annotations:
-    path = _one_file(path, video, ".txt", "Aff-Wild2 <video>.txt")
+    path = _one_file(path, video, (".txt",), "Aff-Wild2 <video>.txt")
     values = _affwild2_values(path, _table(path, ","))
     return Annotations(np.arange(len(values)) / fps, values, path.stem, path)
 
@@ -554,7 +561,7 @@ def _affwild2_values(path: Path, table: _Table) -> np.ndarray:
 
 
 def _read_csv(path: Path, video: str | None, fps: float | None) -> Annotations:
-    path = _one_file(path, video, ".csv", "<video>.csv")
+    path = _one_file(path, video, (".csv",), "<video>.csv")
     times, values = _csv_data(path, _table(path, ","))
     return Annotations(times, values, path.stem, path)
 
@@ -573,7 +580,8 @@ def _csv_data(path: Path, table: _Table) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_sewa(path: Path, video: str | None, fps: float | None) -> Annotations:
-    path = _one_file(path, video, ".csv", "SEWA <video>.csv", check=False)
+    path = _one_file(path, video, (".csv", ".txt"), "SEWA <video>.csv or .txt",
+                     check=False)
     name, times, values = _sewa_data(path, _table(path, ";"))
     _check_video(path, video, name)
     return Annotations(times, values, name, path)
@@ -626,9 +634,12 @@ def _read_afew(path: Path, video: str | None, fps: float | None) -> Annotations:
     _check_video(path, video, clip)
     text = _read_text(path)  # its own errors (missing, not UTF-8) name themselves
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as err:
         raise AnnotationError(path, f"not valid JSON ({err.msg})", err.lineno) from None
+    except _RepeatedKey as err:  # json would keep the last silently
+        raise AnnotationError(path, f"key {_short(str(err))} appears twice in one object "
+                                    "(a frame labelled twice?)") from None
     except (ValueError, RecursionError) as err:  # huge integers, deep nesting
         raise AnnotationError(path, f"not valid JSON ({type(err).__name__})") from None
     if not isinstance(data, dict) or not isinstance(data.get("frames"), dict):
@@ -652,6 +663,20 @@ def _read_afew(path: Path, video: str | None, fps: float | None) -> Annotations:
     if twice.size:
         raise AnnotationError(path, f"frame {frame_numbers[twice[0]]} appears twice")
     return Annotations(frame_numbers / fps, np.asarray(values, dtype=np.float64)[order], clip, path)
+
+
+class _RepeatedKey(Exception):
+    """A JSON object names one key twice; the argument is the key."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object as a dict, raising :class:`_RepeatedKey` for a key it names twice."""
+    out: dict[str, object] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _RepeatedKey(key)
+        out[key] = value
+    return out
 
 
 def _afew_value(path: Path, key: str, dim: str, raw: object) -> float:

@@ -90,6 +90,7 @@ __all__ = [
     "CropCache",
     "LabelledVideo",
     "Recording",
+    "check_annotations",
     "discover",
     "folder_numbering",
     "open_source",
@@ -342,31 +343,62 @@ def _one_format(root: Path, files: _FlatFiles, videos: dict[str, list[Path]]) ->
 
 def _flat_entries(files: _FlatFiles, format: str, videos: dict[str, list[Path]]
                   ) -> list[tuple[str, Path]]:
-    """(video id, file) of the files of ``format``, after checking the unreadable files.
+    """(video id, file) of the files of ``format``, after checking the other files.
 
-    An unreadable file named like a video that has no annotation of ``format``, in a folder that
-    holds such annotations, is that video's broken annotation: its error is raised, so that the
-    video is never silently dropped. Elsewhere (a feature file beside an annotation, another
-    task's labels in a folder of their own) it is passed over, with a log line.
+    A file named like a video that has no annotation of ``format``, and that cannot be read as
+    ``format`` (unreadable, or of another format), is that video's broken annotation when it
+    lies in a folder that holds annotations of ``format``: its error is raised. Beside the video
+    it is named like, the video is left out with a warning naming the file and what is wrong
+    with it, never silently. Elsewhere (another task's labels in a folder of their own) it is
+    passed over with a log line, as is any such file of a video that has its annotation (a
+    feature file beside it).
     """
     entries = [(path.stem, path) for path, kind in files.kinds.items() if kind == format]
-    annotated = {stem for _, path in entries for stem in _video_stems(path.stem)}
-    folders = {path.parent for _, path in entries}
-    for path, err in files.unreadable.items():
-        if not annotated & set(_video_stems(path.stem)) and path.parent in folders:
-            raise err
-        logger.info("%s: not a %s annotation, passed over (%s)", path, format, err.problem)
-    if not entries and files.unreadable:
-        raise next(iter(files.unreadable.values()))
-    for path, kind in files.kinds.items():
-        if kind != format:
-            logger.info("%s: a %s file, not read as a %s annotation", path, kind, format)
     other = next(((path, kind) for path, kind in files.kinds.items() if kind != format
                   and any(stem in videos for stem in _video_stems(path.stem))), None)
+    if not entries and files.unreadable:
+        raise next(iter(files.unreadable.values()))
     if not entries and other is not None:  # name what is there instead
         raise CoreAffectError(f"{other[0]}: a {other[1]} annotation, not {format}, and no "
                               f"{format} annotation is named like a video")
+    annotated = {stem for _, path in entries for stem in _video_stems(path.stem)}
+    folders = {path.parent for _, path in entries}
+    # file named like a video -> why it is not an annotation of the format
+    others = {path: _not_of(path, None, format, err) for path, err in files.unreadable.items()}
+    for path, kind in files.kinds.items():
+        if kind != format and any(stem in videos for stem in _video_stems(path.stem)):
+            others[path] = _not_of(path, kind, format)
+    left_out = []
+    for path, err in others.items():
+        stems = set(_video_stems(path.stem))
+        if not annotated & stems and path.parent in folders:
+            raise err
+        if not annotated & stems and any(video.parent == path.parent for stem in stems
+                                         for video in videos.get(stem, ())):
+            left_out.append(err)
+        else:
+            logger.info("%s: not read as a %s annotation (%s)", path, format, err.problem)
+    if left_out:
+        shown = "; ".join(str(err) for err in left_out[:3])
+        more = f"; and {len(left_out) - 3} more" if len(left_out) > 3 else ""
+        message = (f"{len(left_out)} video(s) left out: the file named like each, beside it, is "
+                   f"not a {format} annotation ({shown}{more})")
+        logger.warning(message)
+        warnings.warn(message, CoreAffectWarning, stacklevel=4)
     return entries
+
+
+def _not_of(path: Path, kind: str | None, format: str, error: AnnotationError | None = None
+            ) -> AnnotationError:
+    """Why ``path``, a file of format ``kind`` (``None``: unknown, with the ``error`` that said
+    so), is not one of ``format``: the error of reading its head as ``format``, else that."""
+    try:
+        _check_head(path, format)
+    except AnnotationError as err:
+        if kind is None:
+            return err
+        return AnnotationError(path, f"a {kind} file; as {format}: {err.problem}", err.line)
+    return error or AnnotationError(path, f"a {kind} file, not {format}")
 
 
 def _is_dante_file(path: Path) -> bool:
@@ -681,22 +713,60 @@ def load_recording(recording: Recording, config: DataConfig = DataConfig(),
     Returns:
         The :class:`LabelledVideo`.
     """
-    if recording.fps is not None and config.video.fps is not None:  # a frame folder
-        recording = recording._replace(fps=config.video.fps)  # the user's rate over the format's
+    recording = _with_rate(recording, config)
+    annotations = _read_labels(recording, config)  # before the cropping: its errors come first
     if cache is not None:
         crops = cache.get(recording)
     else:
         cropper = FaceCropper(recording.faces(config.faces))
         crops = FaceCrops.concatenate(list(cropper.crop_video(
             recording.open_video(config.video.chunk_size))))
+    _check_span(annotations, np.asarray(crops.times, np.float64), config.annotations.delay)
+    labels = annotations.resample(crops.times, delay=config.annotations.delay)
+    return LabelledVideo(recording.id, crops, labels.astype(np.float32))
+
+
+def check_annotations(recordings: Iterable[Recording], config: DataConfig = DataConfig()
+                      ) -> None:
+    """Read every recording's annotation, so that a broken one is named before any cropping.
+
+    :func:`load_recording` reads one recording's annotation before cropping its video; this
+    reads all of them, as a training or an evaluation does before loading its videos (hours of
+    cropping and training would otherwise come before the error of a test video's file).
+
+    Raises:
+        AnnotationError: One annotation cannot be read (its own error).
+        CoreAffectError: Several cannot; each is named, up to ten.
+    """
+    failures = []
+    for recording in recordings:
+        try:
+            _read_labels(_with_rate(recording, config), config)
+        except CoreAffectError as err:
+            failures.append(err)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        shown = "\n  ".join(str(err) for err in failures[:10])
+        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+        raise CoreAffectError(f"{len(failures)} annotations cannot be read:\n  {shown}{more}")
+
+
+def _with_rate(recording: Recording, config: DataConfig) -> Recording:
+    """The recording with ``config.video.fps``, when set, as the rate of its frame folder."""
+    if recording.fps is not None and config.video.fps is not None:  # a frame folder
+        return recording._replace(fps=config.video.fps)  # the user's rate over the format's
+    return recording
+
+
+def _read_labels(recording: Recording, config: DataConfig) -> Annotations:
+    """The recording's annotation, read at its video's frame rate where the format counts
+    frames (Aff-Wild2 and AFEW-VA)."""
     fps = recording.fps
     if fps is None and recording.format in ("aff-wild2", "afew-va"):
         with recording.open_video() as source:
             fps = source.fps
-    annotations = recording.read_annotations(config.annotations.fusion, fps=fps)
-    _check_span(annotations, np.asarray(crops.times, np.float64), config.annotations.delay)
-    labels = annotations.resample(crops.times, delay=config.annotations.delay)
-    return LabelledVideo(recording.id, crops, labels.astype(np.float32))
+    return recording.read_annotations(config.annotations.fusion, fps=fps)
 
 
 def _check_span(annotations: Annotations, frame_times: np.ndarray, delay: float = 0.0

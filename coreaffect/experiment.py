@@ -40,6 +40,7 @@ from coreaffect.corpus import (
     CropCache,
     LabelledVideo,
     Recording,
+    check_annotations,
     discover,
     load_recording,
     split_recordings,
@@ -74,8 +75,11 @@ DENSE_LENGTH = 400  # frames per training sequence (16 s at 25 fps): long enough
 
 def load_videos(recordings: Iterable[Recording], config: DataConfig, cache: CropCache,
                 progress: bool = False, what: str = "videos") -> list[LabelledVideo]:
-    """Face crops and per-frame labels of recordings, through the cache."""
+    """Face crops and per-frame labels of recordings, through the cache; every annotation is
+    read first (:func:`~coreaffect.corpus.check_annotations`), so that a broken one stops the
+    call before any cropping."""
     recordings = list(recordings)
+    check_annotations(recordings, config)
     if progress:
         from tqdm import tqdm
 
@@ -184,6 +188,7 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
         raise CoreAffectError(f"{previous}: the run was split differently; resume with the same "
                               "data, format, seed and video counts")
     logger.info("%d training, %d validation, %d test videos", len(fit), len(val), len(test))
+    check_annotations(recordings, config)  # a broken test annotation too, before the training
     why = "replaced" if overwrite else "fitted to the network that training goes on to change"
     with _set_aside(run, replaced, why, replacing=overwrite):
         atomic_write(previous, json.dumps(split, indent=2) + "\n")

@@ -590,3 +590,26 @@ def test_format_detection_reads_the_head_of_a_large_file(tmp_path):
     assert detect_format(broken) == "csv"  # the bad byte is past the head
     with pytest.raises(AnnotationError, match="not UTF-8"):
         read_annotations(broken)
+
+
+def test_a_frame_labelled_twice_in_an_afew_va_file_is_an_error(tmp_path):
+    path = write_afew(tmp_path, "001", {"00000": afew_frame(1, 2)}) / "001.json"
+    text = path.read_text()
+    twice = text.replace('"00000"', '"00001": {"valence": 3, "arousal": 4}, "00000"', 1)
+    path.write_text(twice.replace('"00001"', '"00000": {"valence": -9, "arousal": -9}, "00001"',
+                                  1))
+    with pytest.raises(AnnotationError, match="001.json: key '00000' appears twice"):
+        read_annotations(path, "afew-va")
+
+
+def test_a_folder_finds_its_video_file_as_discovery_does(tmp_path):
+    (tmp_path / "Train_01.txt").write_text("Train_01;0.00;0.5;-0.25;0.1\n")
+    (tmp_path / "V2.TXT").write_text("valence,arousal\n0.1,0.2\n")
+    (tmp_path / "c.Csv").write_text("time,valence,arousal\n0,0.1,0.2\n")
+    (tmp_path / ".c.csv").write_text("not read\n")
+    assert read_annotations(tmp_path, "sewa", video="Train_01").video == "Train_01"
+    assert read_annotations(tmp_path, "aff-wild2", video="V2", fps=25).video == "V2"
+    assert read_annotations(tmp_path, "csv", video="c").video == "c"
+    with pytest.raises(AnnotationError, match="no Aff-Wild2 <video>.txt for video 'x'; "
+                                              "available: Train_01, V2$"):
+        read_annotations(tmp_path, "aff-wild2", video="x", fps=25)

@@ -116,14 +116,49 @@ def test_a_broken_annotation_of_a_video_is_an_error_not_a_dropped_video(tmp_path
     (root / "notes.txt").write_text("recorded in 2024\n")  # named like no video: not read
     (root / "features").mkdir()  # beside a's annotation, a's feature file is passed over
     (root / "features" / "a.csv").write_text("frame,AU01\n0,0.5\n")
-    with pytest.raises(AnnotationError, match=r"b\.csv.*cannot tell the annotation format"):
-        discover(root)
-    with pytest.raises(AnnotationError, match=r"b\.csv.*missing header: need columns time"):
-        discover(root, "csv")  # the format's own error, not advice to give a format
+    for format in ("auto", "csv"):  # the format's own error, not advice to give a format
+        with pytest.raises(AnnotationError, match=r"b\.csv.*missing header: need columns time"):
+            discover(root, format)
     (root / "b.csv").rename(root / "b.txt")  # another task's labels of b, in a folder of their own
     (root / "expr").mkdir()
     (root / "b.txt").rename(root / "expr" / "b.txt")
     assert [r.id for r in discover(root)] == ["a", "c"]
+
+
+def test_a_video_left_out_by_its_broken_annotation_beside_it_is_warned_about(tmp_path):
+    root = tmp_path / "data"
+    root.mkdir()
+    for vid in ("a", "b", "c"):  # one folder per recording: no folder holds two annotations
+        _csv_corpus(root / vid, ids=(vid,))
+    text = (root / "c" / "c.csv").read_text()
+    (root / "c" / "c.csv").write_text(text.replace("time,", "tme,", 1))
+    for format in ("auto", "csv"):
+        with pytest.warns(CoreAffectWarning, match=r"1 video\(s\) left out.*c\.csv.*time"):
+            assert [r.id for r in discover(root, format)] == ["a", "b"]
+
+
+def test_a_file_of_another_format_among_the_given_formats_files_is_an_error(tmp_path):
+    root = _csv_corpus(tmp_path / "data")
+    (root / "c.csv").write_text("valence,arousal\n" + "0.1,0.2\n" * 30)  # time forgotten
+    with pytest.raises(CoreAffectError, match="several formats"):
+        discover(root)
+    with pytest.raises(AnnotationError, match=r"c\.csv.*aff-wild2 file; as csv: missing header"):
+        discover(root, "csv")
+
+
+def test_annotations_are_read_before_any_video_is_cropped(tmp_path):
+    root = _csv_corpus(tmp_path / "data")
+    recordings = discover(root)
+    for vid in ("b", "c"):
+        (root / f"{vid}.avi").write_bytes(b"not a video")  # cropping it would fail
+        (root / f"{vid}.csv").write_text("time,valence,arousal\n0,0.1,2.0\n")  # out of range
+    config = DataConfig(faces=NONE)
+    with pytest.raises(AnnotationError, match=r"b\.csv.*\[-1, 1\]"):
+        load_recording(recordings[1], config)
+    with pytest.raises(CoreAffectError, match=r"2 annotations cannot be read:\n.*b\.csv"
+                                              r".*\n.*c\.csv"):
+        corpus.check_annotations(recordings, config)
+    corpus.check_annotations(recordings[:1], config)  # a's is fine
 
 
 def test_a_corpus_mixing_formats_is_an_error_naming_them(tmp_path):

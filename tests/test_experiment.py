@@ -301,6 +301,17 @@ def test_refit_refuses_outs_that_are_the_run_inside_it_or_not_folders(tiny, tmp_
     assert _files(tiny.run) == before
 
 
+def test_a_broken_test_annotation_stops_training_before_any_work(tiny, tmp_path):
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny.corpus, corpus)
+    for broken in corpus.glob(f"annotation/*/{tiny.test_ids[0]}/valence.csv"):
+        broken.write_text(broken.read_text().replace(";", ",", 2))
+    run = tmp_path / "run"
+    with pytest.raises(CoreAffectError, match=rf"{tiny.test_ids[0]}.*valence\.csv.*"):
+        train_run(corpus, run, epochs=1, test_videos=1, val_videos=1, seed=0)
+    assert not run.exists()  # no split, no crop cache, no network
+
+
 def test_training_never_replaces_a_run_unasked(tiny, tmp_path):
     from coreaffect.experiment import _prepare_run, _set_aside
 
