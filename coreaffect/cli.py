@@ -415,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--fps", type=_positive_float, default=None,
                          help="frame rate of a frame folder (default: the run's setting, else "
                               "that of the run's dataset format's folders: 30 for Aff-Wild2, "
-                              "else 25); a video file has its own")
+                              "else 25); for a video file, a rate that replaces its own (a raw "
+                              ".h264 or .mjpeg stream, whose rate FFmpeg guesses)")
     predict.add_argument("--first-index", type=_first_index, default=None, metavar="N",
                          help="number of a frame folder's first image (default: that of the "
                               "run's dataset format: 1 for Aff-Wild2, else 0)")

@@ -13,7 +13,9 @@ with the settings to change (``coreaffect train --config``; the others keep thei
     [annotations]
     delay = 2.0
 
-Unknown keys are an error, so that a typo never silently falls back to a default, and so is a
+A relative ``yunet_model`` in a TOML file is a path from the file's folder (it is stored
+absolute in a run directory, so that the run finds it from anywhere). Unknown keys are an
+error, so that a typo never silently falls back to a default, and so is a
 setting of the wrong type or out of its range (``crop_size = 112.5``, ``margin = nan``,
 ``fps = "30"``): every section checks its fields when it is made, in Python as from a file, and
 raises :class:`~coreaffect.errors.CoreAffectError` naming the section, the field, the value and
@@ -298,4 +300,9 @@ class DataConfig:
             raise CoreAffectError(f"{path}: no such configuration file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise CoreAffectError(f"{path}: not valid TOML ({err})") from None
+        faces = data.get("faces")
+        model = faces.get("yunet_model") if isinstance(faces, dict) else None
+        if isinstance(model, str) and model and not Path(model).expanduser().is_absolute():
+            # beside the file that names it, wherever the command runs; stored absolute in a run
+            faces["yunet_model"] = str(path.parent.resolve() / model)
         return cls.from_dict(data, source=str(path), base=base)

@@ -129,15 +129,19 @@ def open_source(source: str | Path | int, config: VideoConfig, format: str | Non
         source: A file, a folder of numbered images, or a camera index.
         config: ``config.chunk_size``, and ``config.fps`` for a folder.
         format: The dataset format (:func:`folder_numbering`); ``None``: none in particular.
-        fps: Rate of a frame folder; ``None``: ``config.fps``, else the format's. A file or a
-            camera keeps its own.
+        fps: Rate of a frame folder; ``None``: ``config.fps``, else the format's. For a file,
+            a rate that replaces its container's (``VideoSource``'s ``file_fps``); ``None``: its
+            own, else ``config.fps``. A camera keeps its own.
         first_index: Number of a folder's first image; ``None``: the format's.
     """
     rate, first = folder_numbering(format)
-    if not isinstance(source, int) and Path(source).is_dir():
+    camera = isinstance(source, (int, np.integer)) and not isinstance(source, bool)
+    if not camera and Path(source).is_dir():
         config = dataclasses.replace(config, fps=fps or config.fps or rate)
         return VideoSource.from_config(source, config,
                                        first_index=first if first_index is None else first_index)
+    if not camera and fps is not None:
+        return VideoSource(source, fps=config.fps, chunk_size=config.chunk_size, file_fps=fps)
     return VideoSource.from_config(source, config)
 
 

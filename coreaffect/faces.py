@@ -238,9 +238,10 @@ class _YuNetDetector:
     """``cv2.FaceDetectorYN`` with a user-supplied YuNet ONNX model."""
 
     def __init__(self, config: FaceConfig) -> None:
-        model = Path(str(config.yunet_model))
+        model = Path(str(config.yunet_model)).expanduser()
         if not model.is_file():
-            raise CoreAffectError(f"{model}: YuNet model file not found (faces.yunet_model); "
+            shown = model if model.is_absolute() else f"{model} (from {Path.cwd()})"
+            raise CoreAffectError(f"{shown}: YuNet model file not found (faces.yunet_model); "
                                   "supply face_detection_yunet_2023mar.onnx from the OpenCV "
                                   "model zoo, or use detector='haar'")
         try:

@@ -311,7 +311,8 @@ class CoreAffect:
         Args:
             source: A file, a folder of numbered images, or a camera index.
             fps: Rate of a frame folder; ``None``: ``data_config.video.fps``, else the rate of
-                :attr:`folder_format`'s folders. A file or a camera keeps its own.
+                :attr:`folder_format`'s folders. For a file, a rate that replaces its own (a raw
+                stream's, which FFmpeg guesses); ``None``: its own. A camera keeps its own.
             first_index: Number of a folder's first image; ``None``: that of
                 :attr:`folder_format`.
 

@@ -9,7 +9,7 @@ frame).
 Sources:
 
 * **Video file**: anything OpenCV's FFmpeg backend decodes (mp4, avi, mkv, ...). Frames are decoded
-  sequentially from the start, never by seeking. ``index`` counts decoded frames from 0.
+  sequentially from the start, never by seeking; ``index`` is 0 for the first (see Timestamps).
 * **Folder of numbered images** (png, jpg, jpeg, bmp): frames are ordered by the integer in the file
   name (the last run of digits, so ``frame_2.png`` comes before ``frame_10.png``), and
   ``index = number - first_index``. Gaps in the numbering stay gaps in ``index`` (Aff-Wild2's
@@ -26,9 +26,13 @@ Sources:
 
 Timestamps (seconds):
 
-* Files: ``time = index / fps`` with ``fps`` from the container. This assumes a constant frame
-  rate; a variable-frame-rate file gets nominal, evenly spaced times. When the container carries
-  no usable rate, the ``fps`` argument is used (else 25 Hz) and a warning says so.
+* Files: ``time = index / fps`` with ``fps`` from the container, and ``index`` the frame's own
+  timestamp on that rate's grid, counted from the first frame (from the decoded count where the
+  container gives no timestamp). A frame the container dropped, or one that cannot be decoded,
+  is thus a gap in ``index``, as in a folder, and the frames after it keep their times (a
+  warning names the gaps). A variable-frame-rate file gets its frames' times rounded to the
+  nominal rate. When the container carries no usable rate, the ``fps`` argument is used (else
+  25 Hz) and a warning says so.
 * Folders: ``time = index / fps``, with ``fps`` from the argument, 25 Hz by default (the rate of
   AFEW-VA and the DANTE annotations; the corpus reader gives Aff-Wild2's frame folders 30 Hz,
   the rate of most of its videos).
@@ -37,7 +41,8 @@ Timestamps (seconds):
 Every iteration starts again from the first frame (files are re-opened), so a source can be
 iterated any number of times and gives the same frames each time.
 
-Damaged input: a truncated or partly corrupt file yields every frame that decodes, then emits a
+Damaged input: a truncated or partly corrupt file yields every frame that decodes (up to
+25 undecodable frames in a row are passed over as gaps; more end the file), then emits a
 :class:`UserWarning` (and a log record) naming the file, the index where decoding stopped and the
 frame count the container announced. A path that does not exist, a file no frame can be decoded
 from (for instance a text file renamed ``.mp4``), an empty folder, a folder whose numbering has a
@@ -74,6 +79,7 @@ _LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer on
 # missing frames than the folder has images, beyond which or before which lie at most
 _FEW_STRAYS = 5  # images, is refused (see VideoSource._check_gaps)
 _LARGEST_NUMBER = 2**62  # frame numbers of images, and a first index, stay below: int64 holds them
+_BAD_FRAMES = 25  # undecodable frames in a row after which a file is taken to have ended
 
 
 def is_frame_image(path: Path) -> bool:
@@ -117,7 +123,11 @@ class VideoSource:
     Args:
         source: A video file, a folder of numbered images, or a camera's integer device index.
         fps: Frame rate for sources that carry none: folders (default 25 Hz), and files whose
-            container has no usable rate. A file's own rate always wins when it has one.
+            container has no usable rate. A file's own rate wins when it has one, unless
+            ``file_fps`` is set.
+        file_fps: For files, a rate that replaces the container's, with a warning where they
+            differ: a raw ``.h264`` or ``.mjpeg`` stream has no rate, and FFmpeg guesses one.
+            Frames keep their order and gaps; their times are ``index / file_fps``.
         chunk_size: Default number of frames per :meth:`chunks` chunk.
         first_index: For folders, the number of the first frame (0 for ``00000.png``, 1 for
             1-based numbering); ``index = number - first_index``. Ignored for files and cameras.
@@ -143,9 +153,11 @@ class VideoSource:
         fps: float | None = None,
         chunk_size: int = 64,
         first_index: int = 0,
+        file_fps: float | None = None,
     ) -> None:
-        if fps is not None and not fps > 0:
-            raise ValueError(f"fps must be positive, got {fps}")
+        for name, rate in (("fps", fps), ("file_fps", file_fps)):
+            if rate is not None and not 0 < rate < math.inf:
+                raise ValueError(f"{name} must be a positive number, got {rate}")
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if not 0 <= first_index < _LARGEST_NUMBER:
@@ -156,6 +168,7 @@ class VideoSource:
         self._captures: list[cv2.VideoCapture] = []  # captures of iterations in progress
         self._files: list[tuple[int, Path]] = []  # (index, path) of a folder's images
         self._frame_count: int | None = None
+        self._grid: float | None = None  # a file's own rate, on which its timestamps fall
         if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
             self._source: Path | int = int(source)
             self._kind = "camera"
@@ -173,7 +186,7 @@ class VideoSource:
         else:
             self._kind = "file"
             self._name = path.stem
-            self._open_file(fps)
+            self._open_file(fps, file_fps)
 
     @classmethod
     def from_config(
@@ -232,15 +245,18 @@ class VideoSource:
 
     # -- opening ------------------------------------------------------------------------------
 
-    def _open_file(self, fps: float | None) -> None:
+    def _open_file(self, fps: float | None, file_fps: float | None) -> None:
         path = self._source
         capture = cv2.VideoCapture(str(path))
         try:
             if not capture.isOpened():
                 raise VideoError(path, "cannot be opened as a video (not a video file, an "
                                  "unsupported codec, or a file cut short before its index)")
-            ok, image = capture.read()
-            if not ok or image is None:
+            for _ in range(_BAD_FRAMES + 1):  # the first frames may be undecodable
+                ok, image = capture.read()
+                if ok and image is not None:
+                    break
+            else:
                 raise VideoError(path, "no frame could be decoded (not a video, or empty)")
             count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
             rate = capture.get(cv2.CAP_PROP_FPS)
@@ -248,7 +264,16 @@ class VideoSource:
             capture.release()
         self._size = (int(image.shape[1]), int(image.shape[0]))
         self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
-        if math.isfinite(rate) and 0 < rate < 1000:
+        usable = math.isfinite(rate) and 0 < rate < 1000
+        self._grid = float(rate) if usable else None
+        if file_fps is not None:
+            self._fps = float(file_fps)
+            if usable and not math.isclose(rate, file_fps, rel_tol=1e-3):
+                message = (f"{path}: its container says {rate:g} Hz; timestamps use the "
+                           f"{self._fps:g} Hz given")
+                logger.warning(message)
+                warnings.warn(message, CoreAffectWarning, stacklevel=3)
+        elif usable:
             self._fps = float(rate)
         else:
             self._fps = float(fps) if fps is not None else DEFAULT_FPS
@@ -400,26 +425,47 @@ class VideoSource:
         if not capture.isOpened():
             raise VideoError(self._source, "cannot be opened as a video any more")
         self._captures.append(capture)
-        index = 0
+        previous, failures, origin, missing = -1, 0, None, []
         try:
             while True:
                 ok, image = capture.read()
-                if not ok or image is None:
-                    break
+                if not ok or image is None:  # the end, or a frame that cannot be decoded
+                    failures += 1
+                    if failures > _BAD_FRAMES or (self._frame_count is not None
+                                                  and previous + failures >= self._frame_count):
+                        break
+                    continue
+                index = previous + 1 + failures  # by count: each failed read was a frame
+                milliseconds = capture.get(cv2.CAP_PROP_POS_MSEC)  # the frame's own timestamp
+                if math.isfinite(milliseconds):
+                    grid = self._grid or self._fps  # the rate the timestamps fall on
+                    if origin is None:  # the first frame's time is 0, whatever the container's
+                        origin = milliseconds - index * 1000.0 / grid
+                    timed = round((milliseconds - origin) * grid / 1000.0)
+                    if timed > previous:  # a frame the container dropped is a gap
+                        index = timed
+                missing += range(previous + 1, index)
                 yield image, index / self._fps, index
-                index += 1
+                previous, failures = index, 0
         finally:
             capture.release()
             if capture in self._captures:
                 self._captures.remove(capture)
         if self._closed:  # closed while iterating: the stop is not the file's fault
             return
-        if index == 0:
+        if previous < 0:
             raise VideoError(self._source, "no frame could be decoded")
-        if self._frame_count is not None and index < self._frame_count:
-            message = (f"{self._source}: decoding stopped at frame index {index}, but the "
-                       f"container announces {self._frame_count} frames (truncated or corrupt "
-                       f"file); {index} frames were read")
+        if missing:
+            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+            message = (f"{self._source}: {len(missing)} frame(s) could not be decoded or were "
+                       f"dropped by the container (index {shown}); they are read as frames "
+                       "without a face")
+            logger.warning(message)
+            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+        if self._frame_count is not None and previous + 1 < self._frame_count:
+            message = (f"{self._source}: decoding stopped at frame index {previous + 1}, but "
+                       f"the container announces {self._frame_count} frames (truncated or "
+                       f"corrupt file); {previous + 1 - len(missing)} frames were read")
             logger.warning(message)
             warnings.warn(message, CoreAffectWarning, stacklevel=3)
 

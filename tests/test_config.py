@@ -32,6 +32,18 @@ def test_from_toml(tmp_path):
     assert config.clips.stride == 4 and config.clips.length == 16
 
 
+def test_a_relative_yunet_model_is_found_beside_the_file_that_names_it(tmp_path, monkeypatch):
+    folder = tmp_path / "settings"
+    folder.mkdir()
+    path = folder / "data.toml"
+    path.write_text('[faces]\ndetector = "yunet"\nyunet_model = "models/yunet.onnx"\n')
+    monkeypatch.chdir(tmp_path)  # elsewhere than the file
+    config = DataConfig.from_toml(Path("settings") / "data.toml")
+    assert config.faces.yunet_model == str(folder.resolve() / "models" / "yunet.onnx")
+    path.write_text(f'[faces]\ndetector = "yunet"\nyunet_model = "{tmp_path / "y.onnx"}"\n')
+    assert DataConfig.from_toml(path).faces.yunet_model == str(tmp_path / "y.onnx")
+
+
 def test_settings_a_file_leaves_out_come_from_the_base(tmp_path):
     path = tmp_path / "data.toml"
     path.write_text('[annotations]\ndelay = 2.0\n')

@@ -132,6 +132,87 @@ def test_truncated_file_yields_prefix_and_warns(
     assert f"index {len(frames)}" in caplog.text
 
 
+def _avi_chunks(data: bytes) -> tuple[int, int, list[tuple[bytes, bytes]]]:
+    """An AVI's ``movi`` list start, ``idx1`` start and (tag, payload) of its stream chunks."""
+    movi, index = data.find(b"movi"), data.find(b"idx1")
+    chunks, at = [], movi + 4
+    while at < index - 8:
+        size = int.from_bytes(data[at + 4:at + 8], "little")
+        chunks.append((data[at:at + 4], data[at + 8:at + 8 + size]))
+        at += 8 + size + (size & 1)
+    return movi, index, chunks
+
+
+def _drop_frames(path: Path, dropped: set[int]) -> None:
+    """Rewrite an MJPG AVI with the chunks of frames ``dropped`` empty, as a capture program
+    writes the frames it dropped: the container keeps their places, with no picture."""
+    data = path.read_bytes()
+    movi, _, chunks = _avi_chunks(data)
+    body, entries = bytearray(b"movi"), bytearray()
+    for k, (tag, payload) in enumerate(chunks):
+        payload = b"" if k in dropped else payload
+        entries += tag + (16 if payload else 0).to_bytes(4, "little")
+        entries += len(body).to_bytes(4, "little") + len(payload).to_bytes(4, "little")
+        body += tag + len(payload).to_bytes(4, "little") + payload + b"\0" * (len(payload) & 1)
+    out = bytearray(data[:movi - 8]) + b"LIST" + len(body).to_bytes(4, "little") + body
+    out += b"idx1" + len(entries).to_bytes(4, "little") + entries
+    out[4:8] = (len(out) - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(out))
+
+
+def test_undecodable_frames_are_gaps_and_the_rest_is_read(tmp_path: Path) -> None:
+    path = write_video(tmp_path / "bad.avi", 30, "MJPG")
+    data = bytearray(path.read_bytes())
+    starts = [k for k in range(len(data) - 1) if data[k:k + 2] == b"\xff\xd8"]  # JPEG starts
+    for frame in (0, 12):
+        data[starts[frame]:starts[frame] + 300] = bytes(300)  # its picture cannot be decoded
+    path.write_bytes(bytes(data))
+    video = VideoSource(path)
+    assert video.size == (WIDTH, HEIGHT)  # from the first frame that decodes
+    with pytest.warns(UserWarning, match=r"bad\.avi: 2 frame\(s\) could not be decoded.*"
+                                         r"index 0, 12\)") as caught:
+        frames = list(video)
+    assert not [w for w in caught if "stopped" in str(w.message)]
+    expected = [k for k in range(30) if k not in (0, 12)]
+    assert [f.index for f in frames] == expected
+    assert [decode_number(f.image) for f in frames] == expected
+    np.testing.assert_allclose([f.time for f in frames], np.array(expected) / 20.0)
+
+
+def test_frames_a_container_dropped_leave_gaps_and_later_frames_keep_their_times(
+        tmp_path: Path) -> None:
+    path = write_video(tmp_path / "drop.avi", 30, "MJPG")
+    _drop_frames(path, {10, 11, 12})
+    with pytest.warns(UserWarning, match=r"3 frame\(s\).*dropped.*index 10, 11, 12\)") as caught:
+        frames = list(VideoSource(path))
+    assert not [w for w in caught if "stopped" in str(w.message)]  # nothing is cut short
+    kept = [k for k in range(30) if k not in (10, 11, 12)]
+    assert [decode_number(f.image) for f in frames] == kept  # pictures as they were written
+    assert [f.index for f in frames] == kept
+    np.testing.assert_allclose([f.time for f in frames], np.array(kept) / 20.0)
+
+
+def test_a_given_file_rate_replaces_the_containers(video_file: Path) -> None:
+    with pytest.warns(UserWarning, match="container says 20 Hz; timestamps use the 30 Hz"):
+        video = VideoSource(video_file, file_fps=30.0)
+    frames = list(video)
+    assert video.fps == 30.0 and [f.index for f in frames] == list(range(30))
+    np.testing.assert_allclose([f.time for f in frames], np.arange(30) / 30.0)
+    with pytest.raises(ValueError, match="file_fps"):
+        VideoSource(video_file, file_fps=float("nan"))
+
+
+def test_open_source_gives_a_file_the_rate_asked_for_and_takes_numpy_camera_indices(
+        video_file: Path) -> None:
+    from coreaffect.corpus import open_source
+
+    assert open_source(video_file, VideoConfig()).fps == pytest.approx(20.0)
+    with pytest.warns(UserWarning, match="timestamps use the 30 Hz given"):
+        assert open_source(video_file, VideoConfig(), fps=30.0).fps == 30.0
+    with pytest.raises(VideoError, match="camera"):
+        open_source(np.int64(57), VideoConfig())  # no such device, and not a path
+
+
 def test_complete_file_does_not_warn(video_file: Path, recwarn: pytest.WarningsRecorder) -> None:
     list(VideoSource(video_file))
     assert not [w for w in recwarn if "stopped" in str(w.message)]
