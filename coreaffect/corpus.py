@@ -107,7 +107,8 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4
 _FOLDER_FPS = {"afew-va": 25.0, "aff-wild2": 30.0}
 # Aff-Wild2 numbers its cropped frames from 1 (00001.jpg is the first annotation row).
 _FIRST_INDEX = {"aff-wild2": 1}
-_CACHE_VERSION = 2  # 2: frames missing from a folder have rows
+_CACHE_VERSION = 3  # 2: frames missing from a folder have rows; 3: and from a file (dropped,
+# undecodable)
 _LAYOUTS = {  # where the other formats' annotation files live, for the error that finds one
     "dante": "annotation/<UserId>/<video>/valence.csv and arousal.csv",
     "recola": "arousal/<video>.csv and valence/<video>.csv",
