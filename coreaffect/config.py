@@ -120,15 +120,24 @@ class VideoConfig:
             the dataset format's rate, else 25 Hz.
         chunk_size: Frames (>= 1) decoded and cropped per chunk; bounds memory whatever the video
             length.
+        first_index: The number of a frame folder's first frame (0 for ``00000.png``, 1 for
+            images numbered from 1, as ffmpeg's ``%05d.png`` numbers them). ``None`` takes the
+            dataset format's: 1 for Aff-Wild2's cropped_aligned folders, else 0.
     """
 
     fps: float | None = None  # frame folders have no rate of their own; formats supply one
     chunk_size: int = 64  # 64 frames of 640x480 RGB are ~59 MB: bounded, yet batches well
+    first_index: int | None = None  # frame folders number from 0 or 1; formats say which
 
     def __post_init__(self) -> None:
         _check_float(self, "video", "fps", "a finite number > 0 (frames per second)",
                      lambda value: value > 0, optional=True)
         _check_int(self, "video", "chunk_size", 1)
+        if self.first_index is not None:
+            _check_int(self, "video", "first_index", 0)
+            if self.first_index >= 2**62:
+                raise CoreAffectError(f"video.first_index must be below 2**62, got "
+                                      f"{self.first_index}")
 
 
 @dataclass(frozen=True)

@@ -84,13 +84,14 @@ from coreaffect.checkpoint import temporary_folder
 from coreaffect.config import DataConfig, FaceConfig, VideoConfig
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
-from coreaffect.video import VideoSource, is_frame_image
+from coreaffect.video import VideoSource, is_frame_image, numbered_images
 
 __all__ = [
     "CropCache",
     "LabelledVideo",
     "Recording",
     "check_annotations",
+    "check_numbering",
     "discover",
     "folder_numbering",
     "open_source",
@@ -133,14 +134,17 @@ def open_source(source: str | Path | int, config: VideoConfig, format: str | Non
         fps: Rate of a frame folder; ``None``: ``config.fps``, else the format's. For a file,
             a rate that replaces its container's (``VideoSource``'s ``file_fps``); ``None``: its
             own, else ``config.fps``. A camera keeps its own.
-        first_index: Number of a folder's first image; ``None``: the format's.
+        first_index: Number of a folder's first image; ``None``: ``config.first_index``, else
+            the format's (a warning names a folder whose first image is 1 read from 0).
     """
     rate, first = folder_numbering(format)
     camera = isinstance(source, (int, np.integer)) and not isinstance(source, bool)
     if not camera and Path(source).is_dir():
         config = dataclasses.replace(config, fps=fps or config.fps or rate)
-        return VideoSource.from_config(source, config,
-                                       first_index=first if first_index is None else first_index)
+        if first_index is None and config.first_index is None:
+            _check_numbering([Path(source)], first, format)
+        first_index = next(x for x in (first_index, config.first_index, first) if x is not None)
+        return VideoSource.from_config(source, config, first_index=first_index)
     if not camera and fps is not None:
         return VideoSource(source, fps=config.fps, chunk_size=config.chunk_size, file_fps=fps)
     return VideoSource.from_config(source, config)
@@ -758,10 +762,51 @@ def check_annotations(recordings: Iterable[Recording], config: DataConfig = Data
 
 
 def _with_rate(recording: Recording, config: DataConfig) -> Recording:
-    """The recording with ``config.video.fps``, when set, as the rate of its frame folder."""
-    if recording.fps is not None and config.video.fps is not None:  # a frame folder
-        return recording._replace(fps=config.video.fps)  # the user's rate over the format's
-    return recording
+    """The recording with ``config.video.fps`` and ``first_index``, when set, as the rate and
+    the first number of its frame folder (the user's over the format's)."""
+    if recording.fps is None:  # a video file
+        return recording
+    return recording._replace(
+        fps=recording.fps if config.video.fps is None else config.video.fps,
+        first_index=(recording.first_index if config.video.first_index is None
+                     else config.video.first_index))
+
+
+def check_numbering(recordings: Iterable[Recording], config: DataConfig = DataConfig()
+                    ) -> None:
+    """Warn, once for all, of frame folders read from 0 whose first image is numbered 1.
+
+    ffmpeg numbers the images it extracts from 1 (``%05d.png``), and a format whose folders
+    count from 0 (every one but Aff-Wild2) reads such a folder's frames one frame late against
+    their labels. Nothing is said when ``config.video.first_index`` is set.
+    """
+    if config.video.first_index is not None:
+        return
+    for format, first in {(r.format, r.first_index) for r in recordings if r.fps is not None}:
+        _check_numbering([r.video for r in recordings if r.fps is not None
+                          and r.format == format], first, format)
+
+
+def _check_numbering(folders: Sequence[Path], first: int, format: str | None) -> None:
+    """The warning of :func:`check_numbering` for ``folders``, read from ``first``."""
+    if first != 0:
+        return
+    late = []
+    for folder in folders:
+        try:
+            numbers = numbered_images(folder)
+        except CoreAffectError:
+            continue  # opening the folder names what is wrong with it
+        if numbers and min(numbers) == 1:
+            late.append(folder)
+    if late:
+        message = (f"{len(late)} frame folder(s) number their first image 1 (e.g. {late[0]}), "
+                   f"but {format or 'these'} frame folders are read from 0: if their images "
+                   "count from 1, as ffmpeg's %05d.png does, set first_index = 1 in the [video] "
+                   "section of the data configuration (predict: --first-index 1); read from 0, "
+                   "every frame is one frame later than its labels")
+        logger.warning(message)
+        warnings.warn(message, CoreAffectWarning, stacklevel=3)
 
 
 def _read_labels(recording: Recording, config: DataConfig) -> Annotations:

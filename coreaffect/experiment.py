@@ -41,6 +41,7 @@ from coreaffect.corpus import (
     LabelledVideo,
     Recording,
     check_annotations,
+    check_numbering,
     discover,
     load_recording,
     split_recordings,
@@ -189,6 +190,7 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
                               "data, format, seed and video counts")
     logger.info("%d training, %d validation, %d test videos", len(fit), len(val), len(test))
     check_annotations(recordings, config)  # a broken test annotation too, before the training
+    check_numbering(recordings, config)
     why = "replaced" if overwrite else "fitted to the network that training goes on to change"
     with _set_aside(run, replaced, why, replacing=overwrite):
         atomic_write(previous, json.dumps(split, indent=2) + "\n")
@@ -596,6 +598,7 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
                            ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else ""))
     elif subset != "all":
         raise CoreAffectError(f"subset must be 'test' or 'all', got {subset!r}")
+    check_numbering(recordings, config)
     crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                       config.video.chunk_size)
     videos = load_videos(recordings, config, crops, progress, subset)

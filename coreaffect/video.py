@@ -14,7 +14,10 @@ Sources:
   name (the last run of digits, so ``frame_2.png`` comes before ``frame_10.png``), and
   ``index = number - first_index``. Gaps in the numbering stay gaps in ``index`` (Aff-Wild2's
   cropped_aligned folders omit frames without a face and number from 1, so use
-  ``first_index=1``; AFEW-VA numbers from ``00000.png``, the default ``first_index=0``).
+  ``first_index=1``; AFEW-VA numbers from ``00000.png``, the default ``first_index=0``; the
+  images ffmpeg extracts, ``%05d.png``, count from 1: ``first_index = 1`` in the ``[video]``
+  section of a data configuration, or ``predict --first-index 1``, and datasets warn of a
+  folder read from 0 whose first image is 1).
   Hidden files, whose name starts with ``.`` (macOS's ``._00001.jpg`` resource forks,
   ``.DS_Store``), are never frames and are ignored, as are files of other types. A gap that is
   longer than a minute at the folder's rate, holds more missing frames than the folder has
@@ -68,7 +71,7 @@ from coreaffect.config import VideoConfig
 from coreaffect.errors import CoreAffectWarning, VideoError
 
 __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource",
-           "is_frame_image"]
+           "is_frame_image", "numbered_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +89,30 @@ def is_frame_image(path: Path) -> bool:
     """Whether a frame folder reads the file ``path`` as a frame: an image by its suffix
     (:data:`IMAGE_SUFFIXES`, any case), not hidden (macOS's ``._00001.jpg``, ``.DS_Store``)."""
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def numbered_images(folder: Path) -> dict[int, Path]:
+    """A frame folder's images by their frame number (the last run of digits of the name).
+
+    Raises:
+        VideoError: An image without a number, with one too large, or with another's number.
+    """
+    numbered: dict[int, Path] = {}
+    for path in Path(folder).iterdir():
+        if not is_frame_image(path) or not path.is_file():
+            continue
+        digits = _DIGITS.findall(path.stem)
+        if not digits:
+            raise VideoError(path, "image in a frame folder has no frame number in its name")
+        number = int(digits[-1])
+        if number >= _LARGEST_NUMBER:
+            raise VideoError(path, f"frame number {number} is too large (at most "
+                             f"{_LARGEST_NUMBER - 1}); rename the images")
+        if number in numbered:
+            raise VideoError(path, f"frame number {number} also used by "
+                             f"{numbered[number].name}")
+        numbered[number] = path
+    return numbered
 
 
 class Frame(NamedTuple):
@@ -285,21 +312,7 @@ class VideoSource:
     def _open_folder(self, fps: float | None) -> None:
         folder = self._source
         self._fps = float(fps) if fps is not None else DEFAULT_FPS
-        numbered: dict[int, Path] = {}
-        for path in folder.iterdir():
-            if not is_frame_image(path) or not path.is_file():
-                continue
-            digits = _DIGITS.findall(path.stem)
-            if not digits:
-                raise VideoError(path, "image in a frame folder has no frame number in its name")
-            number = int(digits[-1])
-            if number >= _LARGEST_NUMBER:
-                raise VideoError(path, f"frame number {number} is too large (at most "
-                                 f"{_LARGEST_NUMBER - 1}); rename the images")
-            if number in numbered:
-                raise VideoError(path, f"frame number {number} also used by "
-                                 f"{numbered[number].name}")
-            numbered[number] = path
+        numbered = numbered_images(folder)
         if not numbered:
             raise VideoError(folder, f"folder has no images ({', '.join(IMAGE_SUFFIXES)})")
         self._files = [(number - self.first_index, numbered[number]) for number in sorted(numbered)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import cv2
 import numpy as np
@@ -466,6 +467,37 @@ def test_the_configured_rate_of_a_frame_folder_is_used(tmp_path):
         video = load_recording(recording, config, cache)
         np.testing.assert_allclose(video.crops.times, np.arange(20) / 10)
         np.testing.assert_allclose(video.labels[:, 0], np.arange(20) / 20, atol=1e-6)
+
+
+def test_a_frame_folder_numbered_from_one_is_warned_about_and_configured(tmp_path):
+    """Frames extracted by ffmpeg (00001.png, ...) beside a time-based csv."""
+    import dataclasses
+
+    from coreaffect.config import VideoConfig
+    from coreaffect.corpus import check_numbering, open_source
+
+    root = tmp_path / "data"
+    _write_frames(root / "a", n=20, start=1)
+    rows = "\n".join(f"{i / 25:.2f},{i / 40:.4f},0" for i in range(20))
+    (root / "a.csv").write_text("time,valence,arousal\n" + rows + "\n")
+    recording = discover(root)[0]
+    with pytest.warns(CoreAffectWarning, match=r"1 frame folder\(s\) number their first image 1"):
+        check_numbering([recording])
+    with pytest.warns(CoreAffectWarning, match="first image 1"):
+        open_source(root / "a", VideoConfig(), "csv").close()
+    config = DataConfig(faces=NONE, video=VideoConfig(first_index=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_numbering([recording], config)  # set: nothing to say
+    assert open_source(root / "a", config.video, "csv").first_index == 1
+    for cache in (None, CropCache(tmp_path / "cache", NONE)):
+        video = load_recording(recording, config, cache)
+        np.testing.assert_array_equal(video.crops.indices, np.arange(20))
+        np.testing.assert_allclose(video.labels[:, 0], np.arange(20) / 40, atol=1e-6)
+    late = load_recording(recording, dataclasses.replace(config, video=VideoConfig()))
+    np.testing.assert_allclose(late.labels[:-1, 0], np.arange(1, 20) / 40, atol=1e-6)
+    with pytest.raises(CoreAffectError, match="video.first_index"):
+        VideoConfig(first_index=-1)
 
 
 def test_cache_hit_miss_and_rebuild(tmp_path, caplog):
