@@ -96,14 +96,15 @@ class AffectTrajectory:
     @property
     def columns(self) -> list[str]:
         """Column names of :meth:`to_csv` and :meth:`to_dataframe`, in order."""
-        return ["frame", "time", "valence", "arousal", "valence_lower", "valence_upper",
-                "arousal_lower", "arousal_upper", "valence_var", "arousal_var", "face_found",
+        return [*self._fields_csv(), "stage", "level",
                 *[f"z{k + 1}" for k in range(self.latent_mean.shape[1])]]
 
     def _table(self) -> list[np.ndarray]:
+        frames = len(self)
         return [self.indices, self.times, self.mean[:, 0], self.mean[:, 1], self.lower[:, 0],
                 self.upper[:, 0], self.lower[:, 1], self.upper[:, 1], self.var[:, 0],
                 self.var[:, 1], self.face_found.astype(np.int64),
+                np.full(frames, self.stage, dtype=object), np.full(frames, self.level),
                 *self.latent_mean.T]
 
     def band(self, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +136,8 @@ class AffectTrajectory:
         """Write one row per frame (see :attr:`columns`); atomic: readers never see half a file.
 
         Times are written to the microsecond (whatever the length of the video), the other
-        values with 6 significant digits; missing values are empty fields.
+        values with 6 significant digits; missing values are empty fields. Every row names the
+        stage and the level of the bands, so that the file says what it holds.
 
         Returns:
             The path written.
@@ -145,19 +147,28 @@ class AffectTrajectory:
         writer.writerow(self.columns)
         table = self._table()
         for t in range(len(self)):
-            writer.writerow([_time_cell(column[t]) if j == 1 else _cell(column[t])
-                             for j, column in enumerate(table)])  # column 1 is the time
+            writer.writerow([_time_cell(column[t]) if j == 1 else  # column 1 is the time
+                             column[t] if j == 11 else _cell(column[t])  # column 11 the stage
+                             for j, column in enumerate(table)])
         atomic_write(path, buffer.getvalue())
         return Path(path)
 
     @classmethod
-    def read_csv(cls, path: str | Path, level: float = 0.9, stage: str = "smoothed"
+    def read_csv(cls, path: str | Path, level: float | None = None, stage: str | None = None
                  ) -> AffectTrajectory:
-        """Read a file written by :meth:`to_csv` (the file does not store level and stage).
+        """Read a file written by :meth:`to_csv`.
+
+        Args:
+            path: The file.
+            level: The level of its bands; ``None``: the file's. A file written before files
+                named their stage and level (without those columns) is taken to hold the
+                ``smoothed`` stage at 0.9 unless told otherwise.
+            stage: Its stage; ``None``: the file's.
 
         Raises:
             CoreAffectError: The file is not such a file: its header, or the line of a row
-                that is not as wide as the header or holds a cell that is not a number.
+                that is not as wide as the header or holds a cell that is not a number; a
+                stage or level that differs between rows, or from the one given.
         """
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
@@ -166,19 +177,38 @@ class AffectTrajectory:
                 shown = "none" if header is None else repr(",".join(header)[:80])
                 raise CoreAffectError(f"{path}: not a coreaffect trajectory (its header is "
                                       f"{shown}, not {','.join(cls._fields_csv())},...)")
-            rows = []
+            named = header[11:13] == ["stage", "level"]  # files before did not say
+            rows, stages = [], set()
             for row in reader:
                 if len(row) != len(header):
                     raise CoreAffectError(f"{path}: line {reader.line_num}: {len(row)} cells, "
                                           f"the header names {len(header)}")
+                if named:
+                    stages.add(row.pop(11))
                 try:
                     rows.append([float(x) if x != "" else math.nan for x in row])
                 except ValueError as err:
                     raise CoreAffectError(f"{path}: line {reader.line_num}: {err}") from None
-        data = np.array(rows, dtype=np.float64).reshape(len(rows), len(header))
+        width = len(header) - named
+        data = np.array(rows, dtype=np.float64).reshape(len(rows), width)
+        if named:
+            levels = set(data[:, 11].tolist())
+            if len(stages) > 1 or len(levels) > 1 or (levels and not 0 < min(levels) < 1):
+                raise CoreAffectError(f"{path}: its rows name stages {sorted(stages)} at levels "
+                                      f"{sorted(levels)}: one stage at one level in (0, 1) is "
+                                      "a trajectory")
+            for given, held, what in ((stage, stages, "stage"), (level, levels, "level")):
+                if given is not None and held and given != next(iter(held)):
+                    raise CoreAffectError(f"{path}: holds the {what} {next(iter(held))!r}, not "
+                                          f"{given!r}")
+            stage = next(iter(stages)) if stages else stage
+            level = next(iter(levels)) if levels else level
+            data = np.delete(data, 11, axis=1)
         pair = lambda a, b: data[:, [a, b]]  # noqa: E731 - (T, 2) from two columns
         return cls(data[:, 1], data[:, 0].astype(np.int64), pair(2, 3), pair(8, 9), pair(4, 6),
-                   pair(5, 7), data[:, 10].astype(bool), data[:, 11:], level, stage)
+                   pair(5, 7), data[:, 10].astype(bool), data[:, 11:],
+                   0.9 if level is None else float(level),
+                   "smoothed" if stage is None else stage)
 
     @staticmethod
     def _fields_csv() -> list[str]:

@@ -44,6 +44,32 @@ def test_csv_round_trip_keeps_every_column(tmp_path, latent, stage):
         assert ",,," in lines[3]  # frame 2 has no estimate
 
 
+def test_a_csv_file_says_which_stage_and_level_it_holds(tmp_path):
+    trajectory = dataclasses.replace(_trajectory(stage="filtered"), level=0.5)
+    path = trajectory.to_csv(tmp_path / "t.csv")
+    assert path.read_text().splitlines()[1].split(",")[11:13] == ["filtered", "0.5"]
+    back = AffectTrajectory.read_csv(path)
+    assert (back.stage, back.level) == ("filtered", 0.5)
+    assert AffectTrajectory.read_csv(path, level=0.5, stage="filtered").stage == "filtered"
+    with pytest.raises(CoreAffectError, match="t.csv: holds the level 0.5, not 0.9"):
+        AffectTrajectory.read_csv(path, level=0.9)
+    with pytest.raises(CoreAffectError, match="holds the stage 'filtered', not 'smoothed'"):
+        AffectTrajectory.read_csv(path, stage="smoothed")
+    lines = path.read_text().splitlines()
+    lines[2] = lines[2].replace(",filtered,", ",smoothed,")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CoreAffectError, match="one stage at one level"):
+        AffectTrajectory.read_csv(path)
+    # a file written before files said so: without the two columns, as told, else smoothed 0.9
+    old = ["\n".join(",".join(cells[:11] + cells[13:]) for cells in
+                     (line.split(",") for line in lines))]
+    (tmp_path / "old.csv").write_text(old[0] + "\n")
+    earlier = AffectTrajectory.read_csv(tmp_path / "old.csv")
+    assert (earlier.stage, earlier.level) == ("smoothed", 0.9)
+    np.testing.assert_allclose(earlier.latent_mean, trajectory.latent_mean, rtol=1e-5)
+    assert AffectTrajectory.read_csv(tmp_path / "old.csv", 0.5, "filtered").level == 0.5
+
+
 def test_csv_times_of_a_long_recording_stay_distinct(tmp_path):
     """Frames 250,000 on at 25 fps are 10,000 s in: 6 significant digits would merge them."""
     trajectory = _trajectory(frames=6)
