@@ -50,6 +50,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -270,13 +271,17 @@ class CoreAffectDynamics:
         level: Probability of the credible bands (0.9: the interval the evaluation reports).
         parallel: Use the associative-scan filter and smoother; ``None`` decides by length
             (parallel from 16 frames on, where it starts to pay off on a CPU).
-        optimizer: ``"adam"`` or ``"lbfgs"`` for the maximum-likelihood fit. Both reach the same
-            optimum; L-BFGS needs far fewer likelihood evaluations on these few smooth parameters
-            (measured: 24 against about 125 for 6 videos x 400 frames).
+        optimizer: ``"lbfgs"`` or ``"adam"`` for the maximum-likelihood fit. On videos timed
+            in seconds at video rates both reach the same optimum, and L-BFGS needs far fewer
+            likelihood evaluations on these few smooth parameters (measured: 19 against 104 for
+            6 videos x 400 frames). Adam keeps the most likely parameters it saw; with times on
+            another scale (steps of minutes) it may stop short of the optimum, where L-BFGS,
+            which searches along its steps, still reaches it.
         max_iter: Most iterations of the optimizer.
         learning_rate: Adam's step size (the parameters are O(1) on their unconstrained scale).
-        tol: Convergence: Adam stops when the mean negative log-likelihood per frame fell by less
-            than ``tol`` per iteration over the last 20; L-BFGS when it changes less than ``tol``.
+        tol: Convergence: Adam stops when the mean negative log-likelihood per frame fell, but
+            by less than ``tol`` per iteration, over the last 20 (not when it rose); L-BFGS when
+            it changes less than ``tol``.
         num_samples: NUTS draws kept per chain.
         num_warmup: NUTS adaptation steps per chain.
         num_chains: NUTS chains, run one after the other (2: enough for the split r_hat).
@@ -295,6 +300,9 @@ class CoreAffectDynamics:
         n_iter_: Optimizer iterations run.
         inference_data_: ArviZ data of the NUTS draws (posterior group: theta, mu, diffusion,
             noise_scale; sample_stats: diverging), ``None`` after a maximum-likelihood fit.
+            ``diffusion`` holds the K(K+1)/2 free entries of L, its lower triangle row by row
+            (``numpy.tril_indices`` order): the zeros above the diagonal are constants, whose
+            r_hat is undefined.
 
     References:
         Oravecz, Z., Tuerlinckx, F., & Vandekerckhove, J. (2009). A hierarchical
@@ -311,7 +319,7 @@ class CoreAffectDynamics:
     def __init__(self, n_latent: int = 2, *, decoder: Any = None,
                  divide_prior: bool | None = None, noise_floor: float = 1e-4,
                  min_precision: float = 1e-3, level: float = 0.9, parallel: bool | None = None,
-                 optimizer: str = "adam", max_iter: int = 300, learning_rate: float = 0.05,
+                 optimizer: str = "lbfgs", max_iter: int = 300, learning_rate: float = 0.05,
                  tol: float = 1e-6, num_samples: int = 500,
                  num_warmup: int = 500, num_chains: int = 2, n_decode_samples: int = 1000,
                  random_state: int | None = 0) -> None:
@@ -381,8 +389,19 @@ class CoreAffectDynamics:
 
     # -- data -----------------------------------------------------------------------------------
 
+    def _check_floors(self) -> None:
+        """``min_precision`` > 0 and ``noise_floor`` >= 0, both finite numbers."""
+        for name, lowest, strict in (("min_precision", 0.0, True), ("noise_floor", 0.0, False)):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
+                    or not math.isfinite(value) or value < lowest
+                    or (strict and value == lowest)):
+                relation = "positive" if strict else "non-negative"
+                raise ValueError(f"{name} must be a finite {relation} number, not {value!r}")
+
     def _pseudo(self, means: Tensor, covs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Pseudo-observations y (..., K) and covariances R (..., K, K) before scaling by c."""
+        self._check_floors()
         return pseudo_observations(means, covs, mask, divide=self._divides(),
                                    min_precision=self.min_precision)
 
@@ -488,7 +507,9 @@ class CoreAffectDynamics:
         with torch.no_grad():
             point = self._constrain(raw)
         if not all(bool(torch.isfinite(v).all()) for v in point.values()):
-            raise FloatingPointError("the maximum-likelihood fit diverged; lower learning_rate")
+            advice = ("lower learning_rate" if self.optimizer == "adam"
+                      else "try optimizer='adam' with a small learning_rate")
+            raise FloatingPointError(f"the maximum-likelihood fit diverged; {advice}")
         self._set_point(point)
         self.inference_data_ = None
         if method == "nuts":
@@ -527,7 +548,8 @@ class CoreAffectDynamics:
         chains = [self._constrain(chain) for chain in draws]
         arrays = {name: torch.stack([c[name] for c in chains]).numpy()
                   for name in ("theta", "mu", "diffusion", "noise_scale")}  # (chain, draw, ...)
-        self.inference_data_ = inference_data(arrays, diverging.numpy())
+        self.inference_data_ = inference_data(
+            {**arrays, "diffusion": _lower_entries(arrays["diffusion"])}, diverging.numpy())
         self._set_point({name: torch.as_tensor(value.mean(axis=(0, 1)), dtype=_DTYPE)
                          for name, value in arrays.items()})
 
@@ -730,6 +752,7 @@ class CoreAffectDynamics:
         config["divide_prior"] = self._divides()  # what was fitted, with or without a decoder
         config["decoder"] = None if self.decoder is None else type(self.decoder).__name__
         config["log_likelihood"] = getattr(self, "log_likelihood_", None)
+        config["n_iter"] = getattr(self, "n_iter_", None)
         save_state(directory, name, tensors, {"estimator": config})
 
     @classmethod
@@ -742,19 +765,30 @@ class CoreAffectDynamics:
         settings = dict(config["estimator"])
         settings.pop("decoder", None)
         log_likelihood = settings.pop("log_likelihood", None)
+        n_iter = settings.pop("n_iter", None)
         model = cls(**settings, decoder=decoder)
         model._set_point({key: tensors[key].to(_DTYPE)
                           for key in ("theta", "mu", "diffusion", "noise_scale")})
         if "filter_noise_scale" in tensors:
             model.filter_noise_scale_ = tensors["filter_noise_scale"].to(_DTYPE)
         model.log_likelihood_ = log_likelihood
+        model.n_iter_ = n_iter
         model.inference_data_ = None
         if "posterior.theta" in tensors:
             arrays = {key: tensors[f"posterior.{key}"].numpy()
                       for key in ("theta", "mu", "diffusion", "noise_scale")}
+            if arrays["diffusion"].ndim == 4:  # the whole matrix, zeros included: an older file
+                arrays["diffusion"] = _lower_entries(arrays["diffusion"])
             model.inference_data_ = inference_data(
                 arrays, tensors["sample_stats.diverging"].numpy())
         return model
+
+
+def _lower_entries(matrices: Any) -> Any:
+    """(..., K, K) lower-triangular arrays to their (..., K(K+1)/2) free entries, row by row
+    (the order of ``numpy.tril_indices``)."""
+    rows, cols = np.tril_indices(matrices.shape[-1])
+    return matrices[..., rows, cols]
 
 
 def _one_frame(time: float, mean: Any, cov: Any, k: int) -> tuple[Tensor, Tensor]:
@@ -781,19 +815,30 @@ def _one_frame(time: float, mean: Any, cov: Any, k: int) -> tuple[Tensor, Tensor
 
 def _adam(loss_fn: Callable[[], Tensor], params: list[Tensor], lr: float, max_iter: int,
           tol: float, window: int = 20) -> int:
-    """Adam until ``max_iter`` or until the loss fell by less than ``tol`` per iteration over the
-    last ``window`` iterations; returns the iterations run."""
+    """Adam until ``max_iter`` or until the loss fell by less than ``tol`` per iteration, but
+    did not rise, over the last ``window`` iterations; the parameters are left at the lowest
+    loss seen (Adam's steps may overshoot it). Returns the iterations run."""
     optimiser = torch.optim.Adam(params, lr=lr)
     history: list[float] = []
-    for iteration in range(1, max_iter + 1):
+    best, best_values = math.inf, [p.detach().clone() for p in params]
+    iterations = 0
+    while iterations < max_iter:
+        iterations += 1
         optimiser.zero_grad()
         loss = loss_fn()
+        value = float(loss.detach())
+        if value < best:  # the loss of the parameters before this step
+            best, best_values = value, [p.detach().clone() for p in params]
         loss.backward()
         optimiser.step()
-        history.append(float(loss.detach()))
-        if len(history) > window and history[-window - 1] - history[-1] < tol * window:
-            return iteration
-    return max_iter
+        history.append(value)
+        if len(history) > window and 0 <= history[-window - 1] - history[-1] < tol * window:
+            break
+    with torch.no_grad():
+        if not float(loss_fn()) < best:  # the last step did not improve on the best seen
+            for param, kept in zip(params, best_values, strict=True):
+                param.copy_(kept)
+    return iterations
 
 
 def _lbfgs(loss_fn: Callable[[], Tensor], params: list[Tensor], max_iter: int, tol: float

@@ -54,9 +54,9 @@ def data():
 
 @pytest.fixture(scope="module")
 def fitted(data):
-    """Fitted with the default optimizer (Adam)."""
+    """Fitted with Adam (the default, L-BFGS, is checked against it below)."""
     videos, _ = data
-    return CoreAffectDynamics().fit(videos)
+    return CoreAffectDynamics(optimizer="adam").fit(videos)
 
 
 def _truth() -> CoreAffectDynamics:
@@ -86,10 +86,26 @@ def test_mle_recovers_ou_parameters():
 def test_adam_reaches_the_lbfgs_optimum(data, fitted):
     videos, _ = data
     assert fitted.n_iter_ < fitted.max_iter  # converged, not stopped
-    other = CoreAffectDynamics(optimizer="lbfgs").fit(videos)
+    other = CoreAffectDynamics().fit(videos)
     assert other.log_likelihood_ == pytest.approx(fitted.log_likelihood_, abs=0.05)
-    torch.testing.assert_close(other.theta_, fitted.theta_, atol=0.02, rtol=0)
+    # the likelihood is flat near the optimum: here points 0.013 apart in log-likelihood
+    # differ by 0.021 in theta
+    torch.testing.assert_close(other.theta_, fitted.theta_, atol=0.04, rtol=0)
     assert fitted.log_likelihood_ >= _truth().score(videos)
+
+
+def test_adam_keeps_the_most_likely_point_it_visited():
+    """Times in steps of about 100 s: Adam's first steps lower the likelihood; it once stopped
+    there, less likely than its own start."""
+    videos, _ = simulate(n_videos=2, steps=100, seed=0)
+    videos = [AffectObservations(v.times * 1000, v.means, v.covs, v.mask) for v in videos]
+    model = CoreAffectDynamics(optimizer="adam", max_iter=60)
+    batches = model._batches(videos)
+    with torch.no_grad():
+        start = float(model._log_likelihood(model._constrain(model._initial_guess(batches)),
+                                            batches))
+    assert model.fit(videos).log_likelihood_ >= start
+    assert CoreAffectDynamics(optimizer="lbfgs").fit(videos).log_likelihood_ > start
 
 
 def test_smoothed_and_filtered_beat_raw_estimates(data, fitted):
@@ -238,6 +254,8 @@ def test_save_load_round_trip(tmp_path, fitted):
     loaded = CoreAffectDynamics.load(tmp_path / "run")
     for name in ("theta_", "mu_", "diffusion_", "noise_scale_"):
         torch.testing.assert_close(getattr(loaded, name), getattr(fitted, name))
+    assert loaded.n_iter_ == fitted.n_iter_
+    assert loaded.log_likelihood_ == fitted.log_likelihood_
     video = simulate(1, 20, seed=8)[0][0]
     for a, b in zip(loaded.smooth(video), fitted.smooth(video), strict=True):
         if isinstance(a, torch.Tensor):
@@ -269,6 +287,22 @@ def test_unfitted_and_bad_input_raise():
     stopped[0] = float("nan")
     with pytest.raises(ValueError, match="finite"):
         CoreAffectDynamics().fit(AffectObservations(stopped[:1], video.means[:1], video.covs[:1]))
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("min_precision", 0.0), ("min_precision", -1e-3), ("min_precision", float("nan")),
+    ("noise_floor", -1e-4), ("noise_floor", float("inf")), ("noise_floor", True),
+])
+def test_floors_are_checked_before_any_computation(fitted, setting, value):
+    video = simulate(1, 10, seed=0)[0][0]
+    with pytest.raises(ValueError, match=setting):
+        CoreAffectDynamics(**{setting: value}).fit(video)
+    model = copy.copy(fitted)
+    setattr(model, setting, value)
+    with pytest.raises(ValueError, match=setting):
+        model.smooth(video)
+    with pytest.raises(ValueError, match=setting):
+        model.filter_step(None, 0.0, torch.zeros(2), 0.01 * torch.eye(2))
 
 
 @pytest.mark.parametrize(("mean", "cov", "message"), [
@@ -386,3 +420,40 @@ def test_the_filter_may_have_noise_scales_of_its_own(tmp_path):
     assert CoreAffectDynamics.load(tmp_path / "run").noise_scale_.ndim == 0
     smoother_scale.save(tmp_path / "plain")
     assert CoreAffectDynamics.load(tmp_path / "plain").filter_noise_scale_ is None
+
+
+def test_arviz_data_holds_the_free_entries_of_the_diffusion(tmp_path, monkeypatch):
+    """Two latent axes: L[0, 1] is a structural zero, left out so that every r_hat is defined;
+    a file written with the whole matrix loads as the free entries. The sampler is replaced by
+    independent draws around the maximum-likelihood point (NUTS itself is tested above)."""
+    import arviz as az
+
+    from coreaffect import dynamics
+    from coreaffect.checkpoint import load_state, save_state
+
+    def draws_around(energy, mode, num_samples, num_warmup, num_chains, seed):
+        g = torch.Generator().manual_seed(seed)
+        chains = [{name: value + 0.05 * torch.randn((num_samples, *value.shape), generator=g,
+                                                     dtype=value.dtype)
+                   for name, value in mode.items()} for _ in range(num_chains)]
+        return chains, torch.zeros(num_chains, num_samples, dtype=torch.bool)
+
+    monkeypatch.setattr(dynamics, "named_nuts", draws_around)
+    videos, _ = simulate(n_videos=4, steps=12, seed=3)
+    model = CoreAffectDynamics(optimizer="lbfgs", num_samples=50, num_chains=2,
+                               random_state=0).fit(videos, method="nuts")
+    diffusion = np.asarray(model.inference_data_["posterior"]["diffusion"])
+    assert diffusion.shape == (2, 50, 3)
+    np.testing.assert_allclose(diffusion.mean(axis=(0, 1)),
+                               model.diffusion_.numpy()[np.tril_indices(2)], rtol=1e-12)
+    r_hat = az.summary(model.inference_data_, kind="diagnostics")["r_hat"]
+    assert len(r_hat) == 4 + 2 + 3 + 1 and np.isfinite(r_hat).all(), r_hat
+    model.save(tmp_path / "run")
+    tensors, config = load_state(tmp_path / "run", "dynamics")
+    whole = torch.zeros(2, 50, 2, 2, dtype=tensors["posterior.diffusion"].dtype)
+    rows, cols = torch.tril_indices(2, 2)
+    whole[..., rows, cols] = tensors["posterior.diffusion"]
+    save_state(tmp_path / "run", "dynamics", {**tensors, "posterior.diffusion": whole}, config)
+    loaded = CoreAffectDynamics.load(tmp_path / "run")
+    np.testing.assert_array_equal(np.asarray(loaded.inference_data_["posterior"]["diffusion"]),
+                                  diffusion)
