@@ -56,6 +56,7 @@ from torch import Tensor
 
 from coreaffect.calibration import check_level
 from coreaffect.decoding import decode_draws, decode_gaussian
+from coreaffect.errors import CoreAffectError
 from coreaffect.mcmc import (
     inference_data,
     named_nuts,
@@ -389,19 +390,42 @@ class CoreAffectDynamics:
 
     # -- data -----------------------------------------------------------------------------------
 
-    def _check_floors(self) -> None:
-        """``min_precision`` > 0 and ``noise_floor`` >= 0, both finite numbers."""
-        for name, lowest, strict in (("min_precision", 0.0, True), ("noise_floor", 0.0, False)):
+    def _check_settings(self) -> None:
+        """Every hyperparameter of the right type and range (a model loaded from a hand-edited
+        JSON, or changed after construction, fails here and not deep inside a computation)."""
+        def integer(value: Any) -> bool:
+            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+        def real(value: Any) -> bool:
+            return (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    and math.isfinite(value))
+
+        rules = {
+            "n_latent": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
+            "max_iter": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
+            "num_samples": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
+            "num_warmup": (lambda v: integer(v) and v >= 0, "an integer >= 0"),
+            "num_chains": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
+            "n_decode_samples": (lambda v: integer(v) and v >= 2, "an integer >= 2"),
+            "min_precision": (lambda v: real(v) and v > 0, "a finite positive number"),
+            "noise_floor": (lambda v: real(v) and v >= 0, "a finite non-negative number"),
+            "learning_rate": (lambda v: real(v) and v > 0, "a finite positive number"),
+            "tol": (lambda v: real(v) and v >= 0, "a finite non-negative number"),
+            "divide_prior": (lambda v: v is None or isinstance(v, bool), "True, False or None"),
+            "parallel": (lambda v: v is None or isinstance(v, bool), "True, False or None"),
+            "random_state": (lambda v: v is None or integer(v), "an integer seed or None"),
+        }
+        for name, (valid, wanted) in rules.items():
             value = getattr(self, name)
-            if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-                    or not math.isfinite(value) or value < lowest
-                    or (strict and value == lowest)):
-                relation = "positive" if strict else "non-negative"
-                raise ValueError(f"{name} must be a finite {relation} number, not {value!r}")
+            if not valid(value):
+                raise ValueError(f"{name} must be {wanted}, not {value!r}")
+        if self.optimizer not in ("adam", "lbfgs"):
+            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', not {self.optimizer!r}")
+        check_level(self.level, ValueError)
 
     def _pseudo(self, means: Tensor, covs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Pseudo-observations y (..., K) and covariances R (..., K, K) before scaling by c."""
-        self._check_floors()
+        self._check_settings()
         return pseudo_observations(means, covs, mask, divide=self._divides(),
                                    min_precision=self.min_precision)
 
@@ -766,7 +790,19 @@ class CoreAffectDynamics:
         settings.pop("decoder", None)
         log_likelihood = settings.pop("log_likelihood", None)
         n_iter = settings.pop("n_iter", None)
-        model = cls(**settings, decoder=decoder)
+        where = f"{Path(directory) / name}.json"
+        try:
+            model = cls(**settings, decoder=decoder)
+            model._check_settings()
+            k = model.n_latent
+            shapes = {"theta": (k, k), "mu": (k,), "diffusion": (k, k)}
+            for key, shape in shapes.items():
+                if tuple(tensors[key].shape) != shape:
+                    raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}, not {shape}"
+                                     f" for n_latent {k}")
+        except (TypeError, ValueError, KeyError) as err:
+            raise CoreAffectError(f"{where}: does not describe a usable model ({err})"
+                                  ) from None
         model._set_point({key: tensors[key].to(_DTYPE)
                           for key in ("theta", "mu", "diffusion", "noise_scale")})
         if "filter_noise_scale" in tensors:

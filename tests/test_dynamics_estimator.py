@@ -457,3 +457,35 @@ def test_arviz_data_holds_the_free_entries_of_the_diffusion(tmp_path, monkeypatc
     loaded = CoreAffectDynamics.load(tmp_path / "run")
     np.testing.assert_array_equal(np.asarray(loaded.inference_data_["posterior"]["diffusion"]),
                                   diffusion)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("n_decode_samples", "1000", "n_decode_samples must be an integer"),
+    ("max_iter", 2.5, "max_iter must be an integer"),
+    ("parallel", "yes", "parallel must be True, False or None"),
+    ("optimizer", "sgd", "optimizer must be"),
+    ("level", 90, "level must be a probability"),
+    ("n_latent", 3, r"theta has shape \(2, 2\), not \(3, 3\)"),
+    ("tol", None, "tol must be a finite non-negative number"),
+])
+def test_a_hand_edited_model_file_is_refused_when_loaded(tmp_path, fitted, key, value, message):
+    import json
+
+    from coreaffect.errors import CoreAffectError
+
+    fitted.save(tmp_path / "run")
+    path = tmp_path / "run" / "dynamics.json"
+    meta = json.loads(path.read_text())
+    meta["config"]["estimator"][key] = value
+    path.write_text(json.dumps(meta))
+    with pytest.raises(CoreAffectError, match=f"dynamics.json: .*{message}"):
+        CoreAffectDynamics.load(tmp_path / "run")
+
+
+def test_settings_changed_after_fitting_are_checked_before_use(fitted):
+    video = simulate(1, 10, seed=0)[0][0]
+    for key, value in (("n_decode_samples", 0), ("random_state", 1.5), ("divide_prior", 1)):
+        model = copy.copy(fitted)
+        setattr(model, key, value)
+        with pytest.raises(ValueError, match=key):
+            model.smooth(video)
