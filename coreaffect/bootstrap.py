@@ -128,7 +128,8 @@ def _video_sums(truth: np.ndarray, mean: np.ndarray, per_video: Mapping[str, np.
     dy, dx = np.where(both, y - my[:, None], 0.0), np.where(both, x - mx[:, None], 0.0)
     bounds = []  # smallest and largest y, then x
     for a in (y, x):
-        bounds += [np.where(both, a, np.inf).min(-1), np.where(both, a, -np.inf).max(-1)]
+        bounds += [np.where(both, a, np.inf).min(-1, initial=np.inf),
+                   np.where(both, a, -np.inf).max(-1, initial=-np.inf)]  # 0 frames: no bound
     moments = np.stack([n, my, mx, (dy ** 2).sum(-1), (dx ** 2).sum(-1), (dx * dy).sum(-1),
                         *bounds], axis=-1)
     sums = {}

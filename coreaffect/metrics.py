@@ -63,6 +63,8 @@ def _as_numpy(*arrays) -> list[np.ndarray]:
     for a in arrays:
         if hasattr(a, "detach"):  # a torch tensor
             a = a.detach().cpu().numpy()
+        if isinstance(a, np.ma.MaskedArray):  # masked frames are missing ones
+            a = np.ma.filled(a.astype(np.float64), np.nan)
         out.append(np.asarray(a, dtype=np.float64))
     return out
 
@@ -123,7 +125,7 @@ def pcc(y, mean) -> np.ndarray:
     y, mean = _as_numpy(y, mean)
     _, _, vy, vx, cov = _moments(y, mean)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return cov / np.sqrt(vy * vx)
+        return np.clip(cov / np.sqrt(vy * vx), -1.0, 1.0)  # rounding may pass 1 by an ulp
 
 
 def sagr(y, mean) -> np.ndarray:
@@ -279,6 +281,10 @@ def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
     """
     if not (len(videos) == len(truths) == len(means)):
         raise ValueError("videos, truths and means must have the same length")
+    if variances is not None and len(variances) != len(means):
+        raise ValueError(f"{len(variances)} variances for {len(means)} videos")
+    if not len(videos):
+        raise ValueError("no video to evaluate")
     ys = [_as_numpy(t)[0] for t in truths]
     ms = [_as_numpy(m)[0] for m in means]
     vs = [_as_numpy(v)[0] for v in variances] if variances is not None else None
@@ -286,6 +292,11 @@ def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
         if y.shape != m.shape or y.ndim != 2 or y.shape[-1] != 2:
             raise ValueError(f"video {videos[i]}: truth {y.shape} and estimate {m.shape} "
                              "must both be (T, 2)")
+        if vs is not None and vs[i].shape != m.shape:
+            raise ValueError(f"video {videos[i]}: variance {vs[i].shape} and estimate "
+                             f"{m.shape} must both be (T, 2)")
+        if vs is not None and (vs[i] < 0).any():
+            raise ValueError(f"video {videos[i]}: negative variances")
     metrics = dict(_POINT)
     if vs is not None:
         metrics.update(_PROB)

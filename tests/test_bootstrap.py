@@ -139,6 +139,23 @@ def test_a_video_without_any_scored_frame_leaves_the_others_defined():
     assert "nll" not in pooled  # point metrics only without variances
 
 
+def test_a_video_of_no_frames_counts_as_one_without_scored_frames():
+    rng = np.random.default_rng(3)
+    truths, means, variances = _videos(rng, 3)
+    truths[1], means[1], variances[1] = (np.zeros((0, 2)),) * 3
+    counts = np.array([[1, 1, 1], [2, 0, 1]])
+    per_video, pooled = resampled_metrics(truths, means, variances, counts)
+    for r, row in enumerate(counts):
+        drawn = [i for i in range(3) for _ in range(row[i])]
+        reference = evaluate_videos([str(i) for i in drawn], [truths[i] for i in drawn],
+                                    [means[i] for i in drawn], [variances[i] for i in drawn])
+        for name in reference.pooled:
+            np.testing.assert_allclose(pooled[name][r], reference.pooled[name], rtol=1e-9,
+                                       err_msg=name)
+            np.testing.assert_allclose(per_video[name][r], reference.mean[name], rtol=1e-9,
+                                       err_msg=name)
+
+
 def test_resample_counts_are_seeded_multinomial_draws():
     counts = resample_counts(7, 4000, random_state=3)
     assert counts.shape == (4000, 7) and (counts.sum(1) == 7).all()

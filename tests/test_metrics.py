@@ -130,6 +130,32 @@ def test_evaluate_videos_probabilistic_and_shape_errors():
         assert table.pooled[name].shape == (2,)
     with pytest.raises(ValueError, match="must both be"):
         metrics.evaluate_videos(["a"], [t], [t[:-1]])
+    with pytest.raises(ValueError, match="video a: variance"):
+        metrics.evaluate_videos(["a"], [t], [t], [np.ones((40, 1))])
+    with pytest.raises(ValueError, match="video a: variance"):
+        metrics.evaluate_videos(["a"], [t], [t], [np.ones((41, 2))])
+    with pytest.raises(ValueError, match="1 variances for 2 videos"):
+        metrics.evaluate_videos(["a", "b"], [t, t], [t, t], [np.ones_like(t)])
+    with pytest.raises(ValueError, match="video a: negative variances"):
+        metrics.evaluate_videos(["a"], [t], [t], [-np.ones_like(t)])
+    with pytest.raises(ValueError, match="no video"):
+        metrics.evaluate_videos([], [], [])
+
+
+def test_masked_frames_of_a_masked_array_are_left_out():
+    truth = np.ma.masked_array([0.0, 1.0, 100.0, 0.5], mask=[0, 0, 1, 0])
+    estimate = np.array([0.0, 1.0, 2.0, 0.4])
+    assert metrics.rmse(truth, estimate) == pytest.approx(metrics.rmse(truth.compressed(),
+                                                                       estimate[[0, 1, 3]]))
+    assert metrics.ccc(truth, estimate) == pytest.approx(metrics.ccc(truth.compressed(),
+                                                                     estimate[[0, 1, 3]]))
+
+
+def test_pcc_of_exactly_linear_series_is_at_most_one():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 7))
+    r = metrics.pcc(3.0 * x + 1.0, x)
+    assert (r <= 1.0).all() and r == pytest.approx(1.0)
 
 
 def test_band_coverage_counts_the_frames_inside_the_bands():
