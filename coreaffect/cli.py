@@ -190,7 +190,7 @@ def _write_plot(trajectory, path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     axes = trajectory.plot(title=title)
-    kind = path.suffix[1:].lower()
+    kind = path.suffix[1:].lower() or "png"  # a pipe or a device named without a suffix
     figure = io.BytesIO()
     axes[0].figure.savefig(figure, format=kind, dpi=110, bbox_inches="tight",
                            metadata={_PLOT_METADATA[kind][0]: PLOT_MARK}
@@ -592,7 +592,8 @@ def _check_outputs(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
     def refuse(message: str) -> None:
         parser.error(f"{args.command}: {message}")
 
-    if args.command == "predict" and args.plot and not args.plot.suffix:
+    if args.command == "predict" and args.plot and not args.plot.suffix and not (
+            args.plot.exists() or args.plot.is_symlink()):  # a pipe, a device or a folder: as is
         args.plot = args.plot.with_suffix(".png")  # what matplotlib writes: say it, check it
     if args.command == "saliency" and args.animation == "none":
         args.animation = ""  # as explain_video takes it

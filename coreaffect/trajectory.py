@@ -148,7 +148,9 @@ class AffectTrajectory:
         table = self._table()
         for t in range(len(self)):
             writer.writerow([_time_cell(column[t]) if j == 1 else  # column 1 is the time
-                             column[t] if j == 11 else _cell(column[t])  # column 11 the stage
+                             column[t] if j == 11 else  # column 11 is the stage
+                             repr(float(column[t])) if j == 12 else  # the level, exactly
+                             _cell(column[t])
                              for j, column in enumerate(table)])
         atomic_write(path, buffer.getvalue())
         return Path(path)
@@ -166,29 +168,17 @@ class AffectTrajectory:
             stage: Its stage; ``None``: the file's.
 
         Raises:
-            CoreAffectError: The file is not such a file: its header, or the line of a row
-                that is not as wide as the header or holds a cell that is not a number; a
-                stage or level that differs between rows, or from the one given.
+            CoreAffectError: The file is not such a file: not UTF-8 text, its header, or the
+                line of a row that is not as wide as the header, holds a cell that is not a
+                number, or lacks its frame or a ``face_found`` of 0 or 1; a stage or level that
+                differs between rows, or from the one given. Blank lines are passed over.
         """
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None or header[:11] != cls._fields_csv():
-                shown = "none" if header is None else repr(",".join(header)[:80])
-                raise CoreAffectError(f"{path}: not a coreaffect trajectory (its header is "
-                                      f"{shown}, not {','.join(cls._fields_csv())},...)")
-            named = header[11:13] == ["stage", "level"]  # files before did not say
-            rows, stages = [], set()
-            for row in reader:
-                if len(row) != len(header):
-                    raise CoreAffectError(f"{path}: line {reader.line_num}: {len(row)} cells, "
-                                          f"the header names {len(header)}")
-                if named:
-                    stages.add(row.pop(11))
-                try:
-                    rows.append([float(x) if x != "" else math.nan for x in row])
-                except ValueError as err:
-                    raise CoreAffectError(f"{path}: line {reader.line_num}: {err}") from None
+        try:
+            with open(path, newline="", encoding="utf-8-sig") as handle:
+                header, rows, stages, named = cls._read_rows(path, csv.reader(handle))
+        except UnicodeDecodeError:
+            raise CoreAffectError(f"{path}: not a coreaffect trajectory (not UTF-8 text)"
+                                  ) from None
         width = len(header) - named
         data = np.array(rows, dtype=np.float64).reshape(len(rows), width)
         if named:
@@ -198,7 +188,8 @@ class AffectTrajectory:
                                       f"{sorted(levels)}: one stage at one level in (0, 1) is "
                                       "a trajectory")
             for given, held, what in ((stage, stages, "stage"), (level, levels, "level")):
-                if given is not None and held and given != next(iter(held)):
+                same = (lambda a, b: a == b) if what == "stage" else math.isclose
+                if given is not None and held and not same(given, next(iter(held))):
                     raise CoreAffectError(f"{path}: holds the {what} {next(iter(held))!r}, not "
                                           f"{given!r}")
             stage = next(iter(stages)) if stages else stage
@@ -209,6 +200,36 @@ class AffectTrajectory:
                    pair(5, 7), data[:, 10].astype(bool), data[:, 11:],
                    0.9 if level is None else float(level),
                    "smoothed" if stage is None else stage)
+
+    @classmethod
+    def _read_rows(cls, path: str | Path, reader: Any
+                   ) -> tuple[list[str], list[list[float]], set[str], bool]:
+        """``(header, rows of numbers, stages named, whether the file names them)`` of a CSV
+        reader; blank lines are passed over."""
+        header = next(reader, None)
+        if header is None or header[:11] != cls._fields_csv():
+            shown = "none" if header is None else repr(",".join(header)[:80])
+            raise CoreAffectError(f"{path}: not a coreaffect trajectory (its header is "
+                                  f"{shown}, not {','.join(cls._fields_csv())},...)")
+        named = header[11:13] == ["stage", "level"]  # files before did not say
+        rows, stages = [], set()
+        for row in reader:
+            if not row:  # a blank line, as an editor may leave at the end
+                continue
+            where = f"{path}: line {reader.line_num}"
+            if len(row) != len(header):
+                raise CoreAffectError(f"{where}: {len(row)} cells, the header names "
+                                      f"{len(header)}")
+            if row[10] not in ("0", "1") or row[0] == "":
+                raise CoreAffectError(f"{where}: frame must be a number and face_found 0 or 1 "
+                                      f"(got {row[0]!r} and {row[10]!r})")
+            if named:
+                stages.add(row.pop(11))
+            try:
+                rows.append([float(x) if x != "" else math.nan for x in row])
+            except ValueError as err:
+                raise CoreAffectError(f"{where}: {err}") from None
+        return header, rows, stages, named
 
     @staticmethod
     def _fields_csv() -> list[str]:

@@ -349,6 +349,7 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
         (["predict", str(run), str(video), "--out", str(run / "training" / "log.csv")],
          "run directory"),
         (["predict", str(run), str(video), "--out", str(folder)], "is a folder"),
+        (["predict", str(run), str(video), "--plot", str(folder)], "is a folder"),
         (["predict", str(run), str(video), "--out", str(tmp_path / "a.png"), "--plot",
           str(tmp_path / "a.png")], "same file"),
         (["predict", str(run), str(video), "--plot", str(tmp_path / "p.xyz")],

@@ -119,3 +119,34 @@ def test_dataframe_has_the_csv_columns():
     assert isinstance(frame, pd.DataFrame) and list(frame.columns) == trajectory.columns
     assert frame["face_found"].dtype == bool and len(frame) == len(trajectory)
     np.testing.assert_allclose(frame[["valence", "arousal"]].to_numpy(), trajectory.mean)
+
+
+def test_read_csv_refuses_binary_files_and_rows_without_frame_or_face_flag(tmp_path):
+    path = tmp_path / "image.csv"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n\x00")
+    with pytest.raises(CoreAffectError, match="image.csv: not a coreaffect trajectory"):
+        AffectTrajectory.read_csv(path)
+    good = _trajectory().to_csv(tmp_path / "t.csv").read_text().splitlines()
+    header, cells = good[0], good[1].split(",")
+    for column, value in ((10, ""), (10, "0.5"), (0, "")):
+        row = cells.copy()
+        row[column] = value
+        path.write_text(f"{header}\n{','.join(row)}\n")
+        with pytest.raises(CoreAffectError, match="image.csv: line 2: frame must be a number "
+                                                  "and face_found 0 or 1"):
+            AffectTrajectory.read_csv(path)
+
+
+def test_blank_lines_are_passed_over(tmp_path):
+    trajectory = _trajectory()
+    path = trajectory.to_csv(tmp_path / "t.csv")
+    path.write_text(path.read_text() + "\n\n")
+    back = AffectTrajectory.read_csv(path)
+    np.testing.assert_array_equal(back.indices, trajectory.indices)
+
+
+def test_any_band_level_survives_the_round_trip(tmp_path):
+    trajectory = dataclasses.replace(_trajectory(), level=1 / 3)
+    path = trajectory.to_csv(tmp_path / "t.csv")
+    assert AffectTrajectory.read_csv(path).level == 1 / 3
+    assert AffectTrajectory.read_csv(path, level=1 / 3).level == 1 / 3
