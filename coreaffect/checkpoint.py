@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -155,7 +156,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
 
     A symbolic link is written through (its target gets the new content, atomically, and the
     link stays); a path that exists and is not a regular file (a named pipe, ``/dev/stdout``) is
-    written to directly, as there is nothing to replace.
+    written to directly, as there is nothing to replace. A file replaced keeps its permissions.
     """
     path = Path(path)
     raw = data.encode() if isinstance(data, str) else data
@@ -172,6 +173,8 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
             out.write(raw)
             out.flush()
             os.fsync(out.fileno())
+        if path.is_file():  # replaced: as its owner had it (a read-only file stays read-only)
+            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -168,6 +168,20 @@ def test_files_and_folders_get_the_umask_permissions(tmp_path):
     assert stat.S_IMODE(folder.stat().st_mode) == 0o755 and not any(folder.iterdir())
 
 
+def test_a_replaced_file_keeps_its_permissions(tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "trajectory.csv"
+    for mode in (0o600, 0o444, 0o640):
+        path.write_text("old")
+        os.chmod(path, mode)
+        atomic_write(path, "new")
+        assert path.read_text() == "new"
+        assert stat.S_IMODE(path.stat().st_mode) == mode, oct(mode)
+        os.chmod(path, 0o644)
+
+
 def test_atomic_write_goes_through_links_and_into_pipes(tmp_path):
     import os
     import threading
