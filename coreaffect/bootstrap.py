@@ -257,7 +257,11 @@ def _interval(draws: np.ndarray, level: float, defined: bool = True) -> np.ndarr
     for d in range(draws.shape[1] if defined else 0):
         column = draws[:, d][~np.isnan(draws[:, d])]
         if 2 * len(column) >= len(draws):
-            out[d] = np.percentile(column, [tail, 100 - tail])
+            with np.errstate(invalid="ignore"):  # inf - inf between two infinite draws
+                linear = np.percentile(column, [tail, 100 - tail])
+            out[d] = np.where(np.isnan(linear),  # there, the draws either side are infinite
+                              np.percentile(column, [tail, 100 - tail], method="nearest"),
+                              linear)
     return out
 
 

@@ -251,3 +251,15 @@ def test_too_few_videos_give_no_interval(caplog):
     assert format_intervals(each, diff).startswith("no 95% intervals: too few videos")
     each, _ = bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=50)
     assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
+
+
+def test_an_interval_reaching_infinite_draws_is_infinite_not_undefined():
+    from coreaffect.bootstrap import _interval
+
+    draws = np.column_stack([np.r_[np.arange(90.0), np.full(10, np.inf)],
+                             np.r_[np.full(10, -np.inf), np.arange(90.0)]])  # (100, 2)
+    out = _interval(draws, 0.95)
+    assert out[0, 1] == np.inf and out[1, 0] == -np.inf
+    # the finite ends, far from the infinite draws, are the usual interpolated percentiles:
+    # positions 2.475 and 96.525 of 100 sorted draws (0-based), the latter after ten -inf
+    assert out[0, 0] == pytest.approx(2.475) and out[1, 1] == pytest.approx(96.525 - 10)
