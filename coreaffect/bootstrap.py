@@ -258,10 +258,10 @@ def _interval(draws: np.ndarray, level: float, defined: bool = True) -> np.ndarr
         column = draws[:, d][~np.isnan(draws[:, d])]
         if 2 * len(column) >= len(draws):
             with np.errstate(invalid="ignore"):  # inf - inf between two infinite draws
-                linear = np.percentile(column, [tail, 100 - tail])
-            out[d] = np.where(np.isnan(linear),  # there, the draws either side are infinite
-                              np.percentile(column, [tail, 100 - tail], method="nearest"),
-                              linear)
+                out[d] = np.percentile(column, [tail, 100 - tail])
+            if np.isnan(out[d]).any():  # there, the draws either side are infinite
+                out[d] = np.where(np.isnan(out[d]), np.percentile(
+                    column, [tail, 100 - tail], method="nearest"), out[d])
     return out
 
 

@@ -392,30 +392,9 @@ class CoreAffectDynamics:
 
     def _check_settings(self) -> None:
         """Every hyperparameter of the right type and range (a model loaded from a hand-edited
-        JSON, or changed after construction, fails here and not deep inside a computation)."""
-        def integer(value: Any) -> bool:
-            return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-        def real(value: Any) -> bool:
-            return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-                    and math.isfinite(value))
-
-        rules = {
-            "n_latent": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
-            "max_iter": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
-            "num_samples": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
-            "num_warmup": (lambda v: integer(v) and v >= 0, "an integer >= 0"),
-            "num_chains": (lambda v: integer(v) and v >= 1, "an integer >= 1"),
-            "n_decode_samples": (lambda v: integer(v) and v >= 2, "an integer >= 2"),
-            "min_precision": (lambda v: real(v) and v > 0, "a finite positive number"),
-            "noise_floor": (lambda v: real(v) and v >= 0, "a finite non-negative number"),
-            "learning_rate": (lambda v: real(v) and v > 0, "a finite positive number"),
-            "tol": (lambda v: real(v) and v >= 0, "a finite non-negative number"),
-            "divide_prior": (lambda v: v is None or isinstance(v, bool), "True, False or None"),
-            "parallel": (lambda v: v is None or isinstance(v, bool), "True, False or None"),
-            "random_state": (lambda v: v is None or integer(v), "an integer seed or None"),
-        }
-        for name, (valid, wanted) in rules.items():
+        JSON, or changed after construction, fails here and not deep inside a computation).
+        Checked once per video, or at a stream's first frame."""
+        for name, (valid, wanted) in _SETTING_RULES.items():
             value = getattr(self, name)
             if not valid(value):
                 raise ValueError(f"{name} must be {wanted}, not {value!r}")
@@ -425,12 +404,12 @@ class CoreAffectDynamics:
 
     def _pseudo(self, means: Tensor, covs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """Pseudo-observations y (..., K) and covariances R (..., K, K) before scaling by c."""
-        self._check_settings()
         return pseudo_observations(means, covs, mask, divide=self._divides(),
                                    min_precision=self.min_precision)
 
     def _prepare(self, sequence: AffectObservations) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(times (T,), y (T, K), R (T, K, K), mask (T,)) of one video, validated."""
+        self._check_settings()
         times, means, covs, mask = check_observations(sequence, self.n_latent)
         y, r = self._pseudo(means, covs, mask)
         return times, y, r, mask
@@ -668,6 +647,7 @@ class CoreAffectDynamics:
         observed = mean is not None
         m, s = _one_frame(time, mean, cov, k)
         if state is None:
+            self._check_settings()
             pred_mean, pred_cov = p["mu"], ou_stationary_cov(p["theta"], p["diffusion"])
             log_likelihood = torch.zeros((), dtype=_DTYPE)
         else:
@@ -818,6 +798,32 @@ class CoreAffectDynamics:
             model.inference_data_ = inference_data(
                 arrays, tensors["sample_stats.diverging"].numpy())
         return model
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# CoreAffectDynamics' settings: {name: (test, what it must be)}
+_SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "n_latent": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "max_iter": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "num_samples": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "num_warmup": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
+    "num_chains": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
+    "n_decode_samples": (lambda v: _integer(v) and v >= 2, "an integer >= 2"),
+    "min_precision": (lambda v: _real(v) and v > 0, "a finite positive number"),
+    "noise_floor": (lambda v: _real(v) and v >= 0, "a finite non-negative number"),
+    "learning_rate": (lambda v: _real(v) and v > 0, "a finite positive number"),
+    "tol": (lambda v: _real(v) and v >= 0, "a finite non-negative number"),
+    "divide_prior": (lambda v: v is None or isinstance(v, bool), "True, False or None"),
+    "parallel": (lambda v: v is None or isinstance(v, bool), "True, False or None"),
+    "random_state": (lambda v: v is None or _integer(v), "an integer seed or None"),
+}
 
 
 def _lower_entries(matrices: Any) -> Any:
