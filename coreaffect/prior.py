@@ -69,8 +69,9 @@ spread being fitted, and carries no gradient).
 
 **Prediction** (:meth:`~HiddenRoutePrior.predict`). The distribution of y implied by the prior,
 p(y | e) = E_{p_phi(z | e)}[N(y; g(z), diag(s^2))], is moment-matched to a Gaussian with
-S = ``num_samples`` draws z = m + chol(S) eps (antithetic pairs +-eps; the same eps for every
-estimate, so each estimate's prediction does not depend on the rest of the batch), and its
+S = ``num_samples`` draws z = m + chol(S) eps (antithetic pairs +-eps, whitened so that the
+draws' mean is 0 and their second moment I; the same eps for every estimate, so each estimate's
+prediction does not depend on the rest of the batch), and its
 covariance multiplied by the calibration factors c = (c_v, c_a)::
 
     mean = (1/S) sum g(z),
@@ -531,11 +532,22 @@ class HiddenRoutePrior(LocalPyroModule):
 
     def _eps(self, random_state: int | torch.Generator | None, count: int | None = None
              ) -> Tensor:
-        """(S, K) standard normal draws in antithetic pairs, S = ``count`` or ``num_samples``."""
+        """(S, K) standard normal draws in antithetic pairs, S = ``count`` or ``num_samples``.
+
+        The pairs make the draws' mean exactly 0. When there are at least K pairs the draws are
+        also whitened, h -> h L^-T with L L^T = (1/h) sum h h^T, so that their second moment is
+        exactly I: z = m + chol(S) eps then has exactly the mean m and covariance S, and a
+        decoder that is linear over the prior's spread is moment-matched exactly. (At seed 0,
+        128 raw pairs have a variance of 0.79 along the first axis.)
+        """
         gen = _generator(self.random_state if random_state is None else random_state,
                          self._device)
         half = torch.randn(((count or self.num_samples) // 2, self.manifold.n_latent),
-                           generator=gen, dtype=NETWORK_DTYPE, device=self._device)
+                           generator=gen, dtype=torch.float64, device=self._device)
+        if half.shape[0] >= half.shape[1]:
+            root = torch.linalg.cholesky(half.T @ half / half.shape[0])  # (K, K)
+            half = torch.linalg.solve_triangular(root, half.T, upper=False).T
+        half = half.to(NETWORK_DTYPE)
         return torch.cat([half, -half], 0)
 
     def _decoded(self, loc: Tensor, tril: Tensor, eps: Tensor) -> DecodedPrior:
