@@ -134,6 +134,10 @@ class ClipDataset(Dataset):
         augment: Apply the training augmentation.
         dense_length: Frames per item in dense mode; ``None`` gives windows.
         random_state: Seed of the augmentation.
+
+    Attributes:
+        lengths: (N,) frames of each item: the clip length, or in dense mode ``dense_length``
+            (shorter for a video shorter than that, whose one sequence is the whole video).
     """
 
     def __init__(self, videos: SequenceType[LabelledVideo], config: ClipConfig = ClipConfig(),
@@ -162,6 +166,9 @@ class ClipDataset(Dataset):
             items += [(v, int(s)) for s in starts]
         self._items = items
         self.targets = (np.concatenate(targets) if targets else np.zeros((0, 2), np.float32))
+        item_length = config.length if dense_length is None else dense_length
+        self.lengths = np.array([min(item_length, len(self.videos[v].labels)) for v, _ in items],
+                                dtype=np.int64)
         if skipped:
             logger.info("skipped %d windows with too few labels or faces", skipped)
 

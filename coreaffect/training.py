@@ -55,8 +55,13 @@ variance v:
 
 Optimiser: AdamW with a cosine learning-rate decay, set at the start of each epoch from the
 fraction of training done: of the planned epochs, or of the time budget when that is larger, so a
-budgeted run anneals by the end of its budget. Randomness (weights,
-shuffling, augmentation) is a function of ``TrainConfig.seed``. Early stopping ends training when
+budgeted run anneals by the end of its budget. The initial weights and the shuffling are a
+function of ``TrainConfig.seed``; the augmentation, and where each epoch's dense sequences start,
+of the dataset's ``random_state`` (``coreaffect train`` gives both its ``--seed``). A batch holds
+sequences of one length: a video shorter than a dense sequence is one sequence of its own
+length, batched with others of that length; one too short for a single window with its
+temporal context (24 frames for ``lite``, 32 for ``paper``) is left out, with a warning naming
+it. Early stopping ends training when
 the validation CCC (mean of valence and arousal) has not improved for ``patience`` epochs and
 for half of the epochs run so far: a network still improving late in a long run gets as long again
 to improve further. The default patience is large (about 10 minutes of ``lite`` on two cores)
@@ -296,6 +301,54 @@ def _batch_loss(model: HiddenRouteNet, batch: Clip | Sequence, config: TrainConf
                        config.beta, mse_weight=config.mse_weight, valid=valid)
 
 
+class _EqualLengthBatches:
+    """Shuffled batches of dataset items of equal length (the default collation stacks them).
+
+    Items are taken in the order of ``torch.randperm(len(lengths))`` and each joins the pending
+    batch of its length, which is yielded once full; the partial batches come last. With one
+    length these are the batches of ``DataLoader(shuffle=True, batch_size=...)`` with the same
+    generator. Only the items in ``keep`` are batched.
+    """
+
+    def __init__(self, lengths: np.ndarray, keep: np.ndarray, batch_size: int,
+                 generator: torch.Generator) -> None:
+        self.lengths, self.keep = lengths, keep
+        self.batch_size, self.generator = batch_size, generator
+
+    def __iter__(self):
+        pending: dict[int, list[int]] = {}
+        for index in self.keep[torch.randperm(len(self.keep), generator=self.generator).numpy()]:
+            batch = pending.setdefault(int(self.lengths[index]), [])
+            batch.append(int(index))
+            if len(batch) == self.batch_size:
+                yield batch
+                pending[int(self.lengths[index])] = []
+        yield from (batch for batch in pending.values() if batch)
+
+    def __len__(self) -> int:
+        counts = np.unique(self.lengths[self.keep], return_counts=True)[1]
+        return int(np.sum(-(-counts // self.batch_size)))
+
+
+def _trainable(train: ClipDataset, model: HiddenRouteNet) -> np.ndarray:
+    """Indices of the items long enough for one window with its temporal context; the videos
+    of the others are named in a warning."""
+    if train.dense_length is None:
+        return np.arange(len(train))
+    before, after = model.temporal_context
+    need = model.config.clip_length + before + after
+    short = train.lengths < need
+    if short.any():
+        ids = sorted({train.videos[v].id
+                      for (v, _), s in zip(train._items, short, strict=True) if s})
+        logger.warning("%d training video(s) shorter than the %d frames one window needs with "
+                       "its temporal context are left out: %s", len(ids), need, ", ".join(ids))
+    if short.all():
+        raise CoreAffectError(f"no training video holds a window with its temporal context: "
+                              f"all are shorter than {need} frames")
+    return np.flatnonzero(~short)
+
+
 def _patience_spent(epoch: int, best_epoch: int, patience: int) -> bool:
     """Early stopping: no better validation for ``patience`` epochs and half the epochs run."""
     return epoch - best_epoch >= max(patience, epoch // 2)
@@ -378,7 +431,8 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
         config: Training settings.
         data_config: The data settings the clips were made with, stored beside the weights.
         model_overrides: Changes to the preset's :class:`~coreaffect.hidden_route.ModelConfig`.
-        resume: Continue from ``run_dir/training`` if a resume state is there.
+        resume: Continue from ``run_dir/training`` if a resume state is there. Without it, a
+            ``run_dir`` that holds a trained hidden route is refused, never overwritten.
         progress: Show a progress bar per epoch.
 
     Returns:
@@ -399,6 +453,10 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
            config: TrainConfig, data_config: DataConfig, model_overrides: dict[str, Any] | None,
            resume: bool, progress: bool) -> TrainResult:
     log_dir = run_dir / "training"
+    if not resume and any(path.exists() for path in (log_dir / "last.json",
+                                                      run_dir / "hidden_route.safetensors")):
+        raise CoreAffectError(f"{run_dir}: holds a trained hidden route; resume it "
+                              "(resume=True), or train into a new folder")
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     model = create_model(config.preset, **(model_overrides or {})).to(config.device)
@@ -422,6 +480,7 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         started -= state.get("elapsed", sum(row["seconds"] for row in history))
         logger.info("resuming %s at epoch %d", run_dir, first_epoch)
     budget = None if config.max_minutes is None else config.max_minutes * 60
+    trainable = _trainable(train, model)
     stopped = "epochs"
     # a run interrupted before any validated epoch has no network yet: it trains one more
     # epoch, validated since it ends the budget, whatever the budget says
@@ -438,10 +497,10 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         for group in optimizer.param_groups:
             group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * min(progress_done, 1.0)))
         train.set_epoch(epoch)
-        loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, drop_last=False,
-                            num_workers=config.num_workers,
-                            generator=torch.Generator().manual_seed(
-                                (config.seed * 1000 + epoch) % _SEEDS))
+        generator = torch.Generator().manual_seed((config.seed * 1000 + epoch) % _SEEDS)
+        loader = DataLoader(train, batch_sampler=_EqualLengthBatches(
+                                train.lengths, trainable, config.batch_size, generator),
+                            num_workers=config.num_workers, generator=generator)
         model.train()
         losses, out_of_time = [], False
         batches = loader

@@ -340,3 +340,55 @@ def test_train_config_refuses_values_that_would_fail_late(field, value):
     with pytest.raises(CoreAffectError, match=f"TrainConfig.{field} must be"):
         TrainConfig(**{field: value})
     assert TrainConfig(seed=2**64 - 1).seed == 2**64 - 1
+
+
+def test_batches_of_one_length_are_the_plain_shuffle_and_mixed_lengths_never_share_a_batch():
+    from torch.utils.data import DataLoader
+
+    from coreaffect.training import _EqualLengthBatches
+
+    items = list(range(11))
+    generator = torch.Generator().manual_seed(7)  # shared, as the training loop shares it
+    ours = DataLoader(items, batch_sampler=_EqualLengthBatches(
+        np.full(11, 400), np.arange(11), 4, generator), generator=generator)
+    plain = DataLoader(items, batch_size=4, shuffle=True,
+                       generator=torch.Generator().manual_seed(7))
+    assert [b.tolist() for b in ours] == [b.tolist() for b in plain]
+    lengths = np.array([400, 125, 400, 200, 125, 400, 125, 200, 400])
+    keep = np.flatnonzero(lengths != 200)
+    sampler = _EqualLengthBatches(lengths, keep, 2, torch.Generator().manual_seed(3))
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 4  # 400 x 4 -> 2 batches, 125 x 3 -> 2
+    assert sorted(i for b in batches for i in b) == keep.tolist()
+    assert all(len({lengths[i] for i in b}) == 1 for b in batches)
+
+
+def test_videos_of_several_short_lengths_train_and_too_short_ones_are_left_out(tmp_path,
+                                                                                caplog):
+    # shorter than dense_length, each video is one sequence of its own length; 20 frames hold
+    # no lite window with its context (24), so that video is named and left out
+    lengths = (40, 56, 40, 56, 72, 20)
+    train = ClipDataset([_video(n, s, f"t{s}") for s, n in enumerate(lengths)], ClipConfig(),
+                        dense_length=400, augment=True)
+    assert train.lengths.tolist() == list(lengths)
+    with caplog.at_level("WARNING", logger="coreaffect.training"):
+        result = train_hidden_route(train, None, tmp_path / "run", _config(batch_size=2),
+                                    model_overrides=OVERRIDES)
+    assert "t5" in caplog.text and "t4" not in caplog.text
+    assert [row["batches"] for row in result.history] == [3, 3]  # 40 x 2, 56 x 2, 72 x 1
+    only_short = ClipDataset([_video(20, 0, "tiny")], ClipConfig(), dense_length=400)
+    with pytest.raises(CoreAffectError, match="shorter than 24 frames"):
+        train_hidden_route(only_short, None, tmp_path / "short", _config(),
+                           model_overrides=OVERRIDES)
+
+
+def test_a_trained_run_is_not_overwritten_without_resume(tmp_path):
+    train = ClipDataset([_video(64, 1, "t")], ClipConfig(stride=8))
+    train_hidden_route(train, None, tmp_path / "run", _config(epochs=1),
+                       model_overrides=OVERRIDES)
+    weights = (tmp_path / "run" / "hidden_route.safetensors").read_bytes()
+    with pytest.raises(CoreAffectError, match="holds a trained hidden route"):
+        train_hidden_route(train, None, tmp_path / "run", _config(epochs=2),
+                           model_overrides=OVERRIDES)
+    assert (tmp_path / "run" / "hidden_route.safetensors").read_bytes() == weights
+    assert len(json.loads((tmp_path / "run" / "training" / "log.json").read_text())) == 1
