@@ -226,9 +226,12 @@ def _sides(mean: np.ndarray, lower: np.ndarray, upper: np.ndarray
 
 def band_factors(value: Any) -> tuple[float, float]:
     """(k_v, k_a) from one positive number or a pair; anything else raises CoreAffectError."""
-    pair = np.broadcast_to(np.asarray(value, dtype=np.float64), (2,))
-    if not (np.isfinite(pair).all() and (pair > 0).all()):
-        raise CoreAffectError(f"band factors must be positive numbers, got {value!r}")
+    try:
+        pair = np.broadcast_to(np.asarray(value, dtype=np.float64), (2,))
+    except (TypeError, ValueError):  # not numbers, or neither one number nor two
+        pair = np.full(2, np.nan)
+    if isinstance(value, (bool, np.bool_)) or not (np.isfinite(pair).all() and (pair > 0).all()):
+        raise CoreAffectError(f"band factors must be one positive number or two, got {value!r}")
     return float(pair[0]), float(pair[1])
 
 

@@ -62,6 +62,7 @@ __all__ = [
     "load_state",
     "save_model",
     "save_state",
+    "saved_digest",
     "temporary_folder",
 ]
 
@@ -187,6 +188,15 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def saved_digest(directory: str | Path, name: str) -> str | None:
+    """The SHA-256 of the weights that ``name.json`` records (written before the weights
+    themselves), which tells one saved component from another; ``None`` without one."""
+    try:
+        return json.loads((Path(directory) / f"{name}.json").read_text())["weights_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def save_state(directory: str | Path, name: str, tensors: dict[str, torch.Tensor],

@@ -37,7 +37,8 @@ def decode_draws(decoder: Any, latent: Tensor, generator: torch.Generator) -> Te
     Args:
         decoder: See the module docstring.
         latent: (..., K) draws of z.
-        generator: Draws y given z when the decoder returns a distribution.
+        generator: Draws y given z when the decoder returns a distribution (on ``latent``'s
+            device).
 
     Returns:
         (..., 2) draws of y, on ``latent``'s device and in its dtype (a decoder on another
@@ -46,12 +47,12 @@ def decode_draws(decoder: Any, latent: Tensor, generator: torch.Generator) -> Te
     if decoder is None:
         return latent
     if isinstance(decoder, Tensor):
-        return latent @ decoder.to(latent.dtype).T
+        return latent @ decoder.to(latent.device, latent.dtype).T
     out = _decode_fn(decoder)(latent)  # a decoder on another device answers there
     if isinstance(out, Tensor):
         return out.to(latent.device, latent.dtype)
     mean = out.mean.to(latent.device, latent.dtype)
-    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype)
+    noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     return mean + out.variance.to(latent.device, latent.dtype).sqrt() * noise
 
 
@@ -67,7 +68,7 @@ def decode_gaussian(decoder: Any, latent_mean: Tensor, latent_cov: Tensor, level
         level: Probability of the central band, in (0, 1).
         n_samples: Monte Carlo draws per Gaussian (a decoder that is neither ``None`` nor a
             matrix).
-        generator: Source of those draws.
+        generator: Source of those draws, on the latent's device.
 
     Returns:
         ``(mean, lower, upper)``, each (..., 2). For ``None`` or a matrix A: A m and
@@ -76,8 +77,8 @@ def decode_gaussian(decoder: Any, latent_mean: Tensor, latent_cov: Tensor, level
     """
     dtype = latent_mean.dtype
     if decoder is None or isinstance(decoder, Tensor):
-        a = (torch.eye(latent_mean.shape[-1], dtype=dtype) if decoder is None
-             else decoder.to(dtype))
+        a = (torch.eye(latent_mean.shape[-1], dtype=dtype, device=latent_mean.device)
+             if decoder is None else decoder.to(latent_mean.device, dtype))
         mean = (a @ latent_mean[..., None])[..., 0]
         var = torch.diagonal(a @ latent_cov @ a.T, dim1=-2, dim2=-1)
         half = torch.distributions.Normal(0.0, 1.0).icdf(
@@ -86,6 +87,6 @@ def decode_gaussian(decoder: Any, latent_mean: Tensor, latent_cov: Tensor, level
     shape = (n_samples, *latent_mean.shape)
     draws = _draw(latent_mean.expand(shape), latent_cov.expand(*shape, shape[-1]), generator)
     va = decode_draws(decoder, draws, generator)  # (S, ..., 2)
-    probs = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=va.dtype)
+    probs = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=va.dtype, device=va.device)
     lower, upper = torch.quantile(va, probs, dim=0)
     return va.mean(0), lower, upper

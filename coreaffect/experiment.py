@@ -32,6 +32,7 @@ from coreaffect.checkpoint import (
     exclusive,
     load_data_config,
     load_model,
+    saved_digest,
     temporary_folder,
 )
 from coreaffect.clips import ClipDataset
@@ -356,10 +357,7 @@ def _network_stamp(run: Path) -> str | None:
     """Identity of the run's network: the hash of its weights that ``hidden_route.json`` holds
     (written before the weights themselves, so a save cut short between the two counts as
     new); ``None`` without one."""
-    try:
-        return json.loads((run / "hidden_route.json").read_text())["weights_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return saved_digest(run, "hidden_route")
 
 
 def _remove(path: Path) -> None:

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,23 @@ def _generator(random_state: int | torch.Generator, device: torch.device) -> tor
     if isinstance(random_state, torch.Generator):
         return random_state
     return torch.Generator(device=device).manual_seed(int(random_state))
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """``value`` as an int when it is a positive integer (a numpy one will do, a bool will not);
+    CoreAffectError naming ``name`` otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+        raise CoreAffectError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _positive_number(value: Any, name: str, zero: bool = False) -> None:
+    """CoreAffectError naming ``name`` unless ``value`` is a finite real number > 0 (>= 0 with
+    ``zero``); a bool is not a number here."""
+    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
+            or not math.isfinite(value) or value < 0 or (value == 0 and not zero)):
+        raise CoreAffectError(f"{name} must be a finite number {'>= 0' if zero else '> 0'}, "
+                              f"got {value!r}")
 
 
 def _as_tensor(x: Any, name: str, device: torch.device) -> Tensor:
@@ -173,7 +191,8 @@ class AffectManifold:
         inducing_points: M, the inducing inputs of the Gaussian process (``"gplvm"``).
         num_steps: SVI steps of :meth:`fit` (``"gplvm"``: of each of the GP-LVM's two starts,
             then of the encoder).
-        batch_size: Labels per SVI step (all of them when there are fewer).
+        batch_size: Labels per SVI step, drawn with replacement (as many as there are labels
+            when there are fewer).
         learning_rate: Adam's initial learning rate, decayed to 5% of it on a cosine (``None``:
             0.01 for ``"vae"``, 0.1 for ``"gplvm"``, whose latents and kernel need larger steps).
         min_noise_scale: Floor of the label noise s: the annotation noise of real labels is
@@ -218,13 +237,9 @@ class AffectManifold:
             raise CoreAffectError(f"AffectManifold: backend must be one of {BACKENDS}, got "
                                   f"{self.backend!r}")
         for key in ("n_latent", "hidden", "inducing_points", "num_steps", "batch_size"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                raise CoreAffectError(f"AffectManifold: {key} must be a positive integer, "
-                                      f"got {value!r}")
-        if not self._learning_rate > 0 or not self.min_noise_scale > 0:
-            raise CoreAffectError("AffectManifold: learning_rate and min_noise_scale must be "
-                                  "positive")
+            setattr(self, key, _positive_int(getattr(self, key), f"AffectManifold: {key}"))
+        _positive_number(self._learning_rate, "AffectManifold: learning_rate")
+        _positive_number(self.min_noise_scale, "AffectManifold: min_noise_scale")
         if isinstance(self.random_state, bool) or not isinstance(self.random_state, int):
             raise CoreAffectError(f"AffectManifold: random_state must be an integer seed, got "
                                   f"{self.random_state!r}")
@@ -420,8 +435,7 @@ class AffectManifold:
             (B,) log p(y) in nats.
         """
         self._check_fitted()
-        if not isinstance(num_samples, int) or num_samples < 1:
-            raise CoreAffectError(f"num_samples must be a positive integer, got {num_samples!r}")
+        num_samples = _positive_int(num_samples, "num_samples")
         y = _check_labels(y, self._device, "y", bounded=False)
         q = self.encode(y)
         gen = _generator(self.random_state if random_state is None else random_state,
@@ -451,8 +465,7 @@ class AffectManifold:
             (S, 2) valence-arousal draws.
         """
         self._check_fitted()
-        if not isinstance(n, int) or n < 1:
-            raise CoreAffectError(f"n must be a positive integer, got {n!r}")
+        n = _positive_int(n, "n")
         gen = _generator(self.random_state if random_state is None else random_state,
                          self._device)
         z = torch.randn((n, self.n_latent), generator=gen, dtype=NETWORK_DTYPE, device=self._device)
@@ -540,11 +553,16 @@ def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS, 
                                ).mean(1)
 
     y = _as_tensor(y, "y", manifold._device)
+    if y.ndim != 2 or y.shape[-1] != 2:
+        raise CoreAffectError(f"y must have shape (B, 2), got {tuple(y.shape)}")
     if spread is not None:
         spread = (_as_tensor(spread[0], "L", manifold._device),
                   _as_tensor(spread[1], "eps", manifold._device))
     if start is not None:
         start = _as_tensor(start, "start", manifold._device)
+        if start.shape != (y.shape[0], manifold.n_latent):
+            raise CoreAffectError(f"start must have shape (B, K) = ({y.shape[0]}, "
+                                  f"{manifold.n_latent}), got {tuple(start.shape)}")
     z = into_ball(manifold.encode(y).mean if start is None else start).detach()
     out = decoded(z)  # (B, 2)
     eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)

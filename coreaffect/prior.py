@@ -116,7 +116,7 @@ from pyro.infer import TraceMeanField_ELBO
 from torch import Tensor, nn
 
 from coreaffect.calibration import check_level, variance_factor
-from coreaffect.checkpoint import load_state, save_state
+from coreaffect.checkpoint import load_state, save_state, saved_digest
 from coreaffect.devices import NETWORK_DTYPE, check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate
@@ -126,6 +126,8 @@ from coreaffect.manifold import (
     _as_tensor,
     _check_labels,
     _generator,
+    _positive_int,
+    _positive_number,
     preimage,
 )
 from coreaffect.pyro_modules import LocalPyroModule, local_params
@@ -244,7 +246,8 @@ class HiddenRoutePrior(LocalPyroModule):
         kl_weight: beta, the weight of KL(p_phi(z | e) || p(z)) per pair; small, so that it
             decides only the directions the labels leave open.
         num_steps: SVI steps of :meth:`fit`.
-        batch_size: Pairs per SVI step (all of them when there are fewer).
+        batch_size: Pairs per SVI step, drawn with replacement (as many as there are pairs
+            when there are fewer).
         learning_rate: Adam's initial learning rate, decayed to 5% of it on a cosine.
         min_scale: Floor of the diagonal of L, which keeps S positive definite.
         num_samples: S, latent draws per estimate for :meth:`predict` and :meth:`calibrate`
@@ -296,21 +299,16 @@ class HiddenRoutePrior(LocalPyroModule):
 
     def _validate_hyperparameters(self) -> None:
         for key in ("hidden", "num_steps", "batch_size", "num_samples"):
-            value = getattr(self, key)
-            if not isinstance(value, int) or value < 1:
-                raise CoreAffectError(f"HiddenRoutePrior: {key} must be a positive integer, "
-                                      f"got {value!r}")
+            setattr(self, key, _positive_int(getattr(self, key), f"HiddenRoutePrior: {key}"))
         if self.num_samples % 2:
             raise CoreAffectError(f"HiddenRoutePrior: num_samples must be even (antithetic "
                                   f"pairs), got {self.num_samples}")
         if self.location not in LOCATIONS:
             raise CoreAffectError(f"HiddenRoutePrior: location must be one of {LOCATIONS}, got "
                                   f"{self.location!r}")
-        if not self.learning_rate > 0 or not self.min_scale > 0:
-            raise CoreAffectError("HiddenRoutePrior: learning_rate and min_scale must be positive")
-        if not self.kl_weight >= 0:
-            raise CoreAffectError(f"HiddenRoutePrior: kl_weight must be >= 0, got "
-                                  f"{self.kl_weight!r}")
+        _positive_number(self.learning_rate, "HiddenRoutePrior: learning_rate")
+        _positive_number(self.min_scale, "HiddenRoutePrior: min_scale")
+        _positive_number(self.kl_weight, "HiddenRoutePrior: kl_weight", zero=True)
         if isinstance(self.random_state, bool) or not isinstance(self.random_state, int):
             raise CoreAffectError(f"HiddenRoutePrior: random_state must be an integer seed, got "
                                   f"{self.random_state!r}")
@@ -543,11 +541,12 @@ class HiddenRoutePrior(LocalPyroModule):
         gen = _generator(self.random_state if random_state is None else random_state,
                          self._device)
         half = torch.randn(((count or self.num_samples) // 2, self.manifold.n_latent),
-                           generator=gen, dtype=torch.float64, device=self._device)
-        if half.shape[0] >= half.shape[1]:
-            root = torch.linalg.cholesky(half.T @ half / half.shape[0])  # (K, K)
-            half = torch.linalg.solve_triangular(root, half.T, upper=False).T
-        half = half.to(NETWORK_DTYPE)
+                           generator=gen, dtype=NETWORK_DTYPE, device=gen.device)
+        if half.shape[0] >= half.shape[1]:  # in float64 on the CPU (MPS has no float64)
+            h = half.to("cpu", torch.float64)
+            root = torch.linalg.cholesky(h.T @ h / h.shape[0])  # (K, K)
+            half = torch.linalg.solve_triangular(root, h.T, upper=False).T
+        half = half.to(self._device, NETWORK_DTYPE)
         return torch.cat([half, -half], 0)
 
     def _decoded(self, loc: Tensor, tril: Tensor, eps: Tensor) -> DecodedPrior:
@@ -592,8 +591,15 @@ class HiddenRoutePrior(LocalPyroModule):
             A :class:`DecodedPrior` with mean (B, 2) and cov (B, 2, 2), calibrated.
         """
         self._check_fitted()
+        k = self.manifold.n_latent
+        if (not isinstance(latent, torch.distributions.MultivariateNormal)
+                or latent.event_shape != (k,)
+                or len(latent.batch_shape) != 1):
+            raise CoreAffectError(f"latent must be a MultivariateNormal of batch shape (B,) and "
+                                  f"event shape (K,) = ({k},), got {latent!r}")
+        loc, tril = (t.to(self._device, NETWORK_DTYPE) for t in (latent.loc, latent.scale_tril))
         with torch.no_grad():
-            decoded = self._decoded(latent.loc, latent.scale_tril, self._eps(random_state))
+            decoded = self._decoded(loc, tril, self._eps(random_state))
             root = torch.tensor(self.calibration_scale_, dtype=decoded.cov.dtype,
                                 device=decoded.cov.device).sqrt()  # (2,)
             return DecodedPrior(decoded.mean, decoded.cov * root[:, None] * root[None, :])
@@ -652,12 +658,21 @@ class HiddenRoutePrior(LocalPyroModule):
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, directory: str | Path, name: str = "prior",
-             manifold_name: str = "manifold") -> None:
+             manifold_name: str | None = None) -> None:
         """Write the prior (``name``) and its manifold (``manifold_name``) to a run directory,
-        each as safetensors weights and a JSON description."""
+        each as safetensors weights and a JSON description.
+
+        ``manifold_name=None`` names the manifold ``"manifold"`` beside the default ``"prior"``
+        and ``name + "_manifold"`` otherwise, so that priors saved under other names keep their
+        own manifolds. The prior records its manifold's hash: :meth:`load` refuses a manifold
+        saved over it since.
+        """
         self._check_fitted()
+        if manifold_name is None:
+            manifold_name = "manifold" if name == "prior" else f"{name}_manifold"
         self.manifold.save(directory, manifold_name)
         config = {"class": "HiddenRoutePrior", "manifold": manifold_name,
+                  "manifold_sha256": saved_digest(directory, manifold_name),
                   "in_features": int(self.feature_mean_.shape[0]),
                   "embedding_dim": self.embedding_dim_,
                   "calibration_scale": list(self.calibration_scale_),
@@ -673,8 +688,15 @@ class HiddenRoutePrior(LocalPyroModule):
         if config.get("class") != "HiddenRoutePrior":
             raise CoreAffectError(f"{where}: not a HiddenRoutePrior (class "
                                   f"{config.get('class')!r})")
+        manifold_name = config.get("manifold")
+        recorded = config.get("manifold_sha256")  # runs saved before it was recorded have none
+        if recorded is not None and saved_digest(directory, manifold_name) != recorded:
+            raise CoreAffectError(
+                f"{where}: was fitted with another manifold than "
+                f"{Path(directory) / str(manifold_name)}.json now holds (saved over it since); "
+                "save a prior and its manifold together, or refit the prior")
         try:
-            manifold = AffectManifold.load(directory, config["manifold"], device)
+            manifold = AffectManifold.load(directory, manifold_name, device)
             hyper = {k: config[k] for k in ("hidden", "use_embedding", "kl_weight", "num_steps",
                                             "batch_size", "learning_rate", "min_scale",
                                             "num_samples", "random_state")}

@@ -113,8 +113,8 @@ def test_widening_keeps_means_and_scales_gaussian_moments_alike():
 def test_band_factors_accept_one_number_or_a_pair_only():
     assert band_factors(2) == (2.0, 2.0)
     assert band_factors([1.5, 3]) == (1.5, 3.0)
-    for bad in (0, -1, [1, float("nan")], [1, 2, 3], "wide"):
-        with pytest.raises((CoreAffectError, ValueError)):
+    for bad in (0, -1, [1, float("nan")], [1, 2, 3], "wide", {"a": 1}, None, True, [[1, 2]]):
+        with pytest.raises(CoreAffectError, match="one positive number or two"):
             band_factors(bad)
 
 

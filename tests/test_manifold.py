@@ -236,5 +236,11 @@ def test_bad_use(fitted, tmp_path):
         AffectManifold(backend="gp").fit(boomerang(10, 0))
     with pytest.raises(CoreAffectError, match="positive integer"):
         fitted.sample(0)
+    assert fitted.sample(np.int64(3)).shape == (3, 2)  # numpy integers are integers
+    assert fitted.log_prob(torch.zeros(2, 2), num_samples=np.int64(4)).shape == (2,)
+    with pytest.raises(CoreAffectError, match="learning_rate must be a finite number"):
+        AffectManifold(learning_rate="x").fit(boomerang(10, 0))
+    with pytest.raises(CoreAffectError, match="hidden must be a positive integer"):
+        AffectManifold(hidden=True).fit(boomerang(10, 0))
     with pytest.raises(CoreAffectError, match="no such run directory"):
         AffectManifold.load(tmp_path / "missing")

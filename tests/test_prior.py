@@ -110,9 +110,10 @@ def test_predict_is_deterministic_and_per_estimate(name, request):
     a, b = prior.predict(e), prior.predict(e)
     assert torch.equal(a.mean, b.mean) and torch.equal(a.cov, b.cov)
     one = prior.predict(AffectEstimate(e.mean[2:3], e.var[2:3], e.embedding[2:3]))
-    # to float32 rounding, which the preimage's accepted or refused steps can carry to ~1e-4
-    assert torch.allclose(one.mean, a.mean[2:3], atol=5e-4)
-    assert torch.allclose(one.cov, a.cov[2:3], atol=5e-4)
+    # to float32 rounding, which the centre's Gauss-Newton steps carry further where the
+    # decoder is nearly flat along the prior's wide axis (here 2e-3 in z, 5e-4 decoded)
+    assert torch.allclose(one.mean, a.mean[2:3], atol=1e-3)
+    assert torch.allclose(one.cov, a.cov[2:3], atol=1e-3)
     other = prior.predict(e, random_state=123)
     assert not torch.equal(other.mean, a.mean)
 
@@ -319,6 +320,19 @@ def test_save_load_round_trip(name, request, tmp_path):
         HiddenRoutePrior.load(tmp_path / "run", name="manifold")
 
 
+def test_priors_saved_under_other_names_keep_their_own_manifolds(prior, gp_prior, tmp_path):
+    e = estimates(boomerang(10, 16), 26)
+    prior.save(tmp_path, "prior_a")
+    gp_prior.save(tmp_path, "prior_b")  # another manifold, which must not replace prior_a's
+    for name, fitted in (("prior_a", prior), ("prior_b", gp_prior)):
+        loaded = HiddenRoutePrior.load(tmp_path, name)
+        assert torch.equal(loaded.predict(e).mean, fitted.predict(e).mean)
+    assert (tmp_path / "prior_a_manifold.json").exists()
+    gp_prior.manifold.save(tmp_path, "prior_a_manifold")  # saved over prior_a's manifold
+    with pytest.raises(CoreAffectError, match="prior_a.json: was fitted with another manifold"):
+        HiddenRoutePrior.load(tmp_path, "prior_a")
+
+
 def test_runs_saved_by_earlier_versions_load_with_their_own_model(measured, tmp_path):
     import json
 
@@ -373,6 +387,21 @@ def test_bad_input(prior, manifold):
         prior.calibrate(e, boomerang(4, 17), level=1.5)
     with pytest.raises(CoreAffectError, match="even"):
         HiddenRoutePrior(manifold, num_samples=3).fit(e, boomerang(4, 17))
+    for bad in ({"learning_rate": "x"}, {"hidden": True}, {"kl_weight": -1.0},
+                {"min_scale": math.inf}):
+        with pytest.raises(CoreAffectError, match=next(iter(bad))):
+            HiddenRoutePrior(manifold, **bad).fit(e, boomerang(4, 17))
+    q = prior(e)
+    for bad in (torch.distributions.MultivariateNormal(torch.zeros(4, 3), torch.eye(3)),
+                torch.distributions.Normal(q.loc, 1.0), q.expand((2, 4))):
+        with pytest.raises(CoreAffectError, match="event shape"):
+            prior.decode(bad)
+    as64 = torch.distributions.MultivariateNormal(q.loc.double(), scale_tril=q.scale_tril.double())
+    assert torch.equal(prior.decode(as64).mean, prior.decode(q).mean)
+    with pytest.raises(CoreAffectError, match=r"y must have shape \(B, 2\)"):
+        preimage(manifold, torch.zeros(4, 3), start=torch.zeros(4, 2))
+    with pytest.raises(CoreAffectError, match="start must have shape"):
+        preimage(manifold, torch.zeros(4, 2), start=torch.zeros(3, 2))
 
 
 def test_preimage_decodes_back_to_points_inside_the_range(manifold):
