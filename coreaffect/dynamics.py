@@ -207,8 +207,8 @@ class CoreAffectDynamics:
       p(z) = N(0, I) (what the hidden-route prior is fitted as), and p(z) is divided out so that
       the OU process is the only prior: R_t^-1 = S_t^-1 - I and y_t = R_t S_t^-1 m_t, where
       S_t^-1 - I is positive definite; a direction where it is not (an eigenvalue of S_t near or
-      above 1) keeps the precision ``min_precision`` and the estimate's own mean there
-      (:mod:`coreaffect.observations` gives the details).
+      above 1) keeps the precision ``min_precision`` and the estimate's own mean there, and
+      c does not scale it (:mod:`coreaffect.observations` gives the details).
 
     Symbols: Theta (K, K) mean-reversion rates in 1/s, parameterised as Theta = C C^T + W with C
     lower-triangular with a positive diagonal and W skew-symmetric, so its symmetric part is
@@ -402,17 +402,20 @@ class CoreAffectDynamics:
             raise ValueError(f"optimizer must be 'adam' or 'lbfgs', not {self.optimizer!r}")
         check_level(self.level, ValueError)
 
-    def _pseudo(self, means: Tensor, covs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """Pseudo-observations y (..., K) and covariances R (..., K, K) before scaling by c."""
+    def _pseudo(self, means: Tensor, covs: Tensor, mask: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """Pseudo-observations y (..., K), covariances R (..., K, K) before scaling by c, and
+        R's part that is not scaled (see :func:`pseudo_observations`)."""
         return pseudo_observations(means, covs, mask, divide=self._divides(),
                                    min_precision=self.min_precision)
 
-    def _prepare(self, sequence: AffectObservations) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(times (T,), y (T, K), R (T, K, K), mask (T,)) of one video, validated."""
+    def _prepare(self, sequence: AffectObservations) -> tuple[Tensor, ...]:
+        """(times (T,), y (T, K), R (T, K, K), fixed (T, K, K), mask (T,)) of one video,
+        validated."""
         self._check_settings()
         times, means, covs, mask = check_observations(sequence, self.n_latent)
-        y, r = self._pseudo(means, covs, mask)
-        return times, y, r, mask
+        y, r, fixed = self._pseudo(means, covs, mask)
+        return times, y, r, fixed, mask
 
     def _batches(self, sequences: Sequence[AffectObservations]) -> list[ObservationBatch]:
         """Videos grouped by length, each group stacked: (B, T-1), (B, T, K), ..."""
@@ -430,22 +433,25 @@ class CoreAffectDynamics:
                      transition=f[inverse], offset=b[inverse], process_cov=q[inverse],
                      emission=torch.eye(k, dtype=_DTYPE))
 
-    def _obs_cov(self, p: dict[str, Tensor], r: Tensor) -> Tensor:
-        """c R + epsilon I, or C^(1/2) R C^(1/2) + epsilon I for one scale per axis, c (K,)."""
+    def _obs_cov(self, p: dict[str, Tensor], r: Tensor, fixed: Tensor) -> Tensor:
+        """c R' + R_fixed + epsilon I, or C^(1/2) R' C^(1/2) + R_fixed + epsilon I for one scale
+        per axis, c (K,), where R' = R - R_fixed is R's informative part."""
         eye = torch.eye(r.shape[-1], dtype=_DTYPE)
-        scale = p["noise_scale"]
+        scale, informative = p["noise_scale"], r - fixed
         if scale.ndim:
             root = scale.sqrt()
-            return root[:, None] * r * root[None, :] + self.noise_floor * eye
-        return scale * r + self.noise_floor * eye
+            informative = root[:, None] * informative * root[None, :]
+        else:
+            informative = scale * informative
+        return informative + fixed + self.noise_floor * eye
 
     def _log_likelihood(self, p: dict[str, Tensor], batches: list[ObservationBatch]) -> Tensor:
         total = torch.zeros((), dtype=_DTYPE)
         for batch in batches:
             params = self._lgssm(p, batch.dt)
             parallel = self._use_parallel(batch.y.shape[-2])
-            filtered = kalman_filter(params, batch.y, self._obs_cov(p, batch.r), batch.mask,
-                                     parallel=parallel)
+            filtered = kalman_filter(params, batch.y, self._obs_cov(p, batch.r, batch.fixed),
+                                     batch.mask, parallel=parallel)
             total = total + filtered.log_likelihood.sum()
         return total
 
@@ -568,9 +574,9 @@ class CoreAffectDynamics:
     def _single(self, sequence: AffectObservations, causal: bool = False
                 ) -> tuple[Tensor, LGSSM, Tensor, Tensor, Tensor, bool]:
         self._check_fitted()
-        times, y, r, mask = self._prepare(sequence)
+        times, y, r, fixed, mask = self._prepare(sequence)
         p = self._point(causal)
-        return (times, self._lgssm(p, times.diff()), y, self._obs_cov(p, r), mask,
+        return (times, self._lgssm(p, times.diff()), y, self._obs_cov(p, r, fixed), mask,
                 self._use_parallel(times.shape[0]))
 
     def filter(self, sequence: AffectObservations) -> AffectPosterior:
@@ -659,8 +665,9 @@ class CoreAffectDynamics:
             pred_cov = _sym(f @ state.cov @ f.T + q)
             log_likelihood = state.log_likelihood
         flag = torch.tensor([observed])
-        y, r = self._pseudo(m, s, flag)
-        new_mean, new_cov, log_prob = _update(pred_mean, pred_cov, y[0], self._obs_cov(p, r[0]),
+        y, r, fixed = self._pseudo(m, s, flag)
+        new_mean, new_cov, log_prob = _update(pred_mean, pred_cov, y[0],
+                                              self._obs_cov(p, r[0], fixed[0]),
                                               torch.eye(k, dtype=_DTYPE), flag[0])
         return FilterState(float(time), new_mean, new_cov, log_likelihood + log_prob)
 

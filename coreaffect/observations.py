@@ -22,6 +22,11 @@ a pseudo-observation y_t = z_t + v_t, v_t ~ N(0, R_t), with (:func:`pseudo_obser
   every direction is informative use the closed form, whose gradient stays defined where S_t
   has a repeated eigenvalue (equal variances), which an eigendecomposition's does not.
 
+  The dynamics scale R_t by a learned noise scale c, but not its uninformative part
+  (``fixed``, variance 1/``min_precision`` along those directions): scaled, each such direction
+  would add about -log(c / min_precision) / 2 to the likelihood, a reward for a small c that,
+  over enough frames, drove c to 0 and made every estimate exact.
+
 Frames without a face are masked: their values are ignored (NaN allowed) and replaced by
 placeholders that the filter never reads.
 """
@@ -67,17 +72,19 @@ class ObservationBatch(NamedTuple):
         dt: (B, T-1) time steps in seconds.
         y: (B, T, K) pseudo-observations.
         r: (B, T, K, K) their covariances, before any scaling.
+        fixed: (B, T, K, K) the part of ``r`` along uninformative directions, never scaled.
         mask: (B, T) bool, True where observed.
     """
 
     dt: Tensor
     y: Tensor
     r: Tensor
+    fixed: Tensor
     mask: Tensor
 
 
 def pseudo_observations(means: Tensor, covs: Tensor, mask: Tensor, *, divide: bool,
-                        min_precision: float = 1e-3) -> tuple[Tensor, Tensor]:
+                        min_precision: float = 1e-3) -> tuple[Tensor, Tensor, Tensor]:
     """Pseudo-observations y (..., K) and covariances R (..., K, K) of Gaussian estimates.
 
     Args:
@@ -88,14 +95,17 @@ def pseudo_observations(means: Tensor, covs: Tensor, mask: Tensor, *, divide: bo
         min_precision: Smallest precision of a divided direction.
 
     Returns:
-        ``(y, r)``.
+        ``(y, r, fixed)``: ``fixed`` (..., K, K) is the part of R along the directions that
+        keep ``min_precision`` (U diag(1/min_precision or 0) U^T; zero without division and at
+        masked frames), which the dynamics leave unscaled.
     """
     k = means.shape[-1]
     eye = torch.eye(k, dtype=means.dtype, device=means.device)
     means = torch.where(mask[..., None], means, torch.zeros_like(means))
     covs = _sym(torch.where(mask[..., None, None], covs, 0.5 * eye))
+    none = torch.zeros_like(covs)
     if not divide:
-        return means, covs
+        return means, covs, none
     with torch.no_grad():  # which directions are informative: a choice, not differentiated
         clamped = 1 / torch.linalg.eigvalsh(covs) - 1 < min_precision  # (..., K)
     regular, flat = ~clamped.any(-1), clamped.all(-1)  # (...)
@@ -108,9 +118,10 @@ def pseudo_observations(means: Tensor, covs: Tensor, mask: Tensor, *, divide: bo
     # No direction informative: the estimate's own mean, with precision min_precision.
     y = torch.where(flat[..., None], means, y)
     r = torch.where(flat[..., None, None], eye / min_precision, r)
+    fixed = torch.where(flat[..., None, None], eye / min_precision, none)
     mixed = ~(regular | flat)
     if not bool(mixed.any()):
-        return y, r
+        return y, r, fixed
     # Some directions informative: in the eigenbasis of S = U diag(s) U^T (rows without mixed
     # directions get a matrix of distinct eigenvalues, so that their zero gradient stays finite).
     spread = torch.diag_embed(torch.linspace(0.25, 0.5, k, dtype=covs.dtype, device=covs.device))
@@ -123,8 +134,11 @@ def pseudo_observations(means: Tensor, covs: Tensor, mask: Tensor, *, divide: bo
     pseudo = torch.where(defined, proj / (1 - s_mixed).clamp_min(1e-12), proj)
     y_mixed = (u @ pseudo[..., None])[..., 0]
     r_mixed = _sym(u @ torch.diag_embed(1 / precision) @ u.transpose(-1, -2))
+    kept = torch.where(defined, torch.zeros_like(precision), 1 / precision)
+    fixed_mixed = _sym(u @ torch.diag_embed(kept) @ u.transpose(-1, -2))
     return (torch.where(mixed[..., None], y_mixed, y),
-            torch.where(mixed[..., None, None], r_mixed, r))
+            torch.where(mixed[..., None, None], r_mixed, r),
+            torch.where(mixed[..., None, None], fixed_mixed, fixed))
 
 
 def check_observations(sequence: AffectObservations, n_latent: int
@@ -161,15 +175,13 @@ def check_observations(sequence: AffectObservations, n_latent: int
     return times, means, covs, mask
 
 
-def batch_observations(prepared: Sequence[tuple[Tensor, Tensor, Tensor, Tensor]]
-                       ) -> list[ObservationBatch]:
-    """Videos ``(times (T,), y (T, K), R (T, K, K), mask (T,))`` grouped by length T, each group
-    stacked into one :class:`ObservationBatch`, shortest first (in input order within a group)."""
-    groups: dict[int, list[tuple[Tensor, Tensor, Tensor, Tensor]]] = {}
+def batch_observations(prepared: Sequence[tuple[Tensor, ...]]) -> list[ObservationBatch]:
+    """Videos ``(times (T,), y (T, K), R (T, K, K), fixed (T, K, K), mask (T,))`` grouped by
+    length T, each group stacked into one :class:`ObservationBatch`, shortest first (in input
+    order within a group)."""
+    groups: dict[int, list[tuple[Tensor, ...]]] = {}
     for video in prepared:
         groups.setdefault(video[0].shape[0], []).append(video)
     return [ObservationBatch(torch.stack([v[0].diff() for v in group]),
-                             torch.stack([v[1] for v in group]),
-                             torch.stack([v[2] for v in group]),
-                             torch.stack([v[3] for v in group]))
+                             *(torch.stack([v[i] for v in group]) for i in range(1, 5)))
             for _, group in sorted(groups.items())]

@@ -12,7 +12,9 @@ diffusion. Over a step dt the process is exactly linear-Gaussian (:func:`ou_disc
 
 where P_inf, the stationary covariance (:func:`ou_stationary_cov`), solves the Lyapunov equation
 Theta P_inf + P_inf Theta^T = L L^T. Steps may differ (dropped frames, irregular annotation times):
-dt has a leading time axis. Both functions are differentiable and batched over leading axes.
+dt may have any leading axes (time, videos). Both functions are differentiable;
+:func:`ou_discretize` takes one model (Theta, mu and L unbatched) over a batch of steps, and
+:func:`ou_stationary_cov` is batched over Theta's and L's leading axes.
 
 :func:`ou_matrices` builds Theta and L from unconstrained numbers, as the dynamics' fit and its
 NUTS priors use them: Theta = C C^T + W with C lower-triangular with a positive diagonal and W
@@ -74,6 +76,10 @@ def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | flo
         and a short step, Q is a small difference of two large matrices, which float32 would
         leave with negative eigenvalues.
     """
+    if theta.ndim != 2 or mu.ndim != 1 or diffusion.ndim != 2:
+        raise ValueError(f"ou_discretize takes one model, theta (K, K), mu (K,) and diffusion "
+                         f"(K, K), over a batch of steps dt; got shapes {tuple(theta.shape)}, "
+                         f"{tuple(mu.shape)} and {tuple(diffusion.shape)}")
     dtype = theta.dtype
     work = torch.float64 if theta.device.type != "mps" else dtype
     theta, mu, diffusion = theta.to(work), mu.to(work), diffusion.to(work)

@@ -354,10 +354,17 @@ def _generator(random_state: int | torch.Generator | None, device: torch.device
 
 
 def _draw(mean: Tensor, cov: Tensor, generator: torch.Generator) -> Tensor:
-    """One draw of N(mean, cov) per leading index; a jitter keeps singular covariances valid."""
+    """One draw of N(mean, cov) per leading index; a jitter keeps singular covariances valid,
+    and a covariance that rounding left indefinite beyond it (float32 conditionals, small
+    differences of large matrices) is drawn from with its negative eigenvalues set to 0."""
     jitter = 1e-9 if cov.dtype == torch.float64 else 1e-6
     eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    chol = torch.linalg.cholesky(_sym(cov) + jitter * eye)
+    chol, info = torch.linalg.cholesky_ex(_sym(cov) + jitter * eye)
+    failed = info > 0
+    if bool(failed.any()):
+        values, vectors = torch.linalg.eigh(_sym(cov) + jitter * eye)
+        root = vectors * values.clamp_min(0).sqrt()[..., None, :]  # root root^T = PSD part
+        chol = torch.where(failed[..., None, None], root, chol)
     noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
     return mean + (chol @ noise[..., None])[..., 0]
 

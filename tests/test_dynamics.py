@@ -494,3 +494,30 @@ def test_parallel_posterior_samples_match_smoothed_moments():
     # lag-one covariance of the draws: the smoother's cross covariance
     joint = torch.cov(torch.cat([draws[:, 2], draws[:, 3]], -1).T)
     torch.testing.assert_close(joint[:2, 2:], smoothed.cross_covs[2], atol=0.01, rtol=0.05)
+
+
+def test_float32_sampling_survives_conditionals_that_rounding_leaves_indefinite():
+    """A slow process (Theta ~ 1e-4 / s) at short steps, observed at 1% of them: the parallel
+    sampler's float32 conditionals P_t - E P_{t+1|t} E^T come out with eigenvalues near -3e-4,
+    beyond the jitter, where a Cholesky factor fails; their PSD part is drawn from instead."""
+    rng = np.random.default_rng(0)
+    theta = torch.tensor([[1e-4, 3e-5], [-3e-5, 2e-4]], dtype=torch.float64)
+    diffusion = torch.tensor([[1.0, 0.0], [0.5, 1.0]], dtype=torch.float64)
+    f, b, q = ou_discretize(theta, torch.zeros(2, dtype=torch.float64), diffusion,
+                            torch.tensor([1e-4], dtype=torch.float64))
+    f32 = torch.float32  # the module's fixture makes float64 the default
+    params = LGSSM(torch.zeros(2, dtype=f32), ou_stationary_cov(theta, diffusion).float(),
+                   f.float(), b.float(), q.float(), torch.eye(2, dtype=f32))
+    steps = 500
+    y = torch.tensor(rng.normal(size=(steps, 2)), dtype=torch.float32)
+    r = torch.eye(2, dtype=f32).expand(steps, 2, 2).clone()
+    mask = torch.tensor(rng.uniform(size=steps) > 0.99)
+    for parallel in (False, True):
+        draws = sample_posterior(params, y, r, mask, n=2, random_state=0, parallel=parallel)
+        assert draws.shape == (2, steps, 2) and torch.isfinite(draws).all()
+    # the PSD part of an indefinite covariance: no spread along the negative direction
+    from coreaffect.state_space import _draw
+    cov = torch.diag(torch.tensor([1.0, -1e-3], dtype=f32)).expand(4000, 2, 2)
+    out = _draw(torch.ones(4000, 2, dtype=f32), cov, torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, 1], torch.ones(4000, dtype=f32))
+    assert abs(float(out[:, 0].var()) - 1.0) < 0.06

@@ -398,6 +398,27 @@ def test_per_axis_noise_scales_scale_each_axis_of_the_observation_covariance():
                                _truth().smooth(video).latent_mean, rtol=1e-9, atol=1e-12)
 
 
+def test_frames_no_surer_than_p_z_do_not_drive_the_noise_scale_to_zero():
+    """With p(z) divided out, a frame whose S_t >= I says nothing: fitting with a quarter of
+    the frames so must give the fit without them (masked). Scaling their 1/min_precision
+    variance by c rewarded a small c, and the fit ended at c ~ 1e-5 with Theta seven times
+    too fast."""
+    videos = simulate(4, 300, seed=2, missing=0.0)[0]
+    included, masked = [], []
+    for video in videos:
+        flat = torch.zeros(len(video.times), dtype=torch.bool)
+        flat[::4] = True
+        covs = video.covs.clone()
+        covs[flat] = 1.5 * torch.eye(2, dtype=torch.float64)
+        included.append(AffectObservations(video.times, video.means, covs, video.mask))
+        masked.append(AffectObservations(video.times, video.means, covs, video.mask & ~flat))
+    a = CoreAffectDynamics(divide_prior=True).fit(included)
+    b = CoreAffectDynamics(divide_prior=True).fit(masked)
+    torch.testing.assert_close(a.noise_scale_, b.noise_scale_, rtol=0.02, atol=0)
+    torch.testing.assert_close(a.theta_, b.theta_, rtol=0.02, atol=0.01)
+    assert float(a.noise_scale_) > 0.5  # SCALE (1.5) generated the data
+
+
 def test_the_filter_may_have_noise_scales_of_its_own(tmp_path):
     video = simulate(1, 200, seed=9)[0][0]
     own, smoother_scale, filter_scale = _truth(), _truth(), _truth()

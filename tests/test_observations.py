@@ -31,7 +31,7 @@ def test_divided_pseudo_observation_is_the_density_ratio(k):
     n = 5
     covs = _random_covs(n, k, seed=k, top=0.9)
     means = torch.randn(n, k, generator=torch.Generator().manual_seed(10 + k), dtype=F64)
-    y, r = pseudo_observations(means, covs, torch.ones(n, dtype=torch.bool), divide=True)
+    y, r, _ = pseudo_observations(means, covs, torch.ones(n, dtype=torch.bool), divide=True)
     z = torch.randn(50, n, k, generator=torch.Generator().manual_seed(20 + k), dtype=F64)
     eye = torch.eye(k, dtype=F64)
     log_ratio = (MultivariateNormal(means, covs).log_prob(z)
@@ -44,7 +44,7 @@ def test_divided_pseudo_observation_is_the_density_ratio(k):
 def test_an_uninformative_direction_keeps_min_precision_and_its_own_mean():
     m = torch.tensor([[0.3, -0.5], [0.4, 0.2]], dtype=F64)
     s = torch.tensor([[[0.2, 0.05], [0.05, 0.3]], [[0.5, 0.0], [0.0, 1.5]]], dtype=F64)
-    y, r = pseudo_observations(m, s, torch.tensor([True, True]), divide=True,
+    y, r, _ = pseudo_observations(m, s, torch.tensor([True, True]), divide=True,
                                min_precision=1e-3)
     precision = torch.linalg.inv(s[0]) - torch.eye(2, dtype=F64)
     torch.testing.assert_close(torch.linalg.inv(r[0]), precision)
@@ -53,9 +53,28 @@ def test_an_uninformative_direction_keeps_min_precision_and_its_own_mean():
     torch.testing.assert_close(y[1], torch.tensor([0.8, 0.2], dtype=F64))  # 0.4 / (1 - 0.5); m
 
 
+def test_the_unscaled_part_is_r_along_the_uninformative_directions_only():
+    """R = R' + R_fixed with R' the informative directions' part: R_fixed is R itself where no
+    direction is informative, 0 where all are, and its eigen-part along the clamped ones."""
+    m = torch.tensor([[0.3, -0.5], [0.4, 0.2], [0.1, 0.1], [0.0, 0.0]], dtype=F64)
+    q = torch.tensor([[0.6, -0.8], [0.8, 0.6]], dtype=F64)  # a rotation
+    mixed = q @ torch.diag(torch.tensor([0.5, 1.5], dtype=F64)) @ q.T
+    s = torch.stack([0.2 * torch.eye(2, dtype=F64), mixed, 2 * torch.eye(2, dtype=F64),
+                     torch.eye(2, dtype=F64)])
+    mask = torch.tensor([True, True, True, False])
+    y, r, fixed = pseudo_observations(m, s, mask, divide=True, min_precision=1e-3)
+    torch.testing.assert_close(fixed[0], torch.zeros(2, 2, dtype=F64))
+    along = q[:, 1:] @ q[:, 1:].T  # the direction of variance 1.5
+    torch.testing.assert_close(fixed[1], 1e3 * along)
+    torch.testing.assert_close(r[1] - fixed[1], 1.0 * (torch.eye(2, dtype=F64) - along))
+    torch.testing.assert_close(fixed[2], r[2])
+    torch.testing.assert_close(fixed[3], torch.zeros(2, 2, dtype=F64))  # masked
+    assert not pseudo_observations(m, s, mask, divide=False)[2].any()
+
+
 def test_no_informative_direction_gives_the_estimate_and_min_precision():
     m = torch.tensor([[0.3, -0.5]], dtype=F64)
-    y, r = pseudo_observations(m, 2 * torch.eye(2, dtype=F64)[None], torch.tensor([True]),
+    y, r, _ = pseudo_observations(m, 2 * torch.eye(2, dtype=F64)[None], torch.tensor([True]),
                                divide=True, min_precision=1e-3)
     torch.testing.assert_close(y, m)
     torch.testing.assert_close(r, 1e3 * torch.eye(2, dtype=F64)[None])
@@ -69,7 +88,7 @@ def test_division_has_finite_gradients_at_repeated_eigenvalues():
     s = torch.stack([0.25 * torch.eye(2, dtype=F64), torch.tensor([[0.3, 0.1], [0.1, 0.2]],
                      dtype=F64), torch.diag(torch.tensor([0.5, 1.5], dtype=F64))])
     s.requires_grad_(True)
-    y, r = pseudo_observations(m, s, torch.ones(3, dtype=torch.bool), divide=True)
+    y, r, _ = pseudo_observations(m, s, torch.ones(3, dtype=torch.bool), divide=True)
     (y.sum() + r.sum()).backward()
     assert torch.isfinite(s.grad).all() and torch.isfinite(m.grad).all()
     m2 = m.detach()[:2].clone().requires_grad_(True)
@@ -87,9 +106,9 @@ def test_without_division_and_at_masked_frames_the_estimates_pass_or_are_replace
     s = torch.stack([torch.eye(2, dtype=F64) * 0.2, torch.full((2, 2), float("nan"), dtype=F64)])
     mask = torch.tensor([True, False])
     for divide in (False, True):
-        y, r = pseudo_observations(m, s, mask, divide=divide)
+        y, r, _ = pseudo_observations(m, s, mask, divide=divide)
         assert torch.isfinite(y).all() and torch.isfinite(r).all()
-    y, r = pseudo_observations(m, s, mask, divide=False)
+    y, r, _ = pseudo_observations(m, s, mask, divide=False)
     torch.testing.assert_close(y[0], m[0])
     torch.testing.assert_close(r[0], s[0])
 
@@ -118,7 +137,8 @@ def test_batches_group_videos_by_length():
     def video(steps: int, value: float):
         times = torch.arange(steps, dtype=F64) * 0.04
         return (times, torch.full((steps, 2), value, dtype=F64),
-                torch.eye(2, dtype=F64).expand(steps, 2, 2), torch.ones(steps, dtype=torch.bool))
+                torch.eye(2, dtype=F64).expand(steps, 2, 2),
+                torch.zeros(steps, 2, 2, dtype=F64), torch.ones(steps, dtype=torch.bool))
 
     batches = batch_observations([video(5, 0.1), video(3, 0.2), video(5, 0.3)])
     assert [b.y.shape for b in batches] == [(1, 3, 2), (2, 5, 2)]  # shortest first

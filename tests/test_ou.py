@@ -86,3 +86,11 @@ def test_matrices_are_mean_reverting_with_a_triangular_diffusion():
     # the stationary law exists: P solves the Lyapunov equation and is positive definite
     p = ou_stationary_cov(theta, diffusion)
     assert bool((torch.linalg.eigvalsh(p) > 0).all())
+
+
+def test_discretisation_takes_one_model_over_a_batch_of_steps():
+    theta, mu, diffusion = torch.eye(2), torch.zeros(2), torch.eye(2)
+    f, _, _ = ou_discretize(theta, mu, diffusion, torch.full((3, 4), 0.1))  # (videos, steps)
+    assert f.shape == (3, 4, 2, 2)
+    with pytest.raises(ValueError, match="takes one model"):
+        ou_discretize(theta.expand(3, 2, 2), mu, diffusion, torch.full((3, 4), 0.1))
