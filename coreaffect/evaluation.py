@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Evaluation", "bootstrap_trajectories", "evaluate_hidden_route", "evaluate_stages",
            "evaluate_trajectories", "format_intervals", "format_stages", "format_table",
-           "metrics_json", "predict_video", "scored_labels", "stage_inputs",
+           "long_enough", "metrics_json", "predict_video", "scored_labels", "stage_inputs",
            "stage_trajectories"]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,18 @@ class Evaluation(NamedTuple):
     tables: dict[str, MetricTable]
     intervals: dict[str, MetricIntervals]
     differences: dict[str, MetricIntervals]
+
+
+def long_enough(videos: Sequence[LabelledVideo], model: HiddenRouteNet, purpose: str
+                ) -> list[LabelledVideo]:
+    """The videos with at least one clip of frames (the hidden route's estimates need one); the
+    others are named in a warning that says what they are left out of (``purpose``)."""
+    clip = model.config.clip_length
+    short = [v.id for v in videos if len(v.crops.crops) < clip]
+    if short:
+        logger.warning("%d video(s) shorter than a clip (%d frames) are left out of %s: %s",
+                       len(short), clip, purpose, ", ".join(short))
+    return [v for v in videos if len(v.crops.crops) >= clip]
 
 
 def predict_video(model: HiddenRouteNet, video: LabelledVideo,
@@ -99,8 +111,10 @@ def _common_frames(videos: Sequence[LabelledVideo], trajectories: Sequence[dict]
 
 def evaluate_hidden_route(model: HiddenRouteNet, videos: Sequence[LabelledVideo],
                           device: str | torch.device | None = None) -> MetricTable:
-    """Per-video and pooled metrics of the hidden route's per-frame estimates."""
+    """Per-video and pooled metrics of the hidden route's per-frame estimates (videos shorter
+    than a clip left out, with a warning)."""
     truths, means, variances = [], [], []
+    videos = long_enough(videos, model, "the hidden route's evaluation")
     for video in videos:
         estimate = predict_video(model, video, device)
         truths.append(scored_labels(video))

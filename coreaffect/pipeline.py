@@ -720,6 +720,8 @@ class CoreAffect:
         level = check_level(level)
         self._online_stage(not lagged, lagged)
         frames = self._frames(source)
+        name = (source.name if isinstance(source, VideoSource)
+                else str(source) if isinstance(source, (str, Path, int)) else "the stream")
         cropper = FaceCropper(self.data_config.faces)
         state = _StreamState(self, lagged)
         from coreaffect.video import FrameChunk
@@ -735,7 +737,8 @@ class CoreAffect:
             part = cropper.crop(FrameChunk(image[None],
                                            np.array([time]), np.array([index], dtype=np.int64)))
             # a folder's missing frames get rows without a face first, as in predict
-            for piece in _with_missing_frames(part, last, self.data_config.video.chunk_size):
+            for piece in _with_missing_frames(part, last, self.data_config.video.chunk_size,
+                                              name):
                 for k in range(len(piece.times)):
                     row = state.push(piece.crops[k], float(piece.times[k]),
                                      int(piece.indices[k]), bool(piece.face_found[k]), level)
@@ -752,7 +755,13 @@ class CoreAffect:
             for frame in video:
                 yield frame.image, frame.time, frame.index
             return
-        for item in source:
+        for count, item in enumerate(source):
+            if not isinstance(item, Frame) and (isinstance(item, np.ndarray) or not isinstance(
+                    item, (tuple, list)) or len(item) != 2):
+                raise CoreAffectError(
+                    f"frame {count}: a stream's frames must be (image, time) pairs or "
+                    f"coreaffect.video.Frame, got {type(item).__name__}"
+                    + (f" of shape {item.shape}" if isinstance(item, np.ndarray) else ""))
             yield item[0], item[1], item.index if isinstance(item, Frame) else None
 
 

@@ -240,15 +240,18 @@ def plot_circumplex(mean: np.ndarray, cov: np.ndarray | None = None, ax: Axes | 
     return ax
 
 
-def _metric_values(metrics, metric: str
+def _metric_values(metrics, metric: str, stage: str = "raw"
                    ) -> tuple[list[str], list[str], np.ndarray, np.ndarray | None]:
     """Dimensions, videos, (N, D) values and (D,) means (or None) of a metrics input."""
     from coreaffect.metrics import DIMENSIONS, MetricTable
 
     if isinstance(metrics, MetricTable):
         metrics = metrics.to_dict()
-    if isinstance(metrics, dict) and set(metrics) == {"raw"}:  # evaluate --json's top level
-        metrics = metrics["raw"]
+    if isinstance(metrics, dict) and "raw" in metrics and all(  # evaluate --json: {stage: table}
+            isinstance(t, dict) and t and set(t) <= set(DIMENSIONS) for t in metrics.values()):
+        if stage not in metrics:
+            raise ValueError(f"no stage {stage!r}; have {list(metrics)}")
+        metrics = metrics[stage]
     if isinstance(metrics, dict) and metrics and set(metrics) <= set(DIMENSIONS):
         dims = [d for d in DIMENSIONS if d in metrics]
         if metric not in metrics[dims[0]]:
@@ -270,23 +273,26 @@ def _float(value) -> float:
 
 
 def plot_metrics_bars(metrics, ax: Axes | None = None, *, metric: str = "rmse",
-                      title: str | None = None) -> Axes:
+                      stage: str = "raw", title: str | None = None) -> Axes:
     """Per-video values of one metric as bars: the paper's Table 2 as a figure.
 
     Args:
         metrics: A :class:`~coreaffect.metrics.MetricTable`, its ``to_dict()`` (``{dimension:
             {metric: {"per_video": {video: value}, "mean": ..., "pooled": ...}}}``), the JSON of
-            ``coreaffect evaluate --json`` (``{"raw": that}``), or a plain ``{video: value}``.
+            ``coreaffect evaluate --json`` (``{stage: that}``, ``"raw"`` first), or a plain
+            ``{video: value}``.
         ax: Axes to draw on; ``None`` makes a new figure sized to the number of videos.
         metric: Which metric of a table to show (``rmse``, ``ccc``, ``pcc``, ``sagr``, ``nll``,
             ``coverage_90``, ...); the label of a plain mapping.
+        stage: Which stage of ``coreaffect evaluate --json`` to show (``raw``, ``prior``,
+            ``smoothed``, ``filtered``, ``lagged``).
         title: Optional axes title.
 
     Returns:
         The axes: grouped bars for valence and arousal (one bar for a plain mapping), and a
         dashed line at each dimension's mean over videos. Undefined values (None/NaN) leave a gap.
     """
-    dims, videos, values, means = _metric_values(metrics, metric)
+    dims, videos, values, means = _metric_values(metrics, metric, stage)
     if ax is None:
         ax = _new_axes((max(5.0, 0.45 * len(videos) * len(dims) + 1.5), 3.5))
     x = np.arange(len(videos))

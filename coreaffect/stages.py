@@ -82,7 +82,7 @@ from coreaffect.config import DataConfig, _check_choice, _check_float, _check_in
 from coreaffect.corpus import LabelledVideo
 from coreaffect.dynamics import AffectObservations, CoreAffectDynamics
 from coreaffect.errors import CoreAffectError
-from coreaffect.evaluation import predict_video
+from coreaffect.evaluation import long_enough, predict_video
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.manifold import BACKENDS as MANIFOLD_BACKENDS
 from coreaffect.manifold import AffectManifold
@@ -326,10 +326,11 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
     Returns:
         The :class:`StageFit`.
     """
+    train = long_enough(train, model, "the prior and the dynamics")
     if not train:
         raise CoreAffectError("fitting the prior needs at least one training video")
     check_settings(settings)
-    held_out = list(val)
+    held_out = long_enough(val, model, "the prior and the dynamics")
     if not held_out:
         logger.warning("no validation video: the prior is calibrated and the dynamics fitted on "
                        "the training videos, whose estimates are better than on new videos; "

@@ -98,7 +98,7 @@ from coreaffect.config import ClipConfig, DataConfig, _check_choice, _check_floa
 from coreaffect.corpus import LabelledVideo
 from coreaffect.devices import check_device, seeded
 from coreaffect.errors import CoreAffectError
-from coreaffect.evaluation import evaluate_hidden_route
+from coreaffect.evaluation import evaluate_hidden_route, long_enough
 from coreaffect.hidden_route import (
     MODELS,
     AffectEstimate,
@@ -481,6 +481,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         logger.info("resuming %s at epoch %d", run_dir, first_epoch)
     budget = None if config.max_minutes is None else config.max_minutes * 60
     trainable = _trainable(train, model)
+    if val:
+        val = long_enough(val, model, "validation")
     stopped = "epochs"
     # a run interrupted before any validated epoch has no network yet: it trains one more
     # epoch, validated since it ends the budget, whatever the budget says

@@ -12,7 +12,7 @@ import pytest
 
 from coreaffect.checkpoint import load_data_config, load_model, load_state
 from coreaffect.config import DataConfig, FaceConfig
-from coreaffect.corpus import CropCache, discover
+from coreaffect.corpus import CropCache, LabelledVideo, discover
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import metrics_json
@@ -138,6 +138,19 @@ def test_few_validation_videos_are_warned_about(tiny, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="coreaffect.stages"):
         fit_core_affect(run, load_model(run), train, val, settings=FAST)
     assert f"fitted on {len(val)} validation video(s)" in caplog.text
+
+
+def test_videos_shorter_than_a_clip_are_left_out_of_the_fit_by_name(tiny, tmp_path, caplog):
+    run, split, train, val = _copy_of_run(tiny, tmp_path)
+    crops = train[0].crops
+    short = LabelledVideo("short", crops._replace(**{f: getattr(crops, f)[:10]
+                                                     for f in crops._fields}),
+                          train[0].labels[:10])
+    with caplog.at_level(logging.WARNING, logger="coreaffect.evaluation"):
+        fit = fit_core_affect(run, load_model(run), [*train, short], [*val, short],
+                              settings=FAST)
+    assert "shorter than a clip (16 frames)" in caplog.text and "short" in caplog.text
+    assert fit.videos["prior"] == split["train"] and "short" not in fit.videos["dynamics"]
 
 
 def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, caplog):

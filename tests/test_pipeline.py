@@ -267,6 +267,10 @@ def test_stream_refuses_frames_that_are_not_uint8_rgb(affect, tiny):
         list(affect.stream(scaled))
     with pytest.raises(CoreAffectError, match="frame 0: .*uint8 RGB"):
         list(affect.stream([(frames[0][0][..., 0], 0.0)]))  # one channel
+    bare = [image for image, _ in frames]  # images without their times
+    with pytest.raises(CoreAffectError, match=r"frame 0: .*\(image, time\) pairs .*got "
+                                              r"ndarray of shape \(\d+, \d+, 3\)$"):
+        list(affect.stream(bare))
 
 
 @pytest.mark.parametrize("bad, problem", [(0.4, "time 0.4 s does not follow the previous "

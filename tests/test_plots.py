@@ -91,6 +91,15 @@ def test_plot_metrics_bars(tmp_path):
     _save(ax, tmp_path / "bars.png")
     given = Figure().subplots()
     assert plots.plot_metrics_bars({"raw": table.to_dict()}, given, metric="ccc") is given
+    # the JSON of a run with every stage, as coreaffect evaluate --json writes it
+    shifted = evaluate_videos(["a", "b", "c"], [r[1] for r in runs], [r[2] + 0.5 for r in runs],
+                              [r[3] for r in runs])
+    json_like = {"raw": table.to_dict(), "smoothed": shifted.to_dict()}
+    bars = plots.plot_metrics_bars(json_like, Figure().subplots(), stage="smoothed")
+    assert [p.get_height() for p in bars.patches[:3]] == pytest.approx(
+        shifted.per_video["rmse"][:, 0])
+    with pytest.raises(ValueError, match="no stage 'lagged'"):
+        plots.plot_metrics_bars(json_like, stage="lagged")
     assert plots.plot_metrics_bars(table, metric="coverage_90") is not None
     simple = plots.plot_metrics_bars({"a": 0.1, "b": None, "c": 0.3}, Figure().subplots())
     assert len(simple.patches) == 3

@@ -392,3 +392,12 @@ def test_a_trained_run_is_not_overwritten_without_resume(tmp_path):
                            model_overrides=OVERRIDES)
     assert (tmp_path / "run" / "hidden_route.safetensors").read_bytes() == weights
     assert len(json.loads((tmp_path / "run" / "training" / "log.json").read_text())) == 1
+
+
+def test_validation_videos_shorter_than_a_clip_are_left_out_by_name(tmp_path, caplog):
+    train = ClipDataset([_video(64, 1, "t")], ClipConfig(stride=8))
+    val = [_video(64, 9, "v"), _video(10, 8, "tiny")]
+    with caplog.at_level("WARNING", logger="coreaffect.evaluation"):
+        result = train_hidden_route(train, val, tmp_path / "run", _config(epochs=1),
+                                    model_overrides=OVERRIDES)
+    assert "tiny" in caplog.text and math.isfinite(result.history[0]["val_ccc"])
