@@ -764,6 +764,7 @@ class CoreAffectDynamics:
         config["decoder"] = None if self.decoder is None else type(self.decoder).__name__
         config["log_likelihood"] = getattr(self, "log_likelihood_", None)
         config["n_iter"] = getattr(self, "n_iter_", None)
+        config["uninformative_unscaled"] = True  # see load: earlier fits scaled those directions
         save_state(directory, name, tensors, {"estimator": config})
 
     @classmethod
@@ -778,6 +779,10 @@ class CoreAffectDynamics:
         log_likelihood = settings.pop("log_likelihood", None)
         n_iter = settings.pop("n_iter", None)
         where = f"{Path(directory) / name}.json"
+        if not settings.pop("uninformative_unscaled", False) and settings.get("divide_prior"):
+            logger.warning("%s: fitted when the noise scale also scaled the directions no surer "
+                           "than p(z), which could drive it towards 0; refit the later stages "
+                           "(coreaffect refit)", where)
         try:
             model = cls(**settings, decoder=decoder)
             model._check_settings()

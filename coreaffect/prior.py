@@ -676,7 +676,9 @@ class HiddenRoutePrior(LocalPyroModule):
                   "in_features": int(self.feature_mean_.shape[0]),
                   "embedding_dim": self.embedding_dim_,
                   "calibration_scale": list(self.calibration_scale_),
-                  "calibration_level": self.calibration_level_, **self._hyperparameters()}
+                  "calibration_level": self.calibration_level_,
+                  "whitened_draws": True,  # see load: earlier calibrations used raw draws
+                  **self._hyperparameters()}
         save_state(directory, name, dict(self.state_dict()), config)
 
     @classmethod
@@ -689,7 +691,14 @@ class HiddenRoutePrior(LocalPyroModule):
             raise CoreAffectError(f"{where}: not a HiddenRoutePrior (class "
                                   f"{config.get('class')!r})")
         manifold_name = config.get("manifold")
+        if not config.get("whitened_draws"):
+            logger.warning("%s: calibrated with the raw latent draws of earlier versions; its "
+                           "decoded variances now differ by several percent (refit the later "
+                           "stages, coreaffect refit, to recalibrate)", where)
         recorded = config.get("manifold_sha256")  # runs saved before it was recorded have none
+        if recorded is not None and not (Path(directory) / f"{manifold_name}.json").is_file():
+            raise CoreAffectError(f"{where}: its manifold "
+                                  f"{Path(directory) / str(manifold_name)}.json is missing")
         if recorded is not None and saved_digest(directory, manifold_name) != recorded:
             raise CoreAffectError(
                 f"{where}: was fitted with another manifold than "

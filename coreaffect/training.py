@@ -432,7 +432,8 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
         data_config: The data settings the clips were made with, stored beside the weights.
         model_overrides: Changes to the preset's :class:`~coreaffect.hidden_route.ModelConfig`.
         resume: Continue from ``run_dir/training`` if a resume state is there. Without it, a
-            ``run_dir`` that holds a trained hidden route is refused, never overwritten.
+            ``run_dir`` that holds a trained hidden route is refused, never overwritten; so is
+            one that holds a network but no resume state.
         progress: Show a progress bar per epoch.
 
     Returns:
@@ -457,6 +458,10 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
                                                       run_dir / "hidden_route.safetensors")):
         raise CoreAffectError(f"{run_dir}: holds a trained hidden route; resume it "
                               "(resume=True), or train into a new folder")
+    if (resume and not (log_dir / "last.json").exists()
+            and (run_dir / "hidden_route.safetensors").exists()):
+        raise CoreAffectError(f"{run_dir}: holds a trained hidden route but no state to resume "
+                              f"it from ({log_dir / 'last.json'}); train into a new folder")
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     model = create_model(config.preset, **(model_overrides or {})).to(config.device)

@@ -271,6 +271,28 @@ def test_a_model_that_divides_out_p_z_still_does_when_loaded_without_its_decoder
     torch.testing.assert_close(loaded.smooth(video).latent_mean, model.smooth(video).latent_mean)
 
 
+def test_a_dividing_model_fitted_before_uninformative_directions_were_unscaled_is_named(
+        tmp_path, caplog):
+    import json
+
+    model = CoreAffectDynamics(decoder=torch.eye(2, dtype=torch.float64))  # divides: a decoder
+    model._set_point(_truth()._point())
+    model.save(tmp_path)
+    path = tmp_path / "dynamics.json"
+    saved = json.loads(path.read_text())
+    del saved["config"]["estimator"]["uninformative_unscaled"]  # an earlier file
+    path.write_text(json.dumps(saved))
+    with caplog.at_level("WARNING", logger="coreaffect.dynamics"):
+        CoreAffectDynamics.load(tmp_path)
+    assert "dynamics.json: fitted when the noise scale also scaled" in caplog.text
+    caplog.clear()
+    saved["config"]["estimator"]["divide_prior"] = False  # nothing divided: nothing to say
+    path.write_text(json.dumps(saved))
+    with caplog.at_level("WARNING", logger="coreaffect.dynamics"):
+        CoreAffectDynamics.load(tmp_path)
+    assert "noise scale" not in caplog.text
+
+
 def test_unfitted_and_bad_input_raise():
     with pytest.raises(RuntimeError, match="not fitted"):
         CoreAffectDynamics().filter(simulate(1, 5, seed=0)[0][0])

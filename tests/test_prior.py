@@ -350,6 +350,26 @@ def test_runs_saved_by_earlier_versions_load_with_their_own_model(measured, tmp_
     assert HiddenRoutePrior.load(tmp_path).location == "learned"
 
 
+def test_priors_calibrated_with_raw_draws_or_without_their_manifold_are_named(
+        measured, tmp_path, caplog):
+    import json
+
+    measured.save(tmp_path)
+    with caplog.at_level("WARNING", logger="coreaffect.prior"):
+        HiddenRoutePrior.load(tmp_path)
+    assert "raw latent draws" not in caplog.text
+    config_path = tmp_path / "prior.json"
+    config = json.loads(config_path.read_text())
+    del config["config"]["whitened_draws"]  # saved before the draws were whitened
+    config_path.write_text(json.dumps(config))
+    with caplog.at_level("WARNING", logger="coreaffect.prior"):
+        HiddenRoutePrior.load(tmp_path)
+    assert "prior.json: calibrated with the raw latent draws" in caplog.text
+    (tmp_path / "manifold.json").unlink()
+    with pytest.raises(CoreAffectError, match=r"its manifold .*manifold.json is missing"):
+        HiddenRoutePrior.load(tmp_path)
+
+
 def test_without_embedding(manifold):
     labels = boomerang(200, 16)
     e = estimates(labels, 26)

@@ -392,6 +392,11 @@ def test_a_trained_run_is_not_overwritten_without_resume(tmp_path):
                            model_overrides=OVERRIDES)
     assert (tmp_path / "run" / "hidden_route.safetensors").read_bytes() == weights
     assert len(json.loads((tmp_path / "run" / "training" / "log.json").read_text())) == 1
+    (tmp_path / "run" / "training" / "last.json").unlink()  # a network without a resume state
+    with pytest.raises(CoreAffectError, match="no state to resume it from"):
+        train_hidden_route(train, None, tmp_path / "run", _config(epochs=2), resume=True,
+                           model_overrides=OVERRIDES)
+    assert (tmp_path / "run" / "hidden_route.safetensors").read_bytes() == weights
 
 
 def test_validation_videos_shorter_than_a_clip_are_left_out_by_name(tmp_path, caplog):
