@@ -241,7 +241,8 @@ class CoreAffectDynamics:
     coordinates whitened by the Laplace approximation at the maximum-likelihood estimate (fitted
     first; :func:`~coreaffect.mcmc.whitened_nuts`): x = x_hat + A w with A A^T the inverse
     Hessian of the negative log-posterior there, which makes the posterior of w near-isotropic,
-    so that short warm-ups suffice. Each chain starts at a standard-normal w, about one posterior
+    so that one step size suits every direction (the documentation's dynamics page gives what
+    NUTS costs on the demo's data). Each chain starts at a standard-normal w, about one posterior
     standard deviation from the mode, so that r_hat can see chains that did not mix. The draws
     are kept in ``inference_data_`` (ArviZ, with r_hat and ESS at hand) and their posterior means
     become the point parameters.

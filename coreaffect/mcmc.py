@@ -5,8 +5,8 @@ posterior over a dozen unconstrained parameters x whose scales differ by orders 
 :func:`whitened_nuts` runs Pyro's NUTS on w, with x = x_hat + A w, where x_hat is the mode (the
 maximum-likelihood or MAP point, found first) and A A^T the inverse Hessian of the negative
 log-posterior there (:func:`laplace_scale`, by central differences of its gradient). Near a
-Gaussian posterior, w is close to N(0, I), so that the sampler's step size suits every direction
-and short warm-ups suffice. Each chain starts at a standard-normal w, about one posterior
+Gaussian posterior, w is close to N(0, I), so that the sampler's step size suits every
+direction. Each chain starts at a standard-normal w, about one posterior
 standard deviation from the mode, so that the split r_hat can see chains that did not mix.
 :func:`named_nuts` does the same over named parameters of any shapes, and
 :func:`normal_log_prior` is the independent Normal prior the dynamics put on them.
