@@ -67,10 +67,20 @@ def _set(config: Any, name: str, value: Any) -> None:
     object.__setattr__(config, name, value)
 
 
+def _is_integer(value: Any) -> bool:
+    """An integer, numpy's included; not a bool, not a float such as 3.0."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    """A finite real number, numpy's and ints included; not a bool."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and _finite(value)
+
+
 def _check_int(config: Any, section: str, name: str, minimum: int) -> None:
     """``section.name`` must be an integer (not a bool, not a float such as 3.0) >= minimum."""
     value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+    if not _is_integer(value) or value < minimum:
         raise CoreAffectError(f"{section}.{name} must be an integer >= {minimum}, "
                               f"got {_got(value)}")
     if type(value) is not int:
@@ -92,8 +102,7 @@ def _check_float(config: Any, section: str, name: str, wanted: str,
     value = getattr(config, name)
     if optional and value is None:
         return
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real)
-            or not _finite(value) or not inside(value)):
+    if not _is_real(value) or not inside(value):
         expected = f"{wanted}, or None" if optional else wanted
         raise CoreAffectError(f"{section}.{name} must be {expected}, got {_got(value)}")
     if type(value) not in (int, float):

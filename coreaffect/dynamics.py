@@ -44,7 +44,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import numbers
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -55,6 +54,7 @@ import torch
 from torch import Tensor
 
 from coreaffect.calibration import check_level
+from coreaffect.config import _is_integer, _is_real
 from coreaffect.decoding import decode_draws, decode_gaussian
 from coreaffect.errors import CoreAffectError
 from coreaffect.mcmc import (
@@ -691,7 +691,7 @@ class CoreAffectDynamics:
         Returns:
             The :class:`LagState` after this frame.
         """
-        if isinstance(lag, bool) or not isinstance(lag, numbers.Integral) or lag < 0:
+        if not _is_integer(lag) or lag < 0:
             raise ValueError(f"lag must be an integer >= 0 (frames), got {lag!r}")
         if state is not None and state.lag != lag:
             raise ValueError(f"lag {lag} differs from the stream's lag {state.lag}")
@@ -813,29 +813,21 @@ class CoreAffectDynamics:
         return model
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 # CoreAffectDynamics' settings: {name: (test, what it must be)}
 _SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "n_latent": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "max_iter": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "num_samples": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "num_warmup": (lambda v: _integer(v) and v >= 0, "an integer >= 0"),
-    "num_chains": (lambda v: _integer(v) and v >= 1, "an integer >= 1"),
-    "n_decode_samples": (lambda v: _integer(v) and v >= 2, "an integer >= 2"),
-    "min_precision": (lambda v: _real(v) and v > 0, "a finite positive number"),
-    "noise_floor": (lambda v: _real(v) and v >= 0, "a finite non-negative number"),
-    "learning_rate": (lambda v: _real(v) and v > 0, "a finite positive number"),
-    "tol": (lambda v: _real(v) and v >= 0, "a finite non-negative number"),
+    "n_latent": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1"),
+    "max_iter": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1"),
+    "num_samples": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1"),
+    "num_warmup": (lambda v: _is_integer(v) and v >= 0, "an integer >= 0"),
+    "num_chains": (lambda v: _is_integer(v) and v >= 1, "an integer >= 1"),
+    "n_decode_samples": (lambda v: _is_integer(v) and v >= 2, "an integer >= 2"),
+    "min_precision": (lambda v: _is_real(v) and v > 0, "a finite positive number"),
+    "noise_floor": (lambda v: _is_real(v) and v >= 0, "a finite non-negative number"),
+    "learning_rate": (lambda v: _is_real(v) and v > 0, "a finite positive number"),
+    "tol": (lambda v: _is_real(v) and v >= 0, "a finite non-negative number"),
     "divide_prior": (lambda v: v is None or isinstance(v, bool), "True, False or None"),
     "parallel": (lambda v: v is None or isinstance(v, bool), "True, False or None"),
-    "random_state": (lambda v: v is None or _integer(v), "an integer seed or None"),
+    "random_state": (lambda v: v is None or _is_integer(v), "an integer seed or None"),
 }
 
 

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import logging
 import math
-import numbers
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +68,7 @@ from pyro.nn import PyroModule, PyroParam
 from torch import Tensor, nn
 
 from coreaffect.checkpoint import load_state, save_state
+from coreaffect.config import _is_integer, _is_real
 from coreaffect.devices import NETWORK_DTYPE, check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.gplvm import GPDecoder, fit_gplvm
@@ -95,7 +95,7 @@ def _generator(random_state: int | torch.Generator, device: torch.device) -> tor
 def _positive_int(value: Any, name: str) -> int:
     """``value`` as an int when it is a positive integer (a numpy one will do, a bool will not);
     CoreAffectError naming ``name`` otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) or value < 1:
+    if not _is_integer(value) or value < 1:
         raise CoreAffectError(f"{name} must be a positive integer, got {value!r}")
     return int(value)
 
@@ -103,8 +103,7 @@ def _positive_int(value: Any, name: str) -> int:
 def _positive_number(value: Any, name: str, zero: bool = False) -> None:
     """CoreAffectError naming ``name`` unless ``value`` is a finite real number > 0 (>= 0 with
     ``zero``); a bool is not a number here."""
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)
-            or not math.isfinite(value) or value < 0 or (value == 0 and not zero)):
+    if not _is_real(value) or value < 0 or (value == 0 and not zero):
         raise CoreAffectError(f"{name} must be a finite number {'>= 0' if zero else '> 0'}, "
                               f"got {value!r}")
 
