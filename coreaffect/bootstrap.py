@@ -13,9 +13,11 @@ differences, so that the between-video spread, which every stage shares, cancels
 that excludes zero says that the difference is not an accident of which videos were scored; one
 that includes zero says that these videos cannot tell.
 
-Caveats. With fewer than :data:`MIN_VIDEOS` videos there is no interval at all (NaN, ``None``
-in JSON, with a warning): one video resamples to itself, and an interval of width 0 would claim
-certainty; two give three distinct resamples. With few videos (the synthetic corpus tests on 10)
+Caveats. A value that fewer than :data:`MIN_VIDEOS` videos define has no interval (NaN,
+``None`` in JSON, with a warning): one video resamples to itself, and an interval of width 0
+would claim certainty; two give three distinct resamples. Videos without a scored frame (no
+face, no label) do not count, nor, for a per-video mean, videos where the metric is undefined
+(a correlation on constant labels). With few videos (the synthetic corpus tests on 10)
 the percentile interval is somewhat too narrow: its spread is that of the plug-in estimate,
 smaller than the sampling spread by a factor of about sqrt((N - 1) / N), and an interval of 95%
 nominal covers closer to 90%. The intervals speak of new videos *like these*: people drawn from
@@ -196,18 +198,31 @@ def _pooled(name: str, weights: np.ndarray, stats: np.ndarray) -> np.ndarray:
         return 2 * cov / (vy + vx + (pooled_y - pooled_x) ** 2)
 
 
+class _Draws(NamedTuple):
+    """Point values, resampled values and support of every metric of one stage.
+
+    Attributes:
+        mean, pooled: ``{metric: (2,)}`` on the videos as they are.
+        mean_draws, pooled_draws: ``{metric: (R, 2)}``, NaN where a resample leaves a metric
+            undefined.
+        mean_support, pooled_support: ``{metric: (2,)}`` how many videos the value rests on:
+            those with a defined per-video value, those with a scored frame.
+    """
+
+    mean: dict[str, np.ndarray]
+    pooled: dict[str, np.ndarray]
+    mean_draws: dict[str, np.ndarray]
+    pooled_draws: dict[str, np.ndarray]
+    mean_support: dict[str, np.ndarray]
+    pooled_support: dict[str, np.ndarray]
+
+
 def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
            variances: Sequence[np.ndarray] | None, counts: np.ndarray,
            bands: Mapping[float, tuple[Sequence[np.ndarray], Sequence[np.ndarray]]] | None = None
-           ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray],
-                      dict[str, np.ndarray]]:
-    """Point values and resampled values of every metric of one stage (``bands``: as for
-    :func:`~coreaffect.metrics.evaluate_videos`).
-
-    Returns:
-        (mean, pooled, mean draws, pooled draws): points ``{metric: (2,)}``, draws ``{metric:
-        (R, 2)}``, NaN where a resample leaves a metric undefined.
-    """
+           ) -> _Draws:
+    """Every metric of one stage on the videos and on each resample (``bands``: as for
+    :func:`~coreaffect.metrics.evaluate_videos`)."""
     table = evaluate_videos([str(i) for i in range(len(truths))], truths, means, variances,
                             bands)
     per_video_sums = [_video_sums(np.asarray(t, np.float64), np.asarray(m, np.float64),
@@ -216,15 +231,35 @@ def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
                                                                             np.float64))
                       for i, (t, m) in enumerate(zip(truths, means, strict=True))]
     weights = counts.astype(np.float64)  # (R, N)
-    mean_draws, pooled_draws = {}, {}
+    out = _Draws(table.mean, table.pooled, {}, {}, {}, {})
     for name, values in table.per_video.items():  # values (N, 2)
         defined = ~np.isnan(values)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean_draws[name] = (_weighted_sum(weights, np.where(defined, values, 0.0))
-                                / (weights @ defined))
-        stacked = np.stack([s[name] for s in per_video_sums])  # (N, 2, S)
-        pooled_draws[name] = _pooled(name, weights, stacked)
-    return table.mean, table.pooled, mean_draws, pooled_draws
+            out.mean_draws[name] = (_weighted_sum(weights, np.where(defined, values, 0.0))
+                                    / (weights @ defined))
+        stacked = np.stack([s[name] for s in per_video_sums])  # (N, 2, S), S[0]: frame count
+        out.pooled_draws[name] = _pooled(name, weights, stacked)
+        out.mean_support[name] = defined.sum(0)
+        out.pooled_support[name] = (stacked[..., 0] > 0).sum(0)
+    return out
+
+
+def _difference(stage: _Draws, reference: _Draws) -> _Draws:
+    """A stage minus the reference, on the metrics both have, resting on the videos that define
+    both."""
+    names = [k for k in stage.mean if k in reference.mean]
+
+    def minus(a: dict, b: dict) -> dict:
+        return {k: a[k] - b[k] for k in names}
+
+    def least(a: dict, b: dict) -> dict:
+        return {k: np.minimum(a[k], b[k]) for k in names}
+
+    return _Draws(minus(stage.mean, reference.mean), minus(stage.pooled, reference.pooled),
+                  minus(stage.mean_draws, reference.mean_draws),
+                  minus(stage.pooled_draws, reference.pooled_draws),
+                  least(stage.mean_support, reference.mean_support),
+                  least(stage.pooled_support, reference.pooled_support))
 
 
 def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
@@ -246,15 +281,19 @@ def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
         ``({metric: (R, 2)}, {metric: (R, 2)})``: the per-video mean and the pooled value of
         each resample, equal to :func:`~coreaffect.metrics.evaluate_videos` on its videos.
     """
-    return _draws(truths, means, variances, counts, bands)[2:]
+    drawn = _draws(truths, means, variances, counts, bands)
+    return drawn.mean_draws, drawn.pooled_draws
 
 
-def _interval(draws: np.ndarray, level: float, defined: bool = True) -> np.ndarray:
+def _interval(draws: np.ndarray, level: float, support: np.ndarray | None = None
+              ) -> np.ndarray:
     """(2, 2) percentile interval of (R, 2) draws; NaN where fewer than half are defined, and
-    everywhere unless ``defined``."""
+    where ``support`` (2,), the videos a value rests on, is below :data:`MIN_VIDEOS`."""
     tail = 50 * (1 - level)
     out = np.full((draws.shape[1], 2), np.nan)
-    for d in range(draws.shape[1] if defined else 0):
+    for d in range(draws.shape[1]):
+        if support is not None and support[d] < MIN_VIDEOS:
+            continue
         column = draws[:, d][~np.isnan(draws[:, d])]
         if 2 * len(column) >= len(draws):
             with np.errstate(invalid="ignore"):  # inf - inf between two infinite draws
@@ -286,33 +325,39 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
     Returns:
         ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus reference})``; the
         second holds every stage but the reference, and only the metrics both stages have.
-        With fewer than :data:`MIN_VIDEOS` videos every interval is NaN (a warning says so).
+        An interval is NaN (a warning says so) where fewer than :data:`MIN_VIDEOS` videos
+        define its value: videos with a defined per-video value for the mean, with a scored
+        frame for the pooled value (a difference needs both stages' support).
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    defined = len(truths) >= MIN_VIDEOS
-    if not defined:
+    if len(truths) < MIN_VIDEOS:
         logger.warning("%d video(s) scored: too few to resample, so no interval is given "
                        "(at least %d are needed)", len(truths), MIN_VIDEOS)
     counts = resample_counts(len(truths), n_resamples, random_state)
     drawn = {stage: _draws(truths, *inputs[:2], counts, *inputs[2:])
              for stage, inputs in stages.items()}
 
-    def intervals(points: tuple, draws: tuple) -> MetricIntervals:
+    def intervals(d: _Draws) -> MetricIntervals:
         return MetricIntervals(
-            points[0], {k: _interval(v, level, defined) for k, v in draws[0].items()},
-            points[1], {k: _interval(v, level, defined) for k, v in draws[1].items()},
+            d.mean, {k: _interval(v, level, d.mean_support[k]) for k, v in d.mean_draws.items()},
+            d.pooled, {k: _interval(v, level, d.pooled_support[k])
+                       for k, v in d.pooled_draws.items()},
             level, n_resamples)
 
-    each = {stage: intervals(d[:2], d[2:]) for stage, d in drawn.items()}
+    each = {stage: intervals(d) for stage, d in drawn.items()}
+    if len(truths) >= MIN_VIDEOS:
+        thin = sorted({f"{stage} {name}" for stage, d in drawn.items()
+                       for support in (d.mean_support, d.pooled_support)
+                       for name, n in support.items() if (n < MIN_VIDEOS).any()})
+        if thin:
+            logger.warning("fewer than %d videos define %s, so these have no interval",
+                           MIN_VIDEOS, ", ".join(thin))
     differences = {}
     if reference in drawn:
         base = drawn[reference]
         for stage, d in drawn.items():
             if stage == reference:
                 continue
-            names = [k for k in d[0] if k in base[0]]
-            differences[stage] = intervals(
-                tuple({k: d[i][k] - base[i][k] for k in names} for i in (0, 1)),
-                tuple({k: d[i][k] - base[i][k] for k in names} for i in (2, 3)))
+            differences[stage] = intervals(_difference(d, base))
     return each, differences

@@ -294,8 +294,8 @@ def format_intervals(intervals: dict[str, MetricIntervals],
         return ""
     level = next(iter(intervals.values())).level
     if not any_interval(intervals):
-        return (f"no {level:.0%} intervals: too few videos to resample (at least {MIN_VIDEOS} "
-                "are needed)")
+        return (f"no {level:.0%} intervals: too few videos with a scored frame to resample "
+                f"(at least {MIN_VIDEOS} are needed)")
     lines = [f"{level:.0%} intervals over resampled videos: diff = the stage minus raw (mean over "
              "videos), and coverage (pooled)",
              f"{'stage':<9}{'metric':<11}" + "".join(f"{d:>27}" for d in DIMENSIONS)]

@@ -253,6 +253,38 @@ def test_too_few_videos_give_no_interval(caplog):
     assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
 
 
+def test_an_interval_needs_enough_videos_that_define_its_value(caplog):
+    # three videos, but two without a scored frame (no face, or shorter than a clip): every
+    # resample that draws the third gives its values, so an interval would have width 0
+    rng = np.random.default_rng(12)
+    truths, means, variances = _videos(rng, 4, missing=False)
+    blank = [np.full_like(truths[0], np.nan)] * 2
+    each, diff = bootstrap_stages(truths[:1] + blank, {"raw": (means[:1] + blank, None),
+                                                       "b": (truths[:1] + blank, None)},
+                                  n_resamples=200)
+    for intervals in (each["raw"], each["b"], diff["b"]):
+        for name in ("rmse", "ccc"):
+            assert np.isnan(intervals.mean_interval[name]).all()
+            assert np.isnan(intervals.pooled_interval[name]).all()
+    assert "fewer than 3 videos define" in caplog.text
+    # a per-video correlation is undefined on constant labels: only one video defines it,
+    # while the pooled value, which the constant videos do inform, keeps its interval
+    flat = [np.full_like(t, 0.1 * i) for i, t in enumerate(truths[1:3])]
+    noisy = [f + 0.1 * rng.normal(size=f.shape) for f in flat]
+    each, _ = bootstrap_stages(truths[:1] + flat, {"raw": (means[:1] + noisy, None)},
+                               n_resamples=200)
+    assert np.isnan(each["raw"].mean_interval["pcc"]).all()
+    assert np.isfinite(each["raw"].pooled_interval["pcc"]).all()
+    assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
+    # a difference rests on the videos that define both stages' values
+    each, diff = bootstrap_stages(truths[:3], {"raw": (means[:3], None),
+                                               "b": (means[:1] + [np.full_like(t, np.nan)
+                                                                  for t in truths[1:3]], None)},
+                                  n_resamples=200)
+    assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
+    assert np.isnan(diff["b"].mean_interval["rmse"]).all()
+
+
 def test_an_interval_reaching_infinite_draws_is_infinite_not_undefined():
     from coreaffect.bootstrap import _interval
 
