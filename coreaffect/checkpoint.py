@@ -50,7 +50,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
 from coreaffect.config import DataConfig
-from coreaffect.devices import check_device
+from coreaffect.devices import check_device, seeded
 from coreaffect.errors import CoreAffectError
 
 __all__ = [
@@ -296,7 +296,8 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu",
 
     tensors, config = load_state(directory, name, device)
     try:
-        model = HiddenRouteNet(ModelConfig.from_dict(config["model"]))
+        with seeded(0, torch.device("cpu")):  # the layers' initial draws are overwritten
+            model = HiddenRouteNet(ModelConfig.from_dict(config["model"]))
         model.load_state_dict(tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CoreAffectError(f"{Path(directory) / name}.json: does not describe the saved "

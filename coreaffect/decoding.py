@@ -26,6 +26,8 @@ from coreaffect.state_space import _draw
 
 __all__ = ["decode_draws", "decode_gaussian"]
 
+_CHUNK = 1 << 14  # latent draws per call of a decoder: bounds its temporaries in memory
+
 
 def _decode_fn(decoder: Any) -> Callable[[Tensor], Any]:
     return decoder.decode if hasattr(decoder, "decode") else decoder
@@ -42,12 +44,24 @@ def decode_draws(decoder: Any, latent: Tensor, generator: torch.Generator) -> Te
 
     Returns:
         (..., 2) draws of y, on ``latent``'s device and in its dtype (a decoder on another
-        device is given the latent as it is and its answer is brought back).
+        device is given the latent as it is and its answer is brought back). A decoder that is
+        neither ``None`` nor a matrix gets at most 16,384 draws at a time, so that its memory
+        does not grow with the number of draws.
     """
     if decoder is None:
         return latent
     if isinstance(decoder, Tensor):
         return latent @ decoder.to(latent.device, latent.dtype).T
+    rows = latent.reshape(-1, latent.shape[-1])  # (N, K)
+    if len(rows) <= _CHUNK:
+        return _decode_rows(decoder, latent, generator)
+    out = torch.cat([_decode_rows(decoder, rows[start:start + _CHUNK], generator)
+                     for start in range(0, len(rows), _CHUNK)])
+    return out.reshape(*latent.shape[:-1], out.shape[-1])
+
+
+def _decode_rows(decoder: Any, latent: Tensor, generator: torch.Generator) -> Tensor:
+    """:func:`decode_draws` in one call of a decoder that is neither ``None`` nor a matrix."""
     out = _decode_fn(decoder)(latent)  # a decoder on another device answers there
     if isinstance(out, Tensor):
         return out.to(latent.device, latent.dtype)
@@ -73,7 +87,9 @@ def decode_gaussian(decoder: Any, latent_mean: Tensor, latent_cov: Tensor, level
     Returns:
         ``(mean, lower, upper)``, each (..., 2). For ``None`` or a matrix A: A m and
         A m -/+ z_{(1 + level) / 2} sqrt(diag(A S A^T)). Otherwise the draws' mean and their
-        (1 - level) / 2 and (1 + level) / 2 quantiles.
+        (1 - level) / 2 and (1 + level) / 2 quantiles, the Gaussians taken a few at a time so
+        that memory does not grow with their number (at most 16,384 draws at once, and at
+        least one Gaussian's ``n_samples``).
     """
     dtype = latent_mean.dtype
     if decoder is None or isinstance(decoder, Tensor):
@@ -84,9 +100,18 @@ def decode_gaussian(decoder: Any, latent_mean: Tensor, latent_cov: Tensor, level
         half = torch.distributions.Normal(0.0, 1.0).icdf(
             torch.tensor(0.5 + level / 2, dtype=dtype)) * var.clamp_min(0).sqrt()
         return mean, mean - half, mean + half
-    shape = (n_samples, *latent_mean.shape)
-    draws = _draw(latent_mean.expand(shape), latent_cov.expand(*shape, shape[-1]), generator)
-    va = decode_draws(decoder, draws, generator)  # (S, ..., 2)
-    probs = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=va.dtype, device=va.device)
-    lower, upper = torch.quantile(va, probs, dim=0)
-    return va.mean(0), lower, upper
+    batch, k = latent_mean.shape[:-1], latent_mean.shape[-1]
+    means, covs = latent_mean.reshape(-1, k), latent_cov.expand(*batch, k, k).reshape(-1, k, k)
+    probs = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=dtype,
+                         device=latent_mean.device)
+    step = max(1, _CHUNK // n_samples)  # Gaussians per decoder call
+    parts = []  # (3, n, 2) each: mean, lower, upper
+    for start in range(0, len(means), step):
+        m, c = means[start:start + step], covs[start:start + step]
+        draws = _draw(m.expand(n_samples, *m.shape), c.expand(n_samples, *c.shape), generator)
+        va = _decode_rows(decoder, draws, generator)  # (S, n, 2)
+        parts.append(torch.cat([va.mean(0, keepdim=True), torch.quantile(va, probs, dim=0)]))
+    if not parts:  # no Gaussian at all
+        return tuple(latent_mean.new_empty(*batch, 2) for _ in range(3))
+    out = torch.cat(parts, 1)
+    return tuple(part.reshape(*batch, out.shape[-1]) for part in out)

@@ -441,7 +441,7 @@ class AffectManifold:
                          self._device)
         loc, scale = q.base_dist.loc, q.base_dist.scale
         eps = torch.randn((num_samples, *loc.shape), generator=gen, dtype=NETWORK_DTYPE,
-                          device=self._device)
+                          device=gen.device).to(self._device)  # a caller's CPU generator too
         from_q = (num_samples + 1) // 2  # n_q draws from the encoder, then n_p from p(z)
         z = torch.cat([loc + scale * eps[:from_q], eps[from_q:]])  # (S, B, K)
         log_prior = dist.Normal(torch.zeros_like(z), 1.0).to_event(1).log_prob(z)  # (S, B)
@@ -467,12 +467,13 @@ class AffectManifold:
         n = _positive_int(n, "n")
         gen = _generator(self.random_state if random_state is None else random_state,
                          self._device)
-        z = torch.randn((n, self.n_latent), generator=gen, dtype=NETWORK_DTYPE, device=self._device)
+        z = torch.randn((n, self.n_latent), generator=gen, dtype=NETWORK_DTYPE,
+                        device=gen.device).to(self._device)  # a caller's CPU generator too
         p = self.decode(z)
         if not noise:
             return p.mean
         return p.mean + p.base_dist.scale * torch.randn(
-            (n, 2), generator=gen, dtype=NETWORK_DTYPE, device=self._device)
+            (n, 2), generator=gen, dtype=NETWORK_DTYPE, device=gen.device).to(self._device)
 
     # -- persistence ---------------------------------------------------------------------------
 

@@ -120,8 +120,8 @@ def _sqrt_psd(cov: torch.Tensor) -> torch.Tensor:
 
 
 def _moments(latent: MultivariateNormal) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means (T, K) and covariances (T, K, K) of latent Gaussians, in float64."""
-    return latent.loc.to(_DTYPE), latent.covariance_matrix.to(_DTYPE)
+    """Means (T, K) and covariances (T, K, K) of latent Gaussians, in float64 on the CPU."""
+    return latent.loc.to("cpu", _DTYPE), latent.covariance_matrix.to("cpu", _DTYPE)
 
 
 def _release_pages(array: np.ndarray) -> None:
@@ -247,14 +247,20 @@ class CoreAffect:
         self.lag = None if lag is None else int(lag)
         self.band_scale = {stage: band_factors(k) for stage, k in
                            {**dict.fromkeys(_DYNAMIC, 1.0), **(band_scale or {})}.items()}
-        # the same model in latent space only: decoding is done here
-        self._latent_dynamics = None if dynamics is None else dynamics.without_decoder()
-        generator = torch.Generator().manual_seed(random_state)
-        k = prior.manifold.n_latent if prior is not None else 0
-        half = n_decode_samples // 2  # antithetic pairs: the mean of a linear decoder is exact
-        eps = torch.randn(half, k, generator=generator, dtype=_DTYPE)
+
+    @property
+    def _latent_dynamics(self) -> CoreAffectDynamics | None:
+        """The dynamics as they are now, in latent space only: decoding is done here."""
+        return None if self.dynamics is None else self.dynamics.without_decoder()
+
+    def _decode_noise(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Standard normal draws of the latent (S, K) and of the label noise (S, 2), in
+        antithetic pairs (the mean of a linear decoder is exact); the same at every call."""
+        generator = torch.Generator().manual_seed(self.random_state)
+        half = self.n_decode_samples // 2
+        eps = torch.randn(half, self.prior.manifold.n_latent, generator=generator, dtype=_DTYPE)
         eta = torch.randn(half, 2, generator=generator, dtype=_DTYPE)
-        self._eps, self._eta = torch.cat([eps, -eps]), torch.cat([eta, -eta])
+        return torch.cat([eps, -eps]), torch.cat([eta, -eta])
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -427,15 +433,16 @@ class CoreAffect:
         manifold = self.prior.manifold
         m = torch.as_tensor(latent_mean, dtype=_DTYPE)
         root = _sqrt_psd(torch.as_tensor(latent_cov, dtype=_DTYPE))  # (T, K, K)
-        noise = manifold.noise_scale_.to(_DTYPE)  # (2,)
+        noise = manifold.noise_scale_.to("cpu", _DTYPE)  # (2,)
+        eps, eta = self._decode_noise()
         probs = torch.tensor([p for level in levels for p in (0.5 - level / 2, 0.5 + level / 2)],
                              dtype=_DTYPE)  # (2L,): lower and upper of each level
         out = torch.empty(2 + len(probs), len(m), 2, dtype=_DTYPE)  # mean, var, the quantiles
-        step = max(1, self.decode_chunk // self._eps.shape[0])  # frames per decoder call
+        step = max(1, self.decode_chunk // len(eps))  # frames per decoder call
         for start in range(0, len(m), step):
             part = slice(start, start + step)
-            z = m[part, None, :] + (root[part, None] @ self._eps[None, :, :, None])[..., 0]
-            y = manifold.decode(z.float()).mean.to(_DTYPE) + noise * self._eta  # (t, S, 2)
+            z = m[part, None, :] + (root[part, None] @ eps[None, :, :, None])[..., 0]
+            y = manifold.decode(z.float()).mean.to("cpu", _DTYPE) + noise * eta  # (t, S, 2)
             out[0, part] = y.mean(1)
             out[1, part] = y.var(1, unbiased=False)
             out[2:, part] = torch.quantile(y, probs, dim=1)  # (2L, t, 2)
@@ -517,9 +524,9 @@ class CoreAffect:
                 rows = torch.as_tensor(np.flatnonzero(seen))
                 decoded = self.prior.decode(MultivariateNormal(latent.loc[rows],
                                                                scale_tril=latent.scale_tril[rows]))
-                prior_mean[part][seen] = decoded.mean.double().numpy()
+                prior_mean[part][seen] = decoded.mean.to("cpu", _DTYPE).numpy()
                 prior_var[part][seen] = torch.diagonal(decoded.cov, dim1=-2,
-                                                       dim2=-1).double().numpy()
+                                                       dim2=-1).to("cpu", _DTYPE).numpy()
                 prior_latent[part][seen] = loc[part][rows].numpy()
         out: dict[str, AffectTrajectory] = {}
         if "raw" in wanted:

@@ -226,8 +226,8 @@ def _choose_noise_scales(dynamics: CoreAffectDynamics, manifold: AffectManifold,
             if keep.sum() < 2:
                 continue
             posterior = latent.filter(sequence) if causal else latent.smooth(sequence)
-            with torch.no_grad():
-                point = manifold._g(posterior.latent_mean.float()).double().numpy()[keep]
+            point = manifold.decode(posterior.latent_mean.float()).mean  # on the manifold's device
+            point = point.to("cpu", torch.float64).numpy()[keep]
             values += [float(ccc(video.labels[keep, d], point[:, d])) for d in range(2)]
         return float(np.mean(values)) if values else -math.inf
 

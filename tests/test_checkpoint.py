@@ -43,6 +43,14 @@ def test_round_trip_gives_identical_outputs(run):
     assert load_data_config(path) == data
 
 
+def test_loading_leaves_the_global_random_stream_alone(run):
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    load_model(run[0])
+    assert torch.equal(torch.rand(3), expected)
+
+
 def test_files_are_safetensors_and_json(run):
     path, _, _ = run
     assert {p.name for p in path.iterdir()} == {"hidden_route.safetensors", "hidden_route.json"}

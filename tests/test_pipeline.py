@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import shutil
@@ -60,6 +61,16 @@ def test_every_stage_on_the_same_frames(affect, crops):
         assert np.all(trajectory.lower[finite] <= trajectory.mean[finite] + 1e-12)
     # raw and prior have no estimate where there is no face
     assert np.isnan(stages["raw"].mean[~crops.face_found]).all()
+
+
+def test_dynamics_changed_after_loading_take_effect(tiny, crops):
+    affect = CoreAffect.load(tiny.run)
+    before = affect.stages_of(crops)["smoothed"]
+    affect.dynamics = copy.copy(affect.dynamics)  # the fixture's run stays as it was
+    affect.dynamics.noise_scale_ = affect.dynamics.noise_scale_ * 100  # trust estimates less
+    after = affect.stages_of(crops)["smoothed"]
+    assert not np.allclose(after.mean, before.mean)
+    assert np.mean(after.upper - after.lower) != pytest.approx(np.mean(before.upper - before.lower))
 
 
 def test_bands_at_more_levels_are_those_each_level_gives(affect, crops):
