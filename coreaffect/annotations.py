@@ -110,7 +110,7 @@ from typing import NamedTuple
 import numpy as np
 
 from coreaffect.config import FUSIONS
-from coreaffect.errors import AnnotationError, CoreAffectWarning
+from coreaffect.errors import AnnotationError, CoreAffectWarning, InputError
 from coreaffect.labels import fuse_raters, resample_labels
 
 __all__ = ["FORMATS", "Annotations", "detect_format", "fuse_raters", "read_annotations",
@@ -189,13 +189,13 @@ def read_annotations(path: str | Path, format: str = "auto", *, video: str | Non
     """
     path = Path(path)
     if format not in (*FORMATS, "auto"):
-        raise ValueError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
+        raise InputError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
     if fusion not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
+        raise InputError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
     if not np.isfinite(delay):
-        raise ValueError(f"delay must be finite, got {delay}")
+        raise InputError(f"delay must be finite, got {delay}")
     if fps is not None and not (np.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be positive, got {fps}")
+        raise InputError(f"fps must be positive, got {fps}")
     if format == "auto":
         format = detect_format(path)
     if format in _DEFAULT_FPS:

@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from coreaffect.errors import InputError
 from coreaffect.metrics import DIMENSIONS, evaluate_videos, json_number
 
 __all__ = ["MIN_VIDEOS", "MetricIntervals", "any_interval", "bootstrap_stages",
@@ -102,7 +103,7 @@ def resample_counts(n_videos: int, n_resamples: int, random_state: int | None = 
         random_state: Seed; the same seed draws the same resamples.
     """
     if n_videos < 1 or n_resamples < 1:
-        raise ValueError(f"need at least one video and one resample, got {n_videos} and "
+        raise InputError(f"need at least one video and one resample, got {n_videos} and "
                          f"{n_resamples}")
     rng = np.random.default_rng(random_state)
     return rng.multinomial(n_videos, np.full(n_videos, 1 / n_videos), size=n_resamples)
@@ -330,7 +331,7 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         frame for the pooled value (a difference needs both stages' support).
     """
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
     if len(truths) < MIN_VIDEOS:
         logger.warning("%d video(s) scored: too few to resample, so no interval is given "
                        "(at least %d are needed)", len(truths), MIN_VIDEOS)

@@ -117,8 +117,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_table(tables[last], metrics=("rmse", "ccc"),
                        title=f"{last}, per video (v = valence, a = arousal)"))
     print()
-    print("per stage: mean over videos and pooled over frames; cov90 = pooled coverage of the "
-          "90% band")
+    print("per stage: mean over videos and pooled over frames; cov90 = coverage of the 90% "
+          "band")
     print(format_stages(tables))
     if evaluation.intervals:
         print()

@@ -24,8 +24,10 @@ what is expected (and, from a file, the file). Integer settings take integers on
 
 ``[clips]`` ``length`` and ``stride`` cut the windows of a window-mode
 :class:`~coreaffect.clips.ClipDataset`. ``coreaffect train`` trains densely instead, on every
-window of the network's own clip length and temporal stride (:mod:`coreaffect.training`), and
-reads only ``min_labelled`` and ``min_face`` from that section.
+window of the network's own clip length and temporal stride (:mod:`coreaffect.training`); from
+that section it reads ``min_labelled`` and ``min_face``, and ``length``, by which consecutive
+training sequences of a video overlap (``length - 1`` frames; at most the sequences' 400 frames,
+:class:`~coreaffect.clips.ClipDataset`).
 """
 
 from __future__ import annotations

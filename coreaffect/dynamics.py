@@ -56,7 +56,7 @@ from torch import Tensor
 from coreaffect.calibration import check_level
 from coreaffect.config import _is_integer, _is_real
 from coreaffect.decoding import decode_draws, decode_gaussian
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, InputError
 from coreaffect.mcmc import (
     inference_data,
     named_nuts,
@@ -227,7 +227,7 @@ class CoreAffectDynamics:
     observation that tracks the truth best is not the smoother's.
 
     Learning. ``fit(method="mle")`` maximises the exact marginal log-likelihood (Kalman filter)
-    summed over videos with Adam (or L-BFGS) on unconstrained parameters (logs of the positive
+    summed over videos with L-BFGS (or Adam) on unconstrained parameters (logs of the positive
     diagonals); equal-length videos are batched in one filter call. ``fit(method="nuts")``
     samples the posterior with Pyro's NUTS under these priors (independent across entries)::
 
@@ -356,7 +356,7 @@ class CoreAffectDynamics:
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "theta_"):
-            raise RuntimeError("CoreAffectDynamics is not fitted: call fit() or load() first")
+            raise CoreAffectError("CoreAffectDynamics is not fitted: call fit() or load() first")
 
     def _point(self, causal: bool = False) -> dict[str, Tensor]:
         """The point parameters; ``causal``: with the filter's own noise scale, if it has one."""
@@ -398,9 +398,9 @@ class CoreAffectDynamics:
         for name, (valid, wanted) in _SETTING_RULES.items():
             value = getattr(self, name)
             if not valid(value):
-                raise ValueError(f"{name} must be {wanted}, not {value!r}")
+                raise InputError(f"{name} must be {wanted}, not {value!r}")
         if self.optimizer not in ("adam", "lbfgs"):
-            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', not {self.optimizer!r}")
+            raise InputError(f"optimizer must be 'adam' or 'lbfgs', not {self.optimizer!r}")
         check_level(self.level, ValueError)
 
     def _pseudo(self, means: Tensor, covs: Tensor, mask: Tensor
@@ -496,11 +496,11 @@ class CoreAffectDynamics:
             self.
         """
         if method not in ("mle", "nuts"):
-            raise ValueError(f"method must be 'mle' or 'nuts', not {method!r}")
+            raise InputError(f"method must be 'mle' or 'nuts', not {method!r}")
         batches = self._batches(self._as_list(sequences))
         n_frames = sum(int(b.mask.sum()) for b in batches)
         if n_frames == 0:
-            raise ValueError("no observed frame to fit to: every frame of every video is masked")
+            raise InputError("no observed frame to fit to: every frame of every video is masked")
         raw = {name: value.clone().requires_grad_()
                for name, value in self._initial_guess(batches).items()}
 
@@ -513,7 +513,7 @@ class CoreAffectDynamics:
         elif self.optimizer == "lbfgs":
             self.n_iter_ = _lbfgs(loss_fn, list(raw.values()), self.max_iter, self.tol)
         else:
-            raise ValueError(f"optimizer must be 'adam' or 'lbfgs', not {self.optimizer!r}")
+            raise InputError(f"optimizer must be 'adam' or 'lbfgs', not {self.optimizer!r}")
         with torch.no_grad():
             point = self._constrain(raw)
         if not all(bool(torch.isfinite(v).all()) for v in point.values()):
@@ -660,7 +660,7 @@ class CoreAffectDynamics:
         else:
             dt = float(time) - float(state.time)
             if not dt > 0:
-                raise ValueError(f"time {time} does not follow the last frame's {state.time}")
+                raise InputError(f"time {time} does not follow the last frame's {state.time}")
             f, b, q = ou_discretize(p["theta"], p["mu"], p["diffusion"], dt)
             pred_mean = f @ state.mean + b
             pred_cov = _sym(f @ state.cov @ f.T + q)
@@ -692,9 +692,9 @@ class CoreAffectDynamics:
             The :class:`LagState` after this frame.
         """
         if not _is_integer(lag) or lag < 0:
-            raise ValueError(f"lag must be an integer >= 0 (frames), got {lag!r}")
+            raise InputError(f"lag must be an integer >= 0 (frames), got {lag!r}")
         if state is not None and state.lag != lag:
-            raise ValueError(f"lag {lag} differs from the stream's lag {state.lag}")
+            raise InputError(f"lag {lag} differs from the stream's lag {state.lag}")
         filtered = self._step(None if state is None else state.filter, time, mean, cov,
                               causal=False)
         times = torch.tensor([float(time)], dtype=_DTYPE)
@@ -791,7 +791,7 @@ class CoreAffectDynamics:
             shapes = {"theta": (k, k), "mu": (k,), "diffusion": (k, k)}
             for key, shape in shapes.items():
                 if tuple(tensors[key].shape) != shape:
-                    raise ValueError(f"{key} has shape {tuple(tensors[key].shape)}, not {shape}"
+                    raise InputError(f"{key} has shape {tuple(tensors[key].shape)}, not {shape}"
                                      f" for n_latent {k}")
         except (TypeError, ValueError, KeyError) as err:
             raise CoreAffectError(f"{where}: does not describe a usable model ({err})"
@@ -843,19 +843,19 @@ def _one_frame(time: float, mean: Any, cov: Any, k: int) -> tuple[Tensor, Tensor
     a video's frames are (:func:`~coreaffect.observations.check_observations`), at a few
     microseconds' cost; for a frame without a face (``mean`` None), zeros and the identity."""
     if not math.isfinite(float(time)):
-        raise ValueError(f"frame at time {time}: times must be finite")
+        raise InputError(f"frame at time {time}: times must be finite")
     if mean is None:
         return torch.zeros(1, k, dtype=_DTYPE), torch.eye(k, dtype=_DTYPE)[None]
     m = torch.as_tensor(mean, dtype=_DTYPE, device="cpu")
     s = torch.as_tensor(cov, dtype=_DTYPE, device="cpu")
     if m.shape not in ((k,), (1, k)) or s.shape not in ((k, k), (1, k, k)):
-        raise ValueError(f"frame at time {time}: expected mean ({k},) and cov ({k}, {k}); got "
+        raise InputError(f"frame at time {time}: expected mean ({k},) and cov ({k}, {k}); got "
                          f"{tuple(m.shape)} and {tuple(s.shape)}")
     m, s = m.reshape(1, k), s.reshape(1, k, k)
     if not bool(torch.isfinite(m).all() & torch.isfinite(s).all()):
-        raise ValueError(f"frame at time {time}: non-finite means or covs at an unmasked frame")
+        raise InputError(f"frame at time {time}: non-finite means or covs at an unmasked frame")
     if int(torch.linalg.cholesky_ex(_sym(s)).info) != 0:
-        raise ValueError(f"frame at time {time}: covs must be positive definite at unmasked "
+        raise InputError(f"frame at time {time}: covs must be positive definite at unmasked "
                          "frames")
     return m, s
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["AnnotationError", "CoreAffectError", "CoreAffectWarning", "VideoError"]
+__all__ = ["AnnotationError", "CoreAffectError", "CoreAffectWarning", "InputError",
+           "VideoError"]
 
 
 class CoreAffectError(Exception):
@@ -18,6 +19,11 @@ class CoreAffectError(Exception):
 class CoreAffectWarning(UserWarning):
     """A warning about the user's data (a truncated video, an odd frame numbering); coreaffect
     also logs it, so the command line shows it once, as a log line."""
+
+
+class InputError(CoreAffectError, ValueError):
+    """An argument that a function cannot take: a wrong shape, a value out of range, an unknown
+    option. Also a ``ValueError``, as Python has it for a bad argument value."""
 
 
 class AnnotationError(CoreAffectError, ValueError):

@@ -220,7 +220,7 @@ def evaluate_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequenc
 def format_stages(tables: dict[str, MetricTable], metrics: Sequence[str] = ("rmse", "ccc"),
                   coverage: str = "coverage_90") -> str:
     """A compact text table: per stage, the per-video mean and the pooled value of each metric
-    (valence v, arousal a), and the pooled ``coverage``."""
+    (valence v, arousal a) and of ``coverage``."""
     names = [f"{m}_{d[0]}" for m in metrics for d in DIMENSIONS]
     lines = [f"{'stage':<9}{'':<7}" + "".join(f"{c:>9}" for c in names)
              + f"{coverage.replace('coverage_', 'cov') + '_v':>9}"

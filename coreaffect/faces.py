@@ -75,7 +75,7 @@ import cv2
 import numpy as np
 
 from coreaffect.config import FaceConfig
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, InputError
 from coreaffect.video import FrameChunk, VideoSource
 
 __all__ = ["FaceCropper", "FaceCrops", "spool_crops"]
@@ -127,7 +127,7 @@ class FaceCrops(NamedTuple):
             ValueError: ``parts`` is empty.
         """
         if not parts:
-            raise ValueError("FaceCrops.concatenate needs at least one part")
+            raise InputError("FaceCrops.concatenate needs at least one part")
         return FaceCrops(*(np.concatenate(field) for field in zip(*parts, strict=True)))
 
 
@@ -323,7 +323,7 @@ class FaceCropper:
         """
         images = np.asarray(chunk.images)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"chunk images must be (T, H, W, 3) uint8 RGB, got {images.shape} "
+            raise InputError(f"chunk images must be (T, H, W, 3) uint8 RGB, got {images.shape} "
                              f"{images.dtype}")
         count = images.shape[0]
         size = self.config.crop_size

@@ -139,6 +139,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from coreaffect.config import _is_integer
 from coreaffect.devices import NETWORK_DTYPE, check_device, resolve_device, seeded
 from coreaffect.errors import CoreAffectError
 
@@ -266,10 +267,10 @@ def create_model(name: str = "paper", *, random_state: int | None = None,
     config = ModelConfig.from_dict({**MODELS[name].to_dict(), **overrides})
     if random_state is None:
         return HiddenRouteNet(config)
-    if isinstance(random_state, bool) or not isinstance(random_state, int):
+    if not _is_integer(random_state):
         raise CoreAffectError(f"random_state must be an integer seed or None, got "
                               f"{random_state!r}")
-    with seeded(random_state, torch.device("cpu")):
+    with seeded(int(random_state), torch.device("cpu")):
         return HiddenRouteNet(config)
 
 
@@ -375,6 +376,13 @@ def _sequence_length(frames: Frames, clip_length: int) -> int:
         raise CoreAffectError(f"frames must be a torch tensor or numpy array, got {type(frames)}")
     if not ok:
         raise CoreAffectError(f"frames must be {layout}, got shape {tuple(frames.shape)}")
+    if isinstance(frames, np.ndarray):
+        usable = frames.dtype == np.uint8 or np.issubdtype(frames.dtype, np.floating)
+    else:
+        usable = frames.dtype == torch.uint8 or frames.is_floating_point()
+    if not usable:
+        raise CoreAffectError(f"frames must be uint8 in [0, 255] or floating point in [0, 1], "
+                              f"got {frames.dtype}")
     if length < clip_length:
         raise CoreAffectError(f"need at least {clip_length} frames, got {length}")
     return length
@@ -459,17 +467,23 @@ class HiddenRouteNet(nn.Module):
         """Run the trunk.
 
         Args:
-            video: (B, C, T, H, W) float32 RGB in [0, 1], C = 3, T >= the temporal stride S.
+            video: (B, C, T, H, W) float32 RGB in [0, 1], C = 3, T >= the temporal stride S
+                (other floating-point types are converted; integer frames are refused).
 
         Returns:
             (B, D, T', H', W') with T' = T // S and H', W' halved once per block (floored); on
             the CPU in the channels-last memory layout (see the module docstring).
         """
+        if not isinstance(video, Tensor) or not video.is_floating_point():
+            raise CoreAffectError("video must be a floating-point torch tensor in [0, 1] (uint8 "
+                                  "frames: divide by 255, or use predict_dense), got "
+                                  f"{getattr(video, 'dtype', type(video).__name__)}")
         if video.ndim != 5 or video.shape[1] != 3:
             raise CoreAffectError(f"video must be (B, 3, T, H, W), got {tuple(video.shape)}")
         if video.shape[2] < self.config.temporal_stride:
             raise CoreAffectError(f"video needs at least {self.config.temporal_stride} frames, "
                                   f"got {video.shape[2]}")
+        video = video.to(self.pixel_mean.dtype)  # float64 frames are computed in float32
         if video.device.type == "cpu":  # oneDNN's native layout: no reorders around the convs
             video = video.contiguous(memory_format=torch.channels_last_3d)
         return self.blocks((video - self.pixel_mean) / self.pixel_std)
@@ -579,7 +593,8 @@ class HiddenRouteNet(nn.Module):
                 numpy array as decoded frames are stored (uint8 or float); T >= clip_length. It
                 may stay on the CPU: chunks are moved to ``device`` one by one, and resized to
                 ``input_size`` when their side differs.
-            chunk_frames: Frames per chunk, 16 of them context; peak memory grows with
+            chunk_frames: Frames per chunk, some of them context (``temporal_context``: 16 for
+                ``paper``, 8 for ``lite``); peak memory grows with
                 ``chunk_frames * batch_size`` (``paper`` at 112 x 112: ~6 MB a frame, 0.75 GB
                 for 128 frames; 12% of the work is context, 6% for 256 frames).
             batch_size: Chunks of equal length per trunk call.

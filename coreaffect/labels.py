@@ -21,6 +21,7 @@ import logging
 import numpy as np
 
 from coreaffect.config import FUSIONS
+from coreaffect.errors import InputError
 
 __all__ = ["GAP_STEPS", "MIN_GAP", "fuse_raters", "resample_labels"]
 
@@ -59,10 +60,10 @@ def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray
     values = np.asarray(values, dtype=np.float64)
     query = np.asarray(new_times, dtype=np.float64) + float(delay)
     if times.ndim != 1 or query.ndim != 1 or values.shape[:1] != times.shape:
-        raise ValueError(f"need times (T,), values (T, ...) and new_times (N,); got "
+        raise InputError(f"need times (T,), values (T, ...) and new_times (N,); got "
                          f"{times.shape}, {values.shape}, {query.shape}")
     if not np.all(np.diff(times) > 0):
-        raise ValueError("times must be strictly increasing")
+        raise InputError("times must be strictly increasing")
     out = np.full(query.shape + values.shape[1:], np.nan)
     if times.size == 0:
         return out
@@ -114,9 +115,9 @@ def fuse_raters(ratings: np.ndarray, method: str = "mean") -> np.ndarray:
     """
     ratings = np.asarray(ratings, dtype=np.float64)
     if method not in FUSIONS:
-        raise ValueError(f"fusion must be one of {FUSIONS}, got {method!r}")
+        raise InputError(f"fusion must be one of {FUSIONS}, got {method!r}")
     if ratings.ndim != 3 or ratings.shape[0] == 0:
-        raise ValueError(f"ratings must be (R, T, D) with R >= 1, got {ratings.shape}")
+        raise InputError(f"ratings must be (R, T, D) with R >= 1, got {ratings.shape}")
     weights = np.ones((ratings.shape[0], ratings.shape[2]))  # (R, D)
     if method == "ewe" and ratings.shape[0] > 1:
         weights = _ewe_weights(ratings)

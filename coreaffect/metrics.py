@@ -40,6 +40,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import erf, ndtri
 
+from coreaffect.errors import InputError
+
 __all__ = [
     "COVERAGE_LEVELS",
     "DIMENSIONS",
@@ -175,7 +177,7 @@ def coverage(y, mean, var, level: float) -> np.ndarray:
     """Fraction of frames inside the Gaussian central interval of nominal ``level`` (e.g. 0.9),
     ``|y - mean| <= z_{(1+level)/2} sqrt(var)``."""
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
     y, mean, var = _as_numpy(y, mean, var)
     mask = _valid(y, mean, var)
     half = ndtri(0.5 + level / 2) * np.sqrt(var)
@@ -236,7 +238,7 @@ def _own_bands(videos: Sequence[str], means: list[np.ndarray], variances: list[n
     where the variance is (every probabilistic metric is scored on the same frames, so a band
     must be defined wherever the estimate and its variance are)."""
     if variances is None:
-        raise ValueError("bands need variances: coverage is scored where they are defined")
+        raise InputError("bands need variances: coverage is scored where they are defined")
     out = {}
     for name, level in COVERAGE_LEVELS.items():
         pair = next((b for p, b in bands.items() if math.isclose(p, level)), None)
@@ -244,15 +246,15 @@ def _own_bands(videos: Sequence[str], means: list[np.ndarray], variances: list[n
             continue
         lowers, uppers = ([_as_numpy(x)[0] for x in side] for side in pair)
         if not len(lowers) == len(uppers) == len(means):
-            raise ValueError(f"bands at {level:g} need one array per video")
+            raise InputError(f"bands at {level:g} need one array per video")
         for i, (low, up) in enumerate(zip(lowers, uppers, strict=True)):
             if low.shape != means[i].shape or up.shape != means[i].shape:
-                raise ValueError(f"video {videos[i]}: bands {low.shape} and {up.shape} must "
+                raise InputError(f"video {videos[i]}: bands {low.shape} and {up.shape} must "
                                  f"have the estimate's shape {means[i].shape}")
             gone = np.isnan(variances[i]) | np.isnan(means[i])
             missing = int((~gone & (np.isnan(low) | np.isnan(up))).sum())
             if missing:
-                raise ValueError(f"video {videos[i]}: the band at {level:g} is NaN at {missing} "
+                raise InputError(f"video {videos[i]}: the band at {level:g} is NaN at {missing} "
                                  "value(s) where the estimate and its variance are defined")
             lowers[i], uppers[i] = np.where(gone, np.nan, low), np.where(gone, np.nan, up)
         out[name] = (lowers, uppers)
@@ -280,23 +282,23 @@ def evaluate_videos(videos: Sequence[str], truths: Sequence, means: Sequence,
         The :class:`MetricTable`.
     """
     if not (len(videos) == len(truths) == len(means)):
-        raise ValueError("videos, truths and means must have the same length")
+        raise InputError("videos, truths and means must have the same length")
     if variances is not None and len(variances) != len(means):
-        raise ValueError(f"{len(variances)} variances for {len(means)} videos")
+        raise InputError(f"{len(variances)} variances for {len(means)} videos")
     if not len(videos):
-        raise ValueError("no video to evaluate")
+        raise InputError("no video to evaluate")
     ys = [_as_numpy(t)[0] for t in truths]
     ms = [_as_numpy(m)[0] for m in means]
     vs = [_as_numpy(v)[0] for v in variances] if variances is not None else None
     for i, (y, m) in enumerate(zip(ys, ms, strict=True)):
         if y.shape != m.shape or y.ndim != 2 or y.shape[-1] != 2:
-            raise ValueError(f"video {videos[i]}: truth {y.shape} and estimate {m.shape} "
+            raise InputError(f"video {videos[i]}: truth {y.shape} and estimate {m.shape} "
                              "must both be (T, 2)")
         if vs is not None and vs[i].shape != m.shape:
-            raise ValueError(f"video {videos[i]}: variance {vs[i].shape} and estimate "
+            raise InputError(f"video {videos[i]}: variance {vs[i].shape} and estimate "
                              f"{m.shape} must both be (T, 2)")
         if vs is not None and (vs[i] < 0).any():
-            raise ValueError(f"video {videos[i]}: negative variances")
+            raise InputError(f"video {videos[i]}: negative variances")
     metrics = dict(_POINT)
     if vs is not None:
         metrics.update(_PROB)

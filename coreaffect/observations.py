@@ -39,6 +39,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from coreaffect.errors import InputError
 from coreaffect.state_space import _sym
 
 __all__ = ["AffectObservations", "ObservationBatch", "batch_observations", "check_observations",
@@ -156,22 +157,25 @@ def check_observations(sequence: AffectObservations, n_latent: int
     covs = torch.as_tensor(sequence.covs, dtype=_DTYPE, device=_CPU)
     steps, k = times.shape[0], n_latent
     if means.shape != (steps, k) or covs.shape != (steps, k, k):
-        raise ValueError(f"expected times (T,), means (T, {k}), covs (T, {k}, {k}); got "
+        raise InputError(f"expected times (T,), means (T, {k}), covs (T, {k}, {k}); got "
                          f"{tuple(times.shape)}, {tuple(means.shape)}, {tuple(covs.shape)}")
     if steps == 0:
-        raise ValueError("an empty sequence")
+        raise InputError("an empty sequence")
     if not bool(torch.isfinite(times).all()):
-        raise ValueError("times must be finite")
+        raise InputError("times must be finite")
     if steps > 1 and not bool((times.diff() > 0).all()):
-        raise ValueError("times must be strictly increasing")
+        raise InputError("times must be strictly increasing")
     mask = (torch.ones(steps, dtype=torch.bool) if sequence.mask is None
-            else torch.as_tensor(sequence.mask, device=_CPU).to(torch.bool).reshape(steps))
+            else torch.as_tensor(sequence.mask, device=_CPU).to(torch.bool))
+    if mask.shape != (steps,):
+        raise InputError(f"mask must be (T,) = ({steps},), one flag a frame; got "
+                         f"{tuple(mask.shape)}")
     finite = torch.isfinite(means).all(-1) & torch.isfinite(covs).flatten(-2).all(-1)
     if bool((mask & ~finite).any()):
-        raise ValueError("non-finite means or covs at an unmasked frame")
+        raise InputError("non-finite means or covs at an unmasked frame")
     if bool(mask.any()) and not bool(
             (torch.linalg.eigvalsh(_sym(covs[mask])) > 0).all()):
-        raise ValueError("covs must be positive definite at unmasked frames")
+        raise InputError("covs must be positive definite at unmasked frames")
     return times, means, covs, mask
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from coreaffect.errors import InputError
 from coreaffect.state_space import _sym
 
 __all__ = ["ou_discretize", "ou_matrices", "ou_stationary_cov"]
@@ -77,7 +78,7 @@ def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | flo
         leave with negative eigenvalues.
     """
     if theta.ndim != 2 or mu.ndim != 1 or diffusion.ndim != 2:
-        raise ValueError(f"ou_discretize takes one model, theta (K, K), mu (K,) and diffusion "
+        raise InputError(f"ou_discretize takes one model, theta (K, K), mu (K,) and diffusion "
                          f"(K, K), over a batch of steps dt; got shapes {tuple(theta.shape)}, "
                          f"{tuple(mu.shape)} and {tuple(diffusion.shape)}")
     dtype = theta.dtype

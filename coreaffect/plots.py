@@ -1,7 +1,8 @@
 """Figures. Every function takes ``ax=None`` (a new figure is made) and returns the axes.
 
 :func:`plot_trajectory` draws two panels (valence, arousal), so it takes ``axes=None`` (a pair)
-and returns the pair. The figures of the paper: Fig. 1 is :func:`plot_trajectory`, Fig. 2
+and returns the pair; :func:`plot_manifold_prior` takes ``axes=None`` too (two or three
+panels). The figures of the paper: Fig. 1 is :func:`plot_trajectory`, Fig. 2
 :func:`plot_saliency_grid`, Table 2 :func:`plot_metrics_bars`; :func:`plot_circumplex` and
 :func:`plot_calibration` show the uncertainty; Fig. 3, the prior over the latent affect manifold, is
 :func:`plot_manifold_prior`.
@@ -17,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from coreaffect.errors import InputError
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -49,7 +52,7 @@ def plot_synthetic_samples(frames: Sequence[np.ndarray] | np.ndarray, values: np
     """
     values = np.asarray(values, dtype=np.float64).reshape(-1, 2)
     if len(frames) != len(values):
-        raise ValueError(f"{len(frames)} frames but {len(values)} (valence, arousal) pairs")
+        raise InputError(f"{len(frames)} frames but {len(values)} (valence, arousal) pairs")
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -127,13 +130,13 @@ def plot_trajectory(times: np.ndarray, mean: np.ndarray, truth: np.ndarray | Non
     times = np.asarray(times, dtype=np.float64)
     mean = np.asarray(mean, dtype=np.float64).reshape(len(times), 2)
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
     if axes is None:
         import matplotlib.pyplot as plt
 
         _, axes = plt.subplots(2, 1, figsize=(10, 5), sharex=True)
     if len(axes) != 2:
-        raise ValueError(f"axes must be a pair (valence, arousal), got {len(axes)}")
+        raise InputError(f"axes must be a pair (valence, arousal), got {len(axes)}")
     step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
     missing = _spans(~np.asarray(face_found, dtype=bool)) if face_found is not None else []
     for d, (ax, name) in enumerate(zip(axes, ("valence", "arousal"), strict=True)):
@@ -199,7 +202,7 @@ def plot_circumplex(mean: np.ndarray, cov: np.ndarray | None = None, ax: Axes | 
 
     mean = np.asarray(mean, dtype=np.float64).reshape(-1, 2)
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
     if ax is None:
         ax = _new_axes((6, 6))
     ax.axhline(0.0, color="0.7", lw=0.8, zorder=0)
@@ -250,12 +253,12 @@ def _metric_values(metrics, metric: str, stage: str = "raw"
     if isinstance(metrics, dict) and "raw" in metrics and all(  # evaluate --json: {stage: table}
             isinstance(t, dict) and t and set(t) <= set(DIMENSIONS) for t in metrics.values()):
         if stage not in metrics:
-            raise ValueError(f"no stage {stage!r}; have {list(metrics)}")
+            raise InputError(f"no stage {stage!r}; have {list(metrics)}")
         metrics = metrics[stage]
     if isinstance(metrics, dict) and metrics and set(metrics) <= set(DIMENSIONS):
         dims = [d for d in DIMENSIONS if d in metrics]
         if metric not in metrics[dims[0]]:
-            raise ValueError(f"no metric {metric!r}; have {sorted(metrics[dims[0]])}")
+            raise InputError(f"no metric {metric!r}; have {sorted(metrics[dims[0]])}")
         videos = list(metrics[dims[0]][metric]["per_video"])
         values = np.array([[_float(metrics[d][metric]["per_video"][v]) for d in dims]
                            for v in videos]).reshape(len(videos), len(dims))
@@ -265,7 +268,7 @@ def _metric_values(metrics, metric: str, stage: str = "raw"
         videos = list(metrics)
         values = np.array([_float(metrics[v]) for v in videos]).reshape(len(videos), 1)
         return [metric], videos, values, None
-    raise TypeError("metrics must be a MetricTable, its to_dict(), or a {video: value} mapping")
+    raise InputError("metrics must be a MetricTable, its to_dict(), or a {video: value} mapping")
 
 
 def _float(value) -> float:
@@ -356,7 +359,7 @@ def plot_calibration(truth, mean, var, ax: Axes | None = None, *,
     def band(p: float) -> tuple[np.ndarray, np.ndarray]:
         known = next((q for q in bands if np.isclose(q, p)), None)
         if known is None:
-            raise ValueError(f"bands has no band at level {p:g} (it has "
+            raise InputError(f"bands has no band at level {p:g} (it has "
                              f"{', '.join(f'{q:g}' for q in sorted(bands))})")
         return stack(bands[known][0]), stack(bands[known][1])
 
@@ -414,7 +417,7 @@ def plot_saliency_grid(frames: np.ndarray, maps: np.ndarray, ax: Axes | None = N
     maps = np.asarray(maps, dtype=np.float32)
     maps = maps[None] if maps.ndim == 3 else maps  # (K, N, h, w)
     if frames.ndim != 4 or maps.ndim != 4 or maps.shape[1] != len(frames):
-        raise ValueError(f"frames (N, H, W, 3) {frames.shape} and maps (K, N, h, w) "
+        raise InputError(f"frames (N, H, W, 3) {frames.shape} and maps (K, N, h, w) "
                          f"{maps.shape} do not match")
     rows = ([frames] if show_frames else []) + [
         overlay_heatmaps(frames, m, alpha=alpha, colormap=colormap) for m in maps]
@@ -433,7 +436,7 @@ def plot_saliency_grid(frames: np.ndarray, maps: np.ndarray, ax: Axes | None = N
     names = (["frame"] if show_frames else []) + list(
         row_labels if row_labels is not None else [f"map {k}" for k in range(len(maps))])
     if len(names) != len(rows):
-        raise ValueError(f"{len(maps)} rows of maps but {len(names) - show_frames} row labels")
+        raise InputError(f"{len(maps)} rows of maps but {len(names) - show_frames} row labels")
     ax.set_yticks([r * (height + pad) + height / 2 for r in range(len(rows))])
     ax.set_yticklabels(names)
     ax.set_xticks([c * (width + pad) + width / 2 for c in range(count)])
@@ -483,14 +486,14 @@ def plot_manifold_prior(manifold, loc: np.ndarray, cov: np.ndarray,
     loc = np.asarray(loc, dtype=np.float64).reshape(-1)
     cov = np.asarray(cov, dtype=np.float64).reshape(len(loc), len(loc))
     if len(loc) != 2 or manifold.n_latent != 2:
-        raise ValueError(f"plot_manifold_prior draws a 2-D latent, got K = {len(loc)}")
+        raise InputError(f"plot_manifold_prior draws a 2-D latent, got K = {len(loc)}")
     if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+        raise InputError(f"level must be in (0, 1), got {level}")
     panels = 3 if frame is not None else 2
     if axes is None:
         axes = _new_axes((4.2 * panels, 4.2), ncols=panels)
     if len(axes) != panels:
-        raise ValueError(f"expected {panels} axes, got {len(axes)}")
+        raise InputError(f"expected {panels} axes, got {len(axes)}")
     radius = np.sqrt(-2.0 * np.log1p(-level))
     if frame is not None:
         axes[0].imshow(np.asarray(frame), interpolation="nearest")

@@ -75,7 +75,7 @@ import torch.nn.functional as F  # noqa: N812
 from scipy.stats import rankdata
 from torch import Tensor, nn
 
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, InputError
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.overlays import ANIMATIONS, _display, _label, overlay_heatmaps, write_animation
 
@@ -336,7 +336,7 @@ def saliency_rank_correlation(maps: Tensor | np.ndarray, other: Tensor | np.ndar
     """
     a, b = _as_numpy(maps), _as_numpy(other)
     if a.shape != b.shape:
-        raise ValueError(f"maps of shapes {a.shape} and {b.shape} cannot be compared")
+        raise InputError(f"maps of shapes {a.shape} and {b.shape} cannot be compared")
     a = rankdata(a.reshape(len(a), -1), axis=1)  # (B, N) ranks
     b = rankdata(b.reshape(len(b), -1), axis=1)
     a -= a.mean(axis=1, keepdims=True)
@@ -359,7 +359,7 @@ def saliency_mass_fraction(maps: Tensor | np.ndarray, region: Tensor | np.ndarra
     """
     m, r = _as_numpy(maps), _as_numpy(region).astype(bool)
     if (m < 0).any():
-        raise ValueError("saliency maps must be non-negative")
+        raise InputError("saliency maps must be non-negative")
     r = np.broadcast_to(r, m.shape)
     total = m.reshape(len(m), -1).sum(axis=1)
     inside = np.where(r, m, 0.0).reshape(len(m), -1).sum(axis=1)

@@ -54,6 +54,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from coreaffect.errors import InputError
+
 __all__ = [
     "LGSSM",
     "Filtered",
@@ -180,7 +182,7 @@ def _check_steps(params: LGSSM, steps: int) -> None:
     for name, event in (("transition", 2), ("offset", 1), ("process_cov", 2)):
         x = getattr(params, name)
         if x.ndim > event and x.shape[-event - 1] not in (1, steps - 1):
-            raise ValueError(f"LGSSM.{name} has {x.shape[-event - 1]} steps on its time axis "
+            raise InputError(f"LGSSM.{name} has {x.shape[-event - 1]} steps on its time axis "
                              f"(shape {tuple(x.shape)}); {steps} observations need "
                              f"{steps - 1} (or 1, shared by all steps)")
 
@@ -320,7 +322,7 @@ def fixed_lag_smoother(params: LGSSM, observations: Tensor, obs_cov: Tensor,
         fixed-lag moments, with the filter's log-likelihood.
     """
     if isinstance(lag, bool) or not isinstance(lag, numbers.Integral) or lag < 0:
-        raise ValueError(f"lag must be an integer >= 0, got {lag!r}")
+        raise InputError(f"lag must be an integer >= 0, got {lag!r}")
     filtered = kalman_filter(params, observations, obs_cov, mask, parallel=parallel)
     steps = filtered.means.shape[-2]
     if lag == 0 or steps < 2:

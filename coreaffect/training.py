@@ -134,7 +134,8 @@ class TrainConfig:
         validate_every: Validate (and keep the network if it is the best so far) every n-th
             epoch, and at the last one; the others only train.
         max_minutes: Wall-clock budget; training stops cleanly when it is spent.
-        seed: Seed of weights, shuffling and augmentation.
+        seed: Seed of the weights and of the shuffling (the augmentation has the dataset's own
+            ``random_state``, module docstring).
         device: Where to train (``"cpu"``, ``"cuda"``, ``"cuda:1"``...).
         num_workers: Data-loader worker processes.
     """

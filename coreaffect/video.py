@@ -68,7 +68,7 @@ import cv2
 import numpy as np
 
 from coreaffect.config import VideoConfig
-from coreaffect.errors import CoreAffectWarning, VideoError
+from coreaffect.errors import CoreAffectWarning, InputError, VideoError
 
 __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource",
            "is_frame_image", "numbered_images"]
@@ -184,11 +184,11 @@ class VideoSource:
     ) -> None:
         for name, rate in (("fps", fps), ("file_fps", file_fps)):
             if rate is not None and not 0 < rate < math.inf:
-                raise ValueError(f"{name} must be a positive number, got {rate}")
+                raise InputError(f"{name} must be a positive number, got {rate}")
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise InputError(f"chunk_size must be >= 1, got {chunk_size}")
         if not 0 <= first_index < _LARGEST_NUMBER:
-            raise ValueError(f"first_index must be in [0, 2**62), got {first_index}")
+            raise InputError(f"first_index must be in [0, 2**62), got {first_index}")
         self.chunk_size = int(chunk_size)
         self.first_index = int(first_index)
         self._closed = False
@@ -521,7 +521,7 @@ class VideoSource:
         """
         size = self.chunk_size if size is None else int(size)
         if size < 1:
-            raise ValueError(f"chunk size must be >= 1, got {size}")
+            raise InputError(f"chunk size must be >= 1, got {size}")
         width, height = self._size
         images = times = indices = None
         filled = 0

@@ -15,6 +15,7 @@ from coreaffect.dynamics import (
     ou_discretize,
     ou_stationary_cov,
 )
+from coreaffect.errors import CoreAffectError
 
 THETA = torch.tensor([[1.0, 0.3], [-0.2, 0.6]], dtype=torch.float64)
 MU = torch.tensor([0.2, -0.1], dtype=torch.float64)
@@ -294,7 +295,7 @@ def test_a_dividing_model_fitted_before_uninformative_directions_were_unscaled_i
 
 
 def test_unfitted_and_bad_input_raise():
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(CoreAffectError, match="not fitted"):
         CoreAffectDynamics().filter(simulate(1, 5, seed=0)[0][0])
     video = simulate(1, 5, seed=0)[0][0]
     backwards = AffectObservations(video.times.flip(0), video.means, video.covs, video.mask)

@@ -76,6 +76,8 @@ def test_a_seeded_network_is_reproducible_and_leaves_the_global_generator():
     assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     c = create_model("lite", random_state=4)
     assert not all(torch.equal(a.state_dict()[k], c.state_dict()[k]) for k in a.state_dict())
+    d = create_model("lite", random_state=np.int64(3))  # a numpy seed, as the estimators take
+    assert all(torch.equal(a.state_dict()[k], d.state_dict()[k]) for k in a.state_dict())
     with pytest.raises(CoreAffectError, match="random_state"):
         create_model("lite", random_state=1.5)
 
@@ -274,6 +276,17 @@ def test_bad_inputs_are_clear_errors(lite):
         lite.predict_dense(_video(20, 48), chunk_frames=8)
     with pytest.raises(CoreAffectError, match=r"\(B, 3, T, H, W\)"):
         lite(torch.rand(3, 16, 48, 48))
+    # integer frames other than uint8 would be read as if in [0, 1]; the network takes floats
+    with pytest.raises(CoreAffectError, match="uint8 in \\[0, 255\\] or floating.*int64"):
+        lite.predict_dense(np.zeros((20, 48, 48, 3), np.int64))
+    with pytest.raises(CoreAffectError, match="uint8 in \\[0, 255\\] or floating.*int32"):
+        lite.predict_dense(torch.zeros(3, 20, 48, 48, dtype=torch.int32))
+    for bad in (torch.zeros(1, 3, 16, 48, 48, dtype=torch.uint8), np.zeros((1, 3, 16, 48, 48))):
+        with pytest.raises(CoreAffectError, match="floating-point torch tensor"):
+            lite(bad)
+    clip = torch.rand(1, 3, 16, 48, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(lite(clip.double()).mean, lite(clip).mean)
 
 
 def test_layer_norm_normalises_each_time_step_over_channels_and_space():

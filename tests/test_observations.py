@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.distributions import MultivariateNormal
 
+from coreaffect.errors import CoreAffectError
 from coreaffect.observations import (
     AffectObservations,
     batch_observations,
@@ -124,9 +125,11 @@ def test_check_observations_names_what_is_wrong():
         "increasing": AffectObservations(times.flip(0), torch.zeros(3, 2), covs),
         "non-finite": AffectObservations(times, torch.full((3, 2), float("nan")), covs),
         "positive definite": AffectObservations(times, torch.zeros(3, 2), -covs),
+        "mask must be": AffectObservations(times, torch.zeros(3, 2), covs,
+                                           torch.tensor([True, False])),
     }
     for message, video in bad.items():
-        with pytest.raises(ValueError, match=message):
+        with pytest.raises(CoreAffectError, match=message):
             check_observations(video, 2)
     masked = AffectObservations(times, torch.full((3, 2), float("nan")), covs,
                                 torch.tensor([False, False, False]))
