@@ -63,21 +63,28 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
     Returns:
         For one level, the exact c = (its quantile of the errors / z_{(1 + level)/2})^2; for
         several, the c between their own factors whose largest coverage error is smallest
-        (capped where every finite error is covered). ``inf`` when even the smallest level
-        needs an infinite error covered.
+        (capped where every finite error is covered), found exactly: the coverages change only
+        where a band's edge passes an error, at c = (e_i / z_k)^2, so the middle (geometric) of
+        every step between two such points is tried. ``inf`` when even the smallest
+        level needs an infinite error covered.
     """
     errors = np.asarray(errors, dtype=np.float64)
-    z = ndtri(0.5 + np.asarray(levels, dtype=np.float64) / 2)  # (L,)
+    levels = np.asarray(levels, dtype=np.float64)
+    z = ndtri(0.5 + levels / 2)  # (L,)
     own = (_quantile(errors, levels) / z) ** 2  # (L,) each level's exact factor
     if len(levels) == 1 or not np.isfinite(own).any():
         return float(own.min())
-    finite = errors[np.isfinite(errors)]
-    cap = (finite.max() / z.min()) ** 2  # covers every finite error at every level
+    finite = np.sort(errors[np.isfinite(errors)])
+    cap = (finite[-1] / z.min()) ** 2  # covers every finite error at every level
     low, high = max(own.min(), 1e-12), max(min(own.max(), cap), 1e-12)
-    factors = np.concatenate([np.geomspace(low, high, 400), own[np.isfinite(own)]])  # (C,)
-    inside = errors[None, None, :] <= z[None, :, None] * np.sqrt(factors)[:, None, None]
-    worst = np.abs(inside.mean(-1) - np.asarray(levels)[None, :]).max(-1)  # (C,)
-    return float(factors[np.argmin(worst)])
+    steps = (finite[:, None] / z[None, :]).ravel() ** 2  # where a coverage changes
+    edges = np.unique(np.concatenate([[low, high], steps[(steps > low) & (steps < high)]]))
+    # each step is scored at its middle, away from the rounding of its edges, and so are the
+    # ends themselves
+    tried = np.concatenate([np.sqrt(edges[1:] * edges[:-1]), [low, high]])  # (C,)
+    covered = np.searchsorted(finite, z[None, :] * np.sqrt(tried)[:, None], side="right")
+    worst = np.abs(covered / len(errors) - levels[None, :]).max(-1)  # (C,)
+    return float(tried[np.argmin(worst)])
 
 
 def _quantile(values: np.ndarray, q: Any, axis: int | None = None) -> np.ndarray:

@@ -150,6 +150,26 @@ def test_quantile_with_infinite_values_matches_its_definition():
     np.testing.assert_array_equal(_quantile(finite, 0.3, axis=0), np.quantile(finite, 0.3, 0))
 
 
+def test_variance_factor_of_several_levels_is_the_exact_minimax():
+    levels = np.array([0.5, 0.8, 0.9])
+    z = norm.ppf(0.5 + levels / 2)
+    for seed in range(100):
+        rng = np.random.default_rng(seed)
+        errors = np.abs(rng.standard_t(3, rng.integers(8, 60))) * rng.uniform(0.5, 2)
+
+        def worst(c):  # the largest coverage error, counted
+            return np.abs((errors[:, None] <= z * np.sqrt(c)).mean(0) - levels).max()
+
+        own = (np.quantile(errors, levels) / z) ** 2
+        low, high = own.min(), min(own.max(), (errors.max() / z.min()) ** 2)
+        edges = np.sort(np.r_[low, high, (errors[:, None] / z).ravel() ** 2])
+        edges = edges[(edges >= low) & (edges <= high)]
+        tried = np.r_[edges, np.sqrt(edges[1:] * edges[:-1])]  # every step and its middle
+        c = variance_factor(errors, levels)
+        assert low <= c <= high
+        assert worst(c) == pytest.approx(min(worst(t) for t in tried))
+
+
 def test_variance_factor_counts_infinite_errors_as_misses():
     rng = np.random.default_rng(3)
     errors = np.abs(rng.normal(0.0, 2.0, 20000))
