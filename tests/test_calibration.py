@@ -157,7 +157,7 @@ def test_variance_factor_of_several_levels_is_the_exact_minimax():
         rng = np.random.default_rng(seed)
         errors = np.abs(rng.standard_t(3, rng.integers(8, 60))) * rng.uniform(0.5, 2)
 
-        def worst(c):  # the largest coverage error, counted
+        def worst(c, errors=errors):  # the largest coverage error, counted
             return np.abs((errors[:, None] <= z * np.sqrt(c)).mean(0) - levels).max()
 
         own = (np.quantile(errors, levels) / z) ** 2
