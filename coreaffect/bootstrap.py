@@ -21,7 +21,9 @@ face, no label) do not count, nor, for a per-video mean, videos where the metric
 the percentile interval is somewhat too narrow: its spread is that of the plug-in estimate,
 smaller than the sampling spread by a factor of about sqrt((N - 1) / N), and an interval of 95%
 nominal covers closer to 90%. The intervals speak of new videos *like these*: people drawn from
-the same population, filmed and annotated the same way.
+the same population, filmed and annotated the same way. Each video counts as one person: where a
+corpus films some people in several videos (MAHNOB-HCI's sessions), those videos are not
+independent, they are resampled one by one all the same, and the intervals run too narrow.
 
 Computation. Every metric is a function of a few per-video sums (frame counts, sums of errors,
 of squares and of products), so a resample's pooled value is a weighted sum of the per-video
