@@ -47,7 +47,8 @@ Formats (``format=``):
 ``csv``
     Comma-separated with a header naming ``time``, ``valence`` and ``arousal`` once each, in any
     order (case, spaces and quotes ignored: R's ``write.csv`` writes ``"time","valence",...``);
-    other columns, named or not, are ignored. An empty value cell is NaN.
+    other columns, named or not, are ignored. An empty value cell, or ``NA`` as R writes it, is
+    NaN.
 
 For ``aff-wild2``, ``sewa`` and ``csv``, ``path`` is the file, or its folder with ``video`` (the
 file ``<video>.txt`` for ``aff-wild2``, ``<video>.csv`` for ``csv``, either for ``sewa``; the
@@ -112,6 +113,7 @@ import numpy as np
 from coreaffect.config import FUSIONS
 from coreaffect.errors import AnnotationError, CoreAffectWarning, InputError
 from coreaffect.labels import fuse_raters, resample_labels
+from coreaffect.trajectory import AffectTrajectory
 
 __all__ = ["FORMATS", "Annotations", "detect_format", "fuse_raters", "read_annotations",
            "resample_labels"]
@@ -435,7 +437,8 @@ def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, firs
     last cell must be empty (in a format read by position, a value there is a column shift).
 
     Returns:
-        (N - first, len(columns)) float64 values (empty cell = NaN) and their 1-based lines.
+        (N - first, len(columns)) float64 values (an empty cell, or R's ``NA``, is NaN) and
+        their 1-based lines.
     """
     lines = table.line[first:]
     if not lines.size:
@@ -474,7 +477,7 @@ def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, firs
             pass
         for i, cell in enumerate(column):  # slow path: empty cells, or find the bad one
             try:
-                out[i, k] = float(cell) if cell.strip() else np.nan
+                out[i, k] = np.nan if cell.strip() in ("", "NA") else float(cell)  # NA: R's
             except ValueError:
                 raise AnnotationError(path, f"column {j + 1}: {_short(cell)} is not a number",
                                       int(lines[i])) from None
@@ -492,12 +495,13 @@ def _check(path: Path, times: np.ndarray | None, values: np.ndarray, lines: np.n
         back = np.flatnonzero(np.diff(times) <= 0) + 1
         if back.size:
             i = back[0]
-            raise AnnotationError(path, f"time {times[i]:g} does not follow {times[i - 1]:g}: "
-                                        f"times must be strictly increasing", int(lines[i]))
+            raise AnnotationError(path, f"time {float(times[i])!r} does not follow "
+                                        f"{float(times[i - 1])!r}: times must be strictly "
+                                        "increasing", int(lines[i]))
     bad = np.argwhere(~(np.isnan(values) | (np.abs(values) <= 1.0)))
     if bad.size:
         i, j = bad[0]
-        raise AnnotationError(path, f"{names[j]} {values[i, j]:g} is outside [-1, 1]",
+        raise AnnotationError(path, f"{names[j]} {float(values[i, j])!r} is outside [-1, 1]",
                               int(lines[i]))
 
 
@@ -569,6 +573,11 @@ def _read_csv(path: Path, video: str | None, fps: float | None) -> Annotations:
 def _csv_data(path: Path, table: _Table) -> tuple[np.ndarray, np.ndarray]:
     """(T,) times and (T, 2) labels of a csv table; columns it does not name are not read."""
     header = table.header()
+    if header[:11] == AffectTrajectory._fields_csv():
+        raise AnnotationError(path, "is a trajectory that coreaffect predict wrote (its columns "
+                                    "are frame, time, valence, arousal, their bands, ...), not "
+                                    "an annotation: move it out of the dataset",
+                              int(table.line[0]))
     if any(header.count(name) != 1 for name in ("time", *_DIMS)):
         raise AnnotationError(path, f"missing header: need columns time, valence and arousal "
                                     f"once each, found {header}"
@@ -662,7 +671,14 @@ def _read_afew(path: Path, video: str | None, fps: float | None) -> Annotations:
     twice = np.flatnonzero(np.diff(frame_numbers) == 0)
     if twice.size:
         raise AnnotationError(path, f"frame {frame_numbers[twice[0]]} appears twice")
-    return Annotations(frame_numbers / fps, np.asarray(values, dtype=np.float64)[order], clip, path)
+    labels = np.asarray(values, dtype=np.float64)[order]
+    raw = labels[np.isfinite(labels)] * _AFEW_SCALE
+    if raw.size and np.abs(raw).max() <= 1 and (np.abs(raw - np.round(raw)) > 1e-6).any():
+        message = (f"{path}: every label is within [-1, 1], and not all are integers: already "
+                   f"scaled? AFEW-VA labels are integers in [-10, 10], read divided by 10")
+        logger.warning(message)
+        warnings.warn(message, CoreAffectWarning, stacklevel=3)
+    return Annotations(frame_numbers / fps, labels, clip, path)
 
 
 class _RepeatedKey(Exception):

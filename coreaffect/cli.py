@@ -111,7 +111,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     evaluation = evaluate_run(args.run, args.data, format=args.format, subset=args.subset,
                               device=args.device, cache=args.cache, json_path=args.json,
-                              n_resamples=args.resamples, progress=not args.quiet)
+                              n_resamples=args.resamples, delay=args.delay,
+                              progress=not args.quiet)
     tables = evaluation.tables
     last = list(tables)[-1]
     print(format_table(tables[last], metrics=("rmse", "ccc"),
@@ -140,7 +141,7 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare_runs(args.run_a, args.run_b, args.data, format=args.format,
                               subset=args.subset, device=args.device, cache=args.cache,
                               n_resamples=args.resamples, json_path=args.json,
-                              progress=not args.quiet)
+                              delay=args.delay, progress=not args.quiet)
     print(f"A = {args.run_a}, B = {args.run_b}")
     print(format_comparison(comparison))
     if args.json:
@@ -511,6 +512,10 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
                         default=2000, metavar="N",
                         help="resamples of the videos for the 95%% intervals (default 2000"
                              + ("; 0: none)" if intervals_optional else ")"))
+    parser.add_argument("--delay", type=_finite_float, default=None, metavar="SECONDS",
+                        help="the annotators' delay of DATA's labels, which are read that much "
+                             "earlier (default: the run's own on the dataset it was trained on, "
+                             "a synthetic corpus's own, else 0)")
 
 
 def _add_overwrite(parser: argparse.ArgumentParser, text: str) -> None:
@@ -543,7 +548,7 @@ def _bounded(kind: type, low: float, *, above: bool = False, below: float | None
             if below is not None:  # an integer in full: 2**64 is not 1.84467e+19
                 wanted += f" and < {below:g}" if kind is float else f" and < {below}"
             elif kind is float:
-                wanted = f"finite and {wanted}"
+                wanted = "finite" if low == -math.inf else f"finite and {wanted}"
             raise argparse.ArgumentTypeError(f"must be {wanted}, got {value}")
         return value
 
@@ -556,6 +561,7 @@ _positive_int = _bounded(int, 1)
 _count_float = _bounded(float, 0)
 _positive_float = _bounded(float, 0, above=True)
 _probability = _bounded(float, 0, above=True, below=1)
+_finite_float = _bounded(float, -math.inf, above=True)
 _seed = _bounded(int, 0, below=2**64)  # what torch's generators take
 _first_index = _bounded(int, 0, below=2**62)  # what coreaffect.video.VideoSource takes
 
@@ -717,6 +723,8 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
             refuse(f"{option} {path} is the input video")
         if video is not None and video.is_dir() and video.resolve() in path.resolve().parents:
             refuse(f"{option} {path} is inside the input frame folder")
+        if option == "--json" and path.exists() and (name := _dataset_file(args, path)):
+            refuse(f"{option} {path} is {name}, in the dataset {args.data}")
         if not getattr(args, "overwrite", True):
             foreign = _foreign(option, path)
             if foreign:
@@ -751,6 +759,25 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
             if os.path.lexists(path) and not args.overwrite:
                 refuse(f"--out {out} holds {path.name} already; give another folder, or "
                        "--overwrite to replace it")
+
+
+def _dataset_file(args: argparse.Namespace, path: Path) -> str:
+    """What ``path`` is among the videos and annotations of the dataset scored (``""``: none
+    of them, or a dataset that cannot be read yet, whose own error comes later)."""
+    from coreaffect.corpus import discover
+
+    try:
+        recordings = discover(args.data, args.format)
+    except CoreAffectError:
+        return ""
+    target = path.resolve()
+    for recording in recordings:
+        for what, item in (("video", recording.video), ("annotation", recording.annotation)):
+            if _same(path, item):
+                return f"the {what} of {recording.id}"
+            if item.is_dir() and item.resolve() in target.parents:
+                return f"inside the {what} folder of {recording.id}"
+    return ""
 
 
 def _stdout_is_a_pipe() -> bool:

@@ -24,7 +24,7 @@ from coreaffect.checkpoint import atomic_write
 from coreaffect.corpus import CropCache, discover
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import _where_estimated, stage_inputs, stage_trajectories
-from coreaffect.experiment import held_out_videos, load_videos
+from coreaffect.experiment import held_out_videos, labels_delay, load_videos
 from coreaffect.metrics import DIMENSIONS
 
 __all__ = ["Comparison", "compare_runs", "format_comparison"]
@@ -59,7 +59,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
                  format: str = "auto", subset: str = "test", device: str = "cpu",
                  cache: str | Path | None = None, n_resamples: int = 2000,
                  json_path: str | Path | None = None, random_state: int | None = 0,
-                 progress: bool = False) -> Comparison:
+                 delay: float | None = None, progress: bool = False) -> Comparison:
     """Score two runs on the same videos and compare them stage by stage.
 
     Args:
@@ -75,6 +75,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
         n_resamples: Resamples of the videos (at least 1).
         json_path: Where to write :meth:`Comparison.to_dict` as JSON.
         random_state: Seed of the resampling.
+        delay: The annotators' delay of ``data``'s labels in seconds, for both runs; ``None``:
+            run A's on its own dataset, else a synthetic corpus's own, else 0
+            (:func:`~coreaffect.experiment.labels_delay`).
         progress: Show progress bars.
 
     Returns:
@@ -95,9 +98,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
         if not recordings:
             raise CoreAffectError(f"{data}: no video here was held out by both runs; use "
                                   "--subset all to score every video of this dataset")
+    delay = labels_delay(runs[0], affects[0].data_config, data, delay).annotations.delay
     trajectories, found, labels = [], [], []
     for run, affect in zip(runs, affects, strict=True):
-        config = affect.data_config
+        config = labels_delay(run, affect.data_config, data, delay)
         crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                           config.video.chunk_size)
         videos = load_videos(recordings, config, crops, progress, run.name)

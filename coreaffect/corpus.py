@@ -227,9 +227,15 @@ def _hidden(name: str) -> bool:
 
 def _below(root: Path) -> list[Path]:
     """The files and folders below ``root``, sorted, without the hidden ones and anything in a
-    hidden folder (``root`` itself may be hidden)."""
-    found = []
-    for folder, subfolders, files in os.walk(root):
+    hidden folder (``root`` itself may be hidden). Linked folders are followed (a corpus's
+    ``videos/`` linked to where a licensed dataset lies), each real folder once."""
+    found, seen = [], set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:  # a link back up the tree, or a second link to the same folder
+            subfolders[:] = []
+            continue
+        seen.add(real)
         subfolders[:] = [name for name in subfolders if not _hidden(name)]  # not walked into
         found += [Path(folder, name) for name in subfolders + files if not _hidden(name)]
     return sorted(found)
@@ -524,9 +530,9 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
     used = {r.video for r in recordings}
     unlabelled = sorted(str(p) for paths in videos.values() for p in paths if p not in used)
     if unlabelled and format != "afew-va":
-        logger.info("%d video(s) under %s have no %s annotation and are left out: %s",
-                    len(unlabelled), root, format, ", ".join(unlabelled[:5])
-                    + (", ..." if len(unlabelled) > 5 else ""))
+        logger.warning("%d video(s) under %s have no %s annotation and are left out: %s",
+                       len(unlabelled), root, format, ", ".join(unlabelled[:5])
+                       + (", ..." if len(unlabelled) > 5 else ""))
     logger.info("found %d %s recordings under %s", len(recordings), format, root)
     return recordings
 

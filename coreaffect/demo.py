@@ -37,7 +37,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -195,15 +195,10 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     clock = step("evaluate", clock)
 
     # the figures, on the first test video
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figures = [_figure_trajectory(out, videos[0], trajectories[0], plt),
+    figures = [_figure_trajectory(out, videos[0], trajectories[0]),
                _figure_saliency(out, affect, videos[0], settings, device),
-               _figure_manifold(out, affect, videos[0], trajectories[0], plt),
-               _figure_calibration(out, videos, trajectories, plt)]
+               _figure_manifold(out, affect, videos[0], trajectories[0]),
+               _figure_calibration(out, videos, trajectories)]
     clock = step("figures", clock)
     seconds["total"] = round(time.monotonic() - started, 1)
     report = out / "report.md"
@@ -263,17 +258,25 @@ def _command() -> str:
     return " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
-def _figure_trajectory(out: Path, video, trajectories, plt) -> Path:
+def _panels(columns: int, figsize: tuple[float, float], rows: int = 1, **kwargs: Any) -> Any:
+    """(rows, columns) axes of a new figure made without pyplot: no backend is chosen and no
+    figure is left open, whatever the caller's matplotlib set-up."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize).subplots(rows, columns, squeeze=False, **kwargs)
+
+
+def _figure_trajectory(out: Path, video, trajectories) -> Path:
     last = "smoothed" if "smoothed" in trajectories else list(trajectories)[-1]
     smooth, raw = trajectories[last], trajectories["raw"]
-    axes = smooth.plot(truth=video.labels, title=f"test video {video.id}: ground truth, hidden "
-                                                 f"route and {last} ({smooth.level:.0%} band)")
+    axes = smooth.plot(truth=video.labels, axes=_panels(1, (10, 5), rows=2, sharex=True)[:, 0],
+                       title=f"test video {video.id}: ground truth, hidden route and {last} "
+                             f"({smooth.level:.0%} band)")
     for d, ax in enumerate(axes):
         ax.plot(raw.times, raw.mean[:, d], color="C0", lw=0.8, alpha=0.8, label="hidden route")
     axes[0].legend(loc="upper right", fontsize="small", ncol=5, frameon=False)
     path = out / "fig1_trajectory.png"
     axes[0].figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(axes[0].figure)
     return path
 
 
@@ -289,7 +292,7 @@ def _figure_saliency(out: Path, affect, video, settings: DemoSettings, device: s
     return next(p for p in result.files if str(p).endswith(".png"))
 
 
-def _figure_manifold(out: Path, affect, video, trajectories, plt) -> Path:
+def _figure_manifold(out: Path, affect, video, trajectories) -> Path:
     from coreaffect.plots import plot_manifold_prior
 
     path = out / "fig3_manifold_prior.png"
@@ -307,11 +310,11 @@ def _figure_manifold(out: Path, affect, video, trajectories, plt) -> Path:
     latent = affect.prior(one)
     axes = plot_manifold_prior(affect.prior.manifold, latent.loc[0].numpy(),
                                latent.covariance_matrix[0].numpy(),
-                               np.asarray(video.crops.crops[frame]), truth=video.labels[frame],
+                               np.asarray(video.crops.crops[frame]), _panels(3, (12.6, 4.2))[0],
+                               truth=video.labels[frame],
                                title=f"{video.id}, t = {video.crops.times[frame]:.2f} s: the "
                                      "hidden route's prior over the affect manifold")
     axes[0].figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(axes[0].figure)
     return path
 
 
@@ -335,13 +338,13 @@ def _check_out(out: Path) -> None:
                           "choose a new or empty folder")
 
 
-def _figure_calibration(out: Path, videos, trajectories, plt) -> Path:
+def _figure_calibration(out: Path, videos, trajectories) -> Path:
     from coreaffect.evaluation import scored_labels
     from coreaffect.plots import plot_calibration
 
     shown = [s for s in ("raw", "prior", "smoothed") if s in trajectories[0]]
     truth = [scored_labels(video) for video in videos]
-    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4.2), squeeze=False)
+    axes = _panels(len(shown), (4.2 * len(shown), 4.2))
     for ax, stage in zip(axes[0], shown, strict=True):
         bands = {p: tuple(zip(*(t[stage].band(p) for t in trajectories), strict=True))
                  for p in _RELIABILITY_LEVELS}  # each stage's own bands, as evaluated
@@ -349,8 +352,7 @@ def _figure_calibration(out: Path, videos, trajectories, plt) -> Path:
                          [t[stage].var for t in trajectories], ax=ax, title=stage,
                          levels=_RELIABILITY_LEVELS, bands=bands)
     path = out / "fig4_calibration.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    axes[0, 0].figure.savefig(path, dpi=110, bbox_inches="tight")
     return path
 
 

@@ -185,10 +185,16 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
              "train": [r.id for r in fit], "val": [r.id for r in val],
              "test": [r.id for r in test]}
     previous = run / "split.json"
-    if (resume and _trained(run) and previous.exists()
-            and read_split(run) != split):
-        raise CoreAffectError(f"{previous}: the run was split differently; resume with the same "
-                              "data, format, seed and video counts")
+    if resume and _trained(run) and previous.exists():
+        before = read_split(run)
+        changed = [key for key in split if key != "data" and before[key] != split[key]]
+        if changed:
+            raise CoreAffectError(f"{previous}: the run was split differently ({', '.join(changed)}"
+                                  " differ); resume with the same data, format, seed and video "
+                                  "counts")
+        if before["data"] != split["data"]:  # the same videos, split the same way, moved
+            logger.warning("resuming on %s, the dataset the run was trained on at %s",
+                           split["data"], before["data"])
     logger.info("%d training, %d validation, %d test videos", len(fit), len(val), len(test))
     check_annotations(recordings, config)  # a broken test annotation too, before the training
     check_numbering(recordings, config)
@@ -550,10 +556,33 @@ def _check_new_run(run: Path, out: Path) -> None:
                               "overwrites one")
 
 
+def labels_delay(run: str | Path, config: DataConfig, data: str | Path,
+                 delay: float | None = None) -> DataConfig:
+    """``config``, the run's data settings, with the annotators' delay of ``data``'s labels.
+
+    The delay belongs to a dataset's annotators, not to the run: ``delay`` when given; the
+    run's own on the dataset it was trained on; else a synthetic corpus's own, else 0. A delay
+    other than the run's is logged.
+    """
+    if delay is None:
+        try:
+            own = Path(read_split(run, ("data",))["data"]) == Path(data).resolve()
+        except CoreAffectError:
+            own = False
+        delay = config.annotations.delay if own else (annotation_delay(data) or 0.0)
+    if delay != config.annotations.delay:
+        logger.warning("%s: its labels are read %g s earlier (the annotators' delay), where %s "
+                       "read its own dataset's %g s earlier; --delay sets it", data, delay, run,
+                       config.annotations.delay)
+        config = dataclasses.replace(config, annotations=dataclasses.replace(
+            config.annotations, delay=delay))
+    return config
+
+
 def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
                  subset: str = "test", device: str = "cpu", cache: str | Path | None = None,
                  json_path: str | Path | None = None, n_resamples: int = 2000,
-                 progress: bool = False) -> Evaluation:
+                 delay: float | None = None, progress: bool = False) -> Evaluation:
     """Per-video and pooled metrics of a run's stages on a dataset, with their intervals.
 
     Args:
@@ -568,6 +597,8 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
             (:func:`~coreaffect.evaluation.metrics_json`).
         n_resamples: Resamples of the videos for the 95% intervals of every metric and of every
             stage's difference from ``raw`` (:mod:`coreaffect.bootstrap`); 0: no intervals.
+        delay: The annotators' delay of ``data``'s labels in seconds; ``None``: the run's on
+            its own dataset, else a synthetic corpus's own, else 0 (:func:`labels_delay`).
         progress: Show progress bars.
 
     Returns:
@@ -581,7 +612,7 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
 
     run = Path(run)
     affect = CoreAffect.load(run, device)
-    config = affect.data_config
+    config = labels_delay(run, affect.data_config, data, delay)
     recordings = discover(data, format)
     if subset == "test":
         held_out = held_out_videos(run)

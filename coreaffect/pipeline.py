@@ -70,6 +70,7 @@ import logging
 import math
 import mmap
 import numbers
+import os
 import shutil
 import tempfile
 import weakref
@@ -615,8 +616,10 @@ class CoreAffect:
         Args:
             video: A video file, frame folder, camera index or open source.
             progress: Show a progress bar over chunks.
-            spool: Folder for the crop file; ``None``: a temporary folder, removed once the
-                returned crops are no longer referenced.
+            spool: Folder for the crop file, a new ``crops-*.u8`` that the caller removes
+                (crops of several videos spooled into one folder never share a file);
+                ``None``: a temporary folder, removed once the returned crops are no longer
+                referenced.
 
         Returns:
             The :class:`~coreaffect.faces.FaceCrops` of every decoded frame.
@@ -626,7 +629,9 @@ class CoreAffect:
         size = self.data_config.faces.crop_size
         folder = Path(spool if spool is not None else tempfile.mkdtemp(prefix="coreaffect-"))
         own = spool is None
-        path = folder / "crops.u8"
+        handle, name = tempfile.mkstemp(prefix="crops-", suffix=".u8", dir=folder)
+        os.close(handle)
+        path = Path(name)
         chunks: Iterable = cropper.crop_video(source)
         if progress:
             from tqdm import tqdm
@@ -641,10 +646,17 @@ class CoreAffect:
                 bar.close()
 
             chunks = counted(chunks)
-        meta = spool_crops(chunks, path)
+        try:
+            meta = spool_crops(chunks, path)
+            if len(meta.times) == 0:
+                raise CoreAffectError(f"{video}: no frame could be decoded")
+        except BaseException:  # nothing of a failed crop stays behind
+            if own:
+                shutil.rmtree(folder, True)
+            else:
+                path.unlink(missing_ok=True)
+            raise
         frames = len(meta.times)
-        if frames == 0:
-            raise CoreAffectError(f"{video}: no frame could be decoded")
         data = np.memmap(path, dtype=np.uint8, mode="r", shape=(frames, size, size, 3))
         if own:  # the temporary folder goes when the last view of the crops does
             weakref.finalize(data, shutil.rmtree, folder, True)

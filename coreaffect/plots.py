@@ -419,6 +419,10 @@ def plot_saliency_grid(frames: np.ndarray, maps: np.ndarray, ax: Axes | None = N
     if frames.ndim != 4 or maps.ndim != 4 or maps.shape[1] != len(frames):
         raise InputError(f"frames (N, H, W, 3) {frames.shape} and maps (K, N, h, w) "
                          f"{maps.shape} do not match")
+    names = (["frame"] if show_frames else []) + list(
+        row_labels if row_labels is not None else [f"map {k}" for k in range(len(maps))])
+    if len(names) != len(maps) + show_frames:
+        raise InputError(f"{len(maps)} rows of maps but {len(names) - show_frames} row labels")
     rows = ([frames] if show_frames else []) + [
         overlay_heatmaps(frames, m, alpha=alpha, colormap=colormap) for m in maps]
     count, height, width = frames.shape[:3]
@@ -433,10 +437,6 @@ def plot_saliency_grid(frames: np.ndarray, maps: np.ndarray, ax: Axes | None = N
         scale = 1.3 / max(height, width)
         ax = _new_axes((max(3.0, count * width * scale + 1.0), len(rows) * height * scale + 0.6))
     ax.imshow(mosaic, interpolation="antialiased")
-    names = (["frame"] if show_frames else []) + list(
-        row_labels if row_labels is not None else [f"map {k}" for k in range(len(maps))])
-    if len(names) != len(rows):
-        raise InputError(f"{len(maps)} rows of maps but {len(names) - show_frames} row labels")
     ax.set_yticks([r * (height + pad) + height / 2 for r in range(len(rows))])
     ax.set_yticklabels(names)
     ax.set_xticks([c * (width + pad) + width / 2 for c in range(count)])

@@ -55,7 +55,7 @@ parser.add_argument("--cache", type=Path,
                     help="face-crop cache for --new-faces (default: the run's own)")
 parser.add_argument("--out", type=Path, default=Path("causal_limit_output"))
 parser.add_argument("--quick", action="store_true", help="(the tiny run is always quick)")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 if (args.run is None) != (args.data is None):
     parser.error("--run and --data go together")
 if args.run is None:
@@ -148,6 +148,9 @@ intervals, differences = bootstrap_stages(
 print(f"fitted on {len(fit_videos)} training and validation videos, scored on "
       f"{len(test_videos)} {'new' if args.new_faces else 'test'} videos; {args.taps} past and "
       f"{args.look_ahead} future estimates")
+print("mean over videos    rmse_v  rmse_a   ccc_v   ccc_a")
+for stage, own in intervals.items():
+    print(f"{stage:<18}" + "".join(f"{x:>8.3f}" for m in ("rmse", "ccc") for x in own.mean[m]))
 print(format_intervals(intervals, differences, coverages=()))
 
 # %%
@@ -172,4 +175,3 @@ axes[0].legend(fontsize="small")
 fig.tight_layout()
 args.out.mkdir(parents=True, exist_ok=True)
 fig.savefig(args.out / "causal_limit.png", dpi=100)
-plt.close(fig)

@@ -63,7 +63,7 @@ parser.add_argument("--tolerance", type=float, default=0.05,
 parser.add_argument("--resamples", type=int, default=1000, help="draws of the two groups")
 parser.add_argument("--out", type=Path, default=Path("coverage_spread_output"))
 parser.add_argument("--quick", action="store_true", help="tiny run, groups of one person")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 if (args.run is None) != (args.data is None):
     parser.error("--run and --data go together")
 try:
@@ -80,6 +80,9 @@ if args.run is None:
     tiny = tiny_run(args.out / "tiny")
     args.run, args.data = tiny.run, tiny.corpus
 affect = coreaffect.load_run(args.run)
+if args.stage not in affect.stages:
+    parser.error(f"{args.run} has no {args.stage} stage (it has {', '.join(affect.stages)}); "
+                 "try --stage raw")
 videos = split_videos(args.run, args.data, ("val", "test"))
 if args.new_faces is not None:
     config = affect.data_config
@@ -151,4 +154,3 @@ axes[0, 0].legend(fontsize="small")
 fig.tight_layout()
 args.out.mkdir(parents=True, exist_ok=True)
 fig.savefig(args.out / "coverage_spread.png", dpi=100)
-plt.close(fig)

@@ -32,7 +32,7 @@ from coreaffect.annotations import FORMATS  # noqa: E402
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--out", type=Path, default=Path("formats_output"))
 parser.add_argument("--quick", action="store_true", help="(always quick)")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 args.out.mkdir(parents=True, exist_ok=True)
 
 # %%
@@ -101,4 +101,3 @@ axes[1].set_ylabel("arousal")
 axes[1].set_xlabel("time (s)")
 axes[0].legend(fontsize="small", ncol=3)
 fig.savefig(args.out / "formats.png", dpi=90, bbox_inches="tight")
-plt.close(fig)

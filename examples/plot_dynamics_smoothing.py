@@ -32,13 +32,13 @@ from coreaffect.demo import tiny_run  # noqa: E402
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--out", type=Path, default=Path("smoothing_output"))
 parser.add_argument("--quick", action="store_true", help="(always quick)")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 tiny = tiny_run(args.out / "tiny")
 affect = coreaffect.load_run(tiny.run)
 
 # %%
 # Offline: every stage from one pass over the face crops.
-crops = affect.crop(tiny.video(), spool=args.out)
+crops = affect.crop(tiny.video())
 stages = affect.stages_of(crops)
 for name, trajectory in stages.items():
     width = np.nanmean(trajectory.upper - trajectory.lower, axis=0)
@@ -64,4 +64,3 @@ for d, (ax, name) in enumerate(zip(axes, ("valence", "arousal"), strict=True)):
 axes[0].legend(fontsize="small", ncol=3)
 axes[1].set_xlabel("time (s)")
 fig.savefig(args.out / "smoothing.png", dpi=100, bbox_inches="tight")
-plt.close(fig)

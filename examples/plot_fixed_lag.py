@@ -42,13 +42,19 @@ parser.add_argument("--lags", type=int, nargs="+", default=[0, 2, 4, 8, 12, 25],
                     help="look-ahead in frames")
 parser.add_argument("--out", type=Path, default=Path("fixed_lag_output"))
 parser.add_argument("--quick", action="store_true", help="(the tiny run is always quick)")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 if (args.run is None) != (args.data is None):
     parser.error("--run and --data go together")
 if args.run is None:
     tiny = tiny_run(args.out / "tiny")
     args.run, args.data = tiny.run, tiny.corpus
 affect = coreaffect.load_run(args.run)
+if affect.dynamics is None:
+    parser.error(f"{args.run} has no dynamics to smooth with (trained with "
+                 "--hidden-route-only?)")
+if min(args.lags) < 0:
+    parser.error(f"--lags are frames of look-ahead, >= 0; got {args.lags}")
+args.lags = sorted(set(args.lags))
 videos = split_videos(args.run, args.data, ("test",))
 
 # %%
@@ -116,4 +122,3 @@ axes[0].legend(fontsize="small")
 fig.tight_layout()
 args.out.mkdir(parents=True, exist_ok=True)
 fig.savefig(args.out / "fixed_lag.png", dpi=100)
-plt.close(fig)

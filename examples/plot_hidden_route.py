@@ -24,14 +24,19 @@ import argparse
 import sys
 from pathlib import Path
 
-from coreaffect.demo import run_demo
-from coreaffect.evaluation import format_stages
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from coreaffect.demo import run_demo  # noqa: E402
+from coreaffect.evaluation import format_stages  # noqa: E402
 
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--out", type=Path, default=Path("demo_output"))
 parser.add_argument("--quick", action="store_true", help="small corpus, short training")
 parser.add_argument("--minutes", type=float, default=None, help="training budget")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 quick = args.quick or "sphinx_gallery" in sys.modules
 
 # %%
@@ -42,3 +47,10 @@ result = run_demo(args.out, quick=quick, minutes=args.minutes, progress=not quic
 # Every stage on the held-out videos: the mean over videos and the pooled value.
 print(format_stages(result.tables))
 print(f"report: {result.report}")
+
+# %%
+# The report's first figure: a test video's labels, the hidden route and the smoothed
+# trajectory with its band.
+fig, ax = plt.subplots(figsize=(10, 5))
+ax.imshow(plt.imread(result.figures[0]))
+ax.set_axis_off()

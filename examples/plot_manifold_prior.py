@@ -28,7 +28,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -40,7 +39,7 @@ parser.add_argument("--out", type=Path, default=Path("manifold_output"))
 parser.add_argument("--quick", action="store_true", help="fewer SVI steps")
 parser.add_argument("--manifold", choices=("vae", "gplvm"), default="vae",
                     help="the manifold's decoder: a neural network or a Gaussian process")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 quick = args.quick or "sphinx_gallery" in sys.modules
 steps = 200 if quick else 2000
 args.out.mkdir(parents=True, exist_ok=True)
@@ -87,4 +86,3 @@ for name, index in (("confident", int(np.argmin(val.var[:, 0]))),
                                n_samples=1000 if quick else 3000,
                                title=f"the {name} estimate")
     axes[0].figure.savefig(args.out / f"prior_{name}.png", dpi=90, bbox_inches="tight")
-    plt.close("all")

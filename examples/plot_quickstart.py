@@ -21,7 +21,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 import coreaffect  # noqa: E402
 from coreaffect.demo import tiny_run  # noqa: E402
@@ -29,7 +28,7 @@ from coreaffect.demo import tiny_run  # noqa: E402
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--out", type=Path, default=Path("quickstart_output"))
 parser.add_argument("--quick", action="store_true", help="(always quick)")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 
 # %%
 # A run directory: hidden route, manifold, prior and dynamics, trained in seconds.
@@ -51,4 +50,3 @@ from coreaffect.synthetic import read_truth  # noqa: E402
 truth = read_truth(tiny.corpus, tiny.test_ids[0])
 axes = trajectory.plot(truth=truth.values, title=f"{video.name}: smoothed, 90% band")
 axes[0].figure.savefig(args.out / "quickstart.png", dpi=100, bbox_inches="tight")
-plt.close("all")

@@ -32,7 +32,7 @@ from coreaffect.synthetic import SynthConfig, read_truth, write_corpus  # noqa: 
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--out", type=Path, default=Path("synthetic_output"))
 parser.add_argument("--quick", action="store_true", help="fewer, shorter videos")
-args, _ = parser.parse_known_args(sys.argv[1:] if __name__ == "__main__" else [])
+args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
 videos, seconds = (4, 4.0) if args.quick else (8, 20.0)
 
 # %%

@@ -306,6 +306,21 @@ def test_afew_va_scales_by_ten_and_orders_frames(tmp_path):
     np.testing.assert_allclose(read_annotations(folder, "afew-va", fps=10).times, [0, 0.1, 0.2])
 
 
+def test_afew_va_labels_that_look_already_scaled_are_warned_about(tmp_path):
+    folder = write_afew(tmp_path, "001", {"00000": afew_frame(0.1, 0.4),
+                                          "00001": afew_frame(-1, 0)})
+    with pytest.warns(CoreAffectWarning, match="already scaled"):
+        ann = read_annotations(folder, "afew-va")
+    np.testing.assert_allclose(ann.values, [[0.01, 0.04], [-0.1, 0.0]])  # read as documented
+    folder = write_afew(tmp_path / "b", "002", {"00000": afew_frame(1, -1),
+                                                "00001": afew_frame(0, 2.5)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # integers, or values beyond 1: AFEW-VA's own scale
+        read_annotations(folder, "afew-va")
+        read_annotations(write_afew(tmp_path / "c", "003", {"00000": afew_frame(1, 0)}),
+                         "afew-va")
+
+
 def test_afew_va_checks_video_id_range_and_clip_choice(tmp_path):
     write_afew(tmp_path, "002", {"00000": afew_frame(1, 1)}, video_id="003")
     with pytest.raises(AnnotationError, match="video_id"):
@@ -379,6 +394,8 @@ def test_csv_ignores_extra_columns_and_reads_empty_cells_as_nan(tmp_path):
     assert ann.video == "clip"
     np.testing.assert_allclose(ann.times, [0.0, 0.5])
     np.testing.assert_allclose(ann.values, [[0.1, 0.5], [-0.2, np.nan]])
+    path.write_text('"time","valence","arousal"\n0,0.1,NA\n0.5,NA,0.2\n')  # R's write.csv
+    np.testing.assert_allclose(read_annotations(path).values, [[0.1, np.nan], [np.nan, 0.2]])
 
 
 def test_read_delay_shifts_times_earlier(tmp_path):
@@ -414,7 +431,7 @@ def test_detect_format_of_each_layout(tmp_path):
 
 
 @pytest.mark.parametrize(("fmt", "text", "line", "match"), [
-    ("csv", "time,valence,arousal\n0,0,0\n0.1,1.5,0\n", 3, "valence 1.5 is outside"),
+    ("csv", "time,valence,arousal\n0,0,0\n0.1,1.0000001,0\n", 3, "valence 1.0000001 is outside"),
     ("csv", "time,valence,arousal\n0,0,0\n0,0,0\n", 3, "strictly increasing"),
     ("csv", "time,valence,arousal\n0,0,0\n0.1,abc,0\n", 3, "'abc' is not a number"),
     ("csv", "time,valence,arousal\n0,0\n", 2, "expected 3"),
@@ -422,7 +439,7 @@ def test_detect_format_of_each_layout(tmp_path):
     ("csv", "0,0,0\n", 1, "missing header"),
     ("csv", "time,valence,arousal\n,0,0\n", 2, "not a finite number"),
     ("sewa", "a;0.0;0;0;0\na;0.1;-1.2;0;0\n", 2, "arousal -1.2 is outside"),
-    ("aff-wild2", "valence,arousal\n0,0\n0,2\n", 3, "arousal 2 is outside"),
+    ("aff-wild2", "valence,arousal\n0,0\n0,2\n", 3, "arousal 2.0 is outside"),
     ("aff-wild2", "arousal,valence\n0,0\n", 1, "missing header"),
     ("dante", "TimeStamp;UserId;NameVideo;AnnoType;Value\n0;u;v;valence;-3\n", 2, "outside"),
     ("recola", "time;FM1 ;FM2 \n0.00;0.1;0.2\n0.04;0.1;7\n", 3, "outside"),
@@ -613,3 +630,18 @@ def test_a_folder_finds_its_video_file_as_discovery_does(tmp_path):
     with pytest.raises(AnnotationError, match="no Aff-Wild2 <video>.txt for video 'x'; "
                                               "available: Train_01, V2$"):
         read_annotations(tmp_path, "aff-wild2", video="x", fps=25)
+
+
+def test_a_predicted_trajectory_is_not_taken_for_an_annotation(tmp_path):
+    from coreaffect.trajectory import AffectTrajectory
+
+    frames = 5
+    mean = np.zeros((frames, 2))
+    trajectory = AffectTrajectory(times=np.arange(frames) / 25.0, indices=np.arange(frames),
+                                  mean=mean, var=np.full((frames, 2), 0.01), lower=mean - 0.1,
+                                  upper=mean + 0.1, face_found=np.ones(frames, bool),
+                                  latent_mean=np.zeros((frames, 2)), level=0.9, stage="smoothed")
+    path = trajectory.to_csv(tmp_path / "interview.csv")  # beside interview.mp4, as predicted
+    for format in ("auto", "csv"):
+        with pytest.raises(AnnotationError, match="interview.csv, line 1: is a trajectory"):
+            read_annotations(path, format=format)

@@ -367,6 +367,11 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
          "inside the input frame folder"),
         (["saliency", str(run), str(frames), "--out", str(frames)], "input frame folder"),
         (["predict", str(run), str(video), "--out", str(loop)], "cannot be used"),
+        (["evaluate", str(run), str(tiny.corpus), "--json", str(video), "--overwrite"],
+         f"is the video of {video.stem}, in the dataset"),  # a file of the data scored
+        (["compare", str(run), str(run), str(tiny.corpus), "--json",
+          str(next(tiny.corpus.glob(f"annotation/*/{video.stem}/valence.csv"))), "--overwrite"],
+         f"is inside the annotation folder of {video.stem}"),
     ]
     before = {path: path.read_bytes() for path in (video, run / "prior.json", run / "split.json")}
     for argv, message in cases:

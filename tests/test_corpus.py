@@ -51,6 +51,21 @@ def test_discover_csv_pairs_videos_and_annotations(tmp_path):
     assert discover(root, "csv") == recordings
 
 
+def test_discover_follows_linked_folders_once(tmp_path):
+    data = _csv_corpus(tmp_path / "data")
+    root = tmp_path / "linked"
+    (root / "annotation").mkdir(parents=True)
+    (root / "videos").symlink_to(data, target_is_directory=True)  # a dataset kept elsewhere
+    for video in data.glob("*.avi"):
+        (root / "annotation" / f"{video.stem}.csv").write_bytes(
+            (data / f"{video.stem}.csv").read_bytes())
+        (data / f"{video.stem}.csv").unlink()
+    (root / "videos" / "loop").symlink_to(root, target_is_directory=True)  # a link back up
+    recordings = discover(root)
+    assert [r.id for r in recordings] == ["a", "b", "c"]
+    assert all(r.video.parent == root / "videos" for r in recordings)
+
+
 def test_annotation_without_video_is_an_error(tmp_path):
     root = _csv_corpus(tmp_path / "data")
     (root / "b.avi").unlink()

@@ -16,7 +16,16 @@ TINY = DemoSettings(videos=5, seconds=4.0, test_videos=1, val_videos=2, minutes=
 
 
 def test_run_demo_writes_report_and_figures(tmp_path):
-    result = run_demo(tmp_path, settings=TINY, command="coreaffect demo --quick")
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    backend = matplotlib.get_backend()
+    matplotlib.use("svg")  # a caller's own choice, which the demo must keep
+    try:
+        result = run_demo(tmp_path, settings=TINY, command="coreaffect demo --quick")
+        assert matplotlib.get_backend() == "svg" and not plt.get_fignums()
+    finally:
+        matplotlib.use(backend)
     text = result.report.read_text()
     assert "Table 2" in text and "coreaffect demo --quick" in text
     for stage in ("raw", "prior", "smoothed", "filtered", "lagged"):

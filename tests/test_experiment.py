@@ -20,6 +20,7 @@ from coreaffect.experiment import (
     data_settings,
     evaluate_run,
     held_out_videos,
+    labels_delay,
     load_videos,
     refit_run,
     run_format,
@@ -336,7 +337,7 @@ def test_training_never_replaces_a_run_unasked(tiny, tmp_path):
         train_run(tiny.corpus, run, epochs=1, test_videos=1, val_videos=1)
     with pytest.raises(CoreAffectError, match="no such dataset folder"):
         train_run(tmp_path / "typo", run, epochs=1, overwrite=True)  # checked before anything
-    with pytest.raises(CoreAffectError, match="split differently"):
+    with pytest.raises(CoreAffectError, match=r"split differently \(train, val, test differ\)"):
         train_run(tiny.corpus, run, epochs=1, test_videos=2, val_videos=0, resume=True)
     assert sorted(p.name for p in run.iterdir()) == before  # untouched by all three
     with pytest.raises(CoreAffectError, match="choose one"):
@@ -544,3 +545,24 @@ def test_a_run_holding_a_users_outputs_can_still_be_resumed(tiny, tmp_path):
         with pytest.raises(CoreAffectError, match=r"not part of a run \(predictions.csv\)"):
             _prepare_run(run, resume=False, overwrite=overwrite)
     assert (run / "predictions.csv").read_text() == "mine"
+
+
+def test_labels_are_read_with_their_own_dataset_s_delay(tmp_path, caplog):
+    from coreaffect.config import AnnotationConfig
+    from coreaffect.synthetic import MANIFEST
+
+    own, plain, synthetic, run = (tmp_path / name for name in ("own", "plain", "synth", "run"))
+    for folder in (own, plain, synthetic, run):
+        folder.mkdir()
+    (run / "split.json").write_text(json.dumps({"data": str(own.resolve())}))
+    (synthetic / MANIFEST).write_text(json.dumps({"config": {"rater_delay": 0.5}}))
+    config = DataConfig(annotations=AnnotationConfig(delay=2.0))  # set for the run's dataset
+    with caplog.at_level(logging.WARNING):
+        assert labels_delay(run, config, own) is config  # its own dataset: its own delay
+    assert not caplog.text
+    assert labels_delay(run, config, plain).annotations.delay == 0.0
+    assert "read 0 s earlier" in caplog.text and "--delay" in caplog.text
+    assert labels_delay(run, config, synthetic).annotations.delay == 0.5
+    assert labels_delay(run, config, plain, 1.5).annotations.delay == 1.5
+    assert labels_delay(run, config, own, 0.0).annotations.delay == 0.0
+    assert labels_delay(tmp_path / "no_split", config, plain).annotations.delay == 0.0

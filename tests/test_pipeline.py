@@ -355,6 +355,20 @@ def test_unreadable_video_is_a_clear_error(affect, tmp_path):
         affect.predict(tmp_path / "missing.mp4")
 
 
+def test_crops_spooled_into_one_folder_keep_their_own_files(affect, tiny, crops, tmp_path):
+    first = affect.crop(tiny.video(), spool=tmp_path)
+    kept = np.array(first.crops[:5])
+    other = next(v for v in sorted((tiny.corpus / "videos").iterdir()) if v != tiny.video())
+    affect.crop(other, spool=tmp_path)  # another video, the same folder
+    assert len(list(tmp_path.glob("crops-*.u8"))) == 2
+    np.testing.assert_array_equal(first.crops[:5], kept)  # the first crops are still there
+    bad = tmp_path / "bad.avi"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(CoreAffectError):
+        affect.crop(bad, spool=tmp_path)
+    assert len(list(tmp_path.glob("crops-*.u8"))) == 2  # a failed crop leaves no file
+
+
 def test_segments_and_decoding_chunks_do_not_change_the_stages(tiny, affect, crops):
     # the tiny video is one segment by default; here the hidden route runs 7 frames at a time
     # (each with its margins, off the feature grid of S = 4) and decoding one frame at a time

@@ -155,6 +155,10 @@ def test_plot_saliency_grid(tmp_path):
     assert plots.plot_saliency_grid(frames, maps[0], given, show_frames=False) is given
     with pytest.raises(ValueError):
         plots.plot_saliency_grid(frames, maps[:, :3])
+    plt.close("all")
+    with pytest.raises(ValueError, match="2 rows of maps but 1 row labels"):
+        plots.plot_saliency_grid(frames, maps, row_labels=["valence"])
+    assert not plt.get_fignums()  # refused before any figure was made
 
 
 def test_synthetic_samples_still_draws(tmp_path):
