@@ -33,9 +33,12 @@ Timestamps (seconds):
   timestamp on that rate's grid, counted from the first frame (from the decoded count where the
   container gives no timestamp). A frame the container dropped, or one that cannot be decoded,
   is thus a gap in ``index``, as in a folder, and the frames after it keep their times (a
-  warning names the gaps). A variable-frame-rate file gets its frames' times rounded to the
-  nominal rate. When the container carries no usable rate, the ``fps`` argument is used (else
-  25 Hz) and a warning says so.
+  warning names the gaps); undecodable first frames are no gap: the video starts at the first
+  frame that decodes (a warning says where). A variable-frame-rate file (a phone's) gets its
+  frames' times rounded to the nominal rate, the grid's empty slots are gaps, and a warning
+  says so and by how much the times moved: convert such a file to a constant rate for exact
+  times. When the container carries no usable rate (none, or under 1 Hz), the ``fps`` argument
+  is used (else 25 Hz) and a warning says so.
 * Folders: ``time = index / fps``, with ``fps`` from the argument, 25 Hz by default (the rate of
   AFEW-VA and the DANTE annotations; the corpus reader gives Aff-Wild2's frame folders 30 Hz,
   the rate of most of its videos).
@@ -291,7 +294,7 @@ class VideoSource:
             capture.release()
         self._size = (int(image.shape[1]), int(image.shape[0]))
         self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
-        usable = math.isfinite(rate) and 0 < rate < 1000
+        usable = math.isfinite(rate) and 1 <= rate < 1000  # no facial video runs under 1 Hz
         self._grid = float(rate) if usable else None
         if file_fps is not None:
             self._fps = float(file_fps)
@@ -439,6 +442,7 @@ class VideoSource:
             raise VideoError(self._source, "cannot be opened as a video any more")
         self._captures.append(capture)
         previous, failures, origin, missing = -1, 0, None, []
+        early, off, start = 0, 0.0, 0  # frames faster than the grid, the largest rounding (s)
         try:
             while True:
                 ok, image = capture.read()
@@ -457,7 +461,13 @@ class VideoSource:
                     timed = round((milliseconds - origin) * grid / 1000.0)
                     if timed > previous:  # a frame the container dropped is a gap
                         index = timed
-                missing += range(previous + 1, index)
+                    elif previous >= 0:  # faster than the grid: a variable frame rate
+                        early += 1
+                    off = max(off, abs(index / grid - (milliseconds - origin) / 1000.0))
+                if previous >= 0:
+                    missing += range(previous + 1, index)
+                else:  # undecodable first frames are not rows: the video starts later
+                    start = index
                 yield image, index / self._fps, index
                 previous, failures = index, 0
         finally:
@@ -468,8 +478,23 @@ class VideoSource:
             return
         if previous < 0:
             raise VideoError(self._source, "no frame could be decoded")
-        if missing:
-            shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        if start:
+            message = (f"{self._source}: its first {start} frame(s) could not be decoded; the "
+                       f"video starts at frame index {start}, {start / self._fps:g} s")
+            logger.warning(message)
+            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        if early:
+            grid = self._grid or self._fps
+            message = (f"{self._source}: a variable frame rate: {early} frame(s) came faster "
+                       f"than its nominal {grid:g} Hz, and {len(missing)} slot(s) of that grid "
+                       f"had no frame (index {shown}); times are rounded to the grid (by up to "
+                       f"{off:.3g} s) and the empty slots are read as frames without a face. "
+                       f"For exact times, convert it to a constant rate first (for example "
+                       f"ffmpeg -i IN -vsync cfr -r {grid:g} OUT)")
+            logger.warning(message)
+            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+        elif missing:
             message = (f"{self._source}: {len(missing)} frame(s) could not be decoded or were "
                        f"dropped by the container (index {shown}); they are read as frames "
                        "without a face")

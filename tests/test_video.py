@@ -169,10 +169,15 @@ def test_undecodable_frames_are_gaps_and_the_rest_is_read(tmp_path: Path) -> Non
     path.write_bytes(bytes(data))
     video = VideoSource(path)
     assert video.size == (WIDTH, HEIGHT)  # from the first frame that decodes
-    with pytest.warns(UserWarning, match=r"bad\.avi: 2 frame\(s\) could not be decoded.*"
-                                         r"index 0, 12\)") as caught:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         frames = list(video)
-    assert not [w for w in caught if "stopped" in str(w.message)]
+    # the first frame is no row at all: the video starts at the first frame that decodes
+    assert [str(w.message) for w in caught] == [
+        f"{path}: its first 1 frame(s) could not be decoded; the video starts at frame index 1, "
+        "0.05 s",
+        f"{path}: 1 frame(s) could not be decoded or were dropped by the container (index 12); "
+        "they are read as frames without a face"]
     expected = [k for k in range(30) if k not in (0, 12)]
     assert [f.index for f in frames] == expected
     assert [decode_number(f.image) for f in frames] == expected
@@ -190,6 +195,54 @@ def test_frames_a_container_dropped_leave_gaps_and_later_frames_keep_their_times
     assert [decode_number(f.image) for f in frames] == kept  # pictures as they were written
     assert [f.index for f in frames] == kept
     np.testing.assert_allclose([f.time for f in frames], np.array(kept) / 20.0)
+
+
+def _retimed_mp4(path: Path, steps: list[tuple[int, float]]) -> Path:
+    """An mp4 of ``sum(counts)`` frames whose timestamps advance by ``factor`` times the written
+    step for each ``(count, factor)``: its ``stts`` box rewritten, as a phone's variable rate."""
+    write_video(path, sum(count for count, _ in steps), "mp4v", fps=25.0)
+    data = bytearray(path.read_bytes())
+
+    def boxes(start: int, end: int, names: list[str]) -> list[tuple[int, int]]:
+        while start < end:
+            size, kind = int.from_bytes(data[start:start + 4], "big"), data[start + 4:start + 8]
+            if kind.decode() == names[0]:
+                return [(start, size)] + (boxes(start + 8, start + size, names[1:])
+                                          if names[1:] else [])
+            start += size
+        raise AssertionError(f"no {names[0]} box")
+
+    chain = boxes(0, len(data), ["moov", "trak", "mdia", "minf", "stbl", "stts"])
+    start, size = chain[-1]
+    delta = int.from_bytes(data[start + 20:start + 24], "big")  # the written step, one entry
+    body = (0).to_bytes(4, "big") + len(steps).to_bytes(4, "big") + b"".join(
+        count.to_bytes(4, "big") + round(delta * factor).to_bytes(4, "big")
+        for count, factor in steps)
+    box = (8 + len(body)).to_bytes(4, "big") + b"stts" + body
+    data[start:start + size] = box
+    for outer, outer_size in chain[:-1]:  # the boxes around it grow with it
+        data[outer:outer + 4] = (outer_size + len(box) - size).to_bytes(4, "big")
+    assert data.find(b"mdat") < chain[0][0]  # the frames come first: their offsets stay right
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_variable_frame_rate_is_named_with_what_it_does_to_the_frames(tmp_path: Path) -> None:
+    path = _retimed_mp4(tmp_path / "phone.mp4", [(20, 1.0), (20, 0.5)])  # 25 fps, then 50
+    video = VideoSource(path)
+    with pytest.warns(UserWarning, match=r"phone\.mp4: a variable frame rate: \d+ frame\(s\) "
+                                         r"came faster .* -vsync cfr") as caught:
+        frames = list(video)
+    assert not [w for w in caught if "could not be decoded" in str(w.message)]
+    assert [decode_number(f.image) for f in frames] == list(range(40))  # every frame, in order
+    assert all(np.diff([f.index for f in frames]) > 0)
+
+
+def test_a_container_rate_under_one_hertz_is_not_used(tmp_path: Path) -> None:
+    path = _retimed_mp4(tmp_path / "slow.mp4", [(10, 100.0)])  # a frame every 4 s: 0.25 Hz
+    with pytest.warns(UserWarning, match="no usable frame rate"):
+        video = VideoSource(path, fps=25.0)
+    assert video.fps == 25.0
 
 
 def test_a_given_file_rate_replaces_the_containers(video_file: Path) -> None:
