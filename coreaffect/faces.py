@@ -124,7 +124,7 @@ class FaceCrops(NamedTuple):
             One :class:`FaceCrops` whose ``T`` is the sum of the parts'.
 
         Raises:
-            ValueError: ``parts`` is empty.
+            InputError: ``parts`` is empty.
         """
         if not parts:
             raise InputError("FaceCrops.concatenate needs at least one part")
@@ -501,4 +501,7 @@ def spool_crops(parts: Iterable[FaceCrops], path: str | Path) -> FaceCrops:
             # whole chunk of crops alive until the end of the video
             empty = np.empty((0, *part.crops.shape[1:]), dtype=part.crops.dtype)  # (0, S, S, 3)
             kept.append(part._replace(crops=empty))
+    if not kept:  # no chunk at all: no frame, no crop size
+        return FaceCrops(np.zeros((0, 0, 0, 3), np.uint8), np.zeros((0, 4), np.float32),
+                         np.zeros(0, bool), np.zeros(0), np.zeros(0, np.int64))
     return FaceCrops.concatenate(kept)

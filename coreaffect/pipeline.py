@@ -748,6 +748,9 @@ class CoreAffect:
         last: tuple[int, float] | None = None  # index and time of the previous frame
         for count, (image, time, index) in enumerate(frames):
             index = count if index is None else index
+            if last is not None and index <= last[0]:
+                raise CoreAffectError(f"frame {index}: frame indices must increase, and it "
+                                      f"follows frame {last[0]}")
             time = _frame_time(index, time, None if last is None else last[1])
             image = np.asarray(image)
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -769,7 +772,7 @@ class CoreAffect:
     def _frames(self, source: Any) -> Iterator[tuple[np.ndarray, float, int | None]]:
         """(image, time, index) of each frame; the index of an iterable's frame is its count,
         unless it is a :class:`~coreaffect.video.Frame`."""
-        if isinstance(source, (str, Path, int, VideoSource)):
+        if isinstance(source, (str, Path, numbers.Integral, VideoSource)):  # a numpy camera too
             video = source if isinstance(source, VideoSource) else self.open_video(source)
             for frame in video:
                 yield frame.image, frame.time, frame.index

@@ -283,6 +283,8 @@ def test_spool_crops_writes_the_crops_and_keeps_the_metadata(tmp_path) -> None:
     np.testing.assert_array_equal(meta.boxes, whole.boxes)
     read = np.fromfile(tmp_path / "crops.u8", dtype=np.uint8).reshape(whole.crops.shape)
     np.testing.assert_array_equal(read, whole.crops)
+    nothing = spool_crops(iter([]), tmp_path / "none.u8")  # as documented: 0 frames
+    assert len(nothing.times) == 0 and (tmp_path / "none.u8").stat().st_size == 0
 
 
 def test_spool_crops_lets_go_of_each_written_chunk(tmp_path) -> None:

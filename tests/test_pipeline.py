@@ -270,6 +270,13 @@ def test_stream_takes_frames_from_memory(affect, tiny):
     assert len(rows) == 25 and rows[-1].time == pytest.approx(frames[-1][1])
 
 
+def test_stream_takes_a_numpy_camera_index(affect):
+    from coreaffect.errors import VideoError
+
+    with pytest.raises(VideoError, match="camera"):  # opened as a camera: none here
+        list(affect.stream(np.int64(57)))
+
+
 def test_stream_refuses_frames_that_are_not_uint8_rgb(affect, tiny):
     with VideoSource(tiny.video()) as video:
         frames = [(f.image, f.time) for _, f in zip(range(3), video, strict=False)]
@@ -296,6 +303,17 @@ def test_stream_checks_each_time_as_its_frame_arrives(affect, tiny, bad, problem
     with pytest.raises(CoreAffectError, match=f"frame 30: .*{problem}"):
         rows.extend(affect.stream(frames))
     assert len(rows) == 30 - affect.latency_frames  # the rows of frames before it, no more
+
+
+def test_stream_checks_that_frame_indices_increase(affect, tiny):
+    from coreaffect.video import Frame
+
+    with VideoSource(tiny.video()) as video:
+        frames = [f for _, f in zip(range(20), video, strict=False)]
+    frames[10] = frames[10]._replace(index=9)  # a repeated index, with a later time
+    with pytest.raises(CoreAffectError, match="frame 9: frame indices must increase, and it "
+                                              "follows frame 9"):
+        list(affect.stream(frames))
 
 
 @pytest.mark.parametrize("level", [0.0, 1.0, 90, float("nan"), True, "0.9"])
