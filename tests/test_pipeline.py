@@ -306,7 +306,6 @@ def test_stream_checks_each_time_as_its_frame_arrives(affect, tiny, bad, problem
 
 
 def test_stream_checks_that_frame_indices_increase(affect, tiny):
-    from coreaffect.video import Frame
 
     with VideoSource(tiny.video()) as video:
         frames = [f for _, f in zip(range(20), video, strict=False)]
