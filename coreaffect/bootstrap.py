@@ -208,8 +208,8 @@ class _Draws(NamedTuple):
         mean, pooled: ``{metric: (2,)}`` on the videos as they are.
         mean_draws, pooled_draws: ``{metric: (R, 2)}``, NaN where a resample leaves a metric
             undefined.
-        mean_support, pooled_support: ``{metric: (2,)}`` how many videos the value rests on:
-            those with a defined per-video value, those with a scored frame.
+        mean_support, pooled_support: ``{metric: (N, 2)}`` bool, the videos the value rests
+            on: those with a defined per-video value, those with a scored frame.
     """
 
     mean: dict[str, np.ndarray]
@@ -242,8 +242,8 @@ def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
                                     / (weights @ defined))
         stacked = np.stack([s[name] for s in per_video_sums])  # (N, 2, S), S[0]: frame count
         out.pooled_draws[name] = _pooled(name, weights, stacked)
-        out.mean_support[name] = defined.sum(0)
-        out.pooled_support[name] = (stacked[..., 0] > 0).sum(0)
+        out.mean_support[name] = defined
+        out.pooled_support[name] = stacked[..., 0] > 0
     return out
 
 
@@ -255,14 +255,14 @@ def _difference(stage: _Draws, reference: _Draws) -> _Draws:
     def minus(a: dict, b: dict) -> dict:
         return {k: a[k] - b[k] for k in names}
 
-    def least(a: dict, b: dict) -> dict:
-        return {k: np.minimum(a[k], b[k]) for k in names}
+    def both(a: dict, b: dict) -> dict:
+        return {k: a[k] & b[k] for k in names}
 
     return _Draws(minus(stage.mean, reference.mean), minus(stage.pooled, reference.pooled),
                   minus(stage.mean_draws, reference.mean_draws),
                   minus(stage.pooled_draws, reference.pooled_draws),
-                  least(stage.mean_support, reference.mean_support),
-                  least(stage.pooled_support, reference.pooled_support))
+                  both(stage.mean_support, reference.mean_support),
+                  both(stage.pooled_support, reference.pooled_support))
 
 
 def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
@@ -291,7 +291,7 @@ def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
 def _interval(draws: np.ndarray, level: float, support: np.ndarray | None = None
               ) -> np.ndarray:
     """(2, 2) percentile interval of (R, 2) draws; NaN where fewer than half are defined, and
-    where ``support`` (2,), the videos a value rests on, is below :data:`MIN_VIDEOS`."""
+    where ``support`` (2,), how many videos a value rests on, is below :data:`MIN_VIDEOS`."""
     tail = 50 * (1 - level)
     out = np.full((draws.shape[1], 2), np.nan)
     for d in range(draws.shape[1]):
@@ -330,7 +330,7 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         second holds every stage but the reference, and only the metrics both stages have.
         An interval is NaN (a warning says so) where fewer than :data:`MIN_VIDEOS` videos
         define its value: videos with a defined per-video value for the mean, with a scored
-        frame for the pooled value (a difference needs both stages' support).
+        frame for the pooled value (for a difference, videos that define both stages' values).
     """
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
@@ -343,8 +343,9 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
 
     def intervals(d: _Draws) -> MetricIntervals:
         return MetricIntervals(
-            d.mean, {k: _interval(v, level, d.mean_support[k]) for k, v in d.mean_draws.items()},
-            d.pooled, {k: _interval(v, level, d.pooled_support[k])
+            d.mean, {k: _interval(v, level, d.mean_support[k].sum(0))
+                     for k, v in d.mean_draws.items()},
+            d.pooled, {k: _interval(v, level, d.pooled_support[k].sum(0))
                        for k, v in d.pooled_draws.items()},
             level, n_resamples)
 
@@ -352,7 +353,7 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
     if len(truths) >= MIN_VIDEOS:
         thin = sorted({f"{stage} {name}" for stage, d in drawn.items()
                        for support in (d.mean_support, d.pooled_support)
-                       for name, n in support.items() if (n < MIN_VIDEOS).any()})
+                       for name, n in support.items() if (n.sum(0) < MIN_VIDEOS).any()})
         if thin:
             logger.warning("fewer than %d videos define %s, so these have no interval",
                            MIN_VIDEOS, ", ".join(thin))

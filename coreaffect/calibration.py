@@ -28,7 +28,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from coreaffect.checkpoint import FORMAT, atomic_write
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, InputError
 
 __all__ = ["BANDS_FILE", "band_factors", "check_lag", "check_level", "coverage_spread",
            "halfwidth_factors", "read_bands", "variance_factor", "widen_bands", "write_bands"]
@@ -36,11 +36,11 @@ __all__ = ["BANDS_FILE", "band_factors", "check_lag", "check_level", "coverage_s
 BANDS_FILE = "bands.json"  # the band factors of the dynamics' stages, in a run directory
 
 
-def check_level(level: Any, error: type[Exception] = CoreAffectError) -> float:
+def check_level(level: Any) -> float:
     """``level`` as a float in (0, 1), the probability of a central band.
 
     A Python or numpy number, or a 0-d array or tensor, is taken; anything else (a bool or a
-    string too), or a number outside (0, 1), raises ``error``.
+    string too), or a number outside (0, 1), raises :class:`~coreaffect.errors.InputError`.
     """
     value = None
     if not isinstance(level, (bool, str, bytes)) and np.ndim(level) == 0:
@@ -49,7 +49,7 @@ def check_level(level: Any, error: type[Exception] = CoreAffectError) -> float:
         except (TypeError, ValueError):
             pass
     if value is None or not 0 < value < 1:
-        raise error(f"level must be a probability in (0, 1), got {level!r}")
+        raise InputError(f"level must be a probability in (0, 1), got {level!r}")
     return value
 
 

@@ -98,10 +98,11 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
         if not recordings:
             raise CoreAffectError(f"{data}: no video here was held out by both runs; use "
                                   "--subset all to score every video of this dataset")
-    delay = labels_delay(runs[0], affects[0].data_config, data, delay).annotations.delay
+    first = labels_delay(runs[0], affects[0].data_config, data, delay)  # A's reading, B's too
+    configs = [first, labels_delay(runs[1], affects[1].data_config, data,
+                                   first.annotations.delay)]
     trajectories, found, labels = [], [], []
-    for run, affect in zip(runs, affects, strict=True):
-        config = labels_delay(run, affect.data_config, data, delay)
+    for run, affect, config in zip(runs, affects, configs, strict=True):
         crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                           config.video.chunk_size)
         videos = load_videos(recordings, config, crops, progress, run.name)

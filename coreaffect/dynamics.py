@@ -401,7 +401,7 @@ class CoreAffectDynamics:
                 raise InputError(f"{name} must be {wanted}, not {value!r}")
         if self.optimizer not in ("adam", "lbfgs"):
             raise InputError(f"optimizer must be 'adam' or 'lbfgs', not {self.optimizer!r}")
-        check_level(self.level, ValueError)
+        check_level(self.level)
 
     def _pseudo(self, means: Tensor, covs: Tensor, mask: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -728,7 +728,7 @@ class CoreAffectDynamics:
             linear decoder, else Monte Carlo (:func:`~coreaffect.decoding.decode_gaussian`,
             ``n_decode_samples`` draws, seeded by ``random_state``).
         """
-        level = check_level(self.level if level is None else level, ValueError)
+        level = check_level(self.level if level is None else level)
         latent_mean = torch.as_tensor(latent_mean, dtype=_DTYPE, device="cpu")
         latent_cov = torch.as_tensor(latent_cov, dtype=_DTYPE, device="cpu")
         return decode_gaussian(self.decoder, latent_mean, latent_cov, level,

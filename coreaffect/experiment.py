@@ -66,8 +66,8 @@ from coreaffect.stages import (
 from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
-__all__ = ["DENSE_LENGTH", "data_settings", "evaluate_run", "held_out_videos", "load_videos",
-           "read_split", "refit_run", "run_format", "split_videos", "train_run"]
+__all__ = ["DENSE_LENGTH", "data_settings", "evaluate_run", "held_out_videos", "labels_delay",
+           "load_videos", "read_split", "refit_run", "run_format", "split_videos", "train_run"]
 
 logger = logging.getLogger(__name__)
 

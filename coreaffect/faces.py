@@ -491,7 +491,8 @@ def spool_crops(parts: Iterable[FaceCrops], path: str | Path) -> FaceCrops:
 
     Returns:
         The concatenated metadata (boxes, face_found, times, indices) of every frame, with
-        empty crops (0, S, S, 3); its length is the number of frames written (0 for none).
+        empty crops (0, S, S, 3); its length is the number of frames written (0 for none, with
+        crops (0, 0, 0, 3): no chunk gave a crop size).
     """
     kept = []
     with Path(path).open("wb") as raw:

@@ -740,7 +740,8 @@ class CoreAffect:
         self._online_stage(not lagged, lagged)
         frames = self._frames(source)
         name = (source.name if isinstance(source, VideoSource)
-                else str(source) if isinstance(source, (str, Path, int)) else "the stream")
+                else str(source) if isinstance(source, (str, Path, numbers.Integral))
+                else "the stream")
         cropper = FaceCropper(self.data_config.faces)
         state = _StreamState(self, lagged)
         from coreaffect.video import FrameChunk

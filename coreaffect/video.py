@@ -37,8 +37,8 @@ Timestamps (seconds):
   frame that decodes (a warning says where). A variable-frame-rate file (a phone's) gets its
   frames' times rounded to the nominal rate, the grid's empty slots are gaps, and a warning
   says so and by how much the times moved: convert such a file to a constant rate for exact
-  times. When the container carries no usable rate (none, or under 1 Hz), the ``fps`` argument
-  is used (else 25 Hz) and a warning says so.
+  times. When the container carries no usable rate, the ``fps`` argument is used (else 25 Hz)
+  and a warning says so.
 * Folders: ``time = index / fps``, with ``fps`` from the argument, 25 Hz by default (the rate of
   AFEW-VA and the DANTE annotations; the corpus reader gives Aff-Wild2's frame folders 30 Hz,
   the rate of most of its videos).
@@ -294,7 +294,7 @@ class VideoSource:
             capture.release()
         self._size = (int(image.shape[1]), int(image.shape[0]))
         self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
-        usable = math.isfinite(rate) and 1 <= rate < 1000  # no facial video runs under 1 Hz
+        usable = math.isfinite(rate) and 0 < rate < 1000
         self._grid = float(rate) if usable else None
         if file_fps is not None:
             self._fps = float(file_fps)
@@ -503,7 +503,7 @@ class VideoSource:
         if self._frame_count is not None and previous + 1 < self._frame_count:
             message = (f"{self._source}: decoding stopped at frame index {previous + 1}, but "
                        f"the container announces {self._frame_count} frames (truncated or "
-                       f"corrupt file); {previous + 1 - len(missing)} frames were read")
+                       f"corrupt file); {previous + 1 - start - len(missing)} frames were read")
             logger.warning(message)
             warnings.warn(message, CoreAffectWarning, stacklevel=3)
 

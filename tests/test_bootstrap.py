@@ -283,6 +283,15 @@ def test_an_interval_needs_enough_videos_that_define_its_value(caplog):
                                   n_resamples=200)
     assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
     assert np.isnan(diff["b"].mean_interval["rmse"]).all()
+    # three videos each, but only two that both stages define
+    truths, means, _ = _videos(rng, 4, missing=False)
+    gone = [np.full_like(t, np.nan) for t in truths]
+    each, diff = bootstrap_stages(truths, {"raw": (means[:3] + gone[3:], None),
+                                           "b": (gone[:1] + means[1:], None)}, n_resamples=200)
+    assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
+    assert np.isfinite(each["b"].mean_interval["rmse"]).all()
+    assert np.isnan(diff["b"].mean_interval["rmse"]).all()
+    assert np.isnan(diff["b"].pooled_interval["rmse"]).all()
 
 
 def test_an_interval_reaching_infinite_draws_is_infinite_not_undefined():

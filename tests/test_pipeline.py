@@ -372,17 +372,23 @@ def test_unreadable_video_is_a_clear_error(affect, tmp_path):
         affect.predict(tmp_path / "missing.mp4")
 
 
-def test_crops_spooled_into_one_folder_keep_their_own_files(affect, tiny, crops, tmp_path):
+def test_crops_spooled_into_one_folder_keep_their_own_files(affect, tiny, crops, tmp_path,
+                                                             monkeypatch):
     first = affect.crop(tiny.video(), spool=tmp_path)
     kept = np.array(first.crops[:5])
     other = next(v for v in sorted((tiny.corpus / "videos").iterdir()) if v != tiny.video())
     affect.crop(other, spool=tmp_path)  # another video, the same folder
     assert len(list(tmp_path.glob("crops-*.u8"))) == 2
     np.testing.assert_array_equal(first.crops[:5], kept)  # the first crops are still there
-    bad = tmp_path / "bad.avi"
-    bad.write_bytes(b"not a video")
-    with pytest.raises(CoreAffectError):
-        affect.crop(bad, spool=tmp_path)
+    real = FaceCropper.crop_video
+
+    def failing(self, source):  # a video that breaks after its first chunk
+        yield next(iter(real(self, source)))
+        raise CoreAffectError("broken mid-video")
+
+    monkeypatch.setattr(FaceCropper, "crop_video", failing)
+    with pytest.raises(CoreAffectError, match="broken mid-video"):
+        affect.crop(other, spool=tmp_path)
     assert len(list(tmp_path.glob("crops-*.u8"))) == 2  # a failed crop leaves no file
 
 
