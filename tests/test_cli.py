@@ -456,9 +456,13 @@ def test_predict_replaces_only_figures_it_marked(tiny, tmp_path, capsys):
     _check_outputs(parser, parser.parse_args([*argv, "--overwrite"]))
     # predict marks its figures in every format with metadata, so it may replace them
     trajectory = AffectTrajectory.read_csv(plots / "t.csv")
+    import matplotlib.pyplot as plt
+
+    open_figures = plt.get_fignums()
     for kind in ("png", "pdf", "svgz", "eps"):
         _write_plot(trajectory, plots / f"t.{kind}", "a title")
         assert _foreign("--plot", plots / f"t.{kind}") == "", kind
+    assert plt.get_fignums() == open_figures  # none left open in a caller's session
     assert sorted(path.suffix for path in plots.iterdir()) == [  # no temporary file left
         ".csv", ".eps", ".jpg", ".pdf", ".png", ".svgz"]
 

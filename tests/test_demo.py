@@ -21,9 +21,11 @@ def test_run_demo_writes_report_and_figures(tmp_path):
 
     backend = matplotlib.get_backend()
     matplotlib.use("svg")  # a caller's own choice, which the demo must keep
+    plt.figure()  # and a figure of the caller's, which stays
+    open_figures = plt.get_fignums()
     try:
         result = run_demo(tmp_path, settings=TINY, command="coreaffect demo --quick")
-        assert matplotlib.get_backend() == "svg" and not plt.get_fignums()
+        assert matplotlib.get_backend() == "svg" and plt.get_fignums() == open_figures
     finally:
         matplotlib.use(backend)
     text = result.report.read_text()
