@@ -241,7 +241,8 @@ def _saliency(args: argparse.Namespace) -> int:
     end = math.inf if args.seconds is None else args.start + args.seconds
     kept = []  # the segment's crops only: the explanation holds them all in memory
     # frame folders are read as the run's data were
-    with open_source(args.video, config.video, run_format(args.run)) as source:
+    with open_source(args.video, config.video, run_format(args.run), fps=args.fps,
+                     first_index=args.first_index) as source:
         parts = FaceCropper(config.faces).crop_video(source)
         for part in parts:  # the face is tracked from the start, as for the whole video
             inside = (part.times >= args.start) & (part.times < end)
@@ -415,14 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "lag after it (a live system's view, that many frames later)")
     predict.add_argument("--level", type=_probability, default=0.9,
                          help="band probability (0.9)")
-    predict.add_argument("--fps", type=_positive_float, default=None,
-                         help="frame rate of a frame folder (default: the run's setting, else "
-                              "that of the run's dataset format's folders: 30 for Aff-Wild2, "
-                              "else 25); for a video file, a rate that replaces its own (a raw "
-                              ".h264 or .mjpeg stream, whose rate FFmpeg guesses)")
-    predict.add_argument("--first-index", type=_first_index, default=None, metavar="N",
-                         help="number of a frame folder's first image (default: that of the "
-                              "run's dataset format: 1 for Aff-Wild2, else 0)")
+    _add_source(predict)
     predict.add_argument("--seed", type=_seed, default=0, help="seed of the decoding draws")
     predict.add_argument("--device", type=_device, default="cpu",
                          help="cpu, cuda, cuda:1, ...")
@@ -474,6 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="explain this long a segment (default: to the end); the "
                                "segment's crops, maps and animation frames are held in memory, "
                                "so explain a long video a segment at a time")
+    _add_source(saliency)
     saliency.add_argument("--device", type=_device, default="cpu",
                           help="cpu, cuda, cuda:1, ...")
     saliency.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -518,6 +513,18 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
                         help="the annotators' delay of DATA's labels, which are read that much "
                              "earlier (default: the run's own on the dataset it was trained on, "
                              "a synthetic corpus's own, else 0)")
+
+
+def _add_source(parser: argparse.ArgumentParser) -> None:
+    """--fps and --first-index of the commands that read one video."""
+    parser.add_argument("--fps", type=_positive_float, default=None,
+                        help="frame rate of a frame folder (default: the run's setting, else "
+                             "that of the run's dataset format's folders: 30 for Aff-Wild2, "
+                             "else 25); for a video file, a rate that replaces its own (a raw "
+                             ".h264 or .mjpeg stream, whose rate FFmpeg guesses)")
+    parser.add_argument("--first-index", type=_first_index, default=None, metavar="N",
+                        help="number of a frame folder's first image (default: that of the "
+                             "run's dataset format: 1 for Aff-Wild2, else 0)")
 
 
 def _add_overwrite(parser: argparse.ArgumentParser, text: str) -> None:

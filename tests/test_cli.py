@@ -230,6 +230,11 @@ def test_saliency_of_a_segment(tiny, tmp_path):
     assert result.returncode == 0, result.stderr
     with Image.open(tmp_path / "s" / "saliency.gif") as gif:
         assert gif.n_frames == 25  # one second at 25 fps
+    result = _run("saliency", str(tiny.run), str(tiny.video()), "--out", str(tmp_path / "f"),
+                  "--start", "1", "--seconds", "1", "--fps", "50", "--quiet")
+    assert result.returncode == 0, result.stderr
+    with Image.open(tmp_path / "f" / "saliency.gif") as gif:
+        assert gif.n_frames == 50  # the same second, read at the rate given
     result = _run("saliency", str(tiny.run), str(tiny.video()), "--out", str(tmp_path / "t"),
                   "--start", "60", "--quiet")
     assert result.returncode == 1 and "no frame between 60 s and inf s" in result.stderr
