@@ -239,7 +239,7 @@ class AffectManifold:
             setattr(self, key, _positive_int(getattr(self, key), f"AffectManifold: {key}"))
         _positive_number(self._learning_rate, "AffectManifold: learning_rate")
         _positive_number(self.min_noise_scale, "AffectManifold: min_noise_scale")
-        if isinstance(self.random_state, bool) or not isinstance(self.random_state, int):
+        if not _is_integer(self.random_state):  # numpy's too
             raise CoreAffectError(f"AffectManifold: random_state must be an integer seed, got "
                                   f"{self.random_state!r}")
 
@@ -316,7 +316,7 @@ class AffectManifold:
         if self.backend == "gplvm" and y.shape[0] < 2:
             raise CoreAffectError(f"AffectManifold: the GP-LVM needs at least 2 labels, got "
                                   f"{y.shape[0]}")
-        with seeded(self.random_state, self._device), local_params():
+        with seeded(int(self.random_state), self._device), local_params():
             self._build()
             history = []
             if self.backend == "gplvm":

@@ -117,6 +117,7 @@ from torch import Tensor, nn
 
 from coreaffect.calibration import check_level, variance_factor
 from coreaffect.checkpoint import load_state, save_state, saved_digest
+from coreaffect.config import _is_integer
 from coreaffect.devices import NETWORK_DTYPE, check_device, seeded
 from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate
@@ -309,7 +310,7 @@ class HiddenRoutePrior(LocalPyroModule):
         _positive_number(self.learning_rate, "HiddenRoutePrior: learning_rate")
         _positive_number(self.min_scale, "HiddenRoutePrior: min_scale")
         _positive_number(self.kl_weight, "HiddenRoutePrior: kl_weight", zero=True)
-        if isinstance(self.random_state, bool) or not isinstance(self.random_state, int):
+        if not _is_integer(self.random_state):  # numpy's too
             raise CoreAffectError(f"HiddenRoutePrior: random_state must be an integer seed, got "
                                   f"{self.random_state!r}")
         if not isinstance(self.manifold, AffectManifold):
@@ -491,7 +492,7 @@ class HiddenRoutePrior(LocalPyroModule):
         size = raw.shape[0]
         batch = min(self.batch_size, size)
         elbo = TraceMeanField_ELBO()
-        with seeded(self.random_state, self._device), local_params():
+        with seeded(int(self.random_state), self._device), local_params():
             self._build(raw.shape[1])
             self.feature_mean_.copy_(raw.mean(0))
             scale = raw.std(0, unbiased=False)

@@ -213,6 +213,13 @@ def test_bad_labels(labels, message):
         AffectManifold(num_steps=1).fit(labels)
 
 
+def test_a_numpy_seed_is_the_same_seed():
+    labels = boomerang(50, 0)
+    a = AffectManifold(num_steps=20, random_state=3).fit(labels)
+    b = AffectManifold(num_steps=20, random_state=np.int64(3)).fit(labels)
+    torch.testing.assert_close(a.sample(5), b.sample(5))
+
+
 def test_bad_use(fitted, tmp_path):
     with pytest.raises(CoreAffectError, match="at least 2 labels"):
         AffectManifold(backend="gplvm", num_steps=1).fit(boomerang(1, 0))
