@@ -25,9 +25,10 @@ what is expected (and, from a file, the file). Integer settings take integers on
 ``[clips]`` ``length`` and ``stride`` cut the windows of a window-mode
 :class:`~coreaffect.clips.ClipDataset`. ``coreaffect train`` trains densely instead, on every
 window of the network's own clip length and temporal stride (:mod:`coreaffect.training`); from
-that section it reads ``min_labelled`` and ``min_face``, and ``length``, by which consecutive
-training sequences of a video overlap (``length - 1`` frames; at most the sequences' 400 frames,
-:class:`~coreaffect.clips.ClipDataset`).
+that section it reads ``min_labelled`` and ``min_face``, and ``length``: with the training's
+augmentation, which draws each sequence's start at random, it sets only how many 400-frame
+sequences a video gives per epoch (as many as cut the video with ``length - 1`` frames of
+overlap; at most 400, :class:`~coreaffect.clips.ClipDataset`). Leave it at 16.
 """
 
 from __future__ import annotations

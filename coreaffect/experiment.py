@@ -32,6 +32,7 @@ from coreaffect.checkpoint import (
     exclusive,
     load_data_config,
     load_model,
+    load_state,
     saved_digest,
     temporary_folder,
 )
@@ -168,6 +169,8 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
     size = MODELS[preset].input_size
     if resume and data_config is None and (run / "hidden_route.json").exists():
         config = load_data_config(run)  # go on with the settings the run was trained with
+    elif resume and data_config is None and (saved := _resume_data(run)) is not None:
+        config = saved  # interrupted before its first validated epoch: no network yet
     else:
         config = data_settings(data, size, data_config)
     recordings = discover(data, format)
@@ -253,6 +256,14 @@ def data_settings(data: str | Path, crop_size: int,
     if delay is not None and config.annotations.delay == delay:
         logger.info("synthetic corpus: labels shifted by the annotators' delay, %g s", delay)
     return config
+
+
+def _resume_data(run: Path) -> DataConfig | None:
+    """The data settings of the resume state ``RUN/training/last.json``, if there is one."""
+    if not (run / "training" / "last.json").is_file():
+        return None
+    _, state = load_state(run / "training", "last")
+    return DataConfig.from_dict(state["data"]) if "data" in state else None
 
 
 def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:

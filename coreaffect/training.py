@@ -494,8 +494,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
     # epoch, validated since it ends the budget, whatever the budget says
     if history and best_epoch and budget is not None and time.monotonic() - started >= budget:
         stopped, first_epoch = "time-budget", config.epochs + 1  # spent before the resume
-    elif history and val and best_epoch and _patience_spent(len(history), best_epoch,
-                                                            config.patience):
+    elif (history and val and best_epoch and "val_ccc" in history[-1]  # as the loop tests it
+          and _patience_spent(len(history), best_epoch, config.patience)):
         stopped, first_epoch = "early-stopping", config.epochs + 1
     for epoch in range(first_epoch, config.epochs + 1):
         epoch_start = time.monotonic()
@@ -542,6 +542,9 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise CoreAffectError(f"epoch {epoch}: the network's weights are no longer finite "
                                   "(the gradients overflowed); lower the learning rate (lr)")
+        # a budget spent by the epoch's end ends the training too (validated, as a last epoch)
+        out_of_time = out_of_time or (budget is not None
+                                      and time.monotonic() - started >= budget)
         row: dict[str, Any] = {"epoch": epoch,
                                "train_loss": float(np.mean(losses)) if losses else math.nan,
                                "lr": optimizer.param_groups[0]["lr"], "batches": len(losses)}
@@ -565,7 +568,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         _write_log(log_dir, history)
         logger.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v
                                              for k, v in row.items()})
-        if out_of_time:
+        if out_of_time or (budget is not None and best_epoch  # spent by the validation
+                           and time.monotonic() - started >= budget):
             stopped = "time-budget"
             break
         if val and score is not None and _patience_spent(epoch, best_epoch, config.patience):

@@ -566,3 +566,29 @@ def test_labels_are_read_with_their_own_dataset_s_delay(tmp_path, caplog):
     assert labels_delay(run, config, plain, 1.5).annotations.delay == 1.5
     assert labels_delay(run, config, own, 0.0).annotations.delay == 0.0
     assert labels_delay(tmp_path / "no_split", config, plain).annotations.delay == 0.0
+
+
+def test_a_resume_before_any_validated_epoch_keeps_the_run_s_data_settings(tiny, tmp_path,
+                                                                          monkeypatch):
+    import coreaffect.training as training
+    from coreaffect.config import AnnotationConfig
+
+    run = tmp_path / "run"
+    settings = data_settings(tiny.corpus, 16)
+    settings = dataclasses.replace(settings, annotations=AnnotationConfig(delay=0.2))  # its own
+    write_log = training._write_log
+
+    def interrupted(directory, history):
+        write_log(directory, history)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_write_log", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # after epoch 1, which is not validated
+        train_run(tiny.corpus, run, epochs=2, test_videos=1, val_videos=1, validate_every=2,
+                  data_config=settings, fit_prior=False)
+    monkeypatch.setattr(training, "_write_log", write_log)
+    assert not (run / "hidden_route.json").exists()
+    result = train_run(tiny.corpus, run, epochs=2, test_videos=1, val_videos=1,
+                       validate_every=2, fit_prior=False, resume=True)  # no settings given
+    assert len(result.history) == 2
+    assert load_data_config(run).annotations.delay == 0.2

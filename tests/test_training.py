@@ -242,6 +242,57 @@ def test_time_budget_stops_cleanly(tmp_path):
     assert (tmp_path / "run" / "hidden_route.json").exists()
 
 
+def test_a_budget_spent_by_validation_ends_the_training(tmp_path, monkeypatch):
+    import time
+
+    import coreaffect.training as training
+
+    scores = training._validation_scores
+
+    def slow(*args, **kwargs):  # a validation that outlasts the whole budget
+        time.sleep(6)
+        return scores(*args, **kwargs)
+
+    monkeypatch.setattr(training, "_validation_scores", slow)
+    train = ClipDataset([_video(96, 0, "t")], ClipConfig(), dense_length=48)
+    result = train_hidden_route(train, [_video(64, 9, "v")], tmp_path / "run",
+                                _config(epochs=50, max_minutes=5 / 60),  # 5 s: one batch
+                                model_overrides=OVERRIDES)
+    assert result.stopped == "time-budget" and len(result.history) == 1  # no second epoch
+
+
+def test_a_resumed_run_stops_early_only_where_the_run_itself_would(tmp_path, monkeypatch):
+    """Early stopping is judged at validated epochs; a resume after an epoch that was not
+    validated goes on as the run would have."""
+    import coreaffect.training as training
+
+    scores = iter([0.5, 0.1, 0.2, 0.3, 0.4, 0.45])  # the best at the first validated epoch
+
+    def scripted(*args, **kwargs):
+        return {"val_ccc": next(scores)}
+
+    monkeypatch.setattr(training, "_validation_scores", scripted)
+    write_log = training._write_log
+
+    def interrupted(directory, history):
+        write_log(directory, history)
+        if len(history) == 5:  # after epoch 5, which is not validated (every 2nd is)
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_write_log", interrupted)
+    train = ClipDataset([_video(96, 0, "t")], ClipConfig(), dense_length=48)
+    config = _config(epochs=8, validate_every=2, patience=3)
+    with pytest.raises(KeyboardInterrupt):
+        train_hidden_route(train, [_video(64, 9, "v")], tmp_path / "run", config,
+                           model_overrides=OVERRIDES)
+    monkeypatch.setattr(training, "_write_log", write_log)
+    # at epoch 5, three epochs after the best (2), but 5 was not validated: the run goes on to
+    # validate epoch 6 (it would have stopped there anyway, but not before)
+    resumed = train_hidden_route(train, [_video(64, 9, "v")], tmp_path / "run", config,
+                                 model_overrides=OVERRIDES, resume=True)
+    assert len(resumed.history) == 6 and "val_ccc" in resumed.history[5]
+
+
 def test_resuming_a_run_that_stopped_trains_no_further(tmp_path):
     """The budget counts the time spent before the resume; an early stop stays stopped."""
     train = ClipDataset([_video(96, 0, "t")], ClipConfig(), dense_length=48)
