@@ -106,6 +106,7 @@ from coreaffect.hidden_route import (
     ModelConfig,
     create_model,
 )
+from coreaffect.metrics import json_number
 
 __all__ = ["TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates",
            "train_hidden_route"]
@@ -368,7 +369,9 @@ def _validation_scores(model: HiddenRouteNet, videos: list[LabelledVideo],
 
 
 def _write_log(directory: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write(directory / "log.json", json.dumps(history, indent=1) + "\n")
+    strict = [{k: json_number(v) if isinstance(v, float) else v for k, v in row.items()}
+              for row in history]  # NaN and infinities are null: JSON has no such numbers
+    atomic_write(directory / "log.json", json.dumps(strict, indent=1) + "\n")
     fields = list(dict.fromkeys(k for row in history for k in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields)
@@ -480,6 +483,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
                                   "settings (crops, labels or clips); resume with the same ones")
         model.load_state_dict(tensors)
         _load_optimizer(optimizer, log_dir / "optimizer.pt", state, config.device)
+        for group in optimizer.param_groups:  # the settings of this call, not the saved ones
+            group["weight_decay"] = config.weight_decay
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         first_epoch = len(history) + 1
         # the budget and the learning-rate schedule go on from where they were

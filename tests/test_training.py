@@ -457,3 +457,28 @@ def test_validation_videos_shorter_than_a_clip_are_left_out_by_name(tmp_path, ca
         result = train_hidden_route(train, val, tmp_path / "run", _config(epochs=1),
                                     model_overrides=OVERRIDES)
     assert "tiny" in caplog.text and math.isfinite(result.history[0]["val_ccc"])
+
+
+def test_the_log_is_strict_json(tmp_path):
+    import math
+
+    from coreaffect.training import _write_log
+
+    _write_log(tmp_path, [{"epoch": 1, "train_loss": math.nan, "val_ccc": -math.inf,
+                           "batches": 0}])
+
+    def refuse(name):
+        raise AssertionError(f"{name} is not JSON")
+
+    log = json.loads((tmp_path / "log.json").read_text(), parse_constant=refuse)
+    assert log == [{"epoch": 1, "train_loss": None, "val_ccc": None, "batches": 0}]
+
+
+def test_a_resume_trains_with_the_weight_decay_it_is_given(tmp_path):
+    train = ClipDataset([_video(96, 0, "t")], ClipConfig(), dense_length=48)
+    train_hidden_route(train, None, tmp_path / "run", _config(epochs=1, weight_decay=0.0),
+                       model_overrides=OVERRIDES)
+    train_hidden_route(train, None, tmp_path / "run", _config(epochs=2, weight_decay=0.01),
+                       model_overrides=OVERRIDES, resume=True)
+    saved = torch.load(tmp_path / "run" / "training" / "optimizer.pt", weights_only=True)
+    assert [g["weight_decay"] for g in saved["optimizer"]["param_groups"]] == [0.01]
