@@ -90,7 +90,8 @@ Layout
 The truth files deliberately carry no ``valence``/``arousal`` columns, so that
 :func:`coreaffect.corpus.discover` never takes them for annotations. ``face_visible`` is True when
 at least 90% of the face's bounding box lies inside the frame; ``occluded`` marks visible frames
-where an occluder covers the face's centre.
+where an occluder covers part of the face: a bar passing near its centre, or a hand raised to
+the mouth.
 
 Randomness: ``np.random.SeedSequence(seed)`` spawns one child per video, and each video's child
 spawns separate streams for its affect, its look, its motion and events, its camera noise and its
@@ -228,7 +229,8 @@ class Truth(NamedTuple):
         times: (T,) float64 frame times in seconds (frame index / fps).
         values: (T, 2) float64 true (valence, arousal), in (-1, 1).
         face_visible: (T,) bool, at least 90% of the face's box is inside the frame.
-        occluded: (T,) bool, an occluder covers the centre of the (visible) face.
+        occluded: (T,) bool, an occluder covers part of the (visible) face: a bar passing near
+            its centre, or a hand raised to the mouth.
     """
 
     times: np.ndarray
