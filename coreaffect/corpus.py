@@ -605,7 +605,8 @@ def _hash_files(paths: Iterable[Path]) -> str:
 
 def _video_hash(video: Path) -> str:
     if video.is_dir():
-        return _hash_files(sorted(p for p in video.iterdir() if is_frame_image(p)))
+        return _hash_files(sorted(p for p in video.iterdir()
+                                  if p.is_file() and is_frame_image(p)))
     return _hash_files([video])
 
 
@@ -625,12 +626,16 @@ class CropCache:
         self.chunk_size = chunk_size
 
     def key(self, recording: Recording) -> str:
-        """SHA-256 of the video's content, its frame numbering and the crop settings."""
-        settings = json.dumps({"faces": asdict(recording.faces(self.faces)), "fps": recording.fps,
+        """SHA-256 of the video's content, its frame numbering and the crop settings (with the
+        content of a YuNet model file: another model at the same path is another key)."""
+        faces = recording.faces(self.faces)
+        settings = json.dumps({"faces": asdict(faces), "fps": recording.fps,
                                "first_index": recording.first_index,
                                "version": _CACHE_VERSION}, sort_keys=True)
         digest = hashlib.sha256(settings.encode())
         digest.update(_video_hash(recording.video).encode())
+        if faces.detector == "yunet" and Path(faces.yunet_model).is_file():
+            digest.update(_hash_files([Path(faces.yunet_model)]).encode())
         return digest.hexdigest()
 
     def _entry(self, recording: Recording, key: str) -> Path:
@@ -638,6 +643,8 @@ class CropCache:
 
     def get(self, recording: Recording) -> FaceCrops:
         """The recording's crops: read from a valid entry, else built and stored."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise CoreAffectError(f"{self.directory}: a file, but a crop cache is a folder")
         key = self.key(recording)
         entry = self._entry(recording, key)
         if entry.exists():
@@ -722,12 +729,19 @@ def load_recording(recording: Recording, config: DataConfig = DataConfig(),
         recording: What to load.
         config: Data settings (face cropping, rater fusion, annotator delay; ``video.fps``, when
             set, is the rate of a frame folder, over the one its format implies).
-        cache: Where crops are kept between calls; ``None`` crops afresh (streaming, but the
-            crops of the whole video are then held in memory).
+        cache: Where crops are kept between calls, made with ``config.faces``; ``None`` crops
+            afresh (streaming, but the crops of the whole video are then held in memory).
 
     Returns:
         The :class:`LabelledVideo`.
+
+    Raises:
+        CoreAffectError: The cache crops with other settings than ``config.faces``.
     """
+    if cache is not None and cache.faces != config.faces:
+        raise CoreAffectError(f"the crop cache {cache.directory} crops with other face settings "
+                              "than the data settings given; make it with "
+                              "CropCache(directory, config.faces)")
     recording = _with_rate(recording, config)
     annotations = _read_labels(recording, config)  # before the cropping: its errors come first
     if cache is not None:

@@ -542,6 +542,13 @@ def test_cache_hit_miss_and_rebuild(tmp_path, caplog):
     before = cache.key(recording)
     _write_video(recording.video, seed=9)
     assert cache.key(recording) != before
+    # another YuNet model at the same path detects other faces: another entry
+    model = tmp_path / "yunet.onnx"
+    model.write_bytes(b"one model")
+    yunet = CropCache(tmp_path / "cache", FaceConfig(detector="yunet", yunet_model=str(model)))
+    before = yunet.key(recording)
+    model.write_bytes(b"another model")
+    assert yunet.key(recording) != before
 
 
 def test_cache_entry_built_twice_at_once_keeps_the_first(tmp_path, caplog):
@@ -589,3 +596,10 @@ def test_cache_matches_uncached_load(tmp_path):
     np.testing.assert_array_equal(np.asarray(cached.crops.crops), fresh.crops.crops)
     np.testing.assert_array_equal(cached.labels, fresh.labels)
     np.testing.assert_array_equal(cached.crops.times, fresh.crops.times)
+    other = CropCache(tmp_path / "cache", FaceConfig(detector="none", crop_size=8))
+    with pytest.raises(CoreAffectError, match="crops with other face settings"):
+        load_recording(recording, config, other)  # it would give 8-pixel crops silently
+    (tmp_path / "a-file").write_text("mine")
+    with pytest.raises(CoreAffectError, match="a-file: a file, but a crop cache is a folder"):
+        load_recording(recording, config, CropCache(tmp_path / "a-file", NONE))
+    assert (tmp_path / "a-file").read_text() == "mine"
