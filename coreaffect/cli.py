@@ -185,14 +185,11 @@ def _predict(args: argparse.Namespace) -> int:
 def _write_plot(trajectory, path: Path, title: str) -> None:
     """Draw ``trajectory`` into ``path`` (its suffix is the format), whole or not at all, and
     mark it as predict's figure in its metadata if the format has them."""
-    from matplotlib.figure import Figure
-
     from coreaffect.checkpoint import atomic_write
+    from coreaffect.plots import detached_axes
 
-    # a figure of its own, without pyplot: no backend to choose, none left open (main may be
-    # called from a notebook)
-    axes = trajectory.plot(title=title,
-                           axes=Figure(figsize=(10, 5)).subplots(2, 1, sharex=True))
+    # main may be called from a notebook: no backend chosen, no figure left open there
+    axes = trajectory.plot(title=title, axes=detached_axes(2, 1, (10, 5), sharex=True)[:, 0])
     kind = path.suffix[1:].lower() or "png"  # a pipe or a device named without a suffix
     figure = io.BytesIO()
     axes[0].figure.savefig(figure, format=kind, dpi=110, bbox_inches="tight",

@@ -37,7 +37,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -258,18 +258,12 @@ def _command() -> str:
     return " ".join([program, *(shlex.quote(a) for a in sys.argv[1:])])
 
 
-def _panels(columns: int, figsize: tuple[float, float], rows: int = 1, **kwargs: Any) -> Any:
-    """(rows, columns) axes of a new figure made without pyplot: no backend is chosen and no
-    figure is left open, whatever the caller's matplotlib set-up."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=figsize).subplots(rows, columns, squeeze=False, **kwargs)
-
-
 def _figure_trajectory(out: Path, video, trajectories) -> Path:
+    from coreaffect.plots import detached_axes
+
     last = "smoothed" if "smoothed" in trajectories else list(trajectories)[-1]
     smooth, raw = trajectories[last], trajectories["raw"]
-    axes = smooth.plot(truth=video.labels, axes=_panels(1, (10, 5), rows=2, sharex=True)[:, 0],
+    axes = smooth.plot(truth=video.labels, axes=detached_axes(2, 1, (10, 5), sharex=True)[:, 0],
                        title=f"test video {video.id}: ground truth, hidden route and {last} "
                              f"({smooth.level:.0%} band)")
     for d, ax in enumerate(axes):
@@ -293,7 +287,7 @@ def _figure_saliency(out: Path, affect, video, settings: DemoSettings, device: s
 
 
 def _figure_manifold(out: Path, affect, video, trajectories) -> Path:
-    from coreaffect.plots import plot_manifold_prior
+    from coreaffect.plots import detached_axes, plot_manifold_prior
 
     path = out / "fig3_manifold_prior.png"
     if affect.prior is None:
@@ -310,8 +304,8 @@ def _figure_manifold(out: Path, affect, video, trajectories) -> Path:
     latent = affect.prior(one)
     axes = plot_manifold_prior(affect.prior.manifold, latent.loc[0].numpy(),
                                latent.covariance_matrix[0].numpy(),
-                               np.asarray(video.crops.crops[frame]), _panels(3, (12.6, 4.2))[0],
-                               truth=video.labels[frame],
+                               np.asarray(video.crops.crops[frame]),
+                               detached_axes(1, 3, (12.6, 4.2))[0], truth=video.labels[frame],
                                title=f"{video.id}, t = {video.crops.times[frame]:.2f} s: the "
                                      "hidden route's prior over the affect manifold")
     axes[0].figure.savefig(path, dpi=110, bbox_inches="tight")
@@ -340,11 +334,11 @@ def _check_out(out: Path) -> None:
 
 def _figure_calibration(out: Path, videos, trajectories) -> Path:
     from coreaffect.evaluation import scored_labels
-    from coreaffect.plots import plot_calibration
+    from coreaffect.plots import detached_axes, plot_calibration
 
     shown = [s for s in ("raw", "prior", "smoothed") if s in trajectories[0]]
     truth = [scored_labels(video) for video in videos]
-    axes = _panels(len(shown), (4.2 * len(shown), 4.2))
+    axes = detached_axes(1, len(shown), (4.2 * len(shown), 4.2))
     for ax, stage in zip(axes[0], shown, strict=True):
         bands = {p: tuple(zip(*(t[stage].band(p) for t in trajectories), strict=True))
                  for p in _RELIABILITY_LEVELS}  # each stage's own bands, as evaluated

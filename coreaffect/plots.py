@@ -15,7 +15,7 @@ never selects a backend. In scripts without a display, set ``MPLBACKEND=Agg`` or
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
 __all__ = [
+    "detached_axes",
     "plot_calibration",
     "plot_circumplex",
     "plot_manifold_prior",
@@ -82,6 +83,16 @@ def _circle():
     from matplotlib.patches import Circle
 
     return Circle((0.0, 0.0), 1.0, fill=False, color="0.8", lw=0.8, ls="--", zorder=0)
+
+
+def detached_axes(rows: int, columns: int, figsize: tuple[float, float], **kwargs: Any
+                  ) -> np.ndarray:
+    """(rows, columns) axes of a new figure made without pyplot, for figures written to files:
+    no backend is chosen and no figure is left open, whatever the caller's matplotlib set-up
+    (``kwargs`` go to :meth:`matplotlib.figure.Figure.subplots`, e.g. ``sharex=True``)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize).subplots(rows, columns, squeeze=False, **kwargs)
 
 
 def _new_axes(figsize: tuple[float, float], ncols: int = 1):
