@@ -21,9 +21,14 @@ face, no label) do not count, nor, for a per-video mean, videos where the metric
 the percentile interval is somewhat too narrow: its spread is that of the plug-in estimate,
 smaller than the sampling spread by a factor of about sqrt((N - 1) / N), and an interval of 95%
 nominal covers closer to 90%. The intervals speak of new videos *like these*: people drawn from
-the same population, filmed and annotated the same way. Each video counts as one person: where a
-corpus films some people in several videos (MAHNOB-HCI's sessions), those videos are not
-independent, they are resampled one by one all the same, and the intervals run too narrow.
+the same population, filmed and annotated the same way.
+
+People. Where a corpus films some people in several videos (MAHNOB-HCI's sessions), those
+videos are not independent, and resampling them one by one gives intervals that run too narrow.
+Given the people in the videos (``groups``; :mod:`coreaffect.people`), a resample draws G people
+with replacement from the G scored ones, each with all their videos (the cluster bootstrap with
+the person as cluster, Field & Welsh 2007), and :data:`MIN_VIDEOS` counts people. Without it,
+each video counts as one person.
 
 Computation. Every metric is a function of a few per-video sums (frame counts, sums of errors,
 of squares and of products), so a resample's pooled value is a weighted sum of the per-video
@@ -39,7 +44,7 @@ References:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -67,6 +72,8 @@ class MetricIntervals(NamedTuple):
         pooled_interval: ``{metric: (2, 2)}``, as ``mean_interval``.
         level: The intervals' nominal level.
         n_resamples: Resamples drawn.
+        resampled: What was resampled: ``"videos"``, or ``"people"`` when the videos were
+            grouped by the person in them.
     """
 
     mean: dict[str, np.ndarray]
@@ -75,6 +82,7 @@ class MetricIntervals(NamedTuple):
     pooled_interval: dict[str, np.ndarray]
     level: float
     n_resamples: int
+    resampled: str = "videos"
 
     def to_dict(self) -> dict:
         """``{dimension: {metric: {"mean", "mean_ci": [low, high], "pooled", "pooled_ci"}}}``;
@@ -95,20 +103,47 @@ def any_interval(intervals: Mapping[str, MetricIntervals]) -> bool:
                for v in own.mean_interval.values())
 
 
-def resample_counts(n_videos: int, n_resamples: int, random_state: int | None = 0
-                    ) -> np.ndarray:
-    """How often each video is drawn in each resample: (R, N) integers, each row summing to N.
+def resample_counts(n_videos: int, n_resamples: int, random_state: int | None = 0,
+                    groups: Sequence[Hashable] | None = None) -> np.ndarray:
+    """How often each video is drawn in each resample: (R, N) integers.
+
+    Without ``groups`` each resample draws N videos with replacement (each row sums to N). With
+    ``groups`` it draws G people with replacement from the G distinct ones, and each video
+    counts as often as its person was drawn (each row, summed over one video of each person,
+    is G).
 
     Args:
         n_videos: N, the videos to resample (at least 1).
         n_resamples: R.
-        random_state: Seed; the same seed draws the same resamples.
+        random_state: Seed; the same seed draws the same resamples. Each video its own group
+            draws the same resamples as no ``groups``.
+        groups: N keys, equal for the videos of one person (:func:`~coreaffect.people.
+            video_groups`); ``None``: each video is a person of its own.
     """
     if n_videos < 1 or n_resamples < 1:
         raise InputError(f"need at least one video and one resample, got {n_videos} and "
                          f"{n_resamples}")
+    index, n_groups = _group_index(n_videos, groups)
     rng = np.random.default_rng(random_state)
-    return rng.multinomial(n_videos, np.full(n_videos, 1 / n_videos), size=n_resamples)
+    drawn = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_resamples)
+    return drawn[:, index]  # (R, N)
+
+
+def _group_index(n_videos: int, groups: Sequence[Hashable] | None) -> tuple[np.ndarray, int]:
+    """Each video's group as 0..G-1, numbered in order of first appearance, and G."""
+    if groups is None:
+        return np.arange(n_videos), n_videos
+    if len(groups) != n_videos:
+        raise InputError(f"groups must give one key per video: {len(groups)} keys for "
+                         f"{n_videos} videos")
+    numbers: dict[Hashable, int] = {}
+    index = np.array([numbers.setdefault(g, len(numbers)) for g in groups], dtype=np.intp)
+    return index, len(numbers)
+
+
+def _support(videos: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """(2,) how many groups (people) have a video in ``videos`` (N, 2) bool."""
+    return np.array([len(np.unique(index[videos[:, d]])) for d in range(videos.shape[1])])
 
 
 def _video_sums(truth: np.ndarray, mean: np.ndarray, per_video: Mapping[str, np.ndarray],
@@ -291,7 +326,8 @@ def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
 def _interval(draws: np.ndarray, level: float, support: np.ndarray | None = None
               ) -> np.ndarray:
     """(2, 2) percentile interval of (R, 2) draws; NaN where fewer than half are defined, and
-    where ``support`` (2,), how many videos a value rests on, is below :data:`MIN_VIDEOS`."""
+    where ``support`` (2,), how many videos (people) a value rests on, is below
+    :data:`MIN_VIDEOS`."""
     tail = 50 * (1 - level)
     out = np.full((draws.shape[1], 2), np.nan)
     for d in range(draws.shape[1]):
@@ -310,7 +346,8 @@ def _interval(draws: np.ndarray, level: float, support: np.ndarray | None = None
 def bootstrap_stages(truths: Sequence[np.ndarray],
                      stages: Mapping[str, tuple[Sequence[np.ndarray], Sequence[np.ndarray] | None]],
                      *, reference: str | None = "raw", n_resamples: int = 2000,
-                     level: float = 0.95, random_state: int | None = 0
+                     level: float = 0.95, random_state: int | None = 0,
+                     groups: Sequence[Hashable] | None = None
                      ) -> tuple[dict[str, MetricIntervals], dict[str, MetricIntervals]]:
     """Intervals of every stage's metrics, and of each stage's difference from a reference.
 
@@ -324,39 +361,46 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         n_resamples: Resamples of the videos.
         level: Nominal level of the intervals.
         random_state: Seed of the resampling.
+        groups: N keys, equal for the videos of one person (:func:`~coreaffect.people.
+            video_groups`): people are resampled, each with all their videos. ``None``: each
+            video is a person of its own.
 
     Returns:
         ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus reference})``; the
         second holds every stage but the reference, and only the metrics both stages have.
-        An interval is NaN (a warning says so) where fewer than :data:`MIN_VIDEOS` videos
-        define its value: videos with a defined per-video value for the mean, with a scored
-        frame for the pooled value (for a difference, videos that define both stages' values).
+        An interval is NaN (a warning says so) where fewer than :data:`MIN_VIDEOS` videos (of
+        as many people, with ``groups``) define its value: videos with a defined per-video
+        value for the mean, with a scored frame for the pooled value (for a difference, videos
+        that define both stages' values).
     """
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
-    if len(truths) < MIN_VIDEOS:
-        logger.warning("%d video(s) scored: too few to resample, so no interval is given "
-                       "(at least %d are needed)", len(truths), MIN_VIDEOS)
-    counts = resample_counts(len(truths), n_resamples, random_state)
+    index, n_groups = _group_index(len(truths), groups)
+    unit = "videos" if groups is None else "people"
+    if n_groups < MIN_VIDEOS:
+        logger.warning("%d %s scored: too few to resample, so no interval is given (at least "
+                       "%d are needed)", n_groups, unit, MIN_VIDEOS)
+    counts = resample_counts(len(truths), n_resamples, random_state, groups)
     drawn = {stage: _draws(truths, *inputs[:2], counts, *inputs[2:])
              for stage, inputs in stages.items()}
 
     def intervals(d: _Draws) -> MetricIntervals:
         return MetricIntervals(
-            d.mean, {k: _interval(v, level, d.mean_support[k].sum(0))
+            d.mean, {k: _interval(v, level, _support(d.mean_support[k], index))
                      for k, v in d.mean_draws.items()},
-            d.pooled, {k: _interval(v, level, d.pooled_support[k].sum(0))
+            d.pooled, {k: _interval(v, level, _support(d.pooled_support[k], index))
                        for k, v in d.pooled_draws.items()},
-            level, n_resamples)
+            level, n_resamples, unit)
 
     each = {stage: intervals(d) for stage, d in drawn.items()}
-    if len(truths) >= MIN_VIDEOS:
+    if n_groups >= MIN_VIDEOS:
         thin = sorted({f"{stage} {name}" for stage, d in drawn.items()
                        for support in (d.mean_support, d.pooled_support)
-                       for name, n in support.items() if (n.sum(0) < MIN_VIDEOS).any()})
+                       for name, n in support.items()
+                       if (_support(n, index) < MIN_VIDEOS).any()})
         if thin:
-            logger.warning("fewer than %d videos define %s, so these have no interval",
-                           MIN_VIDEOS, ", ".join(thin))
+            logger.warning("fewer than %d %s define %s, so these have no interval",
+                           MIN_VIDEOS, unit, ", ".join(thin))
     differences = {}
     if reference in drawn:
         base = drawn[reference]

@@ -68,7 +68,7 @@ def _train(args: argparse.Namespace) -> int:
         validate_every=args.validate_every, data_config=args.config,
         cache=args.cache, resume=args.resume, overwrite=args.overwrite,
         fit_prior=not args.hidden_route_only,
-        fit_settings=settings, progress=not args.quiet)
+        fit_settings=settings, people=args.people, progress=not args.quiet)
     print(f"trained {result.model.config.name} for {len(result.history)} epochs "
           f"(best epoch {result.best_epoch}, stopped by {result.stopped})"
           + ("" if args.hidden_route_only else ", then fitted manifold, prior and dynamics")
@@ -112,7 +112,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     evaluation = evaluate_run(args.run, args.data, format=args.format, subset=args.subset,
                               device=args.device, cache=args.cache, json_path=args.json,
                               n_resamples=args.resamples, delay=args.delay,
-                              progress=not args.quiet)
+                              people=args.people, progress=not args.quiet)
     tables = evaluation.tables
     last = list(tables)[-1]
     print(format_table(tables[last], metrics=("rmse", "ccc"),
@@ -141,7 +141,7 @@ def _compare(args: argparse.Namespace) -> int:
     comparison = compare_runs(args.run_a, args.run_b, args.data, format=args.format,
                               subset=args.subset, device=args.device, cache=args.cache,
                               n_resamples=args.resamples, json_path=args.json,
-                              delay=args.delay, progress=not args.quiet)
+                              delay=args.delay, people=args.people, progress=not args.quiet)
     print(f"A = {args.run_a}, B = {args.run_b}")
     print(format_comparison(comparison))
     if args.json:
@@ -315,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "share; 0 trains on all)")
     train.add_argument("--val-videos", type=_count, default=None,
                        help="training videos used for validation (default: a fifth, at least 1)")
+    train.add_argument("--people", type=Path, default=None, metavar="CSV",
+                       help="the person in each video (columns video,person): a person's "
+                            "videos then stay on one side of the test, validation and training "
+                            "split (default: each video is a person of its own)")
     train.add_argument("--validate-every", type=_positive_int, default=1, metavar="N",
                        help="validate every N-th epoch (default 1; with many validation videos "
                             "a higher N leaves more of a time budget to training)")
@@ -506,6 +510,11 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
                         default=2000, metavar="N",
                         help="resamples of the videos for the 95%% intervals (default 2000"
                              + ("; 0: none)" if intervals_optional else ")"))
+    parser.add_argument("--people", type=Path, default=None, metavar="CSV",
+                        help="the person in each video (columns video,person): the intervals "
+                             "then resample people, each with all their videos (default: the "
+                             "people the run was split with, on its own dataset; else each "
+                             "video is a person of its own)")
     parser.add_argument("--delay", type=_finite_float, default=None, metavar="SECONDS",
                         help="the annotators' delay of DATA's labels, which are read that much "
                              "earlier (default: the run's own on the dataset it was trained on, "
@@ -676,8 +685,8 @@ def _foreign(option: str, path: Path) -> str:
 def _is_metrics(data: Any) -> bool:
     """Whether ``data`` is what ``evaluate --json`` writes, ``{stage: {dimension: {metric:
     {"per_video", "mean", "pooled", ...}}}}``, or ``compare --json``, ``{"videos": [...], stage:
-    {"a", "b", "b_minus_a"}}``, each of these ``{dimension: {metric: {"mean", "mean_ci",
-    "pooled", "pooled_ci"}}}``."""
+    {"a", "b", "b_minus_a"}}`` (and ``"people"`` when it resampled people), each of these
+    ``{dimension: {metric: {"mean", "mean_ci", "pooled", "pooled_ci"}}}``."""
     from coreaffect.metrics import DIMENSIONS
     from coreaffect.pipeline import STAGES
 
@@ -689,12 +698,14 @@ def _is_metrics(data: Any) -> bool:
 
     if not isinstance(data, dict):
         return False
-    stages = [data[k] for k in data if k != "videos"]
-    if not stages or not set(data) - {"videos"} <= set(STAGES):
+    lists = {"videos", "people"}  # compare --json's besides its stages
+    stages = [data[k] for k in data if k not in lists]
+    if not stages or not set(data) - lists <= set(STAGES):
         return False
     if "videos" not in data:
-        return all(table(stage, {"per_video", "mean", "pooled"}) for stage in stages)
-    return isinstance(data["videos"], list) and all(
+        return "people" not in data and all(table(stage, {"per_video", "mean", "pooled"})
+                                            for stage in stages)
+    return isinstance(data["videos"], list) and isinstance(data.get("people", {}), dict) and all(
         isinstance(stage, dict) and set(stage) == {"a", "b", "b_minus_a"}
         and all(table(side, {"mean", "mean_ci", "pooled", "pooled_ci"}) for side in stage.values())
         for stage in stages)

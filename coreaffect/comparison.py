@@ -24,8 +24,9 @@ from coreaffect.checkpoint import atomic_write
 from coreaffect.corpus import CropCache, discover
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import _where_estimated, stage_inputs, stage_trajectories
-from coreaffect.experiment import held_out_videos, labels_delay, load_videos
+from coreaffect.experiment import held_out_videos, labels_delay, load_videos, run_people
 from coreaffect.metrics import DIMENSIONS
+from coreaffect.people import People, video_groups
 
 __all__ = ["Comparison", "compare_runs", "format_comparison"]
 
@@ -38,17 +39,23 @@ class Comparison(NamedTuple):
         a: ``{stage: MetricIntervals}`` of run A.
         b: ``{stage: MetricIntervals}`` of run B.
         differences: ``{stage: MetricIntervals}`` of run B minus run A, paired.
+        people: ``{video id: person}`` of the videos scored, when people were resampled rather
+            than videos; ``None``: each video was a person of its own.
     """
 
     videos: list[str]
     a: dict[str, MetricIntervals]
     b: dict[str, MetricIntervals]
     differences: dict[str, MetricIntervals]
+    people: dict[str, str] | None = None
 
     def to_dict(self) -> dict:
         """``{"videos": [...], stage: {"a": ..., "b": ..., "b_minus_a": ...}}``, each as
-        :meth:`~coreaffect.bootstrap.MetricIntervals.to_dict`."""
+        :meth:`~coreaffect.bootstrap.MetricIntervals.to_dict`, and ``"people"`` (``{video id:
+        person}``) when people were resampled."""
         out: dict = {"videos": list(self.videos)}
+        if self.people is not None:
+            out["people"] = dict(self.people)
         for stage, difference in self.differences.items():
             out[stage] = {"a": self.a[stage].to_dict(), "b": self.b[stage].to_dict(),
                           "b_minus_a": difference.to_dict()}
@@ -59,7 +66,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
                  format: str = "auto", subset: str = "test", device: str = "cpu",
                  cache: str | Path | None = None, n_resamples: int = 2000,
                  json_path: str | Path | None = None, random_state: int | None = 0,
-                 delay: float | None = None, progress: bool = False) -> Comparison:
+                 delay: float | None = None, people: People | str | Path | None = None,
+                 progress: bool = False) -> Comparison:
     """Score two runs on the same videos and compare them stage by stage.
 
     Args:
@@ -78,6 +86,10 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
         delay: The annotators' delay of ``data``'s labels in seconds, for both runs; ``None``:
             run A's on its own dataset, else a synthetic corpus's own, else 0
             (:func:`~coreaffect.experiment.labels_delay`).
+        people: The people in ``data``'s videos (a mapping or a CSV file,
+            :mod:`coreaffect.people`): people are resampled, each with all their videos.
+            ``None``: run A's own on its own dataset
+            (:func:`~coreaffect.experiment.run_people`), else each video is a person of its own.
         progress: Show progress bars.
 
     Returns:
@@ -90,6 +102,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
     if subset not in ("test", "all"):
         raise CoreAffectError(f"subset must be 'test' or 'all', got {subset!r}")
     runs = [Path(run_a), Path(run_b)]
+    people = run_people(runs[0], data, people)
     affects = [CoreAffect.load(run, device) for run in runs]
     recordings = discover(data, format)
     if subset == "test":
@@ -127,10 +140,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
     for stage in stages:
         pair = {name: stage_inputs(runs_trajectories, stage)
                 for name, runs_trajectories in zip("ab", trajectories, strict=True)}
-        each, difference = bootstrap_stages(truths, pair, reference="a",
-                                            n_resamples=n_resamples, random_state=random_state)
+        each, difference = bootstrap_stages(
+            truths, pair, reference="a", n_resamples=n_resamples, random_state=random_state,
+            groups=None if people is None else video_groups([r.id for r in recordings], people))
         a[stage], b[stage], differences[stage] = each["a"], each["b"], difference["b"]
-    comparison = Comparison([r.id for r in recordings], a, b, differences)
+    comparison = Comparison([r.id for r in recordings], a, b, differences,
+                            None if people is None else {r.id: people[r.id] for r in recordings
+                                                         if r.id in people})
     if json_path is not None:
         atomic_write(json_path, json.dumps(comparison.to_dict(), indent=2) + "\n")
     return comparison
@@ -144,10 +160,12 @@ def format_comparison(comparison: Comparison,
     if not comparison.differences:
         return "the runs share no stage"
     level = next(iter(comparison.differences.values())).level
-    few = (f" (none with fewer than {MIN_VIDEOS} videos)"
-           if len(comparison.videos) < MIN_VIDEOS else "")
-    lines = [f"{len(comparison.videos)} videos; B - A with its {level:.0%} interval over "
-             f"resampled videos{few} (RMSE and CCC: mean over videos; coverage: pooled)",
+    units = len(set(video_groups(comparison.videos, comparison.people)))
+    unit = "videos" if comparison.people is None else "people"
+    few = f" (none with fewer than {MIN_VIDEOS} {unit})" if units < MIN_VIDEOS else ""
+    of = "" if comparison.people is None else f" of {units} people"
+    lines = [f"{len(comparison.videos)} videos{of}; B - A with its {level:.0%} interval over "
+             f"resampled {unit}{few} (RMSE and CCC: mean over videos; coverage: pooled)",
              f"{'stage':<9}{'metric':<9}{'':<9}{'A':>8}{'B':>8}{'B - A':>9}  interval"]
     for stage, difference in comparison.differences.items():
         for name in metrics:

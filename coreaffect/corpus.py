@@ -1,4 +1,4 @@
-"""Recordings of a dataset, video-level splits, and the face-crop cache.
+"""Recordings of a dataset, video- and person-level splits, and the face-crop cache.
 
 A *recording* is one video (a file or a folder of frames) with its annotation and an id.
 :func:`discover` finds the recordings under a dataset root for each supported format, laid out as
@@ -44,6 +44,8 @@ milliseconds or frame numbers) or under half of it.
 
 :func:`split_recordings` makes deterministic video-level splits (the paper trained on 13 of 23
 MAHNOB videos and tested on the other 10): no frame of a test video is ever seen in training.
+Given the people in the videos (:mod:`coreaffect.people`), it splits by person: no test person is
+seen in training either.
 
 :class:`CropCache` stores the face crops of each recording on disk, so that training epochs do not
 decode and detect faces again. An entry is keyed by the SHA-256 of the video's bytes (every frame
@@ -84,6 +86,7 @@ from coreaffect.checkpoint import temporary_folder
 from coreaffect.config import DataConfig, FaceConfig, VideoConfig
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
+from coreaffect.people import People, video_groups
 from coreaffect.video import VideoSource, is_frame_image, numbered_images
 
 __all__ = [
@@ -546,23 +549,26 @@ def _video_of(recording: Recording) -> str:
 
 
 def split_recordings(recordings: Sequence[Recording], n_test: int | None = None, *,
-                     test_fraction: float = 10 / 23, seed: int = 0
-                     ) -> tuple[list[Recording], list[Recording]]:
-    """Deterministic video-level train/test split.
+                     test_fraction: float = 10 / 23, seed: int = 0,
+                     people: People | None = None) -> tuple[list[Recording], list[Recording]]:
+    """Deterministic video-level train/test split, person-level when ``people`` is given.
 
     The recordings are sorted by id and shuffled with ``seed``, so the split depends only on the
-    ids and the seed, not on the order of discovery. The default fraction is the paper's protocol
-    (10 test videos of 23). Recordings of one video (Aff-Wild2's ``_left`` and ``_right``, of one
-    video file or of two frame folders) are shuffled as one unit and land on the same side, so
-    that no frame of a test video is seen in training; the test side then holds one more than
-    ``n_test`` when a pair completes it, and a pair is passed over where it would leave no
-    recording on the other side.
+    ids, ``people`` and the seed, not on the order of discovery. The default fraction is the
+    paper's protocol (10 test videos of 23). Recordings that must stay together are shuffled as
+    one unit and land on the same side: those of one video (Aff-Wild2's ``_left`` and ``_right``,
+    of one video file or of two frame folders), so that no frame of a test video is seen in
+    training, and those of one person in ``people`` (:mod:`coreaffect.people`), so that no test
+    person is. The test side then holds more than ``n_test`` recordings when a unit of several
+    completes it, and a unit is passed over where it would leave no recording on the other side.
 
     Args:
         recordings: The corpus.
         n_test: Number of test videos; ``None`` rounds ``test_fraction`` of the corpus.
         test_fraction: Used when ``n_test`` is ``None``.
         seed: Seed of the shuffle.
+        people: ``{recording id: person}``; recordings it does not name are people of their
+            own. ``None``: every video is a person of its own.
 
     Returns:
         ``(train, test)``, each sorted by id.
@@ -572,21 +578,42 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
         n_test = round(test_fraction * len(ordered))
     if not 0 <= n_test <= len(ordered):
         raise CoreAffectError(f"cannot hold out {n_test} of {len(ordered)} recordings")
-    units: dict[str, list[Recording]] = {}  # the recordings of each video, in id order
-    for recording in ordered:
-        units.setdefault(_video_of(recording), []).append(recording)
-    shuffled = list(units.values())
+    shuffled = _units(ordered, people)
     random.Random(seed).shuffle(shuffled)  # one recording per video: the same as shuffling ids
     test_ids: set[str] = set()
     room = len(ordered) - 1 if n_test < len(ordered) else len(ordered)  # leave one to train on
     for unit in shuffled:
         if len(test_ids) >= n_test:
             break
-        if len(test_ids) + len(unit) <= room:  # a pair that would take the last one waits
+        if len(test_ids) + len(unit) <= room:  # a unit that would take the last one waits
             test_ids |= {r.id for r in unit}
     train = [r for r in ordered if r.id not in test_ids]
     test = [r for r in ordered if r.id in test_ids]
     return train, test
+
+
+def _units(ordered: Sequence[Recording], people: People | None) -> list[list[Recording]]:
+    """The recordings that must land on one side of a split, together: those sharing a video
+    or a person, joined transitively; each unit in id order, the units in order of their first
+    recording."""
+    parent = list(range(len(ordered)))  # union-find over the recordings
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    first: dict[object, int] = {}
+    for k, recording in enumerate(ordered):
+        for key in (("file", _video_of(recording)),
+                    *video_groups([recording.id], people)):
+            j = first.setdefault(key, k)
+            parent[root(k)] = root(j)
+    units: dict[int, list[Recording]] = {}
+    for k, recording in enumerate(ordered):
+        units.setdefault(root(k), []).append(recording)
+    return sorted(units.values(), key=lambda unit: unit[0].id)
 
 
 # ---------------------------------------------------------------------------------------------

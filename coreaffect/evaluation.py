@@ -41,6 +41,7 @@ from coreaffect.corpus import LabelledVideo
 from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.metrics import COVERAGE_LEVELS, DIMENSIONS, MetricTable, evaluate_videos
+from coreaffect.people import People, video_groups
 
 if TYPE_CHECKING:
     from coreaffect.pipeline import CoreAffect
@@ -236,7 +237,7 @@ def format_stages(tables: dict[str, MetricTable], metrics: Sequence[str] = ("rms
 
 def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequence[dict], *,
                            n_resamples: int = 2000, level: float = 0.95,
-                           random_state: int | None = 0
+                           random_state: int | None = 0, people: People | None = None
                            ) -> tuple[dict[str, MetricIntervals], dict[str, MetricIntervals]]:
     """Intervals of every stage's metrics and of each stage's difference from ``raw``.
 
@@ -249,6 +250,8 @@ def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequen
         n_resamples: Resamples of the videos.
         level: Nominal level of the intervals.
         random_state: Seed of the resampling.
+        people: ``{video id: person}`` (:mod:`coreaffect.people`): people are resampled, each
+            with all their videos; ``None``: each video is a person of its own.
 
     Returns:
         ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus raw})``.
@@ -258,7 +261,9 @@ def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequen
     return bootstrap_stages(truths, {stage: stage_inputs(trajectories, stage)
                                      for stage in stages},
                             reference="raw", n_resamples=n_resamples, level=level,
-                            random_state=random_state)
+                            random_state=random_state,
+                            groups=None if people is None else video_groups(
+                                [v.id for v in videos], people))
 
 
 def metrics_json(evaluation: Evaluation) -> dict:
@@ -293,11 +298,12 @@ def format_intervals(intervals: dict[str, MetricIntervals],
     if not intervals:
         return ""
     level = next(iter(intervals.values())).level
+    resampled = next(iter(intervals.values())).resampled
     if not any_interval(intervals):
-        return (f"no {level:.0%} intervals: too few videos with a scored frame to resample "
-                f"(at least {MIN_VIDEOS} are needed)")
-    lines = [f"{level:.0%} intervals over resampled videos: diff = the stage minus raw (mean over "
-             "videos), and coverage (pooled)",
+        return (f"no {level:.0%} intervals: too few {resampled} with a scored frame to "
+                f"resample (at least {MIN_VIDEOS} are needed)")
+    lines = [f"{level:.0%} intervals over resampled {resampled}: diff = the stage minus raw (mean "
+             "over videos), and coverage (pooled)",
              f"{'stage':<9}{'metric':<11}" + "".join(f"{d:>27}" for d in DIMENSIONS)]
 
     def row(stage: str, label: str, point: np.ndarray, interval: np.ndarray, digits: int

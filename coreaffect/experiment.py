@@ -57,6 +57,7 @@ from coreaffect.evaluation import (
     stage_trajectories,
 )
 from coreaffect.hidden_route import MODELS
+from coreaffect.people import People, resolve_people, video_groups
 from coreaffect.stages import (
     FitSettings,
     StageFit,
@@ -68,7 +69,8 @@ from coreaffect.synthetic import annotation_delay
 from coreaffect.training import TrainConfig, TrainResult, train_hidden_route
 
 __all__ = ["DENSE_LENGTH", "data_settings", "evaluate_run", "held_out_videos", "labels_delay",
-           "load_videos", "read_split", "refit_run", "run_format", "split_videos", "train_run"]
+           "load_videos", "read_split", "refit_run", "run_format", "run_people", "split_videos",
+           "train_run"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +99,10 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
               data_config: DataConfig | str | Path | None = None,
               cache: str | Path | None = None, resume: bool = False, overwrite: bool = False,
               fit_prior: bool = True, fit_settings: FitSettings | None = None,
-              progress: bool = False) -> TrainResult:
-    """Split a dataset by video, train the hidden route, fit the later stages, write the run.
+              people: People | str | Path | None = None, progress: bool = False
+              ) -> TrainResult:
+    """Split a dataset by video (by person, given ``people``), train the hidden route, fit the
+    later stages, write the run.
 
     ``run`` must be new, empty, or hold nothing but a face-crop cache (``crops/``) and what a
     training that failed before its first epoch ended left (``split.json``, an empty
@@ -139,6 +143,10 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
             (:func:`~coreaffect.stages.fit_core_affect`); ``False`` leaves a run with the hidden
             route only (``evaluate`` then reports ``raw`` only).
         fit_settings: Settings of :func:`~coreaffect.stages.fit_core_affect`.
+        people: The people in the videos, ``{video id: person}`` or a CSV file of them
+            (:mod:`coreaffect.people`): the test, validation and training videos then film
+            different people, and ``split.json`` keeps the mapping for ``evaluate``. ``None``:
+            every video is a person of its own (on ``resume``: the run's own mapping).
         progress: Show progress bars.
 
     Returns:
@@ -149,13 +157,14 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         raise CoreAffectError(f"unknown preset {preset!r}; available: {sorted(MODELS)}")
     if fit_settings is not None:
         check_settings(fit_settings)
+    people = resolve_people(people)  # a broken file is named before anything is written
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise CoreAffectError(f"{run}: exists and is not a folder")
     with exclusive(run, "training"):
         return _train_run(data, run, format, preset, epochs, max_minutes, device, seed,
                           test_videos, val_videos, validate_every, data_config, cache, resume,
-                          overwrite, fit_prior, fit_settings, progress)
+                          overwrite, fit_prior, fit_settings, people, progress)
 
 
 def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: int | None,
@@ -163,9 +172,13 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
                val_videos: int | None, validate_every: int,
                data_config: DataConfig | str | Path | None, cache: str | Path | None,
                resume: bool, overwrite: bool, fit_prior: bool,
-               fit_settings: FitSettings | None, progress: bool) -> TrainResult:
+               fit_settings: FitSettings | None, people: dict[str, str] | None,
+               progress: bool) -> TrainResult:
     """:func:`train_run` in a run directory it holds."""
     replaced = _prepare_run(run, resume=resume, overwrite=overwrite)
+    previous = run / "split.json"
+    if resume and people is None and _trained(run) and previous.exists():
+        people = read_split(run).get("people")  # go on with the run's own people
     size = MODELS[preset].input_size
     if resume and data_config is None and (run / "hidden_route.json").exists():
         config = load_data_config(run)  # go on with the settings the run was trained with
@@ -174,31 +187,34 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
     else:
         config = data_settings(data, size, data_config)
     recordings = discover(data, format)
-    train, test = split_recordings(recordings, test_videos, seed=seed)
+    people = _corpus_people(people, recordings, data)
+    train, test = split_recordings(recordings, test_videos, seed=seed, people=people)
     if not train:
         raise CoreAffectError(f"{data}: no video left for training after holding out "
                               f"{len(test)} for testing")
     n_val = max(1, round(len(train) / 5)) if val_videos is None else val_videos
     n_val = min(n_val, len(train) - 1)  # keep at least one training video
-    fit, val = split_recordings(train, n_val, seed=seed)
+    fit, val = split_recordings(train, n_val, seed=seed, people=people)
     if not fit:
         raise CoreAffectError(f"{data}: no video left for training after holding out "
                               f"{len(test)} for testing and {len(val)} for validation")
     split = {"data": str(Path(data).resolve()), "format": recordings[0].format, "seed": seed,
              "train": [r.id for r in fit], "val": [r.id for r in val],
-             "test": [r.id for r in test]}
-    previous = run / "split.json"
+             "test": [r.id for r in test], **({"people": people} if people else {})}
     if resume and _trained(run) and previous.exists():
         before = read_split(run)
-        changed = [key for key in split if key != "data" and before[key] != split[key]]
+        changed = [key for key in [*split, *(k for k in before if k not in split)]
+                   if key != "data" and before.get(key) != split.get(key)]
         if changed:
-            raise CoreAffectError(f"{previous}: the run was split differently ({', '.join(changed)}"
-                                  " differ); resume with the same data, format, seed and video "
-                                  "counts")
+            raise CoreAffectError(f"{previous}: the run was split differently "
+                                  f"({', '.join(changed)} differ); resume with the same "
+                                  "data, format, seed, video counts and people")
         if before["data"] != split["data"]:  # the same videos, split the same way, moved
             logger.warning("resuming on %s, the dataset the run was trained on at %s",
                            split["data"], before["data"])
-    logger.info("%d training, %d validation, %d test videos", len(fit), len(val), len(test))
+    logger.info("%d training, %d validation, %d test videos%s", len(fit), len(val), len(test),
+                f" of {_count_people(fit, people)}, {_count_people(val, people)} and "
+                f"{_count_people(test, people)} people" if people else "")
     check_annotations(recordings, config)  # a broken test annotation too, before the training
     check_numbering(recordings, config)
     why = "replaced" if overwrite else "fitted to the network that training goes on to change"
@@ -256,6 +272,43 @@ def data_settings(data: str | Path, crop_size: int,
     if delay is not None and config.annotations.delay == delay:
         logger.info("synthetic corpus: labels shifted by the annotators' delay, %g s", delay)
     return config
+
+
+def _corpus_people(people: dict[str, str] | None, recordings: Sequence[Recording],
+                   data: str | Path) -> dict[str, str] | None:
+    """``people`` on the videos of the corpus; those it names that the corpus does not have are
+    logged (a misspelt id would otherwise pass unseen) and left out."""
+    if people is None:
+        return None
+    ids = {r.id for r in recordings}
+    absent = sorted(set(people) - ids)
+    if absent:
+        logger.warning("%d video(s) given a person are not in %s: %s", len(absent), data,
+                       ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else ""))
+    unnamed = len(ids - set(people))
+    if unnamed:
+        logger.info("%d video(s) of %s have no person given: each is a person of its own",
+                    unnamed, data)
+    return {video: person for video, person in people.items() if video in ids}
+
+
+def _count_people(recordings: Sequence[Recording], people: dict[str, str] | None) -> int:
+    return len(set(video_groups([r.id for r in recordings], people)))
+
+
+def run_people(run: str | Path, data: str | Path,
+               people: People | str | Path | None = None) -> dict[str, str] | None:
+    """The people in ``data``'s videos, for resampling people rather than videos: ``people``
+    when given (a mapping or a CSV file, :mod:`coreaffect.people`); else, on the dataset the
+    run was trained on, the people its split was made with; else ``None``."""
+    if people is not None:
+        return resolve_people(people)
+    try:
+        split = read_split(run, ("data",))
+    except CoreAffectError:
+        return None
+    own = Path(split["data"]) == Path(data).resolve()
+    return resolve_people(split.get("people")) if own else None
 
 
 def _resume_data(run: Path) -> DataConfig | None:
@@ -386,8 +439,9 @@ def _remove(path: Path) -> None:
 
 def read_split(run: str | Path,
                keys: Sequence[str] = ("data", "format", "seed", "train", "val", "test")) -> dict:
-    """``RUN/split.json``, as :func:`train_run` wrote it: ``data``, ``format``, ``seed`` and the
-    video ids of ``train``, ``val`` and ``test``.
+    """``RUN/split.json``, as :func:`train_run` wrote it: ``data``, ``format``, ``seed``, the
+    video ids of ``train``, ``val`` and ``test``, and ``people`` (``{video id: person}``) when
+    the split was made by person.
 
     Args:
         run: The run directory.
@@ -411,6 +465,10 @@ def read_split(run: str | Path,
     for key in [key for key in ("train", "val", "test") if key in keys]:
         if not isinstance(split[key], list) or not all(isinstance(v, str) for v in split[key]):
             raise CoreAffectError(f"{path}: '{key}' must be a list of video ids")
+    people = split.get("people")
+    if people is not None and not (isinstance(people, dict) and all(
+            isinstance(k, str) and isinstance(v, str) and k and v for k, v in people.items())):
+        raise CoreAffectError(f"{path}: 'people' must map video ids to people")
     return split
 
 
@@ -593,7 +651,8 @@ def labels_delay(run: str | Path, config: DataConfig, data: str | Path,
 def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
                  subset: str = "test", device: str = "cpu", cache: str | Path | None = None,
                  json_path: str | Path | None = None, n_resamples: int = 2000,
-                 delay: float | None = None, progress: bool = False) -> Evaluation:
+                 delay: float | None = None, people: People | str | Path | None = None,
+                 progress: bool = False) -> Evaluation:
     """Per-video and pooled metrics of a run's stages on a dataset, with their intervals.
 
     Args:
@@ -610,6 +669,10 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
             stage's difference from ``raw`` (:mod:`coreaffect.bootstrap`); 0: no intervals.
         delay: The annotators' delay of ``data``'s labels in seconds; ``None``: the run's on
             its own dataset, else a synthetic corpus's own, else 0 (:func:`labels_delay`).
+        people: The people in ``data``'s videos (a mapping or a CSV file,
+            :mod:`coreaffect.people`): the intervals resample people, each with all their
+            videos. ``None``: the run's own on its own dataset (:func:`run_people`), else each
+            video is a person of its own.
         progress: Show progress bars.
 
     Returns:
@@ -624,6 +687,7 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
     run = Path(run)
     affect = CoreAffect.load(run, device)
     config = labels_delay(run, affect.data_config, data, delay)
+    people = run_people(run, data, people)
     recordings = discover(data, format)
     if subset == "test":
         held_out = held_out_videos(run)
@@ -644,7 +708,7 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
     videos = load_videos(recordings, config, crops, progress, subset)
     trajectories = stage_trajectories(affect, videos, progress=progress)
     intervals, differences = (bootstrap_trajectories(videos, trajectories,
-                                                     n_resamples=n_resamples)
+                                                     n_resamples=n_resamples, people=people)
                               if n_resamples else ({}, {}))
     evaluation = Evaluation(evaluate_trajectories(videos, trajectories), intervals, differences)
     if json_path is not None:

@@ -304,3 +304,64 @@ def test_an_interval_reaching_infinite_draws_is_infinite_not_undefined():
     # the finite ends, far from the infinite draws, are the usual interpolated percentiles:
     # positions 2.475 and 96.525 of 100 sorted draws (0-based), the latter after ten -inf
     assert out[0, 0] == pytest.approx(2.475) and out[1, 1] == pytest.approx(96.525 - 10)
+
+
+def test_people_are_drawn_with_all_their_videos():
+    groups = ["p", "q", "p", "r", "q", "p"]
+    counts = resample_counts(6, 3000, random_state=2, groups=groups)
+    assert counts.shape == (3000, 6)
+    np.testing.assert_array_equal(counts[:, 0], counts[:, 2])  # p's videos, drawn together
+    np.testing.assert_array_equal(counts[:, 0], counts[:, 5])
+    np.testing.assert_array_equal(counts[:, 1], counts[:, 4])
+    assert (counts[:, [0, 1, 3]].sum(1) == 3).all()  # three people drawn from three
+    # each person is drawn Binomial(3, 1/3) times: mean 1, variance 2/3
+    assert counts[:, 3].var() == pytest.approx(2 / 3, rel=0.08)
+    # each video a person of its own: the resamples of videos
+    np.testing.assert_array_equal(resample_counts(6, 50, 4, groups=list("abcdef")),
+                                  resample_counts(6, 50, 4))
+    with pytest.raises(ValueError, match="one key per video"):
+        resample_counts(6, 10, groups=["p"] * 5)
+
+
+def test_the_spread_between_people_is_that_of_a_mean_over_people():
+    # 20 people with two one-frame videos each, both of the same error: the person-level
+    # bootstrap variance of the mean RMSE is the plug-in variance over the 20 people over 20;
+    # resampling the 40 videos instead claims twice as many independent values
+    rng = np.random.default_rng(13)
+    n = 20
+    errors = np.repeat(rng.normal(size=(n, 2)), 2, axis=0)  # (40, 2), videos 2k and 2k+1 alike
+    truths = [np.zeros((1, 2)) for _ in range(2 * n)]
+    means = [e[None] for e in errors]
+    groups = np.repeat(np.arange(n), 2).tolist()
+    per_person, _ = resampled_metrics(truths, means, None,
+                                      resample_counts(2 * n, 20000, 0, groups=groups))
+    per_video, _ = resampled_metrics(truths, means, None, resample_counts(2 * n, 20000, 0))
+    values = np.abs(errors[::2])
+    np.testing.assert_allclose(per_person["rmse"].std(0), values.std(0) / np.sqrt(n), rtol=0.03)
+    np.testing.assert_allclose(per_video["rmse"].std(0), values.std(0) / np.sqrt(2 * n),
+                               rtol=0.03)
+
+
+def test_an_interval_needs_enough_people(caplog):
+    rng = np.random.default_rng(14)
+    truths, means, variances = _videos(rng, 6, missing=False)
+    stages = {"raw": (means, variances), "b": (truths, variances)}
+    each, diff = bootstrap_stages(truths, stages, n_resamples=50, groups=list("ppqqpq"))
+    assert np.isnan(each["raw"].mean_interval["rmse"]).all()  # six videos of two people
+    assert np.isnan(diff["b"].pooled_interval["ccc"]).all()
+    assert each["raw"].resampled == "people"
+    assert "2 people scored: too few to resample" in caplog.text
+    from coreaffect.evaluation import format_intervals
+
+    assert format_intervals(each, diff).startswith("no 95% intervals: too few people")
+    each, diff = bootstrap_stages(truths, stages, n_resamples=50, groups=list("ppqqrr"))
+    assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
+    assert format_intervals(each, diff).startswith("95% intervals over resampled people")
+    # a person whose videos have no scored frame does not count
+    blank = [t.copy() for t in truths]
+    for k in (4, 5):
+        blank[k][:] = np.nan
+    each, _ = bootstrap_stages(blank, {"raw": (means, variances)}, n_resamples=50,
+                               groups=list("ppqqrr"))
+    assert np.isnan(each["raw"].pooled_interval["rmse"]).all()
+    assert "fewer than 3 people define raw" in caplog.text

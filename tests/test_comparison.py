@@ -38,7 +38,8 @@ def test_a_run_against_itself_differs_by_nothing(tiny, tmp_path):
             np.testing.assert_array_equal(difference.pooled_interval[name], 0, err_msg=stage)
             np.testing.assert_array_equal(comparison.a[stage].pooled[name],
                                           comparison.b[stage].pooled[name])
-    assert "B - A" in format_comparison(comparison)
+    assert format_comparison(comparison).startswith("3 videos; B - A")
+    assert comparison.people is None and "people" not in comparison.to_dict()
 
 
 def test_wider_bands_in_b_show_in_its_coverage_only(tiny, tmp_path):
@@ -73,3 +74,26 @@ def test_runs_without_a_shared_test_video_are_refused(tiny, tmp_path):
         compare_runs(tiny.run, run_b, tiny.corpus, cache=tiny.run / "crops")
     with pytest.raises(CoreAffectError, match="resamples"):
         compare_runs(tiny.run, run_b, tiny.corpus, n_resamples=0)
+
+
+def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path):
+    from coreaffect.cli import main
+
+    run_b = _copy(tiny, tmp_path)
+    people = tmp_path / "people.csv"
+    videos = sorted(json.loads((tiny.run / "split.json").read_text())["train"]
+                    + json.loads((tiny.run / "split.json").read_text())["val"])  # 2 of 3
+    people.write_text("video,person\n" + "".join(f"{v},P\n" for v in videos))
+    out = tmp_path / "comparison.json"
+    for _ in range(2):  # the second replaces the first: it is a comparison file
+        assert main(["compare", str(tiny.run), str(run_b), str(tiny.corpus), "--subset", "all",
+                     "--cache", str(tiny.run / "crops"), "--resamples", "50", "--json",
+                     str(out), "--people", str(people), "--quiet"]) == 0
+    saved = json.loads(out.read_text())
+    assert saved["people"] == {v: "P" for v in videos}
+    assert saved["raw"]["a"]["valence"]["rmse"]["mean_ci"] == [None, None]  # 2 people of 3 videos
+    grouped = compare_runs(tiny.run, run_b, tiny.corpus, subset="all", cache=tiny.run / "crops",
+                           n_resamples=50, people=people)
+    assert format_comparison(grouped).startswith(
+        "3 videos of 2 people; B - A with its 95% interval over resampled people (none with "
+        "fewer than 3 people)")

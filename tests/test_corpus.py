@@ -603,3 +603,38 @@ def test_cache_matches_uncached_load(tmp_path):
     with pytest.raises(CoreAffectError, match="a-file: a file, but a crop cache is a folder"):
         load_recording(recording, config, CropCache(tmp_path / "a-file", NONE))
     assert (tmp_path / "a-file").read_text() == "mine"
+
+
+def test_a_split_by_person_keeps_each_person_on_one_side(tmp_path):
+    ids = [f"v{i:02d}" for i in range(23)]
+    root = _csv_corpus(tmp_path / "data", ids=ids)
+    recordings = discover(root)
+    people = {video: f"P{i % 7}" for i, video in enumerate(ids[:21])}  # v21, v22: unnamed
+    for seed in range(8):
+        train, test = split_recordings(recordings, seed=seed, people=people)
+        assert train and test and len(train) + len(test) == 23
+        sides = [{people.get(r.id, r.id) for r in part} for part in (train, test)]
+        assert not sides[0] & sides[1], seed  # no person on both sides
+        assert len(test) >= 10  # a person of three videos may pass the count
+        assert split_recordings(list(reversed(recordings)), seed=seed, people=people) == (
+            train, test)
+    # every video its own person: the video-level split, unchanged
+    assert split_recordings(recordings, seed=1, people={v: v for v in ids}) == split_recordings(
+        recordings, seed=1)
+    assert split_recordings(recordings, seed=1, people={}) == split_recordings(recordings, seed=1)
+
+
+def test_people_and_videos_of_two_people_join_into_one_unit(tmp_path):
+    root = tmp_path / "data"
+    (root / "annotations").mkdir(parents=True)
+    for stem in ("v", "w", "x"):
+        _write_video(root / f"{stem}.avi", n=12)
+    for name in ("v_left", "v_right", "w", "x"):
+        (root / "annotations" / f"{name}.txt").write_text("valence,arousal\n" + "0.1,0.1\n" * 12)
+    recordings = discover(root)
+    # v_left's person is also w's: v_right (same video) and w must go with v_left
+    people = {"v_left": "A", "w": "A", "v_right": "B"}
+    for seed in range(6):
+        for n_test in (1, 2, 3):
+            train, test = split_recordings(recordings, n_test=n_test, seed=seed, people=people)
+            assert {r.id for r in train} in ({"x"}, {"v_left", "v_right", "w"}), (seed, n_test)

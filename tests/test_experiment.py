@@ -592,3 +592,40 @@ def test_a_resume_before_any_validated_epoch_keeps_the_run_s_data_settings(tiny,
                        validate_every=2, fit_prior=False, resume=True)  # no settings given
     assert len(result.history) == 2
     assert load_data_config(run).annotations.delay == 0.2
+
+
+def test_a_split_by_person_is_kept_and_its_people_resampled(tiny, tmp_path, caplog, capsys):
+    import numpy as np
+
+    from coreaffect.cli import main
+
+    ids = sorted(r.id for r in discover(tiny.corpus))
+    with pytest.raises(CoreAffectError, match=r"nowhere\.csv: cannot read"):
+        train_run(tiny.corpus, tmp_path / "typo", people=tmp_path / "nowhere.csv")
+    assert not (tmp_path / "typo").exists()  # nothing written
+    people = tmp_path / "people.csv"
+    people.write_text(f"video,person\n{ids[0]},P\n{ids[2]},P\nnot_a_video,Q\n")
+    run = tmp_path / "run"
+    args = dict(epochs=1, test_videos=1, val_videos=0, fit_prior=False, cache=tiny.run / "crops")
+    with caplog.at_level(logging.INFO):
+        train_run(tiny.corpus, run, people=people, **args)
+    assert "1 video(s) given a person are not in" in caplog.text and "not_a_video" in caplog.text
+    split = json.loads((run / "split.json").read_text())
+    assert split["people"] == {ids[0]: "P", ids[2]: "P"}
+    sides = [{split["people"].get(v, v) for v in split[part]} for part in ("train", "test")]
+    assert not sides[0] & sides[1]
+    # evaluate resamples the run's people on its own dataset: 3 videos of 2 people, too few
+    evaluation = evaluate_run(run, tiny.corpus, subset="all", n_resamples=50)
+    assert evaluation.intervals["raw"].resampled == "people"
+    assert np.isnan(evaluation.intervals["raw"].mean_interval["rmse"]).all()
+    one_each = evaluate_run(run, tiny.corpus, subset="all", n_resamples=50,
+                            people={v: v for v in ids})
+    assert np.isfinite(one_each.intervals["raw"].mean_interval["rmse"]).all()
+    assert main(["evaluate", str(run), str(tiny.corpus), "--subset", "all", "--resamples", "50",
+                 "--quiet"]) == 0
+    assert "no 95% intervals: too few people" in capsys.readouterr().out
+    # a resume goes on with the run's people; other people are another split
+    with pytest.raises(CoreAffectError, match=r"split differently \(.*people.*\)"):
+        train_run(tiny.corpus, run, people={ids[0]: "P"}, resume=True, **args)
+    train_run(tiny.corpus, run, resume=True, **args)
+    assert json.loads((run / "split.json").read_text())["people"] == split["people"]
