@@ -254,6 +254,9 @@ def load_state(directory: str | Path, name: str, device: str | torch.device = "c
         raise CoreAffectError(f"{meta_path}: unreadable ({err})") from None
     if not isinstance(meta, dict) or "format" not in meta:
         raise CoreAffectError(f"{meta_path}: not a coreaffect component description")
+    if isinstance(meta["format"], bool) or not isinstance(meta["format"], int):
+        raise CoreAffectError(f"{meta_path}: 'format' must be an integer, got "
+                              f"{meta['format']!r}")
     if meta["format"] != FORMAT:
         raise CoreAffectError(
             f"{meta_path}: written in run-directory format {meta['format']} by coreaffect "
@@ -299,7 +302,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu",
         with seeded(0, torch.device("cpu")):  # the layers' initial draws are overwritten
             model = HiddenRouteNet(ModelConfig.from_dict(config["model"]))
         model.load_state_dict(tensors)
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+    except (KeyError, TypeError, ValueError, RuntimeError, CoreAffectError) as err:
         raise CoreAffectError(f"{Path(directory) / name}.json: does not describe the saved "
                               f"weights ({err})") from None
     return model.to(device).eval()
@@ -311,5 +314,5 @@ def load_data_config(directory: str | Path, name: str = "hidden_route") -> DataC
     try:
         meta = json.loads(meta_path.read_text())
         return DataConfig.from_dict(meta["config"]["data"], source=str(meta_path))
-    except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
+    except (OSError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CoreAffectError(f"{meta_path}: no readable data configuration ({err})") from None

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from coreaffect.calibration import check_level
 from coreaffect.state_space import _draw
 
 __all__ = ["decode_draws", "decode_gaussian"]
@@ -85,12 +86,14 @@ def decode_gaussian(decoder: Any, latent_mean: Tensor, latent_cov: Tensor, level
         generator: Source of those draws, on the latent's device.
 
     Returns:
-        ``(mean, lower, upper)``, each (..., 2). For ``None`` or a matrix A: A m and
+        ``(mean, lower, upper)``, each (..., 2), or (..., K) for ``None``. For ``None`` or a
+        matrix A: A m and
         A m -/+ z_{(1 + level) / 2} sqrt(diag(A S A^T)). Otherwise the draws' mean and their
         (1 - level) / 2 and (1 + level) / 2 quantiles, the Gaussians taken a few at a time so
         that memory does not grow with their number (at most 16,384 draws at once, and at
         least one Gaussian's ``n_samples``).
     """
+    level = check_level(level)
     dtype = latent_mean.dtype
     if decoder is None or isinstance(decoder, Tensor):
         a = (torch.eye(latent_mean.shape[-1], dtype=dtype, device=latent_mean.device)

@@ -100,10 +100,10 @@ class GPDecoder(LocalPyroModule):
                                      constraint=constraints.greater_than(min_noise_scale))
 
     def forward(self, z: Tensor) -> Tensor:
-        """g(z): (..., K) latents to (..., 2) valence-arousal points."""
-        rows = z.reshape(-1, z.shape[-1])  # (B, K): one latent (K,) too
+        """g(z): (..., K) latents to (..., 2) valence-arousal points, in z's dtype."""
+        rows = z.reshape(-1, z.shape[-1]).to(self.weights.dtype)  # (B, K): one latent (K,) too
         out = self.offset + rbf(rows, self.inducing, self.variance, self.lengthscale) @ self.weights
-        return out.reshape(*z.shape[:-1], out.shape[-1])
+        return out.reshape(*z.shape[:-1], out.shape[-1]).to(z.dtype)
 
 
 def switch_off_irrelevant(lengthscale: Tensor) -> Tensor:

@@ -139,7 +139,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from coreaffect.config import _is_integer
+from coreaffect.config import _is_integer, _is_real
 from coreaffect.devices import NETWORK_DTYPE, check_device, resolve_device, seeded
 from coreaffect.errors import CoreAffectError
 
@@ -195,6 +195,18 @@ class ModelConfig:
         def fail(problem: str) -> NoReturn:
             raise CoreAffectError(f"model config {self.name!r}: {problem}")
 
+        for name in ("widths", "temporal_pool"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or not all(_is_integer(v) for v in values):
+                fail(f"{name} must be a tuple of integers, got {values!r}")
+        for name in ("kernel", "input_size", "clip_length"):
+            if not _is_integer(getattr(self, name)):
+                fail(f"{name} must be an integer, got {getattr(self, name)!r}")
+        reals = (self.min_var, self.norm_eps, *self.mean, *self.std)
+        if not (isinstance(self.mean, tuple) and isinstance(self.std, tuple)
+                and all(_is_real(v) for v in reals)):
+            fail(f"min_var, norm_eps, mean and std must be finite numbers, got {self.min_var!r}, "
+                 f"{self.norm_eps!r}, {self.mean!r}, {self.std!r}")
         if not self.widths or min(self.widths) < 1:
             fail(f"widths must be positive, got {self.widths}")
         if self.kernel < 1 or self.kernel % 2 == 0:
@@ -207,8 +219,8 @@ class ModelConfig:
         if self.clip_length < stride or self.clip_length % stride:
             fail(f"clip_length ({self.clip_length}) must be a multiple of the temporal "
                  f"stride ({stride})")
-        if not self.min_var > 0:
-            fail(f"min_var must be positive, got {self.min_var}")
+        if not self.min_var > 0 or not self.norm_eps > 0:
+            fail(f"min_var and norm_eps must be positive, got {self.min_var}, {self.norm_eps}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             fail("mean and std need 3 values (RGB), std positive")
 

@@ -6,8 +6,9 @@ posterior over a dozen unconstrained parameters x whose scales differ by orders 
 maximum-likelihood or MAP point, found first) and A A^T the inverse Hessian of the negative
 log-posterior there (:func:`laplace_scale`, by central differences of its gradient). Near a
 Gaussian posterior, w is close to N(0, I), so that the sampler's step size suits every
-direction. Each chain starts at a standard-normal w, about one posterior
-standard deviation from the mode, so that the split r_hat can see chains that did not mix.
+direction. Each chain starts at a standard-normal w, one posterior standard deviation from the
+mode along each whitened direction (about sqrt(P) of them in all, for P parameters), so that the
+split r_hat can see chains that did not mix.
 :func:`named_nuts` does the same over named parameters of any shapes, and
 :func:`normal_log_prior` is the independent Normal prior the dynamics put on them.
 
@@ -28,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from coreaffect.errors import InputError
 from coreaffect.state_space import _sym
 
 __all__ = ["inference_data", "laplace_scale", "named_nuts", "normal_log_prior",
@@ -58,7 +60,7 @@ def laplace_scale(energy: Callable[[Tensor], Tensor], centre: Tensor, step: floa
         return g
 
     size = centre.shape[0]
-    eye = torch.eye(size, dtype=centre.dtype)
+    eye = torch.eye(size, dtype=centre.dtype, device=centre.device)
     columns = [(grad(centre + step * eye[i]) - grad(centre - step * eye[i])) / (2 * step)
                for i in range(size)]
     values, vectors = torch.linalg.eigh(_sym(torch.stack(columns, -1)))
@@ -99,7 +101,8 @@ def whitened_nuts(energy: Callable[[Tensor], Tensor], centre: Tensor, *, num_sam
         for chain in range(num_chains):
             torch.default_generator.manual_seed(seed * 1000 + chain)  # the CPU's only
             kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept_prob)
-            start = torch.randn(centre.shape, dtype=centre.dtype)  # overdispersed: see above
+            start = torch.randn(centre.shape, dtype=centre.dtype  # overdispersed: see above
+                                ).to(centre.device)  # drawn on the CPU, from the seed
             mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup,
                         initial_params={"w": start}, disable_progbar=True)
             mcmc.run()
@@ -124,7 +127,14 @@ def normal_log_prior(values: dict[str, Tensor], priors: dict[str, tuple[float, f
 
     Returns:
         () the log-density.
+
+    Raises:
+        InputError: No value, or a prior without its value.
     """
+    missing = sorted(set(priors) - set(values))
+    if not values or missing:
+        raise InputError(f"normal_log_prior needs a value for every prior; got values "
+                         f"{sorted(values)} for priors {sorted(priors)}")
     total = torch.zeros((), dtype=next(iter(values.values())).dtype)
     for name, (loc, scale) in priors.items():
         value = values[name]
@@ -154,6 +164,9 @@ def named_nuts(energy: Callable[[dict[str, Tensor]], Tensor], mode: dict[str, Te
         divergent transitions.
     """
     names = [name for name, value in mode.items() if value.numel()]
+    if not names:
+        raise InputError(f"named_nuts needs a parameter to sample; every one of "
+                         f"{sorted(mode)} is empty")
     sizes = [mode[name].numel() for name in names]
     fixed = {name: value for name, value in mode.items() if not value.numel()}
 

@@ -99,6 +99,11 @@ def pseudo_observations(means: Tensor, covs: Tensor, mask: Tensor, *, divide: bo
         ``(y, r, fixed)``: ``fixed`` (..., K, K) is the part of R along the directions that
         keep ``min_precision`` (U diag(1/min_precision or 0) U^T; zero without division and at
         masked frames), which the dynamics leave unscaled.
+
+    Gradients: defined for rows where every direction, or none, is informative. A row with
+    some directions informative goes through an eigendecomposition of S, whose gradient with
+    respect to S is undefined (NaN) where S has a repeated eigenvalue, which K = 2 never has
+    there but K >= 3 can; the gradient with respect to m stays defined.
     """
     k = means.shape[-1]
     eye = torch.eye(k, dtype=means.dtype, device=means.device)
@@ -152,7 +157,9 @@ def check_observations(sequence: AffectObservations, n_latent: int
             finite or do not increase strictly, or non-finite or non-positive-definite values at
             an unmasked frame.
     """
-    times = torch.as_tensor(sequence.times, dtype=_DTYPE, device=_CPU).reshape(-1)
+    times = torch.as_tensor(sequence.times, dtype=_DTYPE, device=_CPU)
+    if times.ndim != 1:
+        raise InputError(f"times must be (T,), one a frame; got {tuple(times.shape)}")
     means = torch.as_tensor(sequence.means, dtype=_DTYPE, device=_CPU)
     covs = torch.as_tensor(sequence.covs, dtype=_DTYPE, device=_CPU)
     steps, k = times.shape[0], n_latent
@@ -166,7 +173,11 @@ def check_observations(sequence: AffectObservations, n_latent: int
     if steps > 1 and not bool((times.diff() > 0).all()):
         raise InputError("times must be strictly increasing")
     mask = (torch.ones(steps, dtype=torch.bool) if sequence.mask is None
-            else torch.as_tensor(sequence.mask, device=_CPU).to(torch.bool))
+            else torch.as_tensor(sequence.mask, device=_CPU))
+    if mask.dtype != torch.bool:
+        if not bool(((mask == 0) | (mask == 1)).all()):  # NaN and 0.5 say nothing
+            raise InputError("mask must hold booleans (or 0 and 1), True where observed")
+        mask = mask.to(torch.bool)
     if mask.shape != (steps,):
         raise InputError(f"mask must be (T,) = ({steps},), one flag a frame; got "
                          f"{tuple(mask.shape)}")

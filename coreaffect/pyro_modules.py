@@ -6,6 +6,9 @@ switch it on only for the duration of their own calls (:func:`local_params`), an
 derive from :class:`LocalPyroModule`, whose calls do the same, so that calling a fitted
 estimator's module directly (``manifold.decoder_(z)``) leaves the store as it was, and fitting
 one estimator can never change another. (Reading a parameter outside a call touches no store.)
+The promise is for calls of the :class:`LocalPyroModule` itself: a plain ``PyroModule`` inside
+it (a ``PyroModule[nn.Linear]`` layer) called on its own, outside its parent's call, uses the
+global store as any ``PyroModule`` does.
 """
 
 from __future__ import annotations

@@ -280,7 +280,7 @@ def _window_targets(batch: Sequence, first: int, count: int, model_config: Model
     face = batch.face_found[:, first * stride:].unfold(1, length, stride)[:, :count].float()
     n = have.sum(-1)  # (B, K)
     targets = (lab_w * have[:, :, None]).sum(-1) / n.clamp(min=1)[..., None]  # (B, K, 2)
-    valid = (n >= clip_config.min_labelled * length) & (n > 0)
+    valid = (n / length >= clip_config.min_labelled) & (n > 0)  # as clips.window_targets
     valid &= face.mean(-1) >= clip_config.min_face
     return targets, valid
 

@@ -141,7 +141,14 @@ class AffectTrajectory:
 
         Returns:
             The path written.
+
+        Raises:
+            CoreAffectError: The trajectory has no frame: a file of no row could not say its
+                stage and level.
         """
+        if not len(self):
+            raise CoreAffectError(f"{path}: not written, the {self.stage} trajectory has no "
+                                  "frame")
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.columns)
@@ -220,9 +227,9 @@ class AffectTrajectory:
             if len(row) != len(header):
                 raise CoreAffectError(f"{where}: {len(row)} cells, the header names "
                                       f"{len(header)}")
-            if row[10] not in ("0", "1") or row[0] == "":
-                raise CoreAffectError(f"{where}: frame must be a number and face_found 0 or 1 "
-                                      f"(got {row[0]!r} and {row[10]!r})")
+            if row[10] not in ("0", "1") or not _is_frame(row[0]):
+                raise CoreAffectError(f"{where}: frame must be a whole number >= 0 and "
+                                      f"face_found 0 or 1 (got {row[0]!r} and {row[10]!r})")
             if named:
                 stages.add(row.pop(11))
             try:
@@ -278,6 +285,16 @@ def _cell(value: Any) -> str:
     if math.isnan(value):
         return ""
     return str(int(value)) if value.is_integer() and abs(value) < 1e15 else f"{value:.6g}"
+
+
+def _is_frame(cell: str) -> bool:
+    """Whether a CSV cell is a frame index: a whole number >= 0 (``12``, or ``12.0`` as a
+    spreadsheet may save it)."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value >= 0 and value == int(value)
 
 
 def _time_cell(value: Any) -> str:

@@ -224,3 +224,23 @@ def test_a_file_given_as_a_run_is_named_so(tmp_path):
         load_model(path)
     with pytest.raises(CoreAffectError, match="no such run directory"):
         load_model(tmp_path / "absent")
+
+
+def test_a_hand_edited_description_is_refused_naming_its_file(run):
+    path, _, _ = run
+    original = json.loads((path / "hidden_route.json").read_text())
+    for key, value, message in [("format", "1", r"'format' must be an integer, got '1'"),
+                                ("kernel", 4, "kernel must be odd"),
+                                ("clip_length", 16.0, "clip_length must be an integer"),
+                                ("foo", 1, r"unknown key\(s\) \['foo'\]")]:
+        meta = json.loads(json.dumps(original))
+        if key == "format":
+            meta["format"] = value
+        else:
+            meta["config"]["model"][key] = value
+        (path / "hidden_route.json").write_text(json.dumps(meta))
+        with pytest.raises(CoreAffectError, match=rf"hidden_route\.json: .*{message}"):
+            load_model(path)
+    (path / "hidden_route.json").write_bytes(b"\xff\xfe{}")
+    with pytest.raises(CoreAffectError, match=r"hidden_route\.json: no readable data config"):
+        load_data_config(path)

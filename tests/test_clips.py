@@ -51,6 +51,20 @@ def test_windows_below_thresholds_are_skipped():
     np.testing.assert_array_equal(starts, [4, 6, 8, 10])
 
 
+@pytest.mark.parametrize(("length", "count"), [(25, 7), (25, 14), (29, 15)])
+def test_a_share_of_labels_or_faces_exactly_at_its_threshold_passes(length, count):
+    # count / length as the threshold: the same share of labels and of faces passes, though
+    # threshold x length rounds above count (0.28 x 25 = 7.000000000000001)
+    share = count / length
+    labels, face = np.zeros((length, 2)), np.ones(length, bool)
+    labels[count:] = np.nan
+    assert len(window_targets(labels, face, ClipConfig(length=length, stride=1,
+                                                       min_labelled=share, min_face=0))[0]) == 1
+    face[count:] = False
+    assert len(window_targets(np.zeros((length, 2)), face, ClipConfig(
+        length=length, stride=1, min_labelled=0, min_face=share))[0]) == 1
+
+
 def test_short_video_gives_no_window():
     starts, targets = window_targets(np.zeros((5, 2)), np.ones(5, bool), ClipConfig())
     assert starts.shape == (0,) and targets.shape == (0, 2)

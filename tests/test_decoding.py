@@ -76,3 +76,11 @@ def test_the_band_of_a_linear_decoder_is_its_gaussian_interval(level):
     torch.testing.assert_close(centre, mean @ A.T)
     torch.testing.assert_close(upper - centre, z * sd)
     torch.testing.assert_close(centre - lower, z * sd)
+
+
+@pytest.mark.parametrize("level", [1.5, 1.0, 0.0, float("nan")])
+def test_a_level_outside_0_1_is_refused_by_every_decoder(level):
+    mean, cov = _gaussians((2,))
+    for decoder in (None, A, Recording()):
+        with pytest.raises(ValueError, match="level must be a probability"):
+            decode_gaussian(decoder, mean, cov, level, 10, torch.Generator())

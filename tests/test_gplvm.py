@@ -56,6 +56,9 @@ def test_decoder_equals_pyros_sparse_gp_posterior_mean():
         assert torch.allclose(decoder(new), reference.T + offset, atol=1e-4)
         # far from the data, g returns to the labels' mean
         assert torch.allclose(decoder(torch.full((1, k), 50.0)), offset[None], atol=1e-6)
+        wide = decoder(new.double())  # float64 latents decode, in float64
+        assert wide.dtype == torch.float64
+        torch.testing.assert_close(wide, decoder(new).double())
 
 
 def test_fit_learns_the_label_noise_and_a_one_dimensional_curve():

@@ -4,6 +4,7 @@ draws against a known posterior with very different scales, seeding, and the Arv
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from coreaffect.mcmc import (
@@ -96,3 +97,14 @@ def test_normal_log_prior_against_torch():
     expected = (torch.distributions.Normal(0.5, 2.0).log_prob(values["x"]).sum()
                 + torch.distributions.Normal(1.0, 0.3).log_prob(values["y"]).sum())
     torch.testing.assert_close(normal_log_prior(values, priors), expected.double())
+    for bad in ({}, {"x": values["x"]}):  # nothing, or a prior without its value
+        with pytest.raises(ValueError, match="needs a value for every prior"):
+            normal_log_prior(bad, priors)
+
+
+def test_named_nuts_refuses_nothing_to_sample():
+    from coreaffect.mcmc import named_nuts
+
+    with pytest.raises(ValueError, match="every one of .* is empty"):
+        named_nuts(lambda p: torch.zeros(()), {"a": torch.zeros(0)}, num_samples=2,
+                   num_warmup=2, num_chains=1)

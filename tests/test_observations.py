@@ -3,6 +3,7 @@ validation of a video's estimates, and batching by length."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch.distributions import MultivariateNormal
@@ -127,6 +128,10 @@ def test_check_observations_names_what_is_wrong():
         "positive definite": AffectObservations(times, torch.zeros(3, 2), -covs),
         "mask must be": AffectObservations(times, torch.zeros(3, 2), covs,
                                            torch.tensor([True, False])),
+        r"times must be \(T,\), one a frame; got \(3, 1\)": AffectObservations(
+            times[:, None], torch.zeros(3, 2), covs),
+        "mask must hold booleans": AffectObservations(times, torch.zeros(3, 2), covs,
+                                                      torch.tensor([1.0, float("nan"), 0.0])),
     }
     for message, video in bad.items():
         with pytest.raises(CoreAffectError, match=message):
@@ -134,6 +139,8 @@ def test_check_observations_names_what_is_wrong():
     masked = AffectObservations(times, torch.full((3, 2), float("nan")), covs,
                                 torch.tensor([False, False, False]))
     assert not check_observations(masked, 2)[3].any()  # masked frames may hold anything
+    flags = AffectObservations(times, torch.zeros(3, 2), covs, np.array([1.0, 0.0, 1.0]))
+    assert check_observations(flags, 2)[3].tolist() == [True, False, True]
 
 
 def test_batches_group_videos_by_length():

@@ -16,9 +16,9 @@ def _trajectory(frames: int = 6, latent: int = 2, stage: str = "smoothed") -> Af
     mean = np.tanh(rng.normal(size=(frames, 2)))
     var = rng.uniform(0.01, 0.1, size=(frames, 2))
     found = np.ones(frames, bool)
-    found[2] = False
+    found[2:3] = False
     if stage == "raw":  # no estimate where there is no face
-        mean[2] = var[2] = np.nan
+        mean[2:3] = var[2:3] = np.nan
     half = 1.645 * np.sqrt(var)
     return AffectTrajectory(times=np.arange(frames) / 25.0, indices=np.arange(frames) + 10,
                             mean=mean, var=var, lower=mean - half, upper=mean + half,
@@ -92,7 +92,7 @@ def test_read_csv_names_a_file_that_is_not_a_trajectory(tmp_path):
     good = _trajectory().to_csv(tmp_path / "t.csv").read_text().splitlines()
     header, first = good[0], good[1]
     for row, problem in [(first.rsplit(",", 1)[0], r"line 2: \d+ cells, the header names"),
-                         ("x," + first.split(",", 1)[1],
+                         (first.split(",", 1)[0] + ",x," + first.split(",", 2)[2],
                           "line 2: could not convert string to float: 'x'")]:
         path.write_text(f"{header}\n{row}\n")
         with pytest.raises(CoreAffectError, match=f"labels.csv: {problem}"):
@@ -128,13 +128,25 @@ def test_read_csv_refuses_binary_files_and_rows_without_frame_or_face_flag(tmp_p
         AffectTrajectory.read_csv(path)
     good = _trajectory().to_csv(tmp_path / "t.csv").read_text().splitlines()
     header, cells = good[0], good[1].split(",")
-    for column, value in ((10, ""), (10, "0.5"), (0, "")):
+    for column, value in ((10, ""), (10, "0.5"), (0, ""), (0, "nan"), (0, "1.5"), (0, "inf"),
+                          (0, "-1"), (0, "x")):
         row = cells.copy()
         row[column] = value
         path.write_text(f"{header}\n{','.join(row)}\n")
-        with pytest.raises(CoreAffectError, match="image.csv: line 2: frame must be a number "
-                                                  "and face_found 0 or 1"):
+        with pytest.raises(CoreAffectError, match="image.csv: line 2: frame must be a whole "
+                                                  "number >= 0 and face_found 0 or 1"):
             AffectTrajectory.read_csv(path)
+    cells[0] = "3.0"  # as a spreadsheet may save it
+    path.write_text(f"{header}\n{','.join(cells)}\n")
+    assert AffectTrajectory.read_csv(path).indices.tolist() == [3]
+
+
+def test_a_trajectory_of_no_frame_is_not_written(tmp_path):
+    empty = _trajectory(frames=0, stage="prior")
+    with pytest.raises(CoreAffectError, match=r"t\.csv: not written, the prior trajectory has "
+                                              "no frame"):
+        empty.to_csv(tmp_path / "t.csv")
+    assert not (tmp_path / "t.csv").exists()
 
 
 def test_blank_lines_are_passed_over(tmp_path):
