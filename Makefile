@@ -9,8 +9,14 @@ STAMP := $(VENV)/.installed
 
 setup: $(STAMP)
 
+# A .venv that cannot run pip on Python >= 3.10 (made half-way, by an older Python, or left
+# behind by a Python that was upgraded) is made again; editable installs need pip >= 21.3.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "coreaffect needs Python >= 3.10; $(PYTHON) is older (set PYTHON=python3.x)" >&2; exit 1; }
+	$(BIN)/python -c 'import sys, pip; sys.exit(sys.version_info < (3, 10))' 2>/dev/null || \
+	  { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); }
+	$(BIN)/python -m pip install --quiet "pip>=21.3"
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 

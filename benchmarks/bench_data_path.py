@@ -6,10 +6,14 @@ ships with scikit-image) drifts over a cluttered background, then times
 * ``VideoSource.chunks`` alone (decode and BGR->RGB), and
 * ``VideoSource.chunks`` followed by ``FaceCropper.crop`` with the default ``FaceConfig``,
 
-and prints frames per second for each. Run::
+and prints frames per second for each. With ``--no-face`` the video has the same size, length and
+background but no face in any frame (the background alone, standing still): the slow case of the
+cropper, whose detector then searches the whole frame at every size at each detection instead of
+the tracked face's neighbourhood. Run::
 
     python benchmarks/bench_data_path.py            # 500 frames
     python benchmarks/bench_data_path.py --quick    # 100 frames
+    python benchmarks/bench_data_path.py --no-face  # 500 frames without a face
 """
 
 from __future__ import annotations
@@ -51,13 +55,14 @@ def _background(rng: np.random.Generator) -> np.ndarray:
     return canvas
 
 
-def write_video(path: Path, frames: int, seed: int = 0) -> None:
-    """Write the benchmark video: the face moves on a slow Lissajous path over the clutter."""
+def write_video(path: Path, frames: int, seed: int = 0, face: bool = True) -> None:
+    """Write the benchmark video: the face moves on a slow Lissajous path over the clutter
+    (``face=False``: the clutter alone)."""
     rng = np.random.default_rng(seed)
     background = _background(rng)
-    face = data.astronaut()[FACE_REGION]
-    face = cv2.resize(face, (face.shape[1] * 3 // 4, face.shape[0] * 3 // 4))
-    fh, fw = face.shape[:2]
+    head = data.astronaut()[FACE_REGION]
+    head = cv2.resize(head, (head.shape[1] * 3 // 4, head.shape[0] * 3 // 4))
+    fh, fw = head.shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
     if not writer.isOpened():
         raise SystemExit(f"cannot write {path} with the mp4v codec")
@@ -66,7 +71,8 @@ def write_video(path: Path, frames: int, seed: int = 0) -> None:
         x = int((WIDTH - fw) / 2 + 150 * np.sin(0.4 * t))
         y = int((HEIGHT - fh) / 2 + 80 * np.sin(0.6 * t + 1.0))
         frame = background.copy()
-        frame[y:y + fh, x:x + fw] = face
+        if face:
+            frame[y:y + fh, x:x + fw] = head
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
 
@@ -76,14 +82,16 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=500, help="frames in the test video")
     parser.add_argument("--quick", action="store_true", help="100 frames, for a smoke test")
     parser.add_argument("--chunk-size", type=int, default=64, help="frames per chunk")
+    parser.add_argument("--no-face", action="store_true",
+                        help="a video of the background alone, no face in any frame")
     args = parser.parse_args()
     frames = 100 if args.quick else args.frames
 
     print(f"OpenCV {cv2.__version__}, {cv2.getNumThreads()} threads, {frames} frames "
-          f"{WIDTH}x{HEIGHT} at {FPS:g} fps")
+          f"{WIDTH}x{HEIGHT} at {FPS:g} fps, {'no face' if args.no_face else 'a moving face'}")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bench.mp4"
-        write_video(path, frames)
+        write_video(path, frames, face=not args.no_face)
         video = VideoSource(path)
 
         start = time.perf_counter()

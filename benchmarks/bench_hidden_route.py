@@ -10,10 +10,18 @@ Times, on random inputs and freshly initialised weights:
    300-frame sequence;
 4. training clips per second of the ``lite`` preset (forward, backward and AdamW step, batch 16).
 
-Each figure is the best of several repeats (and the median beside it): on a shared machine other
-processes steal cores now and then, and the best repeat is the one that had them all. On the CPU
-the network runs its trunk channels-last by itself, the faster layout there (measured gains in the
-docstring of :mod:`coreaffect.hidden_route`). Run::
+Before timing, the counted FLOPs of each preset and input side timed are checked against a count
+by hand from the model's configuration (:func:`hand_count`); both are printed, and the script
+stops if they differ by more than 0.1%.
+
+Every figure follows one untimed warm-up call. On a shared machine other processes steal cores
+now and then, and the best repeat is the one that had them all, so most rows give the best of
+several timed repeats with their median beside it: the matmul 4 x ``repeats`` calls, the paper
+preset's inference ``repeats`` calls, ``lite`` training 3 x ``repeats`` steps (``repeats`` is 5,
+2 with ``--quick``). ``predict_dense`` gives the best of ``repeats`` calls (no median), and
+``predict_windows``, the slow reference, one timed call; the table says which is which. On the
+CPU the network runs its trunk channels-last by itself, the faster layout there (measured gains
+in the docstring of :mod:`coreaffect.hidden_route`). Run::
 
     python benchmarks/bench_hidden_route.py            # about 7 minutes on 2 cores
     python benchmarks/bench_hidden_route.py --quick    # smaller and fewer, a smoke test
@@ -30,7 +38,9 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from coreaffect.hidden_route import MODELS, create_model
+from coreaffect.hidden_route import MODELS, ModelConfig, create_model
+
+FLOP_TOLERANCE = 1e-3  # relative; the two counts follow the same convention and should agree
 
 
 def _time(fn: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -52,17 +62,50 @@ def matmul_gflops(repeats: int, side: int = 2048) -> tuple[float, float]:
     return flops / best, flops / median
 
 
-def paper_inference(size: int, batch: int, repeats: int) -> tuple[float, float, float]:
-    """GFLOP per clip and best / median clips per second of ``paper`` in eval mode."""
+def hand_count(config: ModelConfig) -> int:
+    """FLOPs of one clip counted by hand, 2 per multiply-add.
+
+    A convolution does kernel^3 x in-channels multiply-adds for each of its output channels at
+    each output voxel; "same" padding keeps the input's T, H and W (at the borders the taps on
+    the zero padding are counted too, as ``FlopCounterMode`` does). Each block's max pool then
+    divides T by its temporal size and floors H and W by 2. The two linear heads do D x 2
+    multiply-adds each.
+    Left out, by both counts: the elementwise work (input normalisation, ReLU, max pool,
+    LayerNorm, global average pool, tanh, softplus), a few operations per value against
+    kernel^3 x in-channels multiply-adds per output value of a convolution.
+    """
+    t, side, inputs, flops = config.clip_length, config.input_size, 3, 0
+    for outputs, pool in zip(config.widths, config.temporal_pool, strict=True):
+        flops += 2 * config.kernel**3 * inputs * outputs * t * side * side
+        t, side, inputs = t // pool, side // 2, outputs
+    return flops + 2 * (2 * inputs * 2)
+
+
+def checked_gflop(name: str, size: int) -> float:
+    """GFLOP of one clip of preset ``name`` at ``size`` counted by ``FlopCounterMode``, after
+    checking it against :func:`hand_count`; prints both and exits if they differ by more than
+    ``FLOP_TOLERANCE``."""
+    model = create_model(name, input_size=size).eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.rand(1, 3, model.config.clip_length, size, size))  # (B, C, T, H, W)
+    counted, by_hand = counter.get_total_flops(), hand_count(model.config)
+    difference = abs(counted - by_hand) / by_hand
+    print(f"FLOPs per clip, {name} {size}x{size}: flop_counter {counted / 1e9:.4f} G, "
+          f"by hand {by_hand / 1e9:.4f} G, differ by {difference:.2%}")
+    if difference > FLOP_TOLERANCE:
+        raise SystemExit(f"FLOP counts of {name} {size}x{size} differ by {difference:.2%}, "
+                         f"more than {FLOP_TOLERANCE:.1%}")
+    return counted / 1e9
+
+
+def paper_inference(size: int, batch: int, repeats: int) -> tuple[float, float]:
+    """Best / median clips per second of ``paper`` in eval mode."""
     torch.manual_seed(0)
     model = create_model("paper", input_size=size).eval()
     video = torch.rand(batch, 3, model.config.clip_length, size, size)  # (B, C, T, H, W)
     with torch.no_grad():
-        with FlopCounterMode(display=False) as counter:
-            model(video[:1])
-        gflop = counter.get_total_flops() / 1e9
         best, median = _time(lambda: model(video), repeats)
-    return gflop, batch / best, batch / median
+    return batch / best, batch / median
 
 
 def dense_against_windows(name: str, size: int, frames: int, repeats: int
@@ -110,33 +153,42 @@ def main() -> None:
     sizes = (64,) if args.quick else (64, 112)
     batch = 2 if args.quick else 8
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"mkldnn {torch.backends.mkldnn.is_available()}; best (median) of {repeats} repeats\n")
-    peak, peak_median = matmul_gflops(repeats * 4)
-    rows = [("fp32 matmul 2048^3", "", f"{peak:.0f} ({peak_median:.0f}) GFLOP/s", "1.00")]
-    for size in sizes:
-        gflop, best, median = paper_inference(size, batch, repeats)
-        rows.append((f"paper eval {size}x{size}, batch {batch}", f"{gflop:.1f} GFLOP/clip",
-                     f"{best:.2f} ({median:.2f}) clips/s = {best * gflop:.0f} GFLOP/s",
-                     f"{best * gflop / peak:.2f}"))
     if args.quick:
         name, size, frames = "lite", 24, 80
     else:
         name, size, frames = "paper", args.dense_size, args.frames
+    lite_side = MODELS["lite"].input_size
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"mkldnn {torch.backends.mkldnn.is_available()}")
+    timed = [("paper", s) for s in sizes] + [(name, size), ("lite", lite_side)]
+    gflop = {key: checked_gflop(*key) for key in dict.fromkeys(timed)}
+    print("\neach row after one warm-up call; 'best (median) of n': n timed calls\n")
+    n = repeats * 4
+    peak, peak_median = matmul_gflops(n)
+    rows = [("fp32 matmul 2048^3", "", f"{peak:.0f} ({peak_median:.0f}) GFLOP/s", "1.00",
+             f"best (median) of {n}")]
+    for s in sizes:
+        best, median = paper_inference(s, batch, repeats)
+        work = gflop["paper", s]
+        rows.append((f"paper eval {s}x{s}, batch {batch}", f"{work:.1f} GFLOP/clip",
+                     f"{best:.2f} ({median:.2f}) clips/s = {best * work:.0f} GFLOP/s",
+                     f"{best * work / peak:.2f}", f"best (median) of {repeats}"))
     dense, windows = dense_against_windows(name, size, frames, repeats)
     rows.append((f"{name} {size}x{size}: predict_dense", f"{frames} frames",
-                 f"{dense:.1f} frames/s", f"{dense / windows:.1f}x windows"))
+                 f"{dense:.1f} frames/s", f"{dense / windows:.1f}x windows",
+                 f"best of {repeats}"))
     rows.append((f"{name} {size}x{size}: predict_windows", "stride 1", f"{windows:.2f} frames/s",
-                 ""))
-    best, median = lite_training(16, repeats * 3)
-    side = MODELS["lite"].input_size
-    rows.append((f"lite train {side}x{side}, batch 16", "AdamW",
-                 f"{best:.1f} ({median:.1f}) clips/s", ""))
+                 "", "1 timed call"))
+    n = repeats * 3
+    best, median = lite_training(16, n)
+    rows.append((f"lite train {lite_side}x{lite_side}, batch 16", "AdamW",
+                 f"{best:.1f} ({median:.1f}) clips/s", "", f"best (median) of {n}"))
 
-    header = ("what", "work", "rate: best (median)", "ratio")
-    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(4)]
+    header = ("what", "work", "rate: best (median)", "ratio", "timed")
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
     for row in (header, tuple("-" * w for w in widths), *rows):
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)))
+        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 if __name__ == "__main__":
