@@ -11,9 +11,11 @@ is too small there, and so are the bands the dynamics decode from it. coreaffect
   (:func:`halfwidth_factors`, applied by :func:`widen_bands`). The factors of a run live in
   ``RUN/bands.json`` (:func:`write_bands`, :func:`read_bands`).
 
-Both are chosen so that the central band at the calibrated level covers that share of the
-validation labels, pooled over their frames. How well that carries to other people depends on
-how many people were held out: see "Reproducing the paper" in the docs.
+Both are chosen so that the central bands at the calibrated levels (``coreaffect train``
+calibrates at 50% and 90%) cover those shares of the validation labels, pooled over their frames;
+one factor serves every level, the one whose largest coverage error is smallest. How well that
+carries to other people depends on how many people were held out: see "Reproducing the paper" in
+the docs.
 """
 
 from __future__ import annotations
@@ -74,16 +76,32 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
     own = (_quantile(errors, levels) / z) ** 2  # (L,) each level's exact factor
     if len(levels) == 1 or not np.isfinite(own).any():
         return float(own.min())
-    finite = np.sort(errors[np.isfinite(errors)])
-    cap = (finite[-1] / z.min()) ** 2  # covers every finite error at every level
-    low, high = max(own.min(), 1e-12), max(min(own.max(), cap), 1e-12)
-    steps = (finite[:, None] / z[None, :]).ravel() ** 2  # where a coverage changes
+    cap = (errors[np.isfinite(errors)].max() / z.min()) ** 2  # covers every finite error
+    # a band of sd factor sqrt(c) covers an error e at level l where e / z_l <= sqrt(c)
+    root = _least_worst(errors[None, :] / z[:, None], levels, np.sqrt(own.min()),
+                        np.sqrt(min(own.max(), cap)))
+    return root ** 2
+
+
+def _least_worst(ratios: np.ndarray, levels: np.ndarray, low: float, high: float) -> float:
+    """The factor k in [low, high] whose largest coverage error over ``levels`` is smallest,
+    where a band of factor k covers the values ``ratios[l] <= k`` at level l.
+
+    Args:
+        ratios: (L, N) each value's distance in band units at each level, +inf never covered.
+        levels: (L,) the coverages wanted.
+        low, high: The range searched (the levels' own factors lie at its ends).
+
+    Found exactly: the coverages change only where k passes a ratio, so the middle (geometric)
+    of every step between two such points is tried, away from the rounding of its edges, and
+    the ends themselves.
+    """
+    low, high = max(low, 1e-12), max(high, 1e-12)
+    steps = ratios[np.isfinite(ratios)]
     edges = np.unique(np.concatenate([[low, high], steps[(steps > low) & (steps < high)]]))
-    # each step is scored at its middle, away from the rounding of its edges, and so are the
-    # ends themselves
     tried = np.concatenate([np.sqrt(edges[1:] * edges[:-1]), [low, high]])  # (C,)
-    covered = np.searchsorted(finite, z[None, :] * np.sqrt(tried)[:, None], side="right")
-    worst = np.abs(covered / len(errors) - levels[None, :]).max(-1)  # (C,)
+    covered = np.stack([np.searchsorted(np.sort(row), tried, side="right") for row in ratios])
+    worst = np.abs(covered / ratios.shape[1] - levels[:, None]).max(0)  # (C,)
     return float(tried[np.argmin(worst)])
 
 
@@ -169,7 +187,7 @@ def coverage_spread(errors: Sequence[np.ndarray], levels: float | Sequence[float
 
 
 def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
-                      upper: np.ndarray, level: float) -> tuple[float, float]:
+                      upper: np.ndarray, level: float | Sequence[float]) -> tuple[float, float]:
     """Factors (k_v, k_a) on a band's half-widths that make it cover ``level`` of ``truth``.
 
     Each label's distance from the mean is measured in units of the band's half-width on the
@@ -180,35 +198,52 @@ def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
     to it, as :func:`widen_bands` does; a label on a side where the band is then empty is never
     covered. With no label, both factors are 1.
 
+    Several levels are calibrated together, as :func:`variance_factor` does: one factor k_d
+    widens the band at every level, and it is the one whose largest coverage error over the
+    levels is smallest (found exactly), between the levels' own factors.
+
     Args:
         truth: (N, 2) labels, VA last axis.
         mean: (N, 2) the band's centres.
-        lower: (N, 2) its lower ends.
-        upper: (N, 2) its upper ends.
-        level: The coverage wanted, in (0, 1).
+        lower: (N, 2) its lower ends; for several levels (L, N, 2), the band at each.
+        upper: (N, 2) its upper ends, or (L, N, 2).
+        level: The coverage wanted, in (0, 1), or a sequence of L of them.
 
     Returns:
         ``(k_v, k_a)``.
 
     Raises:
-        CoreAffectError: No finite factor covers ``level`` of a dimension's labels: more than
+        CoreAffectError: No finite factor covers a level of a dimension's labels: more than
             ``1 - level`` of them lie on a side of the mean where the band is empty.
     """
+    levels = np.atleast_1d(np.asarray(level, np.float64))  # (L,)
     truth, mean = np.asarray(truth, np.float64), np.asarray(mean, np.float64)
     if not len(truth):
         return 1.0, 1.0
-    below, above = _sides(mean, np.asarray(lower, np.float64), np.asarray(upper, np.float64))
-    half = np.where(truth < mean, below, above)  # (N, 2) the half-width on the label's side
+    lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+    if lower.shape != upper.shape or lower.size != len(levels) * truth.size:
+        raise InputError(f"expected bands of {len(levels)} level(s) on {truth.shape} labels, got "
+                         f"lower {lower.shape} and upper {upper.shape}")
+    ratio = np.empty((len(levels), *truth.shape))  # (L, N, 2) distances in half-widths
     distance = np.abs(truth - mean)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(distance == 0, 0.0, distance / half)  # (N, 2), inf where half is 0
-    factors = _quantile(ratio, level, axis=0)
-    if not np.isfinite(factors).all():
+    for band, low, high in zip(ratio, lower.reshape(ratio.shape), upper.reshape(ratio.shape),
+                               strict=True):
+        below, above = _sides(mean, low, high)
+        half = np.where(truth < mean, below, above)  # the half-width on the label's side
+        with np.errstate(divide="ignore", invalid="ignore"):
+            band[:] = np.where(distance == 0, 0.0, distance / half)  # inf where half is 0
+    own = np.stack([_quantile(band, p, axis=0) for band, p in zip(ratio, levels, strict=True)])
+    if not np.isfinite(own).all():
+        worst = levels[~np.isfinite(own).all(1)].min()
         raise CoreAffectError(
-            f"no factor on the bands' half-widths covers {level:g} of the labels: more than "
-            f"{1 - level:g} of them lie on a side of the mean where the band is empty (a "
+            f"no factor on the bands' half-widths covers {worst:g} of the labels: more than "
+            f"{1 - worst:g} of them lie on a side of the mean where the band is empty (a "
             "strongly skewed distribution); calibrate at a higher level")
-    return float(factors[0]), float(factors[1])
+    if len(levels) == 1:
+        return float(own[0, 0]), float(own[0, 1])
+    k_v, k_a = (_least_worst(ratio[..., d], levels, own[:, d].min(), own[:, d].max())
+                for d in range(2))
+    return k_v, k_a
 
 
 def widen_bands(factors: tuple[float, float], mean: np.ndarray, var: np.ndarray,
@@ -250,17 +285,20 @@ def check_lag(lag: Any) -> None:
         raise CoreAffectError(f"lag must be an integer >= 1 (frames) or None, got {lag!r}")
 
 
-def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]], level: float,
-                lag: int | None = None) -> None:
-    """Save the band factors of the dynamics' stages, and the lag of ``lagged`` (an integer
-    >= 1, or ``None`` for a run without that stage), in ``RUN/bands.json``."""
+def write_bands(run: str | Path, band_scale: dict[str, tuple[float, float]],
+                levels: float | Sequence[float], lag: int | None = None) -> None:
+    """Save the band factors of the dynamics' stages, the levels they were calibrated at, and
+    the lag of ``lagged`` (an integer >= 1, or ``None`` for a run without that stage), in
+    ``RUN/bands.json`` (files written before held ``"level"``, the one level calibrated)."""
     check_lag(lag)
+    levels = [check_level(p) for p in np.atleast_1d(np.asarray(levels, np.float64))]
 
     from coreaffect import __version__
 
     atomic_write(Path(run) / BANDS_FILE, json.dumps(
         {"format": FORMAT, "coreaffect": __version__, "band_scale": band_scale,
-         "level": level, "lag": None if lag is None else int(lag)}, indent=2) + "\n")
+         "calibration_levels": levels, "lag": None if lag is None else int(lag)}, indent=2)
+        + "\n")
 
 
 def read_bands(run: str | Path) -> tuple[dict[str, tuple[float, float]], int | None] | None:

@@ -49,8 +49,9 @@ Which videos fit what, and why:
   dynamics treats the errors of consecutive estimates as independent, but the hidden route's errors
   are slow (a whole video can be off by a similar amount), so averaging hundreds of frames makes
   the smoothed, filtered and lagged bands far too narrow. Per stage, one factor per dimension on
-  the decoded bands' half-widths is chosen on the *validation* videos so that they cover at their
-  level, as the prior's own calibration does; the decoded means are not changed by it.
+  the decoded bands' half-widths is chosen on the *validation* videos so that they cover at the
+  calibration levels (``calibration_levels``, 50% and 90%), as the prior's own calibration does
+  and as nearly as one factor for both can; the decoded means are not changed by it.
 
 Without a validation video (``val_videos=0``, or a corpus too small for one) the calibration and
 the dynamics fall back to the training videos, with a logged warning: their bands are then too
@@ -114,9 +115,11 @@ class FitSettings:
             exact for any step, so a decimated video has the same likelihood structure).
         dynamics_iter: Most L-BFGS iterations.
         band_step: Every n-th validation frame feeds the band scales.
-        level: Level of the dynamics' bands, and the one their factors calibrate.
-        calibration_levels: The levels at which the prior's calibration aims to cover (see
-            :meth:`~coreaffect.prior.HiddenRoutePrior.calibrate`).
+        level: Level of the dynamics' bands that the evaluation reports.
+        calibration_levels: The levels at which the calibration aims to cover: the prior's
+            (:meth:`~coreaffect.prior.HiddenRoutePrior.calibrate`) and the dynamics' band
+            factors (:func:`~coreaffect.calibration.halfwidth_factors`), one factor per
+            dimension for every level.
         noise_grid: The observation-noise scales tried on each latent axis when choosing them
             on the validation videos (empty: keep the maximum-likelihood scale).
         lag: Look-ahead in frames of the ``lagged`` stage (the fixed-lag smoother), whose band
@@ -134,7 +137,7 @@ class FitSettings:
     dynamics_iter: int = 100  # L-BFGS converges in a few dozen iterations
     band_step: int = 4  # every 4th validation frame sets the band scales: ~750 for 3 videos
     level: float = 0.9  # the band the evaluation reports
-    calibration_levels: tuple[float, ...] = (0.5, 0.9)  # the prior's calibration targets both
+    calibration_levels: tuple[float, ...] = (0.5, 0.9)  # the calibrations target both
     noise_grid: tuple[float, ...] = (1e-4, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)  # none to strong
     lag: int = 8  # 0.32 s at 25 fps: on the demo, most of the smoother's gain over the estimate
 
@@ -251,13 +254,14 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
                      estimates: dict[str, AffectEstimate], settings: FitSettings
                      ) -> dict[str, tuple[float, float]]:
     """Factors (k_v, k_a) on the smoothed, filtered (and lagged, with ``settings.lag``) bands'
-    half-widths that make the decoded central bands at ``settings.level`` cover that fraction
-    of each dimension's labels of ``videos``, pooled over their frames
-    (:func:`~coreaffect.calibration.halfwidth_factors`)."""
+    half-widths that make the decoded central bands at ``settings.calibration_levels`` cover
+    those fractions of each dimension's labels of ``videos``, pooled over their frames, as
+    nearly as one factor can (:func:`~coreaffect.calibration.halfwidth_factors`)."""
     from coreaffect.pipeline import _DYNAMIC, CoreAffect
 
     affect = CoreAffect(model, DataConfig(), prior, dynamics, lag=settings.lag or None)
     names = [stage for stage in affect.stages if stage in _DYNAMIC]
+    levels = list(settings.calibration_levels)
     bands: dict[str, list[tuple[np.ndarray, ...]]] = {stage: [] for stage in names}
     for video in videos:
         latent = prior(estimates[video.id])
@@ -267,12 +271,18 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
         keep = np.flatnonzero(found & np.isfinite(video.labels).all(1))[::settings.band_step]
         truth = video.labels[keep].astype(np.float64)  # (N, 2)
         for stage, (m, c) in stages.items():
-            mean, _, lower, upper = affect.decode(m[keep], c[keep], settings.level)
-            bands[stage].append((truth, mean, lower, upper))
+            mean, _, ends = affect.decode_bands(m[keep], c[keep], levels)
+            lower, upper = (np.stack([band[side] for band in ends]) for side in (0, 1))
+            bands[stage].append((truth, mean, lower, upper))  # ends (L, N, 2)
     scales = {}
     for stage, parts in bands.items():
-        pooled = (np.concatenate(arrays) for arrays in zip(*parts, strict=True))
-        scales[stage] = halfwidth_factors(*pooled, settings.level) if parts else (1.0, 1.0)
+        if not parts:
+            scales[stage] = (1.0, 1.0)
+            continue
+        truth, mean, lower, upper = zip(*parts, strict=True)
+        scales[stage] = halfwidth_factors(np.concatenate(truth), np.concatenate(mean),
+                                          np.concatenate(lower, 1), np.concatenate(upper, 1),
+                                          levels)
         logger.info("%s bands: half-width factors %.3g (valence), %.3g (arousal)", stage,
                     *scales[stage])
     return scales
@@ -409,7 +419,7 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
         bar.close()
     prior.save(run)
     dynamics.save(run)
-    write_bands(run, bands, settings.level, settings.lag or None)
+    write_bands(run, bands, settings.calibration_levels, settings.lag or None)
     videos = {"manifold": [v.id for v in [*train, *val]], "prior": [v.id for v in train],
               "calibration": [v.id for v in held_out], "dynamics": [v.id for v in held_out]}
     info = {"seconds": seconds, "videos": videos, "settings": dataclasses.asdict(settings),

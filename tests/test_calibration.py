@@ -123,6 +123,9 @@ def test_bands_file_round_trip_and_errors(tmp_path):
     scales = {"smoothed": (1.5, 2.0), "filtered": (1.2, 1.1)}
     write_bands(tmp_path, scales, 0.9, lag=8)
     assert read_bands(tmp_path) == (scales, 8)
+    write_bands(tmp_path, scales, (0.5, 0.9), lag=8)
+    assert json.loads((tmp_path / BANDS_FILE).read_text())["calibration_levels"] == [0.5, 0.9]
+    assert read_bands(tmp_path) == (scales, 8)
     write_bands(tmp_path, scales, 0.9)
     assert read_bands(tmp_path) == (scales, None)
     for lag in (0, 2.5, True):
@@ -207,3 +210,36 @@ def test_bands_that_miss_their_mean_are_extended_to_it():
     assert k == (0.5, 0.5)
     with pytest.raises(CoreAffectError, match="calibrate at a higher level"):
         halfwidth_factors(truth, mean, lower, upper, 0.9)  # a quarter lie on an empty side
+
+
+def test_halfwidth_factors_of_several_levels_are_the_exact_minimax():
+    # skewed bands, wider above the mean than below, at each level its own shape: one factor
+    # for both levels, whose largest coverage error is the least any factor has
+    levels = np.array([0.5, 0.9])
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+        n = int(rng.integers(10, 80))
+        mean = rng.normal(size=(n, 2))
+        truth = mean + rng.standard_t(3, (n, 2)) * rng.uniform(0.5, 2)
+        scale = rng.uniform(0.2, 1.0, (n, 2))
+        lower = np.stack([mean - scale * q for q in (0.6, 1.4)])  # (2, n, 2)
+        upper = np.stack([mean + scale * q * 1.3 for q in (0.7, 1.8)])
+        k = halfwidth_factors(truth, mean, lower, upper, levels)
+        for d in range(2):
+            half = np.where(truth[:, d] < mean[:, d], mean[:, d] - lower[..., d],
+                            upper[..., d] - mean[:, d])  # (2, n)
+            ratio = np.abs(truth[:, d] - mean[:, d]) / half
+
+            def worst(x, ratio=ratio):  # the largest coverage error, counted
+                return np.abs((ratio <= x).mean(1) - levels).max()
+
+            own = [np.quantile(r, p) for r, p in zip(ratio, levels, strict=True)]
+            edges = np.sort(np.r_[ratio.ravel(), own])
+            edges = edges[(edges >= min(own)) & (edges <= max(own))]  # between the own factors
+            tried = np.r_[edges, (edges[1:] + edges[:-1]) / 2]  # every step and its middle
+            assert worst(k[d]) == pytest.approx(min(worst(t) for t in tried)), (seed, d)
+            assert min(own) - 1e-12 <= k[d] <= max(own) + 1e-12
+    assert halfwidth_factors(truth, mean, lower[1], upper[1], 0.9) == halfwidth_factors(
+        truth, mean, lower[1:], upper[1:], [0.9])  # one level, either way
+    with pytest.raises(ValueError, match=r"expected bands of 2 level\(s\)"):
+        halfwidth_factors(truth, mean, lower[1], upper[1], levels)

@@ -51,6 +51,8 @@ def test_train_run_writes_every_stage(tiny):
                                       "dynamics", "bands"}
     assert set(stages["band_scale"]) == {"smoothed", "filtered", "lagged"}
     assert stages["lag"] == FitSettings().lag
+    bands = json.loads((tiny.run / "bands.json").read_text())
+    assert bands["calibration_levels"] == list(FitSettings().calibration_levels) == [0.5, 0.9]
 
 
 def test_a_settings_file_changes_only_what_it_sets(tiny, tmp_path):
