@@ -19,9 +19,10 @@ would claim certainty; two give three distinct resamples. Videos without a score
 face, no label) do not count, nor, for a per-video mean, videos where the metric is undefined
 (a correlation on constant labels). With few videos (the synthetic corpus tests on 10)
 the percentile interval is somewhat too narrow: its spread is that of the plug-in estimate,
-smaller than the sampling spread by a factor of about sqrt((N - 1) / N), and an interval of 95%
-nominal covers closer to 90%. The intervals speak of new videos *like these*: people drawn from
-the same population, filmed and annotated the same way.
+smaller than the sampling spread by a factor of about sqrt((N - 1) / N) (G people for N, when
+people are resampled), and an interval of 95% nominal covers closer to 90%. The intervals speak
+of new videos *like these*: people drawn from the same population, filmed and annotated the same
+way. A video without a scored frame is never drawn (a person, when none of their videos has one).
 
 People. Where a corpus films some people in several videos (MAHNOB-HCI's sessions), those
 videos are not independent, and resampling them one by one gives intervals that run too narrow.
@@ -375,12 +376,21 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
     """
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
-    index, n_groups = _group_index(len(truths), groups)
+    index, _ = _group_index(len(truths), groups)
     unit = "videos" if groups is None else "people"
-    if n_groups < MIN_VIDEOS:
+    # the videos (people) with a scored frame are drawn; the others never count
+    scored = np.array([bool(np.isfinite(np.asarray(t, np.float64)).any()) for t in truths],
+                      dtype=bool)
+    n_scored = len(np.unique(index[scored]))
+    if n_scored < MIN_VIDEOS:
+        one = "video" if groups is None else "person"
         logger.warning("%d %s scored: too few to resample, so no interval is given (at least "
-                       "%d are needed)", n_groups, unit, MIN_VIDEOS)
-    counts = resample_counts(len(truths), n_resamples, random_state, groups)
+                       "%d are needed)", n_scored, one if n_scored == 1 else unit, MIN_VIDEOS)
+    counts = np.zeros((n_resamples, len(truths)), dtype=np.int64)
+    if n_scored:
+        counts[:, scored] = resample_counts(
+            int(scored.sum()), n_resamples, random_state,
+            None if groups is None else [g for g, s in zip(groups, scored, strict=True) if s])
     drawn = {stage: _draws(truths, *inputs[:2], counts, *inputs[2:])
              for stage, inputs in stages.items()}
 
@@ -393,7 +403,7 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
             level, n_resamples, unit)
 
     each = {stage: intervals(d) for stage, d in drawn.items()}
-    if n_groups >= MIN_VIDEOS:
+    if n_scored >= MIN_VIDEOS:
         thin = sorted({f"{stage} {name}" for stage, d in drawn.items()
                        for support in (d.mean_support, d.pooled_support)
                        for name, n in support.items()

@@ -26,7 +26,7 @@ from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import _where_estimated, stage_inputs, stage_trajectories
 from coreaffect.experiment import held_out_videos, labels_delay, load_videos, run_people
 from coreaffect.metrics import DIMENSIONS
-from coreaffect.people import People, video_groups
+from coreaffect.people import People, people_of, video_groups
 
 __all__ = ["Comparison", "compare_runs", "format_comparison"]
 
@@ -128,6 +128,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
             raise CoreAffectError(f"{recording.id}: the two runs read its frames or labels "
                                   "differently (their video or annotation settings differ), so "
                                   "they cannot be scored on the same frames")
+    people = people_of([r.id for r in recordings], people)
     stages = [s for s in trajectories[0][0] if s in trajectories[1][0]]
     truths = []
     for k, (label, a, b) in enumerate(zip(labels, *found, strict=True)):
@@ -144,9 +145,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
             truths, pair, reference="a", n_resamples=n_resamples, random_state=random_state,
             groups=None if people is None else video_groups([r.id for r in recordings], people))
         a[stage], b[stage], differences[stage] = each["a"], each["b"], difference["b"]
-    comparison = Comparison([r.id for r in recordings], a, b, differences,
-                            None if people is None else {r.id: people[r.id] for r in recordings
-                                                         if r.id in people})
+    comparison = Comparison([r.id for r in recordings], a, b, differences, people)
     if json_path is not None:
         atomic_write(json_path, json.dumps(comparison.to_dict(), indent=2) + "\n")
     return comparison

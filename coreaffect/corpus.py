@@ -548,8 +548,11 @@ def _video_of(recording: Recording) -> str:
     return recording.id
 
 
+TEST_FRACTION = 10 / 23  # the paper's protocol: 10 test videos of 23
+
+
 def split_recordings(recordings: Sequence[Recording], n_test: int | None = None, *,
-                     test_fraction: float = 10 / 23, seed: int = 0,
+                     test_fraction: float = TEST_FRACTION, seed: int = 0,
                      people: People | None = None) -> tuple[list[Recording], list[Recording]]:
     """Deterministic video-level train/test split, person-level when ``people`` is given.
 
@@ -559,8 +562,12 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
     one unit and land on the same side: those of one video (Aff-Wild2's ``_left`` and ``_right``,
     of one video file or of two frame folders), so that no frame of a test video is seen in
     training, and those of one person in ``people`` (:mod:`coreaffect.people`), so that no test
-    person is. The test side then holds more than ``n_test`` recordings when a unit of several
-    completes it, and a unit is passed over where it would leave no recording on the other side.
+    person is. Without ``people``, units are taken in shuffled order until the test side holds
+    ``n_test`` (one more when a pair completes it). With ``people``, the units that fit within
+    ``n_test`` are taken in shuffled order, then, if the count is short, the smallest unit that
+    completes it: the test side holds ``n_test`` recordings or somewhat more, or fewer when no
+    unit fits (one person filmed in most of the corpus). A unit is never taken where it would
+    leave no recording on the other side.
 
     Args:
         recordings: The corpus.
@@ -582,11 +589,20 @@ def split_recordings(recordings: Sequence[Recording], n_test: int | None = None,
     random.Random(seed).shuffle(shuffled)  # one recording per video: the same as shuffling ids
     test_ids: set[str] = set()
     room = len(ordered) - 1 if n_test < len(ordered) else len(ordered)  # leave one to train on
-    for unit in shuffled:
-        if len(test_ids) >= n_test:
-            break
-        if len(test_ids) + len(unit) <= room:  # a unit that would take the last one waits
-            test_ids |= {r.id for r in unit}
+    if people:  # units of any size: those that fit, then the smallest that completes the count
+        for unit in shuffled:
+            if len(test_ids) + len(unit) <= n_test:
+                test_ids |= {r.id for r in unit}
+        more = [unit for unit in shuffled if unit[0].id not in test_ids
+                and len(test_ids) < n_test and len(test_ids) + len(unit) <= room]
+        if more:
+            test_ids |= {r.id for r in min(more, key=len)}
+    else:  # units of one video, or two (a pair): in shuffled order until the count is reached
+        for unit in shuffled:
+            if len(test_ids) >= n_test:
+                break
+            if len(test_ids) + len(unit) <= room:  # a pair that would take the last one waits
+                test_ids |= {r.id for r in unit}
     train = [r for r in ordered if r.id not in test_ids]
     test = [r for r in ordered if r.id in test_ids]
     return train, test

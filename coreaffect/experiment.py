@@ -39,6 +39,7 @@ from coreaffect.checkpoint import (
 from coreaffect.clips import ClipDataset
 from coreaffect.config import DataConfig
 from coreaffect.corpus import (
+    TEST_FRACTION,
     CropCache,
     LabelledVideo,
     Recording,
@@ -57,7 +58,7 @@ from coreaffect.evaluation import (
     stage_trajectories,
 )
 from coreaffect.hidden_route import MODELS
-from coreaffect.people import People, resolve_people, video_groups
+from coreaffect.people import People, people_of, resolve_people, video_groups
 from coreaffect.stages import (
     FitSettings,
     StageFit,
@@ -192,6 +193,15 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
     if not train:
         raise CoreAffectError(f"{data}: no video left for training after holding out "
                               f"{len(test)} for testing")
+    asked = round(TEST_FRACTION * len(recordings)) if test_videos is None else test_videos
+    if people and asked and not test:
+        raise CoreAffectError(f"{data}: no test video can be held out by person: the people "
+                              "given film one person in too much of the corpus to leave a "
+                              "video to train on; check the mapping, or train on every video "
+                              "(--test-videos 0)")
+    if people and len(test) != asked:
+        logger.warning("%d test videos held out, not %d: a person's videos stay together",
+                       len(test), asked)
     n_val = max(1, round(len(train) / 5)) if val_videos is None else val_videos
     n_val = min(n_val, len(train) - 1)  # keep at least one training video
     fit, val = split_recordings(train, n_val, seed=seed, people=people)
@@ -303,12 +313,16 @@ def run_people(run: str | Path, data: str | Path,
     run was trained on, the people its split was made with; else ``None``."""
     if people is not None:
         return resolve_people(people)
-    try:
-        split = read_split(run, ("data",))
-    except CoreAffectError:
+    if not (Path(run) / "split.json").exists():
         return None
-    own = Path(split["data"]) == Path(data).resolve()
-    return resolve_people(split.get("people")) if own else None
+    split = read_split(run, ("data",))  # a malformed file is named
+    if not split.get("people"):
+        return None
+    if Path(split["data"]) != Path(data).resolve():
+        logger.warning("%s was split by person on %s; the videos of %s are resampled one by one "
+                       "unless --people gives their people", run, split["data"], data)
+        return None
+    return dict(split["people"])
 
 
 def _resume_data(run: Path) -> DataConfig | None:
@@ -707,6 +721,7 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
                       config.video.chunk_size)
     videos = load_videos(recordings, config, crops, progress, subset)
     trajectories = stage_trajectories(affect, videos, progress=progress)
+    people = people_of([r.id for r in recordings], people)
     intervals, differences = (bootstrap_trajectories(videos, trajectories,
                                                      n_resamples=n_resamples, people=people)
                               if n_resamples else ({}, {}))

@@ -202,9 +202,9 @@ class ModelConfig:
         for name in ("kernel", "input_size", "clip_length"):
             if not _is_integer(getattr(self, name)):
                 fail(f"{name} must be an integer, got {getattr(self, name)!r}")
-        reals = (self.min_var, self.norm_eps, *self.mean, *self.std)
         if not (isinstance(self.mean, tuple) and isinstance(self.std, tuple)
-                and all(_is_real(v) for v in reals)):
+                and all(_is_real(v) for v in (self.min_var, self.norm_eps, *self.mean,
+                                              *self.std))):
             fail(f"min_var, norm_eps, mean and std must be finite numbers, got {self.min_var!r}, "
                  f"{self.norm_eps!r}, {self.mean!r}, {self.std!r}")
         if not self.widths or min(self.widths) < 1:

@@ -29,12 +29,15 @@ of its own.
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from coreaffect.errors import InputError
 
-__all__ = ["People", "read_people", "resolve_people", "video_groups"]
+__all__ = ["People", "people_of", "read_people", "resolve_people", "video_groups"]
+
+logger = logging.getLogger(__name__)
 
 People = Mapping[str, str]  # {video id: person}
 
@@ -64,9 +67,9 @@ def read_people(path: str | Path) -> dict[str, str]:
         raise InputError(f"{path}: cannot read the people of the videos ({err})") from None
     rows = [(number, row) for number, row in enumerate(rows, 1)
             if any(cell.strip() for cell in row)]  # blank lines are passed over
-    if not rows:
-        raise InputError(f"{path}: empty; a people file has a header 'video,person' and a row "
-                         "per video")
+    if len(rows) < 2:
+        raise InputError(f"{path}: names no video; a people file has a header 'video,person' "
+                         "and a row per video")
     number, header = rows[0]
     names = [cell.strip().strip('"').lower() for cell in header]
     missing = [name for name in ("video", "person") if name not in names]
@@ -90,7 +93,7 @@ def read_people(path: str | Path) -> dict[str, str]:
 
 def resolve_people(people: People | str | Path | None) -> dict[str, str] | None:
     """``people`` as a mapping: a file is read (:func:`read_people`), a mapping is checked
-    (every key and value a non-empty string), ``None`` stays ``None``."""
+    (every key and value a non-empty string); ``None`` and an empty mapping give ``None``."""
     if people is None:
         return None
     if isinstance(people, (str, Path)):
@@ -103,7 +106,20 @@ def resolve_people(people: People | str | Path | None) -> dict[str, str] | None:
     if bad:
         raise InputError(f"people must map video ids to people, both non-empty strings; got "
                          f"{bad[0]!r}")
-    return dict(people)
+    return dict(people) or None
+
+
+def people_of(videos: Sequence[str], people: People | None) -> dict[str, str] | None:
+    """``people`` on ``videos``, the ones scored: ``None`` (each video a person of its own, with
+    a warning) when it names none of them, as when it is of another corpus or misspells ids."""
+    if people is None:
+        return None
+    named = {video: people[video] for video in videos if video in people}
+    if not named and videos:
+        logger.warning("the people given name none of the %d videos scored (first: %s): each "
+                       "video is resampled as a person of its own", len(videos), videos[0])
+        return None
+    return named
 
 
 def video_groups(videos: Sequence[str], people: People | None) -> list[tuple[str, str]]:

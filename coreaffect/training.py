@@ -280,8 +280,9 @@ def _window_targets(batch: Sequence, first: int, count: int, model_config: Model
     face = batch.face_found[:, first * stride:].unfold(1, length, stride)[:, :count].float()
     n = have.sum(-1)  # (B, K)
     targets = (lab_w * have[:, :, None]).sum(-1) / n.clamp(min=1)[..., None]  # (B, K, 2)
-    valid = (n / length >= clip_config.min_labelled) & (n > 0)  # as clips.window_targets
-    valid &= face.mean(-1) >= clip_config.min_face
+    # shares in float64, compared as clips.window_targets compares them
+    valid = (n.double() / length >= clip_config.min_labelled) & (n > 0)
+    valid &= face.double().mean(-1) >= clip_config.min_face
     return targets, valid
 
 

@@ -289,12 +289,12 @@ def _cell(value: Any) -> str:
 
 def _is_frame(cell: str) -> bool:
     """Whether a CSV cell is a frame index: a whole number >= 0 (``12``, or ``12.0`` as a
-    spreadsheet may save it)."""
+    spreadsheet may save it), below 2^53, where floats stop holding every whole number."""
     try:
         value = float(cell)
     except ValueError:
         return False
-    return math.isfinite(value) and value >= 0 and value == int(value)
+    return math.isfinite(value) and 0 <= value < 2 ** 53 and value == int(value)  # exact
 
 
 def _time_cell(value: Any) -> str:

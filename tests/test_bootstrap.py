@@ -266,7 +266,7 @@ def test_an_interval_needs_enough_videos_that_define_its_value(caplog):
         for name in ("rmse", "ccc"):
             assert np.isnan(intervals.mean_interval[name]).all()
             assert np.isnan(intervals.pooled_interval[name]).all()
-    assert "fewer than 3 videos define" in caplog.text
+    assert "1 video scored: too few to resample" in caplog.text  # the blank ones are not
     # a per-video correlation is undefined on constant labels: only one video defines it,
     # while the pooled value, which the constant videos do inform, keeps its interval
     flat = [np.full_like(t, 0.1 * i) for i, t in enumerate(truths[1:3])]
@@ -274,6 +274,7 @@ def test_an_interval_needs_enough_videos_that_define_its_value(caplog):
     each, _ = bootstrap_stages(truths[:1] + flat, {"raw": (means[:1] + noisy, None)},
                                n_resamples=200)
     assert np.isnan(each["raw"].mean_interval["pcc"]).all()
+    assert "fewer than 3 videos define raw pcc, so these have no interval" in caplog.text
     assert np.isfinite(each["raw"].pooled_interval["pcc"]).all()
     assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
     # a difference rests on the videos that define both stages' values
@@ -364,4 +365,23 @@ def test_an_interval_needs_enough_people(caplog):
     each, _ = bootstrap_stages(blank, {"raw": (means, variances)}, n_resamples=50,
                                groups=list("ppqqrr"))
     assert np.isnan(each["raw"].pooled_interval["rmse"]).all()
-    assert "fewer than 3 people define raw" in caplog.text
+    assert "2 people scored: too few" in caplog.text  # the third has no scored frame
+
+
+def test_videos_without_a_scored_frame_are_not_drawn():
+    # a video (a person) without a scored frame changes no interval: the resamples draw the
+    # scored ones only
+    rng = np.random.default_rng(15)
+    truths, means, variances = _videos(rng, 8, missing=False)
+    blank = np.full((30, 2), np.nan)
+    stages = {"raw": (means, variances)}
+    with_blank = {"raw": ([*means, np.zeros((30, 2))], [*variances, np.ones((30, 2))])}
+    for groups in (None, list("aabbccdd")):
+        alone, _ = bootstrap_stages(truths, stages, n_resamples=300, groups=groups)
+        more, _ = bootstrap_stages([*truths, blank], with_blank, n_resamples=300,
+                                   groups=None if groups is None else [*groups, "e"])
+        for name in ("rmse", "ccc", "coverage_90"):
+            np.testing.assert_array_equal(alone["raw"].mean_interval[name],
+                                          more["raw"].mean_interval[name])
+            np.testing.assert_array_equal(alone["raw"].pooled_interval[name],
+                                          more["raw"].pooled_interval[name])

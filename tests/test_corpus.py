@@ -638,3 +638,19 @@ def test_people_and_videos_of_two_people_join_into_one_unit(tmp_path):
         for n_test in (1, 2, 3):
             train, test = split_recordings(recordings, n_test=n_test, seed=seed, people=people)
             assert {r.id for r in train} in ({"x"}, {"v_left", "v_right", "w"}), (seed, n_test)
+
+
+def test_a_split_by_person_comes_as_near_the_count_as_the_people_allow(tmp_path):
+    ids = [f"v{i:02d}" for i in range(23)]
+    recordings = discover(_csv_corpus(tmp_path / "data", ids=ids))
+    big = {v: ("A" if i < 20 else "B") for i, v in enumerate(ids)}  # 20 videos of A, 3 of B
+    for seed in range(5):
+        train, test = split_recordings(recordings, 10, seed=seed, people=big)
+        assert {r.id for r in test} == set(ids[20:])  # B fits; A would leave nothing to train
+    sizes = {v: f"P{i // 4}" for i, v in enumerate(ids)}  # 5 people of 4 videos, one of 3
+    for seed in range(5):
+        _, test = split_recordings(recordings, 10, seed=seed, people=sizes)
+        assert 10 <= len(test) <= 11  # two of 4, then the smallest that completes the count
+    one = {v: "A" for v in ids}
+    assert split_recordings(recordings, 10, people=one) == (sorted(recordings,
+                                                                   key=lambda r: r.id), [])

@@ -605,6 +605,9 @@ def test_a_split_by_person_is_kept_and_its_people_resampled(tiny, tmp_path, capl
     with pytest.raises(CoreAffectError, match=r"nowhere\.csv: cannot read"):
         train_run(tiny.corpus, tmp_path / "typo", people=tmp_path / "nowhere.csv")
     assert not (tmp_path / "typo").exists()  # nothing written
+    with pytest.raises(CoreAffectError, match="no test video can be held out by person"):
+        train_run(tiny.corpus, tmp_path / "one", people={v: "P" for v in ids}, epochs=1,
+                  test_videos=1)
     people = tmp_path / "people.csv"
     people.write_text(f"video,person\n{ids[0]},P\n{ids[2]},P\nnot_a_video,Q\n")
     run = tmp_path / "run"
@@ -631,3 +634,23 @@ def test_a_split_by_person_is_kept_and_its_people_resampled(tiny, tmp_path, capl
         train_run(tiny.corpus, run, people={ids[0]: "P"}, resume=True, **args)
     train_run(tiny.corpus, run, resume=True, **args)
     assert json.loads((run / "split.json").read_text())["people"] == split["people"]
+
+
+def test_a_run_s_people_serve_its_own_dataset_only(tmp_path, caplog):
+    from coreaffect.experiment import run_people
+
+    run, data = tmp_path / "run", tmp_path / "data"
+    run.mkdir()
+    data.mkdir()
+    assert run_people(run, data) is None  # no split: a network trained elsewhere
+    split = {"data": str(data.resolve()), "format": "csv", "seed": 0, "train": ["a"],
+             "val": [], "test": ["b"], "people": {"a": "P", "b": "Q"}}
+    (run / "split.json").write_text(json.dumps(split))
+    assert run_people(run, data) == {"a": "P", "b": "Q"}
+    assert run_people(run, data, {"b": "R"}) == {"b": "R"}  # given: used as it is
+    assert run_people(run, tmp_path / "moved") is None
+    assert "was split by person on" in caplog.text
+    split["people"] = {"a": 3}
+    (run / "split.json").write_text(json.dumps(split))
+    with pytest.raises(CoreAffectError, match=r"split\.json: 'people' must map video ids"):
+        run_people(run, data)

@@ -141,6 +141,11 @@ def test_config_round_trips_through_json():
     assert ModelConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
     with pytest.raises(CoreAffectError, match="unknown"):
         ModelConfig.from_dict({**config.to_dict(), "dropout": 0.5})
+    # settings of the wrong type, as a hand-edited file may hold them, are named
+    for key, value in [("clip_length", 16.0), ("kernel", True), ("widths", [8, 16.0, 16]),
+                       ("mean", 0.5), ("std", None), ("norm_eps", 0)]:
+        with pytest.raises(CoreAffectError, match=f"model config 'lite': .*{key}"):
+            ModelConfig.from_dict({**config.to_dict(), key: value})
 
 
 @pytest.mark.parametrize("name", ["paper32", "lite"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coreaffect.errors import InputError
-from coreaffect.people import read_people, resolve_people, video_groups
+from coreaffect.people import people_of, read_people, resolve_people, video_groups
 
 
 def test_a_people_file_is_read_whatever_its_column_order_case_and_extras(tmp_path):
@@ -20,8 +20,9 @@ def test_a_people_file_is_read_whatever_its_column_order_case_and_extras(tmp_pat
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("", r"people\.csv: empty"),
-    ("\n\n", r"people\.csv: empty"),
+    ("", r"people\.csv: names no video"),
+    ("\n\n", r"people\.csv: names no video"),
+    ("video,person\n\n", r"people\.csv: names no video"),
     ("video,who\ns1,P1\n", r"people\.csv:1: the header has no person column"),
     ("clip;person\ns1;P1\n", r"people\.csv:1: the header has no video column"),
     ("video,person\ns1,P1\ns2,\n", r"people\.csv:3: a row needs both a video and a person"),
@@ -45,7 +46,7 @@ def test_an_unreadable_people_file_is_named(tmp_path):
 
 
 def test_a_mapping_is_checked_and_none_stays_none():
-    assert resolve_people(None) is None
+    assert resolve_people(None) is None and resolve_people({}) is None
     assert resolve_people({"a": "p"}) == {"a": "p"}
     for bad in ({"a": ""}, {"a": 3}, {"": "p"}):
         with pytest.raises(InputError, match="non-empty strings"):
@@ -68,3 +69,11 @@ def test_a_people_file_separated_by_semicolons_or_tabs_is_read(tmp_path):
         path.write_text(delimiter.join(["video", "person"]) + "\n"
                         + delimiter.join(["s1", "P, the first"]) + "\n")
         assert read_people(path) == {"s1": "P, the first"}
+
+
+def test_the_people_of_the_videos_scored(caplog):
+    people = {"a": "P", "b": "P", "z": "Q"}
+    assert people_of(["a", "c"], people) == {"a": "P"}
+    assert people_of(["a", "c"], None) is None
+    assert people_of(["c", "d"], people) is None  # of another corpus: said so
+    assert "name none of the 2 videos scored (first: c)" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
@@ -482,3 +483,23 @@ def test_a_resume_trains_with_the_weight_decay_it_is_given(tmp_path):
                        model_overrides=OVERRIDES, resume=True)
     saved = torch.load(tmp_path / "run" / "training" / "optimizer.pt", weights_only=True)
     assert [g["weight_decay"] for g in saved["optimizer"]["param_groups"]] == [0.01]
+
+
+def test_training_keeps_the_windows_that_clips_keep_at_their_thresholds():
+    # shares compared alike in float64: 9 labelled frames of 16 are just under 0.5625000001
+    from types import SimpleNamespace
+
+    from coreaffect.clips import window_targets
+    from coreaffect.training import _window_targets
+
+    model = create_model("lite").config
+    labels = np.zeros((32, 2), np.float32)
+    labels[9:16] = np.nan  # the first window: 9 of 16 frames labelled
+    face = np.ones(32, bool)
+    for share in (9 / 16, 0.5625000001, 9 / 16 - 1e-9):
+        config = ClipConfig(min_labelled=share, min_face=0.5)
+        starts, _ = window_targets(labels, face, dataclasses_replace(config, stride=4))
+        batch = SimpleNamespace(labels=torch.as_tensor(labels)[None],
+                                face_found=torch.as_tensor(face)[None])
+        _, valid = _window_targets(batch, 0, 5, model, config)
+        assert (0 in starts.tolist()) == bool(valid[0, 0]), share

@@ -129,7 +129,7 @@ def test_read_csv_refuses_binary_files_and_rows_without_frame_or_face_flag(tmp_p
     good = _trajectory().to_csv(tmp_path / "t.csv").read_text().splitlines()
     header, cells = good[0], good[1].split(",")
     for column, value in ((10, ""), (10, "0.5"), (0, ""), (0, "nan"), (0, "1.5"), (0, "inf"),
-                          (0, "-1"), (0, "x")):
+                          (0, "-1"), (0, "x"), (0, "1e300")):
         row = cells.copy()
         row[column] = value
         path.write_text(f"{header}\n{','.join(row)}\n")
