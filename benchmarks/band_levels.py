@@ -1,0 +1,69 @@
+"""The dynamics' bands of a run, calibrated again at other levels, to compare their coverage.
+
+``coreaffect train`` calibrates the smoothed, filtered and lagged bands on the validation videos
+at ``FitSettings.calibration_levels`` (50% and 90%): one factor per dimension on the half-widths,
+the one whose largest coverage error is smallest. This script writes a copy of a run whose band
+factors are calibrated again, on the same validation videos and the same network, prior and
+dynamics, at the levels given (``--levels 0.9`` is how runs were calibrated before), so that
+``coreaffect evaluate`` can score both on the same videos::
+
+    python benchmarks/band_levels.py demo_output/run run_90 --levels 0.9
+    coreaffect evaluate demo_output/run demo_output/corpus
+    coreaffect evaluate run_90 demo_output/corpus
+
+It prints the factors at the run's own levels (which equal those in its ``bands.json``) and at
+the levels given. The copy links to the run's crop cache and holds nothing else of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from coreaffect.calibration import BANDS_FILE, write_bands
+from coreaffect.evaluation import predict_video
+from coreaffect.experiment import split_videos
+from coreaffect.pipeline import CoreAffect
+from coreaffect.stages import _calibrate_bands, run_fit_settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a run written by coreaffect train")
+    parser.add_argument("out", type=Path, help="the copy to write (must not exist)")
+    parser.add_argument("--levels", type=float, nargs="+", required=True,
+                        help="levels to calibrate the bands at, in (0, 1)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="the run's dataset (default: the one its split.json names)")
+    args = parser.parse_args()
+    if args.out.exists():
+        parser.error(f"{args.out}: exists; the copy is written to a new folder")
+
+    affect = CoreAffect.load(args.run)
+    if affect.dynamics is None:
+        parser.error(f"{args.run}: has no dynamics, so no bands to calibrate")
+    settings = run_fit_settings(args.run)
+    videos = split_videos(args.run, args.data, "val")
+    estimates = {video.id: predict_video(affect.model, video) for video in videos}
+    factors = {}
+    for levels in (settings.calibration_levels, tuple(args.levels)):
+        changed = dataclasses.replace(settings, calibration_levels=levels)
+        factors[levels] = _calibrate_bands(affect.model, affect.prior, affect.dynamics, videos,
+                                           estimates, changed)
+        print(f"calibrated at {', '.join(f'{p:g}' for p in levels)}:")
+        for stage, (k_v, k_a) in factors[levels].items():
+            print(f"  {stage:<9} valence {k_v:.4f}  arousal {k_a:.4f}")
+
+    shutil.copytree(args.run, args.out, ignore=shutil.ignore_patterns("crops", BANDS_FILE))
+    if (args.run / "crops").is_dir():  # the run's crop cache, shared
+        (args.out / "crops").symlink_to((args.run / "crops").resolve(), target_is_directory=True)
+    lag = json.loads((args.run / BANDS_FILE).read_text()).get("lag")
+    write_bands(args.out, factors[tuple(args.levels)], args.levels, lag)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
