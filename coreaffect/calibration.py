@@ -64,11 +64,9 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
 
     Returns:
         For one level, the exact c = (its quantile of the errors / z_{(1 + level)/2})^2; for
-        several, the c between their own factors whose largest coverage error is smallest
-        (capped where every finite error is covered), found exactly: the coverages change only
-        where a band's edge passes an error, at c = (e_i / z_k)^2, so the middle (geometric) of
-        every step between two such points is tried. ``inf`` when even the smallest
-        level needs an infinite error covered.
+        several, the c whose largest coverage error is smallest (:func:`_least_worst`; of
+        equally good ones, the nearest to the levels' own factors). ``inf`` when even the
+        smallest level needs an infinite error covered.
     """
     errors = np.asarray(errors, dtype=np.float64)
     levels = np.asarray(levels, dtype=np.float64)
@@ -76,33 +74,44 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
     own = (_quantile(errors, levels) / z) ** 2  # (L,) each level's exact factor
     if len(levels) == 1 or not np.isfinite(own).any():
         return float(own.min())
-    cap = (errors[np.isfinite(errors)].max() / z.min()) ** 2  # covers every finite error
+    finite = own[np.isfinite(own)]
     # a band of sd factor sqrt(c) covers an error e at level l where e / z_l <= sqrt(c)
-    root = _least_worst(errors[None, :] / z[:, None], levels, np.sqrt(own.min()),
-                        np.sqrt(min(own.max(), cap)))
+    root = _least_worst(errors[None, :] / z[:, None], levels, np.sqrt(finite.min()),
+                        np.sqrt(finite.max()))
     return root ** 2
 
 
 def _least_worst(ratios: np.ndarray, levels: np.ndarray, low: float, high: float) -> float:
-    """The factor k in [low, high] whose largest coverage error over ``levels`` is smallest,
-    where a band of factor k covers the values ``ratios[l] <= k`` at level l.
+    """The factor k whose largest coverage error over ``levels`` is smallest, where a band of
+    factor k covers the values ``ratios[l] <= k`` at level l.
 
     Args:
         ratios: (L, N) each value's distance in band units at each level, +inf never covered.
         levels: (L,) the coverages wanted.
-        low, high: The range searched (the levels' own factors lie at its ends).
+        low, high: The levels' own factors, smallest and largest: of factors equally good, the
+            one nearest to [low, high] (on a log scale) is returned.
 
     Found exactly: the coverages change only where k passes a ratio, so the middle (geometric)
-    of every step between two such points is tried, away from the rounding of its edges, and
-    the ends themselves.
+    of every step between two positive ratios is tried, and points below the smallest and past
+    the largest. A factor is never one of the ratios themselves, where rounding in the band's
+    arithmetic could count a label either way.
     """
-    low, high = max(low, 1e-12), max(high, 1e-12)
-    steps = ratios[np.isfinite(ratios)]
-    edges = np.unique(np.concatenate([[low, high], steps[(steps > low) & (steps < high)]]))
-    tried = np.concatenate([np.sqrt(edges[1:] * edges[:-1]), [low, high]])  # (C,)
+    finite = np.unique(ratios[np.isfinite(ratios) & (ratios > 0)])  # sorted
+    if not len(finite):  # every finite ratio is 0: any factor covers those alike
+        return max(low, 1e-12)
+    low, high = max(low, 1e-300), max(high, 1e-300)
+    # the steps (a, b) between ratios, and below the smallest and past the largest; each is
+    # tried at its middle, or at the middle of its part within [low, high] if it has one
+    a, b = np.r_[0.0, finite], np.r_[finite, np.inf]  # (C,)
+    tried = np.where(a == 0, b / 2, np.where(np.isinf(b), 2 * a, np.sqrt(a * b)))
+    start, end = np.maximum(a, low), np.minimum(b, high)
+    tried = np.where(start < end, np.sqrt(start * end), tried)
     covered = np.stack([np.searchsorted(np.sort(row), tried, side="right") for row in ratios])
     worst = np.abs(covered / ratios.shape[1] - levels[:, None]).max(0)  # (C,)
-    return float(tried[np.argmin(worst)])
+    worst = np.round(worst, 12)  # errors equal but for rounding are ties
+    log = np.log(tried)
+    outside = np.maximum(0.0, np.maximum(np.log(low) - log, log - np.log(high)))
+    return float(tried[np.lexsort((outside, worst))[0]])
 
 
 def _quantile(values: np.ndarray, q: Any, axis: int | None = None) -> np.ndarray:
@@ -200,7 +209,8 @@ def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
 
     Several levels are calibrated together, as :func:`variance_factor` does: one factor k_d
     widens the band at every level, and it is the one whose largest coverage error over the
-    levels is smallest (found exactly), between the levels' own factors.
+    levels is smallest (found exactly; of equally good ones, the nearest to the levels' own
+    factors).
 
     Args:
         truth: (N, 2) labels, VA last axis.
@@ -221,13 +231,14 @@ def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
     if not len(truth):
         return 1.0, 1.0
     lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
-    if lower.shape != upper.shape or lower.size != len(levels) * truth.size:
+    if lower.shape == truth.shape and len(levels) == 1:
+        lower, upper = lower[None], upper[None]
+    if lower.shape != upper.shape or lower.shape != (len(levels), *truth.shape):
         raise InputError(f"expected bands of {len(levels)} level(s) on {truth.shape} labels, got "
                          f"lower {lower.shape} and upper {upper.shape}")
     ratio = np.empty((len(levels), *truth.shape))  # (L, N, 2) distances in half-widths
     distance = np.abs(truth - mean)
-    for band, low, high in zip(ratio, lower.reshape(ratio.shape), upper.reshape(ratio.shape),
-                               strict=True):
+    for band, low, high in zip(ratio, lower, upper, strict=True):
         below, above = _sides(mean, low, high)
         half = np.where(truth < mean, below, above)  # the half-width on the label's side
         with np.errstate(divide="ignore", invalid="ignore"):

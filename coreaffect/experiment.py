@@ -205,6 +205,9 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
     n_val = max(1, round(len(train) / 5)) if val_videos is None else val_videos
     n_val = min(n_val, len(train) - 1)  # keep at least one training video
     fit, val = split_recordings(train, n_val, seed=seed, people=people)
+    if people and len(val) != n_val:
+        logger.warning("%d validation videos held out, not %d: a person's videos stay together",
+                       len(val), n_val)
     if not fit:
         raise CoreAffectError(f"{data}: no video left for training after holding out "
                               f"{len(test)} for testing and {len(val)} for validation")
