@@ -82,7 +82,9 @@ def _fit_settings(args: argparse.Namespace, settings):
 
     if args.lag is not None and args.lag < 0:
         raise CoreAffectError(f"--lag must be >= 0 (frames), got {args.lag}")
-    changes = {"lag": args.lag, "manifold_backend": args.manifold}
+    changes = {"lag": args.lag, "manifold_backend": args.manifold,
+               "calibration_levels": None if args.calibration_levels is None
+               else tuple(sorted(set(args.calibration_levels)))}
     return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -495,6 +497,12 @@ def _add_stage_options(parser: argparse.ArgumentParser, *, of_run: bool = False)
                         help="decoder of the affect manifold: a neural network (vae) or a "
                              "Gaussian process (gplvm) (default: "
                              + ("RUN's)" if of_run else "vae)"))
+    parser.add_argument("--calibration-levels", type=_probability, nargs="+", default=None,
+                        metavar="P",
+                        help="levels at which the prior's and the dynamics' bands are "
+                             "calibrated on the validation videos, one factor per dimension "
+                             "for all of them (default: "
+                             + ("RUN's)" if of_run else "0.5 0.9)"))
 
 
 def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *,

@@ -317,17 +317,23 @@ def test_train_rejects_a_negative_lag(tmp_path):
                   "--quiet")
     assert result.returncode == 2 and "argument --lag: must be >= 0" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+    result = _run("train", str(tmp_path), "--out", str(tmp_path / "run"), "--calibration-levels",
+                  "0.5", "1")
+    assert result.returncode == 2 and "argument --calibration-levels" in result.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_refit_applies_the_options_given_and_keeps_the_runs_others(tiny, tmp_path):
     out = tmp_path / "gp"
     result = _run("refit", str(tiny.run), "--out", str(out), "--manifold", "gplvm", "--lag", "4",
-                  "--quiet")
+                  "--calibration-levels", "0.9", "0.68", "--quiet")
     assert result.returncode == 0, result.stderr
     assert str(out) in result.stdout
     settings = json.loads((out / "stages.json").read_text())["settings"]
     before = json.loads((tiny.run / "stages.json").read_text())["settings"]
     assert settings["manifold_backend"] == "gplvm" and settings["lag"] == 4
+    assert settings["calibration_levels"] == [0.68, 0.9]
+    assert json.loads((out / "bands.json").read_text())["calibration_levels"] == [0.68, 0.9]
     assert settings["manifold_steps"] == before["manifold_steps"]  # the run's, not the default
     again = _run("refit", str(tiny.run), "--out", str(out), "--quiet")
     assert again.returncode == 1 and "not empty" in again.stderr
