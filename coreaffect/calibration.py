@@ -63,16 +63,17 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
             off an estimate of zero variance) is never covered.
 
     Returns:
-        For one level, the exact c = (its quantile of the errors / z_{(1 + level)/2})^2; for
-        several, the c whose largest coverage error is smallest (:func:`_least_worst`; of
-        equally good ones, the nearest to the levels' own factors). ``inf`` when even the
-        smallest level needs an infinite error covered.
+        The c whose largest coverage error over the levels is smallest (:func:`_least_worst`);
+        of equally good ones, the nearest to the levels' own factors, (each level's quantile of
+        the errors / z_{(1 + level)/2})^2: for one level, the c of its quantile's step, short
+        of any error on which a band's edge would sit. ``inf`` when even the smallest level
+        needs an infinite error covered.
     """
     errors = np.asarray(errors, dtype=np.float64)
     levels = np.asarray(levels, dtype=np.float64)
     z = ndtri(0.5 + levels / 2)  # (L,)
-    own = (_quantile(errors, levels) / z) ** 2  # (L,) each level's exact factor
-    if len(levels) == 1 or not np.isfinite(own).any():
+    own = (_quantile(errors, levels) / z) ** 2  # (L,) each level's own factor
+    if not np.isfinite(own).any():
         return float(own.min())
     finite = own[np.isfinite(own)]
     # a band of sd factor sqrt(c) covers an error e at level l where e / z_l <= sqrt(c)
@@ -101,11 +102,16 @@ def _least_worst(ratios: np.ndarray, levels: np.ndarray, low: float, high: float
         return max(low, 1e-12)
     low, high = max(low, 1e-300), max(high, 1e-300)
     # the steps (a, b) between ratios, and below the smallest and past the largest; each is
-    # tried at its middle, or at the middle of its part within [low, high] if it has one
+    # tried at the middle of its part within [low, high] if it has one, else at its point
+    # nearest to that range (a hair inside the step); square roots taken apart, so that no
+    # product overflows
     a, b = np.r_[0.0, finite], np.r_[finite, np.inf]  # (C,)
-    tried = np.where(a == 0, b / 2, np.where(np.isinf(b), 2 * a, np.sqrt(a * b)))
+    middle = np.where(a == 0, b / 2, np.where(np.isinf(b), 2 * a, np.sqrt(a) * np.sqrt(b)))
+    below, above = b * (1 - 1e-9), a * (1 + 1e-9)  # just inside either end
     start, end = np.maximum(a, low), np.minimum(b, high)
-    tried = np.where(start < end, np.sqrt(start * end), tried)
+    tried = np.where(start < end, np.sqrt(start) * np.sqrt(end),
+                     np.where(b <= low, np.where(below > a, below, middle),
+                              np.where(above < b, above, middle)))
     covered = np.stack([np.searchsorted(np.sort(row), tried, side="right") for row in ratios])
     worst = np.abs(covered / ratios.shape[1] - levels[:, None]).max(0)  # (C,)
     worst = np.round(worst, 12)  # errors equal but for rounding are ties
@@ -201,8 +207,9 @@ def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
 
     Each label's distance from the mean is measured in units of the band's half-width on the
     label's side (``mean - lower`` below the mean, ``upper - mean`` above), and k_d is the
-    ``level``-quantile of these ratios in dimension d: the band ``mean - k_d (mean - lower)`` to
-    ``mean + k_d (upper - mean)`` then holds that share of the labels (ties aside). A band that
+    ``level``-quantile of these ratios in dimension d, moved within its step off any ratio: the
+    band ``mean - k_d (mean - lower)`` to ``mean + k_d (upper - mean)`` then holds that share of
+    the labels, as nearly as the labels allow, whatever the rounding of the band's ends. A band that
     does not reach its mean (a strongly skewed distribution at a low level) is first extended
     to it, as :func:`widen_bands` does; a label on a side where the band is then empty is never
     covered. With no label, both factors are 1.
@@ -250,8 +257,6 @@ def halfwidth_factors(truth: np.ndarray, mean: np.ndarray, lower: np.ndarray,
             f"no factor on the bands' half-widths covers {worst:g} of the labels: more than "
             f"{1 - worst:g} of them lie on a side of the mean where the band is empty (a "
             "strongly skewed distribution); calibrate at a higher level")
-    if len(levels) == 1:
-        return float(own[0, 0]), float(own[0, 1])
     k_v, k_a = (_least_worst(ratio[..., d], levels, own[:, d].min(), own[:, d].max())
                 for d in range(2))
     return k_v, k_a

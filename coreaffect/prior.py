@@ -611,14 +611,14 @@ class HiddenRoutePrior(LocalPyroModule):
 
         For one ``level``, each dimension d gets the factor on its decoded variance that makes
         the central interval at that level, ``|y_d - mean_d| <= z_{(1 + level)/2}
-        sqrt(c_d cov_dd)``, cover a fraction ``level`` of the labels exactly: c_d is the squared
-        ``level``-quantile of the standardised errors ``|y_d - mean_d| / sqrt(cov_dd)`` over
-        ``z_{(1 + level)/2}``. For several levels (say 0.5 and 0.9), one Gaussian width rarely
-        fits all of them when the errors have heavier tails than a Gaussian; c_d is then the
-        factor, between the smallest and the largest of the levels' own factors (400 steps on a
-        log scale, and those factors themselves), that makes the largest coverage error over
-        the levels smallest. The decoded means and the correlation of valence and arousal are
-        left as they are.
+        sqrt(c_d cov_dd)``, cover a fraction ``level`` of the labels, as nearly as the labels
+        allow: c_d is the squared ``level``-quantile of the standardised errors
+        ``|y_d - mean_d| / sqrt(cov_dd)`` over ``z_{(1 + level)/2}``, moved within its step off
+        any error. For several levels (say 0.5 and 0.9), one Gaussian width rarely fits all of
+        them when the errors have heavier tails than a Gaussian; c_d is then the factor that
+        makes the largest coverage error over the levels smallest, found exactly
+        (:func:`~coreaffect.calibration.variance_factor`). The decoded means and the
+        correlation of valence and arousal are left as they are.
 
         Args:
             estimates: An AffectEstimate with mean (B, 2), var (B, 2), embedding (B, D).

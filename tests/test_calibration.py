@@ -10,6 +10,7 @@ from scipy.stats import norm
 
 from coreaffect.calibration import (
     BANDS_FILE,
+    _least_worst,
     _quantile,
     band_factors,
     coverage_spread,
@@ -224,7 +225,7 @@ def test_bands_that_miss_their_mean_are_extended_to_it():
     truth = np.full((4, 2), 0.5)
     k = halfwidth_factors(truth[[0, 1, 3]], mean[[0, 1, 3]], lower[[0, 1, 3]],
                           upper[[0, 1, 3]], 0.5)
-    assert k == (0.5, 0.5)
+    assert k == pytest.approx((0.5, 0.5))  # the labels all sit at 0.5: either side is as good
     with pytest.raises(CoreAffectError, match="calibrate at a higher level"):
         halfwidth_factors(truth, mean, lower, upper, 0.9)  # a quarter lie on an empty side
 
@@ -258,3 +259,24 @@ def test_halfwidth_factors_of_several_levels_are_the_exact_minimax():
     for bad in (lower[1], np.moveaxis(lower, 0, -1)):  # one level's band, levels last
         with pytest.raises(ValueError, match=r"expected bands of 2 level\(s\)"):
             halfwidth_factors(truth, mean, bad, bad, levels)
+
+
+def test_one_level_too_is_calibrated_off_the_errors_and_at_any_scale():
+    # errors rounded to 0.1: a factor on a tied error's own value would leave the coverage to
+    # the rounding of z sqrt(c); counted as a band applies it, the coverage is the best there is
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        errors = np.round(np.abs(rng.normal(0, 0.5, int(rng.integers(5, 200)))), 1)
+        for level in (0.5, 0.9):
+            z = norm.ppf(0.5 + level / 2)
+            c = variance_factor(errors, [level])
+            _, best, _, _ = _brute_force(errors[None, :] / z, np.array([level]))
+            assert abs((errors <= z * np.sqrt(c)).mean() - level) == pytest.approx(best), seed
+    # ratios far from 1 neither overflow nor underflow the search
+    for scale in (1e-300, 1e200):
+        ratios = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0]]) * scale
+        k = _least_worst(ratios, np.array([0.5, 0.9]), 2.0 * scale, 2.8 * scale)
+        assert np.isfinite(k) and 1.0 * scale < k < 3.0 * scale
+    # equally good factors: the nearest to the levels' own, not the middle of a wide step
+    c = variance_factor(np.ones(10), [0.9, 0.95])
+    assert np.sqrt(c) == pytest.approx(1 / norm.ppf(0.95), rel=1e-6)
