@@ -92,10 +92,11 @@ def _least_worst(ratios: np.ndarray, levels: np.ndarray, low: float, high: float
         low, high: The levels' own factors, smallest and largest: of factors equally good, the
             one nearest to [low, high] (on a log scale) is returned.
 
-    Found exactly: the coverages change only where k passes a ratio, so the middle (geometric)
-    of every step between two positive ratios is tried, and points below the smallest and past
-    the largest. A factor is never one of the ratios themselves, where rounding in the band's
-    arithmetic could count a label either way.
+    Found exactly: the coverages change only where k passes a ratio, so one point of every step
+    is tried (between two positive ratios, below the smallest and past the largest): the
+    geometric middle of the step's part within [low, high] if it has one, else the step's point
+    nearest to that range. A factor is never one of the ratios themselves, where rounding in the
+    band's arithmetic could count a label either way.
     """
     finite = np.unique(ratios[np.isfinite(ratios) & (ratios > 0)])  # sorted
     if not len(finite):  # every finite ratio is 0: any factor covers those alike
