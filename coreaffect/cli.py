@@ -693,8 +693,9 @@ def _foreign(option: str, path: Path) -> str:
 def _is_metrics(data: Any) -> bool:
     """Whether ``data`` is what ``evaluate --json`` writes, ``{stage: {dimension: {metric:
     {"per_video", "mean", "pooled", ...}}}}``, or ``compare --json``, ``{"videos": [...], stage:
-    {"a", "b", "b_minus_a"}}`` (and ``"people"`` when it resampled people), each of these
-    ``{dimension: {metric: {"mean", "mean_ci", "pooled", "pooled_ci"}}}``."""
+    {"a", "b", "b_minus_a"}}``, each of these ``{dimension: {metric: {"mean", "mean_ci",
+    "pooled", "pooled_ci"}}}``; either with ``"people"`` (``{video: person}``) when it
+    resampled people."""
     from coreaffect.metrics import DIMENSIONS
     from coreaffect.pipeline import STAGES
 
@@ -710,10 +711,11 @@ def _is_metrics(data: Any) -> bool:
     stages = [data[k] for k in data if k not in lists]
     if not stages or not set(data) - lists <= set(STAGES):
         return False
+    if not isinstance(data.get("people", {}), dict):
+        return False
     if "videos" not in data:
-        return "people" not in data and all(table(stage, {"per_video", "mean", "pooled"})
-                                            for stage in stages)
-    return isinstance(data["videos"], list) and isinstance(data.get("people", {}), dict) and all(
+        return all(table(stage, {"per_video", "mean", "pooled"}) for stage in stages)
+    return isinstance(data["videos"], list) and all(
         isinstance(stage, dict) and set(stage) == {"a", "b", "b_minus_a"}
         and all(table(side, {"mean", "mean_ci", "pooled", "pooled_ci"}) for side in stage.values())
         for stage in stages)

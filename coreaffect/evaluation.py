@@ -63,11 +63,15 @@ class Evaluation(NamedTuple):
             not computed).
         differences: ``{stage: MetricIntervals}`` of each stage minus ``raw``, paired over the
             same resamples (empty when not computed).
+        people: ``{video id: person}`` of the videos scored, when the intervals resampled people
+            rather than videos; ``None``: each video was a person of its own, or no interval was
+            computed.
     """
 
     tables: dict[str, MetricTable]
     intervals: dict[str, MetricIntervals]
     differences: dict[str, MetricIntervals]
+    people: dict[str, str] | None = None
 
 
 def long_enough(videos: Sequence[LabelledVideo], model: HiddenRouteNet, purpose: str
@@ -270,8 +274,10 @@ def metrics_json(evaluation: Evaluation) -> dict:
     """The evaluation as plain JSON: ``{stage: {dimension: {metric: {"per_video": {video:
     value}, "mean", "pooled"}}}}``, and with intervals ``"mean_ci"`` and ``"pooled_ci"`` ([low,
     high]) beside ``"mean"`` and ``"pooled"``, and for every stage but ``raw`` a ``"vs_raw"``
-    entry holding the difference from ``raw`` the same way."""
-    out = {}
+    entry holding the difference from ``raw`` the same way. When the intervals resampled
+    people, ``"people"`` beside the stages holds ``{video id: person}``, as in ``compare
+    --json``."""
+    out: dict = {}
     for stage, table in evaluation.tables.items():
         out[stage] = table.to_dict()
         extra = {}
@@ -286,6 +292,8 @@ def metrics_json(evaluation: Evaluation) -> dict:
                     entry["pooled_ci"] = extra[dim][name]["pooled_ci"]
                 if name in difference.get(dim, {}):
                     entry["vs_raw"] = difference[dim][name]
+    if evaluation.people is not None:
+        out["people"] = dict(evaluation.people)
     return out
 
 

@@ -728,7 +728,8 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
     intervals, differences = (bootstrap_trajectories(videos, trajectories,
                                                      n_resamples=n_resamples, people=people)
                               if n_resamples else ({}, {}))
-    evaluation = Evaluation(evaluate_trajectories(videos, trajectories), intervals, differences)
+    evaluation = Evaluation(evaluate_trajectories(videos, trajectories), intervals, differences,
+                            people if intervals else None)
     if json_path is not None:
         atomic_write(json_path, json.dumps(metrics_json(evaluation), indent=2) + "\n")
     return evaluation

@@ -599,7 +599,7 @@ def test_a_resume_before_any_validated_epoch_keeps_the_run_s_data_settings(tiny,
 def test_a_split_by_person_is_kept_and_its_people_resampled(tiny, tmp_path, caplog, capsys):
     import numpy as np
 
-    from coreaffect.cli import main
+    from coreaffect.cli import _foreign, main
 
     ids = sorted(r.id for r in discover(tiny.corpus))
     with pytest.raises(CoreAffectError, match=r"nowhere\.csv: cannot read"):
@@ -623,9 +623,19 @@ def test_a_split_by_person_is_kept_and_its_people_resampled(tiny, tmp_path, capl
     evaluation = evaluate_run(run, tiny.corpus, subset="all", n_resamples=50)
     assert evaluation.intervals["raw"].resampled == "people"
     assert np.isnan(evaluation.intervals["raw"].mean_interval["rmse"]).all()
+    assert evaluation.people == split["people"]
+    written = tmp_path / "people.json"
     one_each = evaluate_run(run, tiny.corpus, subset="all", n_resamples=50,
-                            people={v: v for v in ids})
+                            people={v: v for v in ids}, json_path=written)
     assert np.isfinite(one_each.intervals["raw"].mean_interval["rmse"]).all()
+    # the JSON says that people were resampled, and is still a metrics file to replace
+    saved = json.loads(written.read_text())
+    assert saved["people"] == {v: v for v in ids} and list(saved)[:-1] == list(one_each.tables)
+    assert _foreign("--json", written) == ""
+    saved["people"] = ["not", "a", "mapping"]
+    written.write_text(json.dumps(saved))
+    assert _foreign("--json", written) == "is not a metrics file of coreaffect"
+    assert evaluate_run(run, tiny.corpus, subset="all", n_resamples=0).people is None
     assert main(["evaluate", str(run), str(tiny.corpus), "--subset", "all", "--resamples", "50",
                  "--quiet"]) == 0
     assert "no 95% intervals: too few people" in capsys.readouterr().out
