@@ -45,7 +45,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 
 from coreaffect.checkpoint import load_data_config, load_model
-from coreaffect.corpus import CropCache, discover
+from coreaffect.corpus import discover
+from coreaffect.crop_cache import CropCache
 from coreaffect.experiment import load_videos
 from coreaffect.saliency import (
     GradCAM3D,

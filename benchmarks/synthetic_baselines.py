@@ -41,7 +41,8 @@ from sklearn.preprocessing import StandardScaler
 
 from coreaffect.clips import window_targets
 from coreaffect.config import AnnotationConfig, ClipConfig, DataConfig
-from coreaffect.corpus import CropCache, discover, load_recording
+from coreaffect.corpus import discover, load_recording
+from coreaffect.crop_cache import CropCache
 from coreaffect.metrics import ccc
 from coreaffect.synthetic import MANIFEST, SynthConfig, read_truth, write_corpus
 

@@ -2,7 +2,8 @@
 
 Each command is a thin layer over the library. Exit codes: 0 on success, 2 on bad usage
 (argparse's own convention), 1 on a clear error message (a :class:`CoreAffectError`, printed
-without a traceback).
+without a traceback), 130 when interrupted (Ctrl-C) and 141 when the program reading the standard
+output stops early (``| head``).
 """
 
 from __future__ import annotations
@@ -362,8 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "each stage the run has: raw (hidden route), prior, smoothed, filtered "
                     "(causal) and lagged (fixed-lag). Frames count when they have a label and "
                     "a face. Each stage's difference from raw comes with a 95% interval over "
-                    "resampled videos: one that includes zero means these videos cannot tell "
-                    "the two apart.",
+                    "resampled videos (people, with --people or a run split by person): one "
+                    "that includes zero means these videos cannot tell the two apart.",
         epilog=_EPILOG_EVALUATE, formatter_class=argparse.RawDescriptionHelpFormatter)
     evaluate.add_argument("run", type=Path, help="run directory")
     evaluate.add_argument("data", type=Path, help="dataset folder")
@@ -516,8 +517,8 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
                    "only an empty file or a metrics file of evaluate or compare is replaced")
     parser.add_argument("--resamples", type=_count if intervals_optional else _positive_int,
                         default=2000, metavar="N",
-                        help="resamples of the videos for the 95%% intervals (default 2000"
-                             + ("; 0: none)" if intervals_optional else ")"))
+                        help="resamples of the videos (or people) for the 95%% intervals "
+                             "(default 2000" + ("; 0: none)" if intervals_optional else ")"))
     parser.add_argument("--people", type=Path, default=None, metavar="CSV",
                         help="the person in each video (columns video,person): the intervals "
                              "then resample people, each with all their videos (default: the "

@@ -44,7 +44,8 @@ import torch.nn.functional as F  # noqa: N812
 from torch.utils.data import Dataset
 
 from coreaffect.config import ClipConfig, DataConfig
-from coreaffect.corpus import CropCache, LabelledVideo, Recording, load_recording
+from coreaffect.corpus import LabelledVideo, Recording, load_recording
+from coreaffect.crop_cache import CropCache
 from coreaffect.errors import CoreAffectError
 
 __all__ = ["Clip", "ClipDataset", "Sequence", "window_targets"]

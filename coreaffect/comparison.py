@@ -21,7 +21,8 @@ import numpy as np
 
 from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages
 from coreaffect.checkpoint import atomic_write
-from coreaffect.corpus import CropCache, discover
+from coreaffect.corpus import discover
+from coreaffect.crop_cache import CropCache
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import _where_estimated, stage_inputs, stage_trajectories
 from coreaffect.experiment import held_out_videos, labels_delay, load_videos, run_people

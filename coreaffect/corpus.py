@@ -1,4 +1,4 @@
-"""Recordings of a dataset, video- and person-level splits, and the face-crop cache.
+"""Recordings of a dataset: finding them, checking them and loading their faces and labels.
 
 A *recording* is one video (a file or a folder of frames) with its annotation and an id.
 :func:`discover` finds the recordings under a dataset root for each supported format, laid out as
@@ -41,36 +41,17 @@ like no video (notes) are passed over. When no file is of the format, the error 
 named like a video and the format it is. Videos without an annotation are left out (logged).
 Loading a recording warns when its labelled times span far more than the video (times in
 milliseconds or frame numbers) or under half of it.
-
-:func:`split_recordings` makes deterministic video-level splits (the paper trained on 13 of 23
-MAHNOB videos and tested on the other 10): no frame of a test video is ever seen in training.
-Given the people in the videos (:mod:`coreaffect.people`), it splits by person: no test person is
-seen in training either.
-
-:class:`CropCache` stores the face crops of each recording on disk, so that training epochs do not
-decode and detect faces again. An entry is keyed by the SHA-256 of the video's bytes (every frame
-file for a folder) and of the face-crop settings; it holds the crops as a raw ``uint8`` file that
-is memory-mapped when read (memory stays bounded for long videos), and small arrays in a ``.npz``
-read without unpickling. An entry is written to a temporary folder and renamed into place last, so
-an interrupted write leaves no entry; an entry whose files are missing, truncated or inconsistent
-is deleted and rebuilt, never trusted.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
-import random
-import re
-import shutil
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -82,15 +63,15 @@ from coreaffect.annotations import (
     detect_format,
     read_annotations,
 )
-from coreaffect.checkpoint import temporary_folder
 from coreaffect.config import DataConfig, FaceConfig, VideoConfig
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
-from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
-from coreaffect.people import People, video_groups
+from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.video import VideoSource, is_frame_image, numbered_images
 
+if TYPE_CHECKING:
+    from coreaffect.crop_cache import CropCache
+
 __all__ = [
-    "CropCache",
     "LabelledVideo",
     "Recording",
     "check_annotations",
@@ -99,7 +80,6 @@ __all__ = [
     "folder_numbering",
     "open_source",
     "load_recording",
-    "split_recordings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -111,8 +91,6 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4
 _FOLDER_FPS = {"afew-va": 25.0, "aff-wild2": 30.0}
 # Aff-Wild2 numbers its cropped frames from 1 (00001.jpg is the first annotation row).
 _FIRST_INDEX = {"aff-wild2": 1}
-_CACHE_VERSION = 3  # 2: frames missing from a folder have rows; 3: and from a file (dropped,
-# undecodable)
 _LAYOUTS = {  # where the other formats' annotation files live, for the error that finds one
     "dante": "annotation/<UserId>/<video>/valence.csv and arousal.csv",
     "recola": "arousal/<video>.csv and valence/<video>.csv",
@@ -377,8 +355,8 @@ def _flat_entries(files: _FlatFiles, format: str, videos: dict[str, list[Path]]
     if not entries and files.unreadable:
         raise next(iter(files.unreadable.values()))
     if not entries and other is not None:  # name what is there instead
-        raise CoreAffectError(f"{other[0]}: a {other[1]} annotation, not {format}, and no "
-                              f"{format} annotation is named like a video")
+        raise CoreAffectError(f"{other[0]}: an annotation in the {other[1]} format, not "
+                              f"{format}, and no {format} annotation is named like a video")
     annotated = {stem for _, path in entries for stem in _video_stems(path.stem)}
     folders = {path.parent for _, path in entries}
     # file named like a video -> why it is not an annotation of the format
@@ -454,6 +432,9 @@ def _annotation_entries(root: Path, format: str, videos: dict[str, list[Path]],
         files = [p for p in _below(root) if _is_dante_file(p)]
         ids = sorted({p.parent.name for p in files})
         tops = {p.parent.parent.parent for p in files}
+        if not tops:
+            raise CoreAffectError(f"{root}: no DANTE annotation here (expected "
+                                  f"{_LAYOUTS['dante']}); is the format another one?")
         if len(tops) != 1:
             raise CoreAffectError(f"{root}: expected one DANTE 'annotation' folder, found "
                                   f"{len(tops)}: {', '.join(sorted(map(str, tops)))}")
@@ -540,230 +521,6 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
     return recordings
 
 
-def _video_of(recording: Recording) -> str:
-    """The video a recording is of: its id, without Aff-Wild2's ``_left`` or ``_right`` (the two
-    people of one video, in one file or in two frame folders)."""
-    if recording.format == "aff-wild2" and recording.id.endswith(("_left", "_right")):
-        return recording.id.rsplit("_", 1)[0]
-    return recording.id
-
-
-TEST_FRACTION = 10 / 23  # the paper's protocol: 10 test videos of 23
-
-
-def split_recordings(recordings: Sequence[Recording], n_test: int | None = None, *,
-                     test_fraction: float = TEST_FRACTION, seed: int = 0,
-                     people: People | None = None) -> tuple[list[Recording], list[Recording]]:
-    """Deterministic video-level train/test split, person-level when ``people`` is given.
-
-    The recordings are sorted by id and shuffled with ``seed``, so the split depends only on the
-    ids, ``people`` and the seed, not on the order of discovery. The default fraction is the
-    paper's protocol (10 test videos of 23). Recordings that must stay together are shuffled as
-    one unit and land on the same side: those of one video (Aff-Wild2's ``_left`` and ``_right``,
-    of one video file or of two frame folders), so that no frame of a test video is seen in
-    training, and those of one person in ``people`` (:mod:`coreaffect.people`), so that no test
-    person is. Without ``people``, units are taken in shuffled order until the test side holds
-    ``n_test`` (one more when a pair completes it). With ``people``, the units that fit within
-    ``n_test`` are taken in shuffled order, then, if the count is short, the smallest unit that
-    completes it: the test side holds ``n_test`` recordings or somewhat more, or fewer when no
-    unit fits (one person filmed in most of the corpus). A unit is never taken where it would
-    leave no recording on the other side.
-
-    Args:
-        recordings: The corpus.
-        n_test: Number of test videos; ``None`` rounds ``test_fraction`` of the corpus.
-        test_fraction: Used when ``n_test`` is ``None``.
-        seed: Seed of the shuffle.
-        people: ``{recording id: person}``; recordings it does not name are people of their
-            own. ``None``: every video is a person of its own.
-
-    Returns:
-        ``(train, test)``, each sorted by id.
-    """
-    ordered = sorted(recordings, key=lambda r: r.id)
-    if n_test is None:
-        n_test = round(test_fraction * len(ordered))
-    if not 0 <= n_test <= len(ordered):
-        raise CoreAffectError(f"cannot hold out {n_test} of {len(ordered)} recordings")
-    shuffled = _units(ordered, people)
-    random.Random(seed).shuffle(shuffled)  # one recording per video: the same as shuffling ids
-    test_ids: set[str] = set()
-    room = len(ordered) - 1 if n_test < len(ordered) else len(ordered)  # leave one to train on
-    if people:  # units of any size: those that fit, then the smallest that completes the count
-        for unit in shuffled:
-            if len(test_ids) + len(unit) <= n_test:
-                test_ids |= {r.id for r in unit}
-        more = [unit for unit in shuffled if unit[0].id not in test_ids
-                and len(test_ids) < n_test and len(test_ids) + len(unit) <= room]
-        if more:
-            test_ids |= {r.id for r in min(more, key=len)}
-    else:  # units of one video, or two (a pair): in shuffled order until the count is reached
-        for unit in shuffled:
-            if len(test_ids) >= n_test:
-                break
-            if len(test_ids) + len(unit) <= room:  # a pair that would take the last one waits
-                test_ids |= {r.id for r in unit}
-    train = [r for r in ordered if r.id not in test_ids]
-    test = [r for r in ordered if r.id in test_ids]
-    return train, test
-
-
-def _units(ordered: Sequence[Recording], people: People | None) -> list[list[Recording]]:
-    """The recordings that must land on one side of a split, together: those sharing a video
-    or a person, joined transitively; each unit in id order, the units in order of their first
-    recording."""
-    parent = list(range(len(ordered)))  # union-find over the recordings
-
-    def root(k: int) -> int:
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    first: dict[object, int] = {}
-    for k, recording in enumerate(ordered):
-        for key in (("file", _video_of(recording)),
-                    *video_groups([recording.id], people)):
-            j = first.setdefault(key, k)
-            parent[root(k)] = root(j)
-    units: dict[int, list[Recording]] = {}
-    for k, recording in enumerate(ordered):
-        units.setdefault(root(k), []).append(recording)
-    return sorted(units.values(), key=lambda unit: unit[0].id)
-
-
-# ---------------------------------------------------------------------------------------------
-# Cache
-
-
-def _hash_files(paths: Iterable[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
-def _video_hash(video: Path) -> str:
-    if video.is_dir():
-        return _hash_files(sorted(p for p in video.iterdir()
-                                  if p.is_file() and is_frame_image(p)))
-    return _hash_files([video])
-
-
-class CropCache:
-    """Face crops of recordings on disk, keyed by video content and crop settings.
-
-    Args:
-        directory: Where entries live; created if missing.
-        faces: The crop settings the entries are made with.
-        chunk_size: Frames decoded per chunk when an entry is built.
-    """
-
-    def __init__(self, directory: str | Path, faces: FaceConfig = FaceConfig(),
-                 chunk_size: int = 64) -> None:
-        self.directory = Path(directory)
-        self.faces = faces
-        self.chunk_size = chunk_size
-
-    def key(self, recording: Recording) -> str:
-        """SHA-256 of the video's content, its frame numbering and the crop settings (with the
-        content of a YuNet model file: another model at the same path is another key)."""
-        faces = recording.faces(self.faces)
-        settings = json.dumps({"faces": asdict(faces), "fps": recording.fps,
-                               "first_index": recording.first_index,
-                               "version": _CACHE_VERSION}, sort_keys=True)
-        digest = hashlib.sha256(settings.encode())
-        digest.update(_video_hash(recording.video).encode())
-        if faces.detector == "yunet" and Path(faces.yunet_model).is_file():
-            digest.update(_hash_files([Path(faces.yunet_model)]).encode())
-        return digest.hexdigest()
-
-    def _entry(self, recording: Recording, key: str) -> Path:
-        return self.directory / f"{recording.id}-{key[:16]}"
-
-    def get(self, recording: Recording) -> FaceCrops:
-        """The recording's crops: read from a valid entry, else built and stored."""
-        if self.directory.exists() and not self.directory.is_dir():
-            raise CoreAffectError(f"{self.directory}: a file, but a crop cache is a folder")
-        key = self.key(recording)
-        entry = self._entry(recording, key)
-        if entry.exists():
-            crops = self._read(entry, key)
-            if crops is not None:
-                return crops
-            logger.warning("cache entry %s is stale or corrupt; rebuilding it", entry)
-            shutil.rmtree(entry, ignore_errors=True)
-        self._write(recording, entry, key)
-        crops = self._read(entry, key)
-        if crops is None:  # pragma: no cover - only on a disk that loses what was just written
-            raise CoreAffectError(f"{entry}: cache entry unreadable right after writing it")
-        return crops
-
-    def _write(self, recording: Recording, entry: Path, key: str) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        tmp = temporary_folder(self.directory, f".{entry.name}-")
-        try:
-            cropper = FaceCropper(recording.faces(self.faces))
-            meta = spool_crops(cropper.crop_video(recording.open_video(self.chunk_size)),
-                               tmp / "crops.u8")
-            frames = len(meta.times)
-            if frames == 0:
-                raise CoreAffectError(f"{recording.video}: no frame could be decoded")
-            np.savez(tmp / "meta.npz", boxes=meta.boxes, face_found=meta.face_found,
-                     times=meta.times, indices=meta.indices)
-            size = self.faces.crop_size
-            (tmp / "entry.json").write_text(json.dumps(
-                {"key": key, "frames": frames, "crop_size": size, "video": str(recording.video),
-                 "version": _CACHE_VERSION}))
-            try:
-                os.replace(tmp, entry)
-            except OSError as err:  # another process may have put the entry in place first
-                if self._read(entry, key) is None:
-                    raise CoreAffectError(f"{entry}: cannot put the new cache entry in place "
-                                          f"({err.strerror or err})") from None
-                logger.info("%s: built by another process meanwhile; using that one", entry)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        logger.info("cached %d face crops of %s in %s", frames, recording.id, entry)
-        self._drop_outdated(recording, entry)
-
-    def _drop_outdated(self, recording: Recording, kept: Path) -> None:
-        """Remove the recording's entries made by an earlier cache version: none of them can
-        be read again. Entries of the current version with other crop settings stay."""
-        name = re.compile(re.escape(recording.id) + r"-[0-9a-f]{16}")
-        for entry in self.directory.iterdir():
-            if entry == kept or not name.fullmatch(entry.name) or not entry.is_dir():
-                continue
-            try:
-                version = json.loads((entry / "entry.json").read_text()).get("version", 1)
-            except (OSError, ValueError, AttributeError):
-                continue  # being written by another process, or not ours: leave it
-            if version < _CACHE_VERSION:
-                shutil.rmtree(entry, ignore_errors=True)
-                logger.info("removed %s, made by an earlier version of the crop cache", entry)
-
-    @staticmethod
-    def _read(entry: Path, key: str) -> FaceCrops | None:
-        """The entry's crops, or ``None`` when anything about it is off."""
-        try:
-            info = json.loads((entry / "entry.json").read_text())
-            frames, size = int(info["frames"]), int(info["crop_size"])
-            raw = entry / "crops.u8"
-            if info["key"] != key or raw.stat().st_size != frames * size * size * 3:
-                return None
-            with np.load(entry / "meta.npz", allow_pickle=False) as meta:
-                arrays = {name: meta[name] for name in ("boxes", "face_found", "times", "indices")}
-            if any(len(a) != frames for a in arrays.values()):
-                return None
-            crops = np.memmap(raw, dtype=np.uint8, mode="r", shape=(frames, size, size, 3))
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-            return None
-        return FaceCrops(crops=crops, **arrays)
-
-
 def load_recording(recording: Recording, config: DataConfig = DataConfig(),
                    cache: CropCache | None = None) -> LabelledVideo:
     """Face crops of every frame of a recording, with labels resampled to the frame times.
@@ -784,7 +541,7 @@ def load_recording(recording: Recording, config: DataConfig = DataConfig(),
     if cache is not None and cache.faces != config.faces:
         raise CoreAffectError(f"the crop cache {cache.directory} crops with other face settings "
                               "than the data settings given; make it with "
-                              "CropCache(directory, config.faces)")
+                              "coreaffect.crop_cache.CropCache(directory, config.faces)")
     recording = _with_rate(recording, config)
     annotations = _read_labels(recording, config)  # before the cropping: its errors come first
     if cache is not None:
@@ -899,8 +656,9 @@ def _check_span(annotations: Annotations, frame_times: np.ndarray, delay: float 
         problem = "it holds no label: the video is left out of every score"
     elif len(frame_times) and (labelled[-1] < frame_times[0] or labelled[0] > frame_times[-1]):
         problem = (f"no frame gets a label: with the annotation delay of {delay:g} s, its "
-                   f"labels fall at {labelled[0]:g}-{labelled[-1]:g} s of a video that runs "
-                   f"{frame_times[0]:g}-{frame_times[-1]:g} s; is the delay in seconds?")
+                   f"labels fall from {labelled[0]:g} s to {labelled[-1]:g} s, and the video "
+                   f"runs from {frame_times[0]:g} s to {frame_times[-1]:g} s; is the delay in "
+                   "seconds?")
     elif len(frame_times) > 1 and len(labelled) > 1:
         step = float(np.median(np.diff(frame_times)))
         video = float(frame_times[-1] - frame_times[0]) + step

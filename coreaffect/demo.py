@@ -131,7 +131,8 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
         CoreAffectError: ``out`` holds files the demo did not write.
     """
     from coreaffect.checkpoint import atomic_write
-    from coreaffect.corpus import CropCache, discover
+    from coreaffect.corpus import discover
+    from coreaffect.crop_cache import CropCache
     from coreaffect.evaluation import (
         Evaluation,
         bootstrap_trajectories,

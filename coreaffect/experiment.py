@@ -39,16 +39,14 @@ from coreaffect.checkpoint import (
 from coreaffect.clips import ClipDataset
 from coreaffect.config import DataConfig
 from coreaffect.corpus import (
-    TEST_FRACTION,
-    CropCache,
     LabelledVideo,
     Recording,
     check_annotations,
     check_numbering,
     discover,
     load_recording,
-    split_recordings,
 )
+from coreaffect.crop_cache import CropCache
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import (
     Evaluation,
@@ -59,6 +57,7 @@ from coreaffect.evaluation import (
 )
 from coreaffect.hidden_route import MODELS
 from coreaffect.people import People, people_of, resolve_people, video_groups
+from coreaffect.splits import TEST_FRACTION, split_recordings
 from coreaffect.stages import (
     FitSettings,
     StageFit,

@@ -5,7 +5,7 @@ sessions; a lab corpus may film each volunteer under several conditions). Two vi
 person are not independent: the person's face, manner and offset are in both. Two places in
 coreaffect need to know this:
 
-* **Splits** (:func:`~coreaffect.corpus.split_recordings`): the videos of one person go to the
+* **Splits** (:func:`~coreaffect.splits.split_recordings`): the videos of one person go to the
   same side, so that no test or validation person was seen in training (a *subject-independent*
   evaluation, the usual one in affective computing). Splitting videos alone would let the
   network recognise a test person it trained on, and score better than on new people.

@@ -120,8 +120,9 @@ from scipy.signal import lfilter
 
 from coreaffect import _render
 from coreaffect.checkpoint import temporary_folder
-from coreaffect.corpus import discover, split_recordings
+from coreaffect.corpus import discover
 from coreaffect.errors import CoreAffectError
+from coreaffect.splits import split_recordings
 
 __all__ = ["SynthConfig", "SyntheticCorpus", "Truth", "annotation_delay", "read_truth",
            "simulate_affect", "write_corpus"]
@@ -245,7 +246,7 @@ class SyntheticCorpus(NamedTuple):
     Attributes:
         root: The corpus folder (what :func:`coreaffect.corpus.discover` takes).
         ids: The video ids, sorted.
-        split: ``(train ids, test ids)``, from :func:`coreaffect.corpus.split_recordings` with
+        split: ``(train ids, test ids)``, from :func:`coreaffect.splits.split_recordings` with
             the corpus seed: 13 and 10 for 23 videos.
         format: The annotation format written.
         config: The configuration the corpus was generated with.

@@ -38,7 +38,8 @@ import numpy as np  # noqa: E402
 
 import coreaffect  # noqa: E402
 from coreaffect.bootstrap import bootstrap_stages  # noqa: E402
-from coreaffect.corpus import CropCache, discover  # noqa: E402
+from coreaffect.corpus import discover  # noqa: E402
+from coreaffect.crop_cache import CropCache  # noqa: E402
 from coreaffect.demo import tiny_run  # noqa: E402
 from coreaffect.evaluation import format_intervals, predict_video, scored_labels  # noqa: E402
 from coreaffect.experiment import load_videos, split_videos  # noqa: E402

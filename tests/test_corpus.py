@@ -11,8 +11,10 @@ import pytest
 
 from coreaffect import corpus
 from coreaffect.config import AnnotationConfig, DataConfig, FaceConfig
-from coreaffect.corpus import CropCache, discover, load_recording, split_recordings
+from coreaffect.corpus import discover, load_recording
+from coreaffect.crop_cache import CropCache
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
+from coreaffect.splits import split_recordings
 
 FPS = 25.0
 NONE = FaceConfig(detector="none", crop_size=16)
@@ -257,7 +259,7 @@ def test_files_of_another_format_or_outside_their_layout_are_named(tmp_path):
                                               r"layout; .* arousal/<video>\.csv"):
         discover(root)
     (root / "a.csv").write_text("".join(f"a;{i * 0.1:.1f};0.1;0.2;0\n" for i in range(10)))
-    with pytest.raises(CoreAffectError, match=r"a\.csv: a sewa annotation, not csv"):
+    with pytest.raises(CoreAffectError, match=r"a\.csv: an annotation in the sewa format, not csv"):
         discover(root, "csv")
 
 
@@ -558,7 +560,7 @@ def test_cache_entry_built_twice_at_once_keeps_the_first(tmp_path, caplog):
     key = cache.key(recording)
     entry = cache._entry(recording, key)
     cache._write(recording, entry, key)  # one process finished first
-    with caplog.at_level("INFO", logger="coreaffect.corpus"):
+    with caplog.at_level("INFO", logger="coreaffect.crop_cache"):
         cache._write(recording, entry, key)  # another, which found no entry either, finishes
     assert "built by another process" in caplog.text
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]  # no leftovers

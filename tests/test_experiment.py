@@ -12,7 +12,8 @@ import pytest
 
 from coreaffect.checkpoint import load_data_config, load_model, load_state
 from coreaffect.config import DataConfig, FaceConfig
-from coreaffect.corpus import CropCache, LabelledVideo, discover
+from coreaffect.corpus import LabelledVideo, discover
+from coreaffect.crop_cache import CropCache
 from coreaffect.demo import tiny_run
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import metrics_json
