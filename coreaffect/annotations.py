@@ -211,7 +211,7 @@ def read_annotations(path: str | Path, format: str = "auto", *, video: str | Non
     except OSError as err:  # a folder that cannot be listed, a file vanishing mid-read
         raise AnnotationError(path, f"cannot read ({err.strerror or err})") from None
     if got.raters is not None:  # multi-rater readers leave the fusion to here
-        got = got._replace(values=fuse_raters(got.raters, fusion))
+        got = got._replace(values=fuse_raters(got.raters, fusion, source=str(got.path)))
         _warn_unfused(got, fusion)
     logger.debug("%s: %s annotations of %r, %d samples", got.path, format, got.video,
                  got.times.size)

@@ -14,6 +14,7 @@ includes 0, that these videos cannot tell.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import NamedTuple
 
@@ -174,9 +175,11 @@ def format_comparison(comparison: Comparison,
             kind = "pooled" if name.startswith("coverage_") else "mean"
             for d, dim in enumerate(DIMENSIONS):
                 low, high = getattr(difference, f"{kind}_interval")[name][d]
+                interval = (f"[{low:+.4f}, {high:+.4f}]"
+                            if math.isfinite(low) and math.isfinite(high) else "none")
                 lines.append(
                     f"{stage:<9}{name.replace('coverage_', 'cov'):<9}{dim:<9}"
                     f"{getattr(comparison.a[stage], kind)[name][d]:>8.4f}"
                     f"{getattr(comparison.b[stage], kind)[name][d]:>8.4f}"
-                    f"{getattr(difference, kind)[name][d]:>+9.4f}  [{low:+.4f}, {high:+.4f}]")
+                    f"{getattr(difference, kind)[name][d]:>+9.4f}  {interval}")
     return "\n".join(lines)

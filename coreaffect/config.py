@@ -315,8 +315,8 @@ class DataConfig:
         settings it leaves out take their values from ``base`` (see :meth:`from_dict`)."""
         path = Path(path)
         try:
-            with path.open("rb") as handle:
-                data = tomllib.load(handle)
+            text = path.read_bytes().decode("utf-8-sig")  # a byte-order mark, as Notepad writes
+            data = tomllib.loads(text)
         except FileNotFoundError:
             raise CoreAffectError(f"{path}: no such configuration file") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

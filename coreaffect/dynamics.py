@@ -498,6 +498,8 @@ class CoreAffectDynamics:
         if method not in ("mle", "nuts"):
             raise InputError(f"method must be 'mle' or 'nuts', not {method!r}")
         batches = self._batches(self._as_list(sequences))
+        if not batches:
+            raise InputError("no video to fit to")
         n_frames = sum(int(b.mask.sum()) for b in batches)
         if n_frames == 0:
             raise InputError("no observed frame to fit to: every frame of every video is masked")
@@ -616,6 +618,8 @@ class CoreAffectDynamics:
             n: Number of draws S.
             random_state: Seed or generator (``None``: the estimator's ``random_state``).
         """
+        if not _is_integer(n) or n < 1:
+            raise InputError(f"n, the number of draws, must be an integer >= 1, got {n!r}")
         times, params, y, r, mask, parallel = self._single(sequence)
         generator = _generator(self.random_state if random_state is None else random_state,
                                y.device)
@@ -842,10 +846,17 @@ def _one_frame(time: float, mean: Any, cov: Any, k: int) -> tuple[Tensor, Tensor
     """A streamed frame's (1, K) mean and (1, K, K) covariance in float64 on the CPU, checked as
     a video's frames are (:func:`~coreaffect.observations.check_observations`), at a few
     microseconds' cost; for a frame without a face (``mean`` None), zeros and the identity."""
-    if not math.isfinite(float(time)):
-        raise InputError(f"frame at time {time}: times must be finite")
+    try:
+        finite = math.isfinite(float(time))
+    except (TypeError, ValueError):
+        finite = False
+    if not finite:
+        raise InputError(f"frame at time {time!r}: times must be finite numbers (seconds)")
     if mean is None:
         return torch.zeros(1, k, dtype=_DTYPE), torch.eye(k, dtype=_DTYPE)[None]
+    if cov is None:
+        raise InputError(f"frame at time {time}: a mean needs its covariance (cov); give mean "
+                         "None for a frame without a face")
     m = torch.as_tensor(mean, dtype=_DTYPE, device="cpu")
     s = torch.as_tensor(cov, dtype=_DTYPE, device="cpu")
     if m.shape not in ((k,), (1, k)) or s.shape not in ((k, k), (1, k, k)):

@@ -63,6 +63,7 @@ from coreaffect.stages import (
     StageFit,
     check_settings,
     fit_core_affect,
+    paired_frames,
     run_fit_settings,
 )
 from coreaffect.synthetic import annotation_delay
@@ -236,6 +237,11 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
                           config.video.chunk_size)
         fit_videos = load_videos(fit, config, crops, progress, "training")
         val_videos_loaded = load_videos(val, config, crops, progress, "validation")
+        if fit_prior and not any(paired_frames(video).any() for video in fit_videos):
+            raise CoreAffectError(f"{data}: no training video has a frame with a face and both "
+                                  "labels (valence and arousal), which the prior is fitted on; "
+                                  "train the hidden route only (--hidden-route-only) or add "
+                                  "such videos")
         sequences = ClipDataset(fit_videos, config.clips, size=size, augment=True,
                                 dense_length=DENSE_LENGTH, random_state=seed)
         train_config = TrainConfig(preset=preset, max_minutes=max_minutes, seed=seed,
@@ -587,6 +593,9 @@ def refit_run(run: str | Path, out: str | Path, *, data: str | Path | None = Non
     settings = settings or run_fit_settings(run)
     check_settings(settings)
     split = read_split(run)
+    if data is None and not Path(split["data"]).is_dir():
+        raise CoreAffectError(f"{split['data']}: the dataset {run} was trained on is not there "
+                              "(moved?); give its folder (--data)")
     data = Path(split["data"] if data is None else data)
     model, config = load_model(run, device), load_data_config(run)
     recordings = {r.id: r for r in discover(data, split["format"])}

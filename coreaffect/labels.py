@@ -86,7 +86,7 @@ def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray
     return out
 
 
-def fuse_raters(ratings: np.ndarray, method: str = "mean") -> np.ndarray:
+def fuse_raters(ratings: np.ndarray, method: str = "mean", *, source: str = "") -> np.ndarray:
     """Fuse several raters' labels into one series, NaN-aware.
 
     Raters need not label the same times: at each time, only the raters labelled there count.
@@ -106,6 +106,8 @@ def fuse_raters(ratings: np.ndarray, method: str = "mean") -> np.ndarray:
     Args:
         ratings: (R, T, 2) labels, VA last axis; NaN = no label.
         method: ``"mean"`` or ``"ewe"``.
+        source: What the ratings are of (the annotation file), named in the warning about a
+            dimension that falls back to the mean.
 
     Returns:
         (T, 2) fused labels.
@@ -120,7 +122,7 @@ def fuse_raters(ratings: np.ndarray, method: str = "mean") -> np.ndarray:
         raise InputError(f"ratings must be (R, T, D) with R >= 1, got {ratings.shape}")
     weights = np.ones((ratings.shape[0], ratings.shape[2]))  # (R, D)
     if method == "ewe" and ratings.shape[0] > 1:
-        weights = _ewe_weights(ratings)
+        weights = _ewe_weights(ratings, source)
     return _weighted_mean(ratings, weights)
 
 
@@ -134,7 +136,7 @@ def _weighted_mean(ratings: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return np.where(total > 0, weighted / total, np.nan)
 
 
-def _ewe_weights(ratings: np.ndarray) -> np.ndarray:
+def _ewe_weights(ratings: np.ndarray, source: str = "") -> np.ndarray:
     """EWE weights (R, D) of (R, T, D) ratings; see :func:`fuse_raters`."""
     n_raters, _, n_dims = ratings.shape
     weights = np.zeros((n_raters, n_dims))
@@ -145,8 +147,10 @@ def _ewe_weights(ratings: np.ndarray) -> np.ndarray:
             weights[r, d] = max(_correlation(ratings[r, :, d], reference[:, d]), 0.0)
     dead = weights.sum(axis=0) == 0
     if dead.any():
-        logger.warning("EWE: no rater correlates positively with the others in dimension(s) %s; "
-                       "using the mean there", np.flatnonzero(dead).tolist())
+        names = ("valence", "arousal") if n_dims == 2 else tuple(map(str, range(n_dims)))
+        logger.warning("%sEWE: no rater correlates positively with the others in %s; using the "
+                       "mean of the raters there", f"{source}: " if source else "",
+                       " and ".join(n for n, d in zip(names, dead, strict=True) if d))
         weights[:, dead] = 1.0
     return weights
 

@@ -91,7 +91,7 @@ from coreaffect.calibration import (  # noqa: F401 - write_bands was here
     write_bands,
 )
 from coreaffect.checkpoint import load_data_config, load_model
-from coreaffect.config import DataConfig
+from coreaffect.config import DataConfig, _is_integer
 from coreaffect.devices import check_device
 from coreaffect.dynamics import (
     AffectObservations,
@@ -100,7 +100,7 @@ from coreaffect.dynamics import (
 from coreaffect.errors import CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops, _with_missing_frames, spool_crops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, frame_windows
-from coreaffect.prior import HiddenRoutePrior
+from coreaffect.prior import HiddenRoutePrior, latent_moments
 from coreaffect.streaming import _StreamState
 from coreaffect.trajectory import AffectRow, AffectTrajectory
 from coreaffect.video import Frame, VideoSource
@@ -111,18 +111,26 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("raw", "prior", "smoothed", "filtered", "lagged")
 _DYNAMIC = ("smoothed", "filtered", "lagged")  # the stages the dynamics produce
+_MAX_RATE = 1000  # frames a second: a stream's numbering that skips faster is an error
 _DTYPE = torch.float64
 
 
 def _sqrt_psd(cov: torch.Tensor) -> torch.Tensor:
-    """(..., K, K) symmetric square roots of covariances, robust to near-singular ones."""
+    """(..., K, K) symmetric square roots of covariances, robust to near-singular ones.
+
+    Raises:
+        CoreAffectError: A matrix that is not symmetric positive semi-definite beyond
+            rounding (by more than 1e-6 times its largest entry, or eigenvalue, plus 1e-12).
+    """
+    asymmetry = (cov - cov.transpose(-1, -2)).abs().amax((-2, -1))
+    if bool((asymmetry > 1e-6 * cov.abs().amax((-2, -1))).any()):
+        raise CoreAffectError("latent covariances must be symmetric")
     values, vectors = torch.linalg.eigh(0.5 * (cov + cov.transpose(-1, -2)))
+    scale = values.abs().amax(-1, keepdim=True)
+    if bool((values < -1e-6 * scale - 1e-12).any()):
+        raise CoreAffectError("latent covariances must be positive semi-definite; one has an "
+                              f"eigenvalue of {float(values.min()):.3g}")
     return vectors * values.clamp_min(0).sqrt()[..., None, :]
-
-
-def _moments(latent: MultivariateNormal) -> tuple[torch.Tensor, torch.Tensor]:
-    """Means (T, K) and covariances (T, K, K) of latent Gaussians, in float64 on the CPU."""
-    return latent.loc.to("cpu", _DTYPE), latent.covariance_matrix.to("cpu", _DTYPE)
 
 
 def _release_pages(array: np.ndarray) -> None:
@@ -231,9 +239,18 @@ class CoreAffect:
             raise CoreAffectError("n_decode_samples must be an even number >= 2 (antithetic "
                                   f"pairs), got {n_decode_samples!r}")
         check_lag(lag)
-        if segment_frames < 1 or decode_chunk < 1:
-            raise CoreAffectError(f"segment_frames and decode_chunk must be >= 1, got "
-                                  f"{segment_frames} and {decode_chunk}")
+        if not _is_integer(random_state):
+            raise CoreAffectError(f"random_state must be an integer seed of the decoding draws, "
+                                  f"got {random_state!r}")
+        if not all(_is_integer(n) and n >= 1
+                   for n in (chunk_frames, segment_frames, decode_chunk)):
+            raise CoreAffectError(f"chunk_frames, segment_frames and decode_chunk must be "
+                                  f"integers >= 1, got {chunk_frames!r}, {segment_frames!r} and "
+                                  f"{decode_chunk!r}")
+        unknown = sorted(set(band_scale or {}) - set(_DYNAMIC))
+        if unknown:
+            raise CoreAffectError(f"band_scale has factors of the stages {', '.join(_DYNAMIC)}, "
+                                  f"not of {', '.join(map(repr, unknown))}")
         self.model = model.eval()
         self.data_config = data_config
         self.prior = prior
@@ -394,7 +411,7 @@ class CoreAffect:
 
     def _latent_prior(self, estimate: AffectEstimate) -> tuple[torch.Tensor, torch.Tensor]:
         """Prior means (T, K) and covariances (T, K, K) in float64."""
-        return _moments(self.prior(AffectEstimate(*(x.float() for x in estimate))))
+        return latent_moments(self.prior(AffectEstimate(*(x.float() for x in estimate))))
 
     def decode(self, latent_mean: torch.Tensor, latent_cov: torch.Tensor, level: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -433,7 +450,14 @@ class CoreAffect:
         levels = [check_level(level) for level in levels]
         manifold = self.prior.manifold
         m = torch.as_tensor(latent_mean, dtype=_DTYPE)
-        root = _sqrt_psd(torch.as_tensor(latent_cov, dtype=_DTYPE))  # (T, K, K)
+        cov = torch.as_tensor(latent_cov, dtype=_DTYPE)
+        k = manifold.n_latent
+        if m.ndim != 2 or m.shape[1] != k or cov.shape != (len(m), k, k):
+            raise CoreAffectError(f"decoding needs latent means (T, {k}) and covariances "
+                                  f"(T, {k}, {k}), got {tuple(m.shape)} and {tuple(cov.shape)}")
+        if not bool(torch.isfinite(m).all() & torch.isfinite(cov).all()):
+            raise CoreAffectError("decoding needs finite latent means and covariances")
+        root = _sqrt_psd(cov)  # (T, K, K); raises on a covariance that is not one
         noise = manifold.noise_scale_.to("cpu", _DTYPE)  # (2,)
         eps, eta = self._decode_noise()
         probs = torch.tensor([p for level in levels for p in (0.5 - level / 2, 0.5 + level / 2)],
@@ -520,7 +544,7 @@ class CoreAffect:
             raw_var[part][seen] = estimate.var.double().numpy()[seen]
             if need_prior:  # the priors once: the prior stage decodes the same ones
                 latent = self.prior(AffectEstimate(*(x.float() for x in estimate)))
-                loc[part], cov[part] = _moments(latent)
+                loc[part], cov[part] = latent_moments(latent)
             if "prior" in wanted and seen.any():
                 rows = torch.as_tensor(np.flatnonzero(seen))
                 decoded = self.prior.decode(MultivariateNormal(latent.loc[rows],
@@ -753,10 +777,13 @@ class CoreAffect:
                 raise CoreAffectError(f"frame {index}: frame indices must increase, and it "
                                       f"follows frame {last[0]}")
             time = _frame_time(index, time, None if last is None else last[1])
+            if last is not None:
+                _check_hole(index, time, *last)
             image = np.asarray(image)
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise CoreAffectError(f"frame {index}: images must be (H, W, 3) uint8 RGB, got "
-                                      f"{image.dtype} {image.shape}")
+            if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
+                    or 0 in image.shape):
+                raise CoreAffectError(f"frame {index}: images must be non-empty (H, W, 3) uint8 "
+                                      f"RGB, got {image.dtype} {image.shape}")
             part = cropper.crop(FrameChunk(image[None],
                                            np.array([time]), np.array([index], dtype=np.int64)))
             # a folder's missing frames get rows without a face first, as in predict
@@ -806,6 +833,24 @@ def _frame_time(index: int, time: Any, previous: float | None) -> float:
         raise CoreAffectError(f"frame {index}: time {value:g} s does not follow the previous "
                               f"frame's {previous:g} s (times must increase)")
     return value
+
+
+def _check_hole(index: int, time: float, last_index: int, last_time: float) -> None:
+    """Refuse frame numbers that skip more frames than their times allow: a stream gives each
+    skipped frame a row (without a face) at the hidden route's cost per frame, so a numbering
+    that jumps (a recorder's counter reset or wrapped) would keep it busy for hours.
+
+    Raises:
+        CoreAffectError: More than ``_MAX_RATE`` skipped frames per second between the two
+            frames' times.
+    """
+    skipped = index - last_index - 1
+    if skipped > _MAX_RATE * (time - last_time):
+        raise CoreAffectError(
+            f"frame {index}: {skipped} frames are missing after frame {last_index}, in "
+            f"{time - last_time:.3g} s: more than {_MAX_RATE} frames a second, which no camera "
+            "takes; a stream gives each missing frame a row, so number its frames as they were "
+            "taken (or leave their indices out, and they are counted)")
 
 
 def load_run(run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:

@@ -133,7 +133,7 @@ from coreaffect.manifold import (
 )
 from coreaffect.pyro_modules import LocalPyroModule, local_params
 
-__all__ = ["LOCATIONS", "DecodedPrior", "HiddenRoutePrior", "preimage"]
+__all__ = ["LOCATIONS", "DecodedPrior", "HiddenRoutePrior", "latent_moments", "preimage"]
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,15 @@ _CENTRE_STEPS = 6  # Gauss-Newton steps from g^-1(mean) to the "regression" cent
 _FIT_DRAWS = 32  # latent draws that centre each minibatch's priors during the fit
 _FIT_CENTRE_STEPS = 2  # steps per minibatch from each pair's previous centre during the fit
 _CENTRE_POINTS = 1 << 17  # rows x draws decoded at once while centring (bounds the memory)
+
+
+def latent_moments(latent: dist.MultivariateNormal) -> tuple[Tensor, Tensor]:
+    """Means (B, K) and covariances (B, K, K) of the prior's latent Gaussians, in float64 on
+    the CPU, each covariance L L^T of its Cholesky factor L taken to float64 first: the
+    float32 product of an elongated prior's factor (axes of 8.6 and 0.0015) can have a
+    negative eigenvalue, which the dynamics rightly refuse."""
+    tril = latent.scale_tril.to("cpu", torch.float64)
+    return latent.loc.to("cpu", torch.float64), tril @ tril.transpose(-1, -2)
 
 
 class DecodedPrior(NamedTuple):

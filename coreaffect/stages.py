@@ -88,9 +88,10 @@ from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.manifold import BACKENDS as MANIFOLD_BACKENDS
 from coreaffect.manifold import AffectManifold
 from coreaffect.metrics import ccc
-from coreaffect.prior import HiddenRoutePrior
+from coreaffect.prior import HiddenRoutePrior, latent_moments
 
-__all__ = ["FitSettings", "StageFit", "check_settings", "fit_core_affect", "run_fit_settings"]
+__all__ = ["FitSettings", "StageFit", "check_settings", "fit_core_affect", "paired_frames",
+           "paired_videos", "run_fit_settings"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,13 +172,28 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def paired_frames(video: LabelledVideo) -> np.ndarray:
+    """(T,) the frames of a video with a face and both labels: those that fit and score."""
+    return np.isfinite(video.labels).all(1) & np.asarray(video.crops.face_found, bool)
+
+
+def paired_videos(videos: Sequence[LabelledVideo], purpose: str) -> list[LabelledVideo]:
+    """The videos with at least one frame that has a face and both labels; the others are
+    named in a warning that says what they are left out of (``purpose``)."""
+    kept = [video for video in videos if paired_frames(video).any()]
+    left = [video.id for video in videos if not paired_frames(video).any()]
+    if left:
+        logger.warning("%d video(s) without a frame that has a face and both labels are left out "
+                       "of %s: %s", len(left), purpose, ", ".join(left))
+    return kept
+
+
 def _pairs(videos: Sequence[LabelledVideo], estimates: dict[str, AffectEstimate], step: int,
            limit: int | None = None) -> tuple[AffectEstimate, np.ndarray]:
     """Pairs of frames with a label and a face: an AffectEstimate (N, ...) and labels (N, 2)."""
     rows, labels = [], []
     for video in videos:
-        keep = np.isfinite(video.labels).all(1) & np.asarray(video.crops.face_found, bool)
-        index = np.flatnonzero(keep)[::step]
+        index = np.flatnonzero(paired_frames(video))[::step]
         rows.append((video.id, index))
         labels.append(video.labels[index])
     total = sum(len(i) for _, i in rows)
@@ -194,10 +210,10 @@ def _observations(prior: HiddenRoutePrior, video: LabelledVideo, estimate: Affec
                   step: int = 1) -> AffectObservations:
     """The prior's latent Gaussians of every ``step``-th frame as dynamics observations."""
     index = torch.arange(0, len(video.crops.times), step)
-    latent = prior(AffectEstimate(*(x[index] for x in estimate)))
+    means, covs = latent_moments(prior(AffectEstimate(*(x[index] for x in estimate))))
     found = torch.as_tensor(np.asarray(video.crops.face_found, bool))[index]
     return AffectObservations(torch.as_tensor(video.crops.times, dtype=torch.float64)[index],
-                              latent.loc.double(), latent.covariance_matrix.double(), found)
+                              means, covs, found)
 
 
 def _choose_noise_scales(dynamics: CoreAffectDynamics, manifold: AffectManifold,
@@ -264,10 +280,9 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
     levels = list(settings.calibration_levels)
     bands: dict[str, list[tuple[np.ndarray, ...]]] = {stage: [] for stage in names}
     for video in videos:
-        latent = prior(estimates[video.id])
+        means, covs = latent_moments(prior(estimates[video.id]))
         found = np.asarray(video.crops.face_found, bool)
-        stages = affect.latent_moments(video.crops.times, latent.loc.double(),
-                                       latent.covariance_matrix.double(), found, names)
+        stages = affect.latent_moments(video.crops.times, means, covs, found, names)
         keep = np.flatnonzero(found & np.isfinite(video.labels).all(1))[::settings.band_step]
         truth = video.labels[keep].astype(np.float64)  # (N, 2)
         for stage, (m, c) in stages.items():
@@ -336,11 +351,13 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
     Returns:
         The :class:`StageFit`.
     """
-    train = long_enough(train, model, "the prior and the dynamics")
+    purpose = "the prior and the dynamics"
+    train = paired_videos(long_enough(train, model, purpose), purpose)
     if not train:
-        raise CoreAffectError("fitting the prior needs at least one training video")
+        raise CoreAffectError("fitting the prior needs at least one training video with a frame "
+                              "that has a face and both labels")
     check_settings(settings)
-    held_out = long_enough(val, model, "the prior and the dynamics")
+    held_out = paired_videos(long_enough(val, model, purpose), purpose)
     if not held_out:
         logger.warning("no validation video: the prior is calibrated and the dynamics fitted on "
                        "the training videos, whose estimates are better than on new videos; "

@@ -97,3 +97,5 @@ def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path):
     assert format_comparison(grouped).startswith(
         "3 videos of 2 people; B - A with its 95% interval over resampled people (none with "
         "fewer than 3 people)")
+    assert "[+nan" not in format_comparison(grouped)
+    assert format_comparison(grouped).splitlines()[2].endswith("  none")

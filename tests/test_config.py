@@ -30,6 +30,9 @@ def test_from_toml(tmp_path):
     config = DataConfig.from_toml(path)
     assert config.faces.margin == 1.0 and config.faces.detect_every == 2
     assert config.clips.stride == 4 and config.clips.length == 16
+    # as Windows' Notepad saves it: a byte-order mark and CRLF line ends
+    path.write_bytes(b"\xef\xbb\xbf[annotations]\r\ndelay = 0.5\r\n")
+    assert DataConfig.from_toml(path).annotations.delay == 0.5
 
 
 def test_a_relative_yunet_model_is_found_beside_the_file_that_names_it(tmp_path, monkeypatch):

@@ -332,6 +332,7 @@ def test_floors_are_checked_before_any_computation(fitted, setting, value):
     (torch.tensor([float("nan"), 0.0]), 0.01 * torch.eye(2), "non-finite"),
     (torch.zeros(2), -torch.eye(2), "positive definite"),
     (torch.zeros(3), torch.eye(3), "expected"),
+    (torch.zeros(2), None, "needs its covariance"),
 ])
 def test_streaming_steps_check_each_frame(fitted, mean, cov, message):
     for step in (fitted.filter_step, lambda *a: fitted.lag_step(*a, lag=2)):
@@ -340,8 +341,17 @@ def test_streaming_steps_check_each_frame(fitted, mean, cov, message):
     state = fitted.filter_step(None, 0.0, torch.zeros(2), 0.01 * torch.eye(2))
     with pytest.raises(ValueError, match="finite|follow"):
         fitted.filter_step(state, float("nan"), torch.zeros(2), 0.01 * torch.eye(2))
+    for time in ("abc", None):  # named, as any frame's problem is
+        with pytest.raises(ValueError, match=f"frame at time {time!r}: times must be finite"):
+            fitted.filter_step(state, time)
     # a frame without a face needs no values
     assert fitted.filter_step(state, 0.1).mean.isfinite().all()
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_the_number_of_draws_is_checked(data, fitted, n):
+    with pytest.raises(ValueError, match="n, the number of draws, must be an integer >= 1"):
+        fitted.sample(data[0][0], n=n)
 
 
 def test_levels_and_lags_are_checked_and_numpy_numbers_accepted(data, fitted):

@@ -11,11 +11,11 @@ import shutil
 import pytest
 
 from coreaffect.checkpoint import load_data_config, load_model, load_state
-from coreaffect.config import DataConfig, FaceConfig
+from coreaffect.config import AnnotationConfig, DataConfig, FaceConfig
 from coreaffect.corpus import LabelledVideo, discover
 from coreaffect.crop_cache import CropCache
 from coreaffect.demo import tiny_run
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, CoreAffectWarning
 from coreaffect.evaluation import metrics_json
 from coreaffect.experiment import (
     data_settings,
@@ -157,6 +157,33 @@ def test_videos_shorter_than_a_clip_are_left_out_of_the_fit_by_name(tiny, tmp_pa
     assert fit.videos["prior"] == split["train"] and "short" not in fit.videos["dynamics"]
 
 
+def test_videos_without_a_face_and_both_labels_are_left_out_of_the_fit_by_name(tiny, tmp_path,
+                                                                                caplog):
+    import numpy as np
+
+    run, split, train, val = _copy_of_run(tiny, tmp_path)
+    labels = val[0].labels.copy()
+    labels[:, 1] = np.nan  # a video annotated for valence only
+    one_sided = val[0]._replace(id="valence_only", labels=labels)
+    with caplog.at_level(logging.WARNING, logger="coreaffect.stages"):
+        fit = fit_core_affect(run, load_model(run), train, [one_sided], settings=FAST)
+    assert ("1 video(s) without a frame that has a face and both labels are left out of the "
+            "prior and the dynamics: valence_only") in caplog.text
+    assert "no validation video" in caplog.text  # so the training videos stand in
+    assert fit.videos["dynamics"] == split["train"]
+    with pytest.raises(CoreAffectError, match="at least one training video with a frame that "
+                                              "has a face and both labels"):
+        fit_core_affect(run, load_model(run), [one_sided], val, settings=FAST)
+    # train_run says so before training the network
+    with pytest.raises(CoreAffectError, match="no training video has a frame with a face and "
+                                              "both labels"), \
+            pytest.warns(CoreAffectWarning, match="labels fall from -10000 s to -9996.04 s, and "
+                                                  "the video runs from 0 s to 3.96 s"):
+        train_run(tiny.corpus, tmp_path / "blind", epochs=1, test_videos=1, val_videos=0,
+                  cache=tiny.run / "crops",
+                  data_config=DataConfig(annotations=AnnotationConfig(delay=1e4)))
+
+
 def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, caplog):
     run, split, train, _ = _copy_of_run(tiny, tmp_path)
     with caplog.at_level(logging.WARNING, logger="coreaffect.stages"):
@@ -274,6 +301,14 @@ def test_refit_never_overwrites_and_names_what_is_wrong(tiny, tmp_path):
             path.unlink()
     with pytest.raises(CoreAffectError, match="videos are missing"):
         refit_run(tiny.run, tmp_path / "new", data=corpus, settings=FAST)
+    assert not (tmp_path / "new").exists()
+    moved = tmp_path / "moved_run"
+    shutil.copytree(tiny.run, moved, ignore=shutil.ignore_patterns("crops"))
+    split["data"] = str(tmp_path / "gone")
+    (moved / "split.json").write_text(json.dumps(split))
+    with pytest.raises(CoreAffectError, match=r"gone: the dataset .*moved_run was trained on is "
+                                              r"not there \(moved\?\); give its folder \(--data\)"):
+        refit_run(moved, tmp_path / "new", settings=FAST)
     assert not (tmp_path / "new").exists()
     (tmp_path / "full" / "stages.json").write_text('{"settings": [1]}')
     with pytest.raises(CoreAffectError, match="stages.json: unreadable settings"):

@@ -30,13 +30,18 @@ def test_fuse_ewe_against_hand_computed_weights():
     np.testing.assert_allclose(fuse_raters(ratings, "ewe"), np.stack([expected] * 2, -1))
 
 
-def test_fuse_ewe_zero_weight_for_anticorrelated_rater_and_fallbacks():
+def test_fuse_ewe_zero_weight_for_anticorrelated_rater_and_fallbacks(caplog):
     s = np.array([0.0, 0.1, 0.2, 0.3])
     ratings = np.stack([s, s, s, -s])[:, :, None].repeat(2, axis=2)  # (4, 4, 2)
     np.testing.assert_allclose(fuse_raters(ratings, "ewe")[:, 0], s, atol=1e-12)
     np.testing.assert_allclose(fuse_raters(ratings[:1], "ewe"), ratings[0])  # a single rater
     opposed = np.stack([s, -s])[:, :, None].repeat(2, axis=2)  # no positive weight: the mean
     np.testing.assert_allclose(fuse_raters(opposed, "ewe"), np.zeros((4, 2)), atol=1e-12)
+    opposed[:, :, 1] = np.stack([s, s])  # arousal agrees
+    with caplog.at_level("WARNING", logger="coreaffect.labels"):
+        fuse_raters(opposed, "ewe", source="ratings/a.csv")
+    assert ("ratings/a.csv: EWE: no rater correlates positively with the others in valence; "
+            "using the mean of the raters there") in caplog.text
     with pytest.raises(ValueError):
         fuse_raters(ratings, "median")
 

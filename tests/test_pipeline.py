@@ -305,6 +305,25 @@ def test_stream_checks_each_time_as_its_frame_arrives(affect, tiny, bad, problem
     assert len(rows) == 30 - affect.latency_frames  # the rows of frames before it, no more
 
 
+def test_stream_refuses_empty_images_and_numbering_that_skips_faster_than_any_camera(affect,
+                                                                                     tiny):
+    with VideoSource(tiny.video()) as video:
+        frames = [f for _, f in zip(range(20), video, strict=False)]
+    empty = [(np.zeros((0, 0, 3), np.uint8), 0.0)]
+    with pytest.raises(CoreAffectError, match=r"frame 0: .*non-empty .*, got uint8 \(0, 0, 3\)"):
+        list(affect.stream(empty))
+    jumped = [*frames[:10], *(f._replace(index=f.index + 10**9) for f in frames[10:])]
+    rows = []
+    with pytest.raises(CoreAffectError, match=f"frame {10**9 + 10}: {10**9} frames are missing "
+                                              "after frame 9, in 0.04 s"):
+        rows.extend(affect.stream(jumped))  # at once, not after a billion rows
+    assert rows == []
+    # a hole its times allow gets its rows, as predict gives a folder's missing frames
+    holed = [*frames[:10], *(f._replace(index=f.index + 5, time=f.time + 0.2)
+                             for f in frames[10:])]
+    assert [row.index for row in affect.stream(holed)] == list(range(25))
+
+
 def test_stream_checks_that_frame_indices_increase(affect, tiny):
 
     with VideoSource(tiny.video()) as video:
@@ -332,6 +351,30 @@ def test_decode_samples_must_be_antithetic_pairs(tiny, samples):
     with pytest.raises(CoreAffectError, match="n_decode_samples"):
         CoreAffect.load(tiny.run, n_decode_samples=samples)
     assert CoreAffect.load(tiny.run, n_decode_samples=np.int64(8)).n_decode_samples == 8
+    for seed in (None, 1.5, "0"):
+        with pytest.raises(CoreAffectError, match="random_state must be an integer seed"):
+            CoreAffect.load(tiny.run, random_state=seed)
+    for setting in ("chunk_frames", "segment_frames", "decode_chunk"):
+        with pytest.raises(CoreAffectError, match="must be integers >= 1, got"):
+            CoreAffect.load(tiny.run, **{setting: 0})
+    with pytest.raises(CoreAffectError, match="not of 'smothed'"):  # a typo, not ignored
+        CoreAffect.load(tiny.run, band_scale={"smothed": 2.0})
+
+
+def test_decoding_checks_the_latents_it_is_given(affect):
+    mean, cov = np.zeros((1, 2)), 0.01 * np.eye(2)[None]
+    for bad_mean, bad_cov, problem in [
+            (mean[0], cov[0], r"means \(T, 2\) and covariances \(T, 2, 2\), got \(2,\)"),
+            (np.zeros((1, 3)), np.eye(3)[None], r"got \(1, 3\) and \(1, 3, 3\)"),
+            (mean, np.full((1, 2, 2), np.nan), "finite"),
+            (mean, -cov, "positive semi-definite; one has an eigenvalue of -0.01"),
+            (mean, np.array([[[1.0, 0.5], [0.0, 1.0]]]), "symmetric")]:
+        with pytest.raises(CoreAffectError, match=problem):
+            affect.decode(bad_mean, bad_cov, 0.9)
+    # a point (zero covariance) and rounding below zero are covariances
+    assert np.isfinite(affect.decode(mean, 0 * cov, 0.9)[0]).all()
+    assert np.isfinite(affect.decode(mean, np.diag([0.01, -1e-9])[None], 0.9)[0]).all()
+    assert np.isfinite(affect.decode(mean, -1e-13 * np.eye(2)[None], 0.9)[0]).all()
 
 
 def test_a_device_this_machine_lacks_is_refused_up_front(tiny):

@@ -16,7 +16,7 @@ from coreaffect.errors import CoreAffectError
 from coreaffect.hidden_route import AffectEstimate
 from coreaffect.manifold import AffectManifold, preimage
 from coreaffect.metrics import coverage
-from coreaffect.prior import DecodedPrior, HiddenRoutePrior
+from coreaffect.prior import DecodedPrior, HiddenRoutePrior, latent_moments
 
 D = 6  # embedding size
 SMALL = {"hidden": 32, "num_steps": 400, "batch_size": 256, "num_samples": 64}
@@ -501,3 +501,16 @@ def test_calibration_at_several_levels_balances_their_coverage(prior):
             pytest.approx([0.5, 0.9])
     finally:
         prior.calibration_scale_, prior.calibration_level_ = before
+
+
+def test_latent_moments_are_taken_in_float64_from_the_cholesky_factor():
+    # an elongated prior, as a briefly trained network gives: axes of about 9.4 and 0.0014
+    tril = torch.tensor([[[8.570355, 0.0], [-3.905964, 0.0015082]]])
+    latent = torch.distributions.MultivariateNormal(torch.ones(1, 2), scale_tril=tril)
+    mean, cov = latent_moments(latent)
+    assert mean.dtype == cov.dtype == torch.float64
+    exact = tril.double() @ tril.double().transpose(-1, -2)
+    torch.testing.assert_close(cov, exact, rtol=1e-15, atol=0)
+    assert torch.linalg.eigvalsh(cov).min() > 1e-6  # (1.9e-6: 0.0015082 * 8.570355 squared / 88.7)
+    assert int(torch.linalg.cholesky_ex(cov).info) == 0  # as the dynamics check their inputs
+
