@@ -21,11 +21,17 @@ the ``face_found`` flag and the latent posterior mean. Five *stages* can be read
   fitted with a look-ahead of L frames (:attr:`CoreAffect.lag`; ``coreaffect train`` uses 8):
   the online output of a system that may answer L frames later than the filter.
 
-Decoding a latent Gaussian N(m, P) through the manifold is Monte Carlo: the same S =
-``n_decode_samples`` standard-normal draws (eps, eta) serve every frame, z = m + P^(1/2) eps and
-y = g(z) + s eta, so a frame's output never depends on the other frames. The band is the pair of
-empirical quantiles (1 -+ level) / 2 of y; ``var`` is its empirical variance (what the metrics'
-NLL and coverage use).
+Decoding a latent Gaussian N(m, P) through the manifold is quasi-Monte Carlo over the latent: the
+same S = ``n_decode_samples`` standard-normal points eps serve every frame, z_i = m + P^(1/2)
+eps_i, so a frame's output never depends on the other frames (a scrambled Sobol sequence mapped
+through the normal quantile function, in antithetic pairs: it covers the normal more evenly than
+random draws). Given the draws, y = g(z) + s eta is an equal
+mixture of the Gaussians N(g(z_i), diag(s^2)), whose moments and quantiles are computed exactly
+(:func:`~coreaffect.decoding.mixture_quantiles`) rather than from draws of eta: the band is the
+pair of quantiles (1 -+ level) / 2 of that mixture, and ``var`` its variance (what the metrics'
+NLL and coverage use). Where the latent is confident (a face in view) the mixture is nearly one
+Gaussian and the band nearly exact; through frames without a face the latent spreads and the
+band keeps the Monte Carlo error of S latent draws only.
 
 Causality and latency. The hidden-route estimate of frame c is final (later frames cannot change
 it) only once the windows around it are complete: a 16-frame window starting at frame S k needs
@@ -92,6 +98,7 @@ from coreaffect.calibration import (  # noqa: F401 - write_bands was here
 )
 from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.config import DataConfig, _is_integer
+from coreaffect.decoding import mixture_quantiles
 from coreaffect.devices import check_device
 from coreaffect.dynamics import (
     AffectObservations,
@@ -271,14 +278,18 @@ class CoreAffect:
         """The dynamics as they are now, in latent space only: decoding is done here."""
         return None if self.dynamics is None else self.dynamics.without_decoder()
 
-    def _decode_noise(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Standard normal draws of the latent (S, K) and of the label noise (S, 2), in
-        antithetic pairs (the mean of a linear decoder is exact); the same at every call."""
-        generator = torch.Generator().manual_seed(self.random_state)
+    def _decode_noise(self) -> torch.Tensor:
+        """Standard normal points of the latent (S, K): a scrambled Sobol sequence seeded with
+        ``random_state``, through the normal quantile function, in antithetic pairs (the mean of
+        a linear decoder is exact); the same at every call."""
         half = self.n_decode_samples // 2
-        eps = torch.randn(half, self.prior.manifold.n_latent, generator=generator, dtype=_DTYPE)
-        eta = torch.randn(half, 2, generator=generator, dtype=_DTYPE)
-        return torch.cat([eps, -eps]), torch.cat([eta, -eta])
+        sobol = torch.quasirandom.SobolEngine(self.prior.manifold.n_latent, scramble=True,
+                                              seed=self.random_state)
+        first = sobol.quasi.to(_DTYPE) / 2**sobol.MAXBIT  # (K,) the sequence's first point
+        points = sobol.draw(half, dtype=_DTYPE)  # (S/2, K)
+        points[0] = first  # the engine makes it in the default dtype, which may be float32
+        eps = torch.special.ndtri(points.clamp(1e-12, 1 - 1e-12))
+        return torch.cat([eps, -eps])
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -459,7 +470,7 @@ class CoreAffect:
             raise CoreAffectError("decoding needs finite latent means and covariances")
         root = _sqrt_psd(cov)  # (T, K, K); raises on a covariance that is not one
         noise = manifold.noise_scale_.to("cpu", _DTYPE)  # (2,)
-        eps, eta = self._decode_noise()
+        eps = self._decode_noise()
         probs = torch.tensor([p for level in levels for p in (0.5 - level / 2, 0.5 + level / 2)],
                              dtype=_DTYPE)  # (2L,): lower and upper of each level
         out = torch.empty(2 + len(probs), len(m), 2, dtype=_DTYPE)  # mean, var, the quantiles
@@ -467,10 +478,10 @@ class CoreAffect:
         for start in range(0, len(m), step):
             part = slice(start, start + step)
             z = m[part, None, :] + (root[part, None] @ eps[None, :, :, None])[..., 0]
-            y = manifold.decode(z.float()).mean.to("cpu", _DTYPE) + noise * eta  # (t, S, 2)
-            out[0, part] = y.mean(1)
-            out[1, part] = y.var(1, unbiased=False)
-            out[2:, part] = torch.quantile(y, probs, dim=1)  # (2L, t, 2)
+            g = manifold.decode(z.float()).mean.to("cpu", _DTYPE)  # (t, S, 2)
+            out[0, part] = g.mean(1)
+            out[1, part] = g.var(1, unbiased=False) + noise**2
+            out[2:, part] = mixture_quantiles(g, noise, probs)  # (2L, t, 2)
         values = out.numpy()
         return values[0], values[1], [(values[2 + 2 * i], values[3 + 2 * i])
                                       for i in range(len(levels))]

@@ -84,3 +84,34 @@ def test_a_level_outside_0_1_is_refused_by_every_decoder(level):
     for decoder in (None, A, Recording()):
         with pytest.raises(ValueError, match="level must be a probability"):
             decode_gaussian(decoder, mean, cov, level, 10, torch.Generator())
+
+
+def test_mixture_quantiles_solve_the_mixture_cdf_as_scipy_does():
+    import numpy as np
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    from coreaffect.decoding import mixture_quantiles
+
+    g = torch.Generator().manual_seed(0)
+    scale = torch.tensor([0.2, 0.003], dtype=torch.float64)
+    centres = torch.randn(5, 40, 2, generator=g, dtype=torch.float64) * torch.tensor(
+        [0.5, 0.05], dtype=torch.float64)
+    centres[1] = 0.7  # one Gaussian: its own quantiles
+    centres[2, :, 0] = torch.linspace(-0.9, 0.9, 40, dtype=torch.float64) ** 3  # skewed
+    probs = torch.tensor([0.05, 0.25, 0.75, 0.95], dtype=torch.float64)
+    got = mixture_quantiles(centres, scale, probs).numpy()  # (4, 5, 2)
+    c, s = centres.numpy(), scale.numpy()
+    for a, p in enumerate(probs.tolist()):
+        for t in range(5):
+            for d in range(2):
+                centres_td, scale_d = c[t, :, d], s[d]
+                want = brentq(lambda y, m=centres_td, w=scale_d, q=p: norm.cdf((y - m) / w).mean()
+                              - q, -5, 5, xtol=1e-13)
+                assert got[a, t, d] == pytest.approx(want, abs=1e-9)
+    np.testing.assert_allclose(got[:, 1], 0.7 + norm.ppf(probs.numpy())[:, None] * s, atol=1e-12)
+    # two modes far apart, with a flat CDF between them: a point where F = p all the same
+    apart = torch.cat([torch.full((1, 20, 2), -1.0), torch.full((1, 20, 2), 1.0)], 1).double()
+    half = mixture_quantiles(apart, scale, torch.tensor([0.5], dtype=torch.float64))
+    cdf = norm.cdf((half.numpy()[0, 0][None] - apart.numpy()[0]) / s).mean(0)
+    np.testing.assert_allclose(cdf, 0.5, atol=1e-9)
