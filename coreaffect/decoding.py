@@ -130,23 +130,26 @@ def mixture_quantiles(centres: Tensor, scale: Tensor, probs: Tensor, iterations:
     quantiles follow from the draws of z alone, without drawing eta: exact when the draws
     agree (a confident latent), and far less noisy than quantiles of drawn y otherwise.
     Safeguarded Newton steps: each step that would leave the bracket of the root is a bisection
-    instead, so the root is found for any centres and any s > 0.
+    instead, so the steps converge for any centres and any s > 0 (to the tolerance within the
+    ``iterations``, unless the centres spread over more than about 1e11 s).
 
     Args:
         centres: (T, S, D) c_i, the S centres of each of T x D mixtures.
         scale: (D,) s, their common standard deviation per column, > 0.
         probs: (P,) probabilities in (0, 1).
         iterations: Most steps; 60 bisections alone narrow the bracket by 2^-60.
-        tolerance: A quantile is left as it is once its |F(y) - p| is at most this, so that
-            each is the same whatever others are computed with it (within a flat stretch of F,
-            where the quantile is not unique, any point of it is returned).
+        tolerance: A quantile is left as it is once its |F(y) - p| is at most this (or eight
+            times the dtype's resolution, if that is larger), so that each is the same whatever
+            others are computed with it (within a flat stretch of F, where the quantile is not
+            unique, any point of it is returned).
 
     Returns:
         (P, T, D) the quantiles.
     """
     c = centres[None]  # (1, T, S, D)
-    s = scale.to(centres.dtype)
-    p = probs.to(centres.dtype)[:, None, None]  # (P, 1, 1)
+    s = scale.to(centres)
+    p = probs.to(centres)[:, None, None]  # (P, 1, 1)
+    tolerance = max(tolerance, 8 * torch.finfo(centres.dtype).eps)  # float32 reaches 1e-6
     low = (centres.amin(1) - 10 * s).expand(len(probs), -1, -1).clone()  # (P, T, D), F < p
     high = (centres.amax(1) + 10 * s).expand(len(probs), -1, -1).clone()  # F > p
     spread = centres.var(1, unbiased=False) + s**2  # moment-matched start

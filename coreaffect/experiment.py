@@ -240,8 +240,8 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
         if fit_prior and not any(paired_frames(video).any() for video in fit_videos):
             raise CoreAffectError(f"{data}: no training video has a frame with a face and both "
                                   "labels (valence and arousal), which the prior is fitted on; "
-                                  "train the hidden route only (--hidden-route-only) or add "
-                                  "such videos")
+                                  "train the hidden route only (fit_prior=False; "
+                                  "--hidden-route-only on the command line) or add such videos")
         sequences = ClipDataset(fit_videos, config.clips, size=size, augment=True,
                                 dense_length=DENSE_LENGTH, random_state=seed)
         train_config = TrainConfig(preset=preset, max_minutes=max_minutes, seed=seed,

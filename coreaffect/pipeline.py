@@ -192,15 +192,15 @@ class CoreAffect:
         prior: The calibrated prior with its manifold, or ``None``.
         dynamics: The fitted dynamics (latent space), or ``None``.
         device: Where the hidden route computes.
-        n_decode_samples: S, Monte Carlo draws per frame when decoding latents, an even number
-            (antithetic pairs; 500: the 5% and 95% quantiles to about +-0.01 in valence-arousal).
+        n_decode_samples: S, latent points per frame when decoding latents, an even number
+            (antithetic pairs of a scrambled Sobol sequence; see the module notes).
         chunk_frames: Frames per hidden-route trunk call (bounds its memory).
         segment_frames: Frames whose hidden-route estimates are computed per pass over the crops
             (plus a margin of a few dozen frames either side); bounds the crops read into memory
             at a time (2048 frames of 64 x 64 crops: 25 MB).
-        decode_chunk: Monte Carlo draws (frames x ``n_decode_samples``, whole frames, at least
+        decode_chunk: Latent points (frames x ``n_decode_samples``, whole frames, at least
             one) decoded per call of the manifold; bounds the decoder's memory (about 0.5 kB a
-            draw).
+            point).
         band_scale: ``{"smoothed": (k_v, k_a), "filtered": (k_v, k_a), "lagged": (k_v, k_a)}``
             (or one number for both dimensions), factors on the half-widths of the decoded
             valence and arousal bands (their variances by k^2; the means are untouched), chosen
@@ -211,7 +211,8 @@ class CoreAffect:
             were chosen at.
         lag: L, the look-ahead in frames of the ``lagged`` stage (an integer >= 1), or ``None``
             for a run without one (the stage is then not available).
-        random_state: Seed of the decoding draws.
+        random_state: Seed of the scrambling of the decoding's Sobol points (an integer in
+            [0, 2^63)).
         folder_format: The dataset format of the frame folders this run reads, as it was
             trained on them (:meth:`load` takes it from ``RUN/split.json``): a frame folder is
             read at that format's rate, unless ``data_config.video.fps`` sets one, and with its
@@ -246,9 +247,9 @@ class CoreAffect:
             raise CoreAffectError("n_decode_samples must be an even number >= 2 (antithetic "
                                   f"pairs), got {n_decode_samples!r}")
         check_lag(lag)
-        if not _is_integer(random_state):
-            raise CoreAffectError(f"random_state must be an integer seed of the decoding draws, "
-                                  f"got {random_state!r}")
+        if not _is_integer(random_state) or not 0 <= random_state < 2**63:
+            raise CoreAffectError(f"random_state must be an integer seed in [0, 2^63) of the "
+                                  f"decoding's points, got {random_state!r}")
         if not all(_is_integer(n) and n >= 1
                    for n in (chunk_frames, segment_frames, decode_chunk)):
             raise CoreAffectError(f"chunk_frames, segment_frames and decode_chunk must be "
@@ -267,7 +268,8 @@ class CoreAffect:
         self.chunk_frames = chunk_frames
         self.segment_frames = segment_frames
         self.decode_chunk = decode_chunk
-        self.random_state = random_state
+        self.random_state = int(random_state)
+        self._points: tuple[tuple[int, int, int], torch.Tensor] | None = None  # _decode_noise's
         self.folder_format = folder_format
         self.lag = None if lag is None else int(lag)
         self.band_scale = {stage: band_factors(k) for stage, k in
@@ -281,15 +283,18 @@ class CoreAffect:
     def _decode_noise(self) -> torch.Tensor:
         """Standard normal points of the latent (S, K): a scrambled Sobol sequence seeded with
         ``random_state``, through the normal quantile function, in antithetic pairs (the mean of
-        a linear decoder is exact); the same at every call."""
-        half = self.n_decode_samples // 2
-        sobol = torch.quasirandom.SobolEngine(self.prior.manifold.n_latent, scramble=True,
-                                              seed=self.random_state)
-        first = sobol.quasi.to(_DTYPE) / 2**sobol.MAXBIT  # (K,) the sequence's first point
-        points = sobol.draw(half, dtype=_DTYPE)  # (S/2, K)
-        points[0] = first  # the engine makes it in the default dtype, which may be float32
-        eps = torch.special.ndtri(points.clamp(1e-12, 1 - 1e-12))
-        return torch.cat([eps, -eps])
+        a linear decoder is exact); the same at every call (made again only when the seed, S or
+        the prior's K changed: a streamed frame would otherwise spend half a millisecond on it)."""
+        key = (int(self.random_state), self.n_decode_samples, self.prior.manifold.n_latent)
+        if self._points is None or self._points[0] != key:
+            half = self.n_decode_samples // 2
+            sobol = torch.quasirandom.SobolEngine(key[2], scramble=True, seed=key[0])
+            first = sobol.quasi.to(_DTYPE) / 2**sobol.MAXBIT  # (K,) the sequence's first point
+            points = sobol.draw(half, dtype=_DTYPE)  # (S/2, K)
+            points[0] = first  # the engine makes it in the default dtype, which may be float32
+            eps = torch.special.ndtri(points.clamp(1e-12, 1 - 1e-12))
+            self._points = key, torch.cat([eps, -eps])
+        return self._points[1]
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -426,7 +431,7 @@ class CoreAffect:
 
     def decode(self, latent_mean: torch.Tensor, latent_cov: torch.Tensor, level: float
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Latent Gaussians to valence-arousal through the manifold, by Monte Carlo.
+        """Latent Gaussians to valence-arousal through the manifold (see the module notes).
 
         Args:
             latent_mean: (T, K).
@@ -452,7 +457,7 @@ class CoreAffect:
 
         Returns:
             ``(mean, var, bands)``: mean and var (T, 2) float64, and per level ``(lower,
-            upper)``, each (T, 2), the (1 -/+ level) / 2 quantiles of the same draws.
+            upper)``, each (T, 2), the (1 -/+ level) / 2 quantiles of the same decoded mixture.
 
         The frames are decoded ``decode_chunk`` draws at a time, each frame on its own, so the
         result does not depend on ``decode_chunk``; the outputs are allocated up front (results
@@ -523,7 +528,7 @@ class CoreAffect:
             level: Probability of the bands.
             stages: Which of :attr:`stages` to compute (default: all this run has).
             band_levels: Levels of more central bands to give each trajectory
-                (:attr:`AffectTrajectory.bands`), from the same draws as its own.
+                (:attr:`AffectTrajectory.bands`), from the same latent points as its own.
 
         Returns:
             ``{stage: AffectTrajectory}`` in :data:`STAGES` order.

@@ -261,11 +261,12 @@ def _metric_values(metrics, metric: str, stage: str = "raw"
 
     if isinstance(metrics, MetricTable):
         metrics = metrics.to_dict()
-    if isinstance(metrics, dict) and "raw" in metrics and all(  # evaluate --json: {stage: table}
-            isinstance(t, dict) and t and set(t) <= set(DIMENSIONS) for t in metrics.values()):
-        if stage not in metrics:
-            raise InputError(f"no stage {stage!r}; have {list(metrics)}")
-        metrics = metrics[stage]
+    if isinstance(metrics, dict) and "raw" in metrics:  # evaluate --json: {stage: table}, with
+        stages = {k: t for k, t in metrics.items() if k != "people"}  # the people it resampled
+        if all(isinstance(t, dict) and t and set(t) <= set(DIMENSIONS) for t in stages.values()):
+            if stage not in stages:
+                raise InputError(f"no stage {stage!r}; have {list(stages)}")
+            metrics = stages[stage]
     if isinstance(metrics, dict) and metrics and set(metrics) <= set(DIMENSIONS):
         dims = [d for d in DIMENSIONS if d in metrics]
         if metric not in metrics[dims[0]]:

@@ -352,7 +352,9 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
         The :class:`StageFit`.
     """
     purpose = "the prior and the dynamics"
-    train = paired_videos(long_enough(train, model, purpose), purpose)
+    long_train = long_enough(train, model, purpose)
+    labelled = [*long_train, *val]  # the manifold's labels need no face
+    train = paired_videos(long_train, purpose)
     if not train:
         raise CoreAffectError("fitting the prior needs at least one training video with a frame "
                               "that has a face and both labels")
@@ -389,7 +391,7 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
     done("estimates", start)
     with _one_thread():
         start = time.monotonic()
-        labels = np.concatenate([v.labels[::settings.label_step] for v in [*train, *val]])
+        labels = np.concatenate([v.labels[::settings.label_step] for v in labelled])
         labels = labels[np.isfinite(labels).all(1)]
         if len(labels) < 2:
             raise CoreAffectError("too few labelled frames to fit the affect manifold")
@@ -437,7 +439,7 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
     prior.save(run)
     dynamics.save(run)
     write_bands(run, bands, settings.calibration_levels, settings.lag or None)
-    videos = {"manifold": [v.id for v in [*train, *val]], "prior": [v.id for v in train],
+    videos = {"manifold": [v.id for v in labelled], "prior": [v.id for v in train],
               "calibration": [v.id for v in held_out], "dynamics": [v.id for v in held_out]}
     info = {"seconds": seconds, "videos": videos, "settings": dataclasses.asdict(settings),
             "calibration_scale": prior.calibration_scale_, "band_scale": bands,

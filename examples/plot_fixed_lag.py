@@ -34,6 +34,7 @@ from coreaffect.demo import tiny_run  # noqa: E402
 from coreaffect.dynamics import AffectObservations  # noqa: E402
 from coreaffect.experiment import split_videos  # noqa: E402
 from coreaffect.metrics import ccc, rmse  # noqa: E402
+from coreaffect.prior import latent_moments  # noqa: E402
 
 parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
 parser.add_argument("--run", type=Path, help="a run directory (default: train a tiny one)")
@@ -69,10 +70,10 @@ shifts = range(-4, 9)  # frames by which the estimate is read ahead of the label
 late = {shift: [] for shift in shifts}  # per video: squared errors (valence, arousal)
 for video in videos:
     estimate = affect.model.predict_dense(video.crops.crops)
-    latent = affect.prior(estimate)
+    latent_means, latent_covs = latent_moments(affect.prior(estimate))  # float64, from L
     found = torch.as_tensor(np.asarray(video.crops.face_found, bool))
     sequence = AffectObservations(torch.as_tensor(video.crops.times, dtype=torch.float64),
-                                  latent.loc.double(), latent.covariance_matrix.double(), found)
+                                  latent_means, latent_covs, found)
     keep = found.numpy() & np.isfinite(video.labels).all(1)
     means = [estimate.mean, affect.dynamics.filter(sequence).mean,
              *(affect.dynamics.smooth(sequence, lag=lag).mean for lag in args.lags),

@@ -171,6 +171,7 @@ def test_videos_without_a_face_and_both_labels_are_left_out_of_the_fit_by_name(t
             "prior and the dynamics: valence_only") in caplog.text
     assert "no validation video" in caplog.text  # so the training videos stand in
     assert fit.videos["dynamics"] == split["train"]
+    assert "valence_only" in fit.videos["manifold"]  # its labels need no face, nor arousal
     with pytest.raises(CoreAffectError, match="at least one training video with a frame that "
                                               "has a face and both labels"):
         fit_core_affect(run, load_model(run), [one_sided], val, settings=FAST)

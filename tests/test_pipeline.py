@@ -355,9 +355,14 @@ def test_decode_samples_must_be_antithetic_pairs(tiny, samples):
     with pytest.raises(CoreAffectError, match="n_decode_samples"):
         CoreAffect.load(tiny.run, n_decode_samples=samples)
     assert CoreAffect.load(tiny.run, n_decode_samples=np.int64(8)).n_decode_samples == 8
-    for seed in (None, 1.5, "0"):
+    for seed in (None, 1.5, "0", -1, 2**64):
         with pytest.raises(CoreAffectError, match="random_state must be an integer seed"):
             CoreAffect.load(tiny.run, random_state=seed)
+    numpy_seeded = CoreAffect.load(tiny.run, random_state=np.int64(3))  # numpy's integers too
+    same = CoreAffect.load(tiny.run, random_state=3)
+    for got, want in zip(numpy_seeded.decode(np.zeros((1, 2)), 0.1 * np.eye(2)[None], 0.9),
+                         same.decode(np.zeros((1, 2)), 0.1 * np.eye(2)[None], 0.9), strict=True):
+        np.testing.assert_array_equal(got, want)
     for setting in ("chunk_frames", "segment_frames", "decode_chunk"):
         with pytest.raises(CoreAffectError, match="must be integers >= 1, got"):
             CoreAffect.load(tiny.run, **{setting: 0})

@@ -100,6 +100,10 @@ def test_plot_metrics_bars(tmp_path):
         shifted.per_video["rmse"][:, 0])
     with pytest.raises(ValueError, match="no stage 'lagged'"):
         plots.plot_metrics_bars(json_like, stage="lagged")
+    grouped = {**json_like, "people": {"a": "P", "b": "P", "c": "Q"}}  # intervals over people
+    bars = plots.plot_metrics_bars(grouped, Figure().subplots(), stage="smoothed")
+    assert [p.get_height() for p in bars.patches[:3]] == pytest.approx(
+        shifted.per_video["rmse"][:, 0])
     assert plots.plot_metrics_bars(table, metric="coverage_90") is not None
     simple = plots.plot_metrics_bars({"a": 0.1, "b": None, "c": 0.3}, Figure().subplots())
     assert len(simple.patches) == 3
