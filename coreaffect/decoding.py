@@ -138,7 +138,7 @@ def mixture_quantiles(centres: Tensor, scale: Tensor, probs: Tensor, iterations:
         scale: (D,) s, their common standard deviation per column, > 0.
         probs: (P,) probabilities in (0, 1).
         iterations: Most steps; 60 bisections alone narrow the bracket by 2^-60.
-        tolerance: A quantile is left as it is once its |F(y) - p| is at most this (or eight
+        tolerance: A quantile is left as it is once its ``|F(y) - p|`` is at most this (or eight
             times the dtype's resolution, if that is larger), so that each is the same whatever
             others are computed with it (within a flat stretch of F, where the quantile is not
             unique, any point of it is returned).
