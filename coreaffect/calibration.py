@@ -334,6 +334,10 @@ def read_bands(run: str | Path) -> tuple[dict[str, tuple[float, float]], int | N
             lag = info.get("lag")  # runs written before the lagged stage have none
             check_lag(lag)
             scales = {str(k): band_factors(v) for k, v in info["band_scale"].items()}
+            unknown = sorted(set(scales) - {"smoothed", "filtered", "lagged"})
+            if unknown:
+                raise CoreAffectError(f"band factors of the stages smoothed, filtered and "
+                                      f"lagged only, not of {', '.join(map(repr, unknown))}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, CoreAffectError) as err:
         raise CoreAffectError(f"{path}: unreadable ({err})") from None
     if written != FORMAT:

@@ -140,6 +140,9 @@ def test_bands_file_round_trip_and_errors(tmp_path):
     path.write_text(json.dumps({**info, "band_scale": {"smoothed": [1.0, -2.0]}}))
     with pytest.raises(CoreAffectError, match=f"{BANDS_FILE}: unreadable"):
         read_bands(tmp_path)
+    path.write_text(json.dumps({**info, "band_scale": {"smothed": 2.0}}))  # hand-edited
+    with pytest.raises(CoreAffectError, match=f"{BANDS_FILE}: unreadable .*not of 'smothed'"):
+        read_bands(tmp_path)
     path.write_text("{")
     with pytest.raises(CoreAffectError, match=f"{BANDS_FILE}: unreadable"):
         read_bands(tmp_path)
