@@ -25,13 +25,13 @@ Decoding a latent Gaussian N(m, P) through the manifold is quasi-Monte Carlo ove
 same S = ``n_decode_samples`` standard-normal points eps serve every frame, z_i = m + P^(1/2)
 eps_i, so a frame's output never depends on the other frames (a scrambled Sobol sequence mapped
 through the normal quantile function, in antithetic pairs: it covers the normal more evenly than
-random draws). Given the draws, y = g(z) + s eta is an equal
-mixture of the Gaussians N(g(z_i), diag(s^2)), whose moments and quantiles are computed exactly
+random draws). Given these points, y = g(z) + s eta is an equal mixture of the Gaussians
+N(g(z_i), diag(s^2)), whose moments and quantiles are computed exactly
 (:func:`~coreaffect.decoding.mixture_quantiles`) rather than from draws of eta: the band is the
 pair of quantiles (1 -+ level) / 2 of that mixture, and ``var`` its variance (what the metrics'
 NLL and coverage use). Where the latent is confident (a face in view) the mixture is nearly one
 Gaussian and the band nearly exact; through frames without a face the latent spreads and the
-band keeps the Monte Carlo error of S latent draws only.
+band keeps only the error of S latent points.
 
 Causality and latency. The hidden-route estimate of frame c is final (later frames cannot change
 it) only once the windows around it are complete: a 16-frame window starting at frame S k needs
@@ -61,7 +61,7 @@ estimates equal those of one pass over the whole video; the trunk itself runs ``
 frames at a time. The pages of the crop file a segment read are released once it is done
 (resident file pages count as the process's memory until then), and the segment's estimates,
 with their (D,) embeddings, are turned into the prior's moments at once and dropped. Decoding
-latents to valence-arousal draws ``decode_chunk`` Monte Carlo samples at a time into outputs
+latents to valence-arousal decodes ``decode_chunk`` latent points at a time into outputs
 allocated up front. What grows with T is a few dozen numbers per frame: the frames' metadata,
 the hidden route's and the prior's moments, the dynamics' posterior moments with the
 intermediates of their parallel scans, and the trajectory itself: under 1 kB a frame, about
@@ -459,9 +459,9 @@ class CoreAffect:
             ``(mean, var, bands)``: mean and var (T, 2) float64, and per level ``(lower,
             upper)``, each (T, 2), the (1 -/+ level) / 2 quantiles of the same decoded mixture.
 
-        The frames are decoded ``decode_chunk`` draws at a time, each frame on its own, so the
-        result does not depend on ``decode_chunk``; the outputs are allocated up front (results
-        kept per chunk between the decoder's large temporaries fragment the heap).
+        The frames are decoded ``decode_chunk`` latent points at a time, each frame on its own,
+        so the result does not depend on ``decode_chunk``; the outputs are allocated up front
+        (results kept per chunk between the decoder's large temporaries fragment the heap).
         """
         levels = [check_level(level) for level in levels]
         manifold = self.prior.manifold
