@@ -81,8 +81,7 @@ def main() -> None:
     shutil.copytree(args.run, args.out, ignore=shutil.ignore_patterns("crops", BANDS_FILE))
     if (args.run / "crops").is_dir():  # the run's crop cache, shared
         (args.out / "crops").symlink_to((args.run / "crops").resolve(), target_is_directory=True)
-    lag = json.loads((args.run / BANDS_FILE).read_text()).get("lag")
-    write_bands(args.out, factors[wanted], wanted, lag)
+    write_bands(args.out, factors[wanted], wanted, saved[1])  # the run's lag
     print(f"wrote {args.out}")
 
 

@@ -32,10 +32,12 @@ from scipy.special import ndtri
 from coreaffect.checkpoint import FORMAT, atomic_write
 from coreaffect.errors import CoreAffectError, InputError
 
-__all__ = ["BANDS_FILE", "band_factors", "check_lag", "check_level", "coverage_spread",
+__all__ = ["BANDED_STAGES", "BANDS_FILE", "band_factors", "check_lag", "check_level",
+           "coverage_spread",
            "halfwidth_factors", "read_bands", "variance_factor", "widen_bands", "write_bands"]
 
 BANDS_FILE = "bands.json"  # the band factors of the dynamics' stages, in a run directory
+BANDED_STAGES = ("smoothed", "filtered", "lagged")  # the dynamics' stages, which have factors
 
 
 def check_level(level: Any) -> float:
@@ -334,10 +336,10 @@ def read_bands(run: str | Path) -> tuple[dict[str, tuple[float, float]], int | N
             lag = info.get("lag")  # runs written before the lagged stage have none
             check_lag(lag)
             scales = {str(k): band_factors(v) for k, v in info["band_scale"].items()}
-            unknown = sorted(set(scales) - {"smoothed", "filtered", "lagged"})
+            unknown = sorted(set(scales) - set(BANDED_STAGES))
             if unknown:
-                raise CoreAffectError(f"band factors of the stages smoothed, filtered and "
-                                      f"lagged only, not of {', '.join(map(repr, unknown))}")
+                raise CoreAffectError(f"band factors of the stages {', '.join(BANDED_STAGES)} "
+                                      f"only, not of {', '.join(map(repr, unknown))}")
     except (OSError, ValueError, KeyError, TypeError, AttributeError, CoreAffectError) as err:
         raise CoreAffectError(f"{path}: unreadable ({err})") from None
     if written != FORMAT:

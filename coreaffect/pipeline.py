@@ -89,6 +89,7 @@ import torch
 from torch.distributions import MultivariateNormal
 
 from coreaffect.calibration import (  # noqa: F401 - write_bands was here
+    BANDED_STAGES,
     band_factors,
     check_lag,
     check_level,
@@ -117,7 +118,7 @@ __all__ = ["STAGES", "CoreAffect", "load_run"]
 logger = logging.getLogger(__name__)
 
 STAGES = ("raw", "prior", "smoothed", "filtered", "lagged")
-_DYNAMIC = ("smoothed", "filtered", "lagged")  # the stages the dynamics produce
+_DYNAMIC = BANDED_STAGES  # the stages the dynamics produce, each with its band factors
 _MAX_RATE = 1000  # frames a second: a stream's numbering that skips faster is an error
 _DTYPE = torch.float64
 

@@ -77,7 +77,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from coreaffect.calibration import check_level, halfwidth_factors, write_bands
+from coreaffect.calibration import BANDED_STAGES, check_level, halfwidth_factors, write_bands
 from coreaffect.checkpoint import atomic_write
 from coreaffect.config import DataConfig, _check_choice, _check_float, _check_int
 from coreaffect.corpus import LabelledVideo
@@ -180,8 +180,9 @@ def paired_frames(video: LabelledVideo) -> np.ndarray:
 def paired_videos(videos: Sequence[LabelledVideo], purpose: str) -> list[LabelledVideo]:
     """The videos with at least one frame that has a face and both labels; the others are
     named in a warning that says what they are left out of (``purpose``)."""
-    kept = [video for video in videos if paired_frames(video).any()]
-    left = [video.id for video in videos if not paired_frames(video).any()]
+    usable = [bool(paired_frames(video).any()) for video in videos]
+    kept = [video for video, ok in zip(videos, usable, strict=True) if ok]
+    left = [video.id for video, ok in zip(videos, usable, strict=True) if not ok]
     if left:
         logger.warning("%d video(s) without a frame that has a face and both labels are left out "
                        "of %s: %s", len(left), purpose, ", ".join(left))
@@ -229,8 +230,7 @@ def _choose_noise_scales(dynamics: CoreAffectDynamics, manifold: AffectManifold,
     then each axis in turn with the others held, twice over. Returns ``None`` (keep the
     maximum-likelihood scale) when no frame is scored or ``grid`` is empty.
     """
-    keeps = [np.asarray(v.crops.face_found, bool) & np.isfinite(v.labels).all(1)
-             for v in videos]
+    keeps = [paired_frames(v) for v in videos]
     if not grid or not any(k.any() for k in keeps):
         return None
     latent = dynamics.without_decoder()  # only the latent means matter here
@@ -273,17 +273,17 @@ def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
     half-widths that make the decoded central bands at ``settings.calibration_levels`` cover
     those fractions of each dimension's labels of ``videos``, pooled over their frames, as
     nearly as one factor can (:func:`~coreaffect.calibration.halfwidth_factors`)."""
-    from coreaffect.pipeline import _DYNAMIC, CoreAffect
+    from coreaffect.pipeline import CoreAffect
 
     affect = CoreAffect(model, DataConfig(), prior, dynamics, lag=settings.lag or None)
-    names = [stage for stage in affect.stages if stage in _DYNAMIC]
+    names = [stage for stage in affect.stages if stage in BANDED_STAGES]
     levels = list(settings.calibration_levels)
     bands: dict[str, list[tuple[np.ndarray, ...]]] = {stage: [] for stage in names}
     for video in videos:
         means, covs = latent_moments(prior(estimates[video.id]))
         found = np.asarray(video.crops.face_found, bool)
         stages = affect.latent_moments(video.crops.times, means, covs, found, names)
-        keep = np.flatnonzero(found & np.isfinite(video.labels).all(1))[::settings.band_step]
+        keep = np.flatnonzero(paired_frames(video))[::settings.band_step]
         truth = video.labels[keep].astype(np.float64)  # (N, 2)
         for stage, (m, c) in stages.items():
             mean, _, ends = affect.decode_bands(m[keep], c[keep], levels)
