@@ -346,7 +346,8 @@ def _interval(draws: np.ndarray, level: float, support: np.ndarray | None = None
 
 def bootstrap_stages(truths: Sequence[np.ndarray],
                      stages: Mapping[str, tuple[Sequence[np.ndarray], Sequence[np.ndarray] | None]],
-                     *, reference: str | None = "raw", n_resamples: int = 2000,
+                     *, reference: str | Mapping[str, str] | None = "raw",
+                     n_resamples: int = 2000,
                      level: float = 0.95, random_state: int | None = 0,
                      groups: Sequence[Hashable] | None = None
                      ) -> tuple[dict[str, MetricIntervals], dict[str, MetricIntervals]]:
@@ -358,7 +359,8 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
             arrays (T_i, 2) each; ``variances`` may be ``None`` (point metrics only), ``bands``
             are the stage's own (:func:`~coreaffect.metrics.evaluate_videos`). Every stage is
             scored on the same resamples.
-        reference: The stage the others are compared with (``None`` or absent: no comparison).
+        reference: The stage the others are compared with (``None`` or absent: no comparison),
+            or ``{stage: its reference}`` for stages each compared with a stage of their own.
         n_resamples: Resamples of the videos.
         level: Nominal level of the intervals.
         random_state: Seed of the resampling.
@@ -368,7 +370,8 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
 
     Returns:
         ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus reference})``; the
-        second holds every stage but the reference, and only the metrics both stages have.
+        second holds every stage but the reference (with a mapping, its keys), and only the
+        metrics both stages have.
         An interval is NaN (a warning says so) where fewer than :data:`MIN_VIDEOS` videos (of
         as many people, with ``groups``) define its value: videos with a defined per-video
         value for the mean, with a scored frame for the pooled value (for a difference, videos
@@ -376,6 +379,10 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
     """
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
+    if isinstance(reference, Mapping):
+        unknown = sorted({*reference, *reference.values()} - set(stages))
+        if unknown:
+            raise InputError(f"reference names stages that are not scored: {', '.join(unknown)}")
     index, _ = _group_index(len(truths), groups)
     unit = "videos" if groups is None else "people"
     # the videos (people) with a scored frame are drawn; the others never count
@@ -411,11 +418,9 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         if thin:
             logger.warning("fewer than %d %s define %s, so these have no interval",
                            MIN_VIDEOS, unit, ", ".join(thin))
-    differences = {}
-    if reference in drawn:
-        base = drawn[reference]
-        for stage, d in drawn.items():
-            if stage == reference:
-                continue
-            differences[stage] = intervals(_difference(d, base))
-    return each, differences
+    if isinstance(reference, Mapping):
+        pairs = dict(reference)
+    else:
+        pairs = {stage: reference for stage in drawn if reference in drawn and stage != reference}
+    return each, {stage: intervals(_difference(drawn[stage], drawn[base]))
+                  for stage, base in pairs.items()}

@@ -139,15 +139,18 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
         truths.append(_where_estimated(truth, (run_trajectories[k][stage]  # by every stage
                                                for run_trajectories in trajectories
                                                for stage in stages)))
-    a, b, differences = {}, {}, {}
-    for stage in stages:
-        pair = {name: stage_inputs(runs_trajectories, stage)
-                for name, runs_trajectories in zip("ab", trajectories, strict=True)}
-        each, difference = bootstrap_stages(
-            truths, pair, reference="a", n_resamples=n_resamples, random_state=random_state,
-            groups=None if people is None else video_groups([r.id for r in recordings], people))
-        a[stage], b[stage], differences[stage] = each["a"], each["b"], difference["b"]
-    comparison = Comparison([r.id for r in recordings], a, b, differences, people)
+    # one resampling for every stage of both runs, so that its warnings come once
+    names = {(side, stage): f"run {side} {stage}" for side in "AB" for stage in stages}
+    each, differences = bootstrap_stages(
+        truths, {names[side, stage]: stage_inputs(trajectories["AB".index(side)], stage)
+                 for side, stage in names},
+        reference={names["B", stage]: names["A", stage] for stage in stages},
+        n_resamples=n_resamples, random_state=random_state,
+        groups=None if people is None else video_groups([r.id for r in recordings], people))
+    comparison = Comparison([r.id for r in recordings],
+                            {stage: each[names["A", stage]] for stage in stages},
+                            {stage: each[names["B", stage]] for stage in stages},
+                            {stage: differences[names["B", stage]] for stage in stages}, people)
     if json_path is not None:
         atomic_write(json_path, json.dumps(comparison.to_dict(), indent=2) + "\n")
     return comparison

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from coreaffect.bootstrap import bootstrap_stages, resample_counts, resampled_metrics
+from coreaffect.errors import InputError
 from coreaffect.metrics import evaluate_videos
 
 
@@ -222,6 +223,23 @@ def test_paired_differences():
     assert ((low <= table.pooled["ccc"]) & (table.pooled["ccc"] <= high)).all()
     entry = json.loads(json.dumps(diff["better"].to_dict()))["arousal"]["rmse"]
     assert set(entry) == {"mean", "mean_ci", "pooled", "pooled_ci"} and entry["mean_ci"][1] < 0
+
+
+def test_each_stage_may_have_a_reference_of_its_own():
+    rng = np.random.default_rng(9)
+    truths, means, variances = _videos(rng, 8)
+    better = [t + 0.5 * (m - t) for t, m in zip(truths, means, strict=True)]
+    stages = {"a": (means, variances), "b": (better, variances), "c": (means, None)}
+    _, pairs = bootstrap_stages(truths, stages, reference={"b": "a", "c": "b"}, n_resamples=200)
+    assert set(pairs) == {"b", "c"}
+    for stage, base in (("b", "a"), ("c", "b")):  # as one reference each, on the same resamples
+        _, alone = bootstrap_stages(truths, {base: stages[base], stage: stages[stage]},
+                                    reference=base, n_resamples=200)
+        for name, interval in alone[stage].pooled_interval.items():
+            np.testing.assert_array_equal(pairs[stage].pooled_interval[name], interval)
+    assert "nll" not in pairs["c"].mean  # c has no variances
+    with pytest.raises(InputError, match="not scored: x"):
+        bootstrap_stages(truths, stages, reference={"b": "x"})
 
 
 def test_no_reference_no_differences_and_a_bad_level():

@@ -76,7 +76,7 @@ def test_runs_without_a_shared_test_video_are_refused(tiny, tmp_path):
         compare_runs(tiny.run, run_b, tiny.corpus, n_resamples=0)
 
 
-def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path):
+def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path, caplog):
     from coreaffect.cli import main
 
     run_b = _copy(tiny, tmp_path)
@@ -92,8 +92,11 @@ def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path):
     saved = json.loads(out.read_text())
     assert saved["people"] == {v: "P" for v in videos}
     assert saved["raw"]["a"]["valence"]["rmse"]["mean_ci"] == [None, None]  # 2 people of 3 videos
+    caplog.clear()
     grouped = compare_runs(tiny.run, run_b, tiny.corpus, subset="all", cache=tiny.run / "crops",
                            n_resamples=50, people=people)
+    too_few = [r for r in caplog.records if "too few to resample" in r.getMessage()]
+    assert len(too_few) == 1, caplog.text  # once for the comparison, not once per stage
     assert format_comparison(grouped).startswith(
         "3 videos of 2 people; B - A with its 95% interval over resampled people (none with "
         "fewer than 3 people)")
