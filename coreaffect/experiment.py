@@ -237,11 +237,14 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
                           config.video.chunk_size)
         fit_videos = load_videos(fit, config, crops, progress, "training")
         val_videos_loaded = load_videos(val, config, crops, progress, "validation")
-        if fit_prior and not any(paired_frames(video).any() for video in fit_videos):
-            raise CoreAffectError(f"{data}: no training video has a frame with a face and both "
-                                  "labels (valence and arousal), which the prior is fitted on; "
-                                  "train the hidden route only (fit_prior=False; "
-                                  "--hidden-route-only on the command line) or add such videos")
+        clip = MODELS[preset].clip_length  # shorter videos have no estimate to fit on
+        if fit_prior and not any(len(video.crops.crops) >= clip and paired_frames(video).any()
+                                 for video in fit_videos):
+            raise CoreAffectError(f"{data}: no training video of at least one clip ({clip} "
+                                  "frames) has a frame with a face and both labels (valence and "
+                                  "arousal), which the prior is fitted on; train the hidden "
+                                  "route only (fit_prior=False; --hidden-route-only on the "
+                                  "command line) or add such videos")
         sequences = ClipDataset(fit_videos, config.clips, size=size, augment=True,
                                 dense_length=DENSE_LENGTH, random_state=seed)
         train_config = TrainConfig(preset=preset, max_minutes=max_minutes, seed=seed,

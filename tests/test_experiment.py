@@ -176,13 +176,34 @@ def test_videos_without_a_face_and_both_labels_are_left_out_of_the_fit_by_name(t
                                               "has a face and both labels"):
         fit_core_affect(run, load_model(run), [one_sided], val, settings=FAST)
     # train_run says so before training the network
-    with pytest.raises(CoreAffectError, match="no training video has a frame with a face and "
-                                              "both labels"), \
+    with pytest.raises(CoreAffectError, match="has a frame with a face and both labels"), \
             pytest.warns(CoreAffectWarning, match="labels fall from -10000 s to -9996.04 s, and "
                                                   "the video runs from 0 s to 3.96 s"):
         train_run(tiny.corpus, tmp_path / "blind", epochs=1, test_videos=1, val_videos=0,
                   cache=tiny.run / "crops",
                   data_config=DataConfig(annotations=AnnotationConfig(delay=1e4)))
+
+
+def test_train_run_refuses_a_prior_whose_only_paired_frames_are_in_a_video_shorter_than_a_clip(
+        tiny, tmp_path):
+    from coreaffect.synthetic import SynthConfig, write_corpus
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(tiny.corpus, corpus)
+    for arousal in (corpus / "annotation").glob("*/*/arousal.csv"):
+        arousal.unlink()  # the long videos are annotated for valence only
+    short = tmp_path / "short"
+    write_corpus(short, SynthConfig(videos=1, seconds=0.5, seed=5, rater_delay=0.0), workers=1)
+    shutil.copy(short / "videos" / "synth000.avi", corpus / "videos" / "short000.avi")
+    for rater in (short / "annotation").iterdir():
+        shutil.copytree(rater / "synth000", corpus / "annotation" / rater.name / "short000")
+    run = tmp_path / "run"
+    with pytest.raises(CoreAffectError, match=r"no training video of at least one clip \(16 "
+                                              r"frames\) has a frame with a face and both"):
+        train_run(corpus, run, epochs=1, test_videos=1, val_videos=0,
+                  data_config=DataConfig(annotations=AnnotationConfig(delay=0.0)))
+    assert "short000" in json.loads((run / "split.json").read_text())["train"]
+    assert not (run / "hidden_route.safetensors").exists()  # refused before training
 
 
 def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, caplog):
