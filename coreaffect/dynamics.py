@@ -494,6 +494,10 @@ class CoreAffectDynamics:
 
         Returns:
             self.
+
+        Raises:
+            InputError: An unknown method, no video, no observed frame, or no video with two
+                or more observed frames (one frame per video tells nothing of how affect moves).
         """
         if method not in ("mle", "nuts"):
             raise InputError(f"method must be 'mle' or 'nuts', not {method!r}")
@@ -503,6 +507,10 @@ class CoreAffectDynamics:
         n_frames = sum(int(b.mask.sum()) for b in batches)
         if n_frames == 0:
             raise InputError("no observed frame to fit to: every frame of every video is masked")
+        if not any(bool((b.mask.sum(-1) >= 2).any()) for b in batches):
+            raise InputError("no video with two or more observed frames to fit to: from one "
+                             "frame per video, the rate of reversion (theta) and the diffusion "
+                             "are not told apart")
         raw = {name: value.clone().requires_grad_()
                for name, value in self._initial_guess(batches).items()}
 

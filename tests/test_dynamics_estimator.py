@@ -306,6 +306,12 @@ def test_unfitted_and_bad_input_raise():
     hidden = AffectObservations(video.times, video.means, video.covs, torch.zeros(5, dtype=bool))
     with pytest.raises(ValueError, match="no observed frame"):
         CoreAffectDynamics().fit(hidden)
+    glimpses = [AffectObservations(video.times, video.means, video.covs,
+                                   torch.arange(5) == i) for i in range(3)]
+    with pytest.raises(ValueError, match="no video with two or more observed frames"):
+        CoreAffectDynamics().fit(glimpses)  # one frame each: theta and L are not told apart
+    two = AffectObservations(video.times, video.means, video.covs, torch.arange(5) < 2)
+    assert CoreAffectDynamics(max_iter=5).fit([*glimpses, two]).theta_.shape == (2, 2)
     stopped = video.times.clone()
     stopped[0] = float("nan")
     with pytest.raises(ValueError, match="finite"):
