@@ -380,9 +380,13 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
     if isinstance(reference, Mapping):
-        unknown = sorted({*reference, *reference.values()} - set(stages))
+        unknown = sorted({*reference, *reference.values()} - set(stages), key=repr)
         if unknown:
-            raise InputError(f"reference names stages that are not scored: {', '.join(unknown)}")
+            raise InputError("reference names stages that are not scored: "
+                             f"{', '.join(map(repr, unknown))}")
+        itself = sorted(stage for stage, ref in reference.items() if stage == ref)
+        if itself:
+            raise InputError(f"reference compares stages with themselves: {', '.join(itself)}")
     index, _ = _group_index(len(truths), groups)
     unit = "videos" if groups is None else "people"
     # the videos (people) with a scored frame are drawn; the others never count

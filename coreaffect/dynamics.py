@@ -496,8 +496,9 @@ class CoreAffectDynamics:
             self.
 
         Raises:
-            InputError: An unknown method, no video, no observed frame, or no video with two
-                or more observed frames (one frame per video tells nothing of how affect moves).
+            InputError: An unknown method or optimizer, invalid observations, no video, no
+                observed frame, or no video with two or more observed frames (one frame per
+                video tells nothing of how affect moves).
         """
         if method not in ("mle", "nuts"):
             raise InputError(f"method must be 'mle' or 'nuts', not {method!r}")

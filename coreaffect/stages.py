@@ -416,6 +416,12 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
         start = time.monotonic()
         sequences = [_observations(prior, v, estimates[v.id], settings.dynamics_step)
                      for v in held_out]
+        if not any(int(seq.mask.sum()) >= 2 for seq in sequences):
+            raise CoreAffectError(
+                "fitting the dynamics needs a held-out video with a face in two or more of the "
+                f"frames it is fitted on (every {settings.dynamics_step}-th frame); none has: "
+                f"{', '.join(v.id for v in held_out)}; validate on videos where faces are found "
+                "(--val-videos), or lower FitSettings.dynamics_step")
         dynamics = CoreAffectDynamics(prior.manifold.n_latent, decoder=manifold,
                                       divide_prior=prior.location != "regression",
                                       optimizer="lbfgs",

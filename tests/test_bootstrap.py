@@ -238,8 +238,12 @@ def test_each_stage_may_have_a_reference_of_its_own():
         for name, interval in alone[stage].pooled_interval.items():
             np.testing.assert_array_equal(pairs[stage].pooled_interval[name], interval)
     assert "nll" not in pairs["c"].mean  # c has no variances
-    with pytest.raises(InputError, match="not scored: x"):
+    with pytest.raises(InputError, match="not scored: 'x'"):
         bootstrap_stages(truths, stages, reference={"b": "x"})
+    with pytest.raises(InputError, match="not scored: None"):
+        bootstrap_stages(truths, stages, reference={"b": None})
+    with pytest.raises(InputError, match="with themselves: a"):
+        bootstrap_stages(truths, stages, reference={"a": "a", "b": "a"})
 
 
 def test_no_reference_no_differences_and_a_bad_level():

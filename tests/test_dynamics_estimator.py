@@ -310,6 +310,10 @@ def test_unfitted_and_bad_input_raise():
                                    torch.arange(5) == i) for i in range(3)]
     with pytest.raises(ValueError, match="no video with two or more observed frames"):
         CoreAffectDynamics().fit(glimpses)  # one frame each: theta and L are not told apart
+    same_frame = [AffectObservations(video.times, video.means, video.covs,
+                                     torch.arange(5) == 0)] * 3
+    with pytest.raises(ValueError, match="no video with two or more observed frames"):
+        CoreAffectDynamics().fit(same_frame)  # counted within each video, not across them
     two = AffectObservations(video.times, video.means, video.covs, torch.arange(5) < 2)
     assert CoreAffectDynamics(max_iter=5).fit([*glimpses, two]).theta_.shape == (2, 2)
     stopped = video.times.clone()

@@ -206,6 +206,21 @@ def test_train_run_refuses_a_prior_whose_only_paired_frames_are_in_a_video_short
     assert not (run / "hidden_route.safetensors").exists()  # refused before training
 
 
+def test_held_out_videos_with_a_face_in_one_frame_are_refused_for_the_dynamics(tiny, tmp_path):
+    import numpy as np
+
+    from coreaffect.stages import paired_frames
+
+    run, _, train, val = _copy_of_run(tiny, tmp_path)
+    first = int(np.flatnonzero(paired_frames(val[0]))[0])
+    found = np.zeros(len(val[0].crops.face_found), bool)
+    found[first] = True  # paired there, so it is held out, yet one frame cannot show motion
+    glimpse = val[0]._replace(id="glimpse", crops=val[0].crops._replace(face_found=found))
+    with pytest.raises(CoreAffectError, match="fitting the dynamics needs a held-out video with "
+                                              "a face in two or more .* none has: glimpse"):
+        fit_core_affect(run, load_model(run), train, [glimpse], settings=FAST)
+
+
 def test_without_validation_videos_the_training_videos_are_used(tiny, tmp_path, caplog):
     run, split, train, _ = _copy_of_run(tiny, tmp_path)
     with caplog.at_level(logging.WARNING, logger="coreaffect.stages"):
