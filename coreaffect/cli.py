@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("data", type=Path, help="dataset folder")
     _add_format(compare)
     _add_scoring(compare, "the videos both runs held out", "the comparison",
-                 intervals_optional=False)
+                 intervals_optional=False, whose="RUN_A", both=True)
     _add_common(compare)
     compare.set_defaults(handler=_compare)
 
@@ -507,8 +507,10 @@ def _add_stage_options(parser: argparse.ArgumentParser, *, of_run: bool = False)
 
 
 def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *,
-                 intervals_optional: bool) -> None:
-    """--subset, --json and --resamples of the commands that score runs on videos."""
+                 intervals_optional: bool, whose: str = "the run", both: bool = False) -> None:
+    """--subset, --json and --resamples of the commands that score runs on videos; ``whose``
+    people and delay are the defaults (``both``: for both runs)."""
+    default = "default, for both runs" if both else "default"
     parser.add_argument("--subset", choices=("test", "all"), default="test",
                         help=f"{held_out} (default) or every video of DATA")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE",
@@ -521,13 +523,13 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
                              "(default 2000" + ("; 0: none)" if intervals_optional else ")"))
     parser.add_argument("--people", type=Path, default=None, metavar="CSV",
                         help="the person in each video (columns video,person): the intervals "
-                             "then resample people, each with all their videos (default: the "
-                             "people the run was split with, on its own dataset; else each "
+                             f"then resample people, each with all their videos ({default}: "
+                             f"the people {whose} was split with, on its own dataset; else each "
                              "video is a person of its own)")
     parser.add_argument("--delay", type=_finite_float, default=None, metavar="SECONDS",
                         help="the annotators' delay of DATA's labels, which are read that much "
-                             "earlier (default: the run's own on the dataset it was trained on, "
-                             "a synthetic corpus's own, else 0)")
+                             f"earlier ({default}: {whose}'s own on the dataset it was "
+                             "trained on, a synthetic corpus's own, else 0)")
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:

@@ -409,7 +409,7 @@ def _dimension_folders(root: Path) -> list[Path]:
 
 def _afew_files(root: Path) -> list[Path]:
     """AFEW-VA's ``NNN/NNN.json`` files under ``root``."""
-    return [p for p in _below(root) if p.suffix == ".json" and p.parent.name == p.stem]
+    return [p for p in _below(root) if p.suffix.lower() == ".json" and p.parent.name == p.stem]
 
 
 def _detect_layout(root: Path) -> str | None:

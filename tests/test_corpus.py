@@ -401,14 +401,17 @@ def test_discover_afew_va_frame_folders(tmp_path):
     for clip in ("001", "002"):
         _write_frames(root / clip, n=10)
         frames = {f"{i:05d}": {"valence": i - 5, "arousal": 2, "landmarks": []} for i in range(10)}
-        (root / clip / f"{clip}.json").write_text(json.dumps({"video_id": clip, "frames": frames}))
+        suffix = ".json" if clip == "001" else ".JSON"  # suffixes match in any case
+        (root / clip / f"{clip}{suffix}").write_text(json.dumps({"video_id": clip,
+                                                                 "frames": frames}))
     recordings = discover(root)
     assert [r.id for r in recordings] == ["001", "002"]
     assert recordings[0].format == "afew-va" and recordings[0].fps == 25.0
-    video = load_recording(recordings[0], DataConfig(faces=NONE))
-    assert len(video.labels) == 10
-    np.testing.assert_allclose(video.labels[:, 0], (np.arange(10) - 5) / 10, atol=1e-6)
-    np.testing.assert_allclose(video.labels[:, 1], 0.2, atol=1e-6)
+    for recording in recordings:
+        video = load_recording(recording, DataConfig(faces=NONE))
+        assert len(video.labels) == 10
+        np.testing.assert_allclose(video.labels[:, 0], (np.arange(10) - 5) / 10, atol=1e-6)
+        np.testing.assert_allclose(video.labels[:, 1], 0.2, atol=1e-6)
 
 
 def test_discover_aff_wild2_left_right_and_cropped_frames(tmp_path):
