@@ -286,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "annotations in the DANTE format and the per-frame truth.",
         epilog=_EPILOG_SYNTH, formatter_class=argparse.RawDescriptionHelpFormatter)
     synth.add_argument("out", type=Path, help="folder to write: new, empty or an earlier "
-                       "synthetic corpus, which is replaced once the new one is complete")
+                       "synthetic corpus, which is replaced once the new one is complete "
+                       "(refused if its folders hold files it did not write)")
     synth.add_argument("--videos", type=_positive_int, default=23, help="number of videos")
     synth.add_argument("--seconds", type=_positive_float, default=40.0, help="length of each")
     synth.add_argument("--fps", type=_positive_float, default=25.0, help="frame rate")

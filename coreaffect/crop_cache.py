@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -164,6 +165,6 @@ class CropCache:
             if any(len(a) != frames for a in arrays.values()):
                 return None
             crops = np.memmap(raw, dtype=np.uint8, mode="r", shape=(frames, size, size, 3))
-        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
-            return None
+        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
+            return None  # an emptied meta.npz raises EOFError, a garbled one BadZipFile
         return FaceCrops(crops=crops, **arrays)

@@ -107,6 +107,7 @@ import logging
 import math
 import multiprocessing
 import os
+import re
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -491,6 +492,24 @@ def _make_video(root: Path, video_id: str, seq: np.random.SeedSequence,
 
 _PARTIAL = ".partial-"  # prefix of the folder a corpus is built in, inside its root
 _PARTS = ("videos", "annotation", "annotations", "truth", "README.md")  # a corpus's files
+# the names of the files a synthetic corpus writes there (relative, with "/")
+_OWN_FILES = re.compile(r"README\.md|truth/synth\d{3,}\.csv|annotations/synth\d{3,}\.csv"
+                        r"|annotation/rater\d{2,}/synth\d{3,}/(valence|arousal)\.csv"
+                        r"|videos/synth\d{3,}(" + "|".join(re.escape(suffix) for _, suffix
+                                                        in CODECS.values()) + ")")
+
+
+def _foreign_files(root: Path) -> list[Path]:
+    """Files in ``root``'s corpus parts that no synthetic corpus writes (a user's additions)."""
+    found = []
+    for name in _PARTS:
+        part = root / name
+        for path in ([part] if not part.is_dir() else sorted(part.rglob("*"))):
+            if path.is_dir() or not (path.exists() or path.is_symlink()):
+                continue
+            if not _OWN_FILES.fullmatch(path.relative_to(root).as_posix()):
+                found.append(path)
+    return found
 
 
 def _prepare(root: Path) -> Path:
@@ -505,6 +524,13 @@ def _prepare(root: Path) -> Path:
     if others and not (root / MANIFEST).is_file():  # decided before anything is deleted
         raise CoreAffectError(f"{root}: folder is not empty and holds no synthetic corpus "
                               f"to replace; choose a new or empty folder")
+    foreign = _foreign_files(root)
+    if foreign:  # the parts are replaced whole: files added to them would be lost
+        listed = ", ".join(str(p.relative_to(root)) for p in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise CoreAffectError(f"{root}: holds files that the synthetic corpus there did not "
+                              f"write and that replacing it would delete ({listed}{more}); "
+                              "move them out, or choose a new or empty folder")
     for leftover in leftovers:
         shutil.rmtree(leftover, ignore_errors=True)
     building = temporary_folder(root, _PARTIAL)
@@ -568,7 +594,8 @@ def write_corpus(out: str | Path, config: SynthConfig = SynthConfig(), *,  # noq
 
     Args:
         out: The corpus folder, created if missing. An earlier synthetic corpus there is
-            replaced; any other non-empty folder is refused.
+            replaced, other files beside it kept; any other non-empty folder is refused, and
+            so is a corpus whose folders hold files it did not write (they would be lost).
         config: What to generate.
         progress: Show a tqdm progress bar over videos.
         workers: Processes rendering videos in parallel; ``None`` uses every CPU (at most one
@@ -578,8 +605,8 @@ def write_corpus(out: str | Path, config: SynthConfig = SynthConfig(), *,  # noq
         The :class:`SyntheticCorpus`.
 
     Raises:
-        CoreAffectError: ``out`` is a non-empty folder without a synthetic corpus, or OpenCV
-            cannot write the codec.
+        CoreAffectError: ``out`` is a non-empty folder without a synthetic corpus, or with
+            files of someone else's in the corpus's folders, or OpenCV cannot write the codec.
     """
     root = Path(out)
     building = _prepare(root)

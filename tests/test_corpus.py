@@ -540,6 +540,10 @@ def test_cache_hit_miss_and_rebuild(tmp_path, caplog):
     third = cache.get(recording)
     np.testing.assert_array_equal(np.asarray(third.crops), first_crops)
     assert "stale or corrupt" in caplog.text
+    for damage in (b"", b"PK\x03\x04 not a zip"):  # an emptied, then a garbled meta.npz
+        entry = next((tmp_path / "cache").iterdir())
+        (entry / "meta.npz").write_bytes(damage)
+        np.testing.assert_array_equal(np.asarray(cache.get(recording).crops), first_crops)
 
     # other crop settings, or other video bytes, give another entry
     other = CropCache(tmp_path / "cache", FaceConfig(detector="none", crop_size=8))

@@ -199,6 +199,22 @@ def test_a_non_empty_folder_is_refused_and_a_corpus_replaced(tmp_path):
     second = write_corpus(tmp_path / "c", _small(videos=1), workers=1)
     assert second.ids == ["synth000"] and len(first.ids) == 3
     assert [r.id for r in discover(second.root)] == ["synth000"]
+    added = [second.root / "videos" / "myclip.mp4", second.root / "annotation" / "me" / "x.txt"]
+    for path in added:  # a user's files inside the corpus's folders, which are replaced whole
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("keep me")
+    (second.root / "notes.txt").write_text("beside the corpus: never touched")
+    with pytest.raises(CoreAffectError, match=r"did not write .*\(videos/myclip.mp4, "
+                                              r"annotation/me/x.txt\)|\(annotation/me/x.txt, "
+                                              r"videos/myclip.mp4\)"):
+        write_corpus(tmp_path / "c", _small(videos=2), workers=1)
+    assert all(path.read_text() == "keep me" for path in added)
+    assert [r.id for r in discover(second.root)] == ["synth000"]  # the corpus is untouched
+    for path in added:
+        path.unlink()
+    assert write_corpus(tmp_path / "c", _small(videos=2), workers=1).ids == ["synth000",
+                                                                             "synth001"]
+    assert (second.root / "notes.txt").exists()
 
 
 def test_a_failed_write_keeps_the_earlier_corpus_and_can_be_retried(tmp_path, monkeypatch):
