@@ -137,7 +137,8 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         resume: Continue an interrupted run from its ``training/`` state, with its data
             settings (unless ``data_config`` is given, which must then be the same). The later
             stages of the run there, if any, are replaced: they belong to the network that
-            training goes on to change.
+            training goes on to change. Without ``fit_prior`` they are kept if the network
+            stays the one they were fitted to, and removed if it changes.
         overwrite: Replace the run there (not its crop cache). Replaced files are set aside
             while training runs, removed when it succeeds and put back when it fails.
         fit_prior: Also fit manifold, prior and dynamics
@@ -231,7 +232,8 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
     check_annotations(recordings, config)  # a broken test annotation too, before the training
     check_numbering(recordings, config)
     why = "replaced" if overwrite else "fitted to the network that training goes on to change"
-    with _set_aside(run, replaced, why, replacing=overwrite):
+    with _set_aside(run, replaced, why, replacing=overwrite,
+                    keep_unchanged=resume and not fit_prior):
         atomic_write(previous, json.dumps(split, indent=2) + "\n")
         crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                           config.video.chunk_size)
@@ -408,9 +410,11 @@ def _trained(run: Path) -> bool:
 
 
 @contextmanager
-def _set_aside(run: Path, names: Sequence[str], why: str, *, replacing: bool) -> Iterator[None]:
+def _set_aside(run: Path, names: Sequence[str], why: str, *, replacing: bool,
+               keep_unchanged: bool = False) -> Iterator[None]:
     """Move ``names`` of ``run`` into a hidden folder there for the block: deleted when the
-    block succeeds, put back when it fails.
+    block succeeds (with ``keep_unchanged``, put back if the network is the one they were
+    fitted to: a block that writes no later stages), put back when it fails.
 
     A failed block leaves the run it found, as far as that still holds together: what it wrote
     of the later stages is removed (a part of them would load as a run without its dynamics),
@@ -444,6 +448,16 @@ def _set_aside(run: Path, names: Sequence[str], why: str, *, replacing: bool) ->
         if back:
             logger.warning("%s: training failed; the files set aside are back", run)
         raise
+    if keep_unchanged and names:
+        if _network_stamp(run) == network:
+            for name in names:
+                os.replace(aside / name, run / name)
+            logger.info("%s: the network is unchanged, so the later stages fitted to it are "
+                        "kept", run)
+        else:
+            logger.warning("%s: training changed the network, so the later stages fitted to "
+                           "the earlier one are removed; fit them again (coreaffect refit, or "
+                           "resume without --hidden-route-only)", run)
     if aside is not None:
         shutil.rmtree(aside)
 

@@ -525,6 +525,38 @@ def test_a_failed_resume_keeps_no_later_stage_of_another_network(tiny, tmp_path,
             assert CoreAffect.load(run).stages == ("raw",)  # the network alone, no stale stage
 
 
+def test_resuming_the_hidden_route_alone_keeps_the_later_stages_of_an_unchanged_network(
+        tiny, tmp_path, monkeypatch, caplog):
+    import coreaffect.experiment as experiment
+
+    args = dict(epochs=2, test_videos=1, val_videos=1, resume=True, fit_prior=False,
+                cache=tiny.run / "crops")
+    run = _copy_run(tiny, tmp_path / "run")
+    before = _files(run)
+    train_run(tiny.corpus, run, **args)  # trained as far as asked: no epoch, the same network
+    later = {name: data for name, data in before.items() if name.split(".")[0] in
+             ("manifold", "prior", "dynamics", "bands", "stages")}
+    assert len(later) == 8 and all(_files(run).get(name) == data for name, data in later.items())
+    assert CoreAffect.load(run).stages == CoreAffect.load(tiny.run).stages
+
+    train = experiment.train_hidden_route
+
+    def better(*positional, **keywords):  # the resumed training saved a better network
+        from coreaffect.checkpoint import save_model
+
+        result = train(*positional, **keywords)
+        result.model.head.bias.data += 0.1
+        save_model(result.model, run, load_data_config(run))
+        return result
+
+    monkeypatch.setattr(experiment, "train_hidden_route", better)
+    with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
+        train_run(tiny.corpus, run, **args)
+    assert "training changed the network, so the later stages" in caplog.text
+    assert not set(later) & set(_files(run))
+    assert CoreAffect.load(run).stages == ("raw",)  # no stage of the earlier network is left
+
+
 def test_a_failed_overwrite_leaves_the_run_it_found_and_nothing_new(tiny, tmp_path,
                                                                    monkeypatch):
     import coreaffect.experiment as experiment
