@@ -494,6 +494,8 @@ def read_split(run: str | Path,
         raise CoreAffectError(f"{path}: missing; is {run} a run directory?")
     try:
         split = json.loads(path.read_text())
+        if not isinstance(split, dict):
+            raise TypeError("not a JSON object")
         absent = [key for key in keys if key not in split]
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError) as err:
         raise CoreAffectError(f"{path}: not a split written by coreaffect train ({err!r})"
@@ -504,6 +506,12 @@ def read_split(run: str | Path,
     for key in [key for key in ("train", "val", "test") if key in keys]:
         if not isinstance(split[key], list) or not all(isinstance(v, str) for v in split[key]):
             raise CoreAffectError(f"{path}: '{key}' must be a list of video ids")
+    for key, what, ok in (("data", "a folder path", lambda v: isinstance(v, str) and v),
+                          ("format", "a format name", lambda v: isinstance(v, str) and v),
+                          ("seed", "an integer", lambda v: isinstance(v, int)
+                           and not isinstance(v, bool))):
+        if key in split and not ok(split[key]):
+            raise CoreAffectError(f"{path}: '{key}' must be {what}, not {split[key]!r}")
     people = split.get("people")
     if people is not None and not (isinstance(people, dict) and all(
             isinstance(k, str) and isinstance(v, str) and k and v for k, v in people.items())):

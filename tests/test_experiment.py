@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import shutil
 
 import pytest
@@ -23,6 +24,7 @@ from coreaffect.experiment import (
     held_out_videos,
     labels_delay,
     load_videos,
+    read_split,
     refit_run,
     run_format,
     split_videos,
@@ -612,6 +614,26 @@ def test_what_a_run_cannot_resume_from_is_named(tiny, tmp_path):
     with pytest.raises(CoreAffectError, match=r"split.json: not a split written by"):
         train_run(tiny.corpus, mine, epochs=1)
     assert (mine / "split.json").read_text() == '{"my": "hand-made split"}'
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("data", 123, "'data' must be a folder path, not 123"),
+    ("data", None, "'data' must be a folder path, not None"),
+    ("format", ["dante"], "'format' must be a format name"),
+    ("seed", "x", "'seed' must be an integer, not 'x'"),
+])
+def test_a_hand_edited_split_is_named_before_any_work(tiny, tmp_path, key, value, message):
+    run = _copy_run(tiny, tmp_path / "run")
+    split = json.loads((run / "split.json").read_text())
+    (run / "split.json").write_text(json.dumps({**split, key: value}))
+    with pytest.raises(CoreAffectError, match=rf"split.json: {re.escape(message)}"):
+        evaluate_run(run, tiny.corpus)
+    with pytest.raises(CoreAffectError, match=rf"split.json: {re.escape(message)}"):
+        refit_run(run, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (run / "split.json").write_text("[1, 2]")
+    with pytest.raises(CoreAffectError, match="split.json: not a split written by"):
+        read_split(run)
 
 
 @pytest.mark.parametrize("field, value", [
