@@ -59,6 +59,7 @@ from coreaffect.hidden_route import MODELS
 from coreaffect.people import People, people_of, resolve_people, video_groups
 from coreaffect.splits import TEST_FRACTION, split_recordings
 from coreaffect.stages import (
+    STAGE_FILES,
     FitSettings,
     StageFit,
     check_settings,
@@ -264,8 +265,7 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
 # what a run directory holds besides its crop cache: the hidden route and its split and log,
 # then the later stages (the order in which train_run writes them)
 _HIDDEN_ROUTE_FILES = ("split.json", "hidden_route.json", "hidden_route.safetensors", "training")
-_LATER_STAGE_FILES = ("manifold.json", "manifold.safetensors", "prior.json", "prior.safetensors",
-                      "dynamics.json", "dynamics.safetensors", "bands.json", "stages.json")
+_LATER_STAGE_FILES = STAGE_FILES
 
 
 def data_settings(data: str | Path, crop_size: int,

@@ -174,6 +174,14 @@ def _check_complete(run: Path) -> None:
                               f"({', '.join(later)} are there, stages.json is not); fit them "
                               "again with 'coreaffect train --resume' (the same data and "
                               "options)")
+    from coreaffect.stages import STAGE_FILES
+
+    missing = [name for name in STAGE_FILES if not (run / name).exists()]
+    if (run / "stages.json").exists() and missing:  # lost or moved since they were written
+        raise CoreAffectError(f"{run}: stages.json says the later stages were fitted, but "
+                              f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                              "missing; put them back, or fit them again into a new run "
+                              "directory with 'coreaffect refit'")
     if (run / "training" / "last.json").exists() and not (
             run / "training" / "train_config.json").exists():
         logger.warning("%s: its training did not finish; the network is the best of the epochs "

@@ -90,8 +90,12 @@ from coreaffect.manifold import AffectManifold
 from coreaffect.metrics import ccc
 from coreaffect.prior import HiddenRoutePrior, latent_moments
 
-__all__ = ["FitSettings", "StageFit", "check_settings", "fit_core_affect", "paired_frames",
-           "paired_videos", "run_fit_settings"]
+__all__ = ["STAGE_FILES", "FitSettings", "StageFit", "check_settings", "fit_core_affect",
+           "paired_frames", "paired_videos", "run_fit_settings"]
+
+# the files fit_core_affect writes into a run directory, in that order: stages.json last
+STAGE_FILES = ("manifold.json", "manifold.safetensors", "prior.json", "prior.safetensors",
+               "dynamics.json", "dynamics.safetensors", "bands.json", "stages.json")
 
 logger = logging.getLogger(__name__)
 

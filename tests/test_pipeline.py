@@ -403,10 +403,16 @@ def test_dataframe(affect, crops):
 def test_run_with_only_the_hidden_route(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    (run / "bands.json").unlink()
+    with pytest.raises(CoreAffectError, match=r"fitted, but bands.json is missing; put them"):
+        load_run(run)  # not loaded with uncalibrated bands and no lagged stage
     for name in ("prior", "manifold", "dynamics"):
         for suffix in (".json", ".safetensors"):
             (run / f"{name}{suffix}").unlink()
-    (run / "bands.json").unlink()
+    with pytest.raises(CoreAffectError, match=r"stages.json says the later stages were fitted, "
+                                              r"but manifold.json, .* bands.json are missing"):
+        load_run(run)  # lost files are named, not passed over
+    (run / "stages.json").unlink()  # now as train --hidden-route-only leaves a run
     affect = load_run(run)
     assert affect.stages == ("raw",)
     trajectory = affect.predict(tiny.video())
