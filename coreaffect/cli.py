@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG_DEMO, formatter_class=argparse.RawDescriptionHelpFormatter)
     demo.add_argument("--out", type=Path, default=Path("demo_output"), metavar="DIR",
                       help="folder to write: new, empty or an earlier demo's, which is "
-                           "replaced (default: demo_output)")
+                           "replaced once the new one is complete (default: demo_output)")
     demo.add_argument("--quick", action="store_true",
                       help="a small corpus and a short budget (a smoke test, about 2 minutes)")
     demo.add_argument("--max-minutes", type=_positive_float, default=None,

@@ -22,7 +22,10 @@ write into the output folder:
 * ``metrics.json`` (as ``coreaffect evaluate --json``), ``corpus/`` and ``run/`` (usable with
   ``coreaffect predict``, ``evaluate`` and ``saliency``);
 * ``demo.json``: the seed and sizes it ran with. It marks the folder as the demo's: a later demo
-  replaces what is there, while a folder holding other files is refused.
+  replaces the earlier one's files, which are set aside while it runs and put back if it fails
+  (a corpus and a run of different demos never end up side by side), and keeps other files
+  beside them; a folder holding other files and no demo, or a demo whose ``corpus/`` or
+  ``run/`` holds files it did not write, is refused.
 
 ``quick=True`` shrinks everything (6 videos of 10 s, a 20-second training budget) for a smoke
 test of a minute or two; its numbers mean nothing.
@@ -33,9 +36,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import shlex
+import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,6 +56,7 @@ __all__ = ["MARKER", "DemoResult", "DemoSettings", "TinyRun", "run_demo", "tiny_
 logger = logging.getLogger(__name__)
 
 MARKER = "demo.json"  # what the demo ran with; marks a folder it may write into again
+_ASIDE = ".replaced-"  # prefix of the folder an earlier demo is set aside in while one runs
 _TITLE = "# The hidden route and its core-affect prior on a synthetic corpus"  # of the report
 _RELIABILITY_LEVELS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2).tolist())  # Fig. 4's levels
 
@@ -115,7 +123,7 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
 
     Args:
         out: Output folder: new, empty, or holding an earlier demo (marked by its
-            :data:`MARKER` file), which is replaced.
+            :data:`MARKER` file), which is replaced once the new one is complete.
         quick: Use :meth:`DemoSettings.quick` (ignored when ``settings`` is given).
         minutes: Training budget, overriding the settings'.
         seed: Seed of the corpus, the split and every fit.
@@ -128,8 +136,22 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
         The :class:`DemoResult`.
 
     Raises:
-        CoreAffectError: ``out`` holds files the demo did not write.
+        CoreAffectError: ``out`` holds files the demo did not write, and no demo, or its
+            demo's corpus or run does.
     """
+    settings = settings or (DemoSettings.quick() if quick else DemoSettings())
+    if minutes is not None:
+        settings = dataclasses.replace(settings, minutes=minutes)
+    out = Path(out)
+    _check_out(out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _replacing(out):
+        return _run_demo(out, settings, seed, device, progress, command, quick)
+
+
+def _run_demo(out: Path, settings: DemoSettings, seed: int, device: str, progress: bool,
+              command: str | None, quick: bool) -> DemoResult:
+    """:func:`run_demo` into the folder ``out``, the earlier demo there set aside."""
     from coreaffect.checkpoint import atomic_write
     from coreaffect.corpus import discover
     from coreaffect.crop_cache import CropCache
@@ -145,12 +167,6 @@ def run_demo(out: str | Path = "demo_output", quick: bool = False, *,
     from coreaffect.stages import FitSettings
     from coreaffect.synthetic import SynthConfig, write_corpus
 
-    settings = settings or (DemoSettings.quick() if quick else DemoSettings())
-    if minutes is not None:
-        settings = dataclasses.replace(settings, minutes=minutes)
-    out = Path(out)
-    _check_out(out)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / MARKER, json.dumps({"generator": "coreaffect.demo", "seed": seed,
                                            "settings": dataclasses.asdict(settings)},
                                           indent=2) + "\n")
@@ -313,6 +329,70 @@ def _figure_manifold(out: Path, affect, video, trajectories) -> Path:
     return path
 
 
+def _is_demo_file(name: str) -> bool:
+    """Whether ``name``, in a demo's folder, is one the demo writes."""
+    return (name in (MARKER, "corpus", "run", "report.md", "metrics.json", "fig1_trajectory.png",
+                     "fig3_manifold_prior.png", "fig4_calibration.png")
+            or name.startswith("fig2_saliency"))
+
+
+@contextmanager
+def _replacing(out: Path) -> Iterator[None]:
+    """Set the earlier demo's files in ``out`` aside while the block writes the new demo:
+    deleted when it succeeds; when it fails, what it wrote is removed and they are put back.
+    Files of the user's beside them are never touched."""
+    from coreaffect.checkpoint import temporary_folder
+
+    _check_no_users_files(out)
+    earlier = sorted(p.name for p in out.iterdir() if _is_demo_file(p.name))
+    aside = temporary_folder(out, _ASIDE) if earlier else None
+    for name in earlier:
+        os.replace(out / name, aside / name)
+    try:
+        yield
+    except BaseException:
+        for path in out.iterdir():
+            if _is_demo_file(path.name):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+        for name in earlier:
+            os.replace(aside / name, out / name)
+        if aside is not None:
+            shutil.rmtree(aside)
+            logger.warning("%s: the demo failed; the earlier demo there is back", out)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside)
+
+
+def _check_no_users_files(out: Path) -> None:
+    """Refuse an earlier demo whose corpus or run holds files it did not write: replacing the
+    demo replaces those folders whole."""
+    from coreaffect.errors import CoreAffectError
+    from coreaffect.experiment import _HIDDEN_ROUTE_FILES
+    from coreaffect.stages import STAGE_FILES
+    from coreaffect.synthetic import _PARTS, MANIFEST, _foreign_files
+
+    corpus, run = out / "corpus", out / "run"
+    foreign = []
+    if corpus.is_dir():
+        foreign += [p for p in corpus.iterdir() if p.name not in (*_PARTS, MANIFEST)
+                    and not p.name.startswith(".")]
+        foreign += _foreign_files(corpus)
+    if run.is_dir():
+        foreign += [p for p in run.iterdir() if p.name not in (*_HIDDEN_ROUTE_FILES,
+                                                              *STAGE_FILES, "crops")
+                    and not p.name.startswith(".")]
+    if foreign:
+        listed = ", ".join(str(p.relative_to(out)) for p in foreign[:5])
+        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        raise CoreAffectError(f"{out}: the earlier demo there holds files it did not write "
+                              f"({listed}{more}), which replacing it would delete; move them "
+                              "out, or choose another folder")
+
+
 def _check_out(out: Path) -> None:
     """Refuse an output folder the demo may not write into: one that is not new, not empty,
     and holds no earlier demo (its :data:`MARKER`, or a report from before the marker)."""
@@ -320,6 +400,10 @@ def _check_out(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise CoreAffectError(f"{out}: exists and is not a folder")
+    for kept in sorted(out.glob(f"{_ASIDE}*")) if out.exists() else ():
+        raise CoreAffectError(f"{kept}: holds the demo that a demo killed while it replaced it "
+                              f"had set aside; move its files back into {out} (replacing those "
+                              "there) to keep that demo, or delete the folder")
     if not out.exists() or not any(out.iterdir()) or (out / MARKER).is_file():
         return
     try:

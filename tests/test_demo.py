@@ -94,3 +94,60 @@ def test_report_quotes_the_command_or_the_function(monkeypatch):
     for argv in (["-c"], [""], [], jupyter, ["/usr/local/bin/ipython"]):  # python -c, REPLs
         monkeypatch.setattr("sys.argv", argv)
         assert _command() == "coreaffect.demo.run_demo"
+
+
+def _earlier_demo(out):
+    """A folder as an earlier demo leaves it, with a file of the user's beside it."""
+    files = {MARKER: "{}", "report.md": "old report", "metrics.json": "{}",
+             "fig1_trajectory.png": "old figure", "fig2_saliency_grid.png": "old grid",
+             "corpus/synthetic_corpus.json": "{}", "corpus/videos/synth000.avi": "old video",
+             "run/split.json": "{}", "run/hidden_route.json": "{}", "notes.txt": "mine"}
+    for name, text in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(text)
+    return files
+
+
+def _contents(out):
+    return {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+
+
+def test_a_failed_demo_leaves_the_earlier_one_as_it_was(tmp_path, monkeypatch):
+    import coreaffect.experiment as experiment
+
+    out = tmp_path / "demo"
+    files = _earlier_demo(out)
+
+    def interrupted(corpus, run, **kwargs):  # after the new corpus is written
+        assert (corpus / "videos" / "synth004.avi").exists()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "train_run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(out, settings=TINY)
+    assert _contents(out) == files  # not the new corpus beside the old run
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+
+
+def test_replacing_a_demo_keeps_the_users_files_and_refuses_files_inside_it(tmp_path):
+    from coreaffect.demo import _replacing
+
+    out = tmp_path / "demo"
+    _earlier_demo(out)
+    with _replacing(out):
+        assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+            "notes.txt"]  # the earlier demo is set aside while the new one is written
+        (out / "report.md").write_text("new report")
+    assert _contents(out) == {"report.md": "new report", "notes.txt": "mine"}
+    _earlier_demo(out)
+    (out / "run" / "predictions.csv").write_text("mine too")
+    (out / "corpus" / "videos" / "myclip.mp4").write_text("mine too")
+    before = _contents(out)
+    with pytest.raises(CoreAffectError, match=r"holds files it did not write \(corpus/videos/"
+                                              r"myclip.mp4, run/predictions.csv\)"):
+        run_demo(out, settings=TINY)
+    assert _contents(out) == before
+    (out / ".replaced-0123").mkdir()  # the earlier demo, set aside by a demo that was killed
+    with pytest.raises(CoreAffectError, match=r"\.replaced-0123: holds the demo that a demo "
+                                              "killed"):
+        run_demo(out, settings=TINY)
