@@ -319,6 +319,9 @@ class DataConfig:
             data = tomllib.loads(text)
         except FileNotFoundError:
             raise CoreAffectError(f"{path}: no such configuration file") from None
+        except OSError as err:  # a folder, or a file that may not be read
+            raise CoreAffectError(f"{path}: cannot read the configuration file "
+                                  f"({err.strerror or err})") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
             raise CoreAffectError(f"{path}: not valid TOML ({err})") from None
         faces = data.get("faces")

@@ -709,7 +709,10 @@ class HiddenRoutePrior(LocalPyroModule):
         if recorded is not None and not (Path(directory) / f"{manifold_name}.json").is_file():
             raise CoreAffectError(f"{where}: its manifold "
                                   f"{Path(directory) / str(manifold_name)}.json is missing")
-        if recorded is not None and saved_digest(directory, manifold_name) != recorded:
+        digest = saved_digest(directory, manifold_name)
+        if recorded is not None and digest is None:  # unreadable: loading it says what is wrong
+            AffectManifold.load(directory, manifold_name, device)
+        if recorded is not None and digest != recorded:
             raise CoreAffectError(
                 f"{where}: was fitted with another manifold than "
                 f"{Path(directory) / str(manifold_name)}.json now holds (saved over it since); "

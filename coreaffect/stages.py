@@ -473,8 +473,13 @@ def run_fit_settings(run: str | Path) -> FitSettings:
     try:
         saved = json.loads(path.read_text())["settings"]
         known = {f.name for f in dataclasses.fields(FitSettings)}
-        return FitSettings(**{k: tuple(v) if isinstance(v, list) else v
-                              for k, v in saved.items() if k in known})
+        settings = FitSettings(**{k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in saved.items() if k in known})
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
             AttributeError) as err:
         raise CoreAffectError(f"{path}: unreadable settings ({err!r})") from None
+    try:
+        check_settings(settings)
+    except CoreAffectError as err:  # a hand-edited file: named before any fit
+        raise CoreAffectError(f"{path}: {err}") from None
+    return settings

@@ -86,6 +86,9 @@ def test_a_file_that_is_not_utf8_is_named(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(CoreAffectError, match="no such configuration file"):
         DataConfig.from_toml(tmp_path / "absent.toml")
+    (tmp_path / "folder.toml").mkdir()
+    with pytest.raises(CoreAffectError, match=r"folder.toml: cannot read the configuration file"):
+        DataConfig.from_toml(tmp_path / "folder.toml")
 
 
 def test_frozen():

@@ -352,6 +352,9 @@ def test_refit_never_overwrites_and_names_what_is_wrong(tiny, tmp_path):
     (tmp_path / "full" / "stages.json").write_text('{"settings": [1]}')
     with pytest.raises(CoreAffectError, match="stages.json: unreadable settings"):
         run_fit_settings(tmp_path / "full")
+    (tmp_path / "full" / "stages.json").write_text('{"settings": {"lag": -4}}')
+    with pytest.raises(CoreAffectError, match=r"full/stages.json: FitSettings.lag must be"):
+        run_fit_settings(tmp_path / "full")  # a hand-edited file is named
     assert run_fit_settings(tmp_path / "nothing") == FitSettings()
     with pytest.raises(CoreAffectError, match="manifold_backend"):
         refit_run(tiny.run, tmp_path / "new", settings=FitSettings(manifold_backend="gp"))

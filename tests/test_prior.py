@@ -365,6 +365,10 @@ def test_priors_calibrated_with_raw_draws_or_without_their_manifold_are_named(
     with caplog.at_level("WARNING", logger="coreaffect.prior"):
         HiddenRoutePrior.load(tmp_path)
     assert "prior.json: calibrated with the raw latent draws" in caplog.text
+    manifold_json = (tmp_path / "manifold.json").read_text()
+    (tmp_path / "manifold.json").write_text(manifold_json[:50])  # cut short
+    with pytest.raises(CoreAffectError, match=r"manifold.json: unreadable"):
+        HiddenRoutePrior.load(tmp_path)  # the file at fault, not "another manifold"
     (tmp_path / "manifold.json").unlink()
     with pytest.raises(CoreAffectError, match=r"its manifold .*manifold.json is missing"):
         HiddenRoutePrior.load(tmp_path)
