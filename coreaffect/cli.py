@@ -61,6 +61,13 @@ def _train(args: argparse.Namespace) -> int:
     from coreaffect.experiment import train_run
     from coreaffect.stages import FitSettings
 
+    later = [option for option, value in (("--lag", args.lag), ("--manifold", args.manifold),
+                                          ("--calibration-levels", args.calibration_levels))
+             if value is not None]
+    if args.hidden_route_only and later:
+        raise CoreAffectError(f"--hidden-route-only fits no later stage, so {', '.join(later)} "
+                              "would be ignored; leave them out, or give them to 'coreaffect "
+                              "refit' once the network is trained")
     settings = _fit_settings(args, FitSettings())
     result = train_run(
         args.data, args.out, format=args.format, preset=args.preset, epochs=args.epochs,
@@ -159,9 +166,18 @@ _EPILOG_PREDICT = """examples:
 """
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _warn_if_first_index_unused(args: argparse.Namespace) -> None:
+    """--first-index numbers a frame folder's images; say so when it is given for a file."""
+    if args.first_index is not None and Path(args.video).is_file():
+        logging.getLogger(__name__).warning(
+            "--first-index numbers the images of a frame folder; %s is a video file, whose "
+            "frames are counted from 0, so it is ignored", args.video)
 
+
+def _predict(args: argparse.Namespace) -> int:
     from coreaffect.pipeline import CoreAffect
+
+    _warn_if_first_index_unused(args)
 
     affect = CoreAffect.load(args.run, device=args.device, random_state=args.seed)
     # a frame folder at the rate and numbering of the run's data, unless told; a file keeps its
@@ -236,6 +252,7 @@ def _saliency(args: argparse.Namespace) -> int:
     from coreaffect.faces import FaceCropper, FaceCrops
     from coreaffect.saliency import explain_video
 
+    _warn_if_first_index_unused(args)
     model = load_model(args.run, args.device)
     config = load_data_config(args.run)  # crops as the network was trained on them
     end = math.inf if args.seconds is None else args.start + args.seconds

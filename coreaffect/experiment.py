@@ -206,6 +206,9 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
                        len(test), asked)
     n_val = max(1, round(len(train) / 5)) if val_videos is None else val_videos
     n_val = min(n_val, len(train) - 1)  # keep at least one training video
+    if val_videos is not None and n_val < val_videos:
+        logger.warning("%d validation videos, not %d: of the %d videos left after the test "
+                       "ones, at least one must train", n_val, val_videos, len(train))
     fit, val = split_recordings(train, n_val, seed=seed, people=people)
     if people and len(val) != n_val:
         logger.warning("%d validation videos held out, not %d: a person's videos stay together",

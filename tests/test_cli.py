@@ -189,6 +189,13 @@ def test_predict_takes_the_rate_of_a_frame_folder(tiny, tmp_path):
     assert len(rows) == 100 and float(rows[-1][1]) == pytest.approx(99 / 50)
 
 
+def test_a_first_index_given_for_a_video_file_is_said_to_be_ignored(tiny, tmp_path):
+    result = _run("predict", str(tiny.run), str(tiny.video()), "--first-index", "1", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "--first-index numbers the images of a frame folder" in result.stderr
+    assert "is a video file" in result.stderr
+
+
 def test_predict_reads_a_frame_folder_as_the_runs_dataset_format(tiny, tmp_path):
     import shutil
 
@@ -320,6 +327,11 @@ def test_train_rejects_a_negative_lag(tmp_path):
     result = _run("train", str(tmp_path), "--out", str(tmp_path / "run"), "--calibration-levels",
                   "0.5", "1")
     assert result.returncode == 2 and "argument --calibration-levels" in result.stderr
+    assert not (tmp_path / "run").exists()
+    result = _run("train", str(tmp_path), "--out", str(tmp_path / "run"), "--hidden-route-only",
+                  "--lag", "4", "--manifold", "gplvm")
+    assert result.returncode == 1 and ("--hidden-route-only fits no later stage, so --lag, "
+                                       "--manifold would be ignored") in result.stderr
     assert not (tmp_path / "run").exists()
 
 

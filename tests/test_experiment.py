@@ -208,6 +208,14 @@ def test_train_run_refuses_a_prior_whose_only_paired_frames_are_in_a_video_short
     assert not (run / "hidden_route.safetensors").exists()  # refused before training
 
 
+def test_fewer_validation_videos_than_asked_are_warned_about(tiny, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
+        train_run(tiny.corpus, tmp_path / "run", epochs=1, test_videos=1, val_videos=5,
+                  cache=tiny.run / "crops", fit_prior=False)
+    assert "1 validation videos, not 5: of the 2 videos left after the test ones" in caplog.text
+    assert len(json.loads((tmp_path / "run" / "split.json").read_text())["val"]) == 1
+
+
 def test_held_out_videos_with_a_face_in_one_frame_are_refused_for_the_dynamics(tiny, tmp_path):
     import numpy as np
 
