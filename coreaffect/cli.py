@@ -19,6 +19,7 @@ import re
 import signal
 import stat
 import sys
+import tempfile
 import threading
 import warnings
 import zlib
@@ -750,7 +751,15 @@ def _unwritable(folder: Path) -> str:
             break
     if not existing.is_dir():
         return f"{existing} is not a folder"
-    return "" if os.access(existing, os.W_OK) else f"{existing} is not writable"
+    if not os.access(existing, os.W_OK):
+        return f"{existing} is not writable"
+    try:  # permissions are not all: a read-only mount, /sys or /proc refuse even root
+        handle, probe = tempfile.mkstemp(dir=existing, prefix=".coreaffect-probe-")
+    except OSError as err:
+        return f"{existing} is not writable ({err.strerror or err})"
+    os.close(handle)
+    os.unlink(probe)
+    return ""
 
 
 def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> None:
@@ -773,6 +782,13 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
             refuse(f"{option} {path} is inside the input frame folder")
         if option == "--json" and path.exists() and (name := _dataset_file(args, path)):
             refuse(f"{option} {path} is {name}, in the dataset {args.data}")
+        if getattr(args, "people", None) is not None and _same(path, args.people):
+            refuse(f"{option} {path} is the --people file")
+        if getattr(args, "data", None) is not None and path.name == "synthetic_corpus.json":
+            from coreaffect.synthetic import MANIFEST
+
+            if _same(path, args.data / MANIFEST):
+                refuse(f"{option} {path} is the manifest of the synthetic corpus {args.data}")
         if not getattr(args, "overwrite", True):
             foreign = _foreign(option, path)
             if foreign:

@@ -365,6 +365,9 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
     loop = tmp_path / "loop1"
     loop.symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(loop)
+    people = tmp_path / "people.csv"
+    people.write_text("video,person\n" + "".join(f"{r.name[:-4]},p{i}\n" for i, r in enumerate(
+        sorted((tiny.corpus / "videos").iterdir()))))
     cases = [
         (["predict", str(run), str(video), "--out", str(video)], "is the input video"),
         (["predict", str(run), str(video), "--out", str(run / "prior.json")],
@@ -395,8 +398,14 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
         (["compare", str(run), str(run), str(tiny.corpus), "--json",
           str(next(tiny.corpus.glob(f"annotation/*/{video.stem}/valence.csv"))), "--overwrite"],
          f"is inside the annotation folder of {video.stem}"),
+        (["evaluate", str(run), str(tiny.corpus), "--people", str(people), "--json",
+          str(people), "--overwrite"], "is the --people file"),
+        (["evaluate", str(run), str(tiny.corpus), "--json",
+          str(tiny.corpus / "synthetic_corpus.json"), "--overwrite"],
+         "is the manifest of the synthetic corpus"),
     ]
-    before = {path: path.read_bytes() for path in (video, run / "prior.json", run / "split.json")}
+    before = {path: path.read_bytes() for path in (video, run / "prior.json", run / "split.json",
+                                                   people, tiny.corpus / "synthetic_corpus.json")}
     for argv, message in cases:
         with pytest.raises(SystemExit) as stop:
             main(argv)
@@ -543,7 +552,9 @@ def test_saliency_replaces_files_in_its_folder_only_with_overwrite(tiny, tmp_pat
 
 def test_outputs_where_no_file_can_be_written_are_usage_errors(tiny, tmp_path, capsys,
                                                                monkeypatch):
+    import errno
     import os
+    import tempfile
 
     from coreaffect.cli import _check_outputs, main
 
@@ -557,6 +568,16 @@ def test_outputs_where_no_file_can_be_written_are_usage_errors(tiny, tmp_path, c
     access = os.access
     monkeypatch.setattr(os, "access", lambda path, mode, **kw: (
         Path(path) not in (locked, Path("/dev")) and access(path, mode, **kw)))
+    mounted = tmp_path / "mounted"  # writable by its permissions, on a read-only mount
+    mounted.mkdir()
+    mkstemp = tempfile.mkstemp
+
+    def read_only(*args, dir=None, **kwargs):
+        if Path(dir) == mounted:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
     cases = [
         (["evaluate", str(run), str(corpus), "--json", str(table / "m.json")],
          f"--json {table / 'm.json'} cannot be written: {table} is not a folder"),
@@ -572,13 +593,15 @@ def test_outputs_where_no_file_can_be_written_are_usage_errors(tiny, tmp_path, c
          f"{locked} is not writable"),
         (["saliency", str(run), str(video), "--out", str(locked)], f"{locked} is not writable"),
         (["predict", str(run), str(video), "--out", str(link)], f"{locked} is not writable"),
+        (["evaluate", str(run), str(corpus), "--json", str(mounted / "m.json")],
+         f"{mounted} is not writable (Read-only file system)"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as stop:
             main(argv)
         assert stop.value.code == 2, argv
         assert message in capsys.readouterr().err, argv
-    assert list(locked.iterdir()) == []  # no folder made
+    assert list(locked.iterdir()) == [] and list(mounted.iterdir()) == []  # nothing made
     parser = build_parser()  # a device is written to as it is, whatever its folder
     _check_outputs(parser, parser.parse_args(["predict", str(run), str(video), "--out",
                                               "/dev/null"]))
