@@ -106,9 +106,13 @@ _EPILOG_REFIT = """examples:
 
 def _refit(args: argparse.Namespace) -> int:
     from coreaffect.experiment import refit_run
-    from coreaffect.stages import run_fit_settings
+    from coreaffect.stages import check_settings, run_fit_settings
 
-    settings = _fit_settings(args, run_fit_settings(args.run))
+    settings = _fit_settings(args, run_fit_settings(args.run, check=False))
+    try:  # the options given may mend a hand-edited file
+        check_settings(settings)
+    except CoreAffectError as err:
+        raise CoreAffectError(f"{args.run / 'stages.json'}: {err}") from None
     refit_run(args.run, args.out, data=args.data, settings=settings, device=args.device,
               cache=args.cache, progress=not args.quiet)
     print(f"fitted manifold, prior and dynamics again on the hidden route of {args.run}; "
@@ -784,10 +788,10 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
             refuse(f"{option} {path} is {name}, in the dataset {args.data}")
         if getattr(args, "people", None) is not None and _same(path, args.people):
             refuse(f"{option} {path} is the --people file")
-        if getattr(args, "data", None) is not None and path.name == "synthetic_corpus.json":
+        if getattr(args, "data", None) is not None:
             from coreaffect.synthetic import MANIFEST
 
-            if _same(path, args.data / MANIFEST):
+            if (args.data / MANIFEST).exists() and _same(path, args.data / MANIFEST):
                 refuse(f"{option} {path} is the manifest of the synthetic corpus {args.data}")
         if not getattr(args, "overwrite", True):
             foreign = _foreign(option, path)

@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import shutil
-import zipfile
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -165,6 +164,6 @@ class CropCache:
             if any(len(a) != frames for a in arrays.values()):
                 return None
             crops = np.memmap(raw, dtype=np.uint8, mode="r", shape=(frames, size, size, 3))
-        except (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile):
-            return None  # an emptied meta.npz raises EOFError, a garbled one BadZipFile
+        except Exception:  # a cache is rebuilt whatever is wrong with an entry: a garbled
+            return None  # meta.npz alone raises EOFError, BadZipFile, NotImplementedError...
         return FaceCrops(crops=crops, **arrays)

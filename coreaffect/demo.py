@@ -37,6 +37,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import sys
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 MARKER = "demo.json"  # what the demo ran with; marks a folder it may write into again
 _ASIDE = ".replaced-"  # prefix of the folder an earlier demo is set aside in while one runs
+_WASTE = ".removing-"  # the same folder once the new demo succeeded, while it is deleted
 _TITLE = "# The hidden route and its core-affect prior on a synthetic corpus"  # of the report
 _RELIABILITY_LEVELS = tuple(np.round(np.linspace(0.05, 0.95, 19), 2).tolist())  # Fig. 4's levels
 
@@ -333,38 +335,61 @@ def _is_demo_file(name: str) -> bool:
     """Whether ``name``, in a demo's folder, is one the demo writes."""
     return (name in (MARKER, "corpus", "run", "report.md", "metrics.json", "fig1_trajectory.png",
                      "fig3_manifold_prior.png", "fig4_calibration.png")
-            or name.startswith("fig2_saliency"))
+            or re.fullmatch(r"fig2_saliency(_grid\.png|\.(gif|mp4))", name) is not None)
+
+
+def _is_own_temporary(name: str) -> bool:
+    """Whether ``name``, in a corpus or run folder, is a temporary coreaffect itself makes
+    there: a lock, a folder set aside or being built, a file being written atomically."""
+    return (name == ".lock" or name.startswith((_ASIDE, ".partial-"))
+            or re.fullmatch(r"\..+\.[0-9a-f]{16}", name) is not None)
 
 
 @contextmanager
 def _replacing(out: Path) -> Iterator[None]:
     """Set the earlier demo's files in ``out`` aside while the block writes the new demo:
     deleted when it succeeds; when it fails, what it wrote is removed and they are put back.
-    Files of the user's beside them are never touched."""
+    The face crops of the earlier run stay where the new one looks for them (they are keyed
+    by the videos' bytes, so a demo of the same seed reuses them). Without an earlier demo, a
+    failed block leaves what it wrote. Files of the user's beside them are never touched."""
     from coreaffect.checkpoint import temporary_folder
 
     _check_no_users_files(out)
     earlier = sorted(p.name for p in out.iterdir() if _is_demo_file(p.name))
-    aside = temporary_folder(out, _ASIDE) if earlier else None
-    for name in earlier:
-        os.replace(out / name, aside / name)
+    if not earlier:
+        yield
+        return
+    aside = temporary_folder(out, _ASIDE)
+    crops = out / "run" / "crops"
     try:
+        for name in earlier:
+            os.replace(out / name, aside / name)
+        if (aside / "run" / "crops").is_dir():
+            crops.parent.mkdir()
+            os.replace(aside / "run" / "crops", crops)
         yield
     except BaseException:
+        if crops.is_dir() and (aside / "run").is_dir():
+            os.replace(crops, aside / "run" / "crops")
         for path in out.iterdir():
-            if _is_demo_file(path.name):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-        for name in earlier:
-            os.replace(aside / name, out / name)
-        if aside is not None:
-            shutil.rmtree(aside)
-            logger.warning("%s: the demo failed; the earlier demo there is back", out)
+            if _is_demo_file(path.name):  # the new demo's
+                _remove(path)
+        for path in aside.iterdir():
+            os.replace(path, out / path.name)
+        aside.rmdir()
+        logger.warning("%s: the demo failed; the earlier demo there is back", out)
         raise
-    if aside is not None:
-        shutil.rmtree(aside)
+    # renamed first, so that a demo killed while deleting it leaves a folder known as waste
+    waste = out / aside.name.replace(_ASIDE, _WASTE, 1)
+    os.replace(aside, waste)
+    shutil.rmtree(waste)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 def _check_no_users_files(out: Path) -> None:
@@ -379,12 +404,12 @@ def _check_no_users_files(out: Path) -> None:
     foreign = []
     if corpus.is_dir():
         foreign += [p for p in corpus.iterdir() if p.name not in (*_PARTS, MANIFEST)
-                    and not p.name.startswith(".")]
+                    and not _is_own_temporary(p.name)]
         foreign += _foreign_files(corpus)
     if run.is_dir():
         foreign += [p for p in run.iterdir() if p.name not in (*_HIDDEN_ROUTE_FILES,
                                                               *STAGE_FILES, "crops")
-                    and not p.name.startswith(".")]
+                    and not _is_own_temporary(p.name)]
     if foreign:
         listed = ", ".join(str(p.relative_to(out)) for p in foreign[:5])
         more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
@@ -400,7 +425,12 @@ def _check_out(out: Path) -> None:
 
     if out.exists() and not out.is_dir():
         raise CoreAffectError(f"{out}: exists and is not a folder")
+    for waste in sorted(out.glob(f"{_WASTE}*")) if out.exists() else ():
+        shutil.rmtree(waste)  # an earlier demo, replaced, whose deletion was cut short
     for kept in sorted(out.glob(f"{_ASIDE}*")) if out.exists() else ():
+        if not any(kept.iterdir()):  # set aside nothing yet
+            kept.rmdir()
+            continue
         raise CoreAffectError(f"{kept}: holds the demo that a demo killed while it replaced it "
                               f"had set aside; move its files back into {out} (replacing those "
                               "there) to keep that demo, or delete the folder")

@@ -422,10 +422,11 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
                      for v in held_out]
         if not any(int(seq.mask.sum()) >= 2 for seq in sequences):
             raise CoreAffectError(
-                "fitting the dynamics needs a held-out video with a face in two or more of the "
-                f"frames it is fitted on (every {settings.dynamics_step}-th frame); none has: "
+                "fitting the dynamics needs a held-out video (without one, a training video) "
+                "with a face in two or more of the frames it is fitted on (every "
+                f"{settings.dynamics_step}-th frame); none has: "
                 f"{', '.join(v.id for v in held_out)}; validate on videos where faces are found "
-                "(--val-videos), or lower FitSettings.dynamics_step")
+                "(--val-videos), or lower the dynamics_step of FitSettings")
         dynamics = CoreAffectDynamics(prior.manifold.n_latent, decoder=manifold,
                                       divide_prior=prior.location != "regression",
                                       optimizer="lbfgs",
@@ -464,9 +465,11 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
     return StageFit(manifold, prior, dynamics, seconds, videos)
 
 
-def run_fit_settings(run: str | Path) -> FitSettings:
+def run_fit_settings(run: str | Path, check: bool = True) -> FitSettings:
     """The settings a run's later stages were fitted with (``RUN/stages.json``); the defaults
-    for a run without them, and for settings that a run predates."""
+    for a run without them, and for settings that a run predates. ``check``: refuse settings
+    the fit would reject, naming the file (``False``: for a caller that changes some first,
+    and checks them with :func:`check_settings`)."""
     path = Path(run) / "stages.json"
     if not path.exists():
         return FitSettings()
@@ -478,8 +481,9 @@ def run_fit_settings(run: str | Path) -> FitSettings:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
             AttributeError) as err:
         raise CoreAffectError(f"{path}: unreadable settings ({err!r})") from None
-    try:
-        check_settings(settings)
-    except CoreAffectError as err:  # a hand-edited file: named before any fit
-        raise CoreAffectError(f"{path}: {err}") from None
+    if check:
+        try:
+            check_settings(settings)
+        except CoreAffectError as err:  # a hand-edited file: named before any fit
+            raise CoreAffectError(f"{path}: {err}") from None
     return settings

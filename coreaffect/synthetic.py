@@ -499,6 +499,9 @@ _OWN_FILES = re.compile(r"README\.md|truth/synth\d{3,}\.csv|annotations/synth\d{
                                                         in CODECS.values()) + ")")
 
 
+_CLUTTER = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file browsers leave in folders
+
+
 def _foreign_files(root: Path) -> list[Path]:
     """Files in ``root``'s corpus parts that no synthetic corpus writes (a user's additions)."""
     found = []
@@ -507,7 +510,8 @@ def _foreign_files(root: Path) -> list[Path]:
         for path in ([part] if not part.is_dir() else sorted(part.rglob("*"))):
             if path.is_dir() or not (path.exists() or path.is_symlink()):
                 continue
-            if not _OWN_FILES.fullmatch(path.relative_to(root).as_posix()):
+            if (not _OWN_FILES.fullmatch(path.relative_to(root).as_posix())
+                    and path.name not in _CLUTTER):
                 found.append(path)
     return found
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -335,6 +336,24 @@ def test_train_rejects_a_negative_lag(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_refit_options_may_mend_a_hand_edited_setting(tiny, tmp_path, monkeypatch, capsys):
+    import coreaffect.experiment as experiment
+    from coreaffect.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns("crops"))
+    stages = json.loads((run / "stages.json").read_text())
+    stages["settings"]["lag"] = -4
+    (run / "stages.json").write_text(json.dumps(stages))
+    fitted = []
+    monkeypatch.setattr(experiment, "refit_run", lambda run, out, settings, **kw: fitted.append(
+        settings))
+    assert main(["refit", str(run), "--out", str(tmp_path / "a")]) == 1
+    assert "stages.json: FitSettings.lag must be an integer >= 0, got -4" in capsys.readouterr().err
+    assert main(["refit", str(run), "--out", str(tmp_path / "b"), "--lag", "4", "--quiet"]) == 0
+    assert [s.lag for s in fitted] == [4]
+
+
 def test_refit_applies_the_options_given_and_keeps_the_runs_others(tiny, tmp_path):
     out = tmp_path / "gp"
     result = _run("refit", str(tiny.run), "--out", str(out), "--manifold", "gplvm", "--lag", "4",
@@ -365,6 +384,8 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
     loop = tmp_path / "loop1"
     loop.symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(loop)
+    manifest_link = tmp_path / "m.json"
+    manifest_link.symlink_to(tiny.corpus / "synthetic_corpus.json")
     people = tmp_path / "people.csv"
     people.write_text("video,person\n" + "".join(f"{r.name[:-4]},p{i}\n" for i, r in enumerate(
         sorted((tiny.corpus / "videos").iterdir()))))
@@ -403,6 +424,8 @@ def test_outputs_that_would_destroy_an_input_are_usage_errors(tiny, tmp_path, ca
         (["evaluate", str(run), str(tiny.corpus), "--json",
           str(tiny.corpus / "synthetic_corpus.json"), "--overwrite"],
          "is the manifest of the synthetic corpus"),
+        (["evaluate", str(run), str(tiny.corpus), "--json", str(manifest_link), "--overwrite"],
+         "is the manifest of the synthetic corpus"),  # another name of it
     ]
     before = {path: path.read_bytes() for path in (video, run / "prior.json", run / "split.json",
                                                    people, tiny.corpus / "synthetic_corpus.json")}

@@ -101,7 +101,9 @@ def _earlier_demo(out):
     files = {MARKER: "{}", "report.md": "old report", "metrics.json": "{}",
              "fig1_trajectory.png": "old figure", "fig2_saliency_grid.png": "old grid",
              "corpus/synthetic_corpus.json": "{}", "corpus/videos/synth000.avi": "old video",
-             "run/split.json": "{}", "run/hidden_route.json": "{}", "notes.txt": "mine"}
+             "run/split.json": "{}", "run/hidden_route.json": "{}",
+             "run/crops/synth000-0123/entry.json": "{}", "notes.txt": "mine",
+             "fig2_saliency_notes.txt": "mine too"}
     for name, text in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(text)
@@ -120,6 +122,8 @@ def test_a_failed_demo_leaves_the_earlier_one_as_it_was(tmp_path, monkeypatch):
 
     def interrupted(corpus, run, **kwargs):  # after the new corpus is written
         assert (corpus / "videos" / "synth004.avi").exists()
+        assert (run / "crops" / "synth000-0123").is_dir()  # the earlier crops, to reuse
+        assert not (run / "split.json").exists()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(experiment, "train_run", interrupted)
@@ -127,6 +131,15 @@ def test_a_failed_demo_leaves_the_earlier_one_as_it_was(tmp_path, monkeypatch):
         run_demo(out, settings=TINY)
     assert _contents(out) == files  # not the new corpus beside the old run
     assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    first = tmp_path / "first"  # no earlier demo: what a failed one wrote stays
+
+    def stopped(corpus, run, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "train_run", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_demo(first, settings=TINY)
+    assert (first / "corpus" / "videos" / "synth004.avi").exists()
 
 
 def test_replacing_a_demo_keeps_the_users_files_and_refuses_files_inside_it(tmp_path):
@@ -136,18 +149,31 @@ def test_replacing_a_demo_keeps_the_users_files_and_refuses_files_inside_it(tmp_
     _earlier_demo(out)
     with _replacing(out):
         assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-            "notes.txt"]  # the earlier demo is set aside while the new one is written
+            "fig2_saliency_notes.txt", "notes.txt", "run"]  # the earlier demo is set aside
+        assert [p.name for p in (out / "run").iterdir()] == ["crops"]  # but its crops
         (out / "report.md").write_text("new report")
-    assert _contents(out) == {"report.md": "new report", "notes.txt": "mine"}
+    assert _contents(out) == {"report.md": "new report", "notes.txt": "mine",
+                              "fig2_saliency_notes.txt": "mine too",
+                              "run/crops/synth000-0123/entry.json": "{}"}
+    assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     _earlier_demo(out)
     (out / "run" / "predictions.csv").write_text("mine too")
     (out / "corpus" / "videos" / "myclip.mp4").write_text("mine too")
+    (out / "run" / ".git").mkdir()
+    (out / "run" / ".git" / "config").write_text("mine too")
+    (out / "run" / ".stages.json.0123456789abcdef").write_text("a write cut short")
     before = _contents(out)
     with pytest.raises(CoreAffectError, match=r"holds files it did not write \(corpus/videos/"
-                                              r"myclip.mp4, run/predictions.csv\)"):
+                                              r"myclip.mp4, run/predictions.csv, run/.git\)"):
         run_demo(out, settings=TINY)
     assert _contents(out) == before
+    (out / ".removing-0123").mkdir()  # an earlier demo whose deletion was cut short
+    (out / ".removing-0123" / "report.md").write_text("old")
+    (out / ".replaced-4567").mkdir()  # set aside nothing yet
+    _check_out(out)
+    assert not (out / ".removing-0123").exists() and not (out / ".replaced-4567").exists()
     (out / ".replaced-0123").mkdir()  # the earlier demo, set aside by a demo that was killed
+    (out / ".replaced-0123" / "report.md").write_text("old")
     with pytest.raises(CoreAffectError, match=r"\.replaced-0123: holds the demo that a demo "
                                               "killed"):
         run_demo(out, settings=TINY)

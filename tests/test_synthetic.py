@@ -212,6 +212,7 @@ def test_a_non_empty_folder_is_refused_and_a_corpus_replaced(tmp_path):
     assert [r.id for r in discover(second.root)] == ["synth000"]  # the corpus is untouched
     for path in added:
         path.unlink()
+    (second.root / "videos" / ".DS_Store").write_text("a file browser's")  # not refused
     assert write_corpus(tmp_path / "c", _small(videos=2), workers=1).ids == ["synth000",
                                                                              "synth001"]
     assert (second.root / "notes.txt").exists()
