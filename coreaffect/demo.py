@@ -349,9 +349,9 @@ def _is_own_temporary(name: str) -> bool:
 def _replacing(out: Path) -> Iterator[None]:
     """Set the earlier demo's files in ``out`` aside while the block writes the new demo:
     deleted when it succeeds; when it fails, what it wrote is removed and they are put back.
-    The face crops of the earlier run stay where the new one looks for them (they are keyed
-    by the videos' bytes, so a demo of the same seed reuses them). Without an earlier demo, a
-    failed block leaves what it wrote. Files of the user's beside them are never touched."""
+    The face crops of the earlier run are lent to the new one (they are keyed by the videos'
+    bytes, so a demo of the same seed reuses them). Without an earlier demo, a failed block
+    leaves what it wrote. Files of the user's beside them are never touched."""
     from coreaffect.checkpoint import temporary_folder
 
     _check_no_users_files(out)
@@ -360,22 +360,18 @@ def _replacing(out: Path) -> Iterator[None]:
         yield
         return
     aside = temporary_folder(out, _ASIDE)
-    crops = out / "run" / "crops"
+    moved: list[str] = []
+    lent = _lend_crops(out, aside, earlier, moved)
     try:
-        for name in earlier:
-            os.replace(out / name, aside / name)
-        if (aside / "run" / "crops").is_dir():
-            crops.parent.mkdir()
-            os.replace(aside / "run" / "crops", crops)
         yield
     except BaseException:
-        if crops.is_dir() and (aside / "run").is_dir():
-            os.replace(crops, aside / "run" / "crops")
+        if lent:
+            os.replace(out / "run" / "crops", aside / "run" / "crops")
         for path in out.iterdir():
             if _is_demo_file(path.name):  # the new demo's
                 _remove(path)
-        for path in aside.iterdir():
-            os.replace(path, out / path.name)
+        for name in moved:
+            os.replace(aside / name, out / name)
         aside.rmdir()
         logger.warning("%s: the demo failed; the earlier demo there is back", out)
         raise
@@ -383,6 +379,33 @@ def _replacing(out: Path) -> Iterator[None]:
     waste = out / aside.name.replace(_ASIDE, _WASTE, 1)
     os.replace(aside, waste)
     shutil.rmtree(waste)
+
+
+def _lend_crops(out: Path, aside: Path, earlier: list[str], moved: list[str]) -> bool:
+    """Move ``earlier`` (names in ``out``) into ``aside``, appending each to ``moved``, then
+    the earlier run's crop cache back to ``out/run/crops`` (not through a link to a folder of
+    the user's); whether it was. Should either fail, what was moved is put back first."""
+    crops, lent = out / "run" / "crops", False
+    try:
+        for name in earlier:
+            os.replace(out / name, aside / name)
+            moved.append(name)
+        run = aside / "run"
+        if (run.is_dir() and not run.is_symlink() and (run / "crops").is_dir()
+                and not (run / "crops").is_symlink()):
+            crops.parent.mkdir()
+            os.replace(run / "crops", crops)
+            lent = True
+    except BaseException:
+        if lent:
+            os.replace(crops, aside / "run" / "crops")
+        if "run" in moved and (out / "run").is_dir() and not any((out / "run").iterdir()):
+            (out / "run").rmdir()  # made to lend the crops
+        for name in moved:
+            os.replace(aside / name, out / name)
+        aside.rmdir()
+        raise
+    return lent
 
 
 def _remove(path: Path) -> None:
@@ -420,31 +443,42 @@ def _check_no_users_files(out: Path) -> None:
 
 def _check_out(out: Path) -> None:
     """Refuse an output folder the demo may not write into: one that is not new, not empty,
-    and holds no earlier demo (its :data:`MARKER`, or a report from before the marker)."""
+    and holds no earlier demo (its :data:`MARKER`, or a report from before the marker). In a
+    demo's folder, clear what a demo killed at the wrong moment left: the earlier demo's
+    folder while it was being deleted, an empty set-aside folder."""
     from coreaffect.errors import CoreAffectError
 
     if out.exists() and not out.is_dir():
         raise CoreAffectError(f"{out}: exists and is not a folder")
-    for waste in sorted(out.glob(f"{_WASTE}*")) if out.exists() else ():
-        shutil.rmtree(waste)  # an earlier demo, replaced, whose deletion was cut short
-    for kept in sorted(out.glob(f"{_ASIDE}*")) if out.exists() else ():
-        if not any(kept.iterdir()):  # set aside nothing yet
-            kept.rmdir()
-            continue
-        raise CoreAffectError(f"{kept}: holds the demo that a demo killed while it replaced it "
-                              f"had set aside; move its files back into {out} (replacing those "
-                              "there) to keep that demo, or delete the folder")
-    if not out.exists() or not any(out.iterdir()) or (out / MARKER).is_file():
+    if not out.exists():
         return
+    folders = [p for p in sorted(out.iterdir()) if p.is_dir() and not p.is_symlink()]
+    for kept in folders:
+        if kept.name.startswith(_ASIDE) and any(kept.iterdir()):
+            raise CoreAffectError(f"{kept}: holds the demo that a demo killed while it replaced "
+                                  f"it had set aside; move its files back into {out} (replacing "
+                                  "those there) to keep that demo, or delete the folder")
+    if not _is_demo_folder(out):
+        names = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise CoreAffectError(f"{out}: holds files coreaffect demo did not write ({names}); "
+                              "choose a new or empty folder")
+    for leftover in folders:
+        if leftover.name.startswith(_WASTE):  # replaced; its deletion was cut short
+            shutil.rmtree(leftover)
+        elif leftover.name.startswith(_ASIDE):  # empty: set aside nothing yet
+            leftover.rmdir()
+
+
+def _is_demo_folder(out: Path) -> bool:
+    """Whether the folder ``out`` is empty or holds a demo (its :data:`MARKER`, or a report
+    from before the marker)."""
+    if not any(out.iterdir()) or (out / MARKER).is_file():
+        return True
     try:
         with (out / "report.md").open(encoding="utf-8") as report:
-            if report.readline().rstrip("\n") == _TITLE:
-                return
+            return report.readline().rstrip("\n") == _TITLE
     except (OSError, UnicodeDecodeError):
-        pass
-    names = ", ".join(sorted(p.name for p in out.iterdir())[:5])
-    raise CoreAffectError(f"{out}: holds files coreaffect demo did not write ({names}); "
-                          "choose a new or empty folder")
+        return False
 
 
 def _figure_calibration(out: Path, videos, trajectories) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 
@@ -177,3 +178,57 @@ def test_replacing_a_demo_keeps_the_users_files_and_refuses_files_inside_it(tmp_
     with pytest.raises(CoreAffectError, match=r"\.replaced-0123: holds the demo that a demo "
                                               "killed"):
         run_demo(out, settings=TINY)
+
+
+@pytest.mark.parametrize("failing", range(1, 9))  # 7 entries to move, then the crops to lend
+def test_a_failure_while_setting_the_earlier_demo_aside_loses_nothing(tmp_path, monkeypatch,
+                                                                      failing):
+    import os
+
+    from coreaffect.demo import _replacing
+
+    out = tmp_path / "demo"
+    files = _earlier_demo(out)
+    replace, calls = os.replace, []
+
+    def interrupted(source, target):
+        calls.append(source)
+        if len(calls) == failing:
+            raise KeyboardInterrupt
+        return replace(source, target)
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt), _replacing(out):
+        pass
+    monkeypatch.undo()
+    assert _contents(out) == files and not list(out.glob(".*"))
+
+
+def test_crops_are_lent_only_from_a_run_folder_that_had_them(tmp_path):
+    from coreaffect.demo import _replacing
+
+    out = tmp_path / "demo"
+    files = _earlier_demo(out)
+    shutil.rmtree(out / "run" / "crops")
+    files = {k: v for k, v in files.items() if "crops" not in k}
+    with pytest.raises(RuntimeError), _replacing(out):
+        (out / "run" / "crops" / "synth009-0123").mkdir(parents=True)  # the new demo's
+        raise RuntimeError("failed")
+    assert _contents(out) == files and not (out / "run" / "crops").exists()
+    elsewhere = tmp_path / "my_run"  # run/ a link to a folder of the user's: left alone
+    shutil.move(out / "run", elsewhere)
+    (elsewhere / "crops" / "a").mkdir(parents=True)
+    (out / "run").symlink_to(elsewhere)
+    with _replacing(out):
+        assert not (out / "run").exists()
+    assert (elsewhere / "crops" / "a").is_dir()
+
+
+def test_leftovers_are_cleared_only_in_a_demo_folder(tmp_path):
+    mine = tmp_path / "thesis"
+    (mine / ".removing-old").mkdir(parents=True)
+    (mine / ".removing-old" / "keep.txt").write_text("mine")
+    (mine / "thesis.tex").write_text("mine")
+    with pytest.raises(CoreAffectError, match="holds files coreaffect demo did not write"):
+        _check_out(mine)
+    assert (mine / ".removing-old" / "keep.txt").read_text() == "mine"
