@@ -38,6 +38,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +61,7 @@ __all__ = [
     "load_data_config",
     "load_model",
     "load_state",
+    "remove_path",
     "save_model",
     "save_state",
     "saved_digest",
@@ -72,6 +74,15 @@ FORMAT = 1  # layout version of run directories; bump when a reader could misrea
 def _fresh(parent: Path, prefix: str, suffix: str = "") -> Path:
     """A random name in ``parent`` for a temporary file or folder (not created here)."""
     return parent / f"{prefix}{secrets.token_hex(8)}{suffix}"
+
+
+def remove_path(path: Path) -> None:
+    """Delete a file, a link (not what it points to) or a folder with all it holds; nothing
+    when ``path`` is not there."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def temporary_folder(parent: str | Path, prefix: str, suffix: str = "") -> Path:

@@ -352,7 +352,7 @@ def _replacing(out: Path) -> Iterator[None]:
     The face crops of the earlier run are lent to the new one (they are keyed by the videos'
     bytes, so a demo of the same seed reuses them). Without an earlier demo, a failed block
     leaves what it wrote. Files of the user's beside them are never touched."""
-    from coreaffect.checkpoint import temporary_folder
+    from coreaffect.checkpoint import remove_path, temporary_folder
 
     _check_no_users_files(out)
     earlier = sorted(p.name for p in out.iterdir() if _is_demo_file(p.name))
@@ -369,7 +369,7 @@ def _replacing(out: Path) -> Iterator[None]:
             os.replace(out / "run" / "crops", aside / "run" / "crops")
         for path in out.iterdir():
             if _is_demo_file(path.name):  # the new demo's
-                _remove(path)
+                remove_path(path)
         for name in moved:
             os.replace(aside / name, out / name)
         aside.rmdir()
@@ -406,13 +406,6 @@ def _lend_crops(out: Path, aside: Path, earlier: list[str], moved: list[str]) ->
         aside.rmdir()
         raise
     return lent
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
 
 
 def _check_no_users_files(out: Path) -> None:

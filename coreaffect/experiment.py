@@ -33,6 +33,7 @@ from coreaffect.checkpoint import (
     load_data_config,
     load_model,
     load_state,
+    remove_path,
     saved_digest,
     temporary_folder,
 )
@@ -266,9 +267,8 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
 
 
 # what a run directory holds besides its crop cache: the hidden route and its split and log,
-# then the later stages (the order in which train_run writes them)
+# then the later stages (stages.STAGE_FILES)
 _HIDDEN_ROUTE_FILES = ("split.json", "hidden_route.json", "hidden_route.safetensors", "training")
-_LATER_STAGE_FILES = STAGE_FILES
 
 
 def data_settings(data: str | Path, crop_size: int,
@@ -358,7 +358,7 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
     if not run.exists():
         return []
     for kept in sorted(run.glob(".replaced-*")):  # set aside by a training that was killed
-        if {p.name for p in kept.iterdir()} <= set(_LATER_STAGE_FILES):
+        if {p.name for p in kept.iterdir()} <= set(STAGE_FILES):
             if resume:  # a resume's: this one replaces them too
                 shutil.rmtree(kept)
                 logger.info("%s: removed the later stages a killed resume had set aside", kept)
@@ -376,7 +376,7 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
                               "training to go on with, and resuming would train the network "
                               "there again from scratch; replace the run (--overwrite) or "
                               "choose a new folder")
-    known = {*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES, "crops"}
+    known = {*_HIDDEN_ROUTE_FILES, *STAGE_FILES, "crops"}
     other = sorted(p.name for p in run.iterdir()  # dot files: temporaries of interrupted saves
                    if p.name not in known and not p.name.startswith("."))
     if other and resumable:
@@ -385,7 +385,7 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
         listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
         raise CoreAffectError(f"{run}: holds files that are not part of a run ({listed}); "
                               "choose a new or empty folder")
-    present = [name for name in (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES)
+    present = [name for name in (*_HIDDEN_ROUTE_FILES, *STAGE_FILES)
                if (run / name).exists()]
     if _failed_start(run, present):  # a training that failed before its first epoch ended
         if "split.json" in present:
@@ -396,7 +396,7 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
     if present and not (resume or overwrite):
         raise CoreAffectError(f"{run}: already holds a run; resume it (--resume), replace it "
                               "(--overwrite), or choose a new folder")
-    return present if overwrite else [n for n in present if n in _LATER_STAGE_FILES]
+    return present if overwrite else [n for n in present if n in STAGE_FILES]
 
 
 def _failed_start(run: Path, present: Sequence[str]) -> bool:
@@ -435,12 +435,12 @@ def _set_aside(run: Path, names: Sequence[str], why: str, *, replacing: bool,
     try:
         yield
     except BaseException:
-        written = (*_HIDDEN_ROUTE_FILES, *_LATER_STAGE_FILES) if replacing else _LATER_STAGE_FILES
+        written = (*_HIDDEN_ROUTE_FILES, *STAGE_FILES) if replacing else STAGE_FILES
         for name in written:
-            _remove(run / name)
+            remove_path(run / name)
         back = list(names)
         if not replacing and _network_stamp(run) != network:
-            back = [name for name in names if name not in _LATER_STAGE_FILES]
+            back = [name for name in names if name not in STAGE_FILES]
             if back != list(names):
                 logger.warning("%s: training changed the network, so the later stages fitted "
                                "to the earlier one are removed; resume to fit them again", run)
@@ -470,13 +470,6 @@ def _network_stamp(run: Path) -> str | None:
     (written before the weights themselves, so a save cut short between the two counts as
     new); ``None`` without one."""
     return saved_digest(run, "hidden_route")
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink(missing_ok=True)
 
 
 def read_split(run: str | Path,
