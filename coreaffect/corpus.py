@@ -64,7 +64,7 @@ from coreaffect.annotations import (
     read_annotations,
 )
 from coreaffect.config import DataConfig, FaceConfig, VideoConfig
-from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
+from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning, listing
 from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.video import VideoSource, is_frame_image, numbered_images
 
@@ -375,10 +375,8 @@ def _flat_entries(files: _FlatFiles, format: str, videos: dict[str, list[Path]]
         else:
             logger.info("%s: not read as a %s annotation (%s)", path, format, err.problem)
     if left_out:
-        shown = "; ".join(str(err) for err in left_out[:3])
-        more = f"; and {len(left_out) - 3} more" if len(left_out) > 3 else ""
         message = (f"{len(left_out)} video(s) left out: the file named like each, beside it, is "
-                   f"not a {format} annotation ({shown}{more})")
+                   f"not a {format} annotation ({listing(left_out, 3, '; ')})")
         logger.warning(message)
         warnings.warn(message, CoreAffectWarning, stacklevel=4)
     return entries
@@ -515,8 +513,7 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
     unlabelled = sorted(str(p) for paths in videos.values() for p in paths if p not in used)
     if unlabelled and format != "afew-va":
         logger.warning("%d video(s) under %s have no %s annotation and are left out: %s",
-                       len(unlabelled), root, format, ", ".join(unlabelled[:5])
-                       + (", ..." if len(unlabelled) > 5 else ""))
+                       len(unlabelled), root, format, listing(unlabelled))
     logger.info("found %d %s recordings under %s", len(recordings), format, root)
     return recordings
 

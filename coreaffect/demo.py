@@ -411,27 +411,26 @@ def _lend_crops(out: Path, aside: Path, earlier: list[str], moved: list[str]) ->
 def _check_no_users_files(out: Path) -> None:
     """Refuse an earlier demo whose corpus or run holds files it did not write: replacing the
     demo replaces those folders whole."""
-    from coreaffect.errors import CoreAffectError
-    from coreaffect.experiment import _HIDDEN_ROUTE_FILES
+    from coreaffect.errors import CoreAffectError, listing
+    from coreaffect.experiment import HIDDEN_ROUTE_FILES
     from coreaffect.stages import STAGE_FILES
-    from coreaffect.synthetic import _PARTS, MANIFEST, _foreign_files
+    from coreaffect.synthetic import CORPUS_PARTS, MANIFEST, foreign_files
 
     corpus, run = out / "corpus", out / "run"
     foreign = []
     if corpus.is_dir():
-        foreign += [p for p in corpus.iterdir() if p.name not in (*_PARTS, MANIFEST)
+        foreign += [p for p in corpus.iterdir() if p.name not in (*CORPUS_PARTS, MANIFEST)
                     and not _is_own_temporary(p.name)]
-        foreign += _foreign_files(corpus)
+        foreign += foreign_files(corpus)
     if run.is_dir():
-        foreign += [p for p in run.iterdir() if p.name not in (*_HIDDEN_ROUTE_FILES,
+        foreign += [p for p in run.iterdir() if p.name not in (*HIDDEN_ROUTE_FILES,
                                                               *STAGE_FILES, "crops")
                     and not _is_own_temporary(p.name)]
     if foreign:
-        listed = ", ".join(str(p.relative_to(out)) for p in foreign[:5])
-        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise CoreAffectError(f"{out}: the earlier demo there holds files it did not write "
-                              f"({listed}{more}), which replacing it would delete; move them "
-                              "out, or choose another folder")
+                              f"({listing(p.relative_to(out) for p in foreign)}), which "
+                              "replacing it would delete; move them out, or choose another "
+                              "folder")
 
 
 def _check_out(out: Path) -> None:

@@ -6,6 +6,7 @@ command line) can tell "your file is wrong" apart from a bug. Each names the fil
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["AnnotationError", "CoreAffectError", "CoreAffectWarning", "InputError",
@@ -55,3 +56,11 @@ class VideoError(CoreAffectError, OSError):
         self.source = source
         self.problem = problem
         super().__init__(f"{source}: {problem}")
+
+
+def listing(items: Iterable[object], shown: int = 5, sep: str = ", ") -> str:
+    """The first ``shown`` of ``items`` for a message, and how many more there are:
+    ``"a, b, c and 4 more"``."""
+    items = [str(item) for item in items]
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return sep.join(items[:shown]) + more

@@ -48,7 +48,7 @@ from coreaffect.corpus import (
     load_recording,
 )
 from coreaffect.crop_cache import CropCache
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, listing
 from coreaffect.evaluation import (
     Evaluation,
     bootstrap_trajectories,
@@ -268,7 +268,7 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
 
 # what a run directory holds besides its crop cache: the hidden route and its split and log,
 # then the later stages (stages.STAGE_FILES)
-_HIDDEN_ROUTE_FILES = ("split.json", "hidden_route.json", "hidden_route.safetensors", "training")
+HIDDEN_ROUTE_FILES = ("split.json", "hidden_route.json", "hidden_route.safetensors", "training")
 
 
 def data_settings(data: str | Path, crop_size: int,
@@ -310,7 +310,7 @@ def _corpus_people(people: dict[str, str] | None, recordings: Sequence[Recording
     absent = sorted(set(people) - ids)
     if absent:
         logger.warning("%d video(s) given a person are not in %s: %s", len(absent), data,
-                       ", ".join(absent[:5]) + (", ..." if len(absent) > 5 else ""))
+                       listing(absent))
     unnamed = len(ids - set(people))
     if unnamed:
         logger.info("%d video(s) of %s have no person given: each is a person of its own",
@@ -376,16 +376,16 @@ def _prepare_run(run: Path, *, resume: bool, overwrite: bool) -> list[str]:
                               "training to go on with, and resuming would train the network "
                               "there again from scratch; replace the run (--overwrite) or "
                               "choose a new folder")
-    known = {*_HIDDEN_ROUTE_FILES, *STAGE_FILES, "crops"}
+    known = {*HIDDEN_ROUTE_FILES, *STAGE_FILES, "crops"}
     other = sorted(p.name for p in run.iterdir()  # dot files: temporaries of interrupted saves
                    if p.name not in known and not p.name.startswith("."))
     if other and resumable:
         logger.info("%s: %s are not part of the run and stay as they are", run, ", ".join(other))
     elif other:
-        listed = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
-        raise CoreAffectError(f"{run}: holds files that are not part of a run ({listed}); "
+        raise CoreAffectError(f"{run}: holds files that are not part of a run "
+                              f"({listing(other, 3)}); "
                               "choose a new or empty folder")
-    present = [name for name in (*_HIDDEN_ROUTE_FILES, *STAGE_FILES)
+    present = [name for name in (*HIDDEN_ROUTE_FILES, *STAGE_FILES)
                if (run / name).exists()]
     if _failed_start(run, present):  # a training that failed before its first epoch ended
         if "split.json" in present:
@@ -435,7 +435,7 @@ def _set_aside(run: Path, names: Sequence[str], why: str, *, replacing: bool,
     try:
         yield
     except BaseException:
-        written = (*_HIDDEN_ROUTE_FILES, *STAGE_FILES) if replacing else STAGE_FILES
+        written = (*HIDDEN_ROUTE_FILES, *STAGE_FILES) if replacing else STAGE_FILES
         for name in written:
             remove_path(run / name)
         back = list(names)
@@ -745,7 +745,7 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
             missing = sorted(held_out - {r.id for r in recordings})
             logger.warning("%s: %d of the run's %d test videos are here; the scores are of "
                            "those only (missing: %s)", data, len(recordings), len(held_out),
-                           ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else ""))
+                           listing(missing, 10))
     elif subset != "all":
         raise CoreAffectError(f"subset must be 'test' or 'all', got {subset!r}")
     check_numbering(recordings, config)

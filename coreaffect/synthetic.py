@@ -122,7 +122,7 @@ from scipy.signal import lfilter
 from coreaffect import _render
 from coreaffect.checkpoint import temporary_folder
 from coreaffect.corpus import discover
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, listing
 from coreaffect.splits import split_recordings
 
 __all__ = ["SynthConfig", "SyntheticCorpus", "Truth", "annotation_delay", "read_truth",
@@ -491,7 +491,7 @@ def _make_video(root: Path, video_id: str, seq: np.random.SeedSequence,
 
 
 _PARTIAL = ".partial-"  # prefix of the folder a corpus is built in, inside its root
-_PARTS = ("videos", "annotation", "annotations", "truth", "README.md")  # a corpus's files
+CORPUS_PARTS = ("videos", "annotation", "annotations", "truth", "README.md")  # a corpus's files
 # the names of the files a synthetic corpus writes there (relative, with "/")
 _OWN_FILES = re.compile(r"README\.md|truth/synth\d{3,}\.csv|annotations/synth\d{3,}\.csv"
                         r"|annotation/rater\d{2,}/synth\d{3,}/(valence|arousal)\.csv"
@@ -502,10 +502,10 @@ _OWN_FILES = re.compile(r"README\.md|truth/synth\d{3,}\.csv|annotations/synth\d{
 _CLUTTER = (".DS_Store", "Thumbs.db", "desktop.ini")  # what file browsers leave in folders
 
 
-def _foreign_files(root: Path) -> list[Path]:
+def foreign_files(root: Path) -> list[Path]:
     """Files in ``root``'s corpus parts that no synthetic corpus writes (a user's additions)."""
     found = []
-    for name in _PARTS:
+    for name in CORPUS_PARTS:
         part = root / name
         for path in ([part] if not part.is_dir() else sorted(part.rglob("*"))):
             if path.is_dir() or not (path.exists() or path.is_symlink()):
@@ -528,12 +528,11 @@ def _prepare(root: Path) -> Path:
     if others and not (root / MANIFEST).is_file():  # decided before anything is deleted
         raise CoreAffectError(f"{root}: folder is not empty and holds no synthetic corpus "
                               f"to replace; choose a new or empty folder")
-    foreign = _foreign_files(root)
+    foreign = foreign_files(root)
     if foreign:  # the parts are replaced whole: files added to them would be lost
-        listed = ", ".join(str(p.relative_to(root)) for p in foreign[:5])
-        more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
         raise CoreAffectError(f"{root}: holds files that the synthetic corpus there did not "
-                              f"write and that replacing it would delete ({listed}{more}); "
+                              f"write and that replacing it would delete "
+                              f"({listing(p.relative_to(root) for p in foreign)}); "
                               "move them out, or choose a new or empty folder")
     for leftover in leftovers:
         shutil.rmtree(leftover, ignore_errors=True)
@@ -550,7 +549,7 @@ def _swap_in(building: Path, root: Path) -> None:
     a folder without one, the new manifest moves first."""
     if not (root / MANIFEST).exists():
         os.replace(building / MANIFEST, root / MANIFEST)
-    for name in _PARTS:
+    for name in CORPUS_PARTS:
         old, new = root / name, building / name
         if old.is_dir():
             shutil.rmtree(old)

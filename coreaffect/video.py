@@ -71,7 +71,7 @@ import cv2
 import numpy as np
 
 from coreaffect.config import VideoConfig
-from coreaffect.errors import CoreAffectWarning, InputError, VideoError
+from coreaffect.errors import CoreAffectWarning, InputError, VideoError, listing
 
 __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource",
            "is_frame_image", "numbered_images"]
@@ -364,9 +364,7 @@ class VideoSource:
         side, strays = ("before", before) if len(before) < len(after) else ("after", after)
         if len(strays) > _FEW_STRAYS:  # real stretches on both sides (a long absence of the
             return  # face, as Aff-Wild2's folders leave out): a gap, which faces warn about
-        names = ", ".join(path.name for _, path in strays[:3])
-        if len(strays) > 3:
-            names += f" and {len(strays) - 3} more"
+        names = listing((path.name for _, path in strays), 3)
         if len(strays) == 1:
             culprits = (f"{names}, the only image {side} the gap, is probably not a frame of this "
                         "video (a stray image, or a number in its name that is not its frame "
@@ -483,7 +481,7 @@ class VideoSource:
                        f"video starts at frame index {start}, {start / self._fps:g} s")
             logger.warning(message)
             warnings.warn(message, CoreAffectWarning, stacklevel=3)
-        shown = ", ".join(map(str, missing[:5])) + (", ..." if len(missing) > 5 else "")
+        shown = listing(missing)
         if early:
             grid = self._grid or self._fps
             message = (f"{self._source}: a variable frame rate: {early} frame(s) came faster "
