@@ -45,6 +45,7 @@ import copy
 import logging
 import math
 import secrets
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -56,7 +57,7 @@ from torch import Tensor
 from coreaffect.calibration import check_level
 from coreaffect.config import _is_integer, _is_real
 from coreaffect.decoding import decode_draws, decode_gaussian
-from coreaffect.errors import CoreAffectError, InputError
+from coreaffect.errors import CoreAffectError, CoreAffectWarning, InputError
 from coreaffect.mcmc import (
     inference_data,
     named_nuts,
@@ -499,6 +500,11 @@ class CoreAffectDynamics:
             InputError: An unknown method or optimizer, invalid observations, no video, no
                 observed frame, or no video with two or more observed frames (one frame per
                 video tells nothing of how affect moves).
+
+        Warns:
+            CoreAffectWarning: Fewer steps between observed frames within a video than the
+                model has parameters (K^2 + K + K(K+1)/2 + 1, 10 for K = 2): the fit runs, but
+                theta and the diffusion are barely identified.
         """
         if method not in ("mle", "nuts"):
             raise InputError(f"method must be 'mle' or 'nuts', not {method!r}")
@@ -512,6 +518,16 @@ class CoreAffectDynamics:
             raise InputError("no video with two or more observed frames to fit to: from one "
                              "frame per video, the rate of reversion (theta) and the diffusion "
                              "are not told apart")
+        steps = sum(int((b.mask.sum(-1) - 1).clamp(min=0).sum()) for b in batches)
+        k = self.n_latent
+        n_params = k * k + k + k * (k + 1) // 2 + 1  # Theta, mu, L and c
+        if steps < n_params:
+            message = (f"the dynamics are fitted to {steps} step(s) between observed frames "
+                       f"within a video, fewer than their {n_params} parameters: the rate of "
+                       "reversion (theta) and the diffusion are barely identified; fit them to "
+                       "more frames")
+            logger.warning(message)
+            warnings.warn(message, CoreAffectWarning, stacklevel=2)
         raw = {name: value.clone().requires_grad_()
                for name, value in self._initial_guess(batches).items()}
 

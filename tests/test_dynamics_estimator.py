@@ -315,7 +315,9 @@ def test_unfitted_and_bad_input_raise():
     with pytest.raises(ValueError, match="no video with two or more observed frames"):
         CoreAffectDynamics().fit(same_frame)  # counted within each video, not across them
     two = AffectObservations(video.times, video.means, video.covs, torch.arange(5) < 2)
-    assert CoreAffectDynamics(max_iter=5).fit([*glimpses, two]).theta_.shape == (2, 2)
+    with pytest.warns(UserWarning, match=r"fitted to 1 step\(s\) between observed frames "
+                                         r"within a video, fewer than their 10 parameters"):
+        assert CoreAffectDynamics(max_iter=5).fit([*glimpses, two]).theta_.shape == (2, 2)
     stopped = video.times.clone()
     stopped[0] = float("nan")
     with pytest.raises(ValueError, match="finite"):
