@@ -23,6 +23,8 @@ smaller than the sampling spread by a factor of about sqrt((N - 1) / N) (G peopl
 people are resampled), and an interval of 95% nominal covers closer to 90%. The intervals speak
 of new videos *like these*: people drawn from the same population, filmed and annotated the same
 way. A video without a scored frame is never drawn (a person, when none of their videos has one).
+A video is drawn for both dimensions together: one labelled in valence only is drawn for arousal
+too and counts nothing there, so where many videos are, the arousal interval runs a little wide.
 
 People. Where a corpus films some people in several videos (MAHNOB-HCI's sessions), those
 videos are not independent, and resampling them one by one gives intervals that run too narrow.
@@ -51,7 +53,7 @@ from typing import NamedTuple
 import numpy as np
 
 from coreaffect.errors import InputError
-from coreaffect.metrics import DIMENSIONS, evaluate_videos, json_number
+from coreaffect.metrics import DIMENSIONS, _as_numpy, evaluate_videos, json_number
 
 __all__ = ["MIN_VIDEOS", "MetricIntervals", "any_interval", "bootstrap_stages",
            "resample_counts", "resampled_metrics"]
@@ -246,6 +248,8 @@ class _Draws(NamedTuple):
             undefined.
         mean_support, pooled_support: ``{metric: (N, 2)}`` bool, the videos the value rests
             on: those with a defined per-video value, those with a scored frame.
+        per_video: ``{metric: (N, 2)}``, NaN where undefined.
+        weights: (R, N) how often each video is drawn.
     """
 
     mean: dict[str, np.ndarray]
@@ -254,6 +258,16 @@ class _Draws(NamedTuple):
     pooled_draws: dict[str, np.ndarray]
     mean_support: dict[str, np.ndarray]
     pooled_support: dict[str, np.ndarray]
+    per_video: dict[str, np.ndarray]
+    weights: np.ndarray
+
+
+def _video_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(R, 2) mean of the (N, 2) per-video ``values`` that are defined, each video counted as
+    often as (R, N) ``weights`` draw it; NaN where no drawn video defines one."""
+    defined = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _weighted_sum(weights, np.where(defined, values, 0.0)) / (weights @ defined)
 
 
 def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
@@ -264,28 +278,26 @@ def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
     :func:`~coreaffect.metrics.evaluate_videos`)."""
     table = evaluate_videos([str(i) for i in range(len(truths))], truths, means, variances,
                             bands)
-    per_video_sums = [_video_sums(np.asarray(t, np.float64), np.asarray(m, np.float64),
-                                  {k: v[i] for k, v in table.per_video.items()},
-                                  None if variances is None else np.asarray(variances[i],
-                                                                            np.float64))
+    truths, means = _as_numpy(*truths), _as_numpy(*means)  # masked entries: NaN
+    variances = None if variances is None else _as_numpy(*variances)
+    per_video_sums = [_video_sums(t, m, {k: v[i] for k, v in table.per_video.items()},
+                                  None if variances is None else variances[i])
                       for i, (t, m) in enumerate(zip(truths, means, strict=True))]
     weights = counts.astype(np.float64)  # (R, N)
-    out = _Draws(table.mean, table.pooled, {}, {}, {}, {})
+    out = _Draws(table.mean, table.pooled, {}, {}, {}, {}, table.per_video, weights)
     for name, values in table.per_video.items():  # values (N, 2)
-        defined = ~np.isnan(values)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out.mean_draws[name] = (_weighted_sum(weights, np.where(defined, values, 0.0))
-                                    / (weights @ defined))
+        out.mean_draws[name] = _video_mean(weights, values)
         stacked = np.stack([s[name] for s in per_video_sums])  # (N, 2, S), S[0]: frame count
         out.pooled_draws[name] = _pooled(name, weights, stacked)
-        out.mean_support[name] = defined
+        out.mean_support[name] = ~np.isnan(values)
         out.pooled_support[name] = stacked[..., 0] > 0
     return out
 
 
 def _difference(stage: _Draws, reference: _Draws) -> _Draws:
     """A stage minus the reference, on the metrics both have, resting on the videos that define
-    both."""
+    both: the per-video mean of the difference is the mean of the per-video differences, over
+    the videos where both stages' values are defined (paired), in each resample as well."""
     names = [k for k in stage.mean if k in reference.mean]
 
     def minus(a: dict, b: dict) -> dict:
@@ -294,11 +306,14 @@ def _difference(stage: _Draws, reference: _Draws) -> _Draws:
     def both(a: dict, b: dict) -> dict:
         return {k: a[k] & b[k] for k in names}
 
-    return _Draws(minus(stage.mean, reference.mean), minus(stage.pooled, reference.pooled),
-                  minus(stage.mean_draws, reference.mean_draws),
+    paired = minus(stage.per_video, reference.per_video)  # NaN where either is undefined
+    every = np.ones((1, len(stage.weights[0])))
+    return _Draws({k: _video_mean(every, v)[0] for k, v in paired.items()},
+                  minus(stage.pooled, reference.pooled),
+                  {k: _video_mean(stage.weights, v) for k, v in paired.items()},
                   minus(stage.pooled_draws, reference.pooled_draws),
                   both(stage.mean_support, reference.mean_support),
-                  both(stage.pooled_support, reference.pooled_support))
+                  both(stage.pooled_support, reference.pooled_support), paired, stage.weights)
 
 
 def resampled_metrics(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
@@ -390,8 +405,7 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
     index, _ = _group_index(len(truths), groups)
     unit = "videos" if groups is None else "people"
     # the videos (people) with a scored frame are drawn; the others never count
-    scored = np.array([bool(np.isfinite(np.asarray(t, np.float64)).any()) for t in truths],
-                      dtype=bool)
+    scored = np.array([bool(np.isfinite(t).any()) for t in _as_numpy(*truths)], dtype=bool)
     n_scored = len(np.unique(index[scored]))
     if n_scored < MIN_VIDEOS:
         one = "video" if groups is None else "person"

@@ -225,6 +225,41 @@ def test_paired_differences():
     assert set(entry) == {"mean", "mean_ci", "pooled", "pooled_ci"} and entry["mean_ci"][1] < 0
 
 
+def test_a_difference_of_per_video_means_pairs_the_videos_that_define_both():
+    rng = np.random.default_rng(5)
+    truths, means, variances = _videos(rng, 10, missing=False)
+    flat = [m.copy() for m in means]
+    for i in (0, 4, 7):  # a constant estimate: no correlation on these videos
+        flat[i][:] = 0.1
+    _, diff = bootstrap_stages(truths, {"raw": (means, variances), "flat": (flat, variances)},
+                               n_resamples=300)
+    table_raw = evaluate_videos(list("abcdefghij"), truths, means, variances)
+    table_flat = evaluate_videos(list("abcdefghij"), truths, flat, variances)
+    change = table_flat.per_video["pcc"] - table_raw.per_video["pcc"]  # (10, 2), NaN on 3
+    assert np.isnan(change).sum() == 6
+    np.testing.assert_allclose(diff["flat"].mean["pcc"], np.nanmean(change, axis=0))
+    counts = resample_counts(10, 300, 0)  # the resamples bootstrap_stages draws
+    both = ~np.isnan(change)
+    draws = (counts @ np.where(both, change, 0.0)) / (counts @ both)  # (R, 2), by hand
+    np.testing.assert_allclose(diff["flat"].mean_interval["pcc"],
+                               np.percentile(draws, [2.5, 97.5], axis=0).T)
+
+
+def test_masked_labels_are_missing_ones_in_the_resamples_too():
+    rng = np.random.default_rng(8)
+    truths, means, _ = _videos(rng, 4, missing=False)
+    masked = []
+    for truth in truths:
+        junk, hidden = truth.copy(), np.zeros(truth.shape, dtype=bool)
+        junk[:10], hidden[:10] = 5.0, True  # masked: never scored
+        masked.append(np.ma.masked_array(junk, mask=hidden))
+    table = evaluate_videos(list("abcd"), masked, means)
+    mean, pooled = resampled_metrics(masked, means, None, np.ones((1, 4), dtype=np.int64))
+    for name in ("rmse", "ccc", "pcc"):
+        np.testing.assert_allclose(mean[name][0], table.mean[name])
+        np.testing.assert_allclose(pooled[name][0], table.pooled[name])
+
+
 def test_each_stage_may_have_a_reference_of_its_own():
     rng = np.random.default_rng(9)
     truths, means, variances = _videos(rng, 8)
