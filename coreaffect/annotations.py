@@ -12,16 +12,18 @@ Formats (``format=``):
     The DANTE web tool's export, ``annotation/<UserId>/<video>/valence.csv`` and ``arousal.csv``,
     one folder per rater and video. Each file is ``;``-separated with the header
     ``TimeStamp;UserId;NameVideo;AnnoType;Value`` and one row per 25 Hz sample, ``TimeStamp`` in
-    seconds (integer or float), ``Value`` in [-1, 1]; the other columns are not read. The video id
-    is the ``<video>`` folder name (DANTE writes the video's file name with its dots turned into
-    underscores: ``30_3_mp4`` for ``30_3.mp4``). DANTE records each dimension in a session of its
-    own, so a rater may hold one of the two files: the other dimension is then unlabelled for
-    that rater. It samples the player's clock, which stands still before playback starts and
-    while the video buffers: rows repeating the time of the row before are merged, the last
-    value at a time kept (a time going back is still an error). ``path`` may be the
-    ``annotation`` root (``video`` picks the video, and may be left out when there is one only),
-    a ``<UserId>/<video>`` folder or one of its files: all raters of the video under that root
-    are read and fused.
+    seconds (integer or float), ``Value`` in [-1, 1]. The video id is the ``<video>`` folder name
+    (DANTE writes the video's file name with its dots turned into underscores: ``30_3_mp4`` for
+    ``30_3.mp4``). ``NameVideo`` checks it: a file naming two videos, or raters of one video whose
+    files name different ones (folders laid out ``<video>/<UserId>``), is an error, and a name that
+    is not the folder's (case and punctuation aside, with or without its extension) a warning;
+    ``UserId`` and ``AnnoType`` are not read. DANTE records each dimension in a session of its own,
+    so a rater may hold one of the two files: the other dimension is then unlabelled for that
+    rater. It samples the player's clock, which stands still before playback starts and while the
+    video buffers: rows repeating the time of the row before are merged, the last value at a time
+    kept (a time going back is still an error). ``path`` may be the ``annotation`` root (``video``
+    picks the video, and may be left out when there is one only), a ``<UserId>/<video>`` folder or
+    one of its files: all raters of the video under that root are read and fused.
 ``aff-wild2``
     ``<video>.txt``, comma-separated, header ``valence,arousal``, one row per frame: data row i
     (0-based, after the header) is frame i, at time i / fps. -5 marks an invalid value (the
@@ -103,6 +105,7 @@ import csv
 import io
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -737,7 +740,7 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
         found = _pick(root, available, video, "DANTE <UserId>/<video>/valence.csv")[0]
     else:
         raise AnnotationError(path, "no such file or folder")
-    series = []
+    series, named = [], {}  # named: {a file: the video its NameVideo column names}
     for user in _raters(root):
         files = [user / found / name for name in _DANTE_FILES]
         if (user / found).is_dir():
@@ -750,16 +753,48 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
         read = [_read_dante_file(f) if f.is_file() else None for f in files]
         if read == [None, None]:
             continue
+        named.update({f: r[2] for f, r in zip(files, read, strict=True)
+                      if r is not None and r[2] is not None})
+        read = [None if r is None else r[:2] for r in read]
         for pair in read:  # valence, then arousal; a dimension the rater did not do: NaN
             times = next(r for r in read if r is not None)[0]
             series.append(pair if pair is not None else (times, np.full(len(times), np.nan)))
+    _check_dante_names(named, found)
     grid, stacked = _align(series)  # (2R, T): rater-major, then (valence, arousal)
     raters = stacked.reshape(-1, 2, grid.size).transpose(0, 2, 1)  # (R, T, 2)
     return Annotations(grid, None, found, root, raters)
 
 
-def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(T,) times and (T, 1) values of one DANTE file."""
+def _video_key(name: str) -> str:
+    """A video's name as DANTE folders and ``NameVideo`` cells may spell it: lower case, runs
+    of other characters than letters and digits as one ``_`` (``30_3.mp4``, ``30_3_mp4``)."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def _check_dante_names(named: dict[Path, str], folder: str) -> None:
+    """Refuse to fuse files whose ``NameVideo`` columns name different videos (folders laid
+    out ``<video>/<UserId>`` instead of ``<UserId>/<video>``), and warn where all name one video
+    that is not ``folder``, the video id taken from the folders."""
+    keys = {_video_key(name): path for path, name in named.items()}
+    if len(keys) > 1:
+        a, b = list(keys.values())[:2]
+        raise AnnotationError(a, f"its NameVideo column names {named[a]!r}, but that of {b}, "
+                                 f"read as a rater of the same video {folder!r}, names "
+                                 f"{named[b]!r}: DANTE's export is laid out "
+                                 "<UserId>/<video>/valence.csv, one folder per rater, then "
+                                 "per video")
+    for key, path in keys.items():
+        stem = _video_key(Path(named[path]).stem)
+        if _video_key(folder) not in (key, stem):
+            message = (f"{path}: its NameVideo column names {named[path]!r}, but the folder "
+                       f"names the video {folder!r}; the folder's name is used")
+            logger.warning(message)
+            warnings.warn(message, CoreAffectWarning, stacklevel=4)
+
+
+def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
+    """(T,) times, (T, 1) values and the ``NameVideo`` of one DANTE file (``None`` where its
+    cells are empty); a file naming two videos is an error."""
     table = _table(path, ";")
     if table.header() != _DANTE_HEADER:
         raise AnnotationError(path, "missing header: expected "
@@ -767,6 +802,13 @@ def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
                                     + table.hint(";", "DANTE files are"), int(table.line[0]))
     data, lines = _numbers(path, table, (0, 4), int(table.width[0]), delimiter=";",
                            blank_last=table.trailing)
+    names = [table.cells[start + 2].strip() for start in table.start[1:]]
+    given = [(line, name) for line, name in zip(lines, names, strict=True) if name]
+    other = next(((line, name) for line, name in given
+                  if _video_key(name) != _video_key(given[0][1])), None)
+    if other is not None:
+        raise AnnotationError(path, f"its NameVideo column names {given[0][1]!r} first and "
+                                    f"{other[1]!r} here: one file holds one video", int(other[0]))
     repeated = np.flatnonzero(np.diff(data[:, 0]) == 0)  # row i has the time of row i + 1
     if repeated.size:
         logger.info("%s: %d rows repeat the time of the next one; keeping the last of each",
@@ -775,7 +817,7 @@ def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
         keep[repeated] = False
         data, lines = data[keep], lines[keep]
     _check(path, data[:, 0], data[:, 1:], lines, names=[path.stem])
-    return data[:, 0].copy(), data[:, 1].copy()
+    return data[:, 0].copy(), data[:, 1].copy(), given[0][1] if given else None
 
 
 def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotations:

@@ -117,6 +117,44 @@ def test_dante_rater_with_one_dimension_labels_that_one_only(tmp_path):
     np.testing.assert_allclose(ann.values, [[0.1, 0.6], [0.3, 0.8]])  # arousal: u1 alone
 
 
+def test_dante_name_video_column_tells_a_swapped_layout(tmp_path, recwarn):
+    """Folders laid out <video>/<UserId> would fuse one rater's labels of different videos."""
+    write_dante(tmp_path / "ok", "30_3_mp4", {"u1": ([0.1], [0.2]), "u2": ([0.3], [0.4])})
+    for user in ("u1", "u2"):  # DANTE names the video as its file, in the folder with "_"
+        for dim in ("valence", "arousal"):
+            path = tmp_path / "ok" / user / "30_3_mp4" / f"{dim}.csv"
+            path.write_text(path.read_text().replace(";30_3_mp4;", ";30_3.mp4;"))
+    assert read_annotations(tmp_path / "ok", "dante").raters.shape == (2, 1, 2)
+    assert not [w for w in recwarn if "NameVideo" in str(w.message)]
+    swapped = tmp_path / "swapped"
+    for video, value in (("clipA", 0.8), ("clipB", -0.8)):
+        write_dante(swapped / video, "u1", {"u1": ([value], [value])})
+        for path in (swapped / video / "u1" / "u1").glob("*.csv"):  # NameVideo: the video
+            path.write_text(path.read_text().replace(";u1;valence", f";{video};valence")
+                            .replace(";u1;arousal", f";{video};arousal"))
+            path.rename(swapped / video / "u1" / path.name)
+        (swapped / video / "u1" / "u1").rmdir()
+    with pytest.raises(AnnotationError, match=r"NameVideo column names 'clip[AB]', but that of "
+                                              r".*clip[AB].*names 'clip[AB]'.*<UserId>/<video>"):
+        read_annotations(swapped / "clipA" / "u1" / "valence.csv", "dante")
+    (swapped / "clipB" / "u1" / "valence.csv").unlink()
+    (swapped / "clipB" / "u1" / "arousal.csv").unlink()
+    with pytest.warns(CoreAffectWarning, match=r"NameVideo column names 'clipA', but the "
+                                               r"folder names the video 'u1'"):
+        read_annotations(swapped / "clipA" / "u1" / "valence.csv", "dante")
+
+
+def test_dante_file_naming_two_videos_is_an_error(tmp_path):
+    write_dante(tmp_path, "vid1", {"u1": ([0.1, 0.2, 0.3], [0.0, 0.0, 0.0])})
+    path = tmp_path / "u1" / "vid1" / "valence.csv"
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].replace(";vid1;", ";vid2;")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(AnnotationError, match=r"valence\.csv, line 4: its NameVideo column "
+                                              r"names 'vid1' first and 'vid2' here"):
+        read_annotations(tmp_path, "dante")
+
+
 def test_dante_rows_repeating_a_time_are_merged(tmp_path):
     """The tool samples the player's clock, which stands still until playback starts."""
     folder = tmp_path / "u1" / "v"
@@ -222,8 +260,8 @@ def test_dante_ewe_fusion_drops_an_anticorrelated_rater(tmp_path):
 
 
 @pytest.mark.parametrize(("fmt", "text", "expected"), [
-    ("dante", "TimeStamp;UserId;NameVideo;AnnoType;Value;\n0.00;u;v;valence;0.1;\n"
-              "0.04;u;v;valence;0.2;\n", [[0.1, np.nan], [0.2, np.nan]]),
+    ("dante", "TimeStamp;UserId;NameVideo;AnnoType;Value;\n0.00;u;vid;valence;0.1;\n"
+              "0.04;u;vid;valence;0.2;\n", [[0.1, np.nan], [0.2, np.nan]]),
     ("aff-wild2", "valence,arousal,\n0.1,0.2,\n-5,-5,\n", [[0.1, 0.2], [np.nan, np.nan]]),
     ("recola", "time;FM1 ;FM2 ;\n0.00;0.1;0.3;\n0.04;0.2;0.4;\n", [[0.15, 0.2], [0.35, 0.3]]),
     ("csv", "time,valence,arousal,\n0.00,0.1,0.2,\n0.04,0.3,0.4,\n", [[0.1, 0.2], [0.3, 0.4]]),
@@ -484,7 +522,8 @@ def test_a_long_recording_reads_fast(tmp_path):
 
 
 VALID = {
-    "dante": "TimeStamp;UserId;NameVideo;AnnoType;Value\n0;u;v;arousal;0.1\n0.04;u;v;arousal;0.2\n",
+    "dante": ("TimeStamp;UserId;NameVideo;AnnoType;Value\n0;u;vid;arousal;0.1\n"
+              "0.04;u;vid;arousal;0.2\n"),
     "recola": "time;FM1 ;FM2 \n0.00;0.1;0.2\n0.04;0.3;0.4\n",
 }
 HEADERS = ["", "time,valence,arousal\n", "valence,arousal\n", "time;FM1 ;FM2 \n",
