@@ -89,8 +89,8 @@ first cell ``time`` is ``recola``; exactly ``valence,arousal`` is ``aff-wild2``;
 and naming ``time``, ``valence`` and ``arousal`` is ``csv``; five ``;``-separated cells (and
 maybe an empty sixth), the second a number, is ``sewa``. A folder with ``arousal/`` and
 ``valence/`` subfolders is ``recola``; one holding ``valence.csv`` or ``arousal.csv`` is
-``dante``; one holding ``<its name>.json`` is ``afew-va``; then ``afew-va`` if a subfolder holds
-``<its name>.json``, ``dante`` if some ``<UserId>/<video>/`` holds ``valence.csv`` or
+``dante``; one holding ``<its name>.json`` beside frame images is ``afew-va``; then ``afew-va``
+if a subfolder holds both, ``dante`` if some ``<UserId>/<video>/`` holds ``valence.csv`` or
 ``arousal.csv``; else the folder's first ``.csv`` or ``.txt`` file (sorted) decides. Anything
 else raises ``AnnotationError``.
 
@@ -117,6 +117,7 @@ from coreaffect.config import FUSIONS
 from coreaffect.errors import AnnotationError, CoreAffectWarning, InputError
 from coreaffect.labels import fuse_raters, resample_labels
 from coreaffect.trajectory import AffectTrajectory
+from coreaffect.video import is_frame_image
 
 __all__ = ["FORMATS", "Annotations", "detect_format", "fuse_raters", "read_annotations",
            "resample_labels"]
@@ -290,15 +291,22 @@ def detect_format(path: str | Path) -> str:
                                 f"{_short(line)}; pass format= one of {FORMATS}")
 
 
+def _is_afew_clip(folder: Path) -> bool:
+    """Whether ``folder`` is an AFEW-VA clip: its frames beside ``<its name>.json`` (a metadata
+    file named like its folder, such as a synthetic corpus's, does not make one)."""
+    return ((folder / f"{folder.name}.json").is_file()
+            and any(is_frame_image(p) for p in folder.iterdir()))
+
+
 def _detect_folder(path: Path) -> str:
     if (path / "arousal").is_dir() and (path / "valence").is_dir():
         return "recola"
     if any((path / name).is_file() for name in _DANTE_FILES):
         return "dante"
-    if (path / f"{path.name}.json").is_file():
+    if _is_afew_clip(path):
         return "afew-va"
     subfolders = sorted(p for p in path.iterdir() if p.is_dir())
-    if any((p / f"{p.name}.json").is_file() for p in subfolders):
+    if any(_is_afew_clip(p) for p in subfolders):
         return "afew-va"
     for name in _DANTE_FILES:
         if next(path.glob(f"*/*/{name}"), None) is not None:

@@ -406,8 +406,10 @@ def _dimension_folders(root: Path) -> list[Path]:
 
 
 def _afew_files(root: Path) -> list[Path]:
-    """AFEW-VA's ``NNN/NNN.json`` files under ``root``."""
-    return [p for p in _below(root) if p.suffix.lower() == ".json" and p.parent.name == p.stem]
+    """AFEW-VA's ``NNN/NNN.json`` files under ``root``: each beside its clip's frames (a
+    metadata file named like its folder, such as a synthetic corpus's, is not one)."""
+    return [p for p in _below(root) if p.suffix.lower() == ".json" and p.parent.name == p.stem
+            and p.is_file() and any(is_frame_image(q) for q in p.parent.iterdir())]
 
 
 def _detect_layout(root: Path) -> str | None:

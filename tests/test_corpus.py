@@ -389,7 +389,10 @@ def test_discover_dante_folders_named_as_the_tool_names_them(tmp_path):
             (folder / f"{dim}.csv").write_text(
                 "TimeStamp;UserId;NameVideo;AnnoType;Value\n"
                 + "".join(f"{i * 0.04:.2f};1234;{video};{dim};0.1\n" for i in range(30)))
+    (root / "dante.json").write_text("{}")  # metadata named like its folder: not an AFEW-VA clip
+    (root / "videos" / "videos.json").write_text("{}")
     recordings = {r.id: r for r in discover(root)}
+    assert [r.format for r in recordings.values()] == ["dante", "dante"]
     assert recordings["30_3_avi"].video == root / "videos" / "30_3.avi"
     assert recordings["plain"].video == root / "videos" / "plain.avi"
     video = load_recording(recordings["30_3_avi"], DataConfig(faces=NONE))
