@@ -101,6 +101,7 @@ t + delay. ``read_annotations(..., delay=d)`` returns times shifted by -d;
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -360,10 +361,11 @@ def _read_text(path: Path, limit: int | None = None) -> str:
     except OSError as err:
         raise AnnotationError(path, f"cannot read ({err.strerror or err})") from None
     data = data.removeprefix(b"\xef\xbb\xbf")  # UTF-8 byte-order mark
-    if limit is not None and len(data) >= limit - 3:
-        data = data[:data.rfind(b"\n") + 1] or data  # whole lines only, when there are any
-    try:
-        return data.decode("utf-8")
+    cut = limit is not None and len(data) >= limit - 3
+    if cut:  # whole lines only, when there are any (old Mac files end lines with "\r" alone)
+        data = data[:max(data.rfind(b"\n"), data.rfind(b"\r")) + 1] or data
+    try:  # a character cut at the end is left out
+        return codecs.getincrementaldecoder("utf-8")().decode(data, final=not cut)
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise AnnotationError(path, f"not UTF-8 text (byte {err.start}: {err.reason})",

@@ -648,6 +648,18 @@ def test_format_detection_reads_the_head_of_a_large_file(tmp_path):
         read_annotations(broken)
 
 
+@pytest.mark.parametrize("end", ["\r", "\r\n", ""])
+def test_format_detection_leaves_out_a_character_cut_by_the_head(tmp_path, end):
+    """Old Mac line ends ("\r" alone), or one long line: the head's cut may split a character."""
+    rows = [f"{i * 0.04:.2f},0.1,-0.2,caf\u00e9" for i in range(4000)]  # over 64 KiB
+    data = next(data for shift in range(40)  # the cut, after byte 65536, inside an "\u00e9"
+                if (data := ("time,valence,arousal,note" + "_" * shift + (end or ",").join(
+                    ["", *rows]) + end).encode())[(1 << 16) - 1] == 0xC3)
+    path = tmp_path / "mac.csv"
+    path.write_bytes(data)
+    assert detect_format(path) == "csv"
+
+
 def test_a_frame_labelled_twice_in_an_afew_va_file_is_an_error(tmp_path):
     path = write_afew(tmp_path, "001", {"00000": afew_frame(1, 2)}) / "001.json"
     text = path.read_text()
