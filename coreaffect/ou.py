@@ -42,14 +42,23 @@ def ou_stationary_cov(theta: Tensor, diffusion: Tensor) -> Tensor:
 
     Solved as a linear system in vec(P) (Kronecker form), which is exact and differentiable for
     the small K of affect models.
+
+    Raises:
+        InputError: Shapes that do not share K, or two eigenvalues of Theta that sum to 0.
     """
     k = theta.shape[-1]
+    if theta.shape[-2:] != (k, k) or diffusion.shape[-2] != k:
+        raise InputError(f"theta must be (..., K, K) and diffusion (..., K, M); got shapes "
+                         f"{tuple(theta.shape)} and {tuple(diffusion.shape)}")
     eye = torch.eye(k, dtype=theta.dtype, device=theta.device)
     # row-major vec: vec(Theta P) = (Theta kron I) vec(P), vec(P Theta^T) = (I kron Theta) vec(P)
     system = torch.kron(theta, eye) + torch.kron(eye, theta) if theta.ndim == 2 else (
         _batched_kron(theta, eye) + _batched_kron(eye.expand_as(theta), theta))
     rhs = diffusion @ diffusion.transpose(-1, -2)
-    vec = torch.linalg.solve(system, rhs.reshape(*rhs.shape[:-2], k * k, 1))  # broadcast batch
+    vec, info = torch.linalg.solve_ex(system, rhs.reshape(*rhs.shape[:-2], k * k, 1))
+    if bool((info != 0).any()):  # two eigenvalues of Theta sum to 0: no stationary law
+        raise InputError("theta has no stationary covariance: two of its eigenvalues sum to 0 "
+                         "(a mean-reverting theta has eigenvalues with positive real parts)")
     return _sym(vec.reshape(*vec.shape[:-2], k, k))
 
 
@@ -76,16 +85,29 @@ def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | flo
         float64 whatever that dtype (except on Apple's mps, which has none): for a slow process
         and a short step, Q is a small difference of two large matrices, which float32 would
         leave with negative eigenvalues.
+
+    Raises:
+        InputError: Shapes that do not share K, a negative or non-finite step, or a theta
+            without a stationary law (:func:`ou_stationary_cov`).
     """
     if theta.ndim != 2 or mu.ndim != 1 or diffusion.ndim != 2:
         raise InputError(f"ou_discretize takes one model, theta (K, K), mu (K,) and diffusion "
                          f"(K, K), over a batch of steps dt; got shapes {tuple(theta.shape)}, "
                          f"{tuple(mu.shape)} and {tuple(diffusion.shape)}")
+    k = theta.shape[-1]
+    if theta.shape != (k, k) or mu.shape != (k,) or diffusion.shape[0] != k:
+        raise InputError(f"theta (K, K), mu (K,) and diffusion (K, K) must share K; got shapes "
+                         f"{tuple(theta.shape)}, {tuple(mu.shape)} and "
+                         f"{tuple(diffusion.shape)}")
     dtype = theta.dtype
     work = torch.float64 if theta.device.type != "mps" else dtype
     theta, mu, diffusion = theta.to(work), mu.to(work), diffusion.to(work)
     dt = torch.as_tensor(dt, dtype=work, device=theta.device)
-    k = theta.shape[-1]
+    with torch.no_grad():
+        if not bool((torch.isfinite(dt) & (dt >= 0)).all()):
+            bad = dt[~(torch.isfinite(dt) & (dt >= 0))].flatten()[0]
+            raise InputError(f"dt must be finite and >= 0 (times must not go back); got "
+                             f"{float(bad):g}")
     eye = torch.eye(k, dtype=work, device=theta.device)
     transition = torch.linalg.matrix_exp(-theta * dt[..., None, None])  # (..., K, K)
     offset = ((eye - transition) @ mu[..., None])[..., 0]

@@ -140,7 +140,7 @@ def _update(mean: Tensor, cov: Tensor, y: Tensor, r: Tensor, h: Tensor, observed
     Returns the new mean, covariance and the log-density of y (0 where not observed).
     """
     s = _sym(h @ cov @ h.transpose(-1, -2) + r)  # (..., D, D)
-    chol = torch.linalg.cholesky(s)
+    chol = _innovation_cholesky(s)
     residual = y - (h @ mean[..., None])[..., 0]  # (..., D)
     # K = P H^T S^-1
     gain = torch.cholesky_solve(h @ cov, chol).transpose(-1, -2)  # (..., K, D)
@@ -175,6 +175,77 @@ def _smoother_gain(pred_cov: Tensor, cross: Tensor) -> Tensor:
     gain = torch.linalg.solve(torch.where(singular, eye, pred_cov), cross)
     fallback = torch.linalg.pinv(pred_cov, hermitian=True) @ cross
     return torch.where(singular, fallback, gain).transpose(-1, -2)
+
+
+def _innovation_cholesky(s: Tensor) -> Tensor:
+    """The Cholesky factor of innovation covariances S = H P H^T + R; an :class:`InputError`
+    where one is not positive definite (the inputs were checked to be finite, and ``init_cov``
+    and ``process_cov`` to be positive semi-definite, so ``obs_cov`` is at fault)."""
+    chol, info = torch.linalg.cholesky_ex(s)
+    if bool((info != 0).any()):
+        raise InputError("the innovation covariance H P H^T + R is not positive definite at "
+                         "an observed step: obs_cov is not a covariance there (symmetric "
+                         "positive definite)")
+    return chol
+
+
+def _check_covariance(name: str, cov: Tensor) -> None:
+    """Refuse a (..., K, K) ``cov`` with an eigenvalue below 0 beyond rounding."""
+    with torch.no_grad():
+        values = torch.linalg.eigvalsh(_sym(cov.detach()))
+        scale = values.abs().amax(-1).clamp(min=1.0)
+        slack = 100 * torch.finfo(cov.dtype).eps * scale
+        low = values[..., 0] < -slack
+        if bool(low.any()):
+            worst = float(values[..., 0].min())
+            raise InputError(f"LGSSM.{name} is not positive semi-definite: an eigenvalue of "
+                             f"{worst:.3g}")
+
+
+def _check_inputs(params: LGSSM, observations: Tensor, obs_cov: Tensor,
+                  mask: Tensor | None) -> None:
+    """Shapes, dtypes and values the filter needs, each refused with an :class:`InputError`
+    naming the argument, instead of a failure deep in torch or a silent NaN."""
+    if observations.ndim < 2 or observations.shape[-2] < 1:
+        raise InputError(f"observations must be (..., T, D) with T >= 1 steps; got shape "
+                         f"{tuple(observations.shape)}")
+    steps, d = observations.shape[-2:]
+    k = params.init_mean.shape[-1]
+    if params.emission.shape[-2:] != (d, k):
+        raise InputError(f"LGSSM.emission is {tuple(params.emission.shape)}; observations of "
+                         f"D = {d} and a state of K = {k} (init_mean) need ({d}, {k})")
+    if obs_cov.ndim < 3 or obs_cov.shape[-3:] != (steps, d, d):
+        raise InputError(f"obs_cov has shape {tuple(obs_cov.shape)}; observations "
+                         f"{tuple(observations.shape)} need (..., {steps}, {d}, {d})")
+    if mask is not None:
+        try:
+            torch.broadcast_to(torch.empty(mask.shape, device="meta"), observations.shape[:-1])
+        except RuntimeError:
+            raise InputError(f"mask has shape {tuple(mask.shape)}; observations "
+                             f"{tuple(observations.shape)} need (..., {steps})") from None
+    named = {**params._asdict(), "observations": observations, "obs_cov": obs_cov}
+    dtypes = {name: x.dtype for name, x in named.items()}
+    if len(set(dtypes.values())) > 1:
+        listed = ", ".join(f"{name} {str(dtype).removeprefix('torch.')}"
+                           for name, dtype in dtypes.items())
+        raise InputError(f"the model and the observations mix dtypes ({listed}); give them "
+                         "one")
+    _check_steps(params, steps)
+    with torch.no_grad():
+        observed = _mask(observations, mask)
+        finite = (torch.isfinite(observations).all(-1)
+                  & torch.isfinite(obs_cov).flatten(-2).all(-1))
+        bad = observed & ~finite
+        if bool(bad.any()):
+            step = int(torch.nonzero(bad)[0][-1])
+            raise InputError(f"observations or obs_cov are not finite at observed step {step}; "
+                             "mask the steps without an observation (their values may be NaN)")
+        for name in ("init_mean", "init_cov", "transition", "offset", "process_cov",
+                     "emission"):
+            if not bool(torch.isfinite(named[name]).all()):
+                raise InputError(f"LGSSM.{name} is not finite")
+    _check_covariance("init_cov", params.init_cov)
+    _check_covariance("process_cov", params.process_cov)
 
 
 def _check_steps(params: LGSSM, steps: int) -> None:
@@ -223,8 +294,15 @@ def kalman_filter(params: LGSSM, observations: Tensor, obs_cov: Tensor,
 
     Returns:
         The :class:`Filtered` moments.
+
+    Raises:
+        InputError: Shapes that do not fit together (the mask's too), mixed dtypes, a value
+            that is not finite at an observed step or in the model, an ``init_cov`` or
+            ``process_cov`` that is not positive semi-definite, or an ``obs_cov`` that leaves
+            an innovation covariance that is not positive definite. The smoothers and the
+            sampler, which run this filter first, raise the same.
     """
-    _check_steps(params, observations.shape[-2])
+    _check_inputs(params, observations, obs_cov, mask)
     observations, obs_cov, mask = _clean(observations, obs_cov, mask)
     if parallel:
         return _filter_parallel(params, observations, obs_cov, mask)
@@ -541,7 +619,7 @@ def _filter_parallel(params: LGSSM, observations: Tensor, obs_cov: Tensor, mask:
     observed = torch.broadcast_to(mask, (*batch, steps)).to(dtype)[..., None, None]
     h = params.emission.to(dtype)
     ht = h.transpose(-1, -2)
-    chol = torch.linalg.cholesky(_sym(h @ q @ ht + r))  # S_t = H Q H^T + R, (..., T, D, D)
+    chol = _innovation_cholesky(_sym(h @ q @ ht + r))  # S_t = H Q H^T + R, (..., T, D, D)
     gain = torch.cholesky_solve(h @ q, chol).transpose(-1, -2) * observed  # (..., T, K, D)
     residual = y - (h @ u[..., None])[..., 0]  # (..., T, D)
     eye = torch.eye(k, dtype=dtype, device=device)
@@ -565,7 +643,7 @@ def _filter_parallel(params: LGSSM, observations: Tensor, obs_cov: Tensor, mask:
     pred_cov = torch.cat([init_cov[..., None, :, :],
                           f[..., 1:, :, :] @ covs[..., :-1, :, :] @ f[..., 1:, :, :]
                           .transpose(-1, -2) + q[..., 1:, :, :]], -3)
-    chol = torch.linalg.cholesky(_sym(h @ pred_cov @ ht + r))
+    chol = _innovation_cholesky(_sym(h @ pred_cov @ ht + r))
     z = torch.linalg.solve_triangular(
         chol, (y - (h @ pred_mean[..., None])[..., 0])[..., None], upper=False)[..., 0]
     log_det = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)

@@ -18,6 +18,7 @@ from coreaffect.dynamics import (
     rts_smoother,
     sample_posterior,
 )
+from coreaffect.errors import InputError
 
 pytestmark = pytest.mark.usefixtures("float64")  # the references are computed in float64
 
@@ -521,3 +522,49 @@ def test_float32_sampling_survives_conditionals_that_rounding_leaves_indefinite(
     out = _draw(torch.ones(4000, 2, dtype=f32), cov, torch.Generator().manual_seed(0))
     assert torch.equal(out[:, 1], torch.ones(4000, dtype=f32))
     assert abs(float(out[:, 0].var()) - 1.0) < 0.06
+
+
+def test_bad_inputs_are_named_before_the_filter_runs():
+    params, y, r = _model(6)
+    mask = torch.ones(6, dtype=torch.bool)
+    cases = [
+        ((params, y[:0], r[:0]), r"T >= 1 steps"),
+        ((params._replace(emission=torch.eye(3, 2)), y, r), r"emission is \(3, 2\).*need \(2, 2\)"),
+        ((params, y, r[..., 0]), r"obs_cov has shape \(6, 2\).*need \(\.\.\., 6, 2, 2\)"),
+        ((params, y, r[:5]), r"obs_cov has shape \(5, 2, 2\)"),
+        ((params, y, r, mask[:3]), r"mask has shape \(3,\).*need \(\.\.\., 6\)"),
+        ((params, y.float(), r), r"mix dtypes \(.*observations float32"),
+        ((params._replace(process_cov=-0.05 * torch.eye(2)), y, r),
+         r"process_cov is not positive semi-definite: an eigenvalue of -0.05"),
+        ((params._replace(init_cov=torch.tensor([[1.0, 2.0], [2.0, 1.0]])), y, r),
+         r"init_cov is not positive semi-definite"),
+        ((params._replace(offset=params.offset * float("nan")), y, r), r"offset is not finite"),
+        ((params, y, r * torch.tensor([1.0, 1, -1, 1, 1, 1])[:, None, None]),
+         r"innovation covariance .* not positive definite"),
+    ]
+    for args, message in cases:
+        for parallel in (False, True):
+            with pytest.raises(InputError, match=message):
+                kalman_filter(*args, parallel=parallel)
+    poisoned = y.clone()
+    poisoned[2, 1] = float("nan")  # unmasked: it would turn every later step into NaN
+    for smoother in (kalman_filter, rts_smoother):
+        with pytest.raises(InputError, match="not finite at observed step 2; mask"):
+            smoother(params, poisoned, r)
+    mask[2] = False  # masked, NaN is allowed
+    assert torch.isfinite(rts_smoother(params, poisoned, r, mask).means).all()
+
+
+def test_ou_inputs_that_have_no_discretisation_are_named():
+    theta, mu, diffusion = torch.eye(2), torch.zeros(2), torch.eye(2)
+    for dt in (-0.1, float("nan"), torch.tensor([0.1, float("inf")])):
+        with pytest.raises(InputError, match="dt must be finite and >= 0"):
+            ou_discretize(theta, mu, diffusion, dt)
+    assert torch.equal(ou_discretize(theta, mu, diffusion, 0.0)[0], torch.eye(2))  # a zero step
+    with pytest.raises(InputError, match=r"must share K; got shapes \(2, 2\), \(3,\)"):
+        ou_discretize(theta, torch.zeros(3), diffusion, 0.1)
+    with pytest.raises(InputError, match=r"diffusion \(\.\.\., K, M\); got shapes \(2, 2\) and "
+                                         r"\(3, 3\)"):
+        ou_stationary_cov(theta, torch.eye(3))
+    with pytest.raises(InputError, match="two of its eigenvalues sum to 0"):
+        ou_stationary_cov(torch.tensor([[0.0, 1.0], [0.0, 1.0]]), diffusion)
