@@ -190,14 +190,14 @@ def _predict(args: argparse.Namespace) -> int:
     with affect.open_video(args.video, fps=args.fps, first_index=args.first_index) as video:
         trajectory = affect.predict(video, causal=args.causal, level=args.level,
                                     progress=not args.quiet, lagged=args.lagged)
-    if args.plot is not None:  # before stdout, which a reader may close early
-        _write_plot(trajectory, args.plot, f"{Path(args.video).name}: {trajectory.stage}")
-        print(f"wrote {args.plot}", file=sys.stderr)
-    if args.out is not None:
+    if args.out is not None:  # first: a figure that fails then loses no result
         trajectory.to_csv(args.out)
         print(f"wrote {len(trajectory)} rows ({trajectory.stage}, {args.level:.0%} bands) to "
               f"{args.out}", file=sys.stderr)
-    else:
+    if args.plot is not None:  # before stdout, which a reader may close early
+        _write_plot(trajectory, args.plot, f"{Path(args.video).name}: {trajectory.stage}")
+        print(f"wrote {args.plot}", file=sys.stderr)
+    if args.out is None:
         import tempfile
 
         with tempfile.TemporaryDirectory() as folder:
@@ -216,9 +216,13 @@ def _write_plot(trajectory, path: Path, title: str) -> None:
     axes = trajectory.plot(title=title, axes=detached_axes(2, 1, (10, 5), sharex=True)[:, 0])
     kind = path.suffix[1:].lower() or "png"  # a pipe or a device named without a suffix
     figure = io.BytesIO()
-    axes[0].figure.savefig(figure, format=kind, dpi=110, bbox_inches="tight",
-                           metadata={_PLOT_METADATA[kind][0]: PLOT_MARK}
-                           if kind in _PLOT_METADATA else None)
+    try:
+        axes[0].figure.savefig(figure, format=kind, dpi=110, bbox_inches="tight",
+                               metadata={_PLOT_METADATA[kind][0]: PLOT_MARK}
+                               if kind in _PLOT_METADATA else None)
+    except (RuntimeError, ValueError, OSError) as err:  # pgf without LaTeX, say
+        raise CoreAffectError(f"{path}: matplotlib cannot draw a .{kind} figure here ({err}); "
+                              "choose another format, such as .png or .pdf") from None
     atomic_write(path, figure.getvalue())
 
 
@@ -273,12 +277,14 @@ def _saliency(args: argparse.Namespace) -> int:
             if part.times[-1] >= end:
                 break
         parts.close()  # stops decoding: the rest of the video is not needed
+    segment = (f" from {args.start:g} s on" if args.seconds is None
+               else f" between {args.start:g} s and {end:g} s")
     if not kept:
-        raise CoreAffectError(f"{args.video}: no frame between {args.start:g} s and {end:g} s")
+        raise CoreAffectError(f"{args.video}: no frame{segment}")
     crops = FaceCrops.concatenate(kept)
     clip = model.config.clip_length
     if len(crops.times) < clip:
-        segment = "" if args.seconds is None else f" between {args.start:g} s and {end:g} s"
+        segment = "" if args.seconds is None and args.start == 0 else segment
         raise CoreAffectError(f"{args.video}: {len(crops.times)} frames{segment}, fewer than "
                               f"one {clip}-frame clip to explain")
     steps = np.diff(crops.times)
@@ -698,6 +704,8 @@ def _foreign(option: str, path: Path) -> str:
         return ""
     if option == "--plot":
         kind = path.suffix[1:].lower()
+        if not kind:
+            return "has no suffix, so it is not known to be a figure coreaffect drew"
         if kind not in _PLOT_METADATA:
             return f"is not known to be a figure coreaffect drew: a .{kind} file cannot say so"
         return "" if _signed(path) else "is not marked as a figure coreaffect drew"
@@ -804,9 +812,19 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
         from matplotlib.backend_bases import FigureCanvasBase
 
         kinds = FigureCanvasBase.get_supported_filetypes()
-        if args.plot.suffix[1:].lower() not in kinds:
-            refuse(f"--plot {args.plot}: matplotlib cannot write .{args.plot.suffix[1:]} "
-                   f"files; use one of {', '.join(sorted(kinds))}")
+        kind = args.plot.suffix[1:].lower() or "png"  # a pipe or a device: as _write_plot
+        if kind not in kinds:
+            refuse(f"--plot {args.plot}: matplotlib cannot write .{kind} files; use one of "
+                   f"{', '.join(sorted(kinds))}")
+        if kind == "pgf":
+            import shutil
+
+            import matplotlib
+
+            tex = matplotlib.rcParams["pgf.texsystem"]
+            if shutil.which(tex) is None:
+                refuse(f"--plot {args.plot}: a .pgf figure needs {tex}, which is not "
+                       "installed; choose another format, such as .png or .pdf")
     if args.command == "saliency":
         out = args.out
         if out.exists() and not out.is_dir():

@@ -245,7 +245,16 @@ def test_saliency_of_a_segment(tiny, tmp_path):
         assert gif.n_frames == 50  # the same second, read at the rate given
     result = _run("saliency", str(tiny.run), str(tiny.video()), "--out", str(tmp_path / "t"),
                   "--start", "60", "--quiet")
-    assert result.returncode == 1 and "no frame between 60 s and inf s" in result.stderr
+    assert result.returncode == 1 and "no frame from 60 s on" in result.stderr
+    from coreaffect.video import VideoSource
+
+    with VideoSource(tiny.video()) as video:
+        last = max(frame.time for frame in video)
+    start = round(last - 0.2, 2)  # 6 frames left at 25 fps
+    result = _run("saliency", str(tiny.run), str(tiny.video()), "--out", str(tmp_path / "e"),
+                  "--start", str(start), "--quiet")
+    assert result.returncode == 1 and (f"6 frames from {start:g} s on, fewer than one "
+                                       "16-frame clip") in result.stderr
 
 
 def test_evaluate_errors_are_clear(tmp_path):
@@ -520,6 +529,40 @@ def test_predict_replaces_only_figures_it_marked(tiny, tmp_path, capsys):
     assert plt.get_fignums() == open_figures  # none left open in a caller's session
     assert sorted(path.suffix for path in plots.iterdir()) == [  # no temporary file left
         ".csv", ".eps", ".jpg", ".pdf", ".png", ".svgz"]
+
+
+def test_a_figure_that_cannot_be_drawn_loses_no_trajectory(tiny, tmp_path, monkeypatch, capsys):
+    import os
+
+    from matplotlib.figure import Figure
+
+    from coreaffect.cli import _foreign
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("'xelatex' not found")
+
+    video, out = tiny.video(), tmp_path / "t.csv"
+    monkeypatch.setattr(Figure, "savefig", fails)
+    argv = ["predict", str(tiny.run), str(video), "--causal", "--quiet"]
+    assert main([*argv, "--out", str(out), "--plot", str(tmp_path / "t.png")]) == 1
+    err = capsys.readouterr().err
+    assert "t.png: matplotlib cannot draw a .png figure here ('xelatex' not found)" in err
+    assert "Traceback" not in err and out.read_text().startswith("frame,time,")  # written first
+    assert not (tmp_path / "t.png").exists()
+    monkeypatch.undo()
+    parser = build_parser()
+    if shutil.which("xelatex") is None:  # matplotlib's pgf needs LaTeX: said before any work
+        with pytest.raises(SystemExit) as stop:
+            main([*argv, "--plot", str(tmp_path / "t.pgf")])
+        assert stop.value.code == 2 and "needs xelatex" in capsys.readouterr().err
+    fifo = tmp_path / "fifo"  # a pipe named without a suffix takes a PNG, as _write_plot draws
+    os.mkfifo(fifo)
+    from coreaffect.cli import _check_outputs
+
+    _check_outputs(parser, parser.parse_args([*argv, "--plot", str(fifo)]))
+    (tmp_path / "noext").write_text("data\n")
+    assert _foreign("--plot", tmp_path / "noext") == (
+        "has no suffix, so it is not known to be a figure coreaffect drew")
 
 
 def test_json_replaces_only_metrics_files_as_evaluate_and_compare_write_them(tiny, tmp_path):
