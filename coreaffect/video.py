@@ -37,8 +37,9 @@ Timestamps (seconds):
   frame that decodes (a warning says where). A variable-frame-rate file (a phone's) gets its
   frames' times rounded to the nominal rate, the grid's empty slots are gaps, and a warning
   says so and by how much the times moved: convert such a file to a constant rate for exact
-  times. When the container carries no usable rate, the ``fps`` argument is used (else 25 Hz)
-  and a warning says so.
+  times. When the container carries no usable rate (none, or the 1000 Hz of a Matroska or WebM
+  time base), the rate its first frames' timestamps give is used, else the ``fps`` argument
+  (else 25 Hz), and a warning says which.
 * Folders: ``time = index / fps``, with ``fps`` from the argument, 25 Hz by default (the rate of
   AFEW-VA and the DANTE annotations; the corpus reader gives Aff-Wild2's frame folders 30 Hz,
   the rate of most of its videos).
@@ -147,14 +148,30 @@ class FrameChunk(NamedTuple):
     indices: np.ndarray
 
 
+def _timestamp_rate(capture: cv2.VideoCapture, frames: int = 120) -> float | None:
+    """The frame rate that the timestamps of a file's first ``frames`` frames give, from the
+    opened ``capture`` past its first frame (which it reads on); ``None`` when they give none."""
+    times = [capture.get(cv2.CAP_PROP_POS_MSEC)]
+    for _ in range(frames - 1):
+        ok, image = capture.read()
+        if not ok or image is None:
+            break
+        times.append(capture.get(cv2.CAP_PROP_POS_MSEC))
+    times = [t for t in times if math.isfinite(t)]
+    if len(times) < 2 or not times[-1] > times[0]:
+        return None
+    return 1000.0 * (len(times) - 1) / (times[-1] - times[0])
+
+
 class VideoSource:
     """A streamed source of RGB frames with timestamps.
 
     Args:
         source: A video file, a folder of numbered images, or a camera's integer device index.
         fps: Frame rate for sources that carry none: folders (default 25 Hz), and files whose
-            container has no usable rate. A file's own rate wins when it has one, unless
-            ``file_fps`` is set.
+            container has no usable rate and whose timestamps give none (where they do, the
+            rate of the first 120 frames' timestamps is used, with a warning). A file's own
+            rate wins when it has one, unless ``file_fps`` is set.
         file_fps: For files, a rate that replaces the container's, with a warning where they
             differ: a raw ``.h264`` or ``.mjpeg`` stream has no rate, and FFmpeg guesses one.
             Frames keep their order and gaps; their times are ``index / file_fps``.
@@ -290,12 +307,14 @@ class VideoSource:
                 raise VideoError(path, "no frame could be decoded (not a video, or empty)")
             count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
             rate = capture.get(cv2.CAP_PROP_FPS)
+            # 1000 Hz is what Matroska and WebM files without a rate report (their time base)
+            usable = math.isfinite(rate) and 0 < rate < 1000
+            timed = None if usable or file_fps is not None else _timestamp_rate(capture)
         finally:
             capture.release()
         self._size = (int(image.shape[1]), int(image.shape[0]))
         self._frame_count = int(count) if math.isfinite(count) and count > 0 else None
-        usable = math.isfinite(rate) and 0 < rate < 1000
-        self._grid = float(rate) if usable else None
+        self._grid = float(rate) if usable else timed
         if file_fps is not None:
             self._fps = float(file_fps)
             if usable and not math.isclose(rate, file_fps, rel_tol=1e-3):
@@ -305,6 +324,12 @@ class VideoSource:
                 warnings.warn(message, CoreAffectWarning, stacklevel=3)
         elif usable:
             self._fps = float(rate)
+        elif timed is not None:
+            self._fps = timed
+            message = (f"{path}: its container's frame rate ({rate:g}) is not usable; its "
+                       f"frames' timestamps give {timed:.6g} Hz, which is used")
+            logger.warning(message)
+            warnings.warn(message, CoreAffectWarning, stacklevel=3)
         else:
             self._fps = float(fps) if fps is not None else DEFAULT_FPS
             message = (f"{path}: the container carries no usable frame rate ({rate}); "

@@ -254,6 +254,19 @@ def test_a_variable_frame_rate_is_named_with_what_it_does_to_the_frames(tmp_path
     assert all(np.diff([f.index for f in frames]) > 0)
 
 
+def test_a_rate_the_container_cannot_give_is_taken_from_the_timestamps(tmp_path: Path) -> None:
+    """1000 Hz is what Matroska and WebM report without a rate; a file may really have it."""
+    path = write_video(tmp_path / "fast.avi", 40, "MJPG", fps=1000.0)
+    said = r"fast\.avi: its container's frame rate \(1000\) is not usable; its frames' "
+    with pytest.warns(UserWarning, match=said + "timestamps give 1000 Hz") as caught:
+        video = VideoSource(path)
+    frames = list(video)
+    assert not [w for w in caught if "variable frame rate" in str(w.message)]
+    assert video.fps == pytest.approx(1000.0) and [f.index for f in frames] == list(range(40))
+    np.testing.assert_allclose([f.time for f in frames], np.arange(40) / 1000.0)
+    assert [decode_number(f.image) for f in frames] == list(range(40))
+
+
 def test_a_given_file_rate_replaces_the_containers(video_file: Path) -> None:
     with pytest.warns(UserWarning, match="container says 20 Hz; timestamps use the 30 Hz"):
         video = VideoSource(video_file, file_fps=30.0)
