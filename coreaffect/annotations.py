@@ -299,19 +299,31 @@ def _is_afew_clip(folder: Path) -> bool:
             and any(is_frame_image(p) for p in folder.iterdir()))
 
 
+def _has_dante_file(folder: Path) -> bool:
+    """Whether ``folder`` holds DANTE's ``valence.csv`` or ``arousal.csv``, named in any case
+    (the reader then asks for lower case)."""
+    return any(p.name.lower() in _DANTE_FILES and p.is_file() for p in folder.iterdir())
+
+
+def _dimension_folders(path: Path) -> dict[str, Path]:
+    """RECOLA's ``arousal`` and ``valence`` folders in ``path``, their names in any case."""
+    return {p.name.lower(): p for p in sorted(path.iterdir())
+            if p.name.lower() in _DIMS and p.is_dir()}
+
+
 def _detect_folder(path: Path) -> str:
-    if (path / "arousal").is_dir() and (path / "valence").is_dir():
+    if len(_dimension_folders(path)) == 2:
         return "recola"
-    if any((path / name).is_file() for name in _DANTE_FILES):
+    if _has_dante_file(path):
         return "dante"
     if _is_afew_clip(path):
         return "afew-va"
     subfolders = sorted(p for p in path.iterdir() if p.is_dir())
     if any(_is_afew_clip(p) for p in subfolders):
         return "afew-va"
-    for name in _DANTE_FILES:
-        if next(path.glob(f"*/*/{name}"), None) is not None:
-            return "dante"
+    if any(_has_dante_file(video) for user in subfolders for video in user.iterdir()
+           if video.is_dir()):
+        return "dante"
     files = sorted(p for p in path.iterdir()
                    if p.suffix.lower() in (".csv", ".txt") and p.is_file())
     if files:
@@ -737,16 +749,18 @@ def _raters(root: Path) -> list[Path]:
 
 def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations:
     path = path.absolute()
-    if path.is_file() or any((path / name).is_file() for name in _DANTE_FILES):
+    if path.is_file() or _has_dante_file(path):
         if path.is_file() and path.name not in _DANTE_FILES:
-            raise AnnotationError(path, f"DANTE files are named {' or '.join(_DANTE_FILES)}")
+            case = ", in lower case: rename it" if path.name.lower() in _DANTE_FILES else ""
+            raise AnnotationError(path, f"DANTE files are named {' or '.join(_DANTE_FILES)}"
+                                        f"{case}")
         folder = path.parent if path.is_file() else path  # <root>/<UserId>/<video>
         root, found = folder.parent.parent, folder.name
         _check_video(path, video, found)
     elif path.is_dir():
         root = path
         available = {v.name: v for u in _raters(root) for v in u.iterdir()
-                     if any((v / name).is_file() for name in _DANTE_FILES)}
+                     if v.is_dir() and _has_dante_file(v)}
         found = _pick(root, available, video, "DANTE <UserId>/<video>/valence.csv")[0]
     else:
         raise AnnotationError(path, "no such file or folder")
@@ -833,9 +847,10 @@ def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
 def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotations:
     path = path.absolute()
     if path.is_dir():
-        if not all((path / dim).is_dir() for dim in _DIMS):
+        folders = _dimension_folders(path)
+        if len(folders) < 2:
             raise AnnotationError(path, "expected RECOLA folders arousal/ and valence/ here")
-        available = {p.stem: p for dim in _DIMS for p in (path / dim).glob("*.csv")}
+        available = {p.stem: p for folder in folders.values() for p in folder.glob("*.csv")}
         path = _pick(path, available, video, "RECOLA arousal/<video>.csv")[1]
     elif not path.is_file():
         raise AnnotationError(path, "no such file or folder")

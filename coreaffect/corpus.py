@@ -396,7 +396,9 @@ def _not_of(path: Path, kind: str | None, format: str, error: AnnotationError | 
 
 
 def _is_dante_file(path: Path) -> bool:
-    return path.name in ("valence.csv", "arousal.csv") and path.is_file()
+    """DANTE's ``valence.csv`` or ``arousal.csv``, in any case (the reader asks for lower case,
+    and says so)."""
+    return path.name.lower() in ("valence.csv", "arousal.csv") and path.is_file()
 
 
 def _dimension_folders(root: Path) -> list[Path]:

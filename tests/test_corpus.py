@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from coreaffect import corpus
+from coreaffect.annotations import read_annotations
 from coreaffect.config import AnnotationConfig, DataConfig, FaceConfig
 from coreaffect.corpus import discover, load_recording
 from coreaffect.crop_cache import CropCache
@@ -310,6 +311,35 @@ def test_dante_raters_of_one_dimension_and_a_missing_video_named_by_its_folder(t
     (root / "annotation" / "1234" / "plain" / "Valence.csv").write_text("")
     with pytest.raises(AnnotationError, match="Valence.csv.*in lower case"):
         recording.read_annotations()
+
+
+def test_capitalised_dante_files_are_found_and_named(tmp_path):
+    """On a case-sensitive file system, Valence.csv alone is found, then asked to be renamed."""
+    root = tmp_path / "dante"
+    root.mkdir()
+    _write_video(root / "plain.avi")
+    folder = root / "annotation" / "1234" / "plain"
+    folder.mkdir(parents=True)
+    (folder / "Valence.csv").write_text("TimeStamp;UserId;NameVideo;AnnoType;Value\n"
+                                        "0.00;1234;plain;valence;0.1\n")
+    recording, = discover(root)
+    assert recording.format == "dante"
+    for read in (recording.read_annotations, lambda: read_annotations(root / "annotation"),
+                 lambda: read_annotations(folder / "Valence.csv")):
+        with pytest.raises(AnnotationError, match="Valence.csv: DANTE files .* in lower case: "
+                                                  "rename it"):
+            read()
+
+
+def test_recola_folders_named_in_any_case_are_read(tmp_path):
+    folder = tmp_path / "emotional_behaviour"
+    for dim in ("Arousal", "Valence"):
+        (folder / dim).mkdir(parents=True)
+        (folder / dim / "P16.csv").write_text(
+            "time;FM1 ;FM2 \n" + "".join(f"{i * 0.04:.2f};0.1;0.3\n" for i in range(5)))
+    for path in (folder, folder / "Arousal" / "P16.csv"):
+        annotations = read_annotations(path, video="P16")
+        np.testing.assert_allclose(annotations.values, 0.2)
 
 
 def test_a_sewa_file_naming_another_video_is_an_error(tmp_path):
