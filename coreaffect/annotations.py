@@ -270,6 +270,11 @@ def detect_format(path: str | Path) -> str:
     semi, comma = cells[";"], cells[","]
     if semi == _DANTE_HEADER:
         return "dante"
+    if len(semi) == 5 and {"time", *_DIMS} <= set(semi) and not _is_number(semi[1]):
+        raise AnnotationError(path, f"its first line {_short(line)} is a header, and SEWA files "
+                                    "have none (their rows are name;time;arousal;valence;"
+                                    "liking): remove it, or write the csv format "
+                                    "(time,valence,arousal)")
     for sep in (";", "\t"):  # a one-file format's header, split by the wrong delimiter
         what = ("the csv format is" if {"time", *_DIMS} <= set(cells[sep])
                 else "Aff-Wild2 files are" if cells[sep] == list(_DIMS) else None)

@@ -387,6 +387,17 @@ def test_sewa_reads_arousal_before_valence(tmp_path):
     assert read_annotations(tmp_path, "sewa", video="Train_01").video == "Train_01"
 
 
+def test_a_sewa_file_with_a_header_row_is_told_it_has_one(tmp_path):
+    path = tmp_path / "vid.csv"
+    path.write_text("name;time;arousal;valence;liking\nvid;0.00;0.2;0.1;0\n")
+    with pytest.raises(AnnotationError, match=r"vid\.csv: its first line .* is a header, and "
+                                              r"SEWA files have none"):
+        read_annotations(path)
+    with pytest.raises(AnnotationError, match=r"vid\.csv, line 1: column 2: 'time' is not a "
+                                              r"number"):
+        read_annotations(path, "sewa")
+
+
 def test_sewa_name_must_be_constant(tmp_path):
     path = tmp_path / "a.csv"
     path.write_text("a;0.0;0;0;0\na;0.1;0;0;0\nb;0.2;0;0;0\n")
