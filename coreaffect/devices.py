@@ -29,7 +29,8 @@ def check_device(device: torch.device | str) -> torch.device:
     """The device named, if this machine has it; otherwise a CoreAffectError saying why.
 
     ``"cuda"`` and ``"cuda:N"`` need a CUDA device (N below their number), ``"mps"`` Apple's
-    Metal backend; a name torch does not know is refused too.
+    Metal backend; a name torch does not know is refused too. ``"cpu:N"`` is the CPU
+    (``"cpu"``): torch has one CPU device, and files load onto it by that name only.
     """
     try:
         target = torch.device(device)
@@ -42,6 +43,8 @@ def check_device(device: torch.device | str) -> torch.device:
         if target.index is not None and target.index >= count:
             raise CoreAffectError(f"device {device!r}: this machine has {count} CUDA "
                                   f"device(s), numbered from 0")
+    elif target.type == "cpu":
+        target = torch.device("cpu")
     elif target.type == "mps" and not torch.backends.mps.is_available():
         raise CoreAffectError(f"device {device!r}: Metal (mps) is not available here")
     return target

@@ -295,6 +295,10 @@ def data_settings(data: str | Path, crop_size: int,
             config.annotations, delay=delay))
     if data_config is not None:
         config = DataConfig.from_toml(data_config, base=config)
+        if config.clips.length > DENSE_LENGTH:  # said before any face is cropped
+            raise CoreAffectError(f"{data_config}: [clips] length = {config.clips.length} is "
+                                  f"longer than the {DENSE_LENGTH}-frame sequences training "
+                                  f"runs on; give at most {DENSE_LENGTH}")
     if delay is not None and config.annotations.delay == delay:
         logger.info("synthetic corpus: labels shifted by the annotators' delay, %g s", delay)
     return config

@@ -7,9 +7,9 @@ clips (:class:`~coreaffect.clips.ClipDataset`) and writes everything into a run 
   the last one when there is no validation set), with its data configuration;
 * ``RUN/training/log.csv`` and ``log.json``: one row per epoch (losses, validation RMSE and CCC
   per dimension, learning rate, seconds);
-* ``RUN/training/last.{safetensors,json}`` and ``RUN/training/optimizer.pt``: the state after the
-  last finished epoch, from which ``resume=True`` continues after an interruption; a run stopped
-  by Ctrl-C, a crash or the time budget loses at most the epoch it was in.
+* ``RUN/training/last.{safetensors,json}`` and ``RUN/training/optimizer-<hash>.pt``: the state
+  after the last finished epoch, from which ``resume=True`` continues after an interruption; a
+  run stopped by Ctrl-C, a crash or the time budget loses at most the epoch it was in.
 
 Dense training. The training items are long :class:`~coreaffect.clips.Sequence` runs of frames
 (``ClipDataset(..., dense_length=N)``). The network's trunk runs once over each, and every
@@ -341,9 +341,11 @@ def _trainable(train: ClipDataset, model: HiddenRouteNet) -> np.ndarray:
     before, after = model.temporal_context
     need = model.config.clip_length + before + after
     short = train.lengths < need
-    if short.any():
+    itemless = set(range(len(train.videos))) - {v for v, _ in train._items}  # under one clip
+    if short.any() or itemless:
         ids = sorted({train.videos[v].id
-                      for (v, _), s in zip(train._items, short, strict=True) if s})
+                      for (v, _), s in zip(train._items, short, strict=True) if s}
+                     | {train.videos[v].id for v in itemless})
         logger.warning("%d training video(s) shorter than the %d frames one window needs with "
                        "its temporal context are left out: %s", len(ids), need, ", ".join(ids))
     if short.all():
@@ -381,14 +383,28 @@ def _write_log(directory: Path, history: list[dict[str, Any]]) -> None:
     atomic_write(directory / "log.csv", text.getvalue())
 
 
+def _optimizer_file(directory: Path, state: dict) -> Path:
+    """The optimizer state that ``last.json``'s ``state`` belongs to: named by its hash, so that
+    the new one is written beside the old one (or ``optimizer.pt``, as runs saved it before)."""
+    digest = state.get("optimizer_sha256")
+    keyed = directory / f"optimizer-{digest[:16]}.pt" if isinstance(digest, str) else None
+    return keyed if keyed is not None and keyed.exists() else directory / "optimizer.pt"
+
+
 def _save_resume_state(directory: Path, model, optimizer, state: dict) -> None:
-    """``last.*`` (weights and ``state``) and ``optimizer.pt``, whose hash ``last.json`` keeps:
-    an interruption between the two writes leaves a pair that :func:`_train` can tell apart."""
+    """``last.*`` (weights and ``state``) and ``optimizer-<hash>.pt``, the hash kept in
+    ``last.json``: the new optimizer file is written beside the one the earlier ``last.*``
+    names, which is removed only once the new ``last.*`` is written, so an interruption at any
+    moment leaves a pair that belong together."""
     optimizer_bytes = _torch_bytes({"optimizer": optimizer.state_dict()})
-    atomic_write(directory / "optimizer.pt", optimizer_bytes)
+    digest = hashlib.sha256(optimizer_bytes).hexdigest()
+    keep = directory / f"optimizer-{digest[:16]}.pt"
+    atomic_write(keep, optimizer_bytes)
     save_state(directory, "last", model.state_dict(),
-               {"model": model.config.to_dict(), **state,
-                "optimizer_sha256": hashlib.sha256(optimizer_bytes).hexdigest()})
+               {"model": model.config.to_dict(), **state, "optimizer_sha256": digest})
+    for old in directory.glob("optimizer*.pt"):
+        if old != keep:
+            old.unlink(missing_ok=True)
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path, state: dict,
@@ -414,6 +430,22 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, path: Path, state: dict,
         optimizer.load_state_dict(saved["optimizer"])
     except Exception as err:  # noqa: BLE001 - the weights-only loader raises pickle's errors
         raise refuse(err) from None
+
+
+def _check_resume_state(path: Path, state: dict) -> None:
+    """Refuse a ``last.json`` whose state lacks what resuming reads, or holds it in another
+    form, naming the file."""
+    kinds = {"model": dict, "history": list, "best": (int, float), "best_epoch": int}
+    wrong = [key for key, kind in kinds.items() if not isinstance(state.get(key), kind)
+             or isinstance(state.get(key), bool)]
+    if not wrong and not all(isinstance(row, dict) and isinstance(row.get("seconds", 0.0),
+                                                                  (int, float))
+                             for row in state["history"]):
+        wrong = ["history"]
+    if wrong:
+        raise CoreAffectError(f"{path}: its {', '.join(wrong)} is missing or not of the kind "
+                              "training writes, so the training cannot go on from it; replace "
+                              "the run (--overwrite) or choose a new folder")
 
 
 def _torch_bytes(obj) -> bytes:
@@ -476,6 +508,7 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
     best, best_epoch, first_epoch = -math.inf, 0, 1
     if resume and (log_dir / "last.json").exists():
         tensors, state = load_state(log_dir, "last", config.device)
+        _check_resume_state(log_dir / "last.json", state)
         if ModelConfig.from_dict(state["model"]) != model.config:
             raise CoreAffectError(f"{log_dir}: the saved run has another network; "
                                   "start a new run directory")
@@ -483,11 +516,16 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
             raise CoreAffectError(f"{log_dir / 'last.json'}: the run was trained with other data "
                                   "settings (crops, labels or clips); resume with the same ones")
         model.load_state_dict(tensors)
-        _load_optimizer(optimizer, log_dir / "optimizer.pt", state, config.device)
+        _load_optimizer(optimizer, _optimizer_file(log_dir, state), state, config.device)
         for group in optimizer.param_groups:  # the settings of this call, not the saved ones
             group["weight_decay"] = config.weight_decay
         history, best, best_epoch = state["history"], state["best"], state["best_epoch"]
         first_epoch = len(history) + 1
+        if not best_epoch and first_epoch > config.epochs:  # nothing validated, nothing to run
+            raise CoreAffectError(f"{log_dir / 'last.json'}: {len(history)} epoch(s) were "
+                                  f"trained but none validated yet, so there is no network, "
+                                  f"and {config.epochs} epoch(s) in all leave none to run; "
+                                  f"resume with --epochs {first_epoch} or more")
         # the budget and the learning-rate schedule go on from where they were
         started -= state.get("elapsed", sum(row["seconds"] for row in history))
         logger.info("resuming %s at epoch %d", run_dir, first_epoch)

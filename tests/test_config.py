@@ -198,6 +198,7 @@ def test_bad_setting_over_a_base_is_rejected(section, name, value, expected):
     ('[video]\nfps = "30"\n', "video.fps must be a finite number > 0"),
     ("[faces]\nmargin = nan\n", "faces.margin must be a finite number >= 0, got nan"),
     ("[faces]\ncrop_size = 112.5\n", "faces.crop_size must be an integer >= 8, got 112.5"),
+    ("[clips]\nlength = 500\n", "[clips] length = 500 is longer than the 400-frame sequences"),
 ])
 def test_train_with_a_bad_config_exits_1_with_one_line(tmp_path, capsys, text, message):
     path = tmp_path / "c.toml"

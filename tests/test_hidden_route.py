@@ -344,7 +344,18 @@ def test_check_device_names_what_is_missing():
     from coreaffect.hidden_route import check_device
 
     assert check_device("cpu") == torch.device("cpu")
+    assert check_device("cpu:1") == torch.device("cpu")  # torch's one CPU, as files load onto it
     with pytest.raises(CoreAffectError, match="CUDA device"):
         check_device("cuda:99")
     with pytest.raises(CoreAffectError, match="not a device torch knows"):
         check_device("abacus")
+
+
+def test_a_saved_network_loads_onto_a_cpu_named_with_an_index(tmp_path):
+    from coreaffect.checkpoint import load_model, save_model
+    from coreaffect.config import DataConfig
+
+    model = create_model("lite")
+    save_model(model, tmp_path, DataConfig())
+    loaded = load_model(tmp_path, "cpu:0")
+    assert next(loaded.parameters()).device == torch.device("cpu")

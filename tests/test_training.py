@@ -201,7 +201,8 @@ def test_window_mode_and_no_validation(tmp_path):
     assert result.best_epoch == 1
 
 
-def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
+@pytest.mark.parametrize("stop", ["after the epoch", "while saving it"])
+def test_resume_continues_where_it_stopped(tmp_path, monkeypatch, caplog, stop):
     videos = [_video(96, s, f"t{s}") for s in range(2)]
     val = [_video(64, 9, "v")]
 
@@ -210,25 +211,30 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
 
     straight = train_hidden_route(data(), val, tmp_path / "a", _config(epochs=3),
                                   model_overrides=OVERRIDES)
-    # interrupt the second run (as Ctrl-C would) once its second epoch is saved
+    # interrupt the second run (as Ctrl-C would) once its second epoch is saved, or between
+    # writing that epoch's optimizer state and the weights and state that name it
     import coreaffect.training as training
 
-    write_log, calls = training._write_log, []
+    name = "_write_log" if stop == "after the epoch" else "save_state"
+    original, calls = getattr(training, name), []
 
-    def interrupted(directory, history):
-        write_log(directory, history)
+    def interrupted(*args, **kwargs):
         calls.append(1)
+        if len(calls) == 2 and name == "save_state":
+            raise KeyboardInterrupt
+        original(*args, **kwargs)
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(training, "_write_log", interrupted)
+    monkeypatch.setattr(training, name, interrupted)
     with pytest.raises(KeyboardInterrupt):
         train_hidden_route(data(), val, tmp_path / "b", _config(epochs=3),
                            model_overrides=OVERRIDES)
-    monkeypatch.setattr(training, "_write_log", write_log)
+    monkeypatch.setattr(training, name, original)
     resumed = train_hidden_route(data(), val, tmp_path / "b", _config(epochs=3),
                                  model_overrides=OVERRIDES, resume=True)
-    assert len(resumed.history) == 3
+    assert len(resumed.history) == 3 and "start afresh" not in caplog.text
+    assert len(list((tmp_path / "b" / "training").glob("optimizer*.pt"))) == 1
     for a, b in zip(straight.history, resumed.history, strict=True):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
         assert a["val_ccc"] == pytest.approx(b["val_ccc"], rel=1e-3, abs=1e-4)
@@ -337,12 +343,15 @@ def test_a_resume_checks_the_data_settings_and_which_optimizer_state_is_whose(tm
     with pytest.raises(CoreAffectError, match="last.json: the run was trained with other data"):
         train_hidden_route(data, None, tmp_path, _config(epochs=2), data_config=other,
                            model_overrides=OVERRIDES, resume=True)
-    # optimizer.pt of another epoch than last.* (a stop between the two writes): not used
-    saved = (tmp_path / "training" / "optimizer.pt").read_bytes()
-    (tmp_path / "training" / "optimizer.pt").write_bytes(saved + b"\0")
+    # an optimizer state that is not the one last.json names (a file of an older version,
+    # saved under one name, or altered): not used
+    saved, = (tmp_path / "training").glob("optimizer-*.pt")
+    saved.write_bytes(saved.read_bytes() + b"\0")
     result = train_hidden_route(data, None, tmp_path, _config(epochs=2),
                                 model_overrides=OVERRIDES, resume=True)
     assert len(result.history) == 2 and "moments start afresh" in caplog.text
+    saved, = (tmp_path / "training").glob("optimizer-*.pt")
+    saved.rename(tmp_path / "training" / "optimizer.pt")  # as runs saved it before
     (tmp_path / "training" / "optimizer.pt").write_bytes(b"not torch")
     meta = json.loads((tmp_path / "training" / "last.json").read_text())
     assert json.loads(json.dumps(DataConfig().to_dict())) == meta["config"]["data"]
@@ -351,6 +360,40 @@ def test_a_resume_checks_the_data_settings_and_which_optimizer_state_is_whose(tm
     with pytest.raises(CoreAffectError, match=r"optimizer\.pt: not the optimizer state"):
         train_hidden_route(data, None, tmp_path, _config(epochs=3), model_overrides=OVERRIDES,
                            resume=True)
+
+
+def test_a_resume_refuses_a_state_it_cannot_go_on_from(tmp_path, monkeypatch):
+    import coreaffect.training as training
+
+    videos = [_video(96, s, f"t{s}") for s in range(2)]
+    data = ClipDataset(videos, ClipConfig(), dense_length=48)
+    write_log = training._write_log
+
+    def interrupted(directory, history):  # stopped after epoch 2, before its validation at 5
+        write_log(directory, history)
+        if len(history) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_write_log", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_hidden_route(data, [_video(64, 9, "v")], tmp_path, _config(epochs=10,
+                                                                         validate_every=5),
+                           model_overrides=OVERRIDES)
+    monkeypatch.setattr(training, "_write_log", write_log)
+    with pytest.raises(CoreAffectError, match=r"last\.json: 2 epoch\(s\) were trained but none "
+                                              r"validated yet.*resume with --epochs 3 or more"):
+        train_hidden_route(data, [_video(64, 9, "v")], tmp_path, _config(epochs=2),
+                           model_overrides=OVERRIDES, resume=True)
+    last = tmp_path / "training" / "last.json"
+    meta = json.loads(last.read_text())
+    for key, value in (("history", None), ("best_epoch", "2"), ("history", [1, 2])):
+        broken = json.loads(json.dumps(meta))
+        broken["config"][key] = value
+        last.write_text(json.dumps(broken))
+        with pytest.raises(CoreAffectError, match=rf"last\.json: its {key} is missing or not of "
+                                                  "the kind training writes"):
+            train_hidden_route(data, None, tmp_path, _config(epochs=3),
+                               model_overrides=OVERRIDES, resume=True)
 
 
 def test_a_diverging_loss_stops_training_with_an_error(tmp_path, monkeypatch):
@@ -418,15 +461,16 @@ def test_batches_of_one_length_are_the_plain_shuffle_and_mixed_lengths_never_sha
 def test_videos_of_several_short_lengths_train_and_too_short_ones_are_left_out(tmp_path,
                                                                                 caplog):
     # shorter than dense_length, each video is one sequence of its own length; 20 frames hold
-    # no lite window with its context (24), so that video is named and left out
-    lengths = (40, 56, 40, 56, 72, 20)
+    # no lite window with its context (24), so that video is named and left out, as is one of
+    # 10 frames, shorter than a clip, which gives no sequence at all
+    lengths = (40, 56, 40, 56, 72, 20, 10)
     train = ClipDataset([_video(n, s, f"t{s}") for s, n in enumerate(lengths)], ClipConfig(),
                         dense_length=400, augment=True)
-    assert train.lengths.tolist() == list(lengths)
+    assert train.lengths.tolist() == list(lengths[:-1])
     with caplog.at_level("WARNING", logger="coreaffect.training"):
         result = train_hidden_route(train, None, tmp_path / "run", _config(batch_size=2),
                                     model_overrides=OVERRIDES)
-    assert "t5" in caplog.text and "t4" not in caplog.text
+    assert "2 training video(s) shorter" in caplog.text and "left out: t5, t6" in caplog.text
     assert [row["batches"] for row in result.history] == [3, 3]  # 40 x 2, 56 x 2, 72 x 1
     only_short = ClipDataset([_video(20, 0, "tiny")], ClipConfig(), dense_length=400)
     with pytest.raises(CoreAffectError, match="shorter than 24 frames"):
@@ -481,7 +525,8 @@ def test_a_resume_trains_with_the_weight_decay_it_is_given(tmp_path):
                        model_overrides=OVERRIDES)
     train_hidden_route(train, None, tmp_path / "run", _config(epochs=2, weight_decay=0.01),
                        model_overrides=OVERRIDES, resume=True)
-    saved = torch.load(tmp_path / "run" / "training" / "optimizer.pt", weights_only=True)
+    path, = (tmp_path / "run" / "training").glob("optimizer-*.pt")
+    saved = torch.load(path, weights_only=True)
     assert [g["weight_decay"] for g in saved["optimizer"]["param_groups"]] == [0.01]
 
 
