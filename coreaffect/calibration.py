@@ -84,6 +84,9 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
     return root ** 2
 
 
+_MARGIN = 1e-6  # relative distance of a tried factor from the errors either side of it
+
+
 def _least_worst(ratios: np.ndarray, levels: np.ndarray, low: float, high: float) -> float:
     """The factor k whose largest coverage error over ``levels`` is smallest, where a band of
     factor k covers the values ``ratios[l] <= k`` at level l.
@@ -97,8 +100,9 @@ def _least_worst(ratios: np.ndarray, levels: np.ndarray, low: float, high: float
     Found exactly: the coverages change only where k passes a ratio, so one point of every step
     is tried (between two positive ratios, below the smallest and past the largest): the
     geometric middle of the step's part within [low, high] if it has one, else the step's point
-    nearest to that range. A factor is never one of the ratios themselves, where rounding in the
-    band's arithmetic could count a label either way.
+    nearest to that range. A factor is never one of the ratios themselves, nor within a relative
+    ``_MARGIN`` (1e-6) of one, where rounding in the band's arithmetic (float32 in a predicted
+    band) could count a label either way.
     """
     finite = np.unique(ratios[np.isfinite(ratios) & (ratios > 0)])  # sorted
     if not len(finite):  # every finite ratio is 0: any factor covers those alike
@@ -110,11 +114,16 @@ def _least_worst(ratios: np.ndarray, levels: np.ndarray, low: float, high: float
     # product overflows
     a, b = np.r_[0.0, finite], np.r_[finite, np.inf]  # (C,)
     middle = np.where(a == 0, b / 2, np.where(np.isinf(b), 2 * a, np.sqrt(a) * np.sqrt(b)))
-    below, above = b * (1 - 1e-9), a * (1 + 1e-9)  # just inside either end
+    # just inside either end: far enough for a band computed in float32 to count an error at
+    # the end the same way (float32 resolves 1.2e-7); a narrower step is tried at its middle
+    below, above = b * (1 - _MARGIN), a * (1 + _MARGIN)
+    narrow = ~(above < below)
     start, end = np.maximum(a, low), np.minimum(b, high)
-    tried = np.where(start < end, np.sqrt(start) * np.sqrt(end),
-                     np.where(b <= low, np.where(below > a, below, middle),
-                              np.where(above < b, above, middle)))
+    # the step meets [low, high] (at one point when low == high, as for one level): its middle
+    # part there, else the step's point nearest to that range
+    inside = np.clip(np.sqrt(start) * np.sqrt(end), above, below)
+    tried = np.where(narrow, middle, np.where(start <= end, inside,
+                                              np.where(b <= low, below, above)))
     covered = np.stack([np.searchsorted(np.sort(row), tried, side="right") for row in ratios])
     worst = np.abs(covered / ratios.shape[1] - levels[:, None]).max(0)  # (C,)
     worst = np.round(worst, 12)  # errors equal but for rounding are ties

@@ -70,7 +70,7 @@ from torch import Tensor, nn
 from coreaffect.checkpoint import load_state, save_state
 from coreaffect.config import _is_integer, _is_real
 from coreaffect.devices import NETWORK_DTYPE, check_device, seeded
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, InputError
 from coreaffect.gplvm import GPDecoder, fit_gplvm
 from coreaffect.pyro_modules import LocalPyroModule, local_params
 
@@ -89,6 +89,9 @@ _LATENT_RADIUS = 4.0  # preimages stay within |z| <= 4, where p(z) is down to e^
 def _generator(random_state: int | torch.Generator, device: torch.device) -> torch.Generator:
     if isinstance(random_state, torch.Generator):
         return random_state
+    if not _is_integer(random_state):  # numpy's integers too, a bool or 1.5 not
+        raise InputError(f"random_state must be an integer seed or a torch.Generator, got "
+                         f"{random_state!r}")
     return torch.Generator(device=device).manual_seed(int(random_state))
 
 
@@ -113,7 +116,10 @@ def _as_tensor(x: Any, name: str, device: torch.device) -> Tensor:
     if isinstance(x, Tensor):
         return x.detach().to(device=device, dtype=NETWORK_DTYPE)
     if isinstance(x, np.ndarray):
-        return torch.as_tensor(x, dtype=NETWORK_DTYPE, device=device)
+        try:
+            return torch.as_tensor(x, dtype=NETWORK_DTYPE, device=device)
+        except (TypeError, ValueError):  # an object or string array
+            raise InputError(f"{name} must hold numbers, got an array of {x.dtype}") from None
     raise CoreAffectError(f"{name} must be a torch tensor or numpy array, got {type(x).__name__}")
 
 

@@ -119,7 +119,7 @@ from coreaffect.calibration import check_level, variance_factor
 from coreaffect.checkpoint import load_state, save_state, saved_digest
 from coreaffect.config import _is_integer
 from coreaffect.devices import NETWORK_DTYPE, check_device, seeded
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, InputError
 from coreaffect.hidden_route import AffectEstimate
 from coreaffect.manifold import (
     _MLP,
@@ -643,10 +643,10 @@ class HiddenRoutePrior(LocalPyroModule):
         try:
             levels = [check_level(level)] if single else [check_level(x) for x in level]
         except (CoreAffectError, TypeError):
-            raise CoreAffectError(f"level must be in (0, 1), or a list of such, got {level!r}"
-                                  ) from None
+            raise InputError(f"level must be in (0, 1), or a list of such, got {level!r}"
+                             ) from None
         if not levels:
-            raise CoreAffectError("level must be in (0, 1), or a list of such, got none")
+            raise InputError("level must be in (0, 1), or a list of such, got none")
         estimates = self._check_estimate(estimates, "estimates")
         y = _check_labels(labels, self._device)
         if y.shape[0] != estimates.mean.shape[0]:

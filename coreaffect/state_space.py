@@ -48,6 +48,7 @@ References:
 from __future__ import annotations
 
 import numbers
+import operator
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -428,9 +429,13 @@ def _generator(random_state: int | torch.Generator | None, device: torch.device
     generator = torch.Generator(device=device)
     if random_state is None:
         generator.seed()  # fresh randomness: an unseeded generator starts from a fixed seed
-    else:
-        generator.manual_seed(int(random_state))
-    return generator
+        return generator
+    try:
+        seed = operator.index(random_state)  # an integer, numpy's too; 1.5 or "1" not
+    except TypeError:
+        raise InputError(f"random_state must be an integer seed, a torch.Generator or None, "
+                         f"got {random_state!r}") from None
+    return generator.manual_seed(seed)
 
 
 def _draw(mean: Tensor, cov: Tensor, generator: torch.Generator) -> Tensor:

@@ -283,3 +283,14 @@ def test_one_level_too_is_calibrated_off_the_errors_and_at_any_scale():
     # equally good factors: the nearest to the levels' own, not the middle of a wide step
     c = variance_factor(np.ones(10), [0.9, 0.95])
     assert np.sqrt(c) == pytest.approx(1 / norm.ppf(0.95), rel=1e-6)
+
+
+def test_one_level_calibrated_covers_its_level_in_float32_bands_too():
+    # the factor lies well inside its step: a band computed in float32 counts the errors at
+    # its edge as the calibration did
+    for seed in range(20):
+        errors = np.abs(np.random.default_rng(seed).normal(0, 0.7, 300))
+        for level in (0.5, 0.68, 0.8, 0.9):
+            c = variance_factor(errors, [level])
+            half = np.float32(norm.ppf(0.5 + level / 2)) * np.sqrt(np.float32(c))
+            assert (errors.astype(np.float32) <= half).mean() == pytest.approx(level), seed

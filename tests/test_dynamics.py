@@ -553,6 +553,9 @@ def test_bad_inputs_are_named_before_the_filter_runs():
             smoother(params, poisoned, r)
     mask[2] = False  # masked, NaN is allowed
     assert torch.isfinite(rts_smoother(params, poisoned, r, mask).means).all()
+    for seed in ("a", 1.5):
+        with pytest.raises(InputError, match="random_state must be an integer seed"):
+            sample_posterior(params, y, r, n=2, random_state=seed)
 
 
 def test_ou_inputs_that_have_no_discretisation_are_named():

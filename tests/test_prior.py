@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_manifold import boomerang  # the same curved label distribution
 
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, InputError
 from coreaffect.hidden_route import AffectEstimate
 from coreaffect.manifold import AffectManifold, preimage
 from coreaffect.metrics import coverage
@@ -407,8 +407,15 @@ def test_bad_input(prior, manifold):
         prior.calibrate(e, boomerang(5, 17))
     with pytest.raises(CoreAffectError, match="NaN"):
         prior.calibrate(e, torch.full((4, 2), math.nan))
-    with pytest.raises(CoreAffectError, match="level"):
+    with pytest.raises(InputError, match="level"):  # also a ValueError, as levels are anywhere
         prior.calibrate(e, boomerang(4, 17), level=1.5)
+    for seed in ("a", 1.5, True):
+        with pytest.raises(InputError, match="random_state must be an integer seed"):
+            prior.predict(e, random_state=seed)
+        with pytest.raises(InputError, match="random_state must be an integer seed"):
+            manifold.log_prob(boomerang(4, 17), random_state=seed)
+    with pytest.raises(InputError, match="y must hold numbers, got an array of object"):
+        manifold.log_prob(np.array([[0.1, "x"]], dtype=object))
     with pytest.raises(CoreAffectError, match="even"):
         HiddenRoutePrior(manifold, num_samples=3).fit(e, boomerang(4, 17))
     for bad in ({"learning_rate": "x"}, {"hidden": True}, {"kl_weight": -1.0},
@@ -517,4 +524,5 @@ def test_latent_moments_are_taken_in_float64_from_the_cholesky_factor():
     torch.testing.assert_close(cov, exact, rtol=1e-15, atol=0)
     assert torch.linalg.eigvalsh(cov).min() > 1e-6  # (1.9e-6: 0.0015082 * 8.570355 squared / 88.7)
     assert int(torch.linalg.cholesky_ex(cov).info) == 0  # as the dynamics check their inputs
+
 
