@@ -228,7 +228,7 @@ def _write_plot(trajectory, path: Path, title: str) -> None:
 
 _EPILOG_DEMO = """examples:
   coreaffect demo                        # about 12 minutes on two CPU cores
-  coreaffect demo --out quick/ --quick   # a smaller corpus and budget, about 2 minutes
+  coreaffect demo --out quick/ --quick   # a smaller corpus and budget, under a minute
 """
 
 
@@ -423,10 +423,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser(
         "predict", help="valence-arousal trajectory of a video with credible bands",
         description="Crop the faces of VIDEO as RUN was trained and write one CSV row per "
-                    "decoded frame (frames without a face included: face_found = 0): time, "
-                    "valence, arousal, their central credible bands at --level, variances, and "
-                    "the latent posterior mean. Offline (the default) uses the smoother over "
-                    "the whole video; --causal the filter, with what is known at each frame; "
+                    "frame of the video from the first that decodes (frames without a face, "
+                    "and frames dropped or undecodable, included: face_found = 0): frame, "
+                    "time, valence, arousal, their central credible bands at --level, "
+                    "variances, and the latent posterior mean. Offline (the default) uses the "
+                    "smoother over the whole video; --causal the filter, with what is known at "
+                    "each frame; "
                     "--lagged the fixed-lag smoother, with what is known a few frames later "
                     "(the run's lag, 8 frames unless trained otherwise).",
         epilog=_EPILOG_PREDICT, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -469,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder to write: new, empty or an earlier demo's, which is "
                            "replaced once the new one is complete (default: demo_output)")
     demo.add_argument("--quick", action="store_true",
-                      help="a small corpus and a short budget (a smoke test, about 2 minutes)")
+                      help="a small corpus and a short budget (a smoke test, under a minute)")
     demo.add_argument("--max-minutes", type=_positive_float, default=None,
                       help="training budget (default 9, or 0.33 with --quick)")
     demo.add_argument("--seed", type=_seed, default=0, help="seed of corpus, split and training")

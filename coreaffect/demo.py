@@ -28,7 +28,7 @@ write into the output folder:
   ``run/`` holds files it did not write, is refused.
 
 ``quick=True`` shrinks everything (6 videos of 10 s, a 20-second training budget) for a smoke
-test of a minute or two; its numbers mean nothing.
+test of under a minute (33 s on two CPU cores); its numbers mean nothing.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ on 10 more, and score every stage on the last 10, as in the paper's Table 2. Thi
 Run it as a script::
 
     python examples/plot_hidden_route.py --out demo_output           # about 12 minutes
-    python examples/plot_hidden_route.py --out demo_output --quick   # about a minute, tiny
+    python examples/plot_hidden_route.py --out demo_output --quick   # under a minute, tiny
 
 It writes ``report.md``, four figures, ``metrics.json``, ``corpus/`` and ``run/`` (usable with
 ``coreaffect predict``, ``evaluate`` and ``saliency``) into the output folder.
