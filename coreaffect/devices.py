@@ -16,13 +16,24 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 
 from coreaffect.errors import CoreAffectError
 
-__all__ = ["check_device", "resolve_device", "seeded"]
+__all__ = ["check_device", "resolve_device", "seeded", "torch_seed"]
 
 NETWORK_DTYPE = torch.float32  # the networks' dtype, whatever torch.get_default_dtype() is
+
+
+def torch_seed(seed: int) -> int:
+    """``seed`` as torch's generators take it: the CPU's keeps only the low 32 bits of a seed,
+    so that 0 and 2**32 would draw alike; a seed of 2**32 or more is hashed into 32 bits
+    (numpy's ``SeedSequence``), a smaller one kept as it is."""
+    seed = int(seed)
+    if 0 <= seed < 2**32:
+        return seed
+    return int(np.random.SeedSequence(abs(seed)).generate_state(1)[0])
 
 
 def check_device(device: torch.device | str) -> torch.device:
@@ -66,6 +77,7 @@ def seeded(seed: int, device: torch.device) -> Iterator[None]:
     cuda = device.type == "cuda"
     index = (torch.cuda.current_device() if device.index is None else device.index) if cuda else 0
     with torch.random.fork_rng(devices=[index] if cuda else []):
+        seed = torch_seed(seed)
         torch.default_generator.manual_seed(seed)  # torch.manual_seed would seed every GPU too
         if cuda:
             with torch.cuda.device(index):

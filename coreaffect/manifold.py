@@ -69,7 +69,7 @@ from torch import Tensor, nn
 
 from coreaffect.checkpoint import load_state, save_state
 from coreaffect.config import _is_integer, _is_real
-from coreaffect.devices import NETWORK_DTYPE, check_device, seeded
+from coreaffect.devices import NETWORK_DTYPE, check_device, seeded, torch_seed
 from coreaffect.errors import CoreAffectError, InputError
 from coreaffect.gplvm import GPDecoder, fit_gplvm
 from coreaffect.pyro_modules import LocalPyroModule, local_params
@@ -92,7 +92,7 @@ def _generator(random_state: int | torch.Generator, device: torch.device) -> tor
     if not _is_integer(random_state):  # numpy's integers too, a bool or 1.5 not
         raise InputError(f"random_state must be an integer seed or a torch.Generator, got "
                          f"{random_state!r}")
-    return torch.Generator(device=device).manual_seed(int(random_state))
+    return torch.Generator(device=device).manual_seed(torch_seed(random_state))
 
 
 def _positive_int(value: Any, name: str) -> int:
@@ -574,12 +574,13 @@ def preimage(manifold: AffectManifold, y: Tensor, steps: int = _PREIMAGE_STEPS, 
     eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
     radius = torch.ones(z.shape[0], 1, dtype=z.dtype, device=z.device)
     for _ in range(steps):
-        point = z.requires_grad_(True)
-        with torch.enable_grad():
+        # the Jacobian needs autograd, under a caller's no_grad or inference_mode too (a tensor
+        # made in inference mode takes part in autograd only as a copy made outside it)
+        with torch.inference_mode(False), torch.enable_grad():
+            point = z.clone().requires_grad_(True)
             centre = manifold._g(point)  # (B, 2)
             rows = [torch.autograd.grad(centre[:, i].sum(), point, retain_graph=i == 0)[0]
                     for i in range(centre.shape[-1])]
-        z = z.detach()
         jac = torch.stack(rows, 1)  # (B, 2, K): each row's output depends on that row only
         residual = out - y
         normal = jac.transpose(1, 2) @ jac + _PREIMAGE_DAMPING * eye

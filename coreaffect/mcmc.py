@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from coreaffect.devices import torch_seed
 from coreaffect.errors import InputError
 from coreaffect.state_space import _sym
 
@@ -99,7 +100,7 @@ def whitened_nuts(energy: Callable[[Tensor], Tensor], centre: Tensor, *, num_sam
     chains, diverging = [], []
     with torch.random.fork_rng(devices=[]):
         for chain in range(num_chains):
-            torch.default_generator.manual_seed(seed * 1000 + chain)  # the CPU's only
+            torch.default_generator.manual_seed(torch_seed(seed * 1000 + chain))  # the CPU's
             kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept_prob)
             start = torch.randn(centre.shape, dtype=centre.dtype  # overdispersed: see above
                                 ).to(centre.device)  # drawn on the CPU, from the seed

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from coreaffect.devices import torch_seed
 from coreaffect.errors import InputError
 
 if TYPE_CHECKING:
@@ -529,7 +530,7 @@ def plot_manifold_prior(manifold, loc: np.ndarray, cov: np.ndarray,
     latent_ax.set_title("latent space")
     latent_ax.legend(fontsize="small", frameon=False, loc="upper right")
     # the valence-arousal plane: manifold and decoded prior
-    generator = torch.Generator().manual_seed(random_state)
+    generator = torch.Generator().manual_seed(torch_seed(random_state))
     labels = manifold.sample(n_samples, random_state=generator).cpu().numpy()
     va_ax.hexbin(labels[:, 0], labels[:, 1], gridsize=30, extent=(-1, 1, -1, 1), cmap="Greys",
                  mincnt=1, alpha=0.6, linewidths=0)

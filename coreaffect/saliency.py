@@ -75,6 +75,7 @@ import torch.nn.functional as F  # noqa: N812
 from scipy.stats import rankdata
 from torch import Tensor, nn
 
+from coreaffect.devices import torch_seed
 from coreaffect.errors import CoreAffectError, InputError
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet
 from coreaffect.overlays import ANIMATIONS, _display, _label, overlay_heatmaps, write_animation
@@ -310,7 +311,7 @@ def randomized_copy(model: HiddenRouteNet, seed: int = 0) -> HiddenRouteNet:
     """
     device = next(model.parameters()).device
     with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # the CPU's only: built there
+        torch.default_generator.manual_seed(torch_seed(seed))  # the CPU's only: built there
         fresh = type(model)(model.config)
     return fresh.to(device).train(model.training)
 

@@ -55,6 +55,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from coreaffect.devices import torch_seed
 from coreaffect.errors import InputError
 
 __all__ = [
@@ -435,7 +436,7 @@ def _generator(random_state: int | torch.Generator | None, device: torch.device
     except TypeError:
         raise InputError(f"random_state must be an integer seed, a torch.Generator or None, "
                          f"got {random_state!r}") from None
-    return generator.manual_seed(seed)
+    return generator.manual_seed(torch_seed(seed))
 
 
 def _draw(mean: Tensor, cov: Tensor, generator: torch.Generator) -> Tensor:

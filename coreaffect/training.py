@@ -96,7 +96,7 @@ from coreaffect.checkpoint import atomic_write, load_model, load_state, save_mod
 from coreaffect.clips import Clip, ClipDataset, Sequence
 from coreaffect.config import ClipConfig, DataConfig, _check_choice, _check_float, _check_int
 from coreaffect.corpus import LabelledVideo
-from coreaffect.devices import check_device, seeded
+from coreaffect.devices import check_device, seeded, torch_seed
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import evaluate_hidden_route, long_enough
 from coreaffect.hidden_route import (
@@ -549,7 +549,7 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         for group in optimizer.param_groups:
             group["lr"] = config.lr * 0.5 * (1 + math.cos(math.pi * min(progress_done, 1.0)))
         train.set_epoch(epoch)
-        generator = torch.Generator().manual_seed((config.seed * 1000 + epoch) % _SEEDS)
+        generator = torch.Generator().manual_seed(torch_seed((config.seed * 1000 + epoch) % _SEEDS))
         loader = DataLoader(train, batch_sampler=_EqualLengthBatches(
                                 train.lengths, trainable, config.batch_size, generator),
                             num_workers=config.num_workers, generator=generator)
