@@ -36,8 +36,11 @@ deviation of about ``s sqrt(2 theta dt)`` (0.1 at the defaults, before the squas
   lift with ``v > 0`` and their inner ends rise with ``v < 0`` (sadness); the cheeks rise with
   ``max(v, 0)``, pushing the lower eyelids up and deepening the cheek folds. One frame shows all
   of it.
-* *arousal is mostly temporal*: blinks (0.25 s each) arrive as a Poisson process of rate
-  ``blink_rate[0] * (blink_rate[1] / blink_rate[0]) ** alpha`` per second; the head jitters
+* *arousal is mostly temporal*: blinks (0.25 s each) start as a Poisson process of rate
+  ``lambda = blink_rate[0] * (blink_rate[1] / blink_rate[0]) ** alpha`` per second, less the
+  starts that fall inside a blink still running, so that they come at about
+  ``lambda / (1 + 0.2 lambda)`` per second at 25 fps (from 0.10 to 0.98 with the default
+  rates, measured over 4000 s at arousal -1 and +1); the head jitters
   (position, roll, nod) with an AR(1) process of time constant 0.1 s whose standard deviation
   grows linearly from ``head_jitter[0]`` to ``head_jitter[1]`` face heights; the lips move as in
   speech, ``rest + talk(alpha) sin(phase)`` at a syllable rate near 4 Hz, centred on the
@@ -190,6 +193,7 @@ class SynthConfig:
             (self.seed >= 0, f"seed must be >= 0, got {self.seed}"),
             (self.videos >= 1, f"videos must be >= 1, got {self.videos}"),
             (self.seconds > 0 and self.fps > 0, "seconds and fps must be positive"),
+            (self.fps >= 1, f"fps must be at least 1 (a clip is 16 frames), got {self.fps:g}"),
             (self.frames >= 1, f"seconds * fps must round to one frame or more, got "
                                f"{self.seconds:g} s at {self.fps:g} fps"),
             (width >= 320 and height >= 240,

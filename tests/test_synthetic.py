@@ -82,6 +82,7 @@ def test_ou_is_exact_for_a_coarse_step():
     {"correlation": 1.0, "reversion": (0.3, 0.3)},  # at the bound: a singular diffusion
     {"correlation": float("nan")}, {"std": (0.8, float("nan"))}, {"seconds": float("inf")},
     {"seconds": 0.01}, {"seed": -1},  # no frame; a seed numpy refuses
+    {"fps": 0.5, "seconds": 600},  # a frame every 2 s: no clip, and OpenCV writes none
 ])
 def test_invalid_configurations_are_refused(changes):
     with pytest.raises(CoreAffectError, match="SynthConfig"):
