@@ -64,7 +64,13 @@ from coreaffect.annotations import (
     read_annotations,
 )
 from coreaffect.config import DataConfig, FaceConfig, VideoConfig
-from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning, listing
+from coreaffect.errors import (
+    AnnotationError,
+    CoreAffectError,
+    CoreAffectWarning,
+    InputError,
+    listing,
+)
 from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.video import VideoSource, is_frame_image, numbered_images
 
@@ -120,8 +126,12 @@ def open_source(source: str | Path | int, config: VideoConfig, format: str | Non
     """
     rate, first = folder_numbering(format)
     camera = isinstance(source, (int, np.integer)) and not isinstance(source, bool)
+    if not camera and not isinstance(source, (str, os.PathLike)):
+        raise InputError(f"a video must be a file or folder path, or a camera index, got "
+                         f"{type(source).__name__}")
     if not camera and Path(source).is_dir():
-        config = dataclasses.replace(config, fps=fps or config.fps or rate)
+        given = next((x for x in (fps, config.fps) if x is not None), rate)  # 0 is refused
+        config = dataclasses.replace(config, fps=given)
         if first_index is None and config.first_index is None:
             _check_numbering([Path(source)], first, format)
         first_index = next(x for x in (first_index, config.first_index, first) if x is not None)

@@ -80,7 +80,7 @@ import os
 import shutil
 import tempfile
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,7 @@ import numpy as np
 import torch
 from torch.distributions import MultivariateNormal
 
+from coreaffect.annotations import FORMATS
 from coreaffect.calibration import (  # noqa: F401 - write_bands was here
     BANDED_STAGES,
     band_factors,
@@ -100,14 +101,14 @@ from coreaffect.calibration import (  # noqa: F401 - write_bands was here
 from coreaffect.checkpoint import load_data_config, load_model
 from coreaffect.config import DataConfig, _is_integer
 from coreaffect.decoding import mixture_quantiles
-from coreaffect.devices import check_device
+from coreaffect.devices import check_device, torch_seed
 from coreaffect.dynamics import (
     AffectObservations,
     CoreAffectDynamics,
 )
 from coreaffect.errors import CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops, _with_missing_frames, spool_crops
-from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, frame_windows
+from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _chunk_plan, frame_windows
 from coreaffect.prior import HiddenRoutePrior, latent_moments
 from coreaffect.streaming import _StreamState
 from coreaffect.trajectory import AffectRow, AffectTrajectory
@@ -264,6 +265,13 @@ class CoreAffect:
             raise CoreAffectError(f"chunk_frames, segment_frames and decode_chunk must be "
                                   f"integers >= 1, got {chunk_frames!r}, {segment_frames!r} and "
                                   f"{decode_chunk!r}")
+        if band_scale is not None and not isinstance(band_scale, Mapping):
+            raise CoreAffectError(f"band_scale must map stages ({', '.join(_DYNAMIC)}) to "
+                                  f"their band factors, got {band_scale!r}")
+        _chunk_plan(0, model.config, chunk_frames)  # one the network cannot take: said now
+        if folder_format is not None and folder_format not in FORMATS:
+            raise CoreAffectError(f"folder_format must be one of {', '.join(FORMATS)}, got "
+                                  f"{folder_format!r}")
         unknown = sorted(set(band_scale or {}) - set(_DYNAMIC))
         if unknown:
             raise CoreAffectError(f"band_scale has factors of the stages {', '.join(_DYNAMIC)}, "
@@ -297,13 +305,19 @@ class CoreAffect:
         key = (int(self.random_state), self.n_decode_samples, self.prior.manifold.n_latent)
         if self._points is None or self._points[0] != key:
             half = self.n_decode_samples // 2
-            sobol = torch.quasirandom.SobolEngine(key[2], scramble=True, seed=key[0])
+            sobol = torch.quasirandom.SobolEngine(key[2], scramble=True, seed=torch_seed(key[0]))
             first = sobol.quasi.to(_DTYPE) / 2**sobol.MAXBIT  # (K,) the sequence's first point
             points = sobol.draw(half, dtype=_DTYPE)  # (S/2, K)
             points[0] = first  # the engine makes it in the default dtype, which may be float32
             eps = torch.special.ndtri(points.clamp(1e-12, 1 - 1e-12))
             self._points = key, torch.cat([eps, -eps])
         return self._points[1]
+
+    def __repr__(self) -> str:
+        stages = ", ".join(s for s, here in (("raw", True), ("prior", self.prior is not None),
+                                             ("dynamics", self.dynamics is not None)) if here)
+        return (f"CoreAffect({self.model.config.name!r}, stages: {stages}, lag={self.lag}, "
+                f"device={str(self.device)!r})")
 
     # -- construction ---------------------------------------------------------------------------
 
@@ -331,9 +345,12 @@ class CoreAffect:
         bands = read_bands(run)
         if bands is not None:
             scales, lag = bands
+            if "lag" in kwargs:
+                check_lag(kwargs["lag"])  # before a warning that would name a bad lag
             if kwargs.get("lag", lag) != lag and "band_scale" not in kwargs:
-                logger.warning("%s: lag %s instead of the run's %s; the lagged bands are not "
-                               "calibrated for it", run, kwargs["lag"], lag)
+                if kwargs["lag"] is not None:  # None: no lagged stage, nothing to calibrate
+                    logger.warning("%s: lag %s instead of the run's %s; the lagged bands are "
+                                   "not calibrated for it", run, kwargs["lag"], lag)
                 scales = {k: v for k, v in scales.items() if k != "lagged"}
             kwargs.setdefault("band_scale", scales)
             kwargs.setdefault("lag", lag)

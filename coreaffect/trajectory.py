@@ -93,6 +93,12 @@ class AffectTrajectory:
         """The number of frames T."""
         return len(self.times)
 
+    def __repr__(self) -> str:
+        span = (f", {self.times[0]:g} s to {self.times[-1]:g} s, face in "
+                f"{np.mean(self.face_found):.0%}" if len(self) else "")
+        return (f"AffectTrajectory(stage={self.stage!r}, level={self.level:g}, "
+                f"{len(self)} frames{span})")
+
     @property
     def columns(self) -> list[str]:
         """Column names of :meth:`to_csv` and :meth:`to_dataframe`, in order."""

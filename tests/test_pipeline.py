@@ -569,3 +569,51 @@ def test_stream_equals_predict_for_any_clip_and_stride(affect, tiny, clip, pools
         np.testing.assert_allclose([[r.valence, r.arousal_upper] for r in rows],
                                    np.column_stack([batch.mean[:, 0], batch.upper[:, 1]]),
                                    atol=1e-4)
+
+
+def test_predict_and_stream_run_under_a_callers_inference_mode(affect, tiny):
+    free = affect.predict(tiny.video(), causal=True)
+    with torch.inference_mode():  # a notebook habit: the prior's centre still gets its Jacobian
+        inside = affect.predict(tiny.video(), causal=True)
+        first = next(iter(affect.stream(tiny.video())))
+    np.testing.assert_allclose(inside.mean, free.mean, atol=1e-6)
+    assert np.isfinite(first.valence)
+
+
+def test_seeds_torch_would_take_alike_draw_apart():
+    from coreaffect.devices import torch_seed
+
+    assert [torch_seed(s) for s in (0, 1, 2**32 - 1)] == [0, 1, 2**32 - 1]  # kept as they were
+    folded = {torch_seed(s) for s in (2**32, 2**32 + 1, 2**40, 2**63 - 1)}
+    assert len(folded) == 4 and all(0 <= s < 2**32 for s in folded) and 0 not in folded
+    draws = [torch.rand(3, generator=torch.Generator().manual_seed(torch_seed(s)))
+             for s in (0, 2**32)]
+    assert not torch.equal(*draws)
+
+
+def test_bad_arguments_are_named_before_any_work(tiny, caplog, tmp_path):
+    from coreaffect.errors import InputError
+
+    for kwargs, message in (({"band_scale": 2.0}, "band_scale must map stages"),
+                            ({"chunk_frames": 7}, "chunk_frames must be at least"),
+                            ({"folder_format": "bogus"}, "folder_format must be one of"),
+                            ({"lag": "8"}, "lag")):
+        with pytest.raises(CoreAffectError, match=message):
+            CoreAffect.load(tiny.run, **kwargs)
+    assert "instead of the run's" not in caplog.text  # no warning naming a lag refused
+    off = CoreAffect.load(tiny.run, lag=None)  # no lagged stage: nothing to warn of
+    assert off.lag is None and "instead of the run's" not in caplog.text
+    with pytest.raises(InputError, match="a video must be a file or folder path"):
+        off.predict(np.zeros((20, 64, 64, 3), np.uint8))
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(folder / f"{k:05d}.png"), np.zeros((32, 32, 3), np.uint8))
+    with pytest.raises(CoreAffectError, match="fps must be a finite number > 0.*got 0"):
+        off.open_video(folder, fps=0)  # not the run's rate in its place
+    assert repr(off) == "CoreAffect('lite', stages: raw, prior, dynamics, lag=None, device='cpu')"
+    trajectory = off.predict(tiny.video(), causal=True)
+    assert repr(trajectory).startswith("AffectTrajectory(stage='filtered', level=0.9, ")
+    assert len(repr(trajectory)) < 120
