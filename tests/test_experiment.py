@@ -198,7 +198,10 @@ def test_train_run_refuses_a_prior_whose_only_paired_frames_are_in_a_video_short
     write_corpus(short, SynthConfig(videos=1, seconds=0.5, seed=5, rater_delay=0.0), workers=1)
     shutil.copy(short / "videos" / "synth000.avi", corpus / "videos" / "short000.avi")
     for rater in (short / "annotation").iterdir():
-        shutil.copytree(rater / "synth000", corpus / "annotation" / rater.name / "short000")
+        folder = corpus / "annotation" / rater.name / "short000"
+        shutil.copytree(rater / "synth000", folder)
+        for path in folder.glob("*.csv"):  # named as the video it now is (NameVideo)
+            path.write_text(path.read_text().replace(";synth000.avi;", ";short000.avi;"))
     run = tmp_path / "run"
     with pytest.raises(CoreAffectError, match=r"no training video of at least one clip \(16 "
                                               r"frames\) has a frame with a face and both"):
