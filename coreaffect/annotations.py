@@ -812,9 +812,9 @@ def _check_dante_names(named: dict[Path, str], folder: str) -> None:
                                  f"{named[b]!r}: DANTE's export is laid out "
                                  "<UserId>/<video>/valence.csv, one folder per rater, then "
                                  "per video")
-    for key, path in keys.items():
-        stem = _video_key(Path(named[path]).stem)
-        if _video_key(folder) not in (key, stem):
+    if keys:  # one video named by all
+        key, path = next(iter(keys.items()))
+        if _video_key(folder) not in (key, _video_key(Path(named[path]).stem)):
             message = (f"{path}: its NameVideo column names {named[path]!r}, but the folder "
                        f"names the video {folder!r}; the folder's name is used")
             logger.warning(message)

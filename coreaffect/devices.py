@@ -31,9 +31,7 @@ def torch_seed(seed: int) -> int:
     so that 0 and 2**32 would draw alike; a seed of 2**32 or more is hashed into 32 bits
     (numpy's ``SeedSequence``), a smaller one kept as it is."""
     seed = int(seed)
-    if 0 <= seed < 2**32:
-        return seed
-    return int(np.random.SeedSequence(abs(seed)).generate_state(1)[0])
+    return seed if seed < 2**32 else int(np.random.SeedSequence(seed).generate_state(1)[0])
 
 
 def check_device(device: torch.device | str) -> torch.device:

@@ -104,10 +104,10 @@ def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | flo
     theta, mu, diffusion = theta.to(work), mu.to(work), diffusion.to(work)
     dt = torch.as_tensor(dt, dtype=work, device=theta.device)
     with torch.no_grad():
-        if not bool((torch.isfinite(dt) & (dt >= 0)).all()):
-            bad = dt[~(torch.isfinite(dt) & (dt >= 0))].flatten()[0]
+        bad = dt[~(torch.isfinite(dt) & (dt >= 0))]
+        if bad.numel():
             raise InputError(f"dt must be finite and >= 0 (times must not go back); got "
-                             f"{float(bad):g}")
+                             f"{float(bad[0]):g}")
     eye = torch.eye(k, dtype=work, device=theta.device)
     transition = torch.linalg.matrix_exp(-theta * dt[..., None, None])  # (..., K, K)
     offset = ((eye - transition) @ mu[..., None])[..., 0]
