@@ -110,6 +110,16 @@ def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b) - 1) for a, b in zip(edges[::2], edges[1::2], strict=True)]
 
 
+def _per_frame(name: str, value: Any, frames: int, shape: tuple[int, ...]) -> np.ndarray:
+    """``value`` as a float array of shape ``(frames, *shape)``, or an InputError naming it."""
+    array = np.asarray(value, dtype=np.float64)
+    if array.shape != (frames, *shape):
+        wanted = ", ".join(str(n) for n in (frames, *shape))
+        raise InputError(f"{name} must have shape ({wanted}) like the {frames} times, got "
+                         f"{array.shape}")
+    return array
+
+
 def plot_trajectory(times: np.ndarray, mean: np.ndarray, truth: np.ndarray | None = None,
                     var: np.ndarray | None = None, face_found: np.ndarray | None = None,
                     axes: Sequence[Axes] | None = None, *, level: float = 0.9,
@@ -136,11 +146,28 @@ def plot_trajectory(times: np.ndarray, mean: np.ndarray, truth: np.ndarray | Non
 
     Returns:
         The two axes, y limited to [-1.05, 1.05].
+
+    Raises:
+        InputError: An array does not have one row per time, ``level`` is outside (0, 1), or
+            ``axes`` is not a pair.
     """
     from scipy.special import ndtri
 
-    times = np.asarray(times, dtype=np.float64)
-    mean = np.asarray(mean, dtype=np.float64).reshape(len(times), 2)
+    times = np.asarray(times, dtype=np.float64).reshape(-1)
+    frames = len(times)
+    mean = _per_frame("mean", mean, frames, (2,))
+    truth = None if truth is None else _per_frame("truth", truth, frames, (2,))
+    var = None if var is None else _per_frame("var", var, frames, (2,))
+    if band is not None:
+        if len(band) != 2:
+            raise InputError(f"band must be a pair (lower, upper), got {len(band)} arrays")
+        band = (_per_frame("band lower", band[0], frames, (2,)),
+                _per_frame("band upper", band[1], frames, (2,)))
+    if face_found is not None:
+        face_found = np.asarray(face_found, dtype=bool)
+        if face_found.shape != (frames,):
+            raise InputError(f"face_found must have shape ({frames},) like the times, got "
+                             f"{face_found.shape}")
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
     if axes is None:
@@ -150,22 +177,21 @@ def plot_trajectory(times: np.ndarray, mean: np.ndarray, truth: np.ndarray | Non
     if len(axes) != 2:
         raise InputError(f"axes must be a pair (valence, arousal), got {len(axes)}")
     step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
-    missing = _spans(~np.asarray(face_found, dtype=bool)) if face_found is not None else []
+    missing = _spans(~face_found) if face_found is not None else []
     for d, (ax, name) in enumerate(zip(axes, ("valence", "arousal"), strict=True)):
         for k, (a, b) in enumerate(missing):
             ax.axvspan(times[a] - step / 2, times[b] + step / 2, color="0.85", lw=0, zorder=0,
                        label="no face" if k == 0 else None)
         if band is not None:
-            low, high = (np.asarray(x, dtype=np.float64).reshape(len(times), 2)[:, d]
-                         for x in band)
+            low, high = (x[:, d] for x in band)
         elif var is not None:
-            half = ndtri(0.5 + level / 2) * np.sqrt(np.asarray(var, dtype=np.float64)[:, d])
+            half = ndtri(0.5 + level / 2) * np.sqrt(var[:, d])
             low, high = mean[:, d] - half, mean[:, d] + half
         if band is not None or var is not None:
             ax.fill_between(times, low, high, color="C1", alpha=0.25, lw=0,
                             label=f"{level:.0%} band")
         if truth is not None:
-            ax.plot(times, np.asarray(truth, dtype=np.float64)[:, d], color="k", lw=1.2,
+            ax.plot(times, truth[:, d], color="k", lw=1.2,
                     label="ground truth")
         ax.plot(times, mean[:, d], color="C1", lw=1.2, label=label)
         ax.axhline(0.0, color="0.7", lw=0.6, zorder=0)

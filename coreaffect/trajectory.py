@@ -278,6 +278,9 @@ class AffectTrajectory:
 
         Returns:
             The two axes.
+
+        Raises:
+            InputError: ``truth`` does not have one row per frame.
         """
         from coreaffect.plots import plot_trajectory
 

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from coreaffect import plots  # noqa: E402
+from coreaffect.errors import InputError  # noqa: E402
 from coreaffect.metrics import evaluate_videos  # noqa: E402
 
 
@@ -49,6 +50,19 @@ def test_plot_trajectory(tmp_path):
     assert list(plots.plot_trajectory(times, mean, axes=given)) == list(given)
     with pytest.raises(ValueError, match="pair"):
         plots.plot_trajectory(times, mean, axes=[given[0]])
+
+
+@pytest.mark.parametrize("argument", ["mean", "truth", "var", "face_found", "band"])
+def test_plot_trajectory_names_an_argument_of_the_wrong_length(argument):
+    times, truth, mean, var, found = _trajectory()
+    given = {"mean": mean, "truth": truth, "var": var, "face_found": found,
+             "band": (mean - 0.1, mean + 0.1)}
+    given[argument] = (given[argument][0][:-1], given[argument][1]) if argument == "band" \
+        else given[argument][:-1]
+    with pytest.raises(InputError, match=argument.split("_")[0]):
+        plots.plot_trajectory(times, **given)
+    with pytest.raises(InputError, match="truth"):
+        plots.plot_trajectory(times, mean, truth[:, :1])
 
 
 def test_plot_trajectory_shades_the_band_it_is_given():
