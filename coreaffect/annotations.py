@@ -107,7 +107,6 @@ import io
 import json
 import logging
 import re
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -115,7 +114,7 @@ from typing import NamedTuple
 import numpy as np
 
 from coreaffect.config import FUSIONS
-from coreaffect.errors import AnnotationError, CoreAffectWarning, InputError
+from coreaffect.errors import AnnotationError, InputError, warn
 from coreaffect.labels import fuse_raters, resample_labels
 from coreaffect.trajectory import AffectTrajectory
 from coreaffect.video import is_frame_image
@@ -235,8 +234,7 @@ def _warn_unfused(got: Annotations, fusion: str) -> None:
                f"{counts} labelled time(s) without a label: only raters of weight 0 labelled "
                "them (raters that correlate with the others negatively, or not at all, as when "
                "they share no labelled time); fusion='mean' keeps them")
-    logger.warning(message)
-    warnings.warn(message, CoreAffectWarning, stacklevel=3)
+    warn(logger, message, stacklevel=3)
 
 
 def detect_format(path: str | Path) -> str:
@@ -706,8 +704,7 @@ def _read_afew(path: Path, video: str | None, fps: float | None) -> Annotations:
     if raw.size and np.abs(raw).max() <= 1 and (np.abs(raw - np.round(raw)) > 1e-6).any():
         message = (f"{path}: every label is within [-1, 1], and not all are integers: already "
                    f"scaled? AFEW-VA labels are integers in [-10, 10], read divided by 10")
-        logger.warning(message)
-        warnings.warn(message, CoreAffectWarning, stacklevel=3)
+        warn(logger, message, stacklevel=3)
     return Annotations(frame_numbers / fps, labels, clip, path)
 
 
@@ -817,8 +814,7 @@ def _check_dante_names(named: dict[Path, str], folder: str) -> None:
         if _video_key(folder) not in (key, _video_key(Path(named[path]).stem)):
             message = (f"{path}: its NameVideo column names {named[path]!r}, but the folder "
                        f"names the video {folder!r}; the folder's name is used")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=4)
+            warn(logger, message, stacklevel=4)
 
 
 def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:

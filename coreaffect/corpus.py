@@ -48,7 +48,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -67,9 +66,9 @@ from coreaffect.config import DataConfig, FaceConfig, VideoConfig
 from coreaffect.errors import (
     AnnotationError,
     CoreAffectError,
-    CoreAffectWarning,
     InputError,
     listing,
+    warn,
 )
 from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.video import VideoSource, is_frame_image, numbered_images
@@ -387,8 +386,7 @@ def _flat_entries(files: _FlatFiles, format: str, videos: dict[str, list[Path]]
     if left_out:
         message = (f"{len(left_out)} video(s) left out: the file named like each, beside it, is "
                    f"not a {format} annotation ({listing(left_out, 3, '; ')})")
-        logger.warning(message)
-        warnings.warn(message, CoreAffectWarning, stacklevel=4)
+        warn(logger, message, stacklevel=4)
     return entries
 
 
@@ -636,8 +634,7 @@ def _check_numbering(folders: Sequence[Path], first: int, format: str | None) ->
                    "count from 1, as ffmpeg's %05d.png does, set first_index = 1 in the [video] "
                    "section of the data configuration (predict: --first-index 1); read from 0, "
                    "every frame is one frame later than its labels")
-        logger.warning(message)
-        warnings.warn(message, CoreAffectWarning, stacklevel=3)
+        warn(logger, message, stacklevel=3)
 
 
 def _read_labels(recording: Recording, config: DataConfig) -> Annotations:
@@ -683,5 +680,4 @@ def _check_span(annotations: Annotations, frame_times: np.ndarray, delay: float 
                        f"{video:.3g} s; frames outside them have no label")
     if problem is not None:
         message = f"{annotations.path}: annotation of video {annotations.video!r}: {problem}"
-        logger.warning(message)
-        warnings.warn(message, CoreAffectWarning, stacklevel=3)
+        warn(logger, message, stacklevel=3)

@@ -45,7 +45,6 @@ import copy
 import logging
 import math
 import secrets
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -57,7 +56,7 @@ from torch import Tensor
 from coreaffect.calibration import check_level
 from coreaffect.config import _is_integer, _is_real
 from coreaffect.decoding import decode_draws, decode_gaussian
-from coreaffect.errors import CoreAffectError, CoreAffectWarning, InputError
+from coreaffect.errors import CoreAffectError, InputError, warn
 from coreaffect.mcmc import (
     inference_data,
     named_nuts,
@@ -526,8 +525,7 @@ class CoreAffectDynamics:
                        f"within a video, fewer than their {n_params} parameters: the rate of "
                        "reversion (theta) and the diffusion are barely identified; fit them to "
                        "more frames")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=2)
+            warn(logger, message, stacklevel=2)
         raw = {name: value.clone().requires_grad_()
                for name, value in self._initial_guess(batches).items()}
 

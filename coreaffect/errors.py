@@ -6,11 +6,13 @@ command line) can tell "your file is wrong" apart from a bug. Each names the fil
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["AnnotationError", "CoreAffectError", "CoreAffectWarning", "InputError",
-           "VideoError"]
+           "VideoError", "warn"]
 
 
 class CoreAffectError(Exception):
@@ -20,6 +22,17 @@ class CoreAffectError(Exception):
 class CoreAffectWarning(UserWarning):
     """A warning about the user's data (a truncated video, an odd frame numbering); coreaffect
     also logs it, so the command line shows it once, as a log line."""
+
+
+def warn(logger: logging.Logger, message: str, stacklevel: int = 2) -> None:
+    """Log ``message`` as a warning and issue it as a :class:`CoreAffectWarning`: a script can
+    catch or filter it, and the command line (which ignores the warning) shows the log line.
+
+    ``stacklevel`` counts as in :func:`warnings.warn` from the caller of this function: 2 blames
+    the caller's caller.
+    """
+    logger.warning(message)
+    warnings.warn(message, CoreAffectWarning, stacklevel=stacklevel + 1)
 
 
 class InputError(CoreAffectError, ValueError):

@@ -75,7 +75,7 @@ import cv2
 import numpy as np
 
 from coreaffect.config import FaceConfig
-from coreaffect.errors import CoreAffectError, InputError
+from coreaffect.errors import CoreAffectError, InputError, warn
 from coreaffect.video import FrameChunk, VideoSource
 
 __all__ = ["FaceCropper", "FaceCrops", "spool_crops"]
@@ -151,8 +151,8 @@ def _with_missing_frames(part: FaceCrops, last: tuple[int, float] | None, block:
         low, low_time = (int(indices[cut - 1]), float(times[cut - 1])) if cut else last
         high, high_time = int(indices[cut]), float(times[cut])
         if high_time - low_time > _LONG_GAP:
-            logger.warning("%s: frames %d to %d (%.1f s to %.1f s) are missing; their rows have "
-                           "no face", name, low + 1, high - 1, low_time, high_time)
+            warn(logger, f"{name}: frames {low + 1} to {high - 1} ({low_time:.1f} s to "
+                 f"{high_time:.1f} s) are missing; their rows have no face", stacklevel=3)
         for first in range(low + 1, high, block):
             numbers = np.arange(first, min(first + block, high), dtype=np.int64)  # (n,)
             size = part.crops.shape[1:]

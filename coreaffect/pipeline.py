@@ -106,7 +106,7 @@ from coreaffect.dynamics import (
     AffectObservations,
     CoreAffectDynamics,
 )
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, warn
 from coreaffect.faces import FaceCropper, FaceCrops, _with_missing_frames, spool_crops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _chunk_plan, frame_windows
 from coreaffect.prior import HiddenRoutePrior, latent_moments
@@ -767,13 +767,14 @@ class CoreAffect:
         name = str(video.source if isinstance(video, VideoSource) else video)
         clip = self.model.config.clip_length
         if len(crops.times) < clip:
-            logger.warning("%s: %d frames, fewer than one %d-frame clip: no frame has an "
-                           "estimate, so no row says anything of the face (each is the "
-                           "dynamics' prior, or empty)", name, len(crops.times), clip)
+            problem = (f"{len(crops.times)} frames, fewer than one {clip}-frame clip: no frame "
+                       "has an estimate")
         elif not bool(np.asarray(crops.face_found).any()):
-            logger.warning("%s: no face found in any of its %d frames, so no row says "
-                           "anything of the face (each is the dynamics' prior, or empty)", name,
-                           len(crops.times))
+            problem = f"no face found in any of its {len(crops.times)} frames"
+        else:
+            return
+        warn(logger, f"{name}: {problem}, so no row says anything of the face (each is the "
+             "dynamics' prior, or empty)", stacklevel=3)
 
     # -- streaming ------------------------------------------------------------------------------
 

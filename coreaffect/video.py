@@ -63,7 +63,6 @@ import logging
 import math
 import re
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -72,7 +71,7 @@ import cv2
 import numpy as np
 
 from coreaffect.config import VideoConfig
-from coreaffect.errors import CoreAffectWarning, InputError, VideoError, listing
+from coreaffect.errors import InputError, VideoError, listing, warn
 
 __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource",
            "is_frame_image", "numbered_images"]
@@ -320,22 +319,19 @@ class VideoSource:
             if usable and not math.isclose(rate, file_fps, rel_tol=1e-3):
                 message = (f"{path}: its container says {rate:g} Hz; timestamps use the "
                            f"{self._fps:g} Hz given")
-                logger.warning(message)
-                warnings.warn(message, CoreAffectWarning, stacklevel=3)
+                warn(logger, message, stacklevel=3)
         elif usable:
             self._fps = float(rate)
         elif timed is not None:
             self._fps = timed
             message = (f"{path}: its container's frame rate ({rate:g}) is not usable; its "
                        f"frames' timestamps give {timed:.6g} Hz, which is used")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+            warn(logger, message, stacklevel=3)
         else:
             self._fps = float(fps) if fps is not None else DEFAULT_FPS
             message = (f"{path}: the container carries no usable frame rate ({rate}); "
                        f"timestamps use {self._fps:g} Hz")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+            warn(logger, message, stacklevel=3)
 
     def _open_folder(self, fps: float | None) -> None:
         folder = self._source
@@ -352,8 +348,7 @@ class VideoSource:
                        "face. If the images are consecutive frames (their numbers timestamps, "
                        "or every Nth frame kept), number them 0, 1, 2, ... and give their rate "
                        "(--fps)")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+            warn(logger, message, stacklevel=3)
         first_index, first_path = self._files[0]
         if first_index < 0:
             raise VideoError(first_path, f"frame number {first_index + self.first_index} is below "
@@ -504,8 +499,7 @@ class VideoSource:
         if start:
             message = (f"{self._source}: its first {start} frame(s) could not be decoded; the "
                        f"video starts at frame index {start}, {start / self._fps:g} s")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+            warn(logger, message, stacklevel=3)
         shown = listing(missing)
         if early:
             grid = self._grid or self._fps
@@ -515,20 +509,17 @@ class VideoSource:
                        f"{off:.3g} s) and the empty slots are read as frames without a face. "
                        f"For exact times, convert it to a constant rate first (for example "
                        f"ffmpeg -i IN -vsync cfr -r {grid:g} OUT)")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+            warn(logger, message, stacklevel=3)
         elif missing:
             message = (f"{self._source}: {len(missing)} frame(s) could not be decoded or were "
                        f"dropped by the container (index {shown}); they are read as frames "
                        "without a face")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+            warn(logger, message, stacklevel=3)
         if self._frame_count is not None and previous + 1 < self._frame_count:
             message = (f"{self._source}: decoding stopped at frame index {previous + 1}, but "
                        f"the container announces {self._frame_count} frames (truncated or "
                        f"corrupt file); {previous + 1 - start - len(missing)} frames were read")
-            logger.warning(message)
-            warnings.warn(message, CoreAffectWarning, stacklevel=3)
+            warn(logger, message, stacklevel=3)
 
     def _camera_frames(self) -> Iterator[tuple[np.ndarray, float, int]]:
         capture = self._camera_capture()

@@ -10,7 +10,7 @@ import pytest
 from skimage import data
 
 from coreaffect.config import FaceConfig
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, CoreAffectWarning
 from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.video import FrameChunk, VideoSource
 
@@ -264,6 +264,20 @@ def test_frames_missing_from_a_folder_get_rows_without_a_face(tmp_path: Path,
     np.testing.assert_array_equal(crops.face_found, ~missing)
     assert (crops.crops[missing] == 0).all() and (crops.crops[~missing] > 0).all()
     assert np.isnan(crops.boxes[missing]).all()
+
+
+def test_a_gap_over_a_minute_is_a_warning_naming_the_folder(tmp_path: Path) -> None:
+    """At 1 fps, frames 101-170 missing of 200 (70 s, fewer than the 130 images): read as a
+    gap without a face, and a CoreAffectWarning says so, as a log line does."""
+    for n in [*range(1, 101), *range(171, 201)]:
+        cv2.imwrite(str(tmp_path / f"{n:05d}.png"), np.full((20, 20, 3), 200, np.uint8))
+    cropper = FaceCropper(FaceConfig(detector="none", crop_size=8))
+    with pytest.warns(CoreAffectWarning, match=rf"{tmp_path.name}: frames 100 to 169 "
+                      r"\(99.0 s to 170.0 s\) are missing") as caught:
+        crops = FaceCrops.concatenate(list(cropper.crop_video(tmp_path, fps=1.0,
+                                                              first_index=1)))
+    assert len(caught) == 1
+    assert len(crops.times) == 200 and not crops.face_found[100:170].any()
 
 
 def test_concatenate_needs_parts() -> None:

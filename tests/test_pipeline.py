@@ -13,7 +13,7 @@ import torch
 
 from coreaffect import CoreAffect, load_run
 from coreaffect.demo import tiny_run
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, CoreAffectWarning
 from coreaffect.faces import FaceCropper, FaceCrops
 from coreaffect.pipeline import STAGES, AffectTrajectory
 from coreaffect.video import FrameChunk, VideoSource
@@ -257,8 +257,13 @@ def test_a_video_without_estimates_is_warned_about(affect, tiny, tmp_path, caplo
             if frame.index < 20:  # the same size, no face
                 cv2.imwrite(str(blank / f"{frame.index:05d}.png"), np.zeros_like(frame.image))
     with caplog.at_level(logging.WARNING, logger="coreaffect.pipeline"):
-        assert len(affect.predict(short)) == 10
-        assert len(affect.predict(blank)) == 20
+        with pytest.warns(CoreAffectWarning, match="short: 10 frames, fewer than one 16-frame "
+                          "clip") as caught:
+            assert len(affect.predict(short)) == 10
+        assert caught[0].filename == __file__  # the caller's line, not the library's
+        with pytest.warns(CoreAffectWarning, match="blank: no face found in any of its 20 "
+                          "frames"):
+            assert len(affect.predict(blank)) == 20
     assert "short: 10 frames, fewer than one 16-frame clip" in caplog.text
     assert "blank: no face found in any of its 20 frames" in caplog.text
     caplog.clear()
