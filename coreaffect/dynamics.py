@@ -58,6 +58,8 @@ from coreaffect.config import _is_integer, _is_real
 from coreaffect.decoding import decode_draws, decode_gaussian
 from coreaffect.errors import CoreAffectError, InputError, warn
 from coreaffect.mcmc import (
+    convergence_problems,
+    diagnostics,
     inference_data,
     named_nuts,
     normal_log_prior,
@@ -242,10 +244,11 @@ class CoreAffectDynamics:
     first; :func:`~coreaffect.mcmc.whitened_nuts`): x = x_hat + A w with A A^T the inverse
     Hessian of the negative log-posterior there, which makes the posterior of w near-isotropic,
     so that one step size suits every direction (the documentation's dynamics page gives what
-    NUTS costs on the demo's data). Each chain starts at a standard-normal w, about one posterior
-    standard deviation from the mode, so that r_hat can see chains that did not mix. The draws
-    are kept in ``inference_data_`` (ArviZ, with r_hat and ESS at hand) and their posterior means
-    become the point parameters.
+    NUTS costs on the demo's data). Each chain starts at w drawn from N(0, 4 I), overdispersed
+    against the posterior, so that r_hat can see chains that did not mix. The draws are kept in
+    ``inference_data_`` (ArviZ); :meth:`nuts_diagnostics` gives their worst r_hat, bulk ESS and
+    divergences, and :meth:`fit` warns when these miss the usual thresholds. The posterior means
+    become the point parameters (for the diffusion, the Cholesky factor of the mean of L L^T).
 
     Decoding. Latent moments are mapped to (valence, arousal) by ``decoder``:
 
@@ -585,8 +588,37 @@ class CoreAffectDynamics:
                   for name in ("theta", "mu", "diffusion", "noise_scale")}  # (chain, draw, ...)
         self.inference_data_ = inference_data(
             {**arrays, "diffusion": _lower_entries(arrays["diffusion"])}, diverging.numpy())
-        self._set_point({name: torch.as_tensor(value.mean(axis=(0, 1)), dtype=_DTYPE)
-                         for name, value in arrays.items()})
+        point = {name: torch.as_tensor(value.mean(axis=(0, 1)), dtype=_DTYPE)
+                 for name, value in arrays.items()}
+        # only L L^T enters the model: the point L is the factor of its posterior mean (the mean
+        # of L would give mean(L) mean(L)^T, smaller than mean(L L^T))
+        factors = torch.as_tensor(arrays["diffusion"], dtype=_DTYPE)  # (C, S, K, K)
+        point["diffusion"] = torch.linalg.cholesky(
+            (factors @ factors.transpose(-1, -2)).mean(dim=(0, 1)))
+        self._set_point(point)
+        found = self.nuts_diagnostics()
+        logger.info("NUTS: %d chains x %d draws, split r_hat up to %.3f, bulk ESS down to %.0f, "
+                    "%d divergent transitions", found["chains"], found["draws"], found["r_hat"],
+                    found["ess_bulk"], found["divergences"])
+        problems = convergence_problems(found)
+        if problems:
+            warn(logger, f"NUTS may not have converged: {'; '.join(problems)}. The point "
+                 "parameters are means of these draws; run more (num_warmup, num_samples, "
+                 "num_chains) before trusting them", stacklevel=3)
+
+    def nuts_diagnostics(self) -> dict[str, float]:
+        """The worst convergence diagnostics of the NUTS draws
+        (:func:`coreaffect.mcmc.diagnostics`): ``{"r_hat", "ess_bulk", "divergences",
+        "chains", "draws"}``. :meth:`fit` warns when r_hat is not below 1.01, the bulk ESS not
+        above 100 per chain, or a transition diverged.
+
+        Raises:
+            CoreAffectError: The model was not fitted with ``method="nuts"``.
+        """
+        draws = getattr(self, "inference_data_", None)
+        if draws is None:
+            raise CoreAffectError("no NUTS draws: fit with method='nuts' first")
+        return diagnostics(draws)
 
     def score(self, sequences: AffectObservations | Sequence[AffectObservations]) -> float:
         """Log-likelihood of videos under the fitted point parameters."""

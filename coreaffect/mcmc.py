@@ -2,13 +2,14 @@
 
 The dynamics' full-Bayes fit (``CoreAffectDynamics.fit(..., method="nuts")``) samples a
 posterior over a dozen unconstrained parameters x whose scales differ by orders of magnitude.
-:func:`whitened_nuts` runs Pyro's NUTS on w, with x = x_hat + A w, where x_hat is the mode (the
-maximum-likelihood or MAP point, found first) and A A^T the inverse Hessian of the negative
-log-posterior there (:func:`laplace_scale`, by central differences of its gradient). Near a
-Gaussian posterior, w is close to N(0, I), so that the sampler's step size suits every
-direction. Each chain starts at a standard-normal w, one posterior standard deviation from the
-mode along each whitened direction (about sqrt(P) of them in all, for P parameters), so that the
-split r_hat can see chains that did not mix.
+:func:`whitened_nuts` runs Pyro's NUTS on w, with x = x_hat + A w, where x_hat is a point found
+first near the posterior's mode (the dynamics give their maximum-likelihood point, which their
+weak priors move little) and A A^T the inverse Hessian of the negative log-posterior there
+(:func:`laplace_scale`, by central differences of its gradient). Near a Gaussian posterior, w is
+close to N(0, I), so that the sampler's step size suits every direction. Each chain starts at w
+drawn from N(0, 4 I), twice as wide as that approximation (Gelman and Rubin's overdispersed
+starts), so that the split r_hat can see chains that did not mix; :func:`diagnostics` reads the
+r_hat, the bulk ESS and the divergences of the draws.
 :func:`named_nuts` does the same over named parameters of any shapes, and
 :func:`normal_log_prior` is the independent Normal prior the dynamics put on them.
 
@@ -18,6 +19,11 @@ differs between arviz 0.x and 1.x (both work); :func:`posterior_values` and
 
 References:
     Hoffman, M. D., & Gelman, A. (2014). The No-U-Turn sampler. JMLR 15, 1593-1623.
+    Gelman, A., & Rubin, D. B. (1992). Inference from iterative simulation using multiple
+    sequences. Statistical Science 7, 457-472.
+    Vehtari, A., Gelman, A., Simpson, D., Carpenter, B., & Buerkner, P.-C. (2021).
+    Rank-normalization, folding, and localization: an improved R-hat for assessing convergence
+    of MCMC. Bayesian Analysis 16, 667-718.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from coreaffect.state_space import _sym
 
 __all__ = ["inference_data", "laplace_scale", "named_nuts", "normal_log_prior",
            "posterior_values", "sample_stat", "whitened_nuts"]
+
+
+_START_SPREAD = 2.0  # chains start at w ~ N(0, spread^2 I): overdispersed, see above
 
 
 def laplace_scale(energy: Callable[[Tensor], Tensor], centre: Tensor, step: float = 1e-4,
@@ -102,8 +111,8 @@ def whitened_nuts(energy: Callable[[Tensor], Tensor], centre: Tensor, *, num_sam
         for chain in range(num_chains):
             torch.default_generator.manual_seed(torch_seed(seed * 1000 + chain))  # the CPU's
             kernel = NUTS(potential_fn=potential, target_accept_prob=target_accept_prob)
-            start = torch.randn(centre.shape, dtype=centre.dtype  # overdispersed: see above
-                                ).to(centre.device)  # drawn on the CPU, from the seed
+            start = _START_SPREAD * torch.randn(centre.shape, dtype=centre.dtype
+                                                ).to(centre.device)  # on the CPU, seeded
             mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=num_warmup,
                         initial_params={"w": start}, disable_progbar=True)
             mcmc.run()
@@ -204,6 +213,46 @@ def inference_data(posterior: dict[str, Any], diverging: Any) -> Any:
     if "posterior" in inspect.signature(az.from_dict).parameters:  # arviz < 1
         return az.from_dict(posterior=posterior, sample_stats={"diverging": diverging})
     return az.from_dict({"posterior": posterior, "sample_stats": {"diverging": diverging}})
+
+
+# thresholds of Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021): rank-normalised split
+# r_hat below 1.01, bulk effective sample size above 100 per chain
+R_HAT_LIMIT = 1.01
+ESS_PER_CHAIN = 100
+
+
+def diagnostics(data: Any) -> dict[str, float]:
+    """The worst convergence diagnostics of :func:`inference_data`'s output, by ArviZ.
+
+    Args:
+        data: ArviZ data with ``posterior`` and ``sample_stats.diverging``.
+
+    Returns:
+        ``{"r_hat": the largest rank-normalised split r_hat, "ess_bulk": the smallest bulk
+        effective sample size, over every scalar of the posterior, "divergences": the number
+        of divergent transitions, "chains": C, "draws": S per chain}``.
+    """
+    import arviz as az
+
+    summary = az.summary(data, kind="diagnostics")
+    diverging = sample_stat(data, "diverging")  # (C, S)
+    return {"r_hat": float(summary["r_hat"].max()), "ess_bulk": float(summary["ess_bulk"].min()),
+            "divergences": int(diverging.sum()), "chains": int(diverging.shape[0]),
+            "draws": int(diverging.shape[1])}
+
+
+def convergence_problems(found: dict[str, float]) -> list[str]:
+    """What in :func:`diagnostics`'s ``found`` misses its threshold, in words; empty when
+    nothing does (a single chain has no split r_hat across chains, but still one within)."""
+    problems = []
+    if not found["r_hat"] < R_HAT_LIMIT:  # NaN included
+        problems.append(f"split r_hat up to {found['r_hat']:.3f} (want < {R_HAT_LIMIT})")
+    if not found["ess_bulk"] > ESS_PER_CHAIN * found["chains"]:
+        problems.append(f"bulk ESS down to {found['ess_bulk']:.0f} (want > "
+                        f"{ESS_PER_CHAIN * found['chains']}: {ESS_PER_CHAIN} per chain)")
+    if found["divergences"]:
+        problems.append(f"{found['divergences']} divergent transitions")
+    return problems
 
 
 def posterior_values(data: Any, name: str) -> Any:

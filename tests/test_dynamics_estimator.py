@@ -4,6 +4,7 @@ filtering, smoothing against raw estimates, decoding, and save/load."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ from coreaffect.dynamics import (
     ou_discretize,
     ou_stationary_cov,
 )
-from coreaffect.errors import CoreAffectError
+from coreaffect.errors import CoreAffectError, CoreAffectWarning
+from coreaffect.mcmc import convergence_problems
 
 THETA = torch.tensor([[1.0, 0.3], [-0.2, 0.6]], dtype=torch.float64)
 MU = torch.tensor([0.2, -0.1], dtype=torch.float64)
@@ -388,21 +390,31 @@ def test_nuts_recovers_parameters_with_good_diagnostics(tmp_path):
 
     videos, _ = simulate(n_videos=16, steps=32, seed=11, k=1, dt=0.25, missing=0.05)
     model = CoreAffectDynamics(n_latent=1, optimizer="lbfgs", num_warmup=50, num_samples=100,
-                               num_chains=2, random_state=0).fit(videos, method="nuts")
+                               num_chains=2, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CoreAffectWarning)
+        model.fit(videos, method="nuts")
     data = model.inference_data_
     summary = az.summary(data, kind="diagnostics")
     assert (summary["r_hat"] < 1.05).all(), summary
     assert (summary["ess_bulk"] > 50).all(), summary
     assert int(np.asarray(data["sample_stats"]["diverging"]).sum()) <= 3
+    found = model.nuts_diagnostics()
+    assert found == {"r_hat": summary["r_hat"].max(), "ess_bulk": summary["ess_bulk"].min(),
+                     "divergences": int(np.asarray(data["sample_stats"]["diverging"]).sum()),
+                     "chains": 2, "draws": 100}
+    # so short a run may miss the strict thresholds: it warns exactly when it does
+    assert len(caught) == bool(convergence_problems(found)), [str(w.message) for w in caught]
     truth = {"theta": THETA[:1, :1], "mu": MU[:1], "diffusion": DIFFUSION[:1, :1],
              "noise_scale": torch.tensor(SCALE)}
     for name, value in truth.items():
         draws = np.asarray(data["posterior"][name]).reshape(200, -1)  # (chain x draw, ...)
         low, high = np.quantile(draws, [0.005, 0.995], axis=0)
         assert ((low <= value.numpy().ravel()) & (value.numpy().ravel() <= high)).all(), name
-        # the point parameters are the posterior means
-        np.testing.assert_allclose(
-            getattr(model, f"{name}_").numpy().ravel(), draws.mean(0), rtol=1e-12)
+        # the point parameters are the posterior means (of L L^T for the diffusion, 1 x 1)
+        square = 2 if name == "diffusion" else 1
+        np.testing.assert_allclose(getattr(model, f"{name}_").numpy().ravel() ** square,
+                                   (draws ** square).mean(0), rtol=1e-12)
     # the draws travel with the model
     model.save(tmp_path / "run")
     loaded = CoreAffectDynamics.load(tmp_path / "run")
@@ -506,12 +518,18 @@ def test_arviz_data_holds_the_free_entries_of_the_diffusion(tmp_path, monkeypatc
 
     monkeypatch.setattr(dynamics, "named_nuts", draws_around)
     videos, _ = simulate(n_videos=4, steps=12, seed=3)
-    model = CoreAffectDynamics(optimizer="lbfgs", num_samples=50, num_chains=2,
-                               random_state=0).fit(videos, method="nuts")
+    model = CoreAffectDynamics(optimizer="lbfgs", num_samples=50, num_chains=2, random_state=0)
+    with pytest.warns(CoreAffectWarning, match="bulk ESS"):  # 100 draws in all
+        model.fit(videos, method="nuts")
     diffusion = np.asarray(model.inference_data_["posterior"]["diffusion"])
     assert diffusion.shape == (2, 50, 3)
-    np.testing.assert_allclose(diffusion.mean(axis=(0, 1)),
-                               model.diffusion_.numpy()[np.tril_indices(2)], rtol=1e-12)
+    factors = np.zeros((2, 50, 2, 2))
+    factors[..., [0, 1, 1], [0, 0, 1]] = diffusion  # the lower triangle, row by row
+    point = model.diffusion_.numpy()  # the factor of the posterior mean of L L^T
+    np.testing.assert_allclose(point @ point.T,
+                               (factors @ factors.swapaxes(-1, -2)).mean(axis=(0, 1)),
+                               rtol=1e-12)
+    assert point[0, 1] == 0 and (np.diag(point) > 0).all()
     r_hat = az.summary(model.inference_data_, kind="diagnostics")["r_hat"]
     assert len(r_hat) == 4 + 2 + 3 + 1 and np.isfinite(r_hat).all(), r_hat
     model.save(tmp_path / "run")
@@ -523,6 +541,34 @@ def test_arviz_data_holds_the_free_entries_of_the_diffusion(tmp_path, monkeypatc
     loaded = CoreAffectDynamics.load(tmp_path / "run")
     np.testing.assert_array_equal(np.asarray(loaded.inference_data_["posterior"]["diffusion"]),
                                   diffusion)
+
+
+def test_nuts_warns_when_its_chains_disagree(monkeypatch):
+    """Chains drawn around two different points: r_hat far above 1.01, a warning that names
+    it, and the diagnostics at hand; without NUTS draws there are none to read."""
+    from coreaffect import dynamics
+    from coreaffect.errors import CoreAffectWarning
+
+    def apart(energy, mode, num_samples, num_warmup, num_chains, seed):
+        g = torch.Generator().manual_seed(seed)
+        chains = [{name: value + chain + 0.05 * torch.randn((num_samples, *value.shape),
+                                                             generator=g, dtype=value.dtype)
+                   for name, value in mode.items()} for chain in range(num_chains)]
+        diverging = torch.zeros(num_chains, num_samples, dtype=torch.bool)
+        diverging[0, :3] = True
+        return chains, diverging
+
+    monkeypatch.setattr(dynamics, "named_nuts", apart)
+    videos, _ = simulate(n_videos=4, steps=12, seed=3)
+    model = CoreAffectDynamics(optimizer="lbfgs", num_samples=200, num_chains=2, random_state=0)
+    with pytest.warns(CoreAffectWarning, match=r"NUTS may not have converged: split r_hat up "
+                      r"to \d+\.\d+ \(want < 1.01\); .*; 3 divergent transitions") as caught:
+        model.fit(videos, method="nuts")
+    assert caught[0].filename == __file__
+    found = model.nuts_diagnostics()
+    assert found["r_hat"] > 1.5 and found["divergences"] == 3 and found["draws"] == 200
+    with pytest.raises(CoreAffectError, match="no NUTS draws"):
+        CoreAffectDynamics(optimizer="lbfgs").fit(videos).nuts_diagnostics()
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
