@@ -106,7 +106,7 @@ from coreaffect.dynamics import (
     AffectObservations,
     CoreAffectDynamics,
 )
-from coreaffect.errors import CoreAffectError, warn
+from coreaffect.errors import CoreAffectError, InputError, warn
 from coreaffect.faces import FaceCropper, FaceCrops, _with_missing_frames, spool_crops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _chunk_plan, frame_windows
 from coreaffect.prior import HiddenRoutePrior, latent_moments
@@ -779,7 +779,8 @@ class CoreAffect:
     # -- streaming ------------------------------------------------------------------------------
 
     def stream(self, source: str | Path | int | VideoSource | Iterable[Any],
-               level: float = 0.9, *, lagged: bool = False) -> Iterator[AffectRow]:
+               level: float = 0.9, *, lagged: bool = False, stop: Any = None
+               ) -> Iterator[AffectRow]:
         """Online rows as frames arrive: a camera, a file, or an iterable of frames.
 
         Each frame is cropped on arrival. The row of frame c is yielded when frame c + D arrives
@@ -791,20 +792,37 @@ class CoreAffect:
         frames at a time, and only the last few dozen crops are kept, so memory and cost per
         frame are constant.
 
+        A camera does not end by itself. To end a stream and still have the rows of its last
+        frames, set ``stop`` (a :class:`threading.Event`, from another thread or a signal
+        handler): the stream ends before the next frame is read, as if the source had ended.
+        A ``KeyboardInterrupt`` (Ctrl-C) or a :class:`~coreaffect.errors.CoreAffectError` (an
+        unreadable image, a time out of order) that comes while a frame is read, checked or
+        cropped also ends it so: the rows of the frames taken before follow, then the exception
+        is raised again. (An exception raised in the loop that consumes the rows does not reach
+        the stream; breaking out of that loop discards the rows not yet yielded.)
+
         Args:
             source: A video file, frame folder, camera index, open source, or an iterable of
                 :class:`~coreaffect.video.Frame` (or ``(image, time)`` pairs with an
                 (H, W, 3) uint8 RGB image).
             level: Probability of the credible bands.
             lagged: The fixed-lag smoother's rows instead of the filter's.
+            stop: ``None``, or an object whose ``is_set()`` says when to end the stream.
 
         Yields:
             One :class:`~coreaffect.trajectory.AffectRow` per frame.
+
+        Raises:
+            CoreAffectError: No fitted dynamics, a bad frame (after the rows before it), or
+                ``stop`` without an ``is_set`` method.
         """
         if self.dynamics is None:
             raise CoreAffectError("streaming needs a run with fitted prior and dynamics")
         level = check_level(level)
         self._online_stage(not lagged, lagged)
+        if stop is not None and not callable(getattr(stop, "is_set", None)):
+            raise InputError(f"stop must have an is_set() method, like threading.Event; got "
+                             f"{type(stop).__name__}")
         frames = self._frames(source)
         name = (source.name if isinstance(source, VideoSource)
                 else str(source) if isinstance(source, (str, Path, numbers.Integral))
@@ -814,39 +832,58 @@ class CoreAffect:
         from coreaffect.video import FrameChunk
 
         last: tuple[int, float] | None = None  # index and time of the previous frame
-        for count, (image, time, index) in enumerate(frames):
-            index = count if index is None else index
-            if last is not None and index <= last[0]:
-                raise CoreAffectError(f"frame {index}: frame indices must increase, and it "
-                                      f"follows frame {last[0]}")
-            time = _frame_time(index, time, None if last is None else last[1])
-            if last is not None:
-                _check_hole(index, time, *last)
-            image = np.asarray(image)
-            if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
-                    or 0 in image.shape):
-                raise CoreAffectError(f"frame {index}: images must be non-empty (H, W, 3) uint8 "
-                                      f"RGB, got {image.dtype} {image.shape}")
-            part = cropper.crop(FrameChunk(image[None],
-                                           np.array([time]), np.array([index], dtype=np.int64)))
-            # a folder's missing frames get rows without a face first, as in predict
-            for piece in _with_missing_frames(part, last, self.data_config.video.chunk_size,
-                                              name):
-                for k in range(len(piece.times)):
-                    row = state.push(piece.crops[k], float(piece.times[k]),
-                                     int(piece.indices[k]), bool(piece.face_found[k]), level)
-                    if row is not None:
-                        yield row
-            last = index, time
-        yield from state.finish(level)
+        count = 0
+        try:
+            while stop is None or not stop.is_set():
+                try:
+                    item = next(frames, None)
+                    if item is None:
+                        break
+                    image, time, index = item
+                    index = count if index is None else index
+                    if last is not None and index <= last[0]:
+                        raise CoreAffectError(f"frame {index}: frame indices must increase, "
+                                              f"and it follows frame {last[0]}")
+                    time = _frame_time(index, time, None if last is None else last[1])
+                    if last is not None:
+                        _check_hole(index, time, *last)
+                    image = np.asarray(image)
+                    if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
+                            or 0 in image.shape):
+                        raise CoreAffectError(f"frame {index}: images must be non-empty "
+                                              f"(H, W, 3) uint8 RGB, got {image.dtype} "
+                                              f"{image.shape}")
+                    part = cropper.crop(FrameChunk(image[None], np.array([time]),
+                                                   np.array([index], dtype=np.int64)))
+                except (CoreAffectError, KeyboardInterrupt):
+                    yield from state.finish(level)  # the rows of the frames taken before it
+                    raise
+                count += 1
+                # a folder's missing frames get rows without a face first, as in predict
+                for piece in _with_missing_frames(part, last,
+                                                  self.data_config.video.chunk_size, name):
+                    for k in range(len(piece.times)):
+                        row = state.push(piece.crops[k], float(piece.times[k]),
+                                         int(piece.indices[k]), bool(piece.face_found[k]),
+                                         level)
+                        if row is not None:
+                            yield row
+                last = index, time
+            yield from state.finish(level)
+        finally:
+            frames.close()  # a camera or file opened here is released now, not when collected
 
     def _frames(self, source: Any) -> Iterator[tuple[np.ndarray, float, int | None]]:
         """(image, time, index) of each frame; the index of an iterable's frame is its count,
         unless it is a :class:`~coreaffect.video.Frame`."""
-        if isinstance(source, (str, Path, numbers.Integral, VideoSource)):  # a numpy camera too
-            video = source if isinstance(source, VideoSource) else self.open_video(source)
-            for frame in video:
+        if isinstance(source, VideoSource):  # the caller's to close
+            for frame in source:
                 yield frame.image, frame.time, frame.index
+            return
+        if isinstance(source, (str, Path, numbers.Integral)):  # a numpy camera index too
+            with self.open_video(source) as video:  # closed when the stream ends or is closed
+                for frame in video:
+                    yield frame.image, frame.time, frame.index
             return
         for count, item in enumerate(source):
             if not isinstance(item, Frame) and (isinstance(item, np.ndarray) or not isinstance(

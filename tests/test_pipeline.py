@@ -6,6 +6,7 @@ import copy
 import json
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -307,11 +308,12 @@ def test_stream_refuses_frames_that_are_not_uint8_rgb(affect, tiny):
 def test_stream_checks_each_time_as_its_frame_arrives(affect, tiny, bad, problem):
     with VideoSource(tiny.video()) as video:
         frames = [(f.image, i * 0.04) for i, f in zip(range(40), video, strict=False)]
+    good = frames[:30]
     frames[30] = (frames[30][0], bad)
     rows = []
     with pytest.raises(CoreAffectError, match=f"frame 30: .*{problem}"):
         rows.extend(affect.stream(frames))
-    assert len(rows) == 30 - affect.latency_frames  # the rows of frames before it, no more
+    _rows_equal(rows, list(affect.stream(good)))  # every row of the frames before it, no more
 
 
 def test_stream_refuses_empty_images_and_numbering_that_skips_faster_than_any_camera(affect,
@@ -326,11 +328,56 @@ def test_stream_refuses_empty_images_and_numbering_that_skips_faster_than_any_ca
     with pytest.raises(CoreAffectError, match=f"frame {10**9 + 10}: {10**9} frames are missing "
                                               "after frame 9, in 0.04 s"):
         rows.extend(affect.stream(jumped))  # at once, not after a billion rows
-    assert rows == []
+    assert [row.index for row in rows] == list(range(10))  # the rows of the frames before it
     # a hole its times allow gets its rows, as predict gives a folder's missing frames
     holed = [*frames[:10], *(f._replace(index=f.index + 5, time=f.time + 0.2)
                              for f in frames[10:])]
     assert [row.index for row in affect.stream(holed)] == list(range(25))
+
+
+def _rows_equal(got, want):
+    assert [r.index for r in got] == [r.index for r in want]
+    np.testing.assert_allclose([r[2:8] for r in got], [r[2:8] for r in want], atol=1e-6)
+
+
+@pytest.mark.parametrize("lagged", [False, True])
+def test_a_stopped_or_interrupted_stream_gives_the_rows_of_every_frame_taken(affect, tiny,
+                                                                            lagged):
+    """A camera ends only when told: by ``stop``, set while frame 40 is taken, or by Ctrl-C
+    while frame 30 is read. Either way the rows of the frames before come, as if the source
+    had ended there."""
+    import threading
+
+    with VideoSource(tiny.video()) as video:
+        frames = [(f.image, f.time) for _, f in zip(range(60), video, strict=False)]
+    stop = threading.Event()
+
+    def camera(interrupt_at=None):
+        for k, frame in enumerate(frames):
+            if k == interrupt_at:
+                raise KeyboardInterrupt
+            if k == 40:
+                stop.set()
+            yield frame
+
+    _rows_equal(list(affect.stream(camera(), lagged=lagged, stop=stop)),
+                list(affect.stream(frames[:41], lagged=lagged)))
+    rows = []
+    with pytest.raises(KeyboardInterrupt):
+        rows.extend(affect.stream(camera(interrupt_at=30), lagged=lagged))
+    _rows_equal(rows, list(affect.stream(frames[:30], lagged=lagged)))
+    with pytest.raises(ValueError, match="stop must have an is_set"):
+        next(affect.stream(frames, stop=True))
+
+
+def test_a_stream_closes_the_video_it_opened(affect, tiny, monkeypatch):
+    closed = []
+    monkeypatch.setattr(VideoSource, "close", lambda self: closed.append(self.name))
+    stream = affect.stream(tiny.video())
+    next(stream)
+    assert closed == []
+    stream.close()  # the consumer stopped early
+    assert closed == [Path(tiny.video()).stem]
 
 
 def test_stream_checks_that_frame_indices_increase(affect, tiny):
