@@ -9,6 +9,7 @@ output stops early (``| head``).
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import io
 import json
@@ -204,6 +205,70 @@ def _predict(args: argparse.Namespace) -> int:
             path = trajectory.to_csv(Path(folder) / "trajectory.csv")
             sys.stdout.write(path.read_text())
     return 0
+
+
+_EPILOG_STREAM = """examples:
+  coreaffect stream run/ 0 --out live.csv          # the first camera, until Ctrl-C
+  coreaffect stream run/ interview.mp4 --lagged    # a file, as a live system sees it
+"""
+
+
+def _camera_or_path(video: Path) -> Path | int:
+    """A SOURCE of digits that names no file or folder is a camera index."""
+    return int(str(video)) if str(video).isdigit() and not video.exists() else video
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from coreaffect.pipeline import CoreAffect
+    from coreaffect.trajectory import csv_cells, csv_columns
+
+    _warn_if_first_index_unused(args)
+    affect = CoreAffect.load(args.run, device=args.device, random_state=args.seed)
+    stage = "lagged" if args.lagged else "filtered"
+    stop = threading.Event()
+    rows = 0
+    out = None  # opened at the first row: a stream that fails at once leaves no file
+    with affect.open_video(_camera_or_path(args.video), fps=args.fps,
+                           first_index=args.first_index) as video, _stopped_by_ctrl_c(stop):
+        try:
+            for row in affect.stream(video, args.level, lagged=args.lagged, stop=stop):
+                if out is None:
+                    out = (sys.stdout if args.out is None
+                           else args.out.open("w", encoding="utf-8", newline=""))
+                    writer = csv.writer(out, lineterminator="\n")
+                    writer.writerow(csv_columns(len(row.latent_mean)))
+                writer.writerow(csv_cells(row, stage, args.level))
+                out.flush()  # a row is on disk (or in the pipe) as soon as it is known
+                rows += 1
+        finally:
+            if out is not None and out is not sys.stdout:
+                out.close()
+    where = "standard output" if args.out is None else args.out
+    how = "stopped by Ctrl-C" if stop.is_set() else "the source ended"
+    print(f"{how}: wrote {rows} rows ({stage}, {args.level:.0%} bands) to {where}",
+          file=sys.stderr)
+    return 0
+
+
+@contextmanager
+def _stopped_by_ctrl_c(stop: threading.Event) -> Iterator[None]:
+    """For the block, a first Ctrl-C sets ``stop`` (the stream then ends with the rows of its
+    last frames) and a second one interrupts as usual (in the main thread, where Python takes
+    signals; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(number: int, frame: Any) -> None:
+        stop.set()
+        print("stopping: the last rows follow (Ctrl-C again to quit at once)", file=sys.stderr)
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write_plot(trajectory, path: Path, title: str) -> None:
@@ -449,14 +514,33 @@ def build_parser() -> argparse.ArgumentParser:
     online.add_argument("--lagged", action="store_true",
                         help="fixed-lag smoother: each frame from the frames up to the run's "
                              "lag after it (a live system's view, that many frames later)")
-    predict.add_argument("--level", type=_probability, default=0.9,
-                         help="band probability (0.9)")
-    _add_source(predict)
-    predict.add_argument("--seed", type=_seed, default=0, help="seed of the decoding draws")
-    predict.add_argument("--device", type=_device, default="cpu",
-                         help="cpu, cuda, cuda:1, ...")
+    _add_trajectory_options(predict)
     predict.add_argument("--quiet", action="store_true", help="no progress bars")
     predict.set_defaults(handler=_predict)
+
+    stream = commands.add_parser(
+        "stream", help="live valence-arousal of a camera, file or frame folder, row by row",
+        description="Crop the faces of SOURCE as RUN was trained and write one CSV row per "
+                    "frame as soon as it is known, with the columns of 'predict': with the "
+                    "filter (the default), a fixed latency of under a second after the frame; "
+                    "with --lagged, the run's lag later. SOURCE is a video file, a frame "
+                    "folder, or a camera index (0 is the first camera). Each row is flushed as "
+                    "it is written. A camera runs until Ctrl-C: the first ends the stream and "
+                    "writes the rows of its last frames, a second quits at once, keeping "
+                    "the rows written.",
+        epilog=_EPILOG_STREAM, formatter_class=argparse.RawDescriptionHelpFormatter)
+    stream.add_argument("run", type=Path, help="run directory (with its prior and dynamics)")
+    stream.add_argument("video", type=Path, metavar="source",
+                        help="video file, frame folder or camera index")
+    stream.add_argument("--out", type=Path, default=None, metavar="CSV",
+                        help="CSV file to write (default: standard output)")
+    _add_overwrite(stream, "replace an existing --out file (without it, only an empty one is "
+                   "replaced: a stream writes its file as it goes)")
+    stream.add_argument("--lagged", action="store_true",
+                        help="fixed-lag smoother: each row the run's lag later than the "
+                             "filter's, from the frames up to then")
+    _add_trajectory_options(stream)
+    stream.set_defaults(handler=_stream)
 
     demo = commands.add_parser(
         "demo", help="the paper's experiment end to end on a synthetic corpus",
@@ -573,6 +657,15 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--first-index", type=_first_index, default=None, metavar="N",
                         help="number of a frame folder's first image (default: that of the "
                              "run's dataset format: 1 for Aff-Wild2, else 0)")
+
+
+def _add_trajectory_options(parser: argparse.ArgumentParser) -> None:
+    """--level, the source's options, --seed and --device of predict and stream."""
+    parser.add_argument("--level", type=_probability, default=0.9,
+                        help="band probability (0.9)")
+    _add_source(parser)
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of the decoding draws")
+    parser.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
 def _add_overwrite(parser: argparse.ArgumentParser, text: str) -> None:
@@ -780,7 +873,8 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
     runs = [getattr(args, key) for key in ("run", "run_a", "run_b") if hasattr(args, key)]
     video = getattr(args, "video", None)
     files = [(f"--{key}", getattr(args, key)) for key in ("out", "plot", "json")
-             if args.command in ("predict", "evaluate", "compare") and getattr(args, key, None)]
+             if args.command in ("predict", "stream", "evaluate", "compare")
+             and getattr(args, key, None)]
     for option, path in files:
         if path.is_dir():
             refuse(f"{option} {path} is a folder; give a file name")
@@ -803,6 +897,10 @@ def _check_paths(args: argparse.Namespace, refuse: Callable[[str], None]) -> Non
 
             if (args.data / MANIFEST).exists() and _same(path, args.data / MANIFEST):
                 refuse(f"{option} {path} is the manifest of the synthetic corpus {args.data}")
+        if (args.command == "stream" and not args.overwrite and path.is_file()
+                and path.stat().st_size):
+            refuse(f"{option} {path} exists, and a stream writes its file as it goes; give "
+                   "another name, or --overwrite to replace it")
         if not getattr(args, "overwrite", True):
             foreign = _foreign(option, path)
             if foreign:

@@ -242,12 +242,14 @@ class _StreamState:
         """The row of frame c from its latent posterior mean (K,) and covariance (K, K)."""
         affect = self.affect
         stage = "lagged" if self.look_ahead else "filtered"
-        mean_y, _, lower, upper = affect._widen(stage, *affect.decode(m[None], p[None], level))
+        mean_y, var, lower, upper = affect._widen(stage, *affect.decode(m[None], p[None],
+                                                                        level))
         self.emitted = c + 1
         return AffectRow(self._at(self.indices, c), self._at(self.times, c),
                          float(mean_y[0, 0]), float(mean_y[0, 1]), float(lower[0, 0]),
                          float(upper[0, 0]), float(lower[0, 1]), float(upper[0, 1]),
-                         self._at(self.found, c), m.numpy().copy())
+                         float(var[0, 0]), float(var[0, 1]), self._at(self.found, c),
+                         m.numpy().copy())
 
     def _flush(self, level: float) -> list[AffectRow]:
         """At the end: the fixed-lag smoother's rows still in its buffer (their posteriors

@@ -24,7 +24,7 @@ import numpy as np
 from coreaffect.checkpoint import atomic_write
 from coreaffect.errors import CoreAffectError
 
-__all__ = ["AffectRow", "AffectTrajectory"]
+__all__ = ["AffectRow", "AffectTrajectory", "csv_cells", "csv_columns"]
 
 
 class AffectRow(NamedTuple):
@@ -39,8 +39,13 @@ class AffectRow(NamedTuple):
         valence_upper: Its upper end.
         arousal_lower: Lower end of arousal's band.
         arousal_upper: Its upper end.
+        valence_var: Posterior variance of valence (moment-matched).
+        arousal_var: Posterior variance of arousal.
         face_found: Whether the face was found in this frame.
         latent_mean: (K,) posterior mean of the latent z.
+
+    The fields are the columns of :meth:`AffectTrajectory.to_csv` in their order, but for the
+    stage and level, which a row shares with its trajectory or stream (:func:`csv_cells`).
     """
 
     index: int
@@ -51,8 +56,24 @@ class AffectRow(NamedTuple):
     valence_upper: float
     arousal_lower: float
     arousal_upper: float
+    valence_var: float
+    arousal_var: float
     face_found: bool
     latent_mean: np.ndarray
+
+
+def csv_columns(n_latent: int) -> list[str]:
+    """The header of a trajectory CSV (:meth:`AffectTrajectory.to_csv`) with K latent columns."""
+    return [*AffectTrajectory._fields_csv(), "stage", "level",
+            *[f"z{k + 1}" for k in range(n_latent)]]
+
+
+def csv_cells(row: AffectRow, stage: str, level: float) -> list[str]:
+    """One line of a trajectory CSV, cell by cell: times to the microsecond, the level exactly,
+    other numbers to 6 significant digits, missing values empty."""
+    return [_cell(row.index), _time_cell(row.time),
+            *(_cell(value) for value in row[2:10]), _cell(row.face_found), stage,
+            repr(float(level)), *(_cell(value) for value in row.latent_mean)]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -102,8 +123,7 @@ class AffectTrajectory:
     @property
     def columns(self) -> list[str]:
         """Column names of :meth:`to_csv` and :meth:`to_dataframe`, in order."""
-        return [*self._fields_csv(), "stage", "level",
-                *[f"z{k + 1}" for k in range(self.latent_mean.shape[1])]]
+        return csv_columns(self.latent_mean.shape[1])
 
     def _table(self) -> list[np.ndarray]:
         frames = len(self)
@@ -135,7 +155,8 @@ class AffectTrajectory:
             yield AffectRow(int(self.indices[t]), float(self.times[t]), float(self.mean[t, 0]),
                             float(self.mean[t, 1]), float(self.lower[t, 0]),
                             float(self.upper[t, 0]), float(self.lower[t, 1]),
-                            float(self.upper[t, 1]), bool(self.face_found[t]),
+                            float(self.upper[t, 1]), float(self.var[t, 0]),
+                            float(self.var[t, 1]), bool(self.face_found[t]),
                             self.latent_mean[t].copy())
 
     def to_csv(self, path: str | Path) -> Path:
@@ -158,13 +179,7 @@ class AffectTrajectory:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(self.columns)
-        table = self._table()
-        for t in range(len(self)):
-            writer.writerow([_time_cell(column[t]) if j == 1 else  # column 1 is the time
-                             column[t] if j == 11 else  # column 11 is the stage
-                             repr(float(column[t])) if j == 12 else  # the level, exactly
-                             _cell(column[t])
-                             for j, column in enumerate(table)])
+        writer.writerows(csv_cells(row, self.stage, self.level) for row in self.rows())
         atomic_write(path, buffer.getvalue())
         return Path(path)
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from coreaffect.cli import build_parser, main
@@ -25,7 +26,7 @@ def test_help_lists_commands():
 
 
 @pytest.mark.parametrize("command", ["synth", "train", "refit", "evaluate", "compare", "saliency",
-                                     "predict", "demo"])
+                                     "predict", "stream", "demo"])
 def test_every_command_has_help(command):
     result = _run(command, "--help")
     assert result.returncode == 0 and "usage: coreaffect" in result.stdout
@@ -690,3 +691,63 @@ def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path, monkeypatch, capsys):
     assert main(["synth", str(tmp_path / "corpus")]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("online", ["--causal", "--lagged"])
+def test_stream_writes_the_rows_of_predict_as_they_come(tiny, tmp_path, online, capsys):
+    from coreaffect.trajectory import AffectTrajectory
+
+    assert main(["predict", str(tiny.run), str(tiny.video()), online, "--quiet",
+                 "--out", str(tmp_path / "batch.csv")]) == 0
+    live = tmp_path / "live.csv"
+    options = ["--lagged"] if online == "--lagged" else []
+    assert main(["stream", str(tiny.run), str(tiny.video()), "--out", str(live), *options]) == 0
+    assert "the source ended: wrote 100 rows" in capsys.readouterr().err
+    batch = AffectTrajectory.read_csv(tmp_path / "batch.csv")
+    streamed = AffectTrajectory.read_csv(live)  # the same columns, stage and level
+    assert streamed.stage == batch.stage and streamed.level == batch.level
+    np.testing.assert_array_equal(streamed.indices, batch.indices)
+    np.testing.assert_array_equal(streamed.face_found, batch.face_found)
+    for field in ("mean", "var", "lower", "upper", "latent_mean"):
+        np.testing.assert_allclose(getattr(streamed, field), getattr(batch, field), atol=2e-4,
+                                   err_msg=field)
+    # a stream writes as it goes: an existing file is replaced only when told
+    with pytest.raises(SystemExit) as usage:
+        main(["stream", str(tiny.run), str(tiny.video()), "--out", str(live)])
+    assert usage.value.code == 2
+    assert "exists, and a stream writes its file as it goes" in capsys.readouterr().err
+
+
+def test_ctrl_c_ends_a_stream_with_the_rows_of_its_last_frames(tiny, tmp_path, monkeypatch,
+                                                               capsys):
+    """The first Ctrl-C, while frame 40 is read, ends the stream as the source's end would:
+    41 rows, then exit 0; the handler of Ctrl-C is put back."""
+    import os
+    import signal
+
+    from coreaffect.pipeline import CoreAffect
+
+    frames = CoreAffect._frames
+
+    def camera(self, source):
+        for k, frame in enumerate(frames(self, source)):
+            if k == 40:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield frame
+
+    monkeypatch.setattr(CoreAffect, "_frames", camera)
+    before = signal.getsignal(signal.SIGINT)
+    out = tmp_path / "live.csv"
+    assert main(["stream", str(tiny.run), str(tiny.video()), "--out", str(out)]) == 0
+    assert signal.getsignal(signal.SIGINT) is before
+    err = capsys.readouterr().err
+    assert "stopping: the last rows follow" in err and "stopped by Ctrl-C: wrote 41 rows" in err
+    lines = out.read_text().splitlines()
+    assert len(lines) == 42 and lines[-1].startswith("40,")
+
+
+def test_stream_of_a_camera_that_cannot_be_opened_is_a_clear_error(tiny, tmp_path):
+    result = _run("stream", str(tiny.run), "57", "--out", str(tmp_path / "live.csv"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "coreaffect stream: error:" in result.stderr and "camera" in result.stderr
+    assert not (tmp_path / "live.csv").exists()  # no row, no file
