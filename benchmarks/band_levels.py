@@ -34,7 +34,7 @@ from coreaffect.errors import InputError
 from coreaffect.evaluation import predict_video
 from coreaffect.experiment import split_videos
 from coreaffect.pipeline import CoreAffect
-from coreaffect.stages import _calibrate_bands, run_fit_settings
+from coreaffect.stages import calibrate_bands, run_fit_settings
 
 
 def main() -> None:
@@ -66,7 +66,7 @@ def main() -> None:
     factors = {}
     for levels in dict.fromkeys((own, wanted)):
         changed = dataclasses.replace(settings, calibration_levels=levels)
-        factors[levels] = _calibrate_bands(affect.model, affect.prior, affect.dynamics, videos,
+        factors[levels] = calibrate_bands(affect.model, affect.prior, affect.dynamics, videos,
                                            estimates, changed)
         print(f"calibrated at {', '.join(f'{p:g}' for p in levels)}:")
         for stage, (k_v, k_a) in factors[levels].items():

@@ -16,7 +16,8 @@ For each, filter + smoother (float64) by
   the same per-step F_t, b_t, Q_t, R_t.
 
 and reports the wall time, the speed ratio to pykalman, and the largest absolute difference of the
-smoothed means and covariances (and filtered means) from pykalman's. Times are the best of a few
+smoothed means and covariances (and filtered means) from pykalman's; it stops with an error when
+a difference exceeds 1e-8 (float64 rounding is far below). Times are the best of a few
 repeats for the torch runs, one run for pykalman (tens of seconds). Torch runs on one thread
 by default, like pykalman: on a shared machine a second intra-op thread can make the batched
 small-matrix operations wait for a busy core (measured here with another job running: the batch
@@ -153,26 +154,44 @@ def workload(name: str, batch: int, steps: int, repeats: int, fraction: float,
         filt = filtered.means.reshape(batch, run, 2)[:, :part].numpy()
         # the smoother's values near the cut depend on later steps: compare pykalman's run on
         # a prefix with ours on the whole only for the filter, and in full on the same steps
+        diffs = {"filtered means": np.abs(filt - ref_filt).max()}
         if run == part:
-            diff = (f"max |diff| smoothed means {np.abs(means - ref_means).max():.2e}, "
-                    f"covs {np.abs(covs - ref_covs).max():.2e}, "
-                    f"filtered means {np.abs(filt - ref_filt).max():.2e}")
-        else:
-            diff = f"max |diff| filtered means {np.abs(filt - ref_filt).max():.2e}"
+            diffs = {"smoothed means": np.abs(means - ref_means).max(),
+                     "covs": np.abs(covs - ref_covs).max(), **diffs}
         print(f"{label:>10}: {seconds:9.3f} s{note if run != steps else ''}, "
-              f"{t_ref / seconds:8.1f}x pykalman; {diff}")
+              f"{t_ref / seconds:8.1f}x pykalman; {described(diffs)}")
+        check_agreement(f"{label} against pykalman", diffs)
     if "sequential" in results:
         (t_seq, (f_seq, s_seq), _), (_, (f_par, s_par), _) = (results["sequential"],
                                                               results["parallel"])
         speed = f"speed {t_seq / t_par:.1f}x"
         if part == steps:
-            print(f"parallel vs sequential: max |diff| smoothed means "
-                  f"{(s_par.means - s_seq.means).abs().max():.2e}, covs "
-                  f"{(s_par.covs - s_seq.covs).abs().max():.2e}, log-likelihood "
-                  f"{(f_par.log_likelihood - f_seq.log_likelihood).abs().max():.2e}; {speed}")
+            likelihood = f_seq.log_likelihood.abs().clamp(min=1.0)
+            diffs = {"smoothed means": float((s_par.means - s_seq.means).abs().max()),
+                     "covs": float((s_par.covs - s_seq.covs).abs().max()),
+                     "log-likelihood (relative)": float(
+                         ((f_par.log_likelihood - f_seq.log_likelihood).abs()
+                          / likelihood).max())}
         else:  # only the filter of the first steps is the same on a prefix
-            print(f"parallel vs sequential: max |diff| filtered means on the first {part} steps "
-                  f"{(f_par.means[..., :part, :] - f_seq.means).abs().max():.2e}; {speed}")
+            diffs = {f"filtered means on the first {part} steps": float(
+                (f_par.means[..., :part, :] - f_seq.means).abs().max())}
+        print(f"parallel vs sequential: {described(diffs)}; {speed}")
+        check_agreement("parallel against sequential", diffs)
+
+
+# float64 filters of the same model agree to rounding: a larger difference is a bug, and the
+# benchmark stops rather than report the speed of a wrong answer
+AGREEMENT = 1e-8
+
+
+def described(diffs: dict[str, float]) -> str:
+    return "max |diff| " + ", ".join(f"{name} {value:.2e}" for name, value in diffs.items())
+
+
+def check_agreement(what: str, diffs: dict[str, float]) -> None:
+    worse = {name: value for name, value in diffs.items() if not value <= AGREEMENT}  # NaN too
+    if worse:
+        raise SystemExit(f"{what}: {described(worse)}, above {AGREEMENT:g}: the results differ")
 
 
 def main() -> None:

@@ -45,7 +45,8 @@ affect = load_run({run!r})
 trajectory = affect.predict({video!r})
 seconds = time.perf_counter() - started
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({{"frames": len(trajectory), "seconds": seconds, "peak_mb": peak}}))
+print(json.dumps({{"frames": len(trajectory), "seconds": seconds, "peak_mb": peak,
+                  "face": float(trajectory.face_found.mean())}}))
 """
 
 
@@ -86,16 +87,21 @@ def main() -> None:
         run = paper_run(folder)
         print(f"paper preset at {CROP} x {CROP}, every stage, offline; 640x480 video at "
               f"{FPS:g} fps; torch threads {args.threads}")
-        print(f"{'video':>10}{'frames':>9}{'seconds':>10}{'frames/s':>10}{'peak MB':>10}")
+        print(f"{'video':>10}{'frames':>9}{'seconds':>10}{'frames/s':>10}{'peak MB':>10}"
+              f"{'face':>7}")
         for seconds in lengths:
             video = folder / f"video_{seconds:g}s.mp4"
             started = time.perf_counter()
             write_video(video, int(seconds * FPS))
             written = time.perf_counter() - started
             result = predict(run, video, args.threads)
+            if result["frames"] != int(seconds * FPS):  # a row per frame, or no rate to report
+                raise SystemExit(f"{video.name}: {result['frames']} rows for "
+                                 f"{int(seconds * FPS)} frames")
             rate = result["frames"] / result["seconds"]
             print(f"{seconds / 60:>8.1f} m{result['frames']:>9d}{result['seconds']:>10.1f}"
-                  f"{rate:>10.1f}{result['peak_mb']:>10.0f}   (video written in {written:.0f} s)")
+                  f"{rate:>10.1f}{result['peak_mb']:>10.0f}{result['face']:>7.0%}"
+                  f"   (video written in {written:.0f} s)")
 
 
 if __name__ == "__main__":

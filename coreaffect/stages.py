@@ -90,8 +90,8 @@ from coreaffect.manifold import AffectManifold
 from coreaffect.metrics import ccc
 from coreaffect.prior import HiddenRoutePrior, latent_moments
 
-__all__ = ["STAGE_FILES", "FitSettings", "StageFit", "check_settings", "fit_core_affect",
-           "paired_frames", "paired_videos", "run_fit_settings"]
+__all__ = ["STAGE_FILES", "FitSettings", "StageFit", "calibrate_bands", "check_settings",
+           "fit_core_affect", "paired_frames", "paired_videos", "run_fit_settings"]
 
 # the files fit_core_affect writes into a run directory, in that order: stages.json last
 STAGE_FILES = ("manifold.json", "manifold.safetensors", "prior.json", "prior.safetensors",
@@ -269,7 +269,7 @@ def _choose_noise_scales(dynamics: CoreAffectDynamics, manifold: AffectManifold,
     return best
 
 
-def _calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
+def calibrate_bands(model: HiddenRouteNet, prior: HiddenRoutePrior,
                      dynamics: CoreAffectDynamics, videos: Sequence[LabelledVideo],
                      estimates: dict[str, AffectEstimate], settings: FitSettings
                      ) -> dict[str, tuple[float, float]]:
@@ -443,7 +443,7 @@ def fit_core_affect(run: str | Path, model: HiddenRouteNet, train: Sequence[Labe
             dynamics.filter_noise_scale_ = torch.tensor(scales, dtype=torch.float64)
         done("dynamics", start)
         start = time.monotonic()
-        bands = _calibrate_bands(model, prior, dynamics, held_out, estimates, settings)
+        bands = calibrate_bands(model, prior, dynamics, held_out, estimates, settings)
         done("bands", start)
     if bar is not None:
         bar.close()
