@@ -37,9 +37,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,6 +181,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     if path.is_symlink():
         path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     tmp = _fresh(path.parent, f".{path.name}.")
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
@@ -191,6 +194,41 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _sync_folder(path.parent)
+
+
+# a temporary file of atomic_write older than this was left by a writer that was killed (a
+# write takes milliseconds; another process's write in progress is younger)
+STALE_SECONDS = 3600.0
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files that writers of ``path`` killed mid-write left beside it
+    (``.NAME.<16 hex digits>``, untouched for :data:`STALE_SECONDS`): each is as large as the
+    file, and nothing else would ever remove them."""
+    pattern = re.compile(re.escape(f".{path.name}.") + r"[0-9a-f]{16}")
+    now = time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry.name):
+            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+                if entry.is_file(follow_symlinks=False) and (
+                        now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS):
+                    os.unlink(entry.path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (its entry survives a power cut); where a folder
+    cannot be opened or synced (Windows, some file systems), the rename stands as it is."""
+    with contextlib.suppress(OSError, AttributeError):
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _sha256(path: Path) -> str:

@@ -121,6 +121,27 @@ def test_atomic_write_leaves_no_temporary_files(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
+def test_a_write_removes_what_killed_writers_of_its_file_left(tmp_path):
+    """A writer killed mid-write (SIGKILL: no clean-up runs) leaves its temporary file; the
+    next write of the same file removes it once it is old, and nothing else."""
+    import os
+    import time
+
+    killed = tmp_path / "..thing.safetensors.pending.0123456789abcdef"  # save_state's, killed
+    running = tmp_path / ".a.txt.fedcba9876543210"  # another process's write, in progress
+    others = [tmp_path / ".a.txt.not-ours", tmp_path / ".b.txt.0123456789abcdef"]
+    for path in [killed, running, *others]:
+        path.write_bytes(b"x" * 100)
+    hours_ago = time.time() - 2 * 3600
+    for path in [killed, *others]:
+        os.utime(path, (hours_ago, hours_ago))
+    save_state(tmp_path, "thing", {"w": torch.ones(3)}, {"n": 1})
+    atomic_write(tmp_path / "a.txt", "new")
+    assert not killed.exists()
+    assert running.exists() and all(path.exists() for path in others)
+    assert load_state(tmp_path, "thing")[1] == {"n": 1}
+
+
 @pytest.mark.parametrize("stop", ["json", "rename"])
 def test_an_interrupted_save_leaves_a_loadable_component(tmp_path, monkeypatch, stop):
     """Interrupted before its JSON is written, a save leaves the old state; after, the new one,
