@@ -241,6 +241,9 @@ class _YuNetDetector:
         model = Path(str(config.yunet_model)).expanduser()
         if not model.is_file():
             shown = model if model.is_absolute() else f"{model} (from {Path.cwd()})"
+            if model.is_dir():
+                raise CoreAffectError(f"{shown}: a folder, not a YuNet model file "
+                                      "(faces.yunet_model); give the .onnx file in it")
             raise CoreAffectError(f"{shown}: YuNet model file not found (faces.yunet_model); "
                                   "supply face_detection_yunet_2023mar.onnx from the OpenCV "
                                   "model zoo, or use detector='haar'")
@@ -332,7 +335,8 @@ class FaceCropper:
         found = np.zeros(count, dtype=bool)  # (T,)
         if images.shape[1:] != self._frame_shape:
             if self._frame_shape is not None:
-                logger.debug("frame size changed to %s: face track reset", images.shape[1:3])
+                logger.info("frame size changed from %s to %s: the face is sought afresh",
+                            self._frame_shape[:2], images.shape[1:3])
                 self.reset()
             self._frame_shape = images.shape[1:]
         for t in range(count):

@@ -756,21 +756,23 @@ class CoreAffect:
         with tempfile.TemporaryDirectory(prefix="coreaffect-") as spool:
             crops = self.crop(video, progress=progress, spool=spool)
             try:
-                self._warn_if_uninformed(crops, video)
+                self._warn_if_uninformed(
+                    str(video.source if isinstance(video, VideoSource) else video),
+                    len(crops.times), bool(np.asarray(crops.face_found).any()))
                 return self.predict_crops(crops, causal=causal, level=level, lagged=lagged)
             finally:
                 del crops
 
-    def _warn_if_uninformed(self, crops: FaceCrops, video: Any) -> None:
-        """A warning naming the video when no frame gets a hidden-route estimate: its rows are
-        then the dynamics' prior (or NaN without dynamics), whatever the face did."""
-        name = str(video.source if isinstance(video, VideoSource) else video)
+    def _warn_if_uninformed(self, name: str, frames: int, any_face: bool) -> None:
+        """A warning naming the video when no frame of its ``frames`` gets a hidden-route
+        estimate: its rows are then the dynamics' prior (or NaN without dynamics), whatever the
+        face did. Blames the caller of the caller (``predict``'s or the stream's consumer)."""
         clip = self.model.config.clip_length
-        if len(crops.times) < clip:
-            problem = (f"{len(crops.times)} frames, fewer than one {clip}-frame clip: no frame "
-                       "has an estimate")
-        elif not bool(np.asarray(crops.face_found).any()):
-            problem = f"no face found in any of its {len(crops.times)} frames"
+        if frames < clip:
+            problem = (f"{frames} frames, fewer than one {clip}-frame clip: no frame has an "
+                       "estimate")
+        elif not any_face:
+            problem = f"no face found in any of its {frames} frames"
         else:
             return
         warn(logger, f"{name}: {problem}, so no row says anything of the face (each is the "
@@ -804,7 +806,7 @@ class CoreAffect:
         Args:
             source: A video file, frame folder, camera index, open source, or an iterable of
                 :class:`~coreaffect.video.Frame` (or ``(image, time)`` pairs with an
-                (H, W, 3) uint8 RGB image).
+                (H, W, 3) uint8 RGB image, or an (H, W) uint8 grey one).
             level: Probability of the credible bands.
             lagged: The fixed-lag smoother's rows instead of the filter's.
             stop: ``None``, or an object whose ``is_set()`` says when to end the stream.
@@ -832,7 +834,7 @@ class CoreAffect:
         from coreaffect.video import FrameChunk
 
         last: tuple[int, float] | None = None  # index and time of the previous frame
-        count = 0
+        count, any_face = 0, False
         try:
             while stop is None or not stop.is_set():
                 try:
@@ -848,11 +850,14 @@ class CoreAffect:
                     if last is not None:
                         _check_hole(index, time, *last)
                     image = np.asarray(image)
+                    if image.dtype == np.uint8 and (image.ndim == 2 or (
+                            image.ndim == 3 and image.shape[2] == 1)):  # grey: as RGB
+                        image = np.repeat(image.reshape(*image.shape[:2], 1), 3, axis=2)
                     if (image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3
                             or 0 in image.shape):
                         raise CoreAffectError(f"frame {index}: images must be non-empty "
-                                              f"(H, W, 3) uint8 RGB, got {image.dtype} "
-                                              f"{image.shape}")
+                                              f"(H, W, 3) uint8 RGB or (H, W) grey, got "
+                                              f"{image.dtype} {image.shape}")
                     part = cropper.crop(FrameChunk(image[None], np.array([time]),
                                                    np.array([index], dtype=np.int64)))
                 except (CoreAffectError, KeyboardInterrupt):
@@ -869,7 +874,9 @@ class CoreAffect:
                         if row is not None:
                             yield row
                 last = index, time
+                any_face = any_face or bool(part.face_found[0])
             yield from state.finish(level)
+            self._warn_if_uninformed(name, state.count, any_face)
         finally:
             frames.close()  # a camera or file opened here is released now, not when collected
 

@@ -199,6 +199,8 @@ def test_yunet_missing_or_invalid_model_is_a_clear_error(tmp_path: Path) -> None
     missing.write_bytes(b"not an onnx model")
     with pytest.raises(CoreAffectError, match="face_detection_yunet.onnx.*not a valid"):
         FaceCropper(FaceConfig(detector="yunet", yunet_model=str(missing)))
+    with pytest.raises(CoreAffectError, match="a folder, not a YuNet model file .*the .onnx"):
+        FaceCropper(FaceConfig(detector="yunet", yunet_model=str(tmp_path)))
 
 
 def test_face_at_the_border_stays_centred_with_black_padding() -> None:

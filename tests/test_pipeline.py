@@ -212,7 +212,8 @@ def test_stream_equals_lagged_predict(affect, tiny):
     np.testing.assert_allclose(np.array([r.latent_mean for r in rows]), lagged.latent_mean,
                                atol=1e-5)
     # shorter than the look-ahead and than a clip: every row comes at the end, as in batch
-    short = list(affect.stream(frames[:5], lagged=True))
+    with pytest.warns(CoreAffectWarning, match="5 frames, fewer than one 16-frame clip"):
+        short = list(affect.stream(frames[:5], lagged=True))
     assert [r.index for r in short] == list(range(5))
     batch = affect.predict_crops(FaceCrops(*(np.asarray(x)[:5] for x in crops)), lagged=True)
     np.testing.assert_allclose([[r.valence, r.arousal_upper] for r in short],
@@ -280,6 +281,23 @@ def test_stream_takes_frames_from_memory(affect, tiny):
     assert len(rows) == 25 and rows[-1].time == pytest.approx(frames[-1][1])
 
 
+def test_stream_takes_grey_frames_as_rgb_and_warns_of_a_stream_without_estimates(affect,
+                                                                                 tiny):
+    with VideoSource(tiny.video()) as video:
+        frames = [(f.image[..., 1], f.time) for _, f in zip(range(20), video, strict=False)]
+    as_rgb = [(np.repeat(image[..., None], 3, axis=2), time) for image, time in frames]
+    _rows_equal(list(affect.stream(frames)), list(affect.stream(as_rgb)))
+    _rows_equal(list(affect.stream([(image[..., None], t) for image, t in frames])),
+                list(affect.stream(as_rgb)))
+    with pytest.warns(CoreAffectWarning, match="the stream: 10 frames, fewer than one 16-frame "
+                      "clip") as caught:
+        assert len(list(affect.stream(frames[:10]))) == 10
+    assert caught[0].filename == __file__
+    blank = [(np.zeros_like(image), time) for image, time in frames]
+    with pytest.warns(CoreAffectWarning, match="no face found in any of its 20 frames"):
+        list(affect.stream(blank))
+
+
 def test_stream_takes_a_numpy_camera_index(affect):
     from coreaffect.errors import VideoError
 
@@ -291,10 +309,12 @@ def test_stream_refuses_frames_that_are_not_uint8_rgb(affect, tiny):
     with VideoSource(tiny.video()) as video:
         frames = [(f.image, f.time) for _, f in zip(range(3), video, strict=False)]
     scaled = [(image / 255.0, time) for image, time in frames]  # floats in [0, 1]
-    with pytest.raises(CoreAffectError, match="frame 0: .*uint8 RGB, got float64"):
+    with pytest.raises(CoreAffectError, match=r"frame 0: .*uint8 RGB or \(H, W\) grey, got "
+                                              "float64"):
         list(affect.stream(scaled))
-    with pytest.raises(CoreAffectError, match="frame 0: .*uint8 RGB"):
-        list(affect.stream([(frames[0][0][..., 0], 0.0)]))  # one channel
+    with pytest.raises(CoreAffectError, match=r"frame 0: .*uint8 RGB or \(H, W\) grey, got "
+                                              r"uint8 \(\d+, \d+, 4\)"):
+        list(affect.stream([(np.dstack([frames[0][0], frames[0][0][..., :1]]), 0.0)]))
     bare = [image for image, _ in frames]  # images without their times
     with pytest.raises(CoreAffectError, match=r"frame 0: .*\(image, time\) pairs .*got "
                                               r"ndarray of shape \(\d+, \d+, 3\)$"):
