@@ -92,7 +92,7 @@ print(f"{len(videos)} held-out videos (per-video means)")
 print(f"{'':>22}  CCC valence / arousal   RMSE valence / arousal")
 table = {name: np.mean(values, axis=0) for name, values in rows.items()}
 for name, (c_v, c_a, r_v, r_a) in table.items():
-    print(f"{name:>22}  {c_v:.3f} / {c_a:.3f}           {r_v:.3f} / {r_a:.3f}")
+    print(f"{name:>22}  {c_v:6.3f} / {c_a:6.3f}         {r_v:6.3f} / {r_a:6.3f}")
 
 # %%
 # How late is the hidden route? Read its estimate ``shift`` frames ahead of each label: if the
@@ -105,6 +105,9 @@ for shift, (r_v, r_a) in curve.items():
     print(f"{shift:>14}   {r_v:.4f} / {r_a:.4f}")
 best = [min(curve, key=lambda s, d=d: curve[s][d]) for d in (0, 1)]
 print(f"smallest error at a shift of {best[0]} (valence) and {best[1]} (arousal) frames")
+if {min(curve), max(curve)} & set(best):
+    print(f"  (a shift at the end of those tried, {min(curve)} to {max(curve)}: the smallest "
+          "error may lie beyond)")
 
 # %%
 # CCC and RMSE against the look-ahead, with the hidden route (dotted), the filter with its own
