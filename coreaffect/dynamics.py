@@ -246,9 +246,10 @@ class CoreAffectDynamics:
     so that one step size suits every direction (the documentation's dynamics page gives what
     NUTS costs on the demo's data). Each chain starts at w drawn from N(0, 4 I), overdispersed
     against the posterior, so that r_hat can see chains that did not mix. The draws are kept in
-    ``inference_data_`` (ArviZ); :meth:`nuts_diagnostics` gives their worst r_hat, bulk ESS and
-    divergences, and :meth:`fit` warns when these miss the usual thresholds. The posterior means
-    become the point parameters (for the diffusion, the Cholesky factor of the mean of L L^T).
+    ``inference_data_`` (ArviZ); :meth:`nuts_diagnostics` gives their worst r_hat, bulk and
+    tail ESS and divergences, and :meth:`fit` warns when these miss the usual thresholds. The
+    posterior means become the point parameters (for the diffusion, the Cholesky factor of the
+    mean of L L^T).
 
     Decoding. Latent moments are mapped to (valence, arousal) by ``decoder``:
 
@@ -597,9 +598,10 @@ class CoreAffectDynamics:
             (factors @ factors.transpose(-1, -2)).mean(dim=(0, 1)))
         self._set_point(point)
         found = self.nuts_diagnostics()
-        logger.info("NUTS: %d chains x %d draws, split r_hat up to %.3f, bulk ESS down to %.0f, "
-                    "%d divergent transitions", found["chains"], found["draws"], found["r_hat"],
-                    found["ess_bulk"], found["divergences"])
+        logger.info("NUTS: %d chains x %d draws, split r_hat up to %.3f, bulk and tail ESS down "
+                    "to %.0f and %.0f, %d divergent transitions", found["chains"],
+                    found["draws"], found["r_hat"], found["ess_bulk"], found["ess_tail"],
+                    found["divergences"])
         problems = convergence_problems(found)
         if problems:
             warn(logger, f"NUTS may not have converged: {'; '.join(problems)}. The point "
@@ -608,9 +610,9 @@ class CoreAffectDynamics:
 
     def nuts_diagnostics(self) -> dict[str, float]:
         """The worst convergence diagnostics of the NUTS draws
-        (:func:`coreaffect.mcmc.diagnostics`): ``{"r_hat", "ess_bulk", "divergences",
-        "chains", "draws"}``. :meth:`fit` warns when r_hat is not below 1.01, the bulk ESS not
-        above 100 per chain, or a transition diverged.
+        (:func:`coreaffect.mcmc.diagnostics`): ``{"r_hat", "ess_bulk", "ess_tail",
+        "divergences", "chains", "draws"}``. :meth:`fit` warns when r_hat is not below 1.01,
+        the bulk or tail ESS not above 100 per chain, or a transition diverged.
 
         Raises:
             CoreAffectError: The model was not fitted with ``method="nuts"``.

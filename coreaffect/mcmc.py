@@ -216,7 +216,7 @@ def inference_data(posterior: dict[str, Any], diverging: Any) -> Any:
 
 
 # thresholds of Vehtari, Gelman, Simpson, Carpenter & Buerkner (2021): rank-normalised split
-# r_hat below 1.01, bulk effective sample size above 100 per chain
+# r_hat below 1.01, bulk and tail effective sample sizes above 100 per chain
 R_HAT_LIMIT = 1.01
 ESS_PER_CHAIN = 100
 
@@ -228,28 +228,49 @@ def diagnostics(data: Any) -> dict[str, float]:
         data: ArviZ data with ``posterior`` and ``sample_stats.diverging``.
 
     Returns:
-        ``{"r_hat": the largest rank-normalised split r_hat, "ess_bulk": the smallest bulk
-        effective sample size, over every scalar of the posterior, "divergences": the number
-        of divergent transitions, "chains": C, "draws": S per chain}``.
+        ``{"r_hat": the largest rank-normalised split r_hat, "ess_bulk", "ess_tail": the
+        smallest bulk and tail effective sample sizes, over every scalar of the posterior (NaN
+        when one of them is undefined: a parameter whose draws do not vary), "divergences": the
+        number of divergent transitions, "chains": C, "draws": S per chain}``. ArviZ gives no
+        r_hat for one chain: its two halves are then taken as two chains.
     """
     import arviz as az
 
-    summary = az.summary(data, kind="diagnostics")
     diverging = sample_stat(data, "diverging")  # (C, S)
-    return {"r_hat": float(summary["r_hat"].max()), "ess_bulk": float(summary["ess_bulk"].min()),
-            "divergences": int(diverging.sum()), "chains": int(diverging.shape[0]),
-            "draws": int(diverging.shape[1])}
+    chains, draws = diverging.shape
+    scored = data
+    if chains == 1 and draws >= 4:  # the halves of one chain, as two
+        half = draws // 2
+
+        def halves(values: Any) -> Any:
+            return values[:, :2 * half].reshape(2, half, *values.shape[2:])
+
+        scored = inference_data({name: halves(posterior_values(data, name))
+                                 for name in data["posterior"].data_vars},
+                                halves(diverging))
+    import numpy as np
+
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant draw: NaN, named below
+        summary = az.summary(scored, kind="diagnostics")
+    return {"r_hat": float(summary["r_hat"].max(skipna=False)),
+            "ess_bulk": float(summary["ess_bulk"].min(skipna=False)),
+            "ess_tail": float(summary["ess_tail"].min(skipna=False)),
+            "divergences": int(diverging.sum()), "chains": int(chains), "draws": int(draws)}
 
 
 def convergence_problems(found: dict[str, float]) -> list[str]:
     """What in :func:`diagnostics`'s ``found`` misses its threshold, in words; empty when
-    nothing does (a single chain has no split r_hat across chains, but still one within)."""
+    nothing does."""
     problems = []
-    if not found["r_hat"] < R_HAT_LIMIT:  # NaN included
+    if math.isnan(found["r_hat"]):
+        problems.append("a split r_hat is undefined (a parameter whose draws do not vary)")
+    elif not found["r_hat"] < R_HAT_LIMIT:
         problems.append(f"split r_hat up to {found['r_hat']:.3f} (want < {R_HAT_LIMIT})")
-    if not found["ess_bulk"] > ESS_PER_CHAIN * found["chains"]:
-        problems.append(f"bulk ESS down to {found['ess_bulk']:.0f} (want > "
-                        f"{ESS_PER_CHAIN * found['chains']}: {ESS_PER_CHAIN} per chain)")
+    for kind in ("bulk", "tail"):
+        value = found[f"ess_{kind}"]
+        if not value > ESS_PER_CHAIN * found["chains"]:  # NaN included
+            problems.append(f"{kind} ESS down to {value:.0f} (want > "
+                            f"{ESS_PER_CHAIN * found['chains']}: {ESS_PER_CHAIN} per chain)")
     if found["divergences"]:
         problems.append(f"{found['divergences']} divergent transitions")
     return problems

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from coreaffect.mcmc import (
+    convergence_problems,
+    diagnostics,
     inference_data,
     laplace_scale,
     posterior_values,
@@ -108,3 +110,26 @@ def test_named_nuts_refuses_nothing_to_sample():
     with pytest.raises(ValueError, match="every one of .* is empty"):
         named_nuts(lambda p: torch.zeros(()), {"a": torch.zeros(0)}, num_samples=2,
                    num_warmup=2, num_chains=1)
+
+
+def test_diagnostics_score_one_chain_by_its_halves_and_name_an_undefined_r_hat():
+    """Independent draws: one chain gets an r_hat from its two halves (ArviZ gives none for
+    one chain) and passes; a chain whose second half drifts away fails; a parameter whose
+    draws never vary has no r_hat, which is a problem, not a value skipped."""
+    import arviz as az
+
+    rng = np.random.default_rng(0)
+    good = {"a": rng.normal(size=(1, 800, 2))}
+    found = diagnostics(inference_data(good, np.zeros((1, 800), bool)))
+    split = az.summary(inference_data({"a": good["a"].reshape(2, 400, 2)},
+                                      np.zeros((2, 400), bool)), kind="diagnostics")
+    assert found["r_hat"] == split["r_hat"].max() and np.isfinite(found["r_hat"])
+    assert found["chains"] == 1 and found["draws"] == 800
+    assert convergence_problems(found) == []
+    drifting = good["a"] + np.linspace(0, 3, 800)[None, :, None]
+    assert "split r_hat up to" in convergence_problems(
+        diagnostics(inference_data({"a": drifting}, np.zeros((1, 800), bool))))[0]
+    frozen = {"a": rng.normal(size=(2, 400)), "b": np.ones((2, 400))}
+    found = diagnostics(inference_data(frozen, np.zeros((2, 400), bool)))
+    assert np.isnan(found["r_hat"])
+    assert "r_hat is undefined" in convergence_problems(found)[0]
