@@ -117,7 +117,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", type=Path, help="an existing synthetic corpus (else generated)")
     parser.add_argument("--videos", type=int, default=23)
-    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--seconds", type=float, default=None, help="video length (40, or 10 "
+                        "with --quick)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--framing", choices=("tight", "wide"), default="tight")
     parser.add_argument("--quick", action="store_true", help="videos of 10 s")
@@ -128,8 +129,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the scores here")
     args = parser.parse_args()
     cv2.setNumThreads(1)  # before the workers fork: they inherit it (set after a fork, it hangs)
-    if args.quick:
-        args.seconds = 10.0
+    if args.seconds is None:
+        args.seconds = 10.0 if args.quick else 40.0
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         if args.root is None:

@@ -228,11 +228,14 @@ def _stream(args: argparse.Namespace) -> int:
     stop = threading.Event()
     rows = 0
     out = None  # opened at the first row: a stream that fails at once leaves no file
+    where = "standard output" if args.out is None else args.out
     with affect.open_video(_camera_or_path(args.video), fps=args.fps,
-                           first_index=args.first_index) as video, _stopped_by_ctrl_c(stop):
+                           first_index=args.first_index) as video, _stopped_by_signal(stop):
         try:
             for row in affect.stream(video, args.level, lagged=args.lagged, stop=stop):
                 if out is None:
+                    if args.out is not None:
+                        args.out.parent.mkdir(parents=True, exist_ok=True)
                     out = (sys.stdout if args.out is None
                            else args.out.open("w", encoding="utf-8", newline=""))
                     writer = csv.writer(out, lineterminator="\n")
@@ -240,35 +243,46 @@ def _stream(args: argparse.Namespace) -> int:
                 writer.writerow(csv_cells(row, stage, args.level))
                 out.flush()  # a row is on disk (or in the pipe) as soon as it is known
                 rows += 1
+        except BaseException:
+            if rows:  # kept: say so before the error
+                print(f"wrote {rows} rows to {where} before stopping", file=sys.stderr)
+            raise
         finally:
             if out is not None and out is not sys.stdout:
                 out.close()
-    where = "standard output" if args.out is None else args.out
-    how = "stopped by Ctrl-C" if stop.is_set() else "the source ended"
-    print(f"{how}: wrote {rows} rows ({stage}, {args.level:.0%} bands) to {where}",
-          file=sys.stderr)
+    how = "stopped" if stop.is_set() else "the source ended"
+    wrote = (f"wrote {rows} rows ({stage}, {args.level:.0%} bands) to {where}" if rows
+             else "no row to write")
+    print(f"{how}: {wrote}", file=sys.stderr)
     return 0
 
 
 @contextmanager
-def _stopped_by_ctrl_c(stop: threading.Event) -> Iterator[None]:
-    """For the block, a first Ctrl-C sets ``stop`` (the stream then ends with the rows of its
-    last frames) and a second one interrupts as usual (in the main thread, where Python takes
-    signals; elsewhere nothing changes)."""
+def _stopped_by_signal(stop: threading.Event) -> Iterator[None]:
+    """For the block, a first Ctrl-C or SIGTERM (a service being stopped) sets ``stop``: the
+    stream then ends with the rows of its last frames. A second one acts as before (Ctrl-C and
+    SIGTERM interrupt the command). A signal that is ignored (Ctrl-C in a background job) stays
+    ignored, and outside the main thread, where Python takes no signal, nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    numbers = [n for n in (signal.SIGINT, signal.SIGTERM)
+               if signal.getsignal(n) is not signal.SIG_IGN]
+    previous = {}
 
     def first(number: int, frame: Any) -> None:
         stop.set()
         print("stopping: the last rows follow (Ctrl-C again to quit at once)", file=sys.stderr)
-        signal.signal(signal.SIGINT, previous)
+        for n, handler in previous.items():
+            signal.signal(n, handler)
 
-    previous = signal.signal(signal.SIGINT, first)
+    for n in numbers:
+        previous[n] = signal.signal(n, first)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for n, handler in previous.items():
+            signal.signal(n, handler)
 
 
 def _write_plot(trajectory, path: Path, title: str) -> None:
@@ -525,9 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "filter (the default), a fixed latency of under a second after the frame; "
                     "with --lagged, the run's lag later. SOURCE is a video file, a frame "
                     "folder, or a camera index (0 is the first camera). Each row is flushed as "
-                    "it is written. A camera runs until Ctrl-C: the first ends the stream and "
-                    "writes the rows of its last frames, a second quits at once, keeping "
-                    "the rows written.",
+                    "it is written. A camera runs until Ctrl-C (or SIGTERM): the first ends "
+                    "the stream and writes the rows of its last frames, a second quits at "
+                    "once, keeping the rows written.",
         epilog=_EPILOG_STREAM, formatter_class=argparse.RawDescriptionHelpFormatter)
     stream.add_argument("run", type=Path, help="run directory (with its prior and dynamics)")
     stream.add_argument("video", type=Path, metavar="source",

@@ -801,7 +801,9 @@ class CoreAffect:
         unreadable image, a time out of order) that comes while a frame is read, checked or
         cropped also ends it so: the rows of the frames taken before follow, then the exception
         is raised again. (An exception raised in the loop that consumes the rows does not reach
-        the stream; breaking out of that loop discards the rows not yet yielded.)
+        the stream; breaking out of that loop discards the rows not yet yielded. Most of a stream's
+        time goes into computing rows, so a Ctrl-C mostly lands there: to end on Ctrl-C with the
+        last rows, let a SIGINT handler set ``stop``, as ``coreaffect stream`` does.)
 
         Args:
             source: A video file, frame folder, camera index, open source, or an iterable of

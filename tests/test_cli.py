@@ -718,10 +718,11 @@ def test_stream_writes_the_rows_of_predict_as_they_come(tiny, tmp_path, online, 
     assert "exists, and a stream writes its file as it goes" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
 def test_ctrl_c_ends_a_stream_with_the_rows_of_its_last_frames(tiny, tmp_path, monkeypatch,
-                                                               capsys):
-    """The first Ctrl-C, while frame 40 is read, ends the stream as the source's end would:
-    41 rows, then exit 0; the handler of Ctrl-C is put back."""
+                                                               capsys, name):
+    """The first Ctrl-C (or SIGTERM), while frame 40 is read, ends the stream as the source's
+    end would: 41 rows, then exit 0; the handlers are put back. The file's folder is made."""
     import os
     import signal
 
@@ -732,18 +733,37 @@ def test_ctrl_c_ends_a_stream_with_the_rows_of_its_last_frames(tiny, tmp_path, m
     def camera(self, source):
         for k, frame in enumerate(frames(self, source)):
             if k == 40:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), getattr(signal, name))
             yield frame
 
     monkeypatch.setattr(CoreAffect, "_frames", camera)
-    before = signal.getsignal(signal.SIGINT)
-    out = tmp_path / "live.csv"
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    out = tmp_path / "new" / "folder" / "live.csv"
     assert main(["stream", str(tiny.run), str(tiny.video()), "--out", str(out)]) == 0
-    assert signal.getsignal(signal.SIGINT) is before
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     err = capsys.readouterr().err
-    assert "stopping: the last rows follow" in err and "stopped by Ctrl-C: wrote 41 rows" in err
+    assert "stopping: the last rows follow" in err and "stopped: wrote 41 rows" in err
     lines = out.read_text().splitlines()
     assert len(lines) == 42 and lines[-1].startswith("40,")
+
+
+def test_a_stream_that_fails_says_how_many_rows_it_kept(tiny, tmp_path, capsys):
+    import cv2
+
+    from coreaffect.video import VideoSource
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    with VideoSource(tiny.video()) as video:
+        for frame in video:
+            cv2.imwrite(str(folder / f"{frame.index:05d}.png"),
+                        cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    (folder / "00050.png").write_bytes(b"not an image")
+    out = tmp_path / "live.csv"
+    assert main(["stream", str(tiny.run), str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"wrote 50 rows to {out} before stopping" in err and "00050.png" in err
+    assert len(out.read_text().splitlines()) == 51
 
 
 def test_stream_of_a_camera_that_cannot_be_opened_is_a_clear_error(tiny, tmp_path):
