@@ -174,17 +174,22 @@ def test_saliency_errors_are_clear(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
 
-def test_predict_takes_the_rate_of_a_frame_folder(tiny, tmp_path):
+def _frame_folder(video, folder: Path) -> Path:
+    """The frames of ``video`` as numbered PNG images in ``folder``, from 00000.png."""
     import cv2
 
     from coreaffect.video import VideoSource
 
-    folder = tmp_path / "frames"
     folder.mkdir()
-    with VideoSource(tiny.video()) as video:
-        for frame in video:
+    with VideoSource(video) as source:
+        for frame in source:
             cv2.imwrite(str(folder / f"{frame.index:05d}.png"),
                         cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_predict_takes_the_rate_of_a_frame_folder(tiny, tmp_path):
+    folder = _frame_folder(tiny.video(), tmp_path / "frames")
     result = _run("predict", str(tiny.run), str(folder), "--fps", "50", "--causal", "--quiet")
     assert result.returncode == 0, result.stderr
     rows = [line.split(",") for line in result.stdout.splitlines()[1:]]
@@ -748,16 +753,7 @@ def test_ctrl_c_ends_a_stream_with_the_rows_of_its_last_frames(tiny, tmp_path, m
 
 
 def test_a_stream_that_fails_says_how_many_rows_it_kept(tiny, tmp_path, capsys):
-    import cv2
-
-    from coreaffect.video import VideoSource
-
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    with VideoSource(tiny.video()) as video:
-        for frame in video:
-            cv2.imwrite(str(folder / f"{frame.index:05d}.png"),
-                        cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    folder = _frame_folder(tiny.video(), tmp_path / "frames")
     (folder / "00050.png").write_bytes(b"not an image")
     out = tmp_path / "live.csv"
     assert main(["stream", str(tiny.run), str(folder), "--out", str(out)]) == 1
