@@ -107,6 +107,7 @@ import io
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -533,9 +534,19 @@ def _check(path: Path, times: np.ndarray | None, values: np.ndarray, lines: np.n
                               int(lines[i]))
 
 
+def name_key(name: str) -> str:
+    """A file or video name as names are matched: in Unicode NFC, since macOS file systems may
+    give a name in NFD (``e`` and a combining accent) that a label file spells as one
+    character."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _pick(folder: Path, available: dict[str, Path], video: str | None, what: str
           ) -> tuple[str, Path]:
-    """Choose ``video`` among ``available`` (id -> path), or the only one when it is None."""
+    """Choose ``video`` among ``available`` (id -> path), or the only one when it is None;
+    names are compared in NFC."""
+    available = {name_key(name): path for name, path in available.items()}
+    video = None if video is None else name_key(video)
     names = sorted(available)
     listing = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
     if video is None:
@@ -570,7 +581,7 @@ def _one_file(path: Path, video: str | None, suffixes: tuple[str, ...], what: st
 
 
 def _check_video(path: Path, video: str | None, found: str) -> None:
-    if video is not None and video != found:
+    if video is not None and name_key(video) != name_key(found):
         raise AnnotationError(path, f"holds video {found!r}, not the requested {video!r}")
 
 
@@ -794,7 +805,7 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
 def _video_key(name: str) -> str:
     """A video's name as DANTE folders and ``NameVideo`` cells may spell it: lower case, runs
     of other characters than letters and digits as one ``_`` (``30_3.mp4``, ``30_3_mp4``)."""
-    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+    return re.sub(r"[^0-9a-z]+", "_", name_key(name).lower()).strip("_")
 
 
 def _check_dante_names(named: dict[Path, str], folder: str) -> None:

@@ -5,7 +5,7 @@ A *recording* is one video (a file or a folder of frames) with its annotation an
 the public datasets ship them:
 
 =============  ==========================================================================
-format         layout under ``root`` (videos are matched to annotations by file stem)
+format         layout under ``root`` (videos are matched to annotations by file stem, in NFC)
 =============  ==========================================================================
 ``dante``      ``annotation/<UserId>/<video>/{valence,arousal}.csv`` and ``<video>.<ext>``
                anywhere under ``root`` (``<video>`` may also be the file's whole name with
@@ -19,6 +19,9 @@ format         layout under ``root`` (videos are matched to annotations by file 
 ``recola``     ``arousal/<video>.csv`` and ``valence/<video>.csv`` and the videos
 ``csv``        ``<video>.csv`` with header ``time,valence,arousal`` and the videos
 =============  ==========================================================================
+
+Names are compared in Unicode NFC, and recording ids are in NFC: macOS may store ``café.mp4``
+with a combining accent (NFD) while a label file spells the name with one character.
 
 Hidden folders and files below ``root`` (names starting with ``.``: ``.git``, a synthetic
 corpus still being built in ``.partial-*``, macOS's ``._clip.mp4``) are skipped; ``root``
@@ -60,6 +63,7 @@ from coreaffect.annotations import (
     Annotations,
     _check_head,
     detect_format,
+    name_key,
     read_annotations,
 )
 from coreaffect.config import DataConfig, FaceConfig, VideoConfig
@@ -236,13 +240,13 @@ def _is_frame_folder(path: Path) -> bool:
 
 
 def _index_videos(root: Path) -> dict[str, list[Path]]:
-    """Video files and frame folders under ``root``, by stem (folder name)."""
+    """Video files and frame folders under ``root``, by stem (folder name), in NFC."""
     found: dict[str, list[Path]] = {}
     for path in _below(root):
         if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-            found.setdefault(path.stem, []).append(path)
+            found.setdefault(name_key(path.stem), []).append(path)
         elif path.is_dir() and _is_frame_folder(path):
-            found.setdefault(path.name, []).append(path)
+            found.setdefault(name_key(path.name), []).append(path)
     return found
 
 
@@ -251,13 +255,13 @@ def _underscored(videos: dict[str, list[Path]]) -> dict[str, list[Path]]:
     its annotation folders (``30_3.mp4`` becomes ``30_3_mp4``)."""
     found: dict[str, list[Path]] = {}
     for path in (p for paths in videos.values() for p in paths if p.is_file()):
-        found.setdefault(path.name.replace(".", "_"), []).append(path)
+        found.setdefault(name_key(path.name.replace(".", "_")), []).append(path)
     return found
 
 
 def _match_video(videos: dict[str, list[Path]], stems: Sequence[str], annotation: Path) -> Path:
     for stem in stems:
-        candidates = videos.get(stem, [])
+        candidates = videos.get(name_key(stem), [])
         if len(candidates) == 1:
             return candidates[0]
         if len(candidates) > 1:
@@ -278,7 +282,8 @@ def _flat_files(root: Path) -> list[Path]:
 
 def _video_stems(stem: str) -> tuple[str, ...]:
     """The video names an annotation file's stem may belong to (Aff-Wild2's ``_left`` and
-    ``_right`` annotations belong to the video without the suffix too)."""
+    ``_right`` annotations belong to the video without the suffix too), in NFC."""
+    stem = name_key(stem)
     if stem.endswith(("_left", "_right")):
         return stem, stem.rsplit("_", 1)[0]
     return (stem,)
@@ -496,6 +501,7 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
         raise CoreAffectError(f"{root}: no {format} annotation found")
     recordings, seen = [], {}
     for video_id, annotation in entries:
+        video_id = name_key(video_id)  # ids in NFC, as a people file or a user types them
         if video_id in seen:
             raise CoreAffectError(f"{annotation}: a second annotation for video {video_id!r} "
                                   f"(the first: {seen[video_id]})")
@@ -507,13 +513,14 @@ def discover(root: str | Path, format: str = "auto") -> list[Recording]:
             if format == "aff-wild2" and video_id.endswith(("_left", "_right")):
                 stems.append(video_id.rsplit("_", 1)[0])
             index = videos
-            if format == "dante" and video_id not in videos:  # DANTE's <video> is the file's
-                index = _underscored(videos)  # name with its dots as underscores: 30_3_mp4
+            if format == "dante" and name_key(video_id) not in videos:  # DANTE's <video> is the
+                index = _underscored(videos)  # file's name with its dots as underscores: 30_3_mp4
             where = annotation / "*" / video_id if format == "dante" else annotation
             video = _match_video(index, stems, where)
         folder = video.is_dir()
+        name = video.name if folder else video.stem
         shared = (format == "aff-wild2" and video_id.endswith(("_left", "_right"))
-                  and (video.name if folder else video.stem) != video_id)  # on <video> itself
+                  and name_key(name) != name_key(video_id))  # on <video> itself
         recordings.append(Recording(
             id=video_id, video=video, annotation=annotation, format=format,
             fps=folder_numbering(format)[0] if folder else None,

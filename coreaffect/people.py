@@ -22,8 +22,8 @@ columns are ignored)::
     session_0020,P02
 
 ``video`` is a recording's id, as ``coreaffect evaluate`` prints it (for Aff-Wild2's videos of
-two people, ``<video>_left`` and ``<video>_right``). A video the file does not name is one person
-of its own.
+two people, ``<video>_left`` and ``<video>_right``), compared in Unicode NFC as recording ids are.
+A video the file does not name is one person of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from coreaffect.annotations import name_key
 from coreaffect.errors import InputError
 
 __all__ = ["People", "people_of", "read_people", "resolve_people", "video_groups"]
@@ -84,7 +85,7 @@ def read_people(path: str | Path) -> dict[str, str]:
         if not all(cells):
             raise InputError(f"{path}:{number}: a row needs both a video and a person, got "
                              f"{row!r}")
-        video, person = cells
+        video, person = name_key(cells[0]), cells[1]
         if people.setdefault(video, person) != person:
             raise InputError(f"{path}:{number}: video {video!r} is given to person {person!r} "
                              f"here and to {people[video]!r} above")
@@ -106,7 +107,7 @@ def resolve_people(people: People | str | Path | None) -> dict[str, str] | None:
     if bad:
         raise InputError(f"people must map video ids to people, both non-empty strings; got "
                          f"{bad[0]!r}")
-    return dict(people) or None
+    return {name_key(video): person for video, person in people.items()} or None
 
 
 def people_of(videos: Sequence[str], people: People | None) -> dict[str, str] | None:

@@ -15,6 +15,7 @@ from coreaffect.config import AnnotationConfig, DataConfig, FaceConfig
 from coreaffect.corpus import discover, load_recording
 from coreaffect.crop_cache import CropCache
 from coreaffect.errors import AnnotationError, CoreAffectError, CoreAffectWarning
+from coreaffect.people import read_people, resolve_people
 from coreaffect.splits import split_recordings
 
 FPS = 25.0
@@ -52,6 +53,20 @@ def test_discover_csv_pairs_videos_and_annotations(tmp_path):
     assert [r.id for r in recordings] == ["a", "b", "c"]
     assert all(r.format == "csv" and r.video.suffix == ".avi" for r in recordings)
     assert discover(root, "csv") == recordings
+
+
+def test_a_video_named_in_nfd_matches_its_annotation_named_in_nfc(tmp_path):
+    """macOS may store "café" as "cafe" and a combining accent; a label file spells it as one
+    character. Names are matched in NFC, and the recording keeps its annotation's name."""
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    root = _csv_corpus(tmp_path / "data", ids=(nfc,))
+    (root / f"{nfc}.avi").rename(root / f"{nfd}.avi")
+    [recording] = discover(root)
+    assert recording.id == nfc and recording.video == root / f"{nfd}.avi"
+    assert read_annotations(root, "csv", video=nfd).video == nfc
+    people = tmp_path / "people.csv"
+    people.write_text(f"video,person\n{nfd},P1\n", encoding="utf-8")
+    assert read_people(people) == resolve_people({nfd: "P1"}) == {nfc: "P1"}
 
 
 def test_discover_follows_linked_folders_once(tmp_path):
