@@ -26,9 +26,12 @@ full beside the old ones (``.NAME.safetensors.pending``), the JSON with their ha
 old JSON (the moment the new state counts), and the weights are then renamed into place; a load
 that finds the JSON newer than the weights finishes that rename. A weights file whose hash does
 not match its JSON otherwise (truncated, tampered, or from another save) is an error, never
-loaded. Files and folders are created with the permissions the user's umask gives any other.
-The JSON's ``format`` number changes when the layout does; a run directory written by an
-incompatible version is refused with a message saying so.
+loaded. The weights file also keeps the config it was saved with (in its safetensors metadata),
+so a JSON whose config was edited by hand (a layer setting that rebuilds other layers with the
+same tensor shapes, say) is an error naming the first setting that differs, never loaded with
+weights that were not trained for it. Files and folders are created with the permissions the
+user's umask gives any other. The JSON's ``format`` number changes when the layout does; a run
+directory written by an incompatible version is refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
@@ -264,13 +267,47 @@ def save_state(directory: str | Path, name: str, tensors: dict[str, torch.Tensor
     directory.mkdir(parents=True, exist_ok=True)
     weights, pending = directory / f"{name}.safetensors", _pending(directory, name)
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    raw = safetensors_bytes(cpu, metadata={"format": str(FORMAT)})  # written as any file is
+    raw = safetensors_bytes(cpu, metadata={"format": str(FORMAT),  # written as any file is
+                                           "config": _canonical(config)})
     digest = hashlib.sha256(raw).hexdigest()
     atomic_write(pending, raw)
     meta = {"format": FORMAT, "coreaffect": __version__, "component": name,
             "weights_sha256": digest, "config": config}
     atomic_write(directory / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     os.replace(pending, weights)  # interrupted before this, load_state finishes it
+
+
+def _canonical(config: Any) -> str:
+    """``config`` as one JSON text, the same for equal configs."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+def _first_difference(saved: Any, given: Any, where: str = "config") -> str:
+    """Where ``given`` first differs from ``saved`` (both parsed JSON), and how."""
+    if isinstance(saved, dict) and isinstance(given, dict):
+        for key in sorted(saved.keys() | given.keys()):
+            if key not in given:
+                return f"{where}.{key} was removed (saved: {saved[key]!r})"
+            if key not in saved:
+                return f"{where}.{key} was added ({given[key]!r})"
+            if _canonical(saved[key]) != _canonical(given[key]):
+                return _first_difference(saved[key], given[key], f"{where}.{key}")
+    return f"{where} is {given!r}, saved as {saved!r}"
+
+
+def _check_config(weights: Path, meta_path: Path, config: dict[str, Any]) -> None:
+    """Refuse a JSON whose config is not the one ``weights`` was saved with (files saved
+    before the weights kept their config are not checked)."""
+    try:
+        with safe_open(weights, framework="pt") as handle:
+            saved = (handle.metadata() or {}).get("config")
+    except (SafetensorError, OSError) as err:
+        raise CoreAffectError(f"{weights}: not a readable safetensors file ({err})") from None
+    if saved is not None and saved != _canonical(config):
+        difference = _first_difference(json.loads(saved), config)
+        raise CoreAffectError(f"{meta_path}: its config was edited after the weights were "
+                              f"saved ({difference}); the weights were not trained for it. "
+                              "Undo the edit, or train again with the new setting")
 
 
 def _pending(directory: Path, name: str) -> Path:
@@ -326,6 +363,7 @@ def load_state(directory: str | Path, name: str, device: str | torch.device = "c
     if _sha256(weights) != meta.get("weights_sha256"):
         raise CoreAffectError(f"{weights}: content does not match {meta_path.name} "
                               "(truncated, modified, or from another save)")
+    _check_config(weights, meta_path, meta["config"])
     try:
         tensors = load_file(weights, device=str(device))
     except (SafetensorError, OSError) as err:

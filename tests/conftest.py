@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 
 @pytest.fixture
@@ -14,3 +20,23 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(before)
+
+
+def _resave_without_config(directory, name):
+    """Write ``directory/name.safetensors`` again as runs were saved before weights files kept
+    their config, so that a test may edit ``name.json``'s config as an earlier version wrote it
+    (or a user might); the JSON's hash follows."""
+    directory = Path(directory)
+    weights, meta_path = directory / f"{name}.safetensors", directory / f"{name}.json"
+    raw = safetensors_bytes(load_file(weights), metadata={"format": "1"})
+    weights.write_bytes(raw)
+    meta = json.loads(meta_path.read_text())
+    meta["weights_sha256"] = hashlib.sha256(raw).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+
+
+@pytest.fixture
+def saved_without_config():
+    """A function ``(directory, name)`` that rewrites a saved component as earlier versions
+    saved it: its JSON's config may then be edited without the weights refusing it."""
+    return _resave_without_config

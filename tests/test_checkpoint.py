@@ -247,8 +247,30 @@ def test_a_file_given_as_a_run_is_named_so(tmp_path):
         load_model(tmp_path / "absent")
 
 
-def test_a_hand_edited_description_is_refused_naming_its_file(run):
+def test_a_config_edited_after_saving_is_refused_naming_the_setting(run, saved_without_config):
+    path, model, _ = run
+    meta = json.loads((path / "hidden_route.json").read_text())
+    meta["config"]["model"]["kernel"] = 5  # compared before any layer is rebuilt
+    meta["config"]["data"]["faces"].pop("margin")
+    (path / "hidden_route.json").write_text(json.dumps(meta))
+    with pytest.raises(CoreAffectError, match=r"hidden_route\.json: its config was edited after "
+                       r"the weights were saved \(config\.data\.faces\.margin was removed "
+                       r"\(saved: 0\.8\)\)"):
+        load_model(path)
+    meta["config"]["data"]["faces"]["margin"] = 0.8
+    (path / "hidden_route.json").write_text(json.dumps(meta, indent=4))  # layout is not content
+    with pytest.raises(CoreAffectError, match=r"config\.model\.kernel is 5, saved as 3"):
+        load_model(path)
+    meta["config"]["model"]["kernel"] = 3
+    (path / "hidden_route.json").write_text(json.dumps(meta, indent=4))
+    assert load_model(path).config == model.config
+    saved_without_config(path, "hidden_route")  # saved before the check: config not compared
+    assert load_model(path).config == model.config
+
+
+def test_a_hand_edited_description_is_refused_naming_its_file(run, saved_without_config):
     path, _, _ = run
+    saved_without_config(path, "hidden_route")  # the rebuild's own checks, behind that one
     original = json.loads((path / "hidden_route.json").read_text())
     for key, value, message in [("format", "1", r"'format' must be an integer, got '1'"),
                                 ("kernel", 4, "kernel must be odd"),

@@ -275,12 +275,13 @@ def test_a_model_that_divides_out_p_z_still_does_when_loaded_without_its_decoder
 
 
 def test_a_dividing_model_fitted_before_uninformative_directions_were_unscaled_is_named(
-        tmp_path, caplog):
+        tmp_path, caplog, saved_without_config):
     import json
 
     model = CoreAffectDynamics(decoder=torch.eye(2, dtype=torch.float64))  # divides: a decoder
     model._set_point(_truth()._point())
     model.save(tmp_path)
+    saved_without_config(tmp_path, "dynamics")
     path = tmp_path / "dynamics.json"
     saved = json.loads(path.read_text())
     del saved["config"]["estimator"]["uninformative_unscaled"]  # an earlier file
@@ -582,12 +583,14 @@ def test_nuts_warns_when_its_chains_disagree(monkeypatch):
     ("n_latent", 3, r"theta has shape \(2, 2\), not \(3, 3\)"),
     ("tol", None, "tol must be a finite non-negative number"),
 ])
-def test_a_hand_edited_model_file_is_refused_when_loaded(tmp_path, fitted, key, value, message):
+def test_a_hand_edited_model_file_is_refused_when_loaded(tmp_path, fitted, key, value, message,
+                                                         saved_without_config):
     import json
 
     from coreaffect.errors import CoreAffectError
 
     fitted.save(tmp_path / "run")
+    saved_without_config(tmp_path / "run", "dynamics")  # the loader's own checks, behind that
     path = tmp_path / "run" / "dynamics.json"
     meta = json.loads(path.read_text())
     meta["config"]["estimator"][key] = value

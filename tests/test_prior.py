@@ -333,11 +333,13 @@ def test_priors_saved_under_other_names_keep_their_own_manifolds(prior, gp_prior
         HiddenRoutePrior.load(tmp_path, "prior_a")
 
 
-def test_runs_saved_by_earlier_versions_load_with_their_own_model(measured, tmp_path):
+def test_runs_saved_by_earlier_versions_load_with_their_own_model(measured, tmp_path,
+                                                                  saved_without_config):
     import json
 
     e = estimates(boomerang(30, 15), 25)
     measured.save(tmp_path)
+    saved_without_config(tmp_path, "prior")
     config_path = tmp_path / "prior.json"
     config = json.loads(config_path.read_text())
     config["config"]["location"] = "estimate"  # the former name of "measurement"
@@ -351,10 +353,11 @@ def test_runs_saved_by_earlier_versions_load_with_their_own_model(measured, tmp_
 
 
 def test_priors_calibrated_with_raw_draws_or_without_their_manifold_are_named(
-        measured, tmp_path, caplog):
+        measured, tmp_path, caplog, saved_without_config):
     import json
 
     measured.save(tmp_path)
+    saved_without_config(tmp_path, "prior")
     with caplog.at_level("WARNING", logger="coreaffect.prior"):
         HiddenRoutePrior.load(tmp_path)
     assert "raw latent draws" not in caplog.text
