@@ -236,7 +236,8 @@ def _pooled(name: str, weights: np.ndarray, stats: np.ndarray) -> np.ndarray:
         cov = np.where(flat_y | flat_x, 0.0, cov)
         if name == "pcc":
             return cov / np.sqrt(vy * vx)
-        return 2 * cov / (vy + vx + (pooled_y - pooled_x) ** 2)
+        value = 2 * cov / (vy + vx + (pooled_y - pooled_x) ** 2)
+        return np.where(total < 2, np.nan, value)  # as coreaffect.metrics.ccc on one frame
 
 
 class _Draws(NamedTuple):

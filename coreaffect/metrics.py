@@ -114,12 +114,14 @@ def ccc(y, mean) -> np.ndarray:
     """Concordance correlation coefficient (population statistics) over the last axis.
 
     ``2 cov(y, x) / (var(y) + var(x) + (mean(y) - mean(x))^2)``; NaN when both are constant and
-    equal, or when fewer than one valid frame remains.
+    equal, or when fewer than two valid frames remain (one frame has no spread to agree on: the
+    formula would give 0 or NaN by whether its two values happen to be equal).
     """
     y, mean = _as_numpy(y, mean)
     my, mx, vy, vx, cov = _moments(y, mean)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return 2 * cov / (vy + vx + (my - mx) ** 2)
+        value = 2 * cov / (vy + vx + (my - mx) ** 2)
+    return np.where(_valid(y, mean).sum(axis=-1) < 2, np.nan, value)
 
 
 def pcc(y, mean) -> np.ndarray:

@@ -76,6 +76,16 @@ def test_resampled_correlations_of_constant_series_are_undefined_as_computed_dir
     assert np.isnan(pooled[:, 0]).all() and np.isnan(pooled[[1, 3], 1]).all()
 
 
+def test_resampled_ccc_of_a_one_frame_video_is_undefined_as_computed_directly():
+    rng = np.random.default_rng(6)
+    truths, means, variances = _videos(rng, 3, missing=False)
+    truths[0], means[0], variances[0] = truths[0][:1], means[0][:1], variances[0][:1]
+    counts = np.array([[1, 0, 0], [2, 0, 0], [1, 1, 1], [0, 2, 1]])
+    _check_against_drawn(truths, means, variances, counts, ("ccc",), rtol=1e-9)
+    per_video, pooled = resampled_metrics(truths, means, variances, counts)
+    assert np.isnan(pooled["ccc"][0]).all() and np.isnan(per_video["ccc"][0]).all()
+
+
 def _check_against_drawn(truths, means, variances, counts, names, rtol):
     per_video, pooled = resampled_metrics(truths, means, variances, counts)
     for r, row in enumerate(counts):

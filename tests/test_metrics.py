@@ -42,6 +42,19 @@ def test_constant_series_have_no_correlation_whatever_the_rounding():
     assert np.isnan(metrics.pcc(batch, varying)[0]) and metrics.pcc(batch, varying)[1] == 1.0
 
 
+def test_the_ccc_of_one_frame_is_undefined_whether_or_not_its_values_agree():
+    # the formula gives 0 when the two values differ and 0 / 0 when they are equal: a one-frame
+    # video would pull a per-video mean down by chance (audmetric gives NaN below two frames)
+    assert np.isnan(metrics.ccc([0.3], [0.1])) and np.isnan(metrics.ccc([0.3], [0.3]))
+    assert np.isnan(metrics.ccc([0.3, np.nan, 0.5], [0.1, 0.2, np.nan]))  # one frame valid
+    truth = np.linspace(-0.5, 0.5, 50)
+    long = np.stack([truth, truth], -1)
+    table = metrics.evaluate_videos(["a", "b"], [long, np.array([[0.3, 0.3]])],
+                                    [long + 0.01, np.array([[0.1, 0.3]])])
+    assert np.isnan(table.per_video["ccc"][1]).all()
+    np.testing.assert_allclose(table.mean["ccc"], table.per_video["ccc"][0])
+
+
 def test_rmse_sagr_and_nan_frames_left_out():
     y = np.array([0.5, -0.5, np.nan, 0.2])
     x = np.array([0.5, 0.5, 100.0, -0.2])
