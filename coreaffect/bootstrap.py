@@ -47,6 +47,7 @@ References:
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from typing import NamedTuple
 
@@ -56,11 +57,24 @@ from coreaffect.errors import InputError
 from coreaffect.metrics import DIMENSIONS, _as_numpy, evaluate_videos, json_number
 
 __all__ = ["MIN_VIDEOS", "MetricIntervals", "any_interval", "bootstrap_stages",
-           "resample_counts", "resampled_metrics"]
+           "min_resamples", "resample_counts", "resampled_metrics"]
 
 logger = logging.getLogger(__name__)
 
 MIN_VIDEOS = 3  # fewer videos have too few distinct resamples for a percentile interval
+
+_TAIL_DRAWS = 10  # draws beyond each end of an interval, at the least
+
+
+def min_resamples(level: float = 0.95) -> int:
+    """The fewest resamples that put :data:`_TAIL_DRAWS` (10) draws beyond each end of a
+    central ``level`` percentile interval: 400 at 95%. Fewer give an interval set by a handful
+    of draws (one resample: a zero-width interval that may exclude its own point value); the
+    default, 2000, is what Efron and Tibshirani (1993) advise for percentile intervals."""
+    if not 0 < level < 1:
+        raise InputError(f"level must be in (0, 1), got {level}")
+    return math.ceil(round(2 * _TAIL_DRAWS / (1 - level), 6))
+
 
 _MOMENT_METRICS = ("ccc", "pcc")  # pooled from per-video means and centred second moments
 
@@ -377,7 +391,7 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
             scored on the same resamples.
         reference: The stage the others are compared with (``None`` or absent: no comparison),
             or ``{stage: its reference}`` for stages each compared with a stage of their own.
-        n_resamples: Resamples of the videos.
+        n_resamples: Resamples of the videos, at least :func:`min_resamples` (400 at 95%).
         level: Nominal level of the intervals.
         random_state: Seed of the resampling.
         groups: N keys, equal for the videos of one person (:func:`~coreaffect.people.
@@ -393,8 +407,9 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         value for the mean, with a scored frame for the pooled value (for a difference, videos
         that define both stages' values).
     """
-    if not 0 < level < 1:
-        raise InputError(f"level must be in (0, 1), got {level}")
+    if n_resamples < min_resamples(level):
+        raise InputError(f"{n_resamples} resamples are too few for {level:.0%} intervals: at "
+                         f"least {min_resamples(level)} put 10 draws beyond each end")
     if isinstance(reference, Mapping):
         unknown = sorted({*reference, *reference.values()} - set(stages), key=repr)
         if unknown:

@@ -646,10 +646,11 @@ def _add_scoring(parser: argparse.ArgumentParser, held_out: str, written: str, *
                         help=f"write {written} as JSON")
     _add_overwrite(parser, "replace an existing --json file whatever it holds; without it, "
                    "only an empty file or a metrics file of evaluate or compare is replaced")
-    parser.add_argument("--resamples", type=_count if intervals_optional else _positive_int,
+    parser.add_argument("--resamples", type=_resamples(intervals_optional),
                         default=2000, metavar="N",
                         help="resamples of the videos (or people) for the 95%% intervals "
-                             "(default 2000" + ("; 0: none)" if intervals_optional else ")"))
+                             "(default 2000, at least 400"
+                             + ("; 0: none)" if intervals_optional else ")"))
     parser.add_argument("--people", type=Path, default=None, metavar="CSV",
                         help="the person in each video (columns video,person): the intervals "
                              f"then resample people, each with all their videos ({default}: "
@@ -717,6 +718,23 @@ def _bounded(kind: type, low: float, *, above: bool = False, below: float | None
         return value
 
     parse.__name__ = kind.__name__  # argparse names it in "invalid int value: ..."
+    return parse
+
+
+def _resamples(optional: bool) -> Callable[[str], int]:
+    """An argparse type: enough resamples for 95% intervals
+    (:func:`~coreaffect.bootstrap.min_resamples`), or 0 (none) where they are ``optional``."""
+    def parse(text: str) -> int:
+        from coreaffect.bootstrap import min_resamples
+
+        value, least = int(text), min_resamples(0.95)
+        if value < least and not (optional and value == 0):
+            raise argparse.ArgumentTypeError(
+                f"must be {'0 (no intervals) or ' if optional else ''}at least {least} (10 "
+                f"draws beyond each end of a 95% interval), got {value}")
+        return value
+
+    parse.__name__ = "int"  # argparse names it in "invalid int value: ..."
     return parse
 
 

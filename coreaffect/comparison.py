@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages
+from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages, min_resamples
 from coreaffect.checkpoint import atomic_write
 from coreaffect.corpus import discover
 from coreaffect.crop_cache import CropCache
@@ -82,7 +82,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
         device: Where to compute.
         cache: Face-crop cache folder for both runs (crops are keyed by the crop settings);
             ``None``: each run's own ``RUN/crops``.
-        n_resamples: Resamples of the videos (at least 1).
+        n_resamples: Resamples of the videos, at least
+            :func:`~coreaffect.bootstrap.min_resamples` (400).
         json_path: Where to write :meth:`Comparison.to_dict` as JSON.
         random_state: Seed of the resampling.
         delay: The annotators' delay of ``data``'s labels in seconds, for both runs; ``None``:
@@ -99,8 +100,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
     """
     from coreaffect.pipeline import CoreAffect
 
-    if n_resamples < 1:
-        raise CoreAffectError(f"the number of resamples must be >= 1, got {n_resamples}")
+    if n_resamples < min_resamples():
+        raise CoreAffectError(f"the number of resamples must be at least {min_resamples()}, got "
+                              f"{n_resamples}")
     if subset not in ("test", "all"):
         raise CoreAffectError(f"subset must be 'test' or 'all', got {subset!r}")
     runs = [Path(run_a), Path(run_b)]

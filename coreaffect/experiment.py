@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from coreaffect.bootstrap import min_resamples
 from coreaffect.checkpoint import (
     atomic_write,
     exclusive,
@@ -716,7 +717,8 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
         json_path: Where to write the metrics as JSON
             (:func:`~coreaffect.evaluation.metrics_json`).
         n_resamples: Resamples of the videos for the 95% intervals of every metric and of every
-            stage's difference from ``raw`` (:mod:`coreaffect.bootstrap`); 0: no intervals.
+            stage's difference from ``raw`` (:mod:`coreaffect.bootstrap`), at least
+            :func:`~coreaffect.bootstrap.min_resamples` (400); 0: no intervals.
         delay: The annotators' delay of ``data``'s labels in seconds; ``None``: the run's on
             its own dataset, else a synthetic corpus's own, else 0 (:func:`labels_delay`).
         people: The people in ``data``'s videos (a mapping or a CSV file,
@@ -730,8 +732,9 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
         run has, in the order ``raw``, ``prior``, ``smoothed``, ``filtered``, ``lagged`` (a run
         with the hidden route only: ``raw``; a run fitted without a lag has no ``lagged``).
     """
-    if n_resamples < 0:
-        raise CoreAffectError(f"the number of resamples must be >= 0, got {n_resamples}")
+    if n_resamples < 0 or 0 < n_resamples < min_resamples():
+        raise CoreAffectError("the number of resamples must be 0 (no intervals) or at least "
+                              f"{min_resamples()}, got {n_resamples}")
     from coreaffect.pipeline import CoreAffect
 
     run = Path(run)

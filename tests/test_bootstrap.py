@@ -8,7 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from coreaffect.bootstrap import bootstrap_stages, resample_counts, resampled_metrics
+from coreaffect.bootstrap import (
+    bootstrap_stages,
+    min_resamples,
+    resample_counts,
+    resampled_metrics,
+)
 from coreaffect.errors import InputError
 from coreaffect.metrics import evaluate_videos
 
@@ -242,7 +247,7 @@ def test_a_difference_of_per_video_means_pairs_the_videos_that_define_both():
     for i in (0, 4, 7):  # a constant estimate: no correlation on these videos
         flat[i][:] = 0.1
     _, diff = bootstrap_stages(truths, {"raw": (means, variances), "flat": (flat, variances)},
-                               n_resamples=300)
+                               n_resamples=400)
     table_raw = evaluate_videos(list("abcdefghij"), truths, means, variances)
     table_flat = evaluate_videos(list("abcdefghij"), truths, flat, variances)
     change = table_flat.per_video["pcc"] - table_raw.per_video["pcc"]  # (10, 2), NaN on 3
@@ -275,11 +280,11 @@ def test_each_stage_may_have_a_reference_of_its_own():
     truths, means, variances = _videos(rng, 8)
     better = [t + 0.5 * (m - t) for t, m in zip(truths, means, strict=True)]
     stages = {"a": (means, variances), "b": (better, variances), "c": (means, None)}
-    _, pairs = bootstrap_stages(truths, stages, reference={"b": "a", "c": "b"}, n_resamples=200)
+    _, pairs = bootstrap_stages(truths, stages, reference={"b": "a", "c": "b"}, n_resamples=400)
     assert set(pairs) == {"b", "c"}
     for stage, base in (("b", "a"), ("c", "b")):  # as one reference each, on the same resamples
         _, alone = bootstrap_stages(truths, {base: stages[base], stage: stages[stage]},
-                                    reference=base, n_resamples=200)
+                                    reference=base, n_resamples=400)
         for name, interval in alone[stage].pooled_interval.items():
             np.testing.assert_array_equal(pairs[stage].pooled_interval[name], interval)
     assert "nll" not in pairs["c"].mean  # c has no variances
@@ -294,7 +299,8 @@ def test_each_stage_may_have_a_reference_of_its_own():
 def test_no_reference_no_differences_and_a_bad_level():
     rng = np.random.default_rng(8)
     truths, means, _ = _videos(rng, 3, missing=False)
-    each, diff = bootstrap_stages(truths, {"a": (means, None)}, reference=None, n_resamples=50)
+    each, diff = bootstrap_stages(truths, {"a": (means, None)}, reference=None,
+                                  n_resamples=400)
     assert diff == {} and set(each["a"].mean) == {"rmse", "ccc", "pcc", "sagr"}
     with pytest.raises(ValueError, match="level"):
         bootstrap_stages(truths, {"a": (means, None)}, level=1.5)
@@ -306,7 +312,7 @@ def test_too_few_videos_give_no_interval(caplog):
     for n in (1, 2):
         each, diff = bootstrap_stages(truths[:n], {"raw": (means[:n], variances[:n]),
                                                    "b": (truths[:n], variances[:n])},
-                                      n_resamples=50)
+                                      n_resamples=400)
         assert np.isnan(each["raw"].mean_interval["rmse"]).all()
         assert np.isnan(diff["b"].pooled_interval["ccc"]).all()
         assert np.isfinite(each["raw"].mean["rmse"]).all()  # the values themselves stay
@@ -316,7 +322,7 @@ def test_too_few_videos_give_no_interval(caplog):
     from coreaffect.evaluation import format_intervals
 
     assert format_intervals(each, diff).startswith("no 95% intervals: too few videos")
-    each, _ = bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=50)
+    each, _ = bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=400)
     assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
 
 
@@ -328,7 +334,7 @@ def test_an_interval_needs_enough_videos_that_define_its_value(caplog):
     blank = [np.full_like(truths[0], np.nan)] * 2
     each, diff = bootstrap_stages(truths[:1] + blank, {"raw": (means[:1] + blank, None),
                                                        "b": (truths[:1] + blank, None)},
-                                  n_resamples=200)
+                                  n_resamples=400)
     for intervals in (each["raw"], each["b"], diff["b"]):
         for name in ("rmse", "ccc"):
             assert np.isnan(intervals.mean_interval[name]).all()
@@ -339,7 +345,7 @@ def test_an_interval_needs_enough_videos_that_define_its_value(caplog):
     flat = [np.full_like(t, 0.1 * i) for i, t in enumerate(truths[1:3])]
     noisy = [f + 0.1 * rng.normal(size=f.shape) for f in flat]
     each, _ = bootstrap_stages(truths[:1] + flat, {"raw": (means[:1] + noisy, None)},
-                               n_resamples=200)
+                               n_resamples=400)
     assert np.isnan(each["raw"].mean_interval["pcc"]).all()
     assert "fewer than 3 videos define raw pcc, so these have no interval" in caplog.text
     assert np.isfinite(each["raw"].pooled_interval["pcc"]).all()
@@ -348,14 +354,14 @@ def test_an_interval_needs_enough_videos_that_define_its_value(caplog):
     each, diff = bootstrap_stages(truths[:3], {"raw": (means[:3], None),
                                                "b": (means[:1] + [np.full_like(t, np.nan)
                                                                   for t in truths[1:3]], None)},
-                                  n_resamples=200)
+                                  n_resamples=400)
     assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
     assert np.isnan(diff["b"].mean_interval["rmse"]).all()
     # three videos each, but only two that both stages define
     truths, means, _ = _videos(rng, 4, missing=False)
     gone = [np.full_like(t, np.nan) for t in truths]
     each, diff = bootstrap_stages(truths, {"raw": (means[:3] + gone[3:], None),
-                                           "b": (gone[:1] + means[1:], None)}, n_resamples=200)
+                                           "b": (gone[:1] + means[1:], None)}, n_resamples=400)
     assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
     assert np.isfinite(each["b"].mean_interval["rmse"]).all()
     assert np.isnan(diff["b"].mean_interval["rmse"]).all()
@@ -414,7 +420,7 @@ def test_an_interval_needs_enough_people(caplog):
     rng = np.random.default_rng(14)
     truths, means, variances = _videos(rng, 6, missing=False)
     stages = {"raw": (means, variances), "b": (truths, variances)}
-    each, diff = bootstrap_stages(truths, stages, n_resamples=50, groups=list("ppqqpq"))
+    each, diff = bootstrap_stages(truths, stages, n_resamples=400, groups=list("ppqqpq"))
     assert np.isnan(each["raw"].mean_interval["rmse"]).all()  # six videos of two people
     assert np.isnan(diff["b"].pooled_interval["ccc"]).all()
     assert each["raw"].resampled == "people"
@@ -422,14 +428,14 @@ def test_an_interval_needs_enough_people(caplog):
     from coreaffect.evaluation import format_intervals
 
     assert format_intervals(each, diff).startswith("no 95% intervals: too few people")
-    each, diff = bootstrap_stages(truths, stages, n_resamples=50, groups=list("ppqqrr"))
+    each, diff = bootstrap_stages(truths, stages, n_resamples=400, groups=list("ppqqrr"))
     assert np.isfinite(each["raw"].mean_interval["rmse"]).all()
     assert format_intervals(each, diff).startswith("95% intervals over resampled people")
     # a person whose videos have no scored frame does not count
     blank = [t.copy() for t in truths]
     for k in (4, 5):
         blank[k][:] = np.nan
-    each, _ = bootstrap_stages(blank, {"raw": (means, variances)}, n_resamples=50,
+    each, _ = bootstrap_stages(blank, {"raw": (means, variances)}, n_resamples=400,
                                groups=list("ppqqrr"))
     assert np.isnan(each["raw"].pooled_interval["rmse"]).all()
     assert "2 people scored: too few" in caplog.text  # the third has no scored frame
@@ -444,11 +450,26 @@ def test_videos_without_a_scored_frame_are_not_drawn():
     stages = {"raw": (means, variances)}
     with_blank = {"raw": ([*means, np.zeros((30, 2))], [*variances, np.ones((30, 2))])}
     for groups in (None, list("aabbccdd")):
-        alone, _ = bootstrap_stages(truths, stages, n_resamples=300, groups=groups)
-        more, _ = bootstrap_stages([*truths, blank], with_blank, n_resamples=300,
+        alone, _ = bootstrap_stages(truths, stages, n_resamples=400, groups=groups)
+        more, _ = bootstrap_stages([*truths, blank], with_blank, n_resamples=400,
                                    groups=None if groups is None else [*groups, "e"])
         for name in ("rmse", "ccc", "coverage_90"):
             np.testing.assert_array_equal(alone["raw"].mean_interval[name],
                                           more["raw"].mean_interval[name])
             np.testing.assert_array_equal(alone["raw"].pooled_interval[name],
                                           more["raw"].pooled_interval[name])
+
+
+def test_too_few_resamples_for_the_level_are_refused():
+    # one resample gave a zero-width "interval" that could exclude its own point value
+    assert [min_resamples(level) for level in (0.5, 0.9, 0.95, 0.99)] == [40, 200, 400, 2000]
+    rng = np.random.default_rng(7)
+    truths, means, variances = _videos(rng, 5)
+    for level, few in ((0.95, 399), (0.99, 1999), (0.95, 1)):
+        with pytest.raises(InputError, match=rf"{few} resamples are too few for "
+                                             rf"{level:.0%} intervals: at least "
+                                             rf"{min_resamples(level)}"):
+            bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=few, level=level)
+    each, _ = bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=200, level=0.9)
+    low, high = each["raw"].pooled_interval["rmse"].T
+    assert (low < each["raw"].pooled["rmse"]).all() and (each["raw"].pooled["rmse"] < high).all()

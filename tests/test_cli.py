@@ -37,10 +37,11 @@ def test_bad_usage_exits_2():
     assert _run("no-such-command").returncode == 2
     result = _run("synth", "out", "--videos", "0")
     assert result.returncode == 2 and "must be >= 1" in result.stderr
-    result = _run("evaluate", "run", "data", "--resamples", "-1")  # 0 turns intervals off
-    assert result.returncode == 2 and "--resamples: must be >= 0" in result.stderr
+    result = _run("evaluate", "run", "data", "--resamples", "399")  # 0 turns intervals off
+    assert result.returncode == 2 and "--resamples: must be 0 (no intervals) or at least 400 " \
+        "(10 draws beyond each end of a 95% interval), got 399" in result.stderr
     result = _run("compare", "a", "b", "data", "--resamples", "0")  # compare needs intervals
-    assert result.returncode == 2 and "--resamples: must be >= 1" in result.stderr
+    assert result.returncode == 2 and "--resamples: must be at least 400" in result.stderr
     result = _run("train", "data", "--out", "run", "--resume", "--overwrite")
     assert result.returncode == 2 and "not allowed with" in result.stderr
 
@@ -576,7 +577,7 @@ def test_json_replaces_only_metrics_files_as_evaluate_and_compare_write_them(tin
 
     comparison = tmp_path / "comparison.json"
     assert main(["compare", str(tiny.run), str(tiny.run), str(tiny.corpus), "--json",
-                 str(comparison), "--resamples", "1", "--quiet"]) == 0
+                 str(comparison), "--resamples", "400", "--quiet"]) == 0
     assert _foreign("--json", comparison) == ""  # (evaluate's: the end-to-end test)
     written = json.loads(comparison.read_text())
     stage = written["raw"]

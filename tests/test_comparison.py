@@ -29,7 +29,7 @@ def _copy(tiny, folder):
 
 def test_a_run_against_itself_differs_by_nothing(tiny, tmp_path):
     comparison = compare_runs(tiny.run, _copy(tiny, tmp_path), tiny.corpus, subset="all",
-                              cache=tiny.run / "crops", n_resamples=100)
+                              cache=tiny.run / "crops", n_resamples=400)
     assert len(comparison.videos) == 3
     assert list(comparison.differences) == ["raw", "prior", "smoothed", "filtered", "lagged"]
     for stage, difference in comparison.differences.items():
@@ -50,7 +50,7 @@ def test_wider_bands_in_b_show_in_its_coverage_only(tiny, tmp_path):
     out = tmp_path / "comparison.json"
     result = subprocess.run([sys.executable, "-m", "coreaffect", "compare", str(tiny.run),
                              str(run_b), str(tiny.corpus), "--subset", "all", "--cache",
-                             str(tiny.run / "crops"), "--resamples", "100", "--json", str(out),
+                             str(tiny.run / "crops"), "--resamples", "400", "--json", str(out),
                              "--quiet"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "B - A" in result.stdout and "smoothed cov90" in result.stdout
@@ -72,8 +72,8 @@ def test_runs_without_a_shared_test_video_are_refused(tiny, tmp_path):
     (run_b / "split.json").write_text(json.dumps(split))
     with pytest.raises(CoreAffectError, match="held out by both runs"):
         compare_runs(tiny.run, run_b, tiny.corpus, cache=tiny.run / "crops")
-    with pytest.raises(CoreAffectError, match="resamples"):
-        compare_runs(tiny.run, run_b, tiny.corpus, n_resamples=0)
+    with pytest.raises(CoreAffectError, match="resamples must be at least 400, got 399"):
+        compare_runs(tiny.run, run_b, tiny.corpus, n_resamples=399)
 
 
 def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path, caplog):
@@ -87,14 +87,14 @@ def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path, ca
     out = tmp_path / "comparison.json"
     for _ in range(2):  # the second replaces the first: it is a comparison file
         assert main(["compare", str(tiny.run), str(run_b), str(tiny.corpus), "--subset", "all",
-                     "--cache", str(tiny.run / "crops"), "--resamples", "50", "--json",
+                     "--cache", str(tiny.run / "crops"), "--resamples", "400", "--json",
                      str(out), "--people", str(people), "--quiet"]) == 0
     saved = json.loads(out.read_text())
     assert saved["people"] == {v: "P" for v in videos}
     assert saved["raw"]["a"]["valence"]["rmse"]["mean_ci"] == [None, None]  # 2 people of 3 videos
     caplog.clear()
     grouped = compare_runs(tiny.run, run_b, tiny.corpus, subset="all", cache=tiny.run / "crops",
-                           n_resamples=50, people=people)
+                           n_resamples=400, people=people)
     too_few = [r for r in caplog.records if "too few to resample" in r.getMessage()]
     assert len(too_few) == 1, caplog.text  # once for the comparison, not once per stage
     assert format_comparison(grouped).startswith(

@@ -56,7 +56,7 @@ def test_every_stage_is_scored_where_every_stage_has_an_estimate():
                                [inside[scored[:, d], d].mean() for d in range(2)])
     assert not np.allclose(tables["smoothed"].pooled["coverage_90"],
                            expected.pooled["coverage_90"])  # z_0.95 sqrt(0.1) = 0.52, not 0.5
-    each, _ = bootstrap_trajectories(videos, trajectories, n_resamples=20)
+    each, _ = bootstrap_trajectories(videos, trajectories, n_resamples=400)
     np.testing.assert_allclose(each["smoothed"].pooled["rmse"], expected.pooled["rmse"])
 
 

@@ -78,7 +78,7 @@ def test_a_settings_file_changes_only_what_it_sets(tiny, tmp_path):
 
 def test_evaluate_reports_every_stage(tiny, tmp_path):
     evaluation = evaluate_run(tiny.run, tiny.corpus, json_path=tmp_path / "m.json",
-                              n_resamples=200)
+                              n_resamples=400)
     tables = evaluation.tables
     assert list(tables) == ["raw", "prior", "smoothed", "filtered", "lagged"]
     assert list(evaluation.intervals) == list(tables)
@@ -92,7 +92,7 @@ def test_evaluate_reports_every_stage(tiny, tmp_path):
     assert "vs_raw" not in saved["raw"]["valence"]["ccc"]
     assert entry["mean_ci"] == [None, None]  # one test video: too few to resample
     # on all three videos, 95% intervals over them: they hold the estimate itself
-    entry = metrics_json(evaluate_run(tiny.run, tiny.corpus, subset="all", n_resamples=200)
+    entry = metrics_json(evaluate_run(tiny.run, tiny.corpus, subset="all", n_resamples=400)
                          )["smoothed"]["valence"]["coverage_90"]
     low, high = entry["mean_ci"]
     assert low <= entry["mean"] <= high
@@ -112,8 +112,9 @@ def test_evaluate_says_when_test_videos_are_missing(tiny, tmp_path, caplog):
 def test_evaluate_without_intervals(tiny):
     evaluation = evaluate_run(tiny.run, tiny.corpus, n_resamples=0)
     assert evaluation.intervals == {} and evaluation.differences == {}
-    with pytest.raises(CoreAffectError, match="resamples"):
-        evaluate_run(tiny.run, tiny.corpus, n_resamples=-1)
+    for few in (-1, 399):
+        with pytest.raises(CoreAffectError, match="0 .no intervals. or at least 400, got"):
+            evaluate_run(tiny.run, tiny.corpus, n_resamples=few)
 
 
 def test_raw_only_run_still_evaluates(tiny, tmp_path):
@@ -761,12 +762,12 @@ def test_a_split_by_person_is_kept_and_its_people_resampled(tiny, tmp_path, capl
     sides = [{split["people"].get(v, v) for v in split[part]} for part in ("train", "test")]
     assert not sides[0] & sides[1]
     # evaluate resamples the run's people on its own dataset: 3 videos of 2 people, too few
-    evaluation = evaluate_run(run, tiny.corpus, subset="all", n_resamples=50)
+    evaluation = evaluate_run(run, tiny.corpus, subset="all", n_resamples=400)
     assert evaluation.intervals["raw"].resampled == "people"
     assert np.isnan(evaluation.intervals["raw"].mean_interval["rmse"]).all()
     assert evaluation.people == split["people"]
     written = tmp_path / "people.json"
-    one_each = evaluate_run(run, tiny.corpus, subset="all", n_resamples=50,
+    one_each = evaluate_run(run, tiny.corpus, subset="all", n_resamples=400,
                             people={v: v for v in ids}, json_path=written)
     assert np.isfinite(one_each.intervals["raw"].mean_interval["rmse"]).all()
     # the JSON says that people were resampled, and is still a metrics file to replace
@@ -777,7 +778,7 @@ def test_a_split_by_person_is_kept_and_its_people_resampled(tiny, tmp_path, capl
     written.write_text(json.dumps(saved))
     assert _foreign("--json", written) == "is not a metrics file of coreaffect"
     assert evaluate_run(run, tiny.corpus, subset="all", n_resamples=0).people is None
-    assert main(["evaluate", str(run), str(tiny.corpus), "--subset", "all", "--resamples", "50",
+    assert main(["evaluate", str(run), str(tiny.corpus), "--subset", "all", "--resamples", "400",
                  "--quiet"]) == 0
     assert "no 95% intervals: too few people" in capsys.readouterr().out
     # a resume goes on with the run's people; other people are another split
