@@ -57,14 +57,15 @@ file ``<video>.txt`` for ``aff-wild2``, ``<video>.csv`` for ``csv``, either for 
 suffix in any case); the video id is the file name without suffix (``sewa``: the name column).
 Whenever ``path`` is a file and ``video`` is given, the two must agree.
 
-Rules for every format: text is UTF-8 (a byte-order mark is allowed); blank lines at the end are
-ignored, elsewhere an error; header cells may be quoted (``"time"``); every row has the header's
-number of columns; cells are decimal numbers (``nan`` or an empty value cell is no label); times
-are finite and strictly increasing (never re-sorted); values lie in [-1, 1]. A delimiter may end
-the header line (``valence,arousal,``): its empty last cell names no column, and the rows then
-end with a delimiter too, their last cell empty in every format but ``csv`` (which ignores
-columns it does not name), since a value there would be a column shift; for ``sewa``, which has
-no header, the first line decides. A violation, or a missing, unreadable or empty file, raises
+Rules for every format: text is UTF-8 (a byte-order mark is allowed); blank lines at the start
+and at the end are ignored, elsewhere an error; header cells may be quoted (``"time"``); every
+row has the header's number of columns; cells are decimal numbers in ASCII digits (``1_000`` is
+not one; ``nan`` or an empty value cell is no label); times are finite and strictly increasing
+(never re-sorted); values lie in [-1, 1]. A delimiter may end the header line
+(``valence,arousal,``): its empty last cell names no column, and the rows then end with a
+delimiter too, their last cell empty in every format but ``csv`` (which ignores columns it does
+not name), since a value there would be a column shift; for ``sewa``, which has no header, the
+first line decides. A violation, or a missing, unreadable or empty file, raises
 :class:`~coreaffect.errors.AnnotationError` naming the file and, where it applies, the line; a
 file separated by another delimiter than its format's is named as such.
 
@@ -328,8 +329,8 @@ def _detect_folder(path: Path) -> str:
     if any(_has_dante_file(video) for user in subfolders for video in user.iterdir()
            if video.is_dir()):
         return "dante"
-    files = sorted(p for p in path.iterdir()
-                   if p.suffix.lower() in (".csv", ".txt") and p.is_file())
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".txt")
+                   and p.is_file() and not p.name.startswith("."))  # not macOS's ._a.csv
     if files:
         return detect_format(files[0])
     raise AnnotationError(path, f"cannot tell the annotation format of this folder; "
@@ -452,10 +453,14 @@ def _table(path: Path, delimiter: str, limit: int | None = None) -> _Table:
     keep = len(blank) - next((i for i, b in enumerate(reversed(blank)) if not b), len(blank))
     if keep == 0:
         raise AnnotationError(path, "empty file")
-    if any(blank[:keep]):
-        raise AnnotationError(path, "blank line inside the data", int(lines[blank.index(True)]))
-    width = np.array(widths[:keep])
-    return _Table(flat, np.cumsum(width) - width, width, np.array(lines[:keep]))
+    skip = blank.index(False)  # blank lines before the first one are passed over too
+    if any(blank[skip:keep]):
+        raise AnnotationError(path, "blank line inside the data",
+                              int(lines[blank.index(True, skip)]))
+    if skip:
+        flat = flat[sum(widths[:skip]):]
+    width = np.array(widths[skip:keep])
+    return _Table(flat, np.cumsum(width) - width, width, np.array(lines[skip:keep]))
 
 
 def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, first: int = 1,
@@ -499,13 +504,17 @@ def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, firs
     out = np.empty((lines.size, len(columns)))
     for k, j in enumerate(columns):
         column = table.column(j, first, ncols)
-        try:
-            out[:, k] = np.array(column, dtype=np.float64)  # fast path: every cell a number
-            continue
-        except ValueError:
-            pass
+        joined = "".join(column)  # float() also reads 1_000 and non-ASCII digits: not decimal
+        if "_" not in joined and joined.isascii():
+            try:
+                out[:, k] = np.array(column, dtype=np.float64)  # fast path: every cell a number
+                continue
+            except ValueError:
+                pass
         for i, cell in enumerate(column):  # slow path: empty cells, or find the bad one
             try:
+                if "_" in cell or not cell.isascii():
+                    raise ValueError(cell)
                 out[i, k] = np.nan if cell.strip() in ("", "NA") else float(cell)  # NA: R's
             except ValueError:
                 raise AnnotationError(path, f"column {j + 1}: {_short(cell)} is not a number",
@@ -862,7 +871,8 @@ def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotation
         folders = _dimension_folders(path)
         if len(folders) < 2:
             raise AnnotationError(path, "expected RECOLA folders arousal/ and valence/ here")
-        available = {p.stem: p for folder in folders.values() for p in folder.glob("*.csv")}
+        available = {p.stem: p for folder in folders.values() for p in sorted(folder.iterdir())
+                     if p.suffix.lower() == ".csv" and p.is_file() and not p.name.startswith(".")}
         path = _pick(path, available, video, "RECOLA arousal/<video>.csv")[1]
     elif not path.is_file():
         raise AnnotationError(path, "no such file or folder")

@@ -63,7 +63,8 @@ def read_people(path: str | Path) -> dict[str, str]:
             text = handle.read()
         head = next((line for line in text.splitlines() if line.strip()), "")
         delimiter = next((d for d in ",;\t" if d in head), ",")  # as spreadsheets save it
-        rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+        rows = list(csv.reader(text.splitlines(), delimiter=delimiter,
+                               skipinitialspace=True))  # a, "P1": the person P1, unquoted
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise InputError(f"{path}: cannot read the people of the videos ({err})") from None
     rows = [(number, row) for number, row in enumerate(rows, 1)

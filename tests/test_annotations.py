@@ -696,6 +696,49 @@ def test_a_folder_finds_its_video_file_as_discovery_does(tmp_path):
         read_annotations(tmp_path, "aff-wild2", video="x", fps=25)
 
 
+def test_hidden_and_upper_case_files_of_a_folder_are_treated_as_elsewhere(tmp_path):
+    # a folder given without a format: macOS's ._a.csv is not the file whose format is read
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "._a.csv").write_bytes(b"\x00\x05\x16\x07 resource fork")
+    (plain / "a.csv").write_text("time,valence,arousal\n0,0.1,0.2\n")
+    assert read_annotations(plain, video="a").video == "a"
+    # a RECOLA root and a video: files in any case, hidden ones passed over
+    rng = np.random.default_rng(0)
+    write_recola(tmp_path / "rc", "P1", rng.uniform(-1, 1, (5, 6)), rng.uniform(-1, 1, (5, 6)))
+    for dim in ("valence", "arousal"):
+        (tmp_path / "rc" / dim / "P1.csv").rename(tmp_path / "rc" / dim / "P1.CSV")
+    (tmp_path / "rc" / "arousal" / "._P2.csv").write_bytes(b"\x00\x05")
+    assert read_annotations(tmp_path / "rc", "recola", video="P1").video == "P1"
+    with pytest.raises(AnnotationError, match=r"for video 'P2'; available: P1$"):
+        read_annotations(tmp_path / "rc", "recola", video="P2")
+
+
+def test_blank_lines_before_the_header_are_passed_over_and_lines_still_counted(tmp_path):
+    path = tmp_path / "v.csv"
+    path.write_text("\n  \ntime,valence,arousal\n0,0.1,0.2\n0.04,0.3,0.4\n")
+    assert detect_format(path) == "csv"
+    np.testing.assert_allclose(read_annotations(path).values, [[0.1, 0.2], [0.3, 0.4]])
+    path.write_text("\ntime,valence,arousal\n0,0.1,0.2\n\n0.04,0.3,0.4\n")
+    with pytest.raises(AnnotationError, match="blank line inside the data") as err:
+        read_annotations(path)
+    assert err.value.line == 4
+    path.write_text("\n\nvalence,arousal\n0.1,0.2\n0.3,2\n")
+    with pytest.raises(AnnotationError, match="arousal 2.0 is outside") as err:
+        read_annotations(path, "aff-wild2", fps=25)
+    assert err.value.line == 5
+
+
+@pytest.mark.parametrize("cell", ["0_04", "0.0\u0664", "\u0661"])
+def test_only_decimal_numbers_are_read(tmp_path, cell):
+    # Python's float() reads 1_000 and Arabic-Indic digits: "0_04" would be 4 s, not 0.04
+    path = tmp_path / "v.csv"
+    path.write_text(f"time,valence,arousal\n0,0.1,0.2\n{cell},0.3,0.4\n", encoding="utf-8")
+    with pytest.raises(AnnotationError, match=f"column 1: '{cell}' is not a number") as err:
+        read_annotations(path)
+    assert err.value.line == 3
+
+
 def test_a_predicted_trajectory_is_not_taken_for_an_annotation(tmp_path):
     from coreaffect.trajectory import AffectTrajectory
 

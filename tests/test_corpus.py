@@ -622,6 +622,46 @@ def test_cache_entry_built_twice_at_once_keeps_the_first(tmp_path, caplog):
     assert cache.get(recording).crops.shape[0] == 30
 
 
+def test_a_cache_that_cannot_be_written_is_named_and_abandoned_writes_are_removed(
+        tmp_path, monkeypatch):
+    import os
+    import time
+
+    from coreaffect import crop_cache
+
+    root = _csv_corpus(tmp_path / "data", ids=["a"])
+    recording = discover(root)[0]
+    cache = CropCache(tmp_path / "cache", NONE)
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(crop_cache.np, "savez", full)
+    with pytest.raises(CoreAffectError, match=r"cache: cannot write the face crops of a into "
+                                              r"this crop cache \(No space left on device\); "
+                                              r"free some space there, or give the cache another "
+                                              r"folder \(--cache\)"):
+        cache.get(recording)
+    assert list((tmp_path / "cache").iterdir()) == []  # its temporary folder went with it
+    monkeypatch.undo()
+    # writers killed mid-write (no clean-up runs) leave their folders; an hour on, the next
+    # write of the recording removes them, not a writer's at work nor another recording's
+    left = {name: tmp_path / "cache" / name for name in
+            (".a-0123456789abcdef-0123456789abcdef", ".a-fedcba9876543210-00000000000000ff",
+             ".b-0123456789abcdef-0123456789abcdef")}
+    for name, path in left.items():
+        path.mkdir()
+        (path / "crops.u8").write_bytes(b"\0" * 64)
+        if name != ".a-fedcba9876543210-00000000000000ff":  # that one: a writer at work
+            old = time.time() - crop_cache.STALE_SECONDS - 60
+            for p in (path / "crops.u8", path):
+                os.utime(p, (old, old))
+    cache.get(recording)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(
+        [cache._entry(recording, cache.key(recording)).name,
+         ".a-fedcba9876543210-00000000000000ff", ".b-0123456789abcdef-0123456789abcdef"])
+
+
 def test_building_an_entry_drops_the_recordings_entries_of_earlier_versions(tmp_path):
     import shutil
 

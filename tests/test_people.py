@@ -77,3 +77,11 @@ def test_the_people_of_the_videos_scored(caplog):
     assert people_of(["a", "c"], None) is None
     assert people_of(["c", "d"], people) is None  # of another corpus: said so
     assert "name none of the 2 videos scored (first: c)" in caplog.text
+
+
+def test_a_quoted_person_after_a_space_is_the_same_person(tmp_path):
+    # "a, "P1"" as a spreadsheet or a hand may write it: the person P1, not '"P1"', which would
+    # split one person's videos between training and test
+    path = tmp_path / "people.csv"
+    path.write_text('video, person\na, "P1"\nb,P1\nc, "P 2"\n')
+    assert read_people(path) == {"a": "P1", "b": "P1", "c": "P 2"}
