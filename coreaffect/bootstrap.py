@@ -287,12 +287,12 @@ def _video_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
            variances: Sequence[np.ndarray] | None, counts: np.ndarray,
-           bands: Mapping[float, tuple[Sequence[np.ndarray], Sequence[np.ndarray]]] | None = None
-           ) -> _Draws:
+           bands: Mapping[float, tuple[Sequence[np.ndarray], Sequence[np.ndarray]]] | None = None,
+           ids: Sequence[str] | None = None) -> _Draws:
     """Every metric of one stage on the videos and on each resample (``bands``: as for
-    :func:`~coreaffect.metrics.evaluate_videos`)."""
-    table = evaluate_videos([str(i) for i in range(len(truths))], truths, means, variances,
-                            bands)
+    :func:`~coreaffect.metrics.evaluate_videos`; ``ids``: the videos' names)."""
+    ids = [str(i) for i in range(len(truths))] if ids is None else list(ids)
+    table = evaluate_videos(ids, truths, means, variances, bands)
     truths, means = _as_numpy(*truths), _as_numpy(*means)  # masked entries: NaN
     variances = None if variances is None else _as_numpy(*variances)
     per_video_sums = [_video_sums(t, m, {k: v[i] for k, v in table.per_video.items()},
@@ -379,7 +379,8 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
                      *, reference: str | Mapping[str, str] | None = "raw",
                      n_resamples: int = 2000,
                      level: float = 0.95, random_state: int | None = 0,
-                     groups: Sequence[Hashable] | None = None
+                     groups: Sequence[Hashable] | None = None,
+                     ids: Sequence[str] | None = None
                      ) -> tuple[dict[str, MetricIntervals], dict[str, MetricIntervals]]:
     """Intervals of every stage's metrics, and of each stage's difference from a reference.
 
@@ -397,6 +398,8 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         groups: N keys, equal for the videos of one person (:func:`~coreaffect.people.
             video_groups`): people are resampled, each with all their videos. ``None``: each
             video is a person of its own.
+        ids: N names of the videos, which errors about a video's inputs give; ``None``: their
+            positions.
 
     Returns:
         ``({stage: MetricIntervals}, {stage: MetricIntervals of stage minus reference})``; the
@@ -432,7 +435,7 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         counts[:, scored] = resample_counts(
             int(scored.sum()), n_resamples, random_state,
             None if groups is None else [g for g, s in zip(groups, scored, strict=True) if s])
-    drawn = {stage: _draws(truths, *inputs[:2], counts, *inputs[2:])
+    drawn = {stage: _draws(truths, *inputs[:2], counts, *inputs[2:], ids=ids)
              for stage, inputs in stages.items()}
 
     def intervals(d: _Draws) -> MetricIntervals:

@@ -22,11 +22,17 @@ import numpy as np
 
 from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages, min_resamples
 from coreaffect.checkpoint import atomic_write
-from coreaffect.corpus import discover
+from coreaffect.corpus import check_numbering, discover
 from coreaffect.crop_cache import CropCache
 from coreaffect.errors import CoreAffectError
 from coreaffect.evaluation import _where_estimated, stage_inputs, stage_trajectories
-from coreaffect.experiment import held_out_videos, labels_delay, load_videos, run_people
+from coreaffect.experiment import (
+    held_out_here,
+    held_out_videos,
+    labels_delay,
+    load_videos,
+    run_people,
+)
 from coreaffect.metrics import DIMENSIONS
 from coreaffect.people import People, people_of, video_groups
 
@@ -110,14 +116,13 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
     affects = [CoreAffect.load(run, device) for run in runs]
     recordings = discover(data, format)
     if subset == "test":
-        shared = held_out_videos(runs[0]) & held_out_videos(runs[1])
-        recordings = [r for r in recordings if r.id in shared]
-        if not recordings:
-            raise CoreAffectError(f"{data}: no video here was held out by both runs; use "
-                                  "--subset all to score every video of this dataset")
+        recordings = held_out_here(
+            recordings, held_out_videos(runs[0]) & held_out_videos(runs[1]), data,
+            "no video here was held out by both runs", "test videos both runs held out")
     first = labels_delay(runs[0], affects[0].data_config, data, delay)  # A's reading, B's too
     configs = [first, labels_delay(runs[1], affects[1].data_config, data,
                                    first.annotations.delay)]
+    check_numbering(recordings, first)
     trajectories, found, labels = [], [], []
     for run, affect, config in zip(runs, affects, configs, strict=True):
         crops = CropCache(cache if cache is not None else run / "crops", config.faces,
@@ -148,7 +153,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path, data: str | Path, *,
                  for side, stage in names},
         reference={names["B", stage]: names["A", stage] for stage in stages},
         n_resamples=n_resamples, random_state=random_state,
-        groups=None if people is None else video_groups([r.id for r in recordings], people))
+        groups=None if people is None else video_groups([r.id for r in recordings], people),
+        ids=[r.id for r in recordings])
     comparison = Comparison([r.id for r in recordings],
                             {stage: each[names["A", stage]] for stage in stages},
                             {stage: each[names["B", stage]] for stage in stages},

@@ -517,8 +517,9 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
         f"of {settings.seconds:g} s at 25 fps: {len(split['test'])} held out for testing and "
         f"{len(split['train'])} for training (the paper tested on 10 and trained on 13 of its "
         f"23 MAHNOB videos); {held_out}. The hidden route is the `lite` preset trained on "
-        f"{where} for {len(result.history)} epochs within {settings.minutes:g} minutes (best epoch "
-        f"{result.best_epoch}, stopped by {result.stopped}). Frames are scored when they have "
+        f"{where} for {len(result.history)} epochs on a budget of {settings.minutes:g} minutes "
+        f"(an epoch under way when it runs out is finished; best epoch {result.best_epoch}, "
+        f"stopped by {result.stopped}). Frames are scored when they have "
         "a label and a face.", "",
         "Stages: **raw** is the hidden route's own Gaussian; **prior** the calibrated prior over "
         "the latent manifold, decoded; **smoothed** the Ornstein-Uhlenbeck smoother over the "

@@ -267,7 +267,8 @@ def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequen
                             reference="raw", n_resamples=n_resamples, level=level,
                             random_state=random_state,
                             groups=None if people is None else video_groups(
-                                [v.id for v in videos], people))
+                                [v.id for v in videos], people),
+                            ids=[v.id for v in videos])
 
 
 def metrics_json(evaluation: Evaluation) -> dict:

@@ -545,6 +545,25 @@ def held_out_videos(run: str | Path) -> set[str]:
     return set(read_split(run, ("test",))["test"])
 
 
+def held_out_here(recordings: Sequence[Recording], held_out: set[str], data: str | Path,
+                  none: str, which: str) -> list[Recording]:
+    """The ``recordings`` whose ids are ``held_out``, with a warning naming those of
+    ``held_out`` that ``data`` lacks (``which`` says what they are: "test videos of the run").
+
+    Raises:
+        CoreAffectError: None is here (``none`` says so).
+    """
+    here = [r for r in recordings if r.id in held_out]
+    if not here:
+        raise CoreAffectError(f"{data}: {none}; use --subset all to score every video of this "
+                              "dataset")
+    if len(here) < len(held_out):
+        missing = sorted(held_out - {r.id for r in here})
+        logger.warning("%s: %d of the %d %s are here; the scores are of those only (missing: "
+                       "%s)", data, len(here), len(held_out), which, listing(missing, 10))
+    return here
+
+
 def split_videos(run: str | Path, data: str | Path | None = None,
                  parts: str | Sequence[str] = ("test",), *, format: str | None = None,
                  cache: str | Path | None = None) -> list[LabelledVideo]:
@@ -737,24 +756,17 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
                               f"{min_resamples()}, got {n_resamples}")
     from coreaffect.pipeline import CoreAffect
 
+    if subset not in ("test", "all"):
+        raise CoreAffectError(f"subset must be 'test' or 'all', got {subset!r}")
     run = Path(run)
     affect = CoreAffect.load(run, device)
+    recordings = discover(data, format)  # a missing dataset is named before anything is read
     config = labels_delay(run, affect.data_config, data, delay)
     people = run_people(run, data, people)
-    recordings = discover(data, format)
     if subset == "test":
-        held_out = held_out_videos(run)
-        recordings = [r for r in recordings if r.id in held_out]
-        if not recordings:
-            raise CoreAffectError(f"{data}: none of the run's test videos are here; use "
-                                  "--subset all to score every video of this dataset")
-        if len(recordings) < len(held_out):
-            missing = sorted(held_out - {r.id for r in recordings})
-            logger.warning("%s: %d of the run's %d test videos are here; the scores are of "
-                           "those only (missing: %s)", data, len(recordings), len(held_out),
-                           listing(missing, 10))
-    elif subset != "all":
-        raise CoreAffectError(f"subset must be 'test' or 'all', got {subset!r}")
+        recordings = held_out_here(recordings, held_out_videos(run), data,
+                                   "none of the run's test videos are here",
+                                   "test videos of the run")
     check_numbering(recordings, config)
     crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                       config.video.chunk_size)

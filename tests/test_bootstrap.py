@@ -473,3 +473,14 @@ def test_too_few_resamples_for_the_level_are_refused():
     each, _ = bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=200, level=0.9)
     low, high = each["raw"].pooled_interval["rmse"].T
     assert (low < each["raw"].pooled["rmse"]).all() and (each["raw"].pooled["rmse"] < high).all()
+
+
+def test_an_error_about_a_videos_inputs_names_the_video():
+    rng = np.random.default_rng(8)
+    truths, means, variances = _videos(rng, 3)
+    variances[1] = variances[1][:-1]  # one row short
+    with pytest.raises(InputError, match=r"video session_b: variance \("):
+        bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=400,
+                         ids=["session_a", "session_b", "session_c"])
+    with pytest.raises(InputError, match=r"video 1: variance \("):  # no ids: its position
+        bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=400)

@@ -102,3 +102,22 @@ def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path, ca
         "fewer than 3 people)")
     assert "[+nan" not in format_comparison(grouped)
     assert format_comparison(grouped).splitlines()[2].endswith("  none")
+
+
+def test_shared_test_videos_missing_from_the_data_are_named(tiny, tmp_path, caplog,
+                                                            monkeypatch):
+    from coreaffect import comparison
+
+    runs = [_copy(tiny, tmp_path / side) for side in "ab"]
+    for run in runs:
+        split = json.loads((run / "split.json").read_text())
+        split["test"] = [*split["test"], "ghost"]
+        (run / "split.json").write_text(json.dumps(split))
+    checked = []
+    monkeypatch.setattr(comparison, "check_numbering",
+                        lambda recordings, config: checked.append([r.id for r in recordings]))
+    with caplog.at_level("WARNING", logger="coreaffect.experiment"):
+        result = compare_runs(*runs, tiny.corpus, cache=tiny.run / "crops", n_resamples=400)
+    assert "1 of the 2 test videos both runs held out are here" in caplog.text
+    assert "missing: ghost" in caplog.text
+    assert checked == [result.videos]  # frame folders numbered from 1 are warned about

@@ -106,7 +106,13 @@ def test_evaluate_says_when_test_videos_are_missing(tiny, tmp_path, caplog):
     (run / "split.json").write_text(json.dumps(split))
     with caplog.at_level(logging.WARNING, logger="coreaffect.experiment"):
         evaluate_run(run, tiny.corpus, n_resamples=0)
-    assert "1 of the run's 2 test videos are here" in caplog.text and "ghost" in caplog.text
+    assert "1 of the 2 test videos of the run are here" in caplog.text and "ghost" in caplog.text
+
+
+def test_evaluating_on_a_missing_dataset_says_only_that(tiny, tmp_path, caplog):
+    with caplog.at_level(logging.INFO), pytest.raises(CoreAffectError, match="nope"):
+        evaluate_run(tiny.run, tmp_path / "nope", n_resamples=0)
+    assert "earlier" not in caplog.text  # no word of the labels' delay of a dataset not there
 
 
 def test_evaluate_without_intervals(tiny):
