@@ -513,7 +513,7 @@ def _numbers(path: Path, table: _Table, columns: Sequence[int], ncols: int, firs
                 pass
         for i, cell in enumerate(column):  # slow path: empty cells, or find the bad one
             try:
-                if "_" in cell or not cell.isascii():
+                if "_" in cell or not cell.strip().isascii():  # a no-break space is space
                     raise ValueError(cell)
                 out[i, k] = np.nan if cell.strip() in ("", "NA") else float(cell)  # NA: R's
             except ValueError:
@@ -554,7 +554,13 @@ def _pick(folder: Path, available: dict[str, Path], video: str | None, what: str
           ) -> tuple[str, Path]:
     """Choose ``video`` among ``available`` (id -> path), or the only one when it is None;
     names are compared in NFC."""
-    available = {name_key(name): path for name, path in available.items()}
+    keyed: dict[str, Path] = {}
+    for name, path in available.items():
+        other = keyed.setdefault(name_key(name), path)
+        if other != path and other.parent == path.parent:
+            raise AnnotationError(folder, f"{other.name!r} and {path.name!r} are one name "
+                                          "spelled in two Unicode forms (NFC and NFD): keep one")
+    available = keyed
     video = None if video is None else name_key(video)
     names = sorted(available)
     listing = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
@@ -777,7 +783,7 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
             raise AnnotationError(path, f"DANTE files are named {' or '.join(_DANTE_FILES)}"
                                         f"{case}")
         folder = path.parent if path.is_file() else path  # <root>/<UserId>/<video>
-        root, found = folder.parent.parent, folder.name
+        root, found = folder.parent.parent, name_key(folder.name)
         _check_video(path, video, found)
     elif path.is_dir():
         root = path
@@ -788,9 +794,11 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
         raise AnnotationError(path, "no such file or folder")
     series, named = [], {}  # named: {a file: the video its NameVideo column names}
     for user in _raters(root):
-        files = [user / found / name for name in _DANTE_FILES]
-        if (user / found).is_dir():
-            for other in (user / found).iterdir():  # Valence.csv would go unread: say so
+        folder = next((v for v in user.iterdir() if v.is_dir() and name_key(v.name) == found),
+                      user / found)  # its name as the file system spells it (NFC or NFD)
+        files = [folder / name for name in _DANTE_FILES]
+        if folder.is_dir():
+            for other in folder.iterdir():  # Valence.csv would go unread: say so
                 if (other.name.lower() in _DANTE_FILES and other.name not in _DANTE_FILES
                         and not (other.parent / other.name.lower()).is_file()):
                     raise AnnotationError(other, f"DANTE files are named "
@@ -805,6 +813,9 @@ def _read_dante(path: Path, video: str | None, fps: float | None) -> Annotations
         for pair in read:  # valence, then arousal; a dimension the rater did not do: NaN
             times = next(r for r in read if r is not None)[0]
             series.append(pair if pair is not None else (times, np.full(len(times), np.nan)))
+    if not series:
+        raise AnnotationError(root, f"no rater folder <UserId>/{found}/ holds a valence.csv or "
+                                    "arousal.csv")
     _check_dante_names(named, found)
     grid, stacked = _align(series)  # (2R, T): rater-major, then (valence, arousal)
     raters = stacked.reshape(-1, 2, grid.size).transpose(0, 2, 1)  # (R, T, 2)

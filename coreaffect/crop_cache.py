@@ -136,6 +136,8 @@ class CropCache:
                     raise CoreAffectError(f"{entry}: cannot put the new cache entry in place "
                                           f"({err.strerror or err})") from None
                 logger.info("%s: built by another process meanwhile; using that one", entry)
+        except CoreAffectError:  # the video's own (a VideoError is an OSError too)
+            raise
         except OSError as err:  # a full disk, a file too large, no permission...
             raise self._unwritable(recording, err) from None
         finally:

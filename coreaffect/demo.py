@@ -518,7 +518,8 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
         f"{len(split['train'])} for training (the paper tested on 10 and trained on 13 of its "
         f"23 MAHNOB videos); {held_out}. The hidden route is the `lite` preset trained on "
         f"{where} for {len(result.history)} epochs on a budget of {settings.minutes:g} minutes "
-        f"(an epoch under way when it runs out is finished; best epoch {result.best_epoch}, "
+        f"(the epoch under way when it runs out is cut short there, then validated; best epoch "
+        f"{result.best_epoch}, "
         f"stopped by {result.stopped}). Frames are scored when they have "
         "a label and a face.", "",
         "Stages: **raw** is the hidden route's own Gaussian; **prior** the calibrated prior over "

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from coreaffect.annotations import name_key
 from coreaffect.bootstrap import min_resamples
 from coreaffect.checkpoint import (
     atomic_write,
@@ -517,6 +518,11 @@ def read_split(run: str | Path,
     if people is not None and not (isinstance(people, dict) and all(
             isinstance(k, str) and isinstance(v, str) and k and v for k, v in people.items())):
         raise CoreAffectError(f"{path}: 'people' must map video ids to people")
+    for key in ("train", "val", "test"):  # ids in NFC, as discovery gives them since 0.1.0
+        if isinstance(split.get(key), list):
+            split[key] = [name_key(v) for v in split[key]]
+    if people is not None:
+        split["people"] = {name_key(video): person for video, person in people.items()}
     return split
 
 

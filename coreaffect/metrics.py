@@ -121,7 +121,7 @@ def ccc(y, mean) -> np.ndarray:
     my, mx, vy, vx, cov = _moments(y, mean)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = 2 * cov / (vy + vx + (my - mx) ** 2)
-    return np.where(_valid(y, mean).sum(axis=-1) < 2, np.nan, value)
+    return np.where(_valid(y, mean).sum(axis=-1) < 2, np.nan, value)[()]  # a scalar for 1-D
 
 
 def pcc(y, mean) -> np.ndarray:

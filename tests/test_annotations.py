@@ -714,6 +714,22 @@ def test_hidden_and_upper_case_files_of_a_folder_are_treated_as_elsewhere(tmp_pa
         read_annotations(tmp_path / "rc", "recola", video="P2")
 
 
+def test_names_in_nfd_are_read_and_one_name_in_two_forms_is_named(tmp_path):
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    write_dante(tmp_path / "dante", nfd, {"u1": ([0.1] * 5, [0.2] * 5),
+                                          "u2": ([0.3] * 5, [0.4] * 5)})
+    for asked in (nfc, nfd, None):
+        read = read_annotations(tmp_path / "dante", "dante", video=asked)
+        assert read.video == nfc and read.raters.shape == (2, 5, 2)
+    assert read_annotations(tmp_path / "dante" / "u1" / nfd / "valence.csv").video == nfc
+    both = tmp_path / "both"
+    both.mkdir()
+    for name in (nfc, nfd):
+        (both / f"{name}.csv").write_text("time,valence,arousal\n0,0.1,0.2\n")
+    with pytest.raises(AnnotationError, match=r"are one name spelled in two Unicode forms"):
+        read_annotations(both, "csv")
+
+
 def test_blank_lines_before_the_header_are_passed_over_and_lines_still_counted(tmp_path):
     path = tmp_path / "v.csv"
     path.write_text("\n  \ntime,valence,arousal\n0,0.1,0.2\n0.04,0.3,0.4\n")
@@ -737,6 +753,8 @@ def test_only_decimal_numbers_are_read(tmp_path, cell):
     with pytest.raises(AnnotationError, match=f"column 1: '{cell}' is not a number") as err:
         read_annotations(path)
     assert err.value.line == 3
+    path.write_text("time,valence,arousal\n0,0.1,0.2\n0.04\u00a0,\u00a00.3,0.4\n")
+    np.testing.assert_allclose(read_annotations(path).times, [0, 0.04])  # no-break spaces
 
 
 def test_a_predicted_trajectory_is_not_taken_for_an_annotation(tmp_path):

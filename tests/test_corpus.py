@@ -644,6 +644,11 @@ def test_a_cache_that_cannot_be_written_is_named_and_abandoned_writes_are_remove
         cache.get(recording)
     assert list((tmp_path / "cache").iterdir()) == []  # its temporary folder went with it
     monkeypatch.undo()
+    broken = _csv_corpus(tmp_path / "broken", ids=["b"])
+    (broken / "b.avi").write_bytes(b"not a video")
+    with pytest.raises(CoreAffectError, match=r"b\.avi: ") as err:  # the video's fault
+        CropCache(tmp_path / "other", NONE).get(discover(broken)[0])
+    assert "crop cache" not in str(err.value)
     # writers killed mid-write (no clean-up runs) leave their folders; an hour on, the next
     # write of the recording removes them, not a writer's at work nor another recording's
     left = {name: tmp_path / "cache" / name for name in

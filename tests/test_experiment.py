@@ -812,3 +812,15 @@ def test_a_run_s_people_serve_its_own_dataset_only(tmp_path, caplog):
     (run / "split.json").write_text(json.dumps(split))
     with pytest.raises(CoreAffectError, match=r"split\.json: 'people' must map video ids"):
         run_people(run, data)
+
+
+def test_a_split_of_ids_written_in_nfd_is_read_in_nfc(tmp_path):
+    # earlier versions kept an annotation's name as the file system gave it (NFD on macOS);
+    # discovery now gives ids in NFC, and the run's own split must still name its videos
+    nfc, nfd = "caf\u00e9", "cafe\u0301"
+    split = {"data": "corpus", "format": "csv", "seed": 0, "train": ["a"], "val": ["b"],
+             "test": [nfd], "people": {nfd: "P1", "a": "P2"}}
+    (tmp_path / "split.json").write_text(json.dumps(split))
+    read = read_split(tmp_path)
+    assert read["test"] == [nfc] and read["people"] == {nfc: "P1", "a": "P2"}
+    assert held_out_videos(tmp_path) == {nfc}

@@ -46,6 +46,7 @@ def test_the_ccc_of_one_frame_is_undefined_whether_or_not_its_values_agree():
     # the formula gives 0 when the two values differ and 0 / 0 when they are equal: a one-frame
     # video would pull a per-video mean down by chance (audmetric gives NaN below two frames)
     assert np.isnan(metrics.ccc([0.3], [0.1])) and np.isnan(metrics.ccc([0.3], [0.3]))
+    assert isinstance(metrics.ccc([0, 1, 2], [0, 1, 1]), float)  # a number, as JSON takes
     assert np.isnan(metrics.ccc([0.3, np.nan, 0.5], [0.1, 0.2, np.nan]))  # one frame valid
     truth = np.linspace(-0.5, 0.5, 50)
     long = np.stack([truth, truth], -1)
