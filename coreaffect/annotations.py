@@ -894,7 +894,10 @@ def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotation
     other = "valence" if dim == "arousal" else "arousal"
     folder = next((p for p in sorted(path.parent.parent.iterdir())
                    if p.is_dir() and p.name.lower() == other), path.parent.parent / other)
-    files = {dim: path, other: folder / path.name}
+    same = name_key(path.name).lower()  # P16.CSV beside valence/P16.csv, NFC or NFD
+    partner = next((p for p in sorted(folder.iterdir()) if name_key(p.name).lower() == same
+                    and p.is_file()), folder / path.name) if folder.is_dir() else folder / path.name
+    files = {dim: path, other: partner}
     if not files[other].is_file():
         raise AnnotationError(path, f"no matching {other} file: expected {files[other]}")
     val_t, val, val_names = _read_recola_file(files["valence"])

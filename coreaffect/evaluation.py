@@ -251,7 +251,8 @@ def bootstrap_trajectories(videos: Sequence[LabelledVideo], trajectories: Sequen
     Args:
         videos: N labelled videos.
         trajectories: N dicts ``{stage: AffectTrajectory}`` with the same stages.
-        n_resamples: Resamples of the videos.
+        n_resamples: Resamples of the videos, at least
+            :func:`~coreaffect.bootstrap.min_resamples` of ``level`` (400 at 95%).
         level: Nominal level of the intervals.
         random_state: Seed of the resampling.
         people: ``{video id: person}`` (:mod:`coreaffect.people`): people are resampled, each

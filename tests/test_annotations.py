@@ -433,6 +433,10 @@ def test_recola_missing_sibling_is_a_clear_error(tmp_path):
     (tmp_path / "valence" / "P1.csv").unlink()
     with pytest.raises(AnnotationError, match="no matching valence file"):
         read_annotations(tmp_path / "arousal" / "P1.csv", "recola")
+    write_recola(tmp_path, "P2", np.zeros((2, 6)), np.full((2, 6), 0.5))
+    (tmp_path / "arousal" / "P2.csv").rename(tmp_path / "arousal" / "P2.CSV")
+    read = read_annotations(tmp_path / "arousal" / "P2.CSV", "recola")  # its partner: P2.csv
+    np.testing.assert_allclose(read.values, [[0.0, 0.5]] * 2)
 
 
 def test_csv_ignores_extra_columns_and_reads_empty_cells_as_nan(tmp_path):
