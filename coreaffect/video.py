@@ -43,7 +43,9 @@ Timestamps (seconds):
 * Folders: ``time = index / fps``, with ``fps`` from the argument, 25 Hz by default (the rate of
   AFEW-VA and the DANTE annotations; the corpus reader gives Aff-Wild2's frame folders 30 Hz,
   the rate of most of its videos).
-* Cameras: seconds since the first frame of the iteration, from a monotonic clock.
+* Cameras: seconds since the first frame of the iteration, from a monotonic clock. A read that
+  gives no frame (a dropped frame) is tried again; after 25 in a row (about half a second) the
+  stream ends with a warning naming the camera.
 
 Every iteration starts again from the first frame (files are re-opened), so a source can be
 iterated any number of times and gives the same frames each time.
@@ -81,6 +83,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0  # the rate of AFEW-VA, MAHNOB and DANTE annotations
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # frame-folder formats; any case
 _DIGITS = re.compile(r"\d+")
+# a camera read that gives no frame (a dropped frame) is tried again after a pause (seconds);
+# this many in a row (about half a second) end the camera's stream
+_CAMERA_RETRIES = 25
+_CAMERA_PAUSE = 0.02
 _LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer one with more
 # missing frames than the folder has images, beyond which or before which lie at most
 _FEW_STRAYS = 5  # images, is refused (see VideoSource._check_gaps)
@@ -527,11 +533,21 @@ class VideoSource:
         index = 0
         start = None
         try:
+            failed = 0  # reads in a row that gave no frame
             while not self._closed:
                 ok, image = capture.read()
                 now = time.monotonic()
                 if not ok or image is None:
+                    failed += 1
+                    if failed <= _CAMERA_RETRIES:  # a dropped frame (USB, a busy driver)
+                        time.sleep(_CAMERA_PAUSE)
+                        continue
+                    message = (f"{self._name}: no frame in {failed} reads in a row (unplugged, "
+                               f"or taken by another program); the stream ends after {index} "
+                               "frames")
+                    warn(logger, message, stacklevel=3)
                     break
+                failed = 0
                 start = now if start is None else start
                 yield image, now - start, index
                 index += 1

@@ -403,6 +403,39 @@ def test_camera_that_cannot_be_opened_is_an_error() -> None:
         VideoSource(57)  # no such device
 
 
+class _FlakyCamera:
+    """A capture whose reads give a frame or nothing, in the order of ``reads``, then
+    nothing."""
+
+    def __init__(self, reads: str) -> None:
+        self.reads = list(reads)
+
+    def read(self):
+        if self.reads and self.reads.pop(0) == "+":
+            return True, np.full((8, 12, 3), 90, np.uint8)
+        return False, None
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FRAME_WIDTH: 12, cv2.CAP_PROP_FRAME_HEIGHT: 8}.get(prop, 0.0)
+
+    def release(self) -> None:
+        pass
+
+
+def test_a_camera_goes_on_past_dropped_frames_and_says_when_it_ends(monkeypatch) -> None:
+    from coreaffect import video as video_module
+
+    reads = "+" + "-" * 3 + "++" + "-" * video_module._CAMERA_RETRIES + "+" + "-" * 40 + "+"
+    monkeypatch.setattr(video_module, "_CAMERA_PAUSE", 0.0)
+    monkeypatch.setattr(VideoSource, "_camera_capture", lambda self: _FlakyCamera(reads))
+    camera = VideoSource(0)
+    with pytest.warns(UserWarning, match=r"camera0: no frame in 26 reads in a row .*the stream "
+                                         r"ends after 4 frames"):
+        frames = list(camera)
+    assert [f.index for f in frames] == [0, 1, 2, 3]  # 25 failures in a row are dropped frames
+    assert all(b.time >= a.time for a, b in zip(frames, frames[1:], strict=False))
+
+
 def test_a_change_of_frame_size_starts_a_new_chunk(video_file: Path) -> None:
     """A camera or stream that switches resolution (frame folders refuse it; see above)."""
     video = VideoSource(video_file, chunk_size=4)
