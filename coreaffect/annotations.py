@@ -236,7 +236,7 @@ def _warn_unfused(got: Annotations, fusion: str) -> None:
                f"{counts} labelled time(s) without a label: only raters of weight 0 labelled "
                "them (raters that correlate with the others negatively, or not at all, as when "
                "they share no labelled time); fusion='mean' keeps them")
-    warn(logger, message, stacklevel=3)
+    warn(logger, message)
 
 
 def detect_format(path: str | Path) -> str:
@@ -730,7 +730,7 @@ def _read_afew(path: Path, video: str | None, fps: float | None) -> Annotations:
     if raw.size and np.abs(raw).max() <= 1 and (np.abs(raw - np.round(raw)) > 1e-6).any():
         message = (f"{path}: every label is within [-1, 1], and not all are integers: already "
                    f"scaled? AFEW-VA labels are integers in [-10, 10], read divided by 10")
-        warn(logger, message, stacklevel=3)
+        warn(logger, message)
     return Annotations(frame_numbers / fps, labels, clip, path)
 
 
@@ -845,7 +845,7 @@ def _check_dante_names(named: dict[Path, str], folder: str) -> None:
         if _video_key(folder) not in (key, _video_key(Path(named[path]).stem)):
             message = (f"{path}: its NameVideo column names {named[path]!r}, but the folder "
                        f"names the video {folder!r}; the folder's name is used")
-            warn(logger, message, stacklevel=4)
+            warn(logger, message)
 
 
 def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:

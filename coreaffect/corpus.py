@@ -391,7 +391,7 @@ def _flat_entries(files: _FlatFiles, format: str, videos: dict[str, list[Path]]
     if left_out:
         message = (f"{len(left_out)} video(s) left out: the file named like each, beside it, is "
                    f"not a {format} annotation ({listing(left_out, 3, '; ')})")
-        warn(logger, message, stacklevel=4)
+        warn(logger, message)
     return entries
 
 
@@ -641,7 +641,7 @@ def _check_numbering(folders: Sequence[Path], first: int, format: str | None) ->
                    "count from 1, as ffmpeg's %05d.png does, set first_index = 1 in the [video] "
                    "section of the data configuration (predict: --first-index 1); read from 0, "
                    "every frame is one frame later than its labels")
-        warn(logger, message, stacklevel=3)
+        warn(logger, message)
 
 
 def _read_labels(recording: Recording, config: DataConfig) -> Annotations:
@@ -687,4 +687,4 @@ def _check_span(annotations: Annotations, frame_times: np.ndarray, delay: float 
                        f"{video:.3g} s; frames outside them have no label")
     if problem is not None:
         message = f"{annotations.path}: annotation of video {annotations.video!r}: {problem}"
-        warn(logger, message, stacklevel=3)
+        warn(logger, message)

@@ -529,7 +529,7 @@ class CoreAffectDynamics:
                        f"within a video, fewer than their {n_params} parameters: the rate of "
                        "reversion (theta) and the diffusion are barely identified; fit them to "
                        "more frames")
-            warn(logger, message, stacklevel=2)
+            warn(logger, message)
         raw = {name: value.clone().requires_grad_()
                for name, value in self._initial_guess(batches).items()}
 
@@ -606,7 +606,7 @@ class CoreAffectDynamics:
         if problems:
             warn(logger, f"NUTS may not have converged: {'; '.join(problems)}. The point "
                  "parameters are means of these draws; run more (num_warmup, num_samples, "
-                 "num_chains) before trusting them", stacklevel=3)
+                 "num_chains) before trusting them")
 
     def nuts_diagnostics(self) -> dict[str, float]:
         """The worst convergence diagnostics of the NUTS draws

@@ -7,6 +7,8 @@ command line) can tell "your file is wrong" apart from a bug. Each names the fil
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -24,15 +26,30 @@ class CoreAffectWarning(UserWarning):
     also logs it, so the command line shows it once, as a log line."""
 
 
-def warn(logger: logging.Logger, message: str, stacklevel: int = 2) -> None:
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(logger: logging.Logger, message: str, stacklevel: int | None = None) -> None:
     """Log ``message`` as a warning and issue it as a :class:`CoreAffectWarning`: a script can
     catch or filter it, and the command line (which ignores the warning) shows the log line.
 
-    ``stacklevel`` counts as in :func:`warnings.warn` from the caller of this function: 2 blames
-    the caller's caller.
+    The warning points at the first line outside coreaffect that led to it (the user's call,
+    however deep in the library the problem was found); ``stacklevel`` (as in
+    :func:`warnings.warn`, counted from the caller of this function) points elsewhere.
     """
     logger.warning(message)
+    if stacklevel is None:
+        stacklevel = _outside_package()
     warnings.warn(message, CoreAffectWarning, stacklevel=stacklevel + 1)
+
+
+def _outside_package() -> int:
+    """The stack level, counted from the caller of :func:`warn`, of the first frame whose code
+    lies outside the package; 2 (the caller's caller) when every frame lies inside."""
+    frame, level = sys._getframe(2), 1  # the caller of warn
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return 2 if frame is None else level
 
 
 class InputError(CoreAffectError, ValueError):

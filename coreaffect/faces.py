@@ -152,7 +152,7 @@ def _with_missing_frames(part: FaceCrops, last: tuple[int, float] | None, block:
         high, high_time = int(indices[cut]), float(times[cut])
         if high_time - low_time > _LONG_GAP:
             warn(logger, f"{name}: frames {low + 1} to {high - 1} ({low_time:.1f} s to "
-                 f"{high_time:.1f} s) are missing; their rows have no face", stacklevel=3)
+                 f"{high_time:.1f} s) are missing; their rows have no face")
         for first in range(low + 1, high, block):
             numbers = np.arange(first, min(first + block, high), dtype=np.int64)  # (n,)
             size = part.crops.shape[1:]

@@ -776,7 +776,7 @@ class CoreAffect:
         else:
             return
         warn(logger, f"{name}: {problem}, so no row says anything of the face (each is the "
-             "dynamics' prior, or empty)", stacklevel=3)
+             "dynamics' prior, or empty)")
 
     # -- streaming ------------------------------------------------------------------------------
 

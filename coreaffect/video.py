@@ -325,19 +325,19 @@ class VideoSource:
             if usable and not math.isclose(rate, file_fps, rel_tol=1e-3):
                 message = (f"{path}: its container says {rate:g} Hz; timestamps use the "
                            f"{self._fps:g} Hz given")
-                warn(logger, message, stacklevel=3)
+                warn(logger, message)
         elif usable:
             self._fps = float(rate)
         elif timed is not None:
             self._fps = timed
             message = (f"{path}: its container's frame rate ({rate:g}) is not usable; its "
                        f"frames' timestamps give {timed:.6g} Hz, which is used")
-            warn(logger, message, stacklevel=3)
+            warn(logger, message)
         else:
             self._fps = float(fps) if fps is not None else DEFAULT_FPS
             message = (f"{path}: the container carries no usable frame rate ({rate}); "
                        f"timestamps use {self._fps:g} Hz")
-            warn(logger, message, stacklevel=3)
+            warn(logger, message)
 
     def _open_folder(self, fps: float | None) -> None:
         folder = self._source
@@ -354,7 +354,7 @@ class VideoSource:
                        "face. If the images are consecutive frames (their numbers timestamps, "
                        "or every Nth frame kept), number them 0, 1, 2, ... and give their rate "
                        "(--fps)")
-            warn(logger, message, stacklevel=3)
+            warn(logger, message)
         first_index, first_path = self._files[0]
         if first_index < 0:
             raise VideoError(first_path, f"frame number {first_index + self.first_index} is below "
@@ -505,7 +505,7 @@ class VideoSource:
         if start:
             message = (f"{self._source}: its first {start} frame(s) could not be decoded; the "
                        f"video starts at frame index {start}, {start / self._fps:g} s")
-            warn(logger, message, stacklevel=3)
+            warn(logger, message)
         shown = listing(missing)
         if early:
             grid = self._grid or self._fps
@@ -515,17 +515,17 @@ class VideoSource:
                        f"{off:.3g} s) and the empty slots are read as frames without a face. "
                        f"For exact times, convert it to a constant rate first (for example "
                        f"ffmpeg -i IN -vsync cfr -r {grid:g} OUT)")
-            warn(logger, message, stacklevel=3)
+            warn(logger, message)
         elif missing:
             message = (f"{self._source}: {len(missing)} frame(s) could not be decoded or were "
                        f"dropped by the container (index {shown}); they are read as frames "
                        "without a face")
-            warn(logger, message, stacklevel=3)
+            warn(logger, message)
         if self._frame_count is not None and previous + 1 < self._frame_count:
             message = (f"{self._source}: decoding stopped at frame index {previous + 1}, but "
                        f"the container announces {self._frame_count} frames (truncated or "
                        f"corrupt file); {previous + 1 - start - len(missing)} frames were read")
-            warn(logger, message, stacklevel=3)
+            warn(logger, message)
 
     def _camera_frames(self) -> Iterator[tuple[np.ndarray, float, int]]:
         capture = self._camera_capture()
@@ -545,7 +545,7 @@ class VideoSource:
                     message = (f"{self._name}: no frame in {failed} reads in a row (unplugged, "
                                f"or taken by another program); the stream ends after {index} "
                                "frames")
-                    warn(logger, message, stacklevel=3)
+                    warn(logger, message)
                     break
                 failed = 0
                 start = now if start is None else start

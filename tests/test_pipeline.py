@@ -274,6 +274,22 @@ def test_a_video_without_estimates_is_warned_about(affect, tiny, tmp_path, caplo
     assert "says anything of the face" not in caplog.text
 
 
+def test_a_warning_found_deep_in_the_library_points_at_the_callers_line(affect, tiny, tmp_path):
+    import cv2
+
+    gap = tmp_path / "gap"  # frames 0-19, then 1600-1619: 63 s missing at 25 Hz
+    gap.mkdir()
+    with VideoSource(tiny.video()) as video:
+        for frame in video:
+            if frame.index < 40:
+                number = frame.index if frame.index < 20 else frame.index + 1580
+                cv2.imwrite(str(gap / f"{number:05d}.png"),
+                            cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+    with pytest.warns(CoreAffectWarning, match=r"gap: frames 20 to 1599 .* are missing") as caught:
+        affect.predict(gap)
+    assert caught[0].filename == __file__  # found by the face cropper, inside a generator
+
+
 def test_stream_takes_frames_from_memory(affect, tiny):
     with VideoSource(tiny.video()) as video:
         frames = [(f.image, f.time) for _, f in zip(range(25), video, strict=False)]
