@@ -32,6 +32,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -248,8 +249,6 @@ def diagnostics(data: Any) -> dict[str, float]:
         scored = inference_data({name: halves(posterior_values(data, name))
                                  for name in data["posterior"].data_vars},
                                 halves(diverging))
-    import numpy as np
-
     with np.errstate(invalid="ignore", divide="ignore"):  # a constant draw: NaN, named below
         summary = az.summary(scored, kind="diagnostics")
     return {"r_hat": float(summary["r_hat"].max(skipna=False)),
