@@ -876,6 +876,25 @@ def _read_dante_file(path: Path) -> tuple[np.ndarray, np.ndarray, str | None]:
     return data[:, 0].copy(), data[:, 1].copy(), given[0][1] if given else None
 
 
+def _partner(path: Path, folder: Path) -> Path:
+    """The file of the other dimension's ``folder`` named as ``path``: the same name, else the
+    one name that differs only in case or Unicode form (``P16.CSV`` beside ``P16.csv``).
+
+    Raises:
+        AnnotationError: Several names differ from it only so (``p1.csv`` and ``P1.CSV``).
+    """
+    if (folder / path.name).is_file() or not folder.is_dir():
+        return folder / path.name
+    same = name_key(path.name).lower()
+    found = [p for p in sorted(folder.iterdir())
+             if name_key(p.name).lower() == same and p.is_file()]
+    if len(found) > 1:
+        raise AnnotationError(path, f"its {folder.name} file is one of "
+                                    f"{', '.join(p.name for p in found)}, which differ only in "
+                                    "case or Unicode form: rename them apart")
+    return found[0] if found else folder / path.name
+
+
 def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotations:
     path = path.absolute()
     if path.is_dir():
@@ -894,10 +913,7 @@ def _read_recola(path: Path, video: str | None, fps: float | None) -> Annotation
     other = "valence" if dim == "arousal" else "arousal"
     folder = next((p for p in sorted(path.parent.parent.iterdir())
                    if p.is_dir() and p.name.lower() == other), path.parent.parent / other)
-    same = name_key(path.name).lower()  # P16.CSV beside valence/P16.csv, NFC or NFD
-    partner = next((p for p in sorted(folder.iterdir()) if name_key(p.name).lower() == same
-                    and p.is_file()), folder / path.name) if folder.is_dir() else folder / path.name
-    files = {dim: path, other: partner}
+    files = {dim: path, other: _partner(path, folder)}
     if not files[other].is_file():
         raise AnnotationError(path, f"no matching {other} file: expected {files[other]}")
     val_t, val, val_names = _read_recola_file(files["valence"])

@@ -7,7 +7,6 @@ command line) can tell "your file is wrong" apart from a bug. Each names the fil
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Iterable
@@ -26,15 +25,13 @@ class CoreAffectWarning(UserWarning):
     also logs it, so the command line shows it once, as a log line."""
 
 
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
 def warn(logger: logging.Logger, message: str, stacklevel: int | None = None) -> None:
     """Log ``message`` as a warning and issue it as a :class:`CoreAffectWarning`: a script can
     catch or filter it, and the command line (which ignores the warning) shows the log line.
 
     The warning points at the first line outside coreaffect that led to it (the user's call,
-    however deep in the library the problem was found); ``stacklevel`` (as in
+    however deep in the library the problem was found, unless a wrapper such as a progress bar
+    iterates for them); ``stacklevel`` (as in
     :func:`warnings.warn`, counted from the caller of this function) points elsewhere.
     """
     logger.warning(message)
@@ -44,12 +41,17 @@ def warn(logger: logging.Logger, message: str, stacklevel: int | None = None) ->
 
 
 def _outside_package() -> int:
-    """The stack level, counted from the caller of :func:`warn`, of the first frame whose code
-    lies outside the package; 2 (the caller's caller) when every frame lies inside."""
+    """The stack level, counted from the caller of :func:`warn`, of the first frame of a module
+    outside the package (told by the module's name, which holds however the package's path
+    was spelled on ``sys.path``); 2 (the caller's caller) when every frame lies inside."""
     frame, level = sys._getframe(2), 1  # the caller of warn
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+    while frame is not None and _in_package(frame.f_globals.get("__name__")):
         frame, level = frame.f_back, level + 1
     return 2 if frame is None else level
+
+
+def _in_package(module: object) -> bool:
+    return isinstance(module, str) and module.partition(".")[0] == __name__.partition(".")[0]
 
 
 class InputError(CoreAffectError, ValueError):

@@ -44,8 +44,8 @@ Timestamps (seconds):
   AFEW-VA and the DANTE annotations; the corpus reader gives Aff-Wild2's frame folders 30 Hz,
   the rate of most of its videos).
 * Cameras: seconds since the first frame of the iteration, from a monotonic clock. A read that
-  gives no frame (a dropped frame) is tried again; after 25 in a row (about half a second) the
-  stream ends with a warning naming the camera.
+  gives no frame (a dropped frame) is tried again, 25 times in a row at most (about half a
+  second when reads fail at once); one more ends the stream with a warning naming the camera.
 
 Every iteration starts again from the first frame (files are re-opened), so a source can be
 iterated any number of times and gives the same frames each time.
@@ -83,8 +83,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_FPS = 25.0  # the rate of AFEW-VA, MAHNOB and DANTE annotations
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # frame-folder formats; any case
 _DIGITS = re.compile(r"\d+")
-# a camera read that gives no frame (a dropped frame) is tried again after a pause (seconds);
-# this many in a row (about half a second) end the camera's stream
+# a camera read that gives no frame (a dropped frame) is tried again after a pause (seconds),
+# this many times in a row at most; one more failed read ends the camera's stream
 _CAMERA_RETRIES = 25
 _CAMERA_PAUSE = 0.02
 _LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer one with more
@@ -542,6 +542,8 @@ class VideoSource:
                     if failed <= _CAMERA_RETRIES:  # a dropped frame (USB, a busy driver)
                         time.sleep(_CAMERA_PAUSE)
                         continue
+                    if self._closed:  # closed meanwhile: the stop is not the camera's fault
+                        break
                     message = (f"{self._name}: no frame in {failed} reads in a row (unplugged, "
                                f"or taken by another program); the stream ends after {index} "
                                "frames")

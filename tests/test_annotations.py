@@ -437,6 +437,14 @@ def test_recola_missing_sibling_is_a_clear_error(tmp_path):
     (tmp_path / "arousal" / "P2.csv").rename(tmp_path / "arousal" / "P2.CSV")
     read = read_annotations(tmp_path / "arousal" / "P2.CSV", "recola")  # its partner: P2.csv
     np.testing.assert_allclose(read.values, [[0.0, 0.5]] * 2)
+    write_recola(tmp_path, "p2", np.full((2, 6), 0.7), np.full((2, 6), 0.8))  # another video
+    np.testing.assert_allclose(read_annotations(tmp_path / "arousal" / "p2.csv", "recola").values,
+                               [[0.7, 0.8]] * 2)  # its own valence file, the same name
+    (tmp_path / "arousal" / "p2.csv").rename(tmp_path / "arousal" / "x.csv")
+    (tmp_path / "arousal" / "P2.CSV").rename(tmp_path / "arousal" / "p2.Csv")
+    with pytest.raises(AnnotationError, match=r"p2\.Csv: its valence file is one of P2\.csv, "
+                                              r"p2\.csv, which differ only in case"):
+        read_annotations(tmp_path / "arousal" / "p2.Csv", "recola")
 
 
 def test_csv_ignores_extra_columns_and_reads_empty_cells_as_nan(tmp_path):

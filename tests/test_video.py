@@ -435,6 +435,19 @@ def test_a_camera_goes_on_past_dropped_frames_and_says_when_it_ends(monkeypatch)
     assert [f.index for f in frames] == [0, 1, 2, 3]  # 25 failures in a row are dropped frames
     assert all(b.time >= a.time for a, b in zip(frames, frames[1:], strict=False))
 
+    class Closing(_FlakyCamera):  # closed by the user during the read that fails once too often
+        def read(self):
+            if not self.reads:
+                camera.close()
+            return super().read()
+
+    retries = "-" * video_module._CAMERA_RETRIES
+    monkeypatch.setattr(VideoSource, "_camera_capture", lambda self: Closing("+" + retries))
+    camera = VideoSource(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the stop is the user's: nothing to warn about
+        assert len(list(camera)) == 1
+
 
 def test_a_change_of_frame_size_starts_a_new_chunk(video_file: Path) -> None:
     """A camera or stream that switches resolution (frame folders refuse it; see above)."""
