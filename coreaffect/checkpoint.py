@@ -184,7 +184,7 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     if path.is_symlink():
         path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(path)
+    remove_abandoned(path.parent, re.escape(f".{path.name}.") + r"[0-9a-f]{16}")
     tmp = _fresh(path.parent, f".{path.name}.")
     try:
         with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
@@ -200,27 +200,45 @@ def atomic_write(path: str | Path, data: bytes | str) -> None:
     _sync_folder(path.parent)
 
 
-# a temporary file of atomic_write older than this was left by a writer that was killed (a
-# write takes milliseconds; another process's write in progress is younger)
+# a temporary file or folder untouched for longer than this was left by a writer that was
+# killed: a file is written in milliseconds, and a writer at work on a folder adds to it often
 STALE_SECONDS = 3600.0
 
 
-def _remove_stale_temporaries(path: Path) -> None:
-    """Delete the temporary files that writers of ``path`` killed mid-write left beside it
-    (``.NAME.<16 hex digits>``, untouched for :data:`STALE_SECONDS`): each is as large as the
-    file, and nothing else would ever remove them."""
-    pattern = re.compile(re.escape(f".{path.name}.") + r"[0-9a-f]{16}")
+def remove_abandoned(folder: Path, pattern: str) -> list[Path]:
+    """Remove the temporaries that writers killed mid-write left in ``folder``: the files and
+    folders whose names match ``pattern`` (a regular expression of the whole name) in which
+    nothing was written for :data:`STALE_SECONDS`.
+
+    Each is as large as what was being written (gigabytes for a video's face crops), and
+    nothing else would ever remove it. A folder's age is that of the newest of itself and its
+    entries. Links are left alone, as are entries removed or not ours to remove meanwhile, and
+    a folder that cannot be listed.
+
+    Returns:
+        The paths removed.
+    """
+    name = re.compile(pattern)
     now = time.time()
     try:
-        entries = list(os.scandir(path.parent))
+        entries = [e for e in os.scandir(folder) if name.fullmatch(e.name)]
     except OSError:
-        return
+        return []
+    removed = []
     for entry in entries:
-        if pattern.fullmatch(entry.name):
-            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
-                if entry.is_file(follow_symlinks=False) and (
-                        now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS):
+        with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
+            if entry.is_file(follow_symlinks=False):
+                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
                     os.unlink(entry.path)
+                    removed.append(Path(entry.path))
+            elif entry.is_dir(follow_symlinks=False):
+                with os.scandir(entry.path) as inside:
+                    newest = max([entry.stat(follow_symlinks=False).st_mtime,
+                                  *(e.stat(follow_symlinks=False).st_mtime for e in inside)])
+                if now - newest > STALE_SECONDS:
+                    shutil.rmtree(entry.path)
+                    removed.append(Path(entry.path))
+    return removed
 
 
 def _sync_folder(folder: Path) -> None:

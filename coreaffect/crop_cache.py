@@ -11,14 +11,12 @@ is deleted and rebuilt, never trusted.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
@@ -26,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from coreaffect.checkpoint import STALE_SECONDS, temporary_folder
+from coreaffect.checkpoint import remove_abandoned, temporary_folder
 from coreaffect.config import FaceConfig
 from coreaffect.errors import CoreAffectError
 from coreaffect.faces import FaceCropper, FaceCrops, spool_crops
@@ -112,7 +110,10 @@ class CropCache:
     def _write(self, recording: Recording, entry: Path, key: str) -> None:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self._remove_abandoned(recording)
+            for path in remove_abandoned(  # a killed writer's `.<entry>-<hex>` folders
+                    self.directory, re.escape(f".{recording.id}-") + r"[0-9a-f]{16}-[0-9a-f]{16}"):
+                logger.info("removed %s, left by a writer of the crop cache that was killed",
+                            path)
             tmp = temporary_folder(self.directory, f".{entry.name}-")
         except OSError as err:
             raise self._unwritable(recording, err) from None
@@ -150,25 +151,6 @@ class CropCache:
                                f"{recording.id} into this crop cache ({err.strerror or err}); "
                                "free some space there, or give the cache another folder "
                                "(--cache)")
-
-    def _remove_abandoned(self, recording: Recording) -> None:
-        """Remove the temporary folders of the recording's entries that writers killed
-        mid-write left (``.<id>-<16 hex>-<16 hex>``, nothing in them written for
-        :data:`~coreaffect.checkpoint.STALE_SECONDS`): each holds the crops spooled so far,
-        gigabytes for a long video, and nothing else would ever remove them. A writer at work
-        adds to its crops file with every chunk of frames, so its folder is never that old."""
-        name = re.compile(re.escape(f".{recording.id}-") + r"[0-9a-f]{16}-[0-9a-f]{16}")
-        now = time.time()
-        for path in self.directory.iterdir():
-            if not name.fullmatch(path.name) or path.is_symlink() or not path.is_dir():
-                continue
-            with contextlib.suppress(OSError):  # gone meanwhile, or not ours to remove
-                newest = max([path.stat().st_mtime,
-                              *(p.stat().st_mtime for p in path.iterdir())])
-                if now - newest > STALE_SECONDS:
-                    shutil.rmtree(path)
-                    logger.info("removed %s, left by a writer of the crop cache that was "
-                                "killed", path)
 
     def _drop_outdated(self, recording: Recording, kept: Path) -> None:
         """Remove the recording's entries made by an earlier cache version: none of them can

@@ -142,6 +142,32 @@ def test_a_write_removes_what_killed_writers_of_its_file_left(tmp_path):
     assert load_state(tmp_path, "thing")[1] == {"n": 1}
 
 
+def test_remove_abandoned_takes_old_files_and_folders_of_the_pattern_only(tmp_path):
+    """Files and folders named by the pattern go once nothing in them was written for an
+    hour; a folder with a recent file, a link, and other names stay."""
+    import os
+    import time
+
+    from coreaffect.checkpoint import STALE_SECONDS, remove_abandoned
+
+    old = time.time() - STALE_SECONDS - 60
+    (tmp_path / ".t-1").write_bytes(b"x")
+    for name in (".t-2", ".t-3"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "part").write_bytes(b"x")
+    (tmp_path / "target").mkdir()
+    (tmp_path / ".t-4").symlink_to(tmp_path / "target")
+    (tmp_path / ".u-5").write_bytes(b"x")
+    for path in [tmp_path / ".t-1", tmp_path / ".t-2" / "part", tmp_path / ".t-2",
+                 tmp_path / ".t-3", tmp_path / "target", tmp_path / ".u-5"]:
+        os.utime(path, (old, old))  # .t-3's part is being written
+    os.utime(tmp_path / ".t-4", (old, old), follow_symlinks=False)
+    removed = remove_abandoned(tmp_path, r"\.t-[0-9]")
+    assert sorted(p.name for p in removed) == [".t-1", ".t-2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".t-3", ".t-4", ".u-5", "target"]
+    assert remove_abandoned(tmp_path / "missing", r".*") == []
+
+
 @pytest.mark.parametrize("stop", ["json", "rename"])
 def test_an_interrupted_save_leaves_a_loadable_component(tmp_path, monkeypatch, stop):
     """Interrupted before its JSON is written, a save leaves the old state; after, the new one,

@@ -628,6 +628,7 @@ def test_a_cache_that_cannot_be_written_is_named_and_abandoned_writes_are_remove
     import time
 
     from coreaffect import crop_cache
+    from coreaffect.checkpoint import STALE_SECONDS
 
     root = _csv_corpus(tmp_path / "data", ids=["a"])
     recording = discover(root)[0]
@@ -658,7 +659,7 @@ def test_a_cache_that_cannot_be_written_is_named_and_abandoned_writes_are_remove
         path.mkdir()
         (path / "crops.u8").write_bytes(b"\0" * 64)
         if name != ".a-fedcba9876543210-00000000000000ff":  # that one: a writer at work
-            old = time.time() - crop_cache.STALE_SECONDS - 60
+            old = time.time() - STALE_SECONDS - 60
             for p in (path / "crops.u8", path):
                 os.utime(p, (old, old))
     cache.get(recording)
