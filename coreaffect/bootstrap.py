@@ -134,8 +134,8 @@ def resample_counts(n_videos: int, n_resamples: int, random_state: int | None = 
         n_resamples: R.
         random_state: Seed; the same seed draws the same resamples. Each video its own group
             draws the same resamples as no ``groups``.
-        groups: N keys, equal for the videos of one person (:func:`~coreaffect.people.
-            video_groups`); ``None``: each video is a person of its own.
+        groups: N keys, equal for the videos of one person
+            (:func:`~coreaffect.people.video_groups`); ``None``: each video is a person of its own.
     """
     if n_videos < 1 or n_resamples < 1:
         raise InputError(f"need at least one video and one resample, got {n_videos} and "
@@ -395,9 +395,9 @@ def bootstrap_stages(truths: Sequence[np.ndarray],
         n_resamples: Resamples of the videos, at least :func:`min_resamples` (400 at 95%).
         level: Nominal level of the intervals.
         random_state: Seed of the resampling.
-        groups: N keys, equal for the videos of one person (:func:`~coreaffect.people.
-            video_groups`): people are resampled, each with all their videos. ``None``: each
-            video is a person of its own.
+        groups: N keys, equal for the videos of one person
+            (:func:`~coreaffect.people.video_groups`): people are resampled, each with all
+            their videos. ``None``: each video is a person of its own.
         ids: N names of the videos, which errors about a video's inputs give; ``None``: their
             positions.
 

@@ -135,8 +135,8 @@ def train_run(data: str | Path, run: str | Path, *, format: str = "auto", preset
         data_config: A :class:`~coreaffect.config.DataConfig`, used as it is, or a TOML file
             of the settings to change; ``None``, and the settings a TOML file leaves out, keep
             the defaults with crops at the network's input size (and, for a synthetic corpus,
-            the labels shifted by its annotators' mean delay, :func:`~coreaffect.synthetic.
-            annotation_delay`).
+            the labels shifted by its annotators' mean delay,
+            :func:`~coreaffect.synthetic.annotation_delay`).
         cache: Face-crop cache folder; ``None`` is ``RUN/crops``.
         resume: Continue an interrupted run from its ``training/`` state, with its data
             settings (unless ``data_config`` is given, which must then be the same). The later
@@ -283,8 +283,8 @@ def data_settings(data: str | Path, crop_size: int,
         data_config: A :class:`~coreaffect.config.DataConfig`, returned as it is, or a TOML file
             of the settings to change. ``None``, and the settings a file leaves out, keep the
             defaults, with crops of ``crop_size`` and, for a synthetic corpus, the labels
-            shifted by its annotators' mean delay (:func:`~coreaffect.synthetic.
-            annotation_delay`).
+            shifted by its annotators' mean delay
+            (:func:`~coreaffect.synthetic.annotation_delay`).
     """
     if isinstance(data_config, DataConfig):
         return data_config

@@ -144,7 +144,7 @@ from coreaffect.devices import NETWORK_DTYPE, check_device, resolve_device, seed
 from coreaffect.errors import CoreAffectError
 
 __all__ = ["MODELS", "AffectEstimate", "HiddenRouteNet", "ModelConfig", "check_device",
-           "create_model"]
+           "create_model", "frame_windows"]
 
 Frames = Tensor | np.ndarray  # (C, T, H, W) tensor or (T, H, W, C) array; see _frames
 

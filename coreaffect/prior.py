@@ -31,13 +31,13 @@ mean and covariance come from depends on ``location``:
 
   A confident estimate (small R) gives a narrow prior at the estimate's own latent point, an
   unsure one (large R) the manifold's marginal p(z).
-
-In both, only the spread is learned, so the mean cannot absorb corrections that suit the fitting
-pairs only. This matters because those pairs come from the videos the hidden route was trained
-on, whose estimates are better than on new videos; a learned mean corrects them for the training
-people and carries that correction to new ones (on the demo's test videos, a learned mean made
-the decoded valence clearly less concordant with the labels than the estimate itself).
 * ``"learned"``: m = the vector, S = L L^T, both from phi.
+
+In the first two, only the spread is learned, so the mean cannot absorb corrections that suit the
+fitting pairs only. This matters because those pairs come from the videos the hidden route was
+trained on, whose estimates are better than on new videos; a learned mean corrects them for the
+training people and carries that correction to new ones (on the demo's test videos, a learned mean
+made the decoded valence clearly less concordant with the labels than the estimate itself).
 
 **Fitting** (:meth:`~HiddenRoutePrior.fit`). The generative model of a label y given an estimate
 e, with the manifold's decoder g and label noise s frozen, is::

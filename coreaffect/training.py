@@ -16,11 +16,11 @@ Dense training. The training items are long :class:`~coreaffect.clips.Sequence` 
 16-frame window starting on the trunk's feature grid (every S = 4 frames) is pooled and scored
 against the mean of its 16 labels: the paper's clip target, for many windows per forward pass.
 Only windows whose whole receptive field lies inside the sequence are scored, so each window is
-seen with its real temporal context, exactly as :meth:`~coreaffect.hidden_route.HiddenRouteNet.
-predict_dense` sees it at inference (a separately evaluated 16-frame clip would instead see zero
-padding at its borders). Windows are kept by the clip thresholds of
-:class:`~coreaffect.config.ClipConfig` (``min_labelled``, ``min_face``). Items of a
-window-mode :class:`~coreaffect.clips.ClipDataset` (16-frame :class:`~coreaffect.clips.Clip`
+seen with its real temporal context, exactly as
+:meth:`~coreaffect.hidden_route.HiddenRouteNet.predict_dense` sees it at inference (a separately
+evaluated 16-frame clip would instead see zero padding at its borders). Windows are kept by the
+clip thresholds of :class:`~coreaffect.config.ClipConfig` (``min_labelled``, ``min_face``). Items
+of a window-mode :class:`~coreaffect.clips.ClipDataset` (16-frame :class:`~coreaffect.clips.Clip`
 tuples) are trained on as they are, one window each.
 
 Validation runs the network densely over every frame of each validation video and scores the

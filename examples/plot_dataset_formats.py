@@ -2,12 +2,12 @@
 Reading each public dataset's annotation format
 ===============================================
 
-:func:`coreaffect.read_annotations` reads valence-arousal annotations as the public datasets ship
-them: DANTE (the paper's tool, MAHNOB), Aff-Wild2, AFEW-VA, SEWA, RECOLA, and a plain CSV. This
-script writes a tiny file (or folder) of each format under ``OUT/datasets``, reads it back
-(``format="auto"`` tells the format from the files), and plots the labels of all six on one time
-axis. Every reader returns the same :class:`~coreaffect.Annotations`: times in seconds and
-(valence, arousal) in [-1, 1], NaN where there is no label.
+:func:`coreaffect.annotations.read_annotations` reads valence-arousal annotations as the public
+datasets ship them: DANTE (the paper's tool, MAHNOB), Aff-Wild2, AFEW-VA, SEWA, RECOLA, and a plain
+CSV. This script writes a tiny file (or folder) of each format under ``OUT/datasets``, reads it
+back (``format="auto"`` tells the format from the files), and plots the labels of all six on one
+time axis. Every reader returns the same :class:`~coreaffect.annotations.Annotations`: times in
+seconds and (valence, arousal) in [-1, 1], NaN where there is no label.
 
 Run it::
 

@@ -3,12 +3,12 @@ Smoothing with the core-affect dynamics, offline and online
 ===========================================================
 
 The hidden route's per-frame estimates flicker, and frames without a face have none.
-:class:`~coreaffect.CoreAffectDynamics` treats core affect as an Ornstein-Uhlenbeck process over
-the prior's latent space: offline, the smoother uses the whole video; online, the filter uses for
-each frame only the estimates up to it, and :meth:`~coreaffect.CoreAffect.stream` yields each
-causal row as soon as that frame's estimate is final (the fixed latency of
-:attr:`coreaffect.CoreAffect.latency_frames`), at constant cost per frame. The run is the tiny
-one of :func:`coreaffect.demo.tiny_run`.
+:class:`~coreaffect.dynamics.CoreAffectDynamics` treats core affect as an Ornstein-Uhlenbeck
+process over the prior's latent space: offline, the smoother uses the whole video; online, the
+filter uses for each frame only the estimates up to it, and
+:meth:`~coreaffect.pipeline.CoreAffect.stream` yields each causal row as soon as that frame's
+estimate is final (the fixed latency of :attr:`coreaffect.pipeline.CoreAffect.latency_frames`), at
+constant cost per frame. The run is the tiny one of :func:`coreaffect.demo.tiny_run`.
 
 Run it::
 

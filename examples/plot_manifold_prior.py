@@ -3,15 +3,14 @@ Fitting the affect manifold and the hidden route's prior
 ========================================================
 
 Valence-arousal labels lie on a curved region: arousal rises with the magnitude of valence.
-:class:`~coreaffect.AffectManifold` learns that region as the image g(z) of a 2-D latent space
-(the paper's Fig. 3); :class:`~coreaffect.HiddenRoutePrior` turns an estimate of the hidden route
-(mean, variance, embedding) into a Gaussian over z, calibrated on held-out pairs so that its
-bands cover at their level. Here labels and estimates are simulated: the prior stays at the
-estimate (the default ``location="regression"``), narrow for a confident estimate and wide for an
-unsure one; with ``location="measurement"`` an unsure estimate's prior would approach the
-manifold's marginal p(z) instead. The manifold's decoder
-is a neural network by default; ``--manifold gplvm`` makes it a Gaussian process (a GP-LVM, as
-Vitale et al. used).
+:class:`~coreaffect.manifold.AffectManifold` learns that region as the image g(z) of a 2-D latent
+space (the paper's Fig. 3); :class:`~coreaffect.prior.HiddenRoutePrior` turns an estimate of the
+hidden route (mean, variance, embedding) into a Gaussian over z, calibrated on held-out pairs so
+that its bands cover at their level. Here labels and estimates are simulated: the prior stays at
+the estimate (the default ``location="regression"``), narrow for a confident estimate and wide for
+an unsure one; with ``location="measurement"`` an unsure estimate's prior would approach the
+manifold's marginal p(z) instead. The manifold's decoder is a neural network by default;
+``--manifold gplvm`` makes it a Gaussian process (a GP-LVM, as Vitale et al. used).
 
 Run it::
 

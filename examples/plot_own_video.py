@@ -2,10 +2,11 @@
 A trained run on your own video
 ===============================
 
-``coreaffect train`` (or ``coreaffect demo``) leaves a run directory; :func:`coreaffect.load_run`
-loads it in one call and :meth:`~coreaffect.CoreAffect.predict` gives one row per decoded frame of
-any video OpenCV reads (or a folder of frames), frames without a face included (flagged, with a
-wider band). Pass your own::
+``coreaffect train`` (or ``coreaffect demo``) leaves a run directory;
+:func:`coreaffect.pipeline.load_run` loads it in one call and
+:meth:`~coreaffect.pipeline.CoreAffect.predict` gives one row per decoded frame of any video OpenCV
+reads (or a folder of frames), frames without a face included (flagged, with a wider band). Pass
+your own::
 
     python examples/plot_own_video.py --run demo_output/run --video my_video.mp4 --out mine/
 

@@ -2,10 +2,10 @@
 Quickstart: a valence-arousal trajectory from a video
 =====================================================
 
-Load a trained run directory with :func:`coreaffect.load_run` and turn a video into an
-:class:`~coreaffect.AffectTrajectory`: one row per frame with valence, arousal, their 90% credible
-bands and whether a face was found. Here the run is trained in seconds on a tiny synthetic corpus
-(:func:`coreaffect.demo.tiny_run`), so its estimates mean little; with a run from
+Load a trained run directory with :func:`coreaffect.pipeline.load_run` and turn a video into an
+:class:`~coreaffect.trajectory.AffectTrajectory`: one row per frame with valence, arousal, their
+90% credible bands and whether a face was found. Here the run is trained in seconds on a tiny
+synthetic corpus (:func:`coreaffect.demo.tiny_run`), so its estimates mean little; with a run from
 ``coreaffect train`` (or ``coreaffect demo``) the same three lines apply to your video.
 
 Run it::
