@@ -81,7 +81,8 @@ __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource"
 logger = logging.getLogger(__name__)
 
 DEFAULT_FPS = 25.0  # the rate of AFEW-VA, MAHNOB and DANTE annotations
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")  # frame-folder formats; any case
+#: The image formats of frame folders, in any case.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _DIGITS = re.compile(r"\d+")
 # a camera read that gives no frame (a dropped frame) is tried again after a pause (seconds),
 # this many times in a row at most; one more failed read ends the camera's stream
@@ -244,7 +245,8 @@ class VideoSource:
     def from_config(
         cls, source: str | Path | int, config: VideoConfig, *, first_index: int = 0
     ) -> VideoSource:
-        """Open ``source`` with the frame rate and chunk size of a :class:`VideoConfig`.
+        """Open ``source`` with the frame rate and chunk size of a
+        :class:`~coreaffect.config.VideoConfig`.
 
         Args:
             source: A video file, a folder of numbered images, or a camera index.
@@ -467,15 +469,19 @@ class VideoSource:
         self._captures.append(capture)
         previous, failures, origin, missing = -1, 0, None, []
         early, off, start = 0, 0.0, 0  # frames faster than the grid, the largest rounding (s)
+        # reads before the current run of failures: the container's frames gone through, which
+        # its frame count bounds (indices on the timestamps' grid run ahead of it after a gap)
+        consumed = 0
         try:
             while True:
                 ok, image = capture.read()
                 if not ok or image is None:  # the end, or a frame that cannot be decoded
                     failures += 1
                     if failures > _BAD_FRAMES or (self._frame_count is not None
-                                                  and previous + failures >= self._frame_count):
+                                                  and consumed + failures > self._frame_count):
                         break
                     continue
+                consumed += failures + 1
                 index = previous + 1 + failures  # by count: each failed read was a frame
                 milliseconds = capture.get(cv2.CAP_PROP_POS_MSEC)  # the frame's own timestamp
                 if math.isfinite(milliseconds):
@@ -521,7 +527,7 @@ class VideoSource:
                        f"dropped by the container (index {shown}); they are read as frames "
                        "without a face")
             warn(logger, message)
-        if self._frame_count is not None and previous + 1 < self._frame_count:
+        if self._frame_count is not None and max(previous + 1, consumed) < self._frame_count:
             message = (f"{self._source}: decoding stopped at frame index {previous + 1}, but "
                        f"the container announces {self._frame_count} frames (truncated or "
                        f"corrupt file); {previous + 1 - start - len(missing)} frames were read")

@@ -200,6 +200,52 @@ def test_a_file_cut_short_counts_the_frames_it_gave(tmp_path: Path) -> None:
         "(truncated or corrupt file); 19 frames were read"]
 
 
+def test_an_undecodable_frame_after_a_gap_does_not_end_the_file(tmp_path, monkeypatch):
+    """A container that holds 40 frames at 25 Hz, with no frames in the timestamps' slots 10 to
+    19 (a phone's variable rate, or frames dropped): after the gap the grid's indices run ahead
+    of the container's count, and a frame that cannot be decoded there is a gap, not the end."""
+    import cv2
+
+    from coreaffect import video as video_module
+
+    held, bad = 40, 35  # frames the container holds; the read that fails (its 36th frame)
+
+    class Capture:  # what OpenCV's capture gives for such a file
+        def __init__(self, *args):
+            self.reads, self.msec = 0, 0.0
+
+        def isOpened(self):
+            return True
+
+        def read(self):
+            self.reads += 1
+            k = self.reads - 1
+            if k >= held or k == bad:
+                return False, None
+            self.msec = 40.0 * (k if k < 10 else k + 10)
+            return True, np.full((48, 64, 3), k, np.uint8)
+
+        def get(self, prop):
+            return {cv2.CAP_PROP_FRAME_COUNT: held, cv2.CAP_PROP_FPS: 25.0,
+                    cv2.CAP_PROP_POS_MSEC: self.msec}.get(prop, 0.0)
+
+        def release(self):
+            pass
+
+    path = tmp_path / "phone.mp4"
+    path.write_bytes(b"not read: the capture above stands in for OpenCV's")
+    monkeypatch.setattr(video_module.cv2, "VideoCapture", Capture)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        frames = list(VideoSource(path))
+    shown = [k for k in range(held) if k != bad]
+    assert [int(f.image[0, 0, 0]) for f in frames] == shown  # the frames after it too
+    assert [f.index for f in frames] == [k if k < 10 else k + 10 for k in shown]
+    assert [str(w.message) for w in caught] == [
+        f"{path}: 11 frame(s) could not be decoded or were dropped by the container (index "
+        "10, 11, 12, 13, 14 and 6 more); they are read as frames without a face"]
+
+
 def test_frames_a_container_dropped_leave_gaps_and_later_frames_keep_their_times(
         tmp_path: Path) -> None:
     path = write_video(tmp_path / "drop.avi", 30, "MJPG")
