@@ -1,7 +1,7 @@
 """The ``coreaffect`` command line.
 
-Each command is a thin layer over the library. Exit codes: 0 on success, 2 on bad usage
-(argparse's own convention), 1 on a clear error message (a :class:`CoreAffectError`, printed
+Each command is a thin layer over the library. Exit codes: 0 on success, 2 on bad usage (argparse's
+own convention), 1 on a clear error message (a :class:`~coreaffect.errors.CoreAffectError`, printed
 without a traceback), 130 when interrupted (Ctrl-C) and 141 when the program reading the standard
 output stops early (``| head``).
 """
@@ -524,7 +524,8 @@ def build_parser() -> argparse.ArgumentParser:
     online = predict.add_mutually_exclusive_group()
     online.add_argument("--causal", action="store_true",
                         help="filter only: each frame from the frames up to it (a live "
-                             "system's view, with a fixed latency < 1 s)")
+                             "system's view, with a fixed latency: 23 frames with the paper "
+                             "preset, 19 with lite, under 1 s at 25 fps)")
     online.add_argument("--lagged", action="store_true",
                         help="fixed-lag smoother: each frame from the frames up to the run's "
                              "lag after it (a live system's view, that many frames later)")
@@ -536,7 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
         "stream", help="live valence-arousal of a camera, file or frame folder, row by row",
         description="Crop the faces of SOURCE as RUN was trained and write one CSV row per "
                     "frame as soon as it is known, with the columns of 'predict': with the "
-                    "filter (the default), a fixed latency of under a second after the frame; "
+                    "filter (the default), a fixed latency after the frame (23 frames with the "
+                    "paper preset, 19 with lite: under a second at 25 fps); "
                     "with --lagged, the run's lag later. SOURCE is a video file, a frame "
                     "folder, or a camera index (0 is the first camera). Each row is flushed as "
                     "it is written. A camera runs until Ctrl-C (or SIGTERM): the first ends "
@@ -679,7 +681,8 @@ def _add_trajectory_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--level", type=_probability, default=0.9,
                         help="band probability (0.9)")
     _add_source(parser)
-    parser.add_argument("--seed", type=_seed, default=0, help="seed of the decoding draws")
+    parser.add_argument("--seed", type=_decoding_seed, default=0,
+                        help="seed of the decoding draws")
     parser.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1, ...")
 
 
@@ -745,6 +748,7 @@ _positive_float = _bounded(float, 0, above=True)
 _probability = _bounded(float, 0, above=True, below=1)
 _finite_float = _bounded(float, -math.inf, above=True)
 _seed = _bounded(int, 0, below=2**64)  # what torch's generators take
+_decoding_seed = _bounded(int, 0, below=2**63)  # CoreAffect's random_state, a signed int64
 _first_index = _bounded(int, 0, below=2**62)  # what coreaffect.video.VideoSource takes
 
 

@@ -40,8 +40,8 @@ from coreaffect.devices import torch_seed
 from coreaffect.errors import InputError
 from coreaffect.state_space import _sym
 
-__all__ = ["inference_data", "laplace_scale", "named_nuts", "normal_log_prior",
-           "posterior_values", "sample_stat", "whitened_nuts"]
+__all__ = ["convergence_problems", "diagnostics", "inference_data", "laplace_scale",
+           "named_nuts", "normal_log_prior", "posterior_values", "sample_stat", "whitened_nuts"]
 
 
 _START_SPREAD = 2.0  # chains start at w ~ N(0, spread^2 I): overdispersed, see above
@@ -62,8 +62,8 @@ def laplace_scale(energy: Callable[[Tensor], Tensor], centre: Tensor, step: floa
         min_curvature: Floor of the Hessian's eigenvalues.
 
     Returns:
-        A (P, P) with A A^T = H^-1: w = A^-1 (x - centre) is near N(0, I) when the density is
-        near Gaussian.
+        A (P, P) with A A^T = H^-1, so that w = A^-1 (x - centre) is near N(0, I) when the
+        density is near Gaussian.
     """
     def grad(x: Tensor) -> Tensor:
         x = x.detach().requires_grad_()
@@ -196,6 +196,18 @@ def named_nuts(energy: Callable[[dict[str, Tensor]], Tensor], mode: dict[str, Te
     return [unflatten(chain) for chain in draws], diverging
 
 
+def _arviz() -> Any:
+    """ArviZ, imported when first needed (it takes seconds) and without the announcement of
+    its 1.0 refactor that 0.2x prints on import: coreaffect works with both."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "ArviZ is undergoing", FutureWarning)
+        import arviz
+
+    return arviz
+
+
 def inference_data(posterior: dict[str, Any], diverging: Any) -> Any:
     """ArviZ data from (chain, draw, ...) arrays; ``from_dict`` of arviz 0.x and 1.x alike.
 
@@ -209,8 +221,7 @@ def inference_data(posterior: dict[str, Any], diverging: Any) -> Any:
     """
     import inspect
 
-    import arviz as az
-
+    az = _arviz()
     if "posterior" in inspect.signature(az.from_dict).parameters:  # arviz < 1
         return az.from_dict(posterior=posterior, sample_stats={"diverging": diverging})
     return az.from_dict({"posterior": posterior, "sample_stats": {"diverging": diverging}})
@@ -229,14 +240,14 @@ def diagnostics(data: Any) -> dict[str, float]:
         data: ArviZ data with ``posterior`` and ``sample_stats.diverging``.
 
     Returns:
-        ``{"r_hat": the largest rank-normalised split r_hat, "ess_bulk", "ess_tail": the
-        smallest bulk and tail effective sample sizes, over every scalar of the posterior (NaN
-        when one of them is undefined: a parameter whose draws do not vary), "divergences": the
-        number of divergent transitions, "chains": C, "draws": S per chain}``. ArviZ gives no
-        r_hat for one chain: its two halves are then taken as two chains.
+        A dict with the keys ``r_hat``, the largest rank-normalised split r_hat, ``ess_bulk``
+        and ``ess_tail``, the smallest bulk and tail effective sample sizes, over every scalar
+        of the posterior (NaN when one of them is undefined, as for a parameter whose draws do
+        not vary), ``divergences``, the number of divergent transitions, ``chains`` (C) and
+        ``draws`` (S per chain). ArviZ gives no r_hat for one chain: its two halves are then
+        taken as two chains.
     """
-    import arviz as az
-
+    az = _arviz()
     diverging = sample_stat(data, "diverging")  # (C, S)
     chains, draws = diverging.shape
     scored = data

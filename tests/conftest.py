@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
+
+
+def pytest_configure(config):
+    """Tests run in parallel processes (pytest-xdist, ``make test``): each then computes on one
+    thread, and so do the commands and examples it starts, so that the processes share the
+    cores instead of each spreading over all of them and waiting on the others."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -15,8 +15,26 @@ from coreaffect.cli import build_parser, main
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
+    """The command as a user types it, in a new process."""
     return subprocess.run([sys.executable, "-m", "coreaffect", *args],
                           capture_output=True, text=True)
+
+
+def _main(*args: str) -> subprocess.CompletedProcess:
+    """The command run by :func:`main` in this process, which spares a new process's imports:
+    for usage errors and the errors main prints (its logged warnings go to pytest's logging
+    instead of stderr)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as done:  # argparse: usage errors and --help
+            code = done.code
+    return subprocess.CompletedProcess(["coreaffect", *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def test_help_lists_commands():
@@ -28,21 +46,21 @@ def test_help_lists_commands():
 @pytest.mark.parametrize("command", ["synth", "train", "refit", "evaluate", "compare", "saliency",
                                      "predict", "stream", "demo"])
 def test_every_command_has_help(command):
-    result = _run(command, "--help")
+    result = _main(command, "--help")
     assert result.returncode == 0 and "usage: coreaffect" in result.stdout
 
 
 def test_bad_usage_exits_2():
     assert _run().returncode == 2
-    assert _run("no-such-command").returncode == 2
-    result = _run("synth", "out", "--videos", "0")
+    assert _main("no-such-command").returncode == 2
+    result = _main("synth", "out", "--videos", "0")
     assert result.returncode == 2 and "must be >= 1" in result.stderr
-    result = _run("evaluate", "run", "data", "--resamples", "399")  # 0 turns intervals off
+    result = _main("evaluate", "run", "data", "--resamples", "399")  # 0 turns intervals off
     assert result.returncode == 2 and "--resamples: must be 0 (no intervals) or at least 400 " \
         "(10 draws beyond each end of a 95% interval), got 399" in result.stderr
-    result = _run("compare", "a", "b", "data", "--resamples", "0")  # compare needs intervals
+    result = _main("compare", "a", "b", "data", "--resamples", "0")  # compare needs intervals
     assert result.returncode == 2 and "--resamples: must be at least 400" in result.stderr
-    result = _run("train", "data", "--out", "run", "--resume", "--overwrite")
+    result = _main("train", "data", "--out", "run", "--resume", "--overwrite")
     assert result.returncode == 2 and "not allowed with" in result.stderr
 
 
@@ -55,8 +73,9 @@ def test_bad_usage_exits_2():
     (["train", "data", "--out", "run", "--test-videos", "-1"], "--test-videos: must be >= 0"),
     (["train", "data", "--out", "run", "--val-videos", "-1"], "--val-videos: must be >= 0"),
     (["train", "data", "--out", "run", "--preset", "huge"], "invalid choice: 'huge'"),
-    (["predict", "run", "v.mp4", "--seed", str(2**64)],
-     f"--seed: must be >= 0 and < {2**64}, got {2**64}"),
+    (["predict", "run", "v.mp4", "--seed", str(2**63)],  # the decoding's seed, an int64
+     f"--seed: must be >= 0 and < {2**63}, got {2**63}"),
+    (["stream", "run", "0", "--seed", str(2**63)], f"--seed: must be >= 0 and < {2**63}"),
     (["train", "data", "--out", "run", "--seed", str(2**64)], "--seed: must be >= 0 and <"),
     (["synth", "out", "--seed", "99999999999999999999"], "--seed: must be >= 0 and <"),
     (["demo", "--seed", str(2**70)], "--seed: must be >= 0 and <"),
@@ -76,9 +95,15 @@ def test_the_largest_numbers_the_commands_can_use_are_taken(tmp_path):
 
     from coreaffect.video import VideoSource
 
-    args = build_parser().parse_args(["predict", "run", "v.mp4", "--seed", str(2**64 - 1),
+    args = build_parser().parse_args(["predict", "run", "v.mp4", "--seed", str(2**63 - 1),
                                       "--first-index", str(2**62 - 1)])
-    assert (args.seed, args.first_index) == (2**64 - 1, 2**62 - 1)
+    assert (args.seed, args.first_index) == (2**63 - 1, 2**62 - 1)
+    assert build_parser().parse_args(["train", "d", "--out", "r", "--seed", str(2**64 - 1)]).seed
+    from coreaffect.config import DataConfig
+    from coreaffect.hidden_route import create_model
+    from coreaffect.pipeline import CoreAffect
+
+    CoreAffect(create_model("lite"), DataConfig(), random_state=args.seed)  # predict takes it
     cv2.imwrite(str(tmp_path / f"{2**62 - 1}.png"), np.zeros((8, 8, 3), np.uint8))
     with VideoSource(tmp_path, first_index=args.first_index) as frames:  # what it takes
         assert [frame.index for frame in frames] == [0]
@@ -138,26 +163,27 @@ def test_synth_train_evaluate_end_to_end(tmp_path):
                 assert {"per_video", "mean", "pooled", "mean_ci", "pooled_ci"} <= set(entry)
                 assert list(entry["per_video"]) == split["test"]
     video = next((corpus / "videos").glob(f"{split['test'][0]}.*"))
+    # the rest in this process: the commands above started as a user starts them
     csv_path, png = tmp_path / "t.csv", tmp_path / "t.png"
-    result = _run("predict", str(run), str(video), "--out", str(csv_path), "--plot", str(png),
+    result = _main("predict", str(run), str(video), "--out", str(csv_path), "--plot", str(png),
                   "--quiet")
     assert result.returncode == 0, result.stderr
     lines = csv_path.read_text().splitlines()
     assert lines[0].startswith("frame,time,valence,arousal")
     assert len(lines) - 1 == 100  # 4 s at 25 fps: one row per decoded frame
     assert png.stat().st_size > 0
-    result = _run("predict", str(run), str(video), "--causal", "--level", "0.5", "--quiet")
+    result = _main("predict", str(run), str(video), "--causal", "--level", "0.5", "--quiet")
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 101
-    result = _run("predict", str(run), str(video), "--lagged", "--quiet")
+    result = _main("predict", str(run), str(video), "--lagged", "--quiet")
     assert result.returncode == 0 and len(result.stdout.splitlines()) == 101
-    result = _run("predict", str(run), str(video), "--lagged", "--causal", "--quiet")
+    result = _main("predict", str(run), str(video), "--lagged", "--causal", "--quiet")
     assert result.returncode == 2 and "not allowed with" in result.stderr
     out = tmp_path / "saliency"
-    result = _run("saliency", str(run), str(video), "--out", str(out), "--quiet")
+    result = _main("saliency", str(run), str(video), "--out", str(out), "--quiet")
     assert result.returncode == 0, result.stderr
     assert (out / "saliency_grid.png").stat().st_size > 0
     assert (out / "saliency.gif").stat().st_size > 0
-    result = _run("saliency", str(run), str(video), "--out", str(out), "--quiet",
+    result = _main("saliency", str(run), str(video), "--out", str(out), "--quiet",
                   "--seconds", "0.2", "--overwrite")
     assert result.returncode == 1 and "5 frames between 0 s and 0.2 s" in result.stderr
 
@@ -170,7 +196,7 @@ def test_saliency_targets_match_the_library():
 
 
 def test_saliency_errors_are_clear(tmp_path):
-    result = _run("saliency", str(tmp_path / "no-run"), str(tmp_path / "v.avi"), "--out",
+    result = _main("saliency", str(tmp_path / "no-run"), str(tmp_path / "v.avi"), "--out",
                   str(tmp_path / "out"), "--quiet")
     assert result.returncode == 1 and "Traceback" not in result.stderr
 
@@ -265,10 +291,10 @@ def test_saliency_of_a_segment(tiny, tmp_path):
 
 
 def test_evaluate_errors_are_clear(tmp_path):
-    result = _run("evaluate", str(tmp_path / "no-run"), str(tmp_path), "--quiet")
+    result = _main("evaluate", str(tmp_path / "no-run"), str(tmp_path), "--quiet")
     assert result.returncode == 1 and "no such run directory" in result.stderr
     assert "Traceback" not in result.stderr
-    result = _run("train", str(tmp_path / "no-data"), "--out", str(tmp_path / "run"), "--quiet")
+    result = _main("train", str(tmp_path / "no-data"), "--out", str(tmp_path / "run"), "--quiet")
     assert result.returncode == 1 and "no such dataset folder" in result.stderr
 
 
@@ -288,18 +314,18 @@ def _clear_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
 
 
 def test_predict_missing_video(tiny, tmp_path):
-    _clear_error(_run("predict", str(tiny.run), str(tmp_path / "none.mp4"), "--quiet"),
+    _clear_error(_main("predict", str(tiny.run), str(tmp_path / "none.mp4"), "--quiet"),
                  "no such file")
 
 
 def test_predict_unreadable_video(tiny, tmp_path):
     bad = tmp_path / "broken.avi"
     bad.write_bytes(b"\x00" * 1000)
-    _clear_error(_run("predict", str(tiny.run), str(bad), "--quiet"), "broken.avi")
+    _clear_error(_main("predict", str(tiny.run), str(bad), "--quiet"), "broken.avi")
 
 
-def test_predict_missing_run(tiny, tmp_path):
-    _clear_error(_run("predict", str(tmp_path / "no-run"), str(tiny.video()), "--quiet"),
+def test_predict_missing_main(tiny, tmp_path):
+    _clear_error(_main("predict", str(tmp_path / "no-run"), str(tiny.video()), "--quiet"),
                  "no such run directory")
 
 
@@ -312,16 +338,16 @@ def test_predict_run_from_an_incompatible_version(tiny, tmp_path, component):
     meta = json.loads((run / f"{component}.json").read_text())
     meta["format"], meta["coreaffect"] = 99, "9.9.9"
     (run / f"{component}.json").write_text(json.dumps(meta))
-    _clear_error(_run("predict", str(run), str(tiny.video()), "--quiet"),
+    _clear_error(_main("predict", str(run), str(tiny.video()), "--quiet"),
                  "format 99", "Retrain")
 
 
 def test_bad_option_values_are_usage_errors(tiny):
     for option in (["--level", "1.5"], ["--device", "cuda:99"], ["--device", "abacus"]):
-        result = _run("predict", str(tiny.run), str(tiny.video()), *option, "--quiet")
+        result = _main("predict", str(tiny.run), str(tiny.video()), *option, "--quiet")
         assert result.returncode == 2, (option, result.stderr)
         assert f"argument {option[0]}" in result.stderr and "Traceback" not in result.stderr
-    assert "CUDA device" in _run("evaluate", "run", "data", "--device", "cuda:99").stderr
+    assert "CUDA device" in _main("evaluate", "run", "data", "--device", "cuda:99").stderr
 
 
 def test_predict_lagged_needs_a_run_with_a_lag(tiny, tmp_path):
@@ -332,20 +358,20 @@ def test_predict_lagged_needs_a_run_with_a_lag(tiny, tmp_path):
     bands = json.loads((run / "bands.json").read_text())
     del bands["lag"]  # a run written before the lagged stage
     (run / "bands.json").write_text(json.dumps(bands))
-    _clear_error(_run("predict", str(run), str(tiny.video()), "--lagged", "--quiet"),
+    _clear_error(_main("predict", str(run), str(tiny.video()), "--lagged", "--quiet"),
                  "fitted with a lag")
 
 
 def test_train_rejects_a_negative_lag(tmp_path):
-    result = _run("train", str(tmp_path), "--out", str(tmp_path / "run"), "--lag", "-1",
+    result = _main("train", str(tmp_path), "--out", str(tmp_path / "run"), "--lag", "-1",
                   "--quiet")
     assert result.returncode == 2 and "argument --lag: must be >= 0" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
-    result = _run("train", str(tmp_path), "--out", str(tmp_path / "run"), "--calibration-levels",
+    result = _main("train", str(tmp_path), "--out", str(tmp_path / "run"), "--calibration-levels",
                   "0.5", "1")
     assert result.returncode == 2 and "argument --calibration-levels" in result.stderr
     assert not (tmp_path / "run").exists()
-    result = _run("train", str(tmp_path), "--out", str(tmp_path / "run"), "--hidden-route-only",
+    result = _main("train", str(tmp_path), "--out", str(tmp_path / "run"), "--hidden-route-only",
                   "--lag", "4", "--manifold", "gplvm")
     assert result.returncode == 1 and ("--hidden-route-only fits no later stage, so --lag, "
                                        "--manifold would be ignored") in result.stderr
