@@ -61,13 +61,15 @@ __all__ = ["MIN_VIDEOS", "MetricIntervals", "any_interval", "bootstrap_stages",
 
 logger = logging.getLogger(__name__)
 
-MIN_VIDEOS = 3  # fewer videos have too few distinct resamples for a percentile interval
+#: The fewest videos (or people) resampled: fewer have too few distinct resamples for a
+#: percentile interval.
+MIN_VIDEOS = 3
 
 _TAIL_DRAWS = 10  # draws beyond each end of an interval, at the least
 
 
 def min_resamples(level: float = 0.95) -> int:
-    """The fewest resamples that put :data:`_TAIL_DRAWS` (10) draws beyond each end of a
+    """The fewest resamples that put ``_TAIL_DRAWS`` (10) draws beyond each end of a
     central ``level`` percentile interval: 400 at 95%. Fewer give an interval set by a handful
     of draws (one resample: a zero-width interval that may exclude its own point value); the
     default, 2000, is what Efron and Tibshirani (1993) advise for percentile intervals."""

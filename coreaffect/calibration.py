@@ -65,7 +65,7 @@ def variance_factor(errors: np.ndarray, levels: Sequence[float]) -> float:
             off an estimate of zero variance) is never covered.
 
     Returns:
-        The c whose largest coverage error over the levels is smallest (:func:`_least_worst`);
+        The c whose largest coverage error over the levels is smallest (``_least_worst``);
         of equally good ones, the nearest to the levels' own factors, (each level's quantile of
         the errors / z_{(1 + level)/2})^2: for one level, the c of its quantile's step, short
         of any error on which a band's edge would sit. ``inf`` when even the smallest level

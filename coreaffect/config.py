@@ -283,7 +283,8 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config",
                   base: DataConfig | None = None) -> DataConfig:
-        """Build from a nested dict; unknown sections or keys raise :class:`CoreAffectError`.
+        """Build from a nested dict; unknown sections or keys raise
+        :class:`~coreaffect.errors.CoreAffectError`.
 
         Settings that ``data`` leaves out take their values from ``base`` (by default, the
         defaults of each section).

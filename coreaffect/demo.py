@@ -56,7 +56,8 @@ __all__ = ["MARKER", "DemoResult", "DemoSettings", "TinyRun", "run_demo", "tiny_
 
 logger = logging.getLogger(__name__)
 
-MARKER = "demo.json"  # what the demo ran with; marks a folder it may write into again
+#: What the demo ran with, the file that marks a folder it may write into again.
+MARKER = "demo.json"
 _ASIDE = ".replaced-"  # prefix of the folder an earlier demo is set aside in while one runs
 _WASTE = ".removing-"  # the same folder once the new demo succeeded, while it is deleted
 _TITLE = "# The hidden route and its core-affect prior on a synthetic corpus"  # of the report

@@ -198,8 +198,9 @@ class CoreAffectDynamics:
 
     Model. The latent core affect z_t in R^K follows the OU process
     dz = -Theta (z - mu) dt + L dW, started in its stationary law z_{t_0} ~ N(mu, P_inf) and
-    discretised exactly between the frame times (:func:`ou_discretize`). Each frame brings a
-    Gaussian estimate N(m_t, S_t) of z_t (an :class:`AffectObservations` row); it enters as a
+    discretised exactly between the frame times (:func:`~coreaffect.ou.ou_discretize`). Each
+    frame brings a Gaussian estimate N(m_t, S_t) of z_t (an
+    :class:`~coreaffect.observations.AffectObservations` row); it enters as a
     pseudo-observation y_t = z_t + v_t, v_t ~ N(0, c R_t + epsilon I)
     (:func:`~coreaffect.observations.pseudo_observations`), where
 

@@ -365,7 +365,7 @@ class FaceCropper:
             source: An open :class:`~coreaffect.video.VideoSource`, or what opens one (a file,
                 frame folder or camera index; it is closed at the end).
             chunk_size: Frames per chunk; defaults to the source's ``chunk_size``.
-            fps: Frame rate for a folder opened here (see :class:`VideoSource`).
+            fps: Frame rate for a folder opened here (see :class:`~coreaffect.video.VideoSource`).
             first_index: Number of a folder's first frame, for a folder opened here.
 
         Yields:

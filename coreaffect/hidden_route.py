@@ -241,7 +241,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Build from a dict (lists become tuples); unknown keys raise :class:`CoreAffectError`."""
+        """Build from a dict (lists become tuples); unknown keys raise
+        :class:`~coreaffect.errors.CoreAffectError`."""
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - fields
         if unknown:
@@ -250,6 +251,7 @@ class ModelConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+#: The presets, by name: ``paper`` (the paper's Table 1) and ``lite``.
 MODELS: dict[str, ModelConfig] = {
     "paper": ModelConfig(),
     # narrow and small: the last 3 x 3 map sees the whole face (module docstring)

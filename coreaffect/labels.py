@@ -27,8 +27,10 @@ __all__ = ["GAP_STEPS", "MIN_GAP", "fuse_raters", "resample_labels"]
 
 logger = logging.getLogger(__name__)
 
-MIN_GAP = 0.5  # seconds: holes up to this long are bridged (affect moves over seconds)
-GAP_STEPS = 4  # ... or up to this many typical sampling steps, whichever is longer
+#: Seconds: holes in a label track up to this long are bridged (affect moves over seconds).
+MIN_GAP = 0.5
+#: ... or holes up to this many typical sampling steps, whichever is longer.
+GAP_STEPS = 4
 
 
 def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray,

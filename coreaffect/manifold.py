@@ -388,8 +388,8 @@ class AffectManifold:
             y: (B, 2) labels (any real values: the encoder is defined on all of R^2).
 
         Returns:
-            A diagonal Normal over z: batch shape (B,), event shape (K,); ``.mean`` and
-            ``.stddev`` are (B, K).
+            A diagonal Normal over z, of batch shape (B,) and event shape (K,); ``.mean``
+            and ``.stddev`` are (B, K).
         """
         self._check_fitted()
         y = _check_labels(y, self._device, "y", bounded=False)
@@ -404,7 +404,8 @@ class AffectManifold:
             z: (..., K) latents.
 
         Returns:
-            A diagonal Normal over y: batch shape (...), event shape (2,); ``.mean`` is g(z).
+            A diagonal Normal over y, of batch shape (...) and event shape (2,); ``.mean`` is
+            g(z).
         """
         self._check_fitted()
         z = self._check_latent(z)

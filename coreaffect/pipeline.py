@@ -118,6 +118,7 @@ __all__ = ["STAGES", "CoreAffect", "load_run"]
 
 logger = logging.getLogger(__name__)
 
+#: The stages of a trajectory, in the order a run adds them.
 STAGES = ("raw", "prior", "smoothed", "filtered", "lagged")
 _DYNAMIC = BANDED_STAGES  # the stages the dynamics produce, each with its band factors
 _MAX_RATE = 1000  # frames a second: a stream's numbering that skips faster is an error
@@ -400,8 +401,8 @@ class CoreAffect:
 
     @property
     def latency_frames(self) -> int:
-        """D: frames between a frame and the first frame at which its estimate, and its causal
-        row, are final.
+        """The frames D between a frame and the first frame at which its estimate, and its
+        causal row, are final.
 
         Frame c's estimate interpolates the windows centred either side of it
         (:func:`~coreaffect.hidden_route.frame_windows`); a window ends ``clip_length - 1``

@@ -331,8 +331,8 @@ def plot_metrics_bars(metrics, ax: Axes | None = None, *, metric: str = "rmse",
         title: Optional axes title.
 
     Returns:
-        The axes: grouped bars for valence and arousal (one bar for a plain mapping), and a
-        dashed line at each dimension's mean over videos. Undefined values (None/NaN) leave a gap.
+        The axes, with grouped bars for valence and arousal (one bar for a plain mapping) and
+        a dashed line at each dimension's mean over videos. Undefined values (None/NaN) leave a gap.
     """
     dims, videos, values, means = _metric_values(metrics, metric, stage)
     if ax is None:

@@ -270,7 +270,8 @@ class HiddenRoutePrior(LocalPyroModule):
     Attributes:
         net_: The network phi, a ``PyroModule``.
         embedding_dim_: D of the embeddings seen in :meth:`fit` (0 without embeddings).
-        feature_mean_, feature_scale_: (F,) standardisation of phi's input features.
+        feature_mean_: (F,) mean of phi's input features, for their standardisation.
+        feature_scale_: (F,) their scale.
         calibration_scale_: (c_v, c_a), factors on the decoded variances, (1.0, 1.0) until
             :meth:`calibrate`.
         calibration_level_: The level (or list of levels) c was calibrated at (``None`` before).

@@ -99,7 +99,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TARGETS = ("valence", "arousal", "valence_var", "arousal_var")
-"""Outputs a map can explain: the mean of either dimension, or its predicted variance."""
+"""The outputs a map can explain, the mean of either dimension or its predicted variance."""
 
 
 class Explanation(NamedTuple):
@@ -297,7 +297,8 @@ def _cam(activation: Tensor, grad: Tensor, size: torch.Size) -> Tensor:
 
 
 def randomized_copy(model: HiddenRouteNet, seed: int = 0) -> HiddenRouteNet:
-    """The same architecture with freshly initialised weights (as :func:`create_model` draws them).
+    """The same architecture with freshly initialised weights (as
+    :func:`~coreaffect.hidden_route.create_model` draws them).
 
     The global random state is left untouched; the copy is on the model's device and in its
     train/eval mode.
@@ -461,7 +462,7 @@ def explain_video(model: HiddenRouteNet, frames: np.ndarray | Tensor, out_dir: s
         animation: ``"gif"``, ``"mp4"`` or ``"avi"``; ``""`` writes none.
         display_size: Side in pixels of each frame in the outputs (crops are upscaled).
         alpha: Weight of the heat maps in the blend.
-        colormap: See :func:`overlay_heatmaps`.
+        colormap: See :func:`~coreaffect.overlays.overlay_heatmaps`.
         batch_size: Windows per forward pass.
         name: Stem of the files.
         progress: Show a tqdm progress bar over windows.

@@ -108,11 +108,12 @@ from coreaffect.hidden_route import (
 )
 from coreaffect.metrics import json_number
 
-__all__ = ["TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates",
+__all__ = ["LOSSES", "TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates",
            "train_hidden_route"]
 
 logger = logging.getLogger(__name__)
 
+#: The training losses of the hidden route (:func:`affect_loss`).
 LOSSES = ("ccc", "nll", "beta-nll", "mse")
 _SEEDS = 2**64  # torch's generators take seeds below this
 
