@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/coreaffect demo --out demo_output
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto --dist loadscope
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going -b html docs docs/_build/html

@@ -126,7 +126,7 @@ __all__ = ["FORMATS", "Annotations", "detect_format", "fuse_raters", "read_annot
 
 logger = logging.getLogger(__name__)
 
-#: The annotation formats read: the paper's DANTE, Aff-Wild2, AFEW-VA, SEWA, RECOLA and a plain CSV.
+#: The annotation formats read, the paper's DANTE, Aff-Wild2, AFEW-VA, SEWA, RECOLA and a CSV.
 FORMATS = ("dante", "aff-wild2", "afew-va", "sewa", "recola", "csv")
 _DEFAULT_FPS = {
     "aff-wild2": 30.0,  # most Aff-Wild2 videos are 30 fps; the corpus passes the real rate

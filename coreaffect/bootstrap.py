@@ -61,7 +61,7 @@ __all__ = ["MIN_VIDEOS", "MetricIntervals", "any_interval", "bootstrap_stages",
 
 logger = logging.getLogger(__name__)
 
-#: The fewest videos (or people) resampled: fewer have too few distinct resamples for a
+#: The fewest videos (or people) resampled, as fewer have too few distinct resamples for a
 #: percentile interval.
 MIN_VIDEOS = 3
 

@@ -251,7 +251,7 @@ class ModelConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-#: The presets, by name: ``paper`` (the paper's Table 1) and ``lite``.
+#: The presets by name, ``paper`` (the paper's Table 1) and ``lite``.
 MODELS: dict[str, ModelConfig] = {
     "paper": ModelConfig(),
     # narrow and small: the last 3 x 3 map sees the whole face (module docstring)

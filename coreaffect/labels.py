@@ -27,7 +27,7 @@ __all__ = ["GAP_STEPS", "MIN_GAP", "fuse_raters", "resample_labels"]
 
 logger = logging.getLogger(__name__)
 
-#: Seconds: holes in a label track up to this long are bridged (affect moves over seconds).
+#: Holes in a label track up to this many seconds long are bridged (affect moves over seconds).
 MIN_GAP = 0.5
 #: ... or holes up to this many typical sampling steps, whichever is longer.
 GAP_STEPS = 4

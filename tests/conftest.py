@@ -22,6 +22,17 @@ def pytest_configure(config):
         torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist's ``--dist loadgroup`` (``make test``), the tests of a module run in
+    one process, where its module-scoped fixtures (a trained tiny run, a fitted manifold) are
+    built once; the examples, each a process of its own with no fixture, spread over all."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.path.name != "test_examples.py":
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+
+
 @pytest.fixture
 def float64():
     """Make float64 torch's default dtype for a test whose references are computed in it; the
