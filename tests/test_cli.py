@@ -324,7 +324,7 @@ def test_predict_unreadable_video(tiny, tmp_path):
     _clear_error(_main("predict", str(tiny.run), str(bad), "--quiet"), "broken.avi")
 
 
-def test_predict_missing_main(tiny, tmp_path):
+def test_predict_missing_run(tiny, tmp_path):
     _clear_error(_main("predict", str(tmp_path / "no-run"), str(tiny.video()), "--quiet"),
                  "no such run directory")
 
