@@ -198,14 +198,21 @@ def named_nuts(energy: Callable[[dict[str, Tensor]], Tensor], mode: dict[str, Te
 
 def _arviz() -> Any:
     """ArviZ, imported when first needed (it takes seconds) and without the announcement of
-    its 1.0 refactor that 0.2x prints on import: coreaffect works with both."""
+    its 1.0 refactor that 0.2x prints on its first import of a day: coreaffect works with both.
+
+    0.2x writes the day into a file of the user's cache through one fixed temporary name, so
+    two processes importing it at once may see that file vanish: the import is tried again,
+    and then finds the day written.
+    """
+    import importlib
     import warnings
 
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", "ArviZ is undergoing", FutureWarning)
-        import arviz
-
-    return arviz
+        warnings.filterwarnings("ignore", r"\s*ArviZ is undergoing", FutureWarning)
+        try:
+            return importlib.import_module("arviz")
+        except FileNotFoundError:
+            return importlib.import_module("arviz")
 
 
 def inference_data(posterior: dict[str, Any], diverging: Any) -> Any:

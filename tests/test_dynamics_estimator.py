@@ -17,7 +17,7 @@ from coreaffect.dynamics import (
     ou_stationary_cov,
 )
 from coreaffect.errors import CoreAffectError, CoreAffectWarning
-from coreaffect.mcmc import convergence_problems
+from coreaffect.mcmc import _arviz, convergence_problems
 
 THETA = torch.tensor([[1.0, 0.3], [-0.2, 0.6]], dtype=torch.float64)
 MU = torch.tensor([0.2, -0.1], dtype=torch.float64)
@@ -387,7 +387,7 @@ def test_levels_and_lags_are_checked_and_numpy_numbers_accepted(data, fitted):
 
 def test_nuts_recovers_parameters_with_good_diagnostics(tmp_path):
     """One latent dimension, 16 short videos, 2 chains of 100 draws: about 20 s on a CPU."""
-    import arviz as az
+    az = _arviz()
 
     videos, _ = simulate(n_videos=16, steps=32, seed=11, k=1, dt=0.25, missing=0.05)
     model = CoreAffectDynamics(n_latent=1, optimizer="lbfgs", num_warmup=50, num_samples=100,
@@ -507,7 +507,7 @@ def test_arviz_data_holds_the_free_entries_of_the_diffusion(tmp_path, monkeypatc
     """Two latent axes: L[0, 1] is a structural zero, left out so that every r_hat is defined;
     a file written with the whole matrix loads as the free entries. The sampler is replaced by
     independent draws around the maximum-likelihood point (NUTS itself is tested above)."""
-    import arviz as az
+    az = _arviz()
 
     from coreaffect import dynamics
     from coreaffect.checkpoint import load_state, save_state
