@@ -156,7 +156,11 @@ class CropCache:
         """Remove the recording's entries made by an earlier cache version: none of them can
         be read again. Entries of the current version with other crop settings stay."""
         name = re.compile(re.escape(recording.id) + r"-[0-9a-f]{16}")
-        for entry in self.directory.iterdir():
+        try:
+            entries = list(self.directory.iterdir())
+        except OSError:  # a folder that may be written but not listed: nothing to see
+            return
+        for entry in entries:
             if entry == kept or not name.fullmatch(entry.name) or not entry.is_dir():
                 continue
             try:

@@ -668,6 +668,36 @@ def test_a_cache_that_cannot_be_written_is_named_and_abandoned_writes_are_remove
          ".a-fedcba9876543210-00000000000000ff", ".b-0123456789abcdef-0123456789abcdef"])
 
 
+def test_a_cache_folder_that_cannot_be_listed_still_caches(tmp_path, monkeypatch):
+    """A folder one may write and enter but not list (mode 0o300) holds entries, which are
+    found by name: the clean-ups that list it pass over it."""
+    import os
+    from pathlib import Path
+
+    root = _csv_corpus(tmp_path / "data", ids=["a"])
+    recording = discover(root)[0]
+    cache = CropCache(tmp_path / "cache", NONE)
+    hidden = str(tmp_path / "cache")
+    real_scandir, real_iterdir = os.scandir, Path.iterdir
+
+    def scandir(path="."):
+        if os.fspath(path) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real_scandir(path)
+
+    def iterdir(self):
+        if str(self) == hidden:
+            raise PermissionError(13, "Permission denied", hidden)
+        return real_iterdir(self)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    first = cache.get(recording)
+    assert first.crops.shape[0] == 30
+    again = cache.get(recording)  # read from the entry written, not built again
+    assert np.array_equal(np.asarray(again.crops), np.asarray(first.crops))
+
+
 def test_building_an_entry_drops_the_recordings_entries_of_earlier_versions(tmp_path):
     import shutil
 
