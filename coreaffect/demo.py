@@ -527,7 +527,7 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
         "the latent manifold, decoded; **smoothed** the Ornstein-Uhlenbeck smoother over the "
         "priors (offline); **filtered** the causal filter (each frame from the frames up to "
         "it: what a live system knows once the frame's estimate is final, a fixed latency "
-        "under a second)" + (
+        "under a second at the corpus's 25 fps)" + (
             f"; **lagged** the fixed-lag smoother (each frame from the frames up to "
             f"{stages.get('lag')} after it: the same live system, {stages.get('lag')} frames "
             "later)" if "lagged" in tables else "") + ".", "",

@@ -527,6 +527,9 @@ class VideoSource:
                        f"dropped by the container (index {shown}); they are read as frames "
                        "without a face")
             warn(logger, message)
+        # short of the count by index and by reads alike: a container may count the slots of
+        # frames it dropped or only the frames it holds, so a file that both has a gap and is
+        # cut short may pass unnoticed; warning on either would be wrong for the other kind
         if self._frame_count is not None and max(previous + 1, consumed) < self._frame_count:
             message = (f"{self._source}: decoding stopped at frame index {previous + 1}, but "
                        f"the container announces {self._frame_count} frames (truncated or "
