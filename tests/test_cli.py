@@ -109,6 +109,19 @@ def test_the_largest_numbers_the_commands_can_use_are_taken(tmp_path):
         assert [frame.index for frame in frames] == [0]
 
 
+def test_the_latency_the_help_gives_is_the_presets():
+    """The help of --causal and stream gives the causal latency of each preset in frames."""
+    from coreaffect.config import DataConfig
+    from coreaffect.hidden_route import create_model
+    from coreaffect.pipeline import CoreAffect
+
+    frames = {name: CoreAffect(create_model(name), DataConfig()).latency_frames
+              for name in ("paper", "lite")}
+    wanted = f"{frames['paper']} frames with the paper preset, {frames['lite']} with lite"
+    for command in (["predict", "--help"], ["stream", "--help"]):
+        assert wanted in " ".join(_main(*command).stdout.split()), command
+
+
 def test_presets_match_the_library():
     from coreaffect.cli import PRESETS
     from coreaffect.hidden_route import MODELS
