@@ -5,8 +5,9 @@ A *run directory* holds what ``coreaffect train`` fits, one component per pair o
     RUN/
       hidden_route.safetensors   the network's weights
       hidden_route.json          its ModelConfig, the DataConfig of its inputs (crop size, margin,
-                                 clip length, fps handling), the package version, and the
-                                 SHA-256 of the weights file
+                                 clip length, fps handling), the frame rate of its training
+                                 videos, the package version, and the SHA-256 of the weights
+                                 file
       manifold.{safetensors,json}, prior.{safetensors,json}, dynamics.{safetensors,json}
                                  the later stages, in the same form
       bands.json                 the band factors of the dynamics' stages and the lag
@@ -39,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import secrets
@@ -64,6 +66,7 @@ __all__ = [
     "atomic_write",
     "exclusive",
     "load_data_config",
+    "load_frame_rate",
     "load_model",
     "load_state",
     "remove_path",
@@ -390,10 +393,13 @@ def load_state(directory: str | Path, name: str, device: str | torch.device = "c
 
 
 def save_model(model: torch.nn.Module, directory: str | Path,
-               data_config: DataConfig | None = None, name: str = "hidden_route") -> None:
-    """Save a :class:`~coreaffect.hidden_route.HiddenRouteNet` with its preprocessing."""
+               data_config: DataConfig | None = None, name: str = "hidden_route", *,
+               frame_rate: float | None = None) -> None:
+    """Save a :class:`~coreaffect.hidden_route.HiddenRouteNet` with its preprocessing and, when
+    known, the frame rate (Hz) of the videos it was trained on (:func:`load_frame_rate`)."""
     config = {"model": model.config.to_dict(),
-              "data": (data_config or DataConfig()).to_dict()}
+              "data": (data_config or DataConfig()).to_dict(),
+              **({} if frame_rate is None else {"frame_rate": float(frame_rate)})}
     save_state(directory, name, model.state_dict(), config)
 
 
@@ -411,6 +417,24 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu",
         raise CoreAffectError(f"{Path(directory) / name}.json: does not describe the saved "
                               f"weights ({err})") from None
     return model.to(device).eval()
+
+
+def load_frame_rate(directory: str | Path, name: str = "hidden_route") -> float | None:
+    """The frame rate (Hz) of the videos the saved network was trained on; ``None`` for a
+    network saved without one (by :func:`save_model` not given it, or before runs kept it)."""
+    meta_path = Path(directory) / f"{name}.json"
+    try:
+        rate = json.loads(meta_path.read_text())["config"].get("frame_rate")
+    except (OSError, KeyError, TypeError, AttributeError, UnicodeDecodeError,
+            json.JSONDecodeError) as err:
+        raise CoreAffectError(f"{meta_path}: no readable configuration ({err})") from None
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
+            math.isfinite(rate) and rate > 0):
+        raise CoreAffectError(f"{meta_path}: frame_rate must be a number of frames per second "
+                              f"> 0, got {rate!r}")
+    return float(rate)
 
 
 def load_data_config(directory: str | Path, name: str = "hidden_route") -> DataConfig:

@@ -777,6 +777,8 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
     crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                       config.video.chunk_size)
     videos = load_videos(recordings, config, crops, progress, subset)
+    affect.check_frame_rate(str(data), [v.crops.times for v in videos],
+                            [v.crops.indices for v in videos])
     trajectories = stage_trajectories(affect, videos, progress=progress)
     people = people_of([r.id for r in recordings], people)
     intervals, differences = (bootstrap_trajectories(videos, trajectories,

@@ -51,6 +51,15 @@ c + D before the old end (up to floating-point rounding of the convolutions, ~1e
 row of frame c comes L frames later, at frame c + D + L, from the estimates of frames up to
 c + L (:meth:`~coreaffect.dynamics.CoreAffectDynamics.lag_step`).
 
+Frame rate. The hidden route counts frames, not seconds: its 16-frame clip spans 0.64 s of a
+25 fps video and 0.27 s of a 60 fps one, and the ``lagged`` stage's L frames are a look-ahead of
+L / fps seconds (the dynamics themselves step in seconds and take any rate). A run keeps the
+frame rate of the videos its network was trained on (:attr:`CoreAffect.frame_rate`), and
+:meth:`CoreAffect.predict`, :meth:`CoreAffect.stream` (from its first 32 frames) and
+``coreaffect evaluate`` warn, naming the video, when a video's rate differs from it by more than
+a quarter either way (30 fps against 25 does not): its estimates may then be off, and resampling
+the video to the training rate gives the network what it learned from.
+
 Memory. :meth:`CoreAffect.predict` holds a bounded amount of video at any time, whatever its
 length. It decodes and crops the video chunk by chunk (``DataConfig.video.chunk_size`` frames at
 a time) and spools the small face crops (T, s, s, 3) uint8 to a temporary file that is
@@ -98,7 +107,7 @@ from coreaffect.calibration import (  # noqa: F401 - write_bands was here
     widen_bands,
     write_bands,
 )
-from coreaffect.checkpoint import load_data_config, load_model
+from coreaffect.checkpoint import load_data_config, load_frame_rate, load_model
 from coreaffect.config import DataConfig, _is_integer
 from coreaffect.decoding import mixture_quantiles
 from coreaffect.devices import check_device, torch_seed
@@ -112,7 +121,7 @@ from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _chunk_plan,
 from coreaffect.prior import HiddenRoutePrior, latent_moments
 from coreaffect.streaming import _StreamState
 from coreaffect.trajectory import AffectRow, AffectTrajectory
-from coreaffect.video import Frame, VideoSource
+from coreaffect.video import Frame, VideoSource, frame_rate
 
 __all__ = ["STAGES", "CoreAffect", "load_run"]
 
@@ -122,6 +131,9 @@ logger = logging.getLogger(__name__)
 STAGES = ("raw", "prior", "smoothed", "filtered", "lagged")
 _DYNAMIC = BANDED_STAGES  # the stages the dynamics produce, each with its band factors
 _MAX_RATE = 1000  # frames a second: a stream's numbering that skips faster is an error
+_RATE_TOLERANCE = 1.25  # a video's rate over the training videos' (or under, by its inverse)
+# beyond which a warning says the clips span another time (30 against 25 fps passes)
+_RATE_FRAMES = 32  # a stream's first frames, whose rate is checked
 _DTYPE = torch.float64
 
 
@@ -230,6 +242,9 @@ class CoreAffect:
             numbering (:func:`~coreaffect.corpus.folder_numbering`; Aff-Wild2's folders are
             30 Hz from ``00001``). ``None``: 25 Hz from ``00000``. Video files keep their own
             rate.
+        frame_rate: The frame rate (Hz) of the videos the hidden route was trained on
+            (:meth:`load` takes it from ``RUN/hidden_route.json``), against which videos are
+            checked (:meth:`check_frame_rate`); ``None``: unknown, nothing is checked.
 
     Example::
 
@@ -248,7 +263,8 @@ class CoreAffect:
                  n_decode_samples: int = 500, chunk_frames: int = 128,
                  segment_frames: int = 2048, decode_chunk: int = 1 << 14,
                  band_scale: dict[str, float] | None = None, lag: int | None = None,
-                 random_state: int = 0, folder_format: str | None = None) -> None:
+                 random_state: int = 0, folder_format: str | None = None,
+                 frame_rate: float | None = None) -> None:
         check_device(device)
         if dynamics is not None and prior is None:
             raise CoreAffectError("dynamics need the prior that feeds them")
@@ -273,6 +289,10 @@ class CoreAffect:
         if folder_format is not None and folder_format not in FORMATS:
             raise CoreAffectError(f"folder_format must be one of {', '.join(FORMATS)}, got "
                                   f"{folder_format!r}")
+        if frame_rate is not None and (isinstance(frame_rate, bool) or not isinstance(
+                frame_rate, numbers.Real) or not (math.isfinite(frame_rate) and frame_rate > 0)):
+            raise CoreAffectError(f"frame_rate must be a number of frames per second > 0, or "
+                                  f"None, got {frame_rate!r}")
         unknown = sorted(set(band_scale or {}) - set(_DYNAMIC))
         if unknown:
             raise CoreAffectError(f"band_scale has factors of the stages {', '.join(_DYNAMIC)}, "
@@ -289,6 +309,7 @@ class CoreAffect:
         self.random_state = int(random_state)
         self._points: tuple[tuple[int, int, int], torch.Tensor] | None = None  # _decode_noise's
         self.folder_format = folder_format
+        self.frame_rate = None if frame_rate is None else float(frame_rate)
         self.lag = None if lag is None else int(lag)
         self.band_scale = {stage: band_factors(k) for stage, k in
                            {**dict.fromkeys(_DYNAMIC, 1.0), **(band_scale or {})}.items()}
@@ -369,6 +390,7 @@ class CoreAffect:
             from coreaffect.experiment import run_format
 
             kwargs["folder_format"] = run_format(run)
+        kwargs.setdefault("frame_rate", load_frame_rate(run))
         return cls(model, config, prior, dynamics, device=device, **kwargs)
 
     def open_video(self, source: str | Path | int, fps: float | None = None,
@@ -757,12 +779,40 @@ class CoreAffect:
         with tempfile.TemporaryDirectory(prefix="coreaffect-") as spool:
             crops = self.crop(video, progress=progress, spool=spool)
             try:
-                self._warn_if_uninformed(
-                    str(video.source if isinstance(video, VideoSource) else video),
-                    len(crops.times), bool(np.asarray(crops.face_found).any()))
+                name = str(video.source if isinstance(video, VideoSource) else video)
+                self.check_frame_rate(name, [crops.times], [crops.indices])
+                self._warn_if_uninformed(name, len(crops.times),
+                                         bool(np.asarray(crops.face_found).any()))
                 return self.predict_crops(crops, causal=causal, level=level, lagged=lagged)
             finally:
                 del crops
+
+    def check_frame_rate(self, name: str, times: Iterable[np.ndarray],
+                         indices: Iterable[np.ndarray]) -> float | None:
+        """Warn, naming ``name``, when videos run at a frame rate that differs from
+        :attr:`frame_rate` by more than a quarter either way (see the module notes).
+
+        Args:
+            name: What the warning names (a video, a dataset).
+            times: Per video, ``(T_i,)`` frame times in seconds.
+            indices: Per video, ``(T_i,)`` frame indices.
+
+        Returns:
+            The videos' rate (:func:`~coreaffect.video.frame_rate`), ``None`` when they have
+            none (a single frame).
+        """
+        rate = frame_rate(times, indices)
+        trained = self.frame_rate
+        if (trained is None or rate is None
+                or 1 / _RATE_TOLERANCE <= rate / trained <= _RATE_TOLERANCE):
+            return rate
+        clip = self.model.config.clip_length
+        warn(logger, f"{name}: {rate:.3g} frames per second, while the run's network was "
+             f"trained on videos at {trained:.3g}: its {clip}-frame clips span "
+             f"{clip / rate:.2f} s here, not the {clip / trained:.2f} s it learned from, so its "
+             f"estimates may be off; resample to {trained:.3g} fps (for example "
+             f"ffmpeg -i IN -vf fps={trained:.3g} OUT)")
+        return rate
 
     def _warn_if_uninformed(self, name: str, frames: int, any_face: bool) -> None:
         """A warning naming the video when no frame of its ``frames`` gets a hidden-route
@@ -838,6 +888,7 @@ class CoreAffect:
 
         last: tuple[int, float] | None = None  # index and time of the previous frame
         count, any_face = 0, False
+        opening: list[tuple[int, float]] = []  # the first frames' indices and times
         try:
             while stop is None or not stop.is_set():
                 try:
@@ -878,10 +929,21 @@ class CoreAffect:
                             yield row
                 last = index, time
                 any_face = any_face or bool(part.face_found[0])
+                if len(opening) < _RATE_FRAMES:
+                    opening.append(last)
+                    if len(opening) == _RATE_FRAMES:
+                        self._check_opening_rate(name, opening)
             yield from state.finish(level)
+            if len(opening) < _RATE_FRAMES:  # a shorter stream: checked at its end
+                self._check_opening_rate(name, opening)
             self._warn_if_uninformed(name, state.count, any_face)
         finally:
             frames.close()  # a camera or file opened here is released now, not when collected
+
+    def _check_opening_rate(self, name: str, frames: Sequence[tuple[int, float]]) -> None:
+        """:meth:`check_frame_rate` of a stream's first frames, (index, time) pairs."""
+        self.check_frame_rate(name, [np.array([t for _, t in frames])],
+                              [np.array([i for i, _ in frames])])
 
     def _frames(self, source: Any) -> Iterator[tuple[np.ndarray, float, int | None]]:
         """(image, time, index) of each frame; the index of an iterable's frame is its count,

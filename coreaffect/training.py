@@ -107,6 +107,7 @@ from coreaffect.hidden_route import (
     create_model,
 )
 from coreaffect.metrics import json_number
+from coreaffect.video import frame_rate
 
 __all__ = ["LOSSES", "TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates",
            "train_hidden_route"]
@@ -501,6 +502,10 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         raise CoreAffectError(f"{run_dir}: holds a trained hidden route but no state to resume "
                               f"it from ({log_dir / 'last.json'}); train into a new folder")
     log_dir.mkdir(parents=True, exist_ok=True)
+    # kept beside the weights: predict warns of videos at another rate, whose clips span
+    # another stretch of time than the network learned from
+    videos = train.videos
+    rate = frame_rate([v.crops.times for v in videos], [v.crops.indices for v in videos])
     started = time.monotonic()
     model = create_model(config.preset, **(model_overrides or {})).to(config.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
@@ -605,7 +610,7 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
             score = -math.inf
         if score is not None and (best_epoch == 0 or score > best):
             best, best_epoch = score, epoch
-            save_model(model, run_dir, data_config)
+            save_model(model, run_dir, data_config, frame_rate=rate)
         _save_resume_state(log_dir, model, optimizer,
                            {"history": history, "best": best, "best_epoch": best_epoch,
                             "elapsed": time.monotonic() - started,

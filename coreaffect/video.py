@@ -65,7 +65,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -75,7 +75,7 @@ import numpy as np
 from coreaffect.config import VideoConfig
 from coreaffect.errors import InputError, VideoError, listing, warn
 
-__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource",
+__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource", "frame_rate",
            "is_frame_image", "numbered_images"]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +93,29 @@ _LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer on
 _FEW_STRAYS = 5  # images, is refused (see VideoSource._check_gaps)
 _LARGEST_NUMBER = 2**62  # frame numbers of images, and a first index, stay below: int64 holds them
 _BAD_FRAMES = 25  # undecodable frames in a row after which a file is taken to have ended
+
+
+def frame_rate(times: Iterable[np.ndarray], indices: Iterable[np.ndarray]) -> float | None:
+    """The frame rate of one or more videos in Hz: the median, over every step from one
+    decoded frame to the next, of the frames it advances by the seconds it takes (a gap of
+    missing frames is one step of several frames, so it does not lower the rate), to 6
+    significant digits.
+
+    Args:
+        times: Per video, ``(T_i,)`` frame times in seconds.
+        indices: Per video, ``(T_i,)`` frame indices, increasing.
+
+    Returns:
+        The rate, or ``None`` when no video has two frames a positive time apart.
+    """
+    rates = []
+    for t, i in zip(times, indices, strict=True):
+        seconds, frames = np.diff(np.asarray(t, np.float64)), np.diff(np.asarray(i, np.float64))
+        kept = seconds > 0
+        rates.append(frames[kept] / seconds[kept])
+    rates = np.concatenate(rates) if rates else np.zeros(0)
+    # to 6 significant digits: times i / fps give fps back, not fps times 1 - 1e-15
+    return float(f"{np.median(rates):.6g}") if len(rates) else None
 
 
 def is_frame_image(path: Path) -> bool:

@@ -11,6 +11,7 @@ import torch
 from coreaffect.checkpoint import (
     atomic_write,
     load_data_config,
+    load_frame_rate,
     load_model,
     load_state,
     save_model,
@@ -313,3 +314,20 @@ def test_a_hand_edited_description_is_refused_naming_its_file(run, saved_without
     (path / "hidden_route.json").write_bytes(b"\xff\xfe{}")
     with pytest.raises(CoreAffectError, match=r"hidden_route\.json: no readable data config"):
         load_data_config(path)
+
+
+def test_the_frame_rate_of_the_training_videos_is_kept_with_the_weights(run, tmp_path):
+    path, model, data = run
+    assert load_frame_rate(path) is None  # saved without one, as runs were before they kept it
+    save_model(model, tmp_path / "rated", data, frame_rate=29.97)
+    assert load_frame_rate(tmp_path / "rated") == 29.97
+    assert load_model(tmp_path / "rated").config == model.config
+    meta_path = tmp_path / "rated" / "hidden_route.json"
+    for bad in (0, -1, "25", True, float("inf")):
+        meta = json.loads(meta_path.read_text())
+        meta["config"]["frame_rate"] = bad
+        meta_path.write_text(json.dumps(meta))
+        with pytest.raises(CoreAffectError, match="hidden_route.json: frame_rate must be"):
+            load_frame_rate(tmp_path / "rated")
+    with pytest.raises(CoreAffectError, match="hidden_route.json: no readable configuration"):
+        load_frame_rate(tmp_path)

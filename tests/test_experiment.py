@@ -123,6 +123,16 @@ def test_evaluate_without_intervals(tiny):
             evaluate_run(tiny.run, tiny.corpus, n_resamples=few)
 
 
+def test_evaluate_warns_of_a_dataset_at_another_rate_than_training(tiny, tmp_path):
+    from coreaffect.synthetic import SynthConfig, write_corpus
+
+    faster = tmp_path / "at50"
+    write_corpus(faster, SynthConfig(videos=1, seconds=3.0, fps=50.0, seed=3), workers=1)
+    with pytest.warns(CoreAffectWarning, match=f"{re.escape(str(faster))}: 50 frames per "
+                      "second, while the run's network was trained on videos at 25"):
+        evaluate_run(tiny.run, faster, subset="all", n_resamples=0, cache=tmp_path / "crops")
+
+
 def test_raw_only_run_still_evaluates(tiny, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(tiny.run, run, ignore=shutil.ignore_patterns(

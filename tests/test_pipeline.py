@@ -5,7 +5,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -705,3 +707,50 @@ def test_bad_arguments_are_named_before_any_work(tiny, caplog, tmp_path):
     trajectory = off.predict(tiny.video(), causal=True)
     assert repr(trajectory).startswith("AffectTrajectory(stage='filtered', level=0.9, ")
     assert len(repr(trajectory)) < 120
+
+
+def test_the_run_keeps_its_training_videos_frame_rate(affect, tiny):
+    assert affect.frame_rate == 25.0  # the synthetic corpus's rate
+    assert CoreAffect.load(tiny.run, frame_rate=None).frame_rate is None
+    with pytest.raises(CoreAffectError, match="frame_rate must be .* > 0, or None, got 0"):
+        CoreAffect(affect.model, affect.data_config, frame_rate=0)
+
+
+def _rate_warnings(affect, video, fps):
+    """The frame-rate warnings of predicting ``video`` read at ``fps`` (a rate that replaces
+    the file's own, which is warned of too)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with affect.open_video(video, fps=fps) as opened:
+            affect.predict(opened)
+    return [w for w in caught if "per second" in str(w.message)]
+
+
+def test_predict_warns_of_a_video_at_another_rate_than_training(affect, tiny):
+    assert not _rate_warnings(affect, tiny.video(), 30)  # within a quarter of 25
+    assert not _rate_warnings(affect, tiny.video(), 20)
+    (faster,) = _rate_warnings(affect, tiny.video(), 60)
+    assert re.search(r"synth000.avi: 60 frames per second, while the run's network was trained "
+                     r"on videos at 25: its 16-frame clips span 0\.27 s here, not the 0\.64 s"
+                     r".*resample to 25 fps", str(faster.message))
+    assert faster.filename == __file__
+    (slower,) = _rate_warnings(affect, tiny.video(), 15)
+    assert "16-frame clips span 1.07 s here" in str(slower.message)
+
+
+def test_stream_warns_once_of_frames_at_another_rate_than_training(affect, tiny):
+    frames, _ = _first_frames(affect, tiny, 40)
+
+    def at(rate, count):
+        return [(image, k / rate) for k, (image, _) in enumerate(frames[:count])]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CoreAffectWarning)
+        list(affect.stream(at(25, 40)))
+        list(affect.stream(at(22, 40)))
+    with pytest.warns(CoreAffectWarning, match="the stream: 50 frames per second") as caught:
+        rows = list(affect.stream(at(50, 40)))
+    assert len(rows) == 40 and len([w for w in caught if "per second" in str(w.message)]) == 1
+    assert caught[0].filename == __file__
+    with pytest.warns(CoreAffectWarning, match="the stream: 50 frames per second"):
+        list(affect.stream(at(50, 20)))  # shorter than the frames checked: at its end
