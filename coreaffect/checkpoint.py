@@ -38,6 +38,7 @@ directory written by an incompatible version is refused with a message saying so
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -69,6 +70,7 @@ __all__ = [
     "load_frame_rate",
     "load_model",
     "load_state",
+    "locate_detector",
     "remove_path",
     "save_model",
     "save_state",
@@ -435,6 +437,19 @@ def load_frame_rate(directory: str | Path, name: str = "hidden_route") -> float 
         raise CoreAffectError(f"{meta_path}: frame_rate must be a number of frames per second "
                               f"> 0, got {rate!r}")
     return float(rate)
+
+
+def locate_detector(config: DataConfig, directory: str | Path) -> DataConfig:
+    """``config`` with its YuNet model file found in the run directory ``directory``, by its
+    file name, when it is not at the path the run keeps (a run copied from another machine,
+    with the model file copied into it); otherwise ``config`` as it is."""
+    faces = config.faces
+    if faces.detector != "yunet" or Path(faces.yunet_model).expanduser().is_file():
+        return config
+    copy = Path(directory) / Path(faces.yunet_model).name
+    if not copy.is_file():
+        return config  # the detector names the path the run keeps when it is built
+    return dataclasses.replace(config, faces=dataclasses.replace(faces, yunet_model=str(copy)))
 
 
 def load_data_config(directory: str | Path, name: str = "hidden_route") -> DataConfig:

@@ -334,7 +334,7 @@ _EPILOG_SALIENCY = """examples:
 def _saliency(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from coreaffect.checkpoint import load_data_config, load_model
+    from coreaffect.checkpoint import load_data_config, load_model, locate_detector
     from coreaffect.corpus import open_source
     from coreaffect.experiment import run_format
     from coreaffect.faces import FaceCropper, FaceCrops
@@ -342,7 +342,8 @@ def _saliency(args: argparse.Namespace) -> int:
 
     _warn_if_first_index_unused(args)
     model = load_model(args.run, args.device)
-    config = load_data_config(args.run)  # crops as the network was trained on them
+    # crops as the network was trained on them
+    config = locate_detector(load_data_config(args.run), args.run)
     end = math.inf if args.seconds is None else args.start + args.seconds
     kept = []  # the segment's crops only: the explanation holds them all in memory
     # frame folders are read as the run's data were

@@ -14,7 +14,9 @@ with the settings to change (``coreaffect train --config``; the others keep thei
     delay = 2.0
 
 A relative ``yunet_model`` in a TOML file is a path from the file's folder (it is stored
-absolute in a run directory, so that the run finds it from anywhere). Unknown keys are an
+absolute in a run directory, so that the run finds it from anywhere on the machine it was
+trained on; a run moved to another machine looks for the model file in its own folder too, by
+its file name, so copy the file there). Unknown keys are an
 error, so that a typo never silently falls back to a default, and so is a
 setting of the wrong type or out of its range (``crop_size = 112.5``, ``margin = nan``,
 ``fps = "30"``): every section checks its fields when it is made, in Python as from a file, and

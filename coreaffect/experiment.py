@@ -35,6 +35,7 @@ from coreaffect.checkpoint import (
     load_data_config,
     load_model,
     load_state,
+    locate_detector,
     remove_path,
     saved_digest,
     temporary_folder,
@@ -596,7 +597,7 @@ def split_videos(run: str | Path, data: str | Path | None = None,
     run = Path(run)
     split = read_split(run, ("data", "format", *parts))
     data = split["data"] if data is None else data
-    config = load_data_config(run)
+    config = locate_detector(load_data_config(run), run)
     recordings = {r.id: r for r in discover(data, split["format"] if format is None else format)}
     ids = [video for part in parts for video in split[part]]
     missing = [video for video in ids if video not in recordings]
@@ -648,7 +649,7 @@ def refit_run(run: str | Path, out: str | Path, *, data: str | Path | None = Non
         raise CoreAffectError(f"{split['data']}: the dataset {run} was trained on is not there "
                               "(moved?); give its folder (--data)")
     data = Path(split["data"] if data is None else data)
-    model, config = load_model(run, device), load_data_config(run)
+    model, config = load_model(run, device), locate_detector(load_data_config(run), run)
     recordings = {r.id: r for r in discover(data, split["format"])}
     missing = [v for v in [*split["train"], *split["val"]] if v not in recordings]
     if missing:
@@ -667,6 +668,9 @@ def refit_run(run: str | Path, out: str | Path, *, data: str | Path | None = Non
     try:
         for name in ("hidden_route.json", "hidden_route.safetensors", "split.json"):
             shutil.copy2(run / name, partial / name)
+        detector = Path(config.faces.yunet_model or "")
+        if config.faces.detector == "yunet" and detector.parent == run:  # moved with RUN
+            shutil.copy2(detector, partial / detector.name)
         logs = [p for p in (run / "training").glob("*") if p.name in _TRAINING_LOGS]
         if logs:
             (partial / "training").mkdir()

@@ -246,7 +246,8 @@ class _YuNetDetector:
                                       "(faces.yunet_model); give the .onnx file in it")
             raise CoreAffectError(f"{shown}: YuNet model file not found (faces.yunet_model); "
                                   "supply face_detection_yunet_2023mar.onnx from the OpenCV "
-                                  "model zoo, or use detector='haar'")
+                                  "model zoo, or use detector='haar' (a run moved from another "
+                                  "machine also finds it in its own folder, by its file name)")
         try:
             self._net = cv2.FaceDetectorYN.create(str(model), "", (320, 320), _YUNET_SCORE)
         except cv2.error as err:

@@ -107,7 +107,12 @@ from coreaffect.calibration import (  # noqa: F401 - write_bands was here
     widen_bands,
     write_bands,
 )
-from coreaffect.checkpoint import load_data_config, load_frame_rate, load_model
+from coreaffect.checkpoint import (
+    load_data_config,
+    load_frame_rate,
+    load_model,
+    locate_detector,
+)
 from coreaffect.config import DataConfig, _is_integer
 from coreaffect.decoding import mixture_quantiles
 from coreaffect.devices import check_device, torch_seed
@@ -361,7 +366,7 @@ class CoreAffect:
         """
         run = Path(run)
         model = load_model(run, device)
-        config = load_data_config(run)
+        config = locate_detector(load_data_config(run), run)
         _check_complete(run)
         prior = dynamics = None
         bands = read_bands(run)

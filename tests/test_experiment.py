@@ -3,7 +3,9 @@ raw-only runs, and the fallback without validation videos."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import json
 import logging
 import re
@@ -11,7 +13,8 @@ import shutil
 
 import pytest
 
-from coreaffect.checkpoint import load_data_config, load_model, load_state
+from coreaffect.checkpoint import load_data_config, load_model, load_state, save_model
+from coreaffect.cli import main
 from coreaffect.config import AnnotationConfig, DataConfig, FaceConfig
 from coreaffect.corpus import LabelledVideo, discover
 from coreaffect.crop_cache import CropCache
@@ -346,6 +349,39 @@ def test_refit_with_the_gplvm_manifold_gives_a_run_that_evaluates(tiny, tmp_path
     evaluation = evaluate_run(tmp_path / "gp", tiny.corpus, n_resamples=0,
                               cache=tiny.run / "crops")
     assert list(evaluation.tables) == ["raw", "prior", "smoothed", "filtered", "lagged"]
+
+
+def test_a_moved_yunet_run_finds_its_model_in_its_own_folder(tiny, tmp_path, monkeypatch):
+    import coreaffect.experiment as experiment
+
+    run, _, train, val = _copy_of_run(tiny, tmp_path)
+    config = load_data_config(run)
+    kept = tmp_path / "elsewhere" / "face_detection_yunet_2023mar.onnx"  # the training machine's
+    yunet = dataclasses.replace(config, faces=dataclasses.replace(
+        config.faces, detector="yunet", yunet_model=str(kept)))
+    save_model(load_model(run), run, yunet, frame_rate=25.0)
+    assert CoreAffect.load(run).data_config.faces.yunet_model == str(kept)  # none here either
+    (run / kept.name).write_bytes(b"the model")
+    assert CoreAffect.load(run).data_config.faces.yunet_model == str(run / kept.name)
+    assert load_data_config(run).faces.yunet_model == str(kept)  # what the run keeps: unchanged
+    video = tiny.corpus / "videos" / f"{tiny.test_ids[0]}.avi"
+    with pytest.raises(CoreAffectError, match=f"{re.escape(str(run / kept.name))}: not a valid "
+                                              "YuNet ONNX model"):  # the copy is the one tried
+        CoreAffect.load(run).predict(video)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["saliency", str(run), str(video), "--out", str(tmp_path / "maps")]) == 1
+    assert f"{run / kept.name}: not a valid YuNet ONNX model" in err.getvalue()
+    seen = []
+
+    def videos(recordings, config, cache, progress, what):  # crops as the model found gives
+        seen.append(config.faces.yunet_model)
+        return {"training": train, "validation": val}[what]
+
+    monkeypatch.setattr(experiment, "load_videos", videos)
+    refit_run(run, tmp_path / "out", data=tiny.corpus, settings=FAST)
+    assert seen == [str(run / kept.name)] * 2
+    assert (tmp_path / "out" / kept.name).read_bytes() == b"the model"  # moves with the new run
 
 
 def test_refit_never_overwrites_and_names_what_is_wrong(tiny, tmp_path):
