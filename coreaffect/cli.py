@@ -440,7 +440,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "the others keep their defaults")
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
-                       help="continue the run in OUT (an interrupted one, or one to train on)")
+                       help="continue the run in OUT (an interrupted one, or one to train "
+                            "on); with more --epochs or --max-minutes than it started with, "
+                            "the learning rate goes on along the longer schedule, and may "
+                            "rise again")
     again.add_argument("--overwrite", action="store_true",
                        help="replace the run in OUT (without this, a run there is refused)")
     train.add_argument("--hidden-route-only", action="store_true",

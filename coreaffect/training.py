@@ -55,13 +55,16 @@ variance v:
 
 Optimiser: AdamW with a cosine learning-rate decay, set at the start of each epoch from the
 fraction of training done: of the planned epochs, or of the time budget when that is larger, so a
-budgeted run anneals by the end of its budget. The initial weights and the shuffling are a
-function of ``TrainConfig.seed``; the augmentation, and where each epoch's dense sequences start,
-of the dataset's ``random_state`` (``coreaffect train`` gives both its ``--seed``). A batch holds
-sequences of one length: a video shorter than a dense sequence is one sequence of its own
-length, batched with others of that length; one too short for a single window with its
-temporal context (24 frames for ``lite``, 32 for ``paper``) is left out, with a warning naming
-it. Early stopping ends training when
+budgeted run anneals by the end of its budget. A resumed training reads that fraction of the
+epochs and budget it is given: resumed after k epochs with E' epochs instead of E, it goes on
+at k / E' of the decay instead of k / E, a higher rate than the one it stopped at when E' is
+well above E (a warm restart), and its earlier epochs were not those of a run planned for E'.
+The initial weights and the shuffling are a function of ``TrainConfig.seed``; the augmentation, and
+where each epoch's dense sequences start, of the dataset's ``random_state`` (``coreaffect
+train`` gives both its ``--seed``). A batch holds sequences of one length: a video shorter than
+a dense sequence is one sequence of its own length, batched with others of that length; one too
+short for a single window with its temporal context (24 frames for ``lite``, 32 for ``paper``)
+is left out, with a warning naming it. Early stopping ends training when
 the validation CCC (mean of valence and arousal) has not improved for ``patience`` epochs and
 for half of the epochs run so far: a network still improving late in a long run gets as long again
 to improve further. The default patience is large (about 10 minutes of ``lite`` on two cores)
@@ -568,16 +571,16 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
             batches = tqdm(loader, desc=f"epoch {epoch}", leave=False, unit="batch")
         for batch in batches:
             loss = _batch_loss(model, batch, config, train.config)
-            if loss is None:
-                continue
-            value = loss.detach().item()
-            if not math.isfinite(value):
-                raise CoreAffectError(f"epoch {epoch}: the training loss is {value}, so the "
-                                      "network has diverged; lower the learning rate (lr)")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(value)
+            if loss is not None:  # None: no window of the batch can be scored
+                value = loss.detach().item()
+                if not math.isfinite(value):
+                    raise CoreAffectError(f"epoch {epoch}: the training loss is {value}, so "
+                                          "the network has diverged; lower the learning rate "
+                                          "(lr)")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(value)
             if budget is not None and time.monotonic() - started > budget:
                 out_of_time = True
                 break

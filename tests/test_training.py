@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace as dataclasses_replace
 
 import numpy as np
@@ -552,3 +553,26 @@ def test_training_keeps_the_windows_that_clips_keep_at_their_thresholds():
                                 face_found=torch.as_tensor(face)[None])
         _, valid = _window_targets(batch, 0, 5, model, config)
         assert (0 in starts.tolist()) == bool(valid[0, 0]), share
+
+
+def test_a_budget_spent_during_batches_without_a_valid_window_ends_the_epoch(tmp_path,
+                                                                             monkeypatch):
+    import coreaffect.training as training
+
+    real, calls = training._batch_loss, []
+
+    def first_only(*args, **kwargs):  # the batches after the first have no window to score
+        calls.append(1)
+        if len(calls) == 2:
+            time.sleep(6)  # the budget is spent on a batch that is skipped
+        return real(*args, **kwargs) if len(calls) == 1 else None
+
+    monkeypatch.setattr(training, "_batch_loss", first_only)
+    train = ClipDataset([_video(96, seed, f"t{seed}") for seed in range(4)], ClipConfig(),
+                        dense_length=48)
+    result = train_hidden_route(train, None, tmp_path / "run",
+                                _config(epochs=1, batch_size=1, max_minutes=5 / 60),
+                                model_overrides=OVERRIDES)
+    # the epoch ends at the batch that spent the budget, not after every batch left
+    assert result.stopped == "time-budget" and len(calls) == 2
+    assert result.history[0]["batches"] == 1
