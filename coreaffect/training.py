@@ -209,7 +209,8 @@ def affect_loss(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor, kin
 
     Returns:
         The loss; for ``"ccc"`` the concordance is computed within each sequence when the
-        inputs are (B, K, 2), over the batch when they are (B, 2).
+        inputs are (B, K, 2) (of the sequences with two scored windows or more; without any,
+        the loss has no concordance term), over the batch when they are (B, 2).
     """
     if valid is None:
         valid = torch.ones(mean.shape[:-1], dtype=torch.bool, device=mean.device)
@@ -225,8 +226,12 @@ def affect_loss(mean: torch.Tensor, var: torch.Tensor, target: torch.Tensor, kin
         return squared + variance_fit
     if mean.dim() == 2:  # windows: CCC over the batch
         concordance = _concordance(mean[None], target[None], valid[None])[0]  # (2,)
-    else:  # sequences: CCC within each, averaged over those with a scored window
-        concordance = _concordance(mean, target, valid)[valid.any(dim=1)]  # (B', 2)
+    else:  # sequences: CCC within each, averaged over those with two scored windows or more
+        # (one window has no spread: its CCC is 0 whatever the estimate, and would only damp
+        # the gradient of the others)
+        concordance = _concordance(mean, target, valid)[valid.sum(dim=1) >= 2]  # (B', 2)
+        if len(concordance) == 0:  # no sequence has a concordance to learn from
+            return mse_weight * squared + variance_fit
     return (1 - concordance).mean() + mse_weight * squared + variance_fit
 
 

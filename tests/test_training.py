@@ -88,7 +88,8 @@ def test_ccc_loss_is_within_each_sequence():
     var = torch.rand(3, 12, 2, generator=gen, dtype=torch.float64) + 0.1
     target = torch.rand(3, 12, 2, generator=gen, dtype=torch.float64) * 2 - 1
     valid = torch.rand(3, 12, generator=gen) > 0.3
-    valid[2] = False  # a sequence without scored windows does not count
+    valid[2] = False  # a sequence without scored windows does not count, nor one with one
+    valid[2, 4] = True  # (its CCC is 0 whatever the estimate: it would only damp the others')
     loss = affect_loss(mean, var, target, "ccc", mse_weight=0.2, valid=valid)
     m, v, y = mean[valid].numpy(), var[valid].numpy(), target[valid].numpy()
     concordance = [ccc(target[b][valid[b]][:, d].numpy(), mean[b][valid[b]][:, d].numpy())
@@ -99,6 +100,11 @@ def test_ccc_loss_is_within_each_sequence():
     windows = affect_loss(mean[0], var[0], target[0], "ccc", valid=valid[0])  # (K, 2): one batch
     assert windows.item() == pytest.approx(affect_loss(mean[:1], var[:1], target[:1], "ccc",
                                                        valid=valid[:1]).item(), rel=1e-9)
+    # sequences of one scored window each: the loss has no concordance term, and is finite
+    single = affect_loss(mean[2:], var[2:], target[2:], "ccc", mse_weight=0.2, valid=valid[2:])
+    m, v, y = mean[2, 4].numpy(), var[2, 4].numpy(), target[2, 4].numpy()
+    expected = 0.2 * np.mean((y - m) ** 2) + 0.5 * np.mean(np.log(v) + (y - m) ** 2 / v)
+    assert single.item() == pytest.approx(expected, rel=1e-9)
 
 
 def test_early_stopping_waits_for_half_the_run():
