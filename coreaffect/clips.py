@@ -34,8 +34,8 @@ data-loader workers.
 
 from __future__ import annotations
 
+import collections.abc
 import logging
-from collections.abc import Sequence as SequenceType
 from typing import NamedTuple
 
 import numpy as np
@@ -142,9 +142,10 @@ class ClipDataset(Dataset):
             (shorter for a video shorter than that, whose one sequence is the whole video).
     """
 
-    def __init__(self, videos: SequenceType[LabelledVideo], config: ClipConfig = ClipConfig(),
-                 *, size: int | None = None, augment: bool = False,
-                 dense_length: int | None = None, random_state: int = 0) -> None:
+    def __init__(self, videos: collections.abc.Sequence[LabelledVideo],
+                 config: ClipConfig = ClipConfig(), *, size: int | None = None,
+                 augment: bool = False, dense_length: int | None = None,
+                 random_state: int = 0) -> None:
         if dense_length is not None and dense_length < config.length:
             raise CoreAffectError(f"dense_length ({dense_length}) must be at least the clip "
                                   f"length ({config.length})")
@@ -175,8 +176,9 @@ class ClipDataset(Dataset):
             logger.info("skipped %d windows with too few labels or faces", skipped)
 
     @classmethod
-    def from_recordings(cls, recordings: SequenceType[Recording], config: DataConfig = DataConfig(),
-                        *, cache: CropCache | None = None, **kwargs) -> ClipDataset:
+    def from_recordings(cls, recordings: collections.abc.Sequence[Recording],
+                        config: DataConfig = DataConfig(), *, cache: CropCache | None = None,
+                        **kwargs) -> ClipDataset:
         """Load recordings (through ``cache`` when given) and cut them into clips."""
         videos = [load_recording(r, config, cache) for r in recordings]
         return cls(videos, config.clips, **kwargs)

@@ -156,7 +156,8 @@ class Recording(NamedTuple):
         first_index: Number of the first frame in a frame folder's file names.
         side: ``"left"`` or ``"right"`` for one of two people in a shared video (Aff-Wild2's
             ``<video>_left`` and ``<video>_right``): faces are looked for in that half of the
-            frame only (:attr:`~coreaffect.config.FaceConfig.side`). ``None``: the whole frame.
+            frame only (``side`` of :class:`~coreaffect.config.FaceConfig`). ``None``: the
+            whole frame.
     """
 
     id: str

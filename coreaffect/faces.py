@@ -18,13 +18,14 @@ Detectors (``FaceConfig.detector``):
 * ``"none"``: each frame already is a face crop (as Aff-Wild2's cropped_aligned frames); the crop is
   the frame's centred square, resized, and ``face_found`` is always True. ``margin`` is not used.
 
-Tracking. The detector runs on every ``detect_every``-th frame (counted from :meth:`reset`); frames
-in between keep the last detection ("hold" tracking: no per-frame image search, which keeps the data
-path fast). The crop follows the detection through exponential smoothing of the face centre and
-side, ``state = smoothing * state + (1 - smoothing) * detection`` on every frame, so crops do not
-jitter with the detector and converge to a still face within a few frames. A newly acquired subject
-is taken at once, without smoothing from an earlier one. Tracking state carries over from one chunk
-to the next, so cropping a video in chunks gives exactly the result of one long chunk.
+Tracking. The detector runs on every ``detect_every``-th frame (counted from
+:meth:`FaceCropper.reset`); frames in between keep the last detection ("hold" tracking: no
+per-frame image search, which keeps the data path fast). The crop follows the detection through
+exponential smoothing of the face centre and side,
+``state = smoothing * state + (1 - smoothing) * detection`` on every frame, so crops do not jitter
+with the detector and converge to a still face within a few frames. A newly acquired subject is
+taken at once, without smoothing from an earlier one. Tracking state carries over from one chunk to
+the next, so cropping a video in chunks gives exactly the result of one long chunk.
 
 Subject rule (one face per video). With no subject tracked, the largest of the confident
 detections becomes the subject; a detection is confident when its confidence (Haar: the number of

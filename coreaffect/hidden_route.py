@@ -261,7 +261,8 @@ MODELS: dict[str, ModelConfig] = {
 
 def create_model(name: str = "paper", *, random_state: int | None = None,
                  **overrides: Any) -> HiddenRouteNet:
-    """Build a freshly initialised network from a preset of :data:`MODELS`.
+    """Build a freshly initialised network from a preset of
+    :data:`~coreaffect.hidden_route.MODELS`.
 
     Args:
         name: ``"paper"`` or ``"lite"``.

@@ -18,7 +18,7 @@ the ``face_found`` flag and the latent posterior mean. Five *stages* can be read
 * ``smoothed``: the dynamics' smoother p(z_t | all frames), decoded; defined on every frame;
 * ``filtered``: the causal output p(z_t | estimates of frames <= t) (below), decoded;
 * ``lagged``: the fixed-lag smoother p(z_t | estimates of frames <= t + L), decoded, for a run
-  fitted with a look-ahead of L frames (:attr:`CoreAffect.lag`; ``coreaffect train`` uses 8):
+  fitted with a look-ahead of L frames (``CoreAffect.lag``; ``coreaffect train`` uses 8):
   the online output of a system that may answer L frames later than the filter.
 
 Decoding a latent Gaussian N(m, P) through the manifold is quasi-Monte Carlo over the latent: the
@@ -54,7 +54,7 @@ c + L (:meth:`~coreaffect.dynamics.CoreAffectDynamics.lag_step`).
 Frame rate. The hidden route counts frames, not seconds: its 16-frame clip spans 0.64 s of a
 25 fps video and 0.27 s of a 60 fps one, and the ``lagged`` stage's L frames are a look-ahead of
 L / fps seconds (the dynamics themselves step in seconds and take any rate). A run keeps the
-frame rate of the videos its network was trained on (:attr:`CoreAffect.frame_rate`), and
+frame rate of the videos its network was trained on (``CoreAffect.frame_rate``), and
 :meth:`CoreAffect.predict`, :meth:`CoreAffect.stream` (from its first 32 frames) and
 ``coreaffect evaluate`` warn, naming the video, when a video's rate differs from it by more than
 a quarter either way (30 fps against 25 does not): its estimates may then be off, and resampling
@@ -405,10 +405,10 @@ class CoreAffect:
         Args:
             source: A file, a folder of numbered images, or a camera index.
             fps: Rate of a frame folder; ``None``: ``data_config.video.fps``, else the rate of
-                :attr:`folder_format`'s folders. For a file, a rate that replaces its own (a raw
+                ``folder_format``'s folders. For a file, a rate that replaces its own (a raw
                 stream's, which FFmpeg guesses); ``None``: its own. A camera keeps its own.
             first_index: Number of a folder's first image; ``None``: that of
-                :attr:`folder_format`.
+                ``folder_format``.
 
         Returns:
             The opened :class:`~coreaffect.video.VideoSource`.
@@ -582,7 +582,7 @@ class CoreAffect:
             level: Probability of the bands.
             stages: Which of :attr:`stages` to compute (default: all this run has).
             band_levels: Levels of more central bands to give each trajectory
-                (:attr:`AffectTrajectory.bands`), from the same latent points as its own.
+                (``AffectTrajectory.bands``), from the same latent points as its own.
 
         Returns:
             ``{stage: AffectTrajectory}`` in :data:`STAGES` order.
@@ -656,7 +656,7 @@ class CoreAffect:
             cov: (T, K, K) prior covariances.
             observed: (T,) bool, frames with a (final) hidden-route estimate and a face.
             stages: Any of ``"smoothed"``, ``"filtered"`` (causal) and ``"lagged"`` (the
-                fixed-lag smoother at :attr:`lag` frames).
+                fixed-lag smoother at ``lag`` frames).
 
         Returns:
             ``{stage: (means (T, K), covs (T, K, K))}``.
@@ -769,7 +769,7 @@ class CoreAffect:
                 whole video (the smoother).
             level: Probability of the credible bands, in (0, 1).
             progress: Show a progress bar while cropping.
-            lagged: Use for each frame the estimates up to :attr:`lag` frames after it (the
+            lagged: Use for each frame the estimates up to ``lag`` frames after it (the
                 fixed-lag smoother: a live system has its row L frames after the filter's).
 
         Returns:
@@ -795,7 +795,7 @@ class CoreAffect:
     def check_frame_rate(self, name: str, times: Iterable[np.ndarray],
                          indices: Iterable[np.ndarray]) -> float | None:
         """Warn, naming ``name``, when videos run at a frame rate that differs from
-        :attr:`frame_rate` by more than a quarter either way (see the module notes).
+        ``frame_rate`` by more than a quarter either way (see the module notes).
 
         Args:
             name: What the warning names (a video, a dataset).
@@ -845,7 +845,7 @@ class CoreAffect:
         (D = :attr:`latency_frames`, when its estimate becomes final), and when the source ends
         the rows of its last frames follow: one row per frame in all, in frame order, equal to
         the rows of ``predict(..., causal=True)``. With ``lagged``, the row of frame c comes
-        when frame c + D + L arrives (L = :attr:`lag`), equal to the rows of
+        when frame c + D + L arrives (L = ``lag``), equal to the rows of
         ``predict(..., lagged=True)``. The hidden-route features are computed incrementally, S
         frames at a time, and only the last few dozen crops are kept, so memory and cost per
         frame are constant.
@@ -1011,5 +1011,6 @@ def _check_hole(index: int, time: float, last_index: int, last_time: float) -> N
 
 
 def load_run(run: str | Path, device: str = "cpu", **kwargs: Any) -> CoreAffect:
-    """Load a run directory as a :class:`CoreAffect` (the same as :meth:`CoreAffect.load`)."""
+    """Load a run directory as a :class:`~coreaffect.pipeline.CoreAffect` (the same as
+    :meth:`CoreAffect.load() <coreaffect.pipeline.CoreAffect.load>`)."""
     return CoreAffect.load(run, device=device, **kwargs)

@@ -428,7 +428,7 @@ class HiddenRoutePrior(LocalPyroModule):
         return _measured(anchor, tril)
 
     def forward(self, estimate: AffectEstimate) -> dist.MultivariateNormal:
-        """p_phi(z | e): batch shape (B,), event shape (K,); see :meth:`__call__`."""
+        """p_phi(z | e): batch shape (B,), event shape (K,); what calling the prior gives."""
         self._check_fitted()
         estimate = self._check_estimate(estimate)
         with torch.no_grad():
@@ -592,7 +592,7 @@ class HiddenRoutePrior(LocalPyroModule):
 
     def decode(self, latent: dist.MultivariateNormal,
                random_state: int | torch.Generator | None = None) -> DecodedPrior:
-        """Priors already computed by :meth:`__call__`, decoded as :meth:`predict` does.
+        """Priors already computed by calling the prior, decoded as :meth:`predict` does.
 
         Args:
             latent: The priors, batch shape (B,), event shape (K,).

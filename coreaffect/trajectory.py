@@ -135,7 +135,7 @@ class AffectTrajectory:
 
     def band(self, level: float) -> tuple[np.ndarray, np.ndarray]:
         """``(lower, upper)``, each (T, 2), of the central band at ``level``: the trajectory's
-        own (:attr:`lower`, :attr:`upper`) or one of :attr:`bands`.
+        own (``lower``, ``upper``) or one of ``bands``.
 
         Raises:
             CoreAffectError: The trajectory has no band at that level.

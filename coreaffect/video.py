@@ -286,7 +286,7 @@ class VideoSource:
 
     @property
     def name(self) -> str:
-        """Identifier: the file's stem, the folder's name, or ``"camera<N>"``."""
+        """The file's stem, the folder's name, or ``"camera<N>"``."""
         return self._name
 
     @property
@@ -639,7 +639,8 @@ class VideoSource:
     # -- resources ----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Release open decoders; iterating afterwards raises :class:`VideoError`."""
+        """Release open decoders; iterating afterwards raises
+        :class:`~coreaffect.errors.VideoError`."""
         self._closed = True
         for capture in self._captures:
             capture.release()

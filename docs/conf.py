@@ -47,7 +47,13 @@ napoleon_use_ivar = True  # NamedTuple fields are documented once, not twice
 exclude_patterns = ["_build", "_ext"]
 html_theme = "alabaster"
 html_title = f"coreaffect {release}"
-nitpicky = False
+# every cross-reference must resolve (a -W build fails on one that does not), except those to
+# other projects, which resolve only with intersphinx (off by default: it needs internet access)
+nitpicky = True
+_EXTERNAL = ("torch", "numpy", "np", "scipy", "pyro", "matplotlib", "arviz", "cv2", "pathlib",
+             "collections", "typing", "warnings", "threading", "logging", "argparse", "nn")
+nitpick_ignore_regex = [(r"py:.*", rf"({'|'.join(_EXTERNAL)})\..*"),
+                        (r"py:class", r"Path|Axes")]  # pathlib.Path, matplotlib's, as annotated
 
 
 def _flag(name: str, default: bool) -> bool:
