@@ -250,8 +250,8 @@ def _pooled(name: str, weights: np.ndarray, stats: np.ndarray) -> np.ndarray:
                   == np.where(drawn, high_x, -np.inf).max(1))
         vy, vx = np.where(flat_y, 0.0, vy), np.where(flat_x, 0.0, vx)
         cov = np.where(flat_y | flat_x, 0.0, cov)
-        if name == "pcc":
-            return cov / np.sqrt(vy * vx)
+        if name == "pcc":  # clipped as coreaffect.metrics.pcc: rounding may pass 1 by an ulp
+            return np.clip(cov / np.sqrt(vy * vx), -1.0, 1.0)
         value = 2 * cov / (vy + vx + (pooled_y - pooled_x) ** 2)
         return np.where(total < 2, np.nan, value)  # as coreaffect.metrics.ccc on one frame
 
@@ -314,11 +314,14 @@ def _draws(truths: Sequence[np.ndarray], means: Sequence[np.ndarray],
 def _difference(stage: _Draws, reference: _Draws) -> _Draws:
     """A stage minus the reference, on the metrics both have, resting on the videos that define
     both: the per-video mean of the difference is the mean of the per-video differences, over
-    the videos where both stages' values are defined (paired), in each resample as well."""
+    the videos where both stages' values are defined (paired), in each resample as well. A
+    value infinite in both with one sign (an NLL of +inf, from a variance of 0 off its point)
+    has no defined difference: such a video counts as undefined."""
     names = [k for k in stage.mean if k in reference.mean]
 
     def minus(a: dict, b: dict) -> dict:
-        return {k: a[k] - b[k] for k in names}
+        with np.errstate(invalid="ignore"):  # inf - inf: NaN, undefined
+            return {k: a[k] - b[k] for k in names}
 
     def both(a: dict, b: dict) -> dict:
         return {k: a[k] & b[k] for k in names}

@@ -177,14 +177,15 @@ def band_coverage(y, lower, upper) -> np.ndarray:
 
 def coverage(y, mean, var, level: float) -> np.ndarray:
     """Fraction of frames inside the Gaussian central interval of nominal ``level`` (e.g. 0.9),
-    ``|y - mean| <= z_{(1+level)/2} sqrt(var)``."""
+    ``|y - mean| <= z_{(1+level)/2} sqrt(var)``; NaN with a negative variance, as
+    :func:`gaussian_nll`."""
     if not 0 < level < 1:
         raise InputError(f"level must be in (0, 1), got {level}")
     y, mean, var = _as_numpy(y, mean, var)
     mask = _valid(y, mean, var)
-    half = ndtri(0.5 + level / 2) * np.sqrt(var)
     with np.errstate(invalid="ignore"):
-        inside = (np.abs(y - mean) <= half).astype(np.float64)
+        half = ndtri(0.5 + level / 2) * np.sqrt(var)
+        inside = np.where(var < 0, np.nan, (np.abs(y - mean) <= half).astype(np.float64))
     return _masked_mean(inside, mask)
 
 

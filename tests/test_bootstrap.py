@@ -484,3 +484,29 @@ def test_an_error_about_a_videos_inputs_names_the_video():
                          ids=["session_a", "session_b", "session_c"])
     with pytest.raises(InputError, match=r"video 1: variance \("):  # no ids: its position
         bootstrap_stages(truths, {"raw": (means, variances)}, n_resamples=400)
+
+
+def test_resampled_pooled_pcc_stays_within_its_range():
+    rng = np.random.default_rng(0)
+    truths = [rng.normal(size=(int(rng.integers(5, 50)), 2)) for _ in range(6)]
+    means = [3.0 * t + 1.0 for t in truths]  # exactly linear: the PCC is 1, up to rounding
+    _, pooled = resampled_metrics(truths, means, None, resample_counts(6, 2000, 0))
+    assert np.nanmax(pooled["pcc"]) <= 1.0  # unclipped, rounding passed 1 by a few ulps
+    assert np.nanmax(pooled["pcc"]) == pytest.approx(1.0)
+
+
+def test_a_video_infinite_in_both_stages_has_no_difference_and_no_numpy_warning():
+    import warnings
+
+    rng = np.random.default_rng(4)
+    truths = [rng.uniform(-1, 1, (30, 2)) for _ in range(5)]
+    means = [t + 0.2 * rng.normal(size=t.shape) for t in truths]
+    variances = [np.full(t.shape, 0.05) for t in truths]
+    variances[0][0] = 0.0  # a point mass off its label: the NLL of video 0 is +inf
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _, differences = bootstrap_stages(truths, {"raw": (means, variances),
+                                                  "same": (means, variances)}, n_resamples=400)
+    difference = differences["same"]
+    assert (difference.mean["nll"] == 0).all()  # over the other four videos, paired
+    assert np.isnan(difference.pooled["nll"][0])  # inf - inf: undefined

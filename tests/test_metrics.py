@@ -113,6 +113,9 @@ def test_coverage_hand_values_and_calibration():
     assert metrics.coverage(z, 0 * z, 1 + 0 * z, 0.5) == pytest.approx(0.5, abs=0.005)
     with pytest.raises(ValueError):
         metrics.coverage(y, y, y, 1.5)
+    # a negative variance describes no interval: NaN, as the NLL, not a frame outside
+    assert np.isnan(metrics.coverage(y, np.zeros(4), [1, 1, -1, 1], 0.9))
+    assert np.isnan(metrics.gaussian_nll(y, np.zeros(4), [1, 1, -1, 1]))
 
 
 def test_evaluate_videos_per_video_mean_and_pooled():
