@@ -115,7 +115,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from coreaffect.config import FUSIONS
+from coreaffect.config import FUSIONS, _is_real
 from coreaffect.errors import AnnotationError, InputError, warn
 from coreaffect.labels import fuse_raters, resample_labels
 from coreaffect.trajectory import AffectTrajectory
@@ -201,10 +201,10 @@ def read_annotations(path: str | Path, format: str = "auto", *, video: str | Non
         raise InputError(f"format must be 'auto' or one of {FORMATS}, got {format!r}")
     if fusion not in FUSIONS:
         raise InputError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
-    if not np.isfinite(delay):
-        raise InputError(f"delay must be finite, got {delay}")
-    if fps is not None and not (np.isfinite(fps) and fps > 0):
-        raise InputError(f"fps must be positive, got {fps}")
+    if not _is_real(delay):  # finite
+        raise InputError(f"delay must be a finite number of seconds, got {delay!r}")
+    if fps is not None and not (_is_real(fps) and fps > 0):
+        raise InputError(f"fps must be a positive number, got {fps!r}")
     if format == "auto":
         format = detect_format(path)
     if format in _DEFAULT_FPS:
@@ -436,7 +436,9 @@ def _table(path: Path, delimiter: str, limit: int | None = None) -> _Table:
     blank rows are dropped, blank rows elsewhere an error."""
     text = _read_text(path, limit).replace("\r\n", "\n")
     if '"' in text or "\r" in text:  # quoting or old Mac line ends: the csv module's job
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        # strict: a quote opened and never closed is an error, not the rest of the file in
+        # one cell of a column that may not even be read
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
         try:
             rows = [(reader.line_num, cells) for cells in reader]
         except csv.Error as err:

@@ -428,6 +428,25 @@ def _afew_files(root: Path) -> list[Path]:
             and p.is_file() and any(is_frame_image(q) for q in p.parent.iterdir())]
 
 
+def _warn_of_afew_leftovers(root: Path, files: list[Path]) -> None:
+    """A warning naming the folders of frames that AFEW-VA's layout leaves out (no ``NNN.json``
+    named after the folder beside them) and the ``NNN.json`` files without frames beside them:
+    a clip is never skipped silently."""
+    clips = {p.parent for p in files}
+    below = _below(root)
+    unlabelled = [str(p) for p in below if p.is_dir() and p not in clips
+                  and any(is_frame_image(q) for q in p.iterdir())]
+    frameless = [str(p) for p in below if p.suffix.lower() == ".json"
+                 and p.parent.name == p.stem and p.parent not in clips and p.is_file()]
+    if unlabelled:
+        logger.warning("%d folder(s) of frames under %s have no AFEW-VA annotation named after "
+                       "the folder (NNN/NNN.json) and are left out: %s", len(unlabelled), root,
+                       listing(unlabelled))
+    if frameless:
+        logger.warning("%d AFEW-VA annotation(s) under %s have no frames beside them and are "
+                       "left out: %s", len(frameless), root, listing(frameless))
+
+
 def _detect_layout(root: Path) -> str | None:
     """The format of a dataset root from its folder layout; ``None``: a one-file format."""
     if _afew_files(root):
@@ -443,10 +462,12 @@ def _annotation_entries(root: Path, format: str, videos: dict[str, list[Path]],
                         flat: _FlatFiles | None = None) -> list[tuple[str, Path]]:
     """(video id, annotation path) pairs of a dataset root."""
     if format == "afew-va":
-        return [(p.stem, p) for p in _afew_files(root)]
+        files = _afew_files(root)
+        _warn_of_afew_leftovers(root, files)
+        return [(p.stem, p) for p in files]
     if format == "dante":
         files = [p for p in _below(root) if _is_dante_file(p)]
-        ids = sorted({p.parent.name for p in files})
+        ids = sorted({name_key(p.parent.name) for p in files})  # raters may spell it NFC or NFD
         tops = {p.parent.parent.parent for p in files}
         if not tops:
             raise CoreAffectError(f"{root}: no DANTE annotation here (expected "

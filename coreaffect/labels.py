@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 MIN_GAP = 0.5
 #: ... or holes up to this many typical sampling steps, whichever is longer.
 GAP_STEPS = 4
+_SAME_TIME = 1e-9  # seconds: times this close are one (rounding of i / fps plus a delay)
 
 
 def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray,
@@ -39,9 +40,10 @@ def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray
 
     A new time t is looked up at t + delay. Inside [times[0], times[-1]] the result interpolates
     the samples on either side; it is NaN outside that span, and NaN when either bracketing
-    sample is NaN unless t + delay hits a valid sample exactly (then it is that sample). It is
-    NaN too inside a hole in the annotation, two consecutive samples more than ``max_gap``
-    apart (rows missing from the file): a straight line across it would invent labels.
+    sample is NaN unless t + delay hits a valid sample (to within a nanosecond, the rounding of
+    frame times plus a delay: then it is that sample). It is NaN too inside a hole in the
+    annotation, two consecutive samples more than ``max_gap`` apart (rows missing from the
+    file): a straight line across it would invent labels.
 
     Args:
         times: (T,) sample times in seconds, strictly increasing.
@@ -69,9 +71,11 @@ def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray
     out = np.full(query.shape + values.shape[1:], np.nan)
     if times.size == 0:
         return out
-    inside = (query >= times[0]) & (query <= times[-1])  # False for NaN
+    # a time within rounding of a sample is that sample's: i / fps + a delay of whole frames
+    # misses (i + k) / fps by an ulp, and may fall just outside the span
+    inside = (query >= times[0] - _SAME_TIME) & (query <= times[-1] + _SAME_TIME)  # NaN: False
     q = query[inside]
-    left = np.searchsorted(times, q, side="right") - 1  # last sample at or before q
+    left = np.maximum(np.searchsorted(times, q, side="right") - 1, 0)  # last sample at or before q
     if times.size > 1:
         steps = np.diff(times)
         if max_gap is None:
@@ -82,9 +86,11 @@ def resample_labels(times: np.ndarray, values: np.ndarray, new_times: np.ndarray
         inner = values[i0] * (1.0 - w) + values[i0 + 1] * w
         inner[steps[i0] > max_gap] = np.nan  # inside a hole of the annotation
         out[inside] = inner
-    hit = times[left] == q  # exact hits keep their sample, whatever the neighbours are
+    right = np.minimum(left + 1, times.size - 1)
+    near = np.where(np.abs(times[right] - q) < np.abs(times[left] - q), right, left)
+    hit = np.abs(times[near] - q) <= _SAME_TIME  # hits keep their sample, whatever the neighbours
     rows = np.flatnonzero(inside)[hit]
-    out[rows] = values[left[hit]]
+    out[rows] = values[near[hit]]
     return out
 
 

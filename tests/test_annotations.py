@@ -17,7 +17,7 @@ from coreaffect.annotations import (
     detect_format,
     read_annotations,
 )
-from coreaffect.errors import AnnotationError, CoreAffectWarning
+from coreaffect.errors import AnnotationError, CoreAffectWarning, InputError
 
 RECOLA_RATERS = ("FM1", "FM2", "FM3", "FF1", "FF2", "FF3")
 
@@ -782,3 +782,35 @@ def test_a_predicted_trajectory_is_not_taken_for_an_annotation(tmp_path):
     for format in ("auto", "csv"):
         with pytest.raises(AnnotationError, match="interview.csv, line 1: is a trajectory"):
             read_annotations(path, format=format)
+
+
+def test_a_quote_never_closed_is_an_error_not_the_rest_of_the_file_in_one_cell(tmp_path):
+    """A note column (read by nobody) with an opening quote only: loose csv parsing put the
+    rest of the file into that cell and returned the rows before it, without a word."""
+    path = tmp_path / "v.csv"
+    path.write_text('time,valence,arousal,note\n0,0.1,0.2,ok\n0.04,0.1,0.2,"oops\n'
+                    "0.08,0.3,0.4,x\n0.12,0.5,0.6,y\n")
+    with pytest.raises(AnnotationError, match="v.csv.*malformed line"):
+        read_annotations(path, "csv")
+    sewa = tmp_path / "s.csv"
+    sewa.write_text('v;0.0;0.1;0.2;0.3\nv;0.1;0.1;0.2;"0.3\nv;0.2;0.5;0.6;0.3\n')
+    with pytest.raises(AnnotationError, match="s.csv.*malformed line"):
+        read_annotations(sewa, "sewa")
+    spanning = tmp_path / "w.csv"  # a quoted note over two lines is still one cell
+    spanning.write_text('time,valence,arousal,note\n0,0.1,0.2,"two\nlines"\n0.04,0.3,0.4,x\n')
+    np.testing.assert_allclose(read_annotations(spanning, "csv").values, [[0.1, 0.2], [0.3, 0.4]])
+
+
+@pytest.mark.parametrize(("option", "value", "match"), [
+    ("fps", "30", "fps must be a positive number, got '30'"),
+    ("fps", 0, "fps must be a positive number, got 0"),
+    ("fps", True, "fps must be a positive number, got True"),
+    ("delay", "1", "delay must be a finite number of seconds, got '1'"),
+    ("delay", float("nan"), "delay must be a finite number of seconds, got nan"),
+])
+def test_read_annotations_names_an_option_of_the_wrong_type(tmp_path, option, value, match):
+    path = tmp_path / "v.txt"
+    path.write_text("valence,arousal\n0,0\n")
+    with pytest.raises(InputError, match=match):
+        read_annotations(path, "aff-wild2", **{option: value})
+    assert read_annotations(path, "aff-wild2", fps=np.float32(30), delay=np.int64(0)).times[0] == 0

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import warnings
 
 import cv2
@@ -787,3 +789,34 @@ def test_a_split_by_person_comes_as_near_the_count_as_the_people_allow(tmp_path)
     one = {v: "A" for v in ids}
     assert split_recordings(recordings, 10, people=one) == (sorted(recordings,
                                                                    key=lambda r: r.id), [])
+
+
+def test_dante_raters_spelling_a_video_folder_in_nfc_and_nfd_annotate_one_video(tmp_path):
+    """One rater's folder copied from a Mac (NFD), another's not: the same video."""
+    root = tmp_path / "dante"
+    root.mkdir()
+    _write_video(root / "caf\u00e9.avi")
+    for rater, folder, value in (("1", "caf\u00e9_avi", 0.1), ("2", "cafe\u0301_avi", 0.5)):
+        path = root / "annotation" / rater / folder / "valence.csv"
+        path.parent.mkdir(parents=True)
+        path.write_text("TimeStamp;UserId;NameVideo;AnnoType;Value\n"
+                        + "".join(f"{i * 0.04:.2f};{rater};caf\u00e9.avi;valence;{value}\n"
+                                  for i in range(30)), encoding="utf-8")
+    recording, = discover(root)
+    assert recording.id == "caf\u00e9_avi" and recording.video == root / "caf\u00e9.avi"
+    np.testing.assert_allclose(recording.read_annotations().values[:, 0], 0.3)  # both raters
+
+
+def test_afew_va_clips_left_out_by_the_layout_are_named(tmp_path, caplog):
+    root = tmp_path / "afew"
+    frames = {"frames": {f"{i:05d}": {"valence": 1, "arousal": 2} for i in range(10)}}
+    for clip in ("001", "002", "003", "004"):
+        _write_frames(root / clip, n=10)
+    for where in ("001/001.json", "003/3.json", "005/005.json"):  # 003: misnamed; 005: no frames
+        (root / where).parent.mkdir(exist_ok=True)
+        (root / where).write_text(json.dumps(frames))
+    with caplog.at_level(logging.WARNING, logger="coreaffect.corpus"):
+        assert [r.id for r in discover(root)] == ["001"]
+    assert re.search(r"3 folder\(s\) of frames .* left out: .*002.*003.*004", caplog.text)
+    assert re.search(r"1 AFEW-VA annotation\(s\) .* no frames .* left out: .*005.json",
+                     caplog.text)

@@ -86,6 +86,22 @@ def test_resample_delay_looks_labels_up_later():
     np.testing.assert_allclose(ann.resample(np.array([0.25]), delay=0.25), [[0.1, -0.1]])
 
 
+def test_a_delay_of_whole_frames_keeps_the_labels_beside_invalid_ones():
+    # Aff-Wild2: a label per frame at 30 fps, some invalid (-5 in the file)
+    times = np.arange(8) / 30
+    values = np.array([0.1, np.nan, 0.2, np.nan, np.nan, 0.5, np.nan, 0.4])[:, None]
+    # 0.1 s is 3 frames: 2 / 30 + 0.1 misses 5 / 30 by rounding, yet is its frame
+    np.testing.assert_array_equal(resample_labels(times, values, times, delay=0.1)[:, 0],
+                                  [np.nan, np.nan, 0.5, np.nan, 0.4, np.nan, np.nan, np.nan])
+    # the last sample, from a time that rounding puts just past it (-2 / 30 + 0.1 > 1 / 30)
+    np.testing.assert_array_equal(resample_labels(times[:2], values[:2], [-2 / 30],
+                                                  delay=0.1)[:, 0], [np.nan])
+    np.testing.assert_array_equal(resample_labels(times[:2], [[0.1], [0.4]], [-2 / 30],
+                                                  delay=0.1)[:, 0], [0.4])
+    far = resample_labels(times, values, [5 / 30 + 1e-6])  # a microsecond off: interpolated
+    assert np.isnan(far).all()
+
+
 def test_resample_edge_cases():
     one = resample_labels([1.0], [[0.5, 0.5]], [0.0, 1.0, np.nan, np.inf])
     np.testing.assert_allclose(one, [[np.nan] * 2, [0.5, 0.5], [np.nan] * 2, [np.nan] * 2])
