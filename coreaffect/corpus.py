@@ -409,10 +409,12 @@ def _not_of(path: Path, kind: str | None, format: str, error: AnnotationError | 
     return error or AnnotationError(path, f"a {kind} file, not {format}")
 
 
-def _is_dante_file(path: Path) -> bool:
-    """DANTE's ``valence.csv`` or ``arousal.csv``, in any case (the reader asks for lower case,
-    and says so)."""
-    return path.name.lower() in ("valence.csv", "arousal.csv") and path.is_file()
+def _dante_files(root: Path) -> list[Path]:
+    """DANTE's ``<annotation>/<UserId>/<video>/valence.csv`` or ``arousal.csv`` files, in any
+    case (the reader asks for lower case, and says so), with their ``<annotation>`` folder at or
+    below ``root``: a ``valence.csv`` of results nearer the root is no rating."""
+    return [p for p in _below(root) if p.name.lower() in ("valence.csv", "arousal.csv")
+            and len(p.relative_to(root).parts) >= 3 and p.is_file()]
 
 
 def _dimension_folders(root: Path) -> list[Path]:
@@ -451,7 +453,7 @@ def _detect_layout(root: Path) -> str | None:
     """The format of a dataset root from its folder layout; ``None``: a one-file format."""
     if _afew_files(root):
         return "afew-va"
-    if any(_is_dante_file(p) for p in _below(root)):
+    if _dante_files(root):
         return "dante"
     if _dimension_folders(root):
         return "recola"
@@ -466,7 +468,7 @@ def _annotation_entries(root: Path, format: str, videos: dict[str, list[Path]],
         _warn_of_afew_leftovers(root, files)
         return [(p.stem, p) for p in files]
     if format == "dante":
-        files = [p for p in _below(root) if _is_dante_file(p)]
+        files = _dante_files(root)
         ids = sorted({name_key(p.parent.name) for p in files})  # raters may spell it NFC or NFD
         tops = {p.parent.parent.parent for p in files}
         if not tops:

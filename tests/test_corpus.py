@@ -820,3 +820,10 @@ def test_afew_va_clips_left_out_by_the_layout_are_named(tmp_path, caplog):
     assert re.search(r"3 folder\(s\) of frames .* left out: .*002.*003.*004", caplog.text)
     assert re.search(r"1 AFEW-VA annotation\(s\) .* no frames .* left out: .*005.json",
                      caplog.text)
+
+
+def test_a_valence_csv_of_results_near_the_root_is_no_dante_rating(tmp_path):
+    root = _csv_corpus(tmp_path / "data")
+    (root / "results").mkdir()
+    (root / "results" / "valence.csv").write_text("epoch,ccc\n1,0.5\n")  # a user's results
+    assert [r.format for r in discover(root)] == ["csv"] * 3
