@@ -109,7 +109,8 @@ def fuse_raters(ratings: np.ndarray, method: str = "mean", *, source: str = "") 
     few raters. The fused value at time t is sum_r w_r x_rt / sum_r w_r over the raters labelled
     at t, NaN where those weights sum to 0 (t is labelled only by raters EWE gives no weight;
     :func:`~coreaffect.annotations.read_annotations` warns about such times). If every weight
-    of a dimension is 0, that dimension falls back to the mean. A single rater is returned as is.
+    of a dimension is 0, that dimension falls back to the mean. A single rater is returned as is,
+    and so is a dimension that a single rater labelled.
 
     Args:
         ratings: (R, T, 2) labels, VA last axis; NaN = no label.
@@ -153,6 +154,9 @@ def _ewe_weights(ratings: np.ndarray, source: str = "") -> np.ndarray:
         reference = _weighted_mean(others, np.ones((n_raters - 1, n_dims)))  # (T, D)
         for d in range(n_dims):
             weights[r, d] = max(_correlation(ratings[r, :, d], reference[:, d]), 0.0)
+    # a dimension one rater labelled alone (DANTE: one rater per dimension) is that rater's
+    alone = (~np.isnan(ratings).all(axis=1)).sum(axis=0) <= 1  # (D,)
+    weights[:, alone] = 1.0
     dead = weights.sum(axis=0) == 0
     if dead.any():
         names = ("valence", "arousal") if n_dims == 2 else tuple(map(str, range(n_dims)))

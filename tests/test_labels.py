@@ -46,6 +46,16 @@ def test_fuse_ewe_zero_weight_for_anticorrelated_rater_and_fallbacks(caplog):
         fuse_raters(ratings, "median")
 
 
+def test_fuse_ewe_of_one_rater_per_dimension_keeps_each_without_a_warning(caplog):
+    s = np.array([0.0, 0.1, 0.3, 0.2])
+    ratings = np.full((2, 4, 2), np.nan)
+    ratings[0, :, 0], ratings[1, :, 1] = s, -s  # DANTE: one rater did valence, one arousal
+    with caplog.at_level("WARNING", logger="coreaffect.labels"):
+        fused = fuse_raters(ratings, "ewe", source="v")
+    np.testing.assert_array_equal(fused, np.stack([s, -s], axis=1))
+    assert caplog.text == ""
+
+
 def test_fuse_ewe_over_the_raters_labelled_at_each_time():
     # x1 = x2 = (0, .1, .2, .3); x3 = -x1 but labelled at the first two times only: its
     # reference there is (0, .1), so rho_3 = -1 and w_3 = 0; x1's reference is the mean of the
