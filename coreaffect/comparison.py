@@ -20,7 +20,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from coreaffect.bootstrap import MIN_VIDEOS, MetricIntervals, bootstrap_stages, min_resamples
+from coreaffect.bootstrap import (
+    MIN_VIDEOS,
+    MetricIntervals,
+    any_interval,
+    bootstrap_stages,
+    min_resamples,
+)
 from coreaffect.checkpoint import atomic_write
 from coreaffect.corpus import check_numbering, discover
 from coreaffect.crop_cache import CropCache
@@ -174,7 +180,9 @@ def format_comparison(comparison: Comparison,
     level = next(iter(comparison.differences.values())).level
     units = len(set(video_groups(comparison.videos, comparison.people)))
     unit = "videos" if comparison.people is None else "people"
-    few = f" (none with fewer than {MIN_VIDEOS} {unit})" if units < MIN_VIDEOS else ""
+    # none with fewer than MIN_VIDEOS people or videos that have a scored frame
+    few = ("" if any_interval(comparison.differences)
+           else f" (none: fewer than {MIN_VIDEOS} {unit} with a scored frame)")
     of = "" if comparison.people is None else f" of {units} people"
     lines = [f"{len(comparison.videos)} videos{of}; B - A with its {level:.0%} interval over "
              f"resampled {unit}{few} (RMSE and CCC: mean over videos; coverage: pooled)",
@@ -186,8 +194,8 @@ def format_comparison(comparison: Comparison,
             kind = "pooled" if name.startswith("coverage_") else "mean"
             for d, dim in enumerate(DIMENSIONS):
                 low, high = getattr(difference, f"{kind}_interval")[name][d]
-                interval = (f"[{low:+.4f}, {high:+.4f}]"
-                            if math.isfinite(low) and math.isfinite(high) else "none")
+                interval = ("none" if math.isnan(low) or math.isnan(high)  # +-inf are shown
+                            else f"[{low:+.4f}, {high:+.4f}]")
                 lines.append(
                     f"{stage:<9}{name.replace('coverage_', 'cov'):<9}{dim:<9}"
                     f"{getattr(comparison.a[stage], kind)[name][d]:>8.4f}"

@@ -98,8 +98,8 @@ def test_people_are_resampled_and_written_with_the_comparison(tiny, tmp_path, ca
     too_few = [r for r in caplog.records if "too few to resample" in r.getMessage()]
     assert len(too_few) == 1, caplog.text  # once for the comparison, not once per stage
     assert format_comparison(grouped).startswith(
-        "3 videos of 2 people; B - A with its 95% interval over resampled people (none with "
-        "fewer than 3 people)")
+        "3 videos of 2 people; B - A with its 95% interval over resampled people (none: "
+        "fewer than 3 people with a scored frame)")
     assert "[+nan" not in format_comparison(grouped)
     assert format_comparison(grouped).splitlines()[2].endswith("  none")
 
@@ -121,3 +121,21 @@ def test_shared_test_videos_missing_from_the_data_are_named(tiny, tmp_path, capl
     assert "1 of the 2 test videos both runs held out are here" in caplog.text
     assert "missing: ghost" in caplog.text
     assert checked == [result.videos]  # frame folders numbered from 1 are warned about
+
+
+def test_the_table_says_why_it_has_no_interval_when_too_few_videos_are_scored():
+    from coreaffect.bootstrap import bootstrap_stages
+    from coreaffect.comparison import Comparison
+
+    rng = np.random.default_rng(0)
+    truths = [rng.uniform(-1, 1, (20, 2)) for _ in range(3)]
+    truths[2][:] = np.nan  # a video without a scored frame: two of three are scored
+    means = [t + 0.1 for t in truths]
+    own, differences = bootstrap_stages(truths, {"a": (means, None), "b": (means, None)},
+                                        reference={"b": "a"}, n_resamples=400)
+    comparison = Comparison(["v0", "v1", "v2"], {"raw": own["a"]}, {"raw": own["b"]},
+                            {"raw": differences["b"]})
+    text = format_comparison(comparison, metrics=("rmse",))
+    assert text.startswith("3 videos; B - A with its 95% interval over resampled videos (none: "
+                           "fewer than 3 videos with a scored frame)"), text
+    assert text.splitlines()[2].endswith("  none")
