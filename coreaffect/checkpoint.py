@@ -41,7 +41,6 @@ import contextlib
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import re
 import secrets
@@ -50,7 +49,7 @@ import stat
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any
 
 import torch
@@ -58,7 +57,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from coreaffect.config import DataConfig
+from coreaffect.config import DataConfig, _is_real
 from coreaffect.devices import check_device, seeded
 from coreaffect.errors import CoreAffectError
 
@@ -399,6 +398,9 @@ def save_model(model: torch.nn.Module, directory: str | Path,
                frame_rate: float | None = None) -> None:
     """Save a :class:`~coreaffect.hidden_route.HiddenRouteNet` with its preprocessing and, when
     known, the frame rate (Hz) of the videos it was trained on (:func:`load_frame_rate`)."""
+    if frame_rate is not None and not _positive_number(frame_rate):
+        raise CoreAffectError(f"frame_rate must be a number of frames per second > 0, or None, "
+                              f"got {frame_rate!r}")
     config = {"model": model.config.to_dict(),
               "data": (data_config or DataConfig()).to_dict(),
               **({} if frame_rate is None else {"frame_rate": float(frame_rate)})}
@@ -421,6 +423,11 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu",
     return model.to(device).eval()
 
 
+def _positive_number(value: Any) -> bool:
+    """A finite real number > 0, not a bool."""
+    return _is_real(value) and value > 0
+
+
 def load_frame_rate(directory: str | Path, name: str = "hidden_route") -> float | None:
     """The frame rate (Hz) of the videos the saved network was trained on; ``None`` for a
     network saved without one (by :func:`save_model` not given it, or before runs kept it)."""
@@ -432,8 +439,7 @@ def load_frame_rate(directory: str | Path, name: str = "hidden_route") -> float 
         raise CoreAffectError(f"{meta_path}: no readable configuration ({err})") from None
     if rate is None:
         return None
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not (
-            math.isfinite(rate) and rate > 0):
+    if not _positive_number(rate):
         raise CoreAffectError(f"{meta_path}: frame_rate must be a number of frames per second "
                               f"> 0, got {rate!r}")
     return float(rate)
@@ -446,7 +452,7 @@ def locate_detector(config: DataConfig, directory: str | Path) -> DataConfig:
     faces = config.faces
     if faces.detector != "yunet" or Path(faces.yunet_model).expanduser().is_file():
         return config
-    copy = Path(directory) / Path(faces.yunet_model).name
+    copy = Path(directory) / PureWindowsPath(faces.yunet_model).name  # / or \\ (Windows)
     if not copy.is_file():
         return config  # the detector names the path the run keeps when it is built
     return dataclasses.replace(config, faces=dataclasses.replace(faces, yunet_model=str(copy)))

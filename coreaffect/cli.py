@@ -441,9 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     again = train.add_mutually_exclusive_group()
     again.add_argument("--resume", action="store_true",
                        help="continue the run in OUT (an interrupted one, or one to train "
-                            "on); with more --epochs or --max-minutes than it started with, "
-                            "the learning rate goes on along the longer schedule, and may "
-                            "rise again")
+                            "on); --epochs and --max-minutes are this command's, not the run's "
+                            "(default 400 and none): give those it started with to keep its "
+                            "learning-rate schedule (more stretch it, and the rate rises "
+                            "again)")
     again.add_argument("--overwrite", action="store_true",
                        help="replace the run in OUT (without this, a run there is refused)")
     train.add_argument("--hidden-route-only", action="store_true",

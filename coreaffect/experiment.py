@@ -188,9 +188,10 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
         people = read_split(run).get("people")  # go on with the run's own people
     size = MODELS[preset].input_size
     if resume and data_config is None and (run / "hidden_route.json").exists():
-        config = load_data_config(run)  # go on with the settings the run was trained with
+        # go on with the settings the run was trained with (its YuNet model found in it, moved)
+        config = locate_detector(load_data_config(run), run)
     elif resume and data_config is None and (saved := _resume_data(run)) is not None:
-        config = saved  # interrupted before its first validated epoch: no network yet
+        config = locate_detector(saved, run)  # interrupted before its first validated epoch
     else:
         config = data_settings(data, size, data_config)
     recordings = discover(data, format)
@@ -781,8 +782,8 @@ def evaluate_run(run: str | Path, data: str | Path, *, format: str = "auto",
     crops = CropCache(cache if cache is not None else run / "crops", config.faces,
                       config.video.chunk_size)
     videos = load_videos(recordings, config, crops, progress, subset)
-    affect.check_frame_rate(str(data), [v.crops.times for v in videos],
-                            [v.crops.indices for v in videos])
+    affect.check_frame_rates({r.id: (v.crops.times, v.crops.indices)
+                              for r, v in zip(recordings, videos, strict=True)})
     trajectories = stage_trajectories(affect, videos, progress=progress)
     people = people_of([r.id for r in recordings], people)
     intervals, differences = (bootstrap_trajectories(videos, trajectories,

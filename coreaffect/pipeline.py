@@ -57,8 +57,10 @@ L / fps seconds (the dynamics themselves step in seconds and take any rate). A r
 frame rate of the videos its network was trained on (``CoreAffect.frame_rate``), and
 :meth:`CoreAffect.predict`, :meth:`CoreAffect.stream` (from its first 32 frames) and
 ``coreaffect evaluate`` warn, naming the video, when a video's rate differs from it by more than
-a quarter either way (30 fps against 25 does not): its estimates may then be off, and resampling
-the video to the training rate gives the network what it learned from.
+a factor of 1.25 either way (against 25 fps, 20 to 31.25 pass): its estimates may then be off,
+and resampling the video to the training rate gives the network what it learned from. A frame
+folder has no rate of its own: it is read at the rate given (``--fps``, the format's), which is
+what is checked.
 
 Memory. :meth:`CoreAffect.predict` holds a bounded amount of video at any time, whatever its
 length. It decodes and crops the video chunk by chunk (``DataConfig.video.chunk_size`` frames at
@@ -113,14 +115,14 @@ from coreaffect.checkpoint import (
     load_model,
     locate_detector,
 )
-from coreaffect.config import DataConfig, _is_integer
+from coreaffect.config import DataConfig, _is_integer, _is_real
 from coreaffect.decoding import mixture_quantiles
 from coreaffect.devices import check_device, torch_seed
 from coreaffect.dynamics import (
     AffectObservations,
     CoreAffectDynamics,
 )
-from coreaffect.errors import CoreAffectError, InputError, warn
+from coreaffect.errors import CoreAffectError, InputError, listing, warn
 from coreaffect.faces import FaceCropper, FaceCrops, _with_missing_frames, spool_crops
 from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _chunk_plan, frame_windows
 from coreaffect.prior import HiddenRoutePrior, latent_moments
@@ -249,7 +251,7 @@ class CoreAffect:
             rate.
         frame_rate: The frame rate (Hz) of the videos the hidden route was trained on
             (:meth:`load` takes it from ``RUN/hidden_route.json``), against which videos are
-            checked (:meth:`check_frame_rate`); ``None``: unknown, nothing is checked.
+            checked (:meth:`check_frame_rates`); ``None``: unknown, nothing is checked.
 
     Example::
 
@@ -294,8 +296,7 @@ class CoreAffect:
         if folder_format is not None and folder_format not in FORMATS:
             raise CoreAffectError(f"folder_format must be one of {', '.join(FORMATS)}, got "
                                   f"{folder_format!r}")
-        if frame_rate is not None and (isinstance(frame_rate, bool) or not isinstance(
-                frame_rate, numbers.Real) or not (math.isfinite(frame_rate) and frame_rate > 0)):
+        if frame_rate is not None and not (_is_real(frame_rate) and frame_rate > 0):
             raise CoreAffectError(f"frame_rate must be a number of frames per second > 0, or "
                                   f"None, got {frame_rate!r}")
         unknown = sorted(set(band_scale or {}) - set(_DYNAMIC))
@@ -785,39 +786,50 @@ class CoreAffect:
             crops = self.crop(video, progress=progress, spool=spool)
             try:
                 name = str(video.source if isinstance(video, VideoSource) else video)
-                self.check_frame_rate(name, [crops.times], [crops.indices])
+                self.check_frame_rates({name: (crops.times, crops.indices)})
                 self._warn_if_uninformed(name, len(crops.times),
                                          bool(np.asarray(crops.face_found).any()))
                 return self.predict_crops(crops, causal=causal, level=level, lagged=lagged)
             finally:
                 del crops
 
-    def check_frame_rate(self, name: str, times: Iterable[np.ndarray],
-                         indices: Iterable[np.ndarray]) -> float | None:
-        """Warn, naming ``name``, when videos run at a frame rate that differs from
-        ``frame_rate`` by more than a quarter either way (see the module notes).
+    def check_frame_rates(self, videos: Mapping[str, tuple[np.ndarray, np.ndarray]]
+                          ) -> dict[str, float | None]:
+        """Warn once, naming each video whose frame rate differs from ``frame_rate`` (the
+        training videos') by more than a factor of 1.25 either way: 20 to 31.25 fps pass
+        against 25 (see the module notes). Nothing is checked when ``frame_rate`` is ``None``.
 
         Args:
-            name: What the warning names (a video, a dataset).
-            times: Per video, ``(T_i,)`` frame times in seconds.
-            indices: Per video, ``(T_i,)`` frame indices.
+            videos: ``{name: (times (T,), indices (T,))}``, frame times in seconds and frame
+                indices of each video.
 
         Returns:
-            The videos' rate (:func:`~coreaffect.video.frame_rate`), ``None`` when they have
-            none (a single frame).
+            ``{name: rate}``, each video's rate (:func:`~coreaffect.video.frame_rate`), ``None``
+            for a video without one (a single frame).
         """
-        rate = frame_rate(times, indices)
+        rates = {name: frame_rate([times], [indices]) for name, (times, indices) in videos.items()}
         trained = self.frame_rate
-        if (trained is None or rate is None
-                or 1 / _RATE_TOLERANCE <= rate / trained <= _RATE_TOLERANCE):
-            return rate
-        clip = self.model.config.clip_length
-        warn(logger, f"{name}: {rate:.3g} frames per second, while the run's network was "
-             f"trained on videos at {trained:.3g}: its {clip}-frame clips span "
-             f"{clip / rate:.2f} s here, not the {clip / trained:.2f} s it learned from, so its "
-             f"estimates may be off; resample to {trained:.3g} fps (for example "
-             f"ffmpeg -i IN -vf fps={trained:.3g} OUT)")
-        return rate
+        off = {name: rate for name, rate in rates.items()
+               if trained is not None and rate is not None
+               and not 1 / _RATE_TOLERANCE <= rate / trained <= _RATE_TOLERANCE}
+        if not off:
+            return rates
+        clip, hz = self.model.config.clip_length, _hertz(trained)
+        if len(off) == 1:
+            (name, rate), = off.items()
+            warn(logger, f"{name}: {_hertz(rate)} frames per second, while the run's network "
+                 f"was trained on videos at {hz}: its {clip}-frame clips span "
+                 f"{clip / rate:.2f} s here, not the {clip / trained:.2f} s it learned from, so "
+                 f"its estimates may be off; resample to {hz} fps (a file: ffmpeg -i IN -vf "
+                 f"fps={hz} OUT)")
+        else:
+            warn(logger, f"{len(off)} of {len(rates)} videos run at another frame rate than the "
+                 f"{hz} frames per second of the run's training videos, so the network's "
+                 f"{clip}-frame clips span another time than the {clip / trained:.2f} s it "
+                 f"learned from, and its estimates may be off: "
+                 f"{listing(f'{name} ({_hertz(rate)})' for name, rate in off.items())}; "
+                 f"resample them to {hz} fps")
+        return rates
 
     def _warn_if_uninformed(self, name: str, frames: int, any_face: bool) -> None:
         """A warning naming the video when no frame of its ``frames`` gets a hidden-route
@@ -946,9 +958,9 @@ class CoreAffect:
             frames.close()  # a camera or file opened here is released now, not when collected
 
     def _check_opening_rate(self, name: str, frames: Sequence[tuple[int, float]]) -> None:
-        """:meth:`check_frame_rate` of a stream's first frames, (index, time) pairs."""
-        self.check_frame_rate(name, [np.array([t for _, t in frames])],
-                              [np.array([i for i, _ in frames])])
+        """:meth:`check_frame_rates` of a stream's first frames, (index, time) pairs."""
+        self.check_frame_rates({name: (np.array([t for _, t in frames]),
+                                       np.array([i for i, _ in frames]))})
 
     def _frames(self, source: Any) -> Iterator[tuple[np.ndarray, float, int | None]]:
         """(image, time, index) of each frame; the index of an iterable's frame is its count,
@@ -970,6 +982,11 @@ class CoreAffect:
                     f"coreaffect.video.Frame, got {type(item).__name__}"
                     + (f" of shape {item.shape}" if isinstance(item, np.ndarray) else ""))
             yield item[0], item[1], item.index if isinstance(item, Frame) else None
+
+
+def _hertz(rate: float) -> str:
+    """A frame rate for a message: ``25``, ``29.97``, ``1000``."""
+    return f"{rate:.2f}".rstrip("0").rstrip(".")
 
 
 def _frame_time(index: int, time: Any, previous: float | None) -> float:

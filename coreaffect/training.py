@@ -95,7 +95,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from coreaffect.checkpoint import atomic_write, load_model, load_state, save_model, save_state
+from coreaffect.checkpoint import (
+    atomic_write,
+    load_model,
+    load_state,
+    locate_detector,
+    save_model,
+    save_state,
+)
 from coreaffect.clips import Clip, ClipDataset, Sequence
 from coreaffect.config import ClipConfig, DataConfig, _check_choice, _check_float, _check_int
 from coreaffect.corpus import LabelledVideo
@@ -526,7 +533,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         if ModelConfig.from_dict(state["model"]) != model.config:
             raise CoreAffectError(f"{log_dir}: the saved run has another network; "
                                   "start a new run directory")
-        if "data" in state and DataConfig.from_dict(state["data"]) != data_config:
+        if "data" in state and locate_detector(DataConfig.from_dict(state["data"]),
+                                               run_dir) != data_config:  # a run moved as a whole
             raise CoreAffectError(f"{log_dir / 'last.json'}: the run was trained with other data "
                                   "settings (crops, labels or clips); resume with the same ones")
         model.load_state_dict(tensors)
@@ -569,6 +577,7 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
                             num_workers=config.num_workers, generator=generator)
         model.train()
         losses, out_of_time = [], False
+        learned_before = any(row["batches"] for row in history)
         batches = loader
         if progress:
             from tqdm import tqdm
@@ -586,10 +595,13 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
                 loss.backward()
                 optimizer.step()
                 losses.append(value)
-            if budget is not None and time.monotonic() - started > budget:
+            # checked after a batch passed over too, once a batch has been learned from: a
+            # first epoch that learns nothing is the error below, whatever the budget
+            if (budget is not None and (losses or learned_before)
+                    and time.monotonic() - started > budget):
                 out_of_time = True
                 break
-        if not losses and not out_of_time and not any(row["batches"] for row in history):
+        if not losses and not learned_before:
             # a first pass over every clip found nothing to learn (later epochs redraw their
             # windows, and one may find none by chance: it is only logged)
             raise CoreAffectError(

@@ -75,8 +75,8 @@ import numpy as np
 from coreaffect.config import VideoConfig
 from coreaffect.errors import InputError, VideoError, listing, warn
 
-__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "Frame", "FrameChunk", "VideoSource", "frame_rate",
-           "is_frame_image", "numbered_images"]
+__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "RATE_WINDOW", "Frame", "FrameChunk", "VideoSource",
+           "frame_rate", "is_frame_image", "numbered_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,13 +93,19 @@ _LONG_GAP = 60.0  # seconds, faces' limit for a gap worth a warning; a longer on
 _FEW_STRAYS = 5  # images, is refused (see VideoSource._check_gaps)
 _LARGEST_NUMBER = 2**62  # frame numbers of images, and a first index, stay below: int64 holds them
 _BAD_FRAMES = 25  # undecodable frames in a row after which a file is taken to have ended
+#: Steps between decoded frames over which :func:`frame_rate` measures a rate.
+RATE_WINDOW = 8
 
 
 def frame_rate(times: Iterable[np.ndarray], indices: Iterable[np.ndarray]) -> float | None:
-    """The frame rate of one or more videos in Hz: the median, over every step from one
-    decoded frame to the next, of the frames it advances by the seconds it takes (a gap of
-    missing frames is one step of several frames, so it does not lower the rate), to 6
-    significant digits.
+    """The frame rate of one or more videos in Hz, to 6 significant digits: the median, over
+    every run of :data:`RATE_WINDOW` steps from one decoded frame to the next (fewer in a
+    shorter video), of the frames it advances by the seconds it takes.
+
+    A file's frames, at ``index / fps``, give ``fps`` whatever their gaps (a gap of missing
+    frames advances the index as much as the time). Over runs of several steps, a camera's
+    frames that reach the reader in bursts (a full buffer read at once after a slow frame)
+    count at the rate they were taken at, and one slow first read does not move the median.
 
     Args:
         times: Per video, ``(T_i,)`` frame times in seconds.
@@ -107,10 +113,19 @@ def frame_rate(times: Iterable[np.ndarray], indices: Iterable[np.ndarray]) -> fl
 
     Returns:
         The rate, or ``None`` when no video has two frames a positive time apart.
+
+    Raises:
+        InputError: A video's times and indices differ in length.
     """
     rates = []
     for t, i in zip(times, indices, strict=True):
-        seconds, frames = np.diff(np.asarray(t, np.float64)), np.diff(np.asarray(i, np.float64))
+        t, i = np.asarray(t, np.float64), np.asarray(i, np.float64)
+        if t.shape != i.shape or t.ndim != 1:
+            raise InputError(f"times and indices must be (T,) each, got {t.shape} and {i.shape}")
+        steps = min(RATE_WINDOW, len(t) - 1)
+        if steps < 1:
+            continue
+        seconds, frames = t[steps:] - t[:-steps], i[steps:] - i[:-steps]
         kept = seconds > 0
         rates.append(frames[kept] / seconds[kept])
     rates = np.concatenate(rates) if rates else np.zeros(0)

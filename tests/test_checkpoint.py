@@ -14,6 +14,7 @@ from coreaffect.checkpoint import (
     load_frame_rate,
     load_model,
     load_state,
+    locate_detector,
     save_model,
     save_state,
 )
@@ -331,3 +332,26 @@ def test_the_frame_rate_of_the_training_videos_is_kept_with_the_weights(run, tmp
             load_frame_rate(tmp_path / "rated")
     with pytest.raises(CoreAffectError, match="hidden_route.json: no readable configuration"):
         load_frame_rate(tmp_path)
+    for bad in (0, -25, float("nan"), "25", True):  # never saved, to be refused at every load
+        with pytest.raises(CoreAffectError, match="frame_rate must be .* got"):
+            save_model(model, tmp_path / "bad", data, frame_rate=bad)
+        assert not (tmp_path / "bad" / "hidden_route.json").exists()
+
+
+def test_a_yunet_model_kept_at_a_path_not_here_is_looked_for_in_the_run(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    haar = DataConfig()
+    assert locate_detector(haar, run) is haar
+    for kept in (str(tmp_path / "gone" / "yunet.onnx"), r"C:\Users\me\models\yunet.onnx",
+                 "~/nowhere/yunet.onnx"):
+        config = DataConfig(faces=FaceConfig(detector="yunet", yunet_model=kept))
+        assert locate_detector(config, run) is config  # no copy in the run either
+        (run / "yunet.onnx").write_bytes(b"model")
+        assert locate_detector(config, run).faces.yunet_model == str(run / "yunet.onnx")
+        (run / "yunet.onnx").unlink()
+    here = tmp_path / "yunet.onnx"  # where the run keeps it: that one, not the run's copy
+    here.write_bytes(b"model")
+    (run / "yunet.onnx").write_bytes(b"another")
+    config = DataConfig(faces=FaceConfig(detector="yunet", yunet_model=str(here)))
+    assert locate_detector(config, run) is config

@@ -13,7 +13,13 @@ import shutil
 
 import pytest
 
-from coreaffect.checkpoint import load_data_config, load_model, load_state, save_model
+from coreaffect.checkpoint import (
+    load_data_config,
+    load_model,
+    load_state,
+    save_model,
+    save_state,
+)
 from coreaffect.cli import main
 from coreaffect.config import AnnotationConfig, DataConfig, FaceConfig
 from coreaffect.corpus import LabelledVideo, discover
@@ -131,8 +137,8 @@ def test_evaluate_warns_of_a_dataset_at_another_rate_than_training(tiny, tmp_pat
 
     faster = tmp_path / "at50"
     write_corpus(faster, SynthConfig(videos=1, seconds=3.0, fps=50.0, seed=3), workers=1)
-    with pytest.warns(CoreAffectWarning, match=f"{re.escape(str(faster))}: 50 frames per "
-                      "second, while the run's network was trained on videos at 25"):
+    with pytest.warns(CoreAffectWarning, match="synth000: 50 frames per second, while the "
+                      "run's network was trained on videos at 25"):  # the video, not the data
         evaluate_run(tiny.run, faster, subset="all", n_resamples=0, cache=tmp_path / "crops")
 
 
@@ -382,6 +388,13 @@ def test_a_moved_yunet_run_finds_its_model_in_its_own_folder(tiny, tmp_path, mon
     refit_run(run, tmp_path / "out", data=tiny.corpus, settings=FAST)
     assert seen == [str(run / kept.name)] * 2
     assert (tmp_path / "out" / kept.name).read_bytes() == b"the model"  # moves with the new run
+    # a moved run resumes its training (its resume state names the model where it was)
+    tensors, state = load_state(run / "training", "last")
+    save_state(run / "training", "last", tensors, {**state, "data": yunet.to_dict()})
+    seen.clear()
+    train_run(tiny.corpus, run, epochs=3, resume=True, fit_prior=False)
+    assert seen == [str(run / kept.name)] * 2
+    assert len(json.loads((run / "training" / "log.json").read_text())) == 3  # one epoch more
 
 
 def test_refit_never_overwrites_and_names_what_is_wrong(tiny, tmp_path):

@@ -754,3 +754,24 @@ def test_stream_warns_once_of_frames_at_another_rate_than_training(affect, tiny)
     assert caught[0].filename == __file__
     with pytest.warns(CoreAffectWarning, match="the stream: 50 frames per second"):
         list(affect.stream(at(50, 20)))  # shorter than the frames checked: at its end
+    # 25 a second, read in bursts of 4 (a camera's buffer after slow frames): no warning
+    bursts = [(image, (k // 4) * 0.16 + (k % 4) * 1e-4) for k, (image, _) in enumerate(frames)]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(affect.stream(bursts))
+    assert not [w for w in caught if "per second" in str(w.message)]
+
+
+def test_one_warning_names_every_video_at_another_rate(affect):
+    frames = np.arange(40)
+    videos = {"a": (frames / 25, frames), "b": (frames / 60, frames), "c": (frames / 29.97, frames),
+              "d": (frames / 1000, frames), "e": (np.zeros(1), np.zeros(1, int))}
+    with pytest.warns(CoreAffectWarning, match=r"^2 of 5 videos run at another frame rate than "
+                      r"the 25 frames per second .*: b \(60\), d \(1000\); resample them"):
+        rates = affect.check_frame_rates(videos)
+    assert rates == {"a": 25.0, "b": 60.0, "c": 29.97, "d": 1000.0, "e": None}
+    off = copy.copy(affect)
+    off.frame_rate = 29.97
+    with pytest.warns(CoreAffectWarning, match=r"b: 60 frames per second, while the run's "
+                      r"network was trained on videos at 29.97: .* fps=29.97 OUT"):
+        off.check_frame_rates({"b": videos["b"]})

@@ -582,3 +582,17 @@ def test_a_budget_spent_during_batches_without_a_valid_window_ends_the_epoch(tmp
     # the epoch ends at the batch that spent the budget, not after every batch left
     assert result.stopped == "time-budget" and len(calls) == 2
     assert result.history[0]["batches"] == 1
+
+
+def test_a_first_epoch_with_nothing_to_learn_is_an_error_whatever_the_budget(tmp_path,
+                                                                            monkeypatch):
+    import coreaffect.training as training
+
+    monkeypatch.setattr(training, "_batch_loss", lambda *args, **kwargs: None)  # no window
+    train = ClipDataset([_video(96, 0, "t")], ClipConfig(), dense_length=48)
+    for minutes in (None, 1e-6):  # a budget spent at the first batch saves no untrained network
+        with pytest.raises(CoreAffectError, match="epoch 1: no training clip has a frame"):
+            train_hidden_route(train, None, tmp_path / f"run{minutes}",
+                               _config(epochs=2, batch_size=1, max_minutes=minutes),
+                               model_overrides=OVERRIDES)
+        assert not (tmp_path / f"run{minutes}" / "hidden_route.safetensors").exists()

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coreaffect.config import VideoConfig
-from coreaffect.errors import VideoError
+from coreaffect.errors import InputError, VideoError
 from coreaffect.video import Frame, FrameChunk, VideoSource, frame_rate
 
 WIDTH, HEIGHT, BLOCK = 96, 64, 16  # frames are a 6 x 4 grid of flat 16 px blocks
@@ -582,7 +582,7 @@ def test_hidden_files_in_a_folder_are_not_frames(tmp_path: Path) -> None:
     assert [f.index for f in video] == [0, 1, 2]
 
 
-def test_frame_rate_is_the_median_rate_of_the_steps_between_decoded_frames():
+def test_frame_rate_is_the_median_rate_over_runs_of_steps_between_decoded_frames():
     indices = np.arange(100)
     assert frame_rate([indices / 29.97], [indices]) == 29.97  # not 29.969999999999995
     kept = np.r_[0:40, 70:100]  # 30 frames missing: one step of 31 frames in 31 / 25 s
@@ -590,9 +590,16 @@ def test_frame_rate_is_the_median_rate_of_the_steps_between_decoded_frames():
     jitter = np.random.default_rng(0).uniform(-0.004, 0.004, 200)  # a camera's read times
     camera = np.arange(200) / 30.0 + jitter
     assert frame_rate([camera], [np.arange(200)]) == pytest.approx(30.0, rel=0.03)
-    # pooled over videos: the median of all their steps (9 at 25 fps, 4 at 50)
+    # pooled over videos: the median over all their runs of steps (2 at 25 fps, 1 at 50)
     assert frame_rate([np.arange(10) / 25.0, np.arange(5) / 50.0],
                       [np.arange(10), np.arange(5)]) == 25.0
+    # a camera's frames read in bursts of 4 (its buffer, after slow frames), 25 a second
+    bursts = np.repeat(np.arange(10) * 0.16, 4) + np.tile([0, 1e-4, 2e-4, 3e-4], 10)
+    assert frame_rate([bursts], [np.arange(40)]) == pytest.approx(25.0, rel=0.01)
+    slow_start = np.r_[0.0, 0.5 + np.arange(31) / 25]  # the first read takes half a second
+    assert frame_rate([slow_start], [np.arange(32)]) == 25.0
+    with pytest.raises(InputError, match=r"times and indices must be \(T,\) each"):
+        frame_rate([np.arange(3) / 25], [np.arange(4)])
     assert frame_rate([np.zeros(1)], [np.zeros(1, np.int64)]) is None  # one frame: no step
     assert frame_rate([np.zeros(3)], [np.arange(3)]) is None  # no time passes
     assert frame_rate([], []) is None
