@@ -452,7 +452,7 @@ def locate_detector(config: DataConfig, directory: str | Path) -> DataConfig:
     faces = config.faces
     if faces.detector != "yunet" or Path(faces.yunet_model).expanduser().is_file():
         return config
-    copy = Path(directory) / PureWindowsPath(faces.yunet_model).name  # / or \\ (Windows)
+    copy = Path(directory).resolve() / PureWindowsPath(faces.yunet_model).name  # / or \\
     if not copy.is_file():
         return config  # the detector names the path the run keeps when it is built
     return dataclasses.replace(config, faces=dataclasses.replace(faces, yunet_model=str(copy)))

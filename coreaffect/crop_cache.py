@@ -75,14 +75,19 @@ class CropCache:
 
     def key(self, recording: Recording) -> str:
         """SHA-256 of the video's content, its frame numbering and the crop settings (with the
-        content of a YuNet model file: another model at the same path is another key)."""
+        content of a YuNet model file instead of its path: another model at the same path is
+        another key, the same model moved with its run the same key)."""
         faces = recording.faces(self.faces)
-        settings = json.dumps({"faces": asdict(faces), "fps": recording.fps,
+        hashed = faces.detector == "yunet" and Path(faces.yunet_model).is_file()
+        described = asdict(faces)
+        if hashed:  # the model by its content (below), not where it lies
+            described["yunet_model"] = None
+        settings = json.dumps({"faces": described, "fps": recording.fps,
                                "first_index": recording.first_index,
                                "version": _CACHE_VERSION}, sort_keys=True)
         digest = hashlib.sha256(settings.encode())
         digest.update(_video_hash(recording.video).encode())
-        if faces.detector == "yunet" and Path(faces.yunet_model).is_file():
+        if hashed:
             digest.update(_hash_files([Path(faces.yunet_model)]).encode())
         return digest.hexdigest()
 

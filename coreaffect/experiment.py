@@ -188,12 +188,13 @@ def _train_run(data: str | Path, run: Path, format: str, preset: str, epochs: in
         people = read_split(run).get("people")  # go on with the run's own people
     size = MODELS[preset].input_size
     if resume and data_config is None and (run / "hidden_route.json").exists():
-        # go on with the settings the run was trained with (its YuNet model found in it, moved)
-        config = locate_detector(load_data_config(run), run)
+        config = load_data_config(run)  # go on with the settings the run was trained with
     elif resume and data_config is None and (saved := _resume_data(run)) is not None:
-        config = locate_detector(saved, run)  # interrupted before its first validated epoch
+        config = saved  # interrupted before its first validated epoch: no network yet
     else:
         config = data_settings(data, size, data_config)
+    if resume:  # a run moved as a whole finds its YuNet model in it
+        config = locate_detector(config, run)
     recordings = discover(data, format)
     people = _corpus_people(people, recordings, data)
     train, test = split_recordings(recordings, test_videos, seed=seed, people=people)

@@ -128,7 +128,7 @@ from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _chunk_plan,
 from coreaffect.prior import HiddenRoutePrior, latent_moments
 from coreaffect.streaming import _StreamState
 from coreaffect.trajectory import AffectRow, AffectTrajectory
-from coreaffect.video import Frame, VideoSource, frame_rate
+from coreaffect.video import RATE_TOLERANCE, Frame, VideoSource, frame_rate
 
 __all__ = ["STAGES", "CoreAffect", "load_run"]
 
@@ -138,8 +138,6 @@ logger = logging.getLogger(__name__)
 STAGES = ("raw", "prior", "smoothed", "filtered", "lagged")
 _DYNAMIC = BANDED_STAGES  # the stages the dynamics produce, each with its band factors
 _MAX_RATE = 1000  # frames a second: a stream's numbering that skips faster is an error
-_RATE_TOLERANCE = 1.25  # a video's rate over the training videos' (or under, by its inverse)
-# beyond which a warning says the clips span another time (30 against 25 fps passes)
 _RATE_FRAMES = 32  # a stream's first frames, whose rate is checked
 _DTYPE = torch.float64
 
@@ -811,7 +809,7 @@ class CoreAffect:
         trained = self.frame_rate
         off = {name: rate for name, rate in rates.items()
                if trained is not None and rate is not None
-               and not 1 / _RATE_TOLERANCE <= rate / trained <= _RATE_TOLERANCE}
+               and not 1 / RATE_TOLERANCE <= rate / trained <= RATE_TOLERANCE}
         if not off:
             return rates
         clip, hz = self.model.config.clip_length, _hertz(trained)
@@ -951,7 +949,8 @@ class CoreAffect:
                     if len(opening) == _RATE_FRAMES:
                         self._check_opening_rate(name, opening)
             yield from state.finish(level)
-            if len(opening) < _RATE_FRAMES:  # a shorter stream: checked at its end
+            # a shorter stream, checked at its end if it had an estimate (a clip's frames)
+            if self.model.config.clip_length <= len(opening) < _RATE_FRAMES:
                 self._check_opening_rate(name, opening)
             self._warn_if_uninformed(name, state.count, any_face)
         finally:
@@ -985,8 +984,8 @@ class CoreAffect:
 
 
 def _hertz(rate: float) -> str:
-    """A frame rate for a message: ``25``, ``29.97``, ``1000``."""
-    return f"{rate:.2f}".rstrip("0").rstrip(".")
+    """A frame rate for a message: ``25``, ``29.97``, ``1000``, ``0.004``."""
+    return f"{rate:.2f}".rstrip("0").rstrip(".") if rate >= 0.1 else f"{rate:.2g}"
 
 
 def _frame_time(index: int, time: Any, previous: float | None) -> float:

@@ -117,7 +117,7 @@ from coreaffect.hidden_route import (
     create_model,
 )
 from coreaffect.metrics import json_number
-from coreaffect.video import frame_rate
+from coreaffect.video import RATE_TOLERANCE, frame_rate
 
 __all__ = ["LOSSES", "TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates",
            "train_hidden_route"]
@@ -504,6 +504,22 @@ def train_hidden_route(train: ClipDataset, val: list[LabelledVideo] | None, run_
                       progress)
 
 
+def _warn_of_mixed_rates(videos: list[LabelledVideo], kept: float | None, clip: int) -> None:
+    """A warning when the training videos' frame rates span more than
+    :data:`~coreaffect.video.RATE_TOLERANCE`: the network's clips then span different times in
+    them, and the rate the run keeps (their median) is not every video's."""
+    rates = {v.id: r for v in videos
+             if (r := frame_rate([v.crops.times], [v.crops.indices])) is not None}
+    if not rates or max(rates.values()) <= RATE_TOLERANCE * min(rates.values()):
+        return
+    slowest, fastest = min(rates, key=rates.get), max(rates, key=rates.get)
+    logger.warning("the training videos run at %g (%s) to %g (%s) frames per second, so the "
+                   "network's %d-frame clips span different times in them; the run keeps %g, "
+                   "against which predict and evaluate check videos (resample the corpus to "
+                   "one rate for a network of one time scale)", rates[slowest], slowest,
+                   rates[fastest], fastest, clip, kept)
+
+
 def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
            config: TrainConfig, data_config: DataConfig, model_overrides: dict[str, Any] | None,
            resume: bool, progress: bool) -> TrainResult:
@@ -523,6 +539,7 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
     rate = frame_rate([v.crops.times for v in videos], [v.crops.indices for v in videos])
     started = time.monotonic()
     model = create_model(config.preset, **(model_overrides or {})).to(config.device)
+    _warn_of_mixed_rates(videos, rate, model.config.clip_length)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
     history: list[dict[str, Any]] = []
@@ -533,8 +550,8 @@ def _train(train: ClipDataset, val: list[LabelledVideo] | None, run_dir: Path,
         if ModelConfig.from_dict(state["model"]) != model.config:
             raise CoreAffectError(f"{log_dir}: the saved run has another network; "
                                   "start a new run directory")
-        if "data" in state and locate_detector(DataConfig.from_dict(state["data"]),
-                                               run_dir) != data_config:  # a run moved as a whole
+        if "data" in state and (locate_detector(DataConfig.from_dict(state["data"]), run_dir)
+                                != locate_detector(data_config, run_dir)):  # moved as a whole
             raise CoreAffectError(f"{log_dir / 'last.json'}: the run was trained with other data "
                                   "settings (crops, labels or clips); resume with the same ones")
         model.load_state_dict(tensors)

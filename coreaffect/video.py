@@ -75,8 +75,8 @@ import numpy as np
 from coreaffect.config import VideoConfig
 from coreaffect.errors import InputError, VideoError, listing, warn
 
-__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "RATE_WINDOW", "Frame", "FrameChunk", "VideoSource",
-           "frame_rate", "is_frame_image", "numbered_images"]
+__all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "RATE_TOLERANCE", "RATE_WINDOW", "Frame", "FrameChunk",
+           "VideoSource", "frame_rate", "is_frame_image", "numbered_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +95,22 @@ _LARGEST_NUMBER = 2**62  # frame numbers of images, and a first index, stay belo
 _BAD_FRAMES = 25  # undecodable frames in a row after which a file is taken to have ended
 #: Steps between decoded frames over which :func:`frame_rate` measures a rate.
 RATE_WINDOW = 8
+#: The factor by which a video's frame rate may differ from a run's training videos' (either
+#: way) before the run warns that its clips span another time than it learned from.
+RATE_TOLERANCE = 1.25
 
 
 def frame_rate(times: Iterable[np.ndarray], indices: Iterable[np.ndarray]) -> float | None:
-    """The frame rate of one or more videos in Hz, to 6 significant digits: the median, over
-    every run of :data:`RATE_WINDOW` steps from one decoded frame to the next (fewer in a
-    shorter video), of the frames it advances by the seconds it takes.
+    """The frame rate of one or more videos in Hz, to 6 significant digits: the median (the
+    lower of the two middle values, so a rate some window has), over every run of
+    :data:`RATE_WINDOW` steps from one decoded frame to the next (fewer in a shorter video), of
+    the frames it advances by the seconds it takes.
 
     A file's frames, at ``index / fps``, give ``fps`` whatever their gaps (a gap of missing
     frames advances the index as much as the time). Over runs of several steps, a camera's
-    frames that reach the reader in bursts (a full buffer read at once after a slow frame)
-    count at the rate they were taken at, and one slow first read does not move the median.
+    frames that reach the reader in small bursts (up to about four, a buffer read at once after
+    a slow frame) count at the rate they were taken at, and over a few dozen frames one slow
+    first read does not move the median.
 
     Args:
         times: Per video, ``(T_i,)`` frame times in seconds.
@@ -117,7 +122,10 @@ def frame_rate(times: Iterable[np.ndarray], indices: Iterable[np.ndarray]) -> fl
     Raises:
         InputError: A video's times and indices differ in length.
     """
-    rates = []
+    times, indices, rates = list(times), list(indices), []
+    if len(times) != len(indices):
+        raise InputError(f"times and indices must be given for as many videos, got "
+                         f"{len(times)} and {len(indices)}")
     for t, i in zip(times, indices, strict=True):
         t, i = np.asarray(t, np.float64), np.asarray(i, np.float64)
         if t.shape != i.shape or t.ndim != 1:
@@ -130,7 +138,7 @@ def frame_rate(times: Iterable[np.ndarray], indices: Iterable[np.ndarray]) -> fl
         rates.append(frames[kept] / seconds[kept])
     rates = np.concatenate(rates) if rates else np.zeros(0)
     # to 6 significant digits: times i / fps give fps back, not fps times 1 - 1e-15
-    return float(f"{np.median(rates):.6g}") if len(rates) else None
+    return float(f"{np.quantile(rates, 0.5, method='lower'):.6g}") if len(rates) else None
 
 
 def is_frame_image(path: Path) -> bool:

@@ -608,6 +608,11 @@ def test_cache_hit_miss_and_rebuild(tmp_path, caplog):
     before = yunet.key(recording)
     model.write_bytes(b"another model")
     assert yunet.key(recording) != before
+    moved = tmp_path / "run" / "yunet.onnx"  # the same model, moved with its run: the same key
+    moved.parent.mkdir()
+    moved.write_bytes(b"another model")
+    assert CropCache(tmp_path / "cache", FaceConfig(detector="yunet", yunet_model=str(moved))
+                     ).key(recording) == yunet.key(recording)
 
 
 def test_cache_entry_built_twice_at_once_keeps_the_first(tmp_path, caplog):

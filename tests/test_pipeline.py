@@ -754,6 +754,10 @@ def test_stream_warns_once_of_frames_at_another_rate_than_training(affect, tiny)
     assert caught[0].filename == __file__
     with pytest.warns(CoreAffectWarning, match="the stream: 50 frames per second"):
         list(affect.stream(at(50, 20)))  # shorter than the frames checked: at its end
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(affect.stream(at(50, 10)))  # shorter than a clip: no estimate to be off
+    assert not [w for w in caught if "per second" in str(w.message)]
     # 25 a second, read in bursts of 4 (a camera's buffer after slow frames): no warning
     bursts = [(image, (k // 4) * 0.16 + (k % 4) * 1e-4) for k, (image, _) in enumerate(frames)]
     with warnings.catch_warnings(record=True) as caught:

@@ -596,3 +596,20 @@ def test_a_first_epoch_with_nothing_to_learn_is_an_error_whatever_the_budget(tmp
                                _config(epochs=2, batch_size=1, max_minutes=minutes),
                                model_overrides=OVERRIDES)
         assert not (tmp_path / f"run{minutes}" / "hidden_route.safetensors").exists()
+
+
+def test_training_videos_at_rates_far_apart_are_warned_of(tmp_path, caplog):
+    slow, fast = _video(96, 0, "slow"), _video(96, 1, "fast")
+    fast = fast._replace(crops=fast.crops._replace(times=fast.crops.times / 2))  # 50 fps
+    train = ClipDataset([slow, fast, _video(96, 2, "also_slow")], ClipConfig(), dense_length=48)
+    with caplog.at_level("WARNING", logger="coreaffect.training"):
+        train_hidden_route(train, None, tmp_path / "run", _config(epochs=1),
+                           model_overrides=OVERRIDES)
+    assert ("the training videos run at 25 (slow) to 50 (fast) frames per second, so the "
+            "network's 16-frame clips span different times in them; the run keeps 25"
+            ) in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="coreaffect.training"):
+        train_hidden_route(ClipDataset([slow], ClipConfig(), dense_length=48), None,
+                           tmp_path / "one", _config(epochs=1), model_overrides=OVERRIDES)
+    assert "frames per second" not in caplog.text

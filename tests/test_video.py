@@ -600,6 +600,10 @@ def test_frame_rate_is_the_median_rate_over_runs_of_steps_between_decoded_frames
     assert frame_rate([slow_start], [np.arange(32)]) == 25.0
     with pytest.raises(InputError, match=r"times and indices must be \(T,\) each"):
         frame_rate([np.arange(3) / 25], [np.arange(4)])
+    with pytest.raises(InputError, match="for as many videos, got 1 and 0"):
+        frame_rate([np.arange(3) / 25], [])
+    # as many windows at 25 as at 50: a rate the videos have, not 37.5 between them
+    assert frame_rate([np.arange(17) / 25, np.arange(17) / 50], [np.arange(17)] * 2) == 25.0
     assert frame_rate([np.zeros(1)], [np.zeros(1, np.int64)]) is None  # one frame: no step
     assert frame_rate([np.zeros(3)], [np.arange(3)]) is None  # no time passes
     assert frame_rate([], []) is None
