@@ -320,8 +320,8 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-# coreaffect.saliency.TARGETS and coreaffect.hidden_route.MODELS, spelled out so that parsing
-# the command line imports no torch
+# coreaffect.saliency.TARGETS and coreaffect.hidden_route.MODELS, spelled out so that building
+# the parser imports neither module (tests check they stay equal)
 SALIENCY_TARGETS = ("valence", "arousal", "valence_var", "arousal_var")
 PRESETS = ("lite", "paper")
 
@@ -367,6 +367,11 @@ def _saliency(args: argparse.Namespace) -> int:
         segment = "" if args.seconds is None and args.start == 0 else segment
         raise CoreAffectError(f"{args.video}: {len(crops.times)} frames{segment}, fewer than "
                               f"one {clip}-frame clip to explain")
+    if not np.asarray(crops.face_found).any():  # as predict warns: the maps explain backgrounds
+        logging.getLogger(__name__).warning(
+            "%s: no face found in any of its %d frames%s, so the maps and estimates are those "
+            "of the crops the cropper falls back on, not of a face", args.video,
+            len(crops.times), segment if args.seconds is not None or args.start else "")
     steps = np.diff(crops.times)
     fps = 1.0 / float(np.median(steps)) if len(steps) and np.median(steps) > 0 else 25.0
     result = explain_video(model, crops.crops, args.out, targets=args.targets, times=crops.times,

@@ -56,6 +56,8 @@ def check_device(device: torch.device | str) -> torch.device:
         target = torch.device("cpu")
     elif target.type == "mps" and not torch.backends.mps.is_available():
         raise CoreAffectError(f"device {device!r}: Metal (mps) is not available here")
+    elif target.type == "meta":  # tensors without data: nothing could be computed or loaded
+        raise CoreAffectError(f"device {device!r} holds no data; use cpu, cuda or mps")
     return target
 
 

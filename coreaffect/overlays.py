@@ -46,6 +46,8 @@ def overlay_heatmaps(frames: np.ndarray, maps: np.ndarray | Tensor, *, alpha: fl
     if not 0 <= alpha <= 1:
         raise CoreAffectError(f"alpha must be in [0, 1], got {alpha}")
     frames = np.asarray(frames)
+    if frames.dtype != np.uint8:  # floats in [0, 1] would be cast to black
+        raise CoreAffectError(f"frames must be uint8 RGB (0 to 255), got {frames.dtype}")
     single = frames.ndim == 3
     frames = frames[None] if single else frames  # (T, H, W, 3)
     maps = (maps.detach().float().cpu().numpy() if isinstance(maps, Tensor)

@@ -9,7 +9,9 @@ panels). The figures of the paper: Fig. 1 is :func:`plot_trajectory`, Fig. 2
 
 Matplotlib is imported only here, and only when a function is called, so importing coreaffect
 never selects a backend. In scripts without a display, set ``MPLBACKEND=Agg`` or pass axes of a
-``matplotlib.figure.Figure``.
+``matplotlib.figure.Figure``. A figure made for ``ax=None`` is pyplot's, open until closed
+(``plt.close(ax.figure)``): in a loop, close each or draw on :func:`detached_axes`, which
+pyplot does not keep.
 """
 
 from __future__ import annotations
@@ -564,12 +566,12 @@ def plot_manifold_prior(manifold, loc: np.ndarray, cov: np.ndarray,
     for value in np.linspace(-2.5, 2.5, grid):
         for z in (np.stack([np.full_like(line, value), line], 1),
                   np.stack([line, np.full_like(line, value)], 1)):
-            decoded = manifold.decode(torch.as_tensor(z, dtype=torch.float32)).mean.numpy()
+            decoded = manifold.decode(torch.as_tensor(z, dtype=torch.float32)).mean.cpu().numpy()
             va_ax.plot(decoded[:, 0], decoded[:, 1], color="0.45", lw=0.5, alpha=0.7)
     root = np.linalg.cholesky(cov + 1e-12 * np.eye(2))
     eps = torch.randn(n_samples, 2, generator=generator, dtype=torch.float64).numpy()
     z = loc + eps @ root.T  # (S, 2)
-    draws = manifold.decode(torch.as_tensor(z, dtype=torch.float32)).mean.numpy()
+    draws = manifold.decode(torch.as_tensor(z, dtype=torch.float32)).mean.cpu().numpy()
     va_ax.scatter(draws[:, 0], draws[:, 1], s=3, color="C1", alpha=0.25, lw=0,
                   label="prior, decoded")
     noise = manifold.noise_scale_.cpu().numpy().astype(np.float64) ** 2

@@ -26,7 +26,8 @@ Choices where the paper is silent:
   model runs in eval mode). The hook lives only inside the ``with`` block.
 * **Output nonlinearities**: the gradient of tanh (or softplus) at the head scales every
   channel's weight by the same positive factor, which the normalisation removes; explaining the
-  pre-activation would give the same map.
+  pre-activation would give the same map, unless tanh saturates (a pre-activation beyond about
+  9 in float32, far outside what a trained head gives), where its gradient and the map are 0.
 
 :func:`explain_video` writes a frame grid (PNG) and an animation (GIF, or MP4/AVI) of a whole
 video with the estimates written on the frames, blending the maps on the face crops with
@@ -246,6 +247,9 @@ class GradCAM3D:
         if self._handle is None:
             raise CoreAffectError("use GradCAM3D inside a 'with' block: "
                                   "with GradCAM3D(model) as cam: cam(video)")
+        if torch.is_inference_mode_enabled():  # which enable_grad does not lift
+            raise CoreAffectError("Grad-CAM needs gradients: call it outside "
+                                  "torch.inference_mode() (torch.no_grad() is fine)")
         targets = _check_targets(targets)
         if video.ndim != 5 or video.shape[1] != 3:
             raise CoreAffectError(f"video must be (B, 3, T, H, W), got {tuple(video.shape)}")
@@ -265,6 +269,9 @@ class GradCAM3D:
                 activation = self._activation
                 if activation is None:
                     raise CoreAffectError("the hooked layer did not run in the forward pass")
+                if activation.ndim != 5:
+                    raise CoreAffectError(f"the hooked layer's output must be feature maps (B, "
+                                          f"K, T, H, W), got {tuple(activation.shape)}")
                 outputs = {"valence": estimate.mean[:, 0], "arousal": estimate.mean[:, 1],
                            "valence_var": estimate.var[:, 0], "arousal_var": estimate.var[:, 1]}
                 maps = []
@@ -478,6 +485,9 @@ def explain_video(model: HiddenRouteNet, frames: np.ndarray | Tensor, out_dir: s
         raise CoreAffectError(f"need at least {clip} frames, got {length}")
     if grid_columns < 1 or batch_size < 1 or display_size < 8:
         raise CoreAffectError("grid_columns and batch_size must be >= 1, display_size >= 8")
+    if animation and animation.lstrip(".") not in ANIMATIONS:  # said before any map is made
+        raise CoreAffectError(f"animation must be one of {', '.join(ANIMATIONS)}, or '' for "
+                              f"none; got {animation!r}")
     times = np.arange(length) / fps if times is None else np.asarray(times, dtype=np.float64)
     found = (np.ones(length, bool) if face_found is None
              else np.asarray(face_found, dtype=bool))

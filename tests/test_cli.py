@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -301,6 +302,22 @@ def test_saliency_of_a_segment(tiny, tmp_path):
                   "--start", str(start), "--quiet")
     assert result.returncode == 1 and (f"6 frames from {start:g} s on, fewer than one "
                                        "16-frame clip") in result.stderr
+
+
+def test_saliency_warns_of_a_video_without_a_face(tiny, tmp_path, caplog):
+    import cv2
+
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(tmp_path / "noface.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25,
+                             (64, 48))
+    for _ in range(20):
+        writer.write(rng.integers(100, 130, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    with caplog.at_level(logging.WARNING):
+        result = _main("saliency", str(tiny.run), str(tmp_path / "noface.avi"), "--out",
+                       str(tmp_path / "maps"), "--animation", "none", "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "noface.avi: no face found in any of its 20 frames, so the maps" in caplog.text
 
 
 def test_evaluate_errors_are_clear(tmp_path):

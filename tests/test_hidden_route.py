@@ -349,6 +349,8 @@ def test_check_device_names_what_is_missing():
         check_device("cuda:99")
     with pytest.raises(CoreAffectError, match="not a device torch knows"):
         check_device("abacus")
+    with pytest.raises(CoreAffectError, match="device 'meta' holds no data"):
+        check_device("meta")
 
 
 def test_a_saved_network_loads_onto_a_cpu_named_with_an_index(tmp_path):

@@ -48,3 +48,9 @@ def test_overlay_blend_values():
 def test_saliency_reexports_the_overlays():
     assert saliency.overlay_heatmaps is overlays.overlay_heatmaps
     assert saliency.write_animation is overlays.write_animation
+
+
+def test_overlay_refuses_frames_that_are_not_uint8():
+    frames = np.full((2, 8, 8, 3), 0.5)  # floats in [0, 1]: cast, they would come out black
+    with pytest.raises(CoreAffectError, match="frames must be uint8 RGB .*got float64"):
+        overlay_heatmaps(frames, np.zeros((2, 8, 8)))

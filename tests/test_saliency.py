@@ -150,6 +150,19 @@ def test_bad_inputs_are_refused(lite):
             cam(_clips(1, 48)[0])
     with pytest.raises(CoreAffectError, match="submodule"):
         GradCAM3D(lite, layer=torch.nn.ReLU())
+    with GradCAM3D(lite) as cam, torch.inference_mode():
+        with pytest.raises(CoreAffectError, match="outside torch.inference_mode"):
+            cam(_clips(1, 48))
+    with GradCAM3D(lite, layer=lite.head) as cam:  # not feature maps
+        with pytest.raises(CoreAffectError, match=r"feature maps \(B, K, T, H, W\), got \(1, 2\)"):
+            cam(_clips(1, 48))
+
+
+def test_explain_video_refuses_an_unknown_animation_before_any_map(lite, tmp_path):
+    frames = np.zeros((16, 48, 48, 3), np.uint8)
+    with pytest.raises(CoreAffectError, match="animation must be one of gif, mp4, avi, or ''"):
+        explain_video(lite, frames, tmp_path / "out", animation="webm")
+    assert not (tmp_path / "out").exists()
 
 
 def test_randomized_copy_is_a_fresh_network(lite):
