@@ -52,6 +52,7 @@ from contextlib import contextmanager
 from pathlib import Path, PureWindowsPath
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
@@ -285,6 +286,7 @@ def save_state(directory: str | Path, name: str, tensors: dict[str, torch.Tensor
     """
     from coreaffect import __version__
 
+    config = _plain(config)  # an estimator's numpy-typed settings (np.int64(5)) too
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights, pending = directory / f"{name}.safetensors", _pending(directory, name)
@@ -297,6 +299,18 @@ def save_state(directory: str | Path, name: str, tensors: dict[str, torch.Tensor
             "weights_sha256": digest, "config": config}
     atomic_write(directory / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     os.replace(pending, weights)  # interrupted before this, load_state finishes it
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy's and torch's numbers as Python's, through nested dicts, lists and
+    tuples: what JSON takes."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+        return value.item()
+    return value
 
 
 def _canonical(config: Any) -> str:

@@ -193,6 +193,20 @@ class LagState(NamedTuple):
 _DTYPE = torch.float64  # affect models are tiny; float64 keeps the likelihood surface smooth
 
 
+def _noise_scale(scale: Any, k: int, name: str) -> Tensor:
+    """A noise scale set by hand (``noise_scale_``, ``filter_noise_scale_``), as the model takes
+    it: () or (K,) float64, finite and > 0; anything else is an error naming the attribute."""
+    try:
+        value = scale if isinstance(scale, Tensor) else torch.as_tensor(scale, dtype=_DTYPE)
+    except (TypeError, ValueError, RuntimeError):
+        value = torch.full((0,), math.nan)  # not numbers: refused below
+    if value.shape not in ((), (k,)) or not bool(torch.isfinite(value).all()) or not bool(
+            (value > 0).all()):
+        raise InputError(f"{name} must be one scale > 0 or one per latent axis ({k}), got "
+                         f"{scale!r}")
+    return value
+
+
 class CoreAffectDynamics:
     r"""Ornstein-Uhlenbeck core-affect dynamics over per-frame Gaussian estimates.
 
@@ -365,11 +379,11 @@ class CoreAffectDynamics:
 
     def _point(self, causal: bool = False) -> dict[str, Tensor]:
         """The point parameters; ``causal``: with the filter's own noise scale, if it has one."""
-        scale = self.noise_scale_
+        scale, name = self.noise_scale_, "noise_scale_"
         if causal and getattr(self, "filter_noise_scale_", None) is not None:
-            scale = self.filter_noise_scale_
+            scale, name = self.filter_noise_scale_, "filter_noise_scale_"
         return {"theta": self.theta_, "mu": self.mu_, "diffusion": self.diffusion_,
-                "noise_scale": scale}
+                "noise_scale": _noise_scale(scale, self.theta_.shape[-1], name)}
 
     @staticmethod
     def _constrain(raw: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -44,12 +44,23 @@ def ou_stationary_cov(theta: Tensor, diffusion: Tensor) -> Tensor:
     the small K of affect models.
 
     Raises:
-        InputError: Shapes that do not share K, or two eigenvalues of Theta that sum to 0.
+        InputError: Shapes that do not share K, values that are not finite floating-point
+            numbers, or a Theta that is not mean-reverting (an eigenvalue whose real part is
+            not positive: no stationary law).
     """
     k = theta.shape[-1]
     if theta.shape[-2:] != (k, k) or diffusion.shape[-2] != k:
         raise InputError(f"theta must be (..., K, K) and diffusion (..., K, M); got shapes "
                          f"{tuple(theta.shape)} and {tuple(diffusion.shape)}")
+    _check_values(theta=theta, diffusion=diffusion)
+    if theta.dtype != diffusion.dtype:
+        raise InputError(f"theta and diffusion must share a dtype, got {theta.dtype} and "
+                         f"{diffusion.dtype}")
+    with torch.no_grad():
+        unstable = torch.linalg.eigvals(theta.detach().cpu()).real <= 0  # mps has none
+    if bool(unstable.any()):
+        raise InputError("theta has no stationary covariance: it has an eigenvalue whose real "
+                         "part is not positive (a mean-reverting theta has only positive ones)")
     eye = torch.eye(k, dtype=theta.dtype, device=theta.device)
     # row-major vec: vec(Theta P) = (Theta kron I) vec(P), vec(P Theta^T) = (I kron Theta) vec(P)
     system = torch.kron(theta, eye) + torch.kron(eye, theta) if theta.ndim == 2 else (
@@ -60,6 +71,18 @@ def ou_stationary_cov(theta: Tensor, diffusion: Tensor) -> Tensor:
         raise InputError("theta has no stationary covariance: two of its eigenvalues sum to 0 "
                          "(a mean-reverting theta has eigenvalues with positive real parts)")
     return _sym(vec.reshape(*vec.shape[:-2], k, k))
+
+
+def _check_values(**tensors: Tensor) -> None:
+    """Each of ``tensors`` must be floating-point and finite (an integer theta would be
+    computed, then cast back, to zeros)."""
+    for name, value in tensors.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
+            raise InputError(f"{name} must be a floating-point tensor, got {kind}")
+        with torch.no_grad():
+            if not bool(torch.isfinite(value).all()):
+                raise InputError(f"{name} must be finite, got {value.detach().cpu().tolist()}")
 
 
 def _batched_kron(a: Tensor, b: Tensor) -> Tensor:
@@ -87,8 +110,9 @@ def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | flo
         leave with negative eigenvalues.
 
     Raises:
-        InputError: Shapes that do not share K, a negative or non-finite step, or a theta
-            without a stationary law (:func:`ou_stationary_cov`).
+        InputError: Shapes that do not share K, values that are not finite floating-point
+            numbers, a negative or non-finite step, or a theta without a stationary law
+            (:func:`ou_stationary_cov`).
     """
     if theta.ndim != 2 or mu.ndim != 1 or diffusion.ndim != 2:
         raise InputError(f"ou_discretize takes one model, theta (K, K), mu (K,) and diffusion "
@@ -99,6 +123,7 @@ def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | flo
         raise InputError(f"theta (K, K), mu (K,) and diffusion (K, K) must share K; got shapes "
                          f"{tuple(theta.shape)}, {tuple(mu.shape)} and "
                          f"{tuple(diffusion.shape)}")
+    _check_values(theta=theta, mu=mu, diffusion=diffusion)
     dtype = theta.dtype
     work = torch.float64 if theta.device.type != "mps" else dtype
     theta, mu, diffusion = theta.to(work), mu.to(work), diffusion.to(work)

@@ -225,6 +225,14 @@ def _check_inputs(params: LGSSM, observations: Tensor, obs_cov: Tensor,
         except RuntimeError:
             raise InputError(f"mask has shape {tuple(mask.shape)}; observations "
                              f"{tuple(observations.shape)} need (..., {steps})") from None
+    try:
+        _batch_shape(params, observations, obs_cov)
+    except RuntimeError:
+        shapes = ", ".join(f"{name} {tuple(x.shape)}" for name, x in
+                           {**params._asdict(), "observations": observations,
+                            "obs_cov": obs_cov}.items())
+        raise InputError(f"the batch axes (those before each argument's own) do not broadcast "
+                         f"together: {shapes}") from None
     named = {**params._asdict(), "observations": observations, "obs_cov": obs_cov}
     dtypes = {name: x.dtype for name, x in named.items()}
     if len(set(dtypes.values())) > 1:
@@ -475,6 +483,9 @@ def sample_posterior(params: LGSSM, observations: Tensor, obs_cov: Tensor,
     Returns:
         (S, ..., T, K) samples.
     """
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
+        raise InputError(f"n, the number of draws, must be an integer >= 1, got {n!r}")
+    n = int(n)
     generator = _generator(random_state, observations.device)
     filtered = kalman_filter(params, observations, obs_cov, mask, parallel=parallel)
     if parallel:

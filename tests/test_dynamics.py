@@ -533,6 +533,11 @@ def test_bad_inputs_are_named_before_the_filter_runs():
         ((params, y, r[..., 0]), r"obs_cov has shape \(6, 2\).*need \(\.\.\., 6, 2, 2\)"),
         ((params, y, r[:5]), r"obs_cov has shape \(5, 2, 2\)"),
         ((params, y, r, mask[:3]), r"mask has shape \(3,\).*need \(\.\.\., 6\)"),
+        ((params, y.expand(3, 6, 2), r.expand(4, 6, 2, 2)),
+         r"batch axes .* do not broadcast together: .*observations \(3, 6, 2\), obs_cov "
+         r"\(4, 6, 2, 2\)"),
+        ((params._replace(init_mean=params.init_mean.expand(5, 2)), y.expand(3, 6, 2), r),
+         r"batch axes .* init_mean \(5, 2\)"),
         ((params, y.float(), r), r"mix dtypes \(.*observations float32"),
         ((params._replace(process_cov=-0.05 * torch.eye(2)), y, r),
          r"process_cov is not positive semi-definite: an eigenvalue of -0.05"),
@@ -556,6 +561,10 @@ def test_bad_inputs_are_named_before_the_filter_runs():
     for seed in ("a", 1.5):
         with pytest.raises(InputError, match="random_state must be an integer seed"):
             sample_posterior(params, y, r, n=2, random_state=seed)
+    for n in (0, -1, 2.5, True):
+        with pytest.raises(InputError, match="n, the number of draws, must be an integer >= 1"):
+            sample_posterior(params, y, r, n=n)
+    assert sample_posterior(params, y, r, n=np.int64(2), random_state=0).shape == (2, 6, 2)
 
 
 def test_ou_inputs_that_have_no_discretisation_are_named():
@@ -569,5 +578,15 @@ def test_ou_inputs_that_have_no_discretisation_are_named():
     with pytest.raises(InputError, match=r"diffusion \(\.\.\., K, M\); got shapes \(2, 2\) and "
                                          r"\(3, 3\)"):
         ou_stationary_cov(theta, torch.eye(3))
-    with pytest.raises(InputError, match="two of its eigenvalues sum to 0"):
-        ou_stationary_cov(torch.tensor([[0.0, 1.0], [0.0, 1.0]]), diffusion)
+    for unstable in ([[0.0, 1.0], [0.0, 1.0]], [[2.0, 0.0], [0.0, -1.0]]):  # 0, or -1: no law
+        with pytest.raises(InputError, match="an eigenvalue whose real part is not positive"):
+            ou_stationary_cov(torch.tensor(unstable), diffusion)
+    # an integer theta was computed in float64, then cast back to zeros
+    with pytest.raises(InputError, match="theta must be a floating-point tensor, got torch.int64"):
+        ou_discretize(torch.tensor([[1, 0], [0, 2]]), mu, diffusion, 0.5)
+    with pytest.raises(InputError, match=r"mu must be finite, got \[nan, 0.0\]"):
+        ou_discretize(theta, torch.tensor([float("nan"), 0.0]), diffusion, 0.5)
+    with pytest.raises(InputError, match="diffusion must be finite"):
+        ou_discretize(theta, mu, diffusion * float("inf"), 0.5)
+    with pytest.raises(InputError, match="must share a dtype, got torch.float32 and torch.float64"):
+        ou_stationary_cov(theta.float(), diffusion.double())

@@ -16,7 +16,7 @@ from coreaffect.dynamics import (
     ou_discretize,
     ou_stationary_cov,
 )
-from coreaffect.errors import CoreAffectError, CoreAffectWarning
+from coreaffect.errors import CoreAffectError, CoreAffectWarning, InputError
 from coreaffect.mcmc import _arviz, convergence_problems
 
 THETA = torch.tensor([[1.0, 0.3], [-0.2, 0.6]], dtype=torch.float64)
@@ -501,6 +501,25 @@ def test_the_filter_may_have_noise_scales_of_its_own(tmp_path):
     assert CoreAffectDynamics.load(tmp_path / "run").noise_scale_.ndim == 0
     smoother_scale.save(tmp_path / "plain")
     assert CoreAffectDynamics.load(tmp_path / "plain").filter_noise_scale_ is None
+    # set by hand as plain numbers, they are taken; what is no scale is named
+    plain = _truth()
+    plain.filter_noise_scale_ = [0.05, 2.0]
+    torch.testing.assert_close(plain.filter(video).latent_mean, own.filter(video).latent_mean)
+    for bad in (float("nan"), -1.0, [1.0, 2.0, 3.0], "big"):
+        plain.filter_noise_scale_ = bad
+        with pytest.raises(InputError, match="filter_noise_scale_ must be one scale > 0 or one "
+                                             "per latent axis"):
+            plain.filter(video)
+
+
+def test_settings_given_as_numpy_numbers_are_saved(tmp_path, data):
+    videos, _ = data
+    model = CoreAffectDynamics(random_state=np.int64(0), max_iter=np.int64(3),
+                               level=np.float32(0.9), noise_floor=np.float32(1e-4))
+    model.fit(videos[:2]).save(tmp_path / "run")  # JSON takes no numpy numbers
+    loaded = CoreAffectDynamics.load(tmp_path / "run")
+    assert loaded.max_iter == 3 and type(loaded.max_iter) is int
+    torch.testing.assert_close(loaded.theta_, model.theta_)
 
 
 def test_arviz_data_holds_the_free_entries_of_the_diffusion(tmp_path, monkeypatch):
