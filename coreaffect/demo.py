@@ -223,7 +223,8 @@ def _run_demo(out: Path, settings: DemoSettings, seed: int, device: str, progres
     seconds["total"] = round(time.monotonic() - started, 1)
     report = out / "report.md"
     report.write_text(_report(settings, result, stages, tables, intervals, differences, seconds,
-                              figures, out, command or _command(), quick, seed, device))
+                              figures, out, command or _command(), quick, seed, device,
+                              affect.latency_frames))
     logger.info("demo: report in %s", report)
     return DemoResult(report, figures, tables, seconds, differences)
 
@@ -500,7 +501,7 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
             intervals: dict[str, MetricIntervals], differences: dict[str, MetricIntervals],
             seconds: dict[str, float],
             figures: list[Path], out: Path, command: str, quick: bool, seed: int,
-            device: str = "cpu") -> str:
+            device: str = "cpu", latency: int | None = None) -> str:
     shown = [s for s in ("raw", "prior", "smoothed") if s in tables]
     lines = [_TITLE, ""]
     if quick:
@@ -508,7 +509,9 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
                   "numbers below mean nothing.", ""]
     split = json.loads((out / "run" / "split.json").read_text())
     validating = len(split["val"])
-    held_out = (f"{validating} more validate (they choose the epoch, calibrate the prior and "
+    held_out = ("1 more validates (it chooses the epoch, calibrates the prior and fits the "
+                "dynamics)" if validating == 1 else
+                f"{validating} more validate (they choose the epoch, calibrate the prior and "
                 "fit the dynamics)" if validating else
                 "none validates (the prior's calibration and the dynamics fall back to the "
                 "training videos, so the bands are too narrow)")
@@ -527,7 +530,8 @@ def _report(settings: DemoSettings, result, stages: dict, tables: dict[str, Metr
         "the latent manifold, decoded; **smoothed** the Ornstein-Uhlenbeck smoother over the "
         "priors (offline); **filtered** the causal filter (each frame from the frames up to "
         "it: what a live system knows once the frame's estimate is final, a fixed latency "
-        "under a second at the corpus's 25 fps)" + (
+        + (f"of {latency} frames, {latency / 25:.2f} s at the corpus's 25 fps)" if latency
+           else "under a second at the corpus's 25 fps)") + (
             f"; **lagged** the fixed-lag smoother (each frame from the frames up to "
             f"{stages.get('lag')} after it: the same live system, {stages.get('lag')} frames "
             "later)" if "lagged" in tables else "") + ".", "",

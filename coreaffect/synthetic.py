@@ -547,22 +547,38 @@ def _prepare(root: Path) -> Path:
 
 
 def _swap_in(building: Path, root: Path) -> None:
-    """Replace the corpus in ``root`` (if any) by the one built in ``building``, so that
-    ``root`` holds a manifest, and is a folder :func:`_prepare` takes, at every moment after
-    the first move: an earlier corpus's manifest stays until the new one replaces it last; in
-    a folder without one, the new manifest moves first."""
-    if not (root / MANIFEST).exists():
+    """Replace the corpus in ``root`` (if any) by the one built in ``building``, by renames only:
+    the earlier corpus's parts are moved aside, the new ones in, and the new manifest replaces
+    the old one last; an error or an interrupt on the way moves everything back, so ``root``
+    holds one whole corpus, the old or the new. The parts set aside are deleted once the new
+    corpus is in place. In a folder without a manifest, the new manifest moves first, so that a
+    write killed on the way leaves a folder that :func:`_prepare` takes."""
+    fresh = not (root / MANIFEST).exists()
+    if fresh:
         os.replace(building / MANIFEST, root / MANIFEST)
-    for name in CORPUS_PARTS:
-        old, new = root / name, building / name
-        if old.is_dir():
-            shutil.rmtree(old)
-        else:
-            old.unlink(missing_ok=True)
-        if new.exists():
-            new.rename(old)
-    if (building / MANIFEST).exists():
-        os.replace(building / MANIFEST, root / MANIFEST)
+    aside = temporary_folder(root, _PARTIAL)
+    olds, news = [], []  # the parts moved so far
+    try:
+        for name in CORPUS_PARTS:
+            if (root / name).exists():
+                (root / name).rename(aside / name)
+                olds.append(name)
+        for name in CORPUS_PARTS:
+            if (building / name).exists():
+                (building / name).rename(root / name)
+                news.append(name)
+        if (building / MANIFEST).exists():
+            os.replace(building / MANIFEST, root / MANIFEST)
+    except BaseException:
+        for name in news:
+            (root / name).rename(building / name)
+        for name in olds:
+            (aside / name).rename(root / name)
+        if fresh:  # the folder is left as it was found
+            (root / MANIFEST).unlink(missing_ok=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        raise
+    shutil.rmtree(aside, ignore_errors=True)
     building.rmdir()
 
 
@@ -622,7 +638,10 @@ def write_corpus(out: str | Path, config: SynthConfig = SynthConfig(), *,  # noq
     except BaseException:  # an error or an interrupt: the earlier corpus, if any, stays
         shutil.rmtree(building, ignore_errors=True)
         raise
-    _swap_in(building, root)
+    try:
+        _swap_in(building, root)
+    finally:  # what a swap that failed or was interrupted moved back
+        shutil.rmtree(building, ignore_errors=True)
     logger.info("wrote %d synthetic videos to %s", config.videos, root)
     return corpus._replace(root=root)
 

@@ -34,6 +34,7 @@ def test_run_demo_writes_report_and_figures(tmp_path):
     for stage in ("raw", "prior", "smoothed", "filtered", "lagged"):
         assert f"| {stage} |" in text
     assert "**lagged** the fixed-lag smoother (each frame from the frames up to 8 after it" in text
+    assert "a fixed latency of 19 frames, 0.76 s at the corpus's 25 fps" in text  # lite's
     for name in ("fig1_trajectory.png", "fig2_saliency_grid.png", "fig3_manifold_prior.png",
                  "fig4_calibration.png"):
         assert (tmp_path / name).stat().st_size > 1000, name

@@ -286,6 +286,29 @@ def test_a_first_write_interrupted_while_moving_in_can_be_retried(tmp_path, monk
     assert [r.id for r in discover(again.root)] == ["synth000"]
 
 
+@pytest.mark.parametrize("error", [KeyboardInterrupt, OSError])
+def test_a_replacement_stopped_while_moving_in_leaves_the_earlier_corpus_whole(tmp_path,
+                                                                               monkeypatch, error):
+    root = tmp_path / "c"
+    write_corpus(root, _small(videos=2, seed=0), workers=1)
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    rename, calls = Path.rename, []
+
+    def stopped(self, target):  # the new truth/ is about to move in, after videos/, annotation/
+        if self.name == "truth" and Path(target).parent == root and not calls:
+            calls.append(self)
+            raise error("stopped")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", stopped)
+    with pytest.raises(error):
+        write_corpus(root, _small(videos=1, seed=5), workers=1)
+    monkeypatch.undo()
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before  # not the new videos beside the old truth and manifest
+    assert [r.id for r in discover(root)] == ["synth000", "synth001"]
+
+
 # -- faces ----------------------------------------------------------------------------------
 
 
