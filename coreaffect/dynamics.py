@@ -737,9 +737,15 @@ class CoreAffectDynamics:
             dt = float(time) - float(state.time)
             if not dt > 0:
                 raise InputError(f"time {time} does not follow the last frame's {state.time}")
+            if (not isinstance(state.mean, Tensor) or not isinstance(state.cov, Tensor)
+                    or state.mean.shape != (k,) or state.cov.shape != (k, k)):
+                raise InputError(f"state must be the FilterState of this model's last step, a "
+                                 f"mean ({k},) and a covariance ({k}, {k}); got "
+                                 f"{getattr(state.mean, 'shape', state.mean)} and "
+                                 f"{getattr(state.cov, 'shape', state.cov)}")
             f, b, q = ou_discretize(p["theta"], p["mu"], p["diffusion"], dt)
-            pred_mean = f @ state.mean + b
-            pred_cov = _sym(f @ state.cov @ f.T + q)
+            pred_mean = f @ state.mean.to(_DTYPE) + b
+            pred_cov = _sym(f @ state.cov.to(_DTYPE) @ f.T + q)
             log_likelihood = state.log_likelihood
         flag = torch.tensor([observed])
         y, r, fixed = self._pseudo(m, s, flag)

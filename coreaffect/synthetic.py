@@ -137,6 +137,8 @@ FRAMINGS = ("tight", "wide")
 SYNTH_FORMATS = ("dante", "csv")
 CODECS = {"mjpg": ("MJPG", ".avi"), "mp4v": ("mp4v", ".mp4")}  # both write and read back here
 MANIFEST = "synthetic_corpus.json"
+_MOST_FRAMES = 10_000_000  # per video: each frame's trajectory and events are held in memory
+_MOST_VIDEOS = 100_000  # a corpus larger than any affect dataset by two orders of magnitude
 TRUTH_HEADER = "frame,time,true_valence,true_arousal,face_visible,occluded"
 _DANTE_HEADER = "TimeStamp;UserId;NameVideo;AnnoType;Value"
 _BLINK_SECONDS = 0.25  # a blink lasts about a quarter of a second
@@ -196,6 +198,11 @@ class SynthConfig:
             (self.fps >= 1, f"fps must be at least 1 (a clip is 16 frames), got {self.fps:g}"),
             (self.frames >= 1, f"seconds * fps must round to one frame or more, got "
                                f"{self.seconds:g} s at {self.fps:g} fps"),
+            (self.frames <= _MOST_FRAMES, f"a video may have at most {_MOST_FRAMES:,} frames "
+                                          f"(111 hours at 25 fps), got {self.seconds:g} s at "
+                                          f"{self.fps:g} fps"),
+            (self.videos <= _MOST_VIDEOS, f"videos must be at most {_MOST_VIDEOS:,}, got "
+                                          f"{self.videos}"),
             (width >= 320 and height >= 240,
              f"frame_size must be at least (320, 240), got {self.frame_size}"),
             (96 <= self.face_size <= 0.6 * height,

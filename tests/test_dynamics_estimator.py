@@ -361,6 +361,15 @@ def test_streaming_steps_check_each_frame(fitted, mean, cov, message):
             fitted.filter_step(state, time)
     # a frame without a face needs no values
     assert fitted.filter_step(state, 0.1).mean.isfinite().all()
+    # a state of another model (K = 3), or not a state, is named; a float32 one is taken
+    for other in (state._replace(mean=torch.zeros(3), cov=torch.eye(3)),
+                  state._replace(mean=[0.0, 0.0])):
+        with pytest.raises(InputError, match=r"state must be the FilterState of this model's "
+                                             r"last step, a mean \(2,\)"):
+            fitted.filter_step(other, 0.1)
+    single = state._replace(mean=state.mean.float(), cov=state.cov.float())
+    torch.testing.assert_close(fitted.filter_step(single, 0.1).mean,
+                               fitted.filter_step(state, 0.1).mean, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("n", [0, -1, 2.5, True])

@@ -83,6 +83,7 @@ def test_ou_is_exact_for_a_coarse_step():
     {"correlation": float("nan")}, {"std": (0.8, float("nan"))}, {"seconds": float("inf")},
     {"seconds": 0.01}, {"seed": -1},  # no frame; a seed numpy refuses
     {"fps": 0.5, "seconds": 600},  # a frame every 2 s: no clip, and OpenCV writes none
+    {"seconds": 1e10}, {"videos": 10**9},  # numpy's memory error, after an empty folder
 ])
 def test_invalid_configurations_are_refused(changes):
     with pytest.raises(CoreAffectError, match="SynthConfig"):
