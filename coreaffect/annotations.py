@@ -206,7 +206,7 @@ def read_annotations(path: str | Path, format: str = "auto", *, video: str | Non
     if fps is not None and not (_is_real(fps) and fps > 0):
         raise InputError(f"fps must be a positive number, got {fps!r}")
     if format == "auto":
-        format = detect_format(path)
+        format = detect_format(path, video=video)
     if format in _DEFAULT_FPS:
         fps = _DEFAULT_FPS[format] if fps is None else float(fps)
     readers: dict[str, Callable[[Path, str | None, float | None], Annotations]] = {
@@ -240,11 +240,14 @@ def _warn_unfused(got: Annotations, fusion: str) -> None:
     warn(logger, message)
 
 
-def detect_format(path: str | Path) -> str:
+def detect_format(path: str | Path, *, video: str | None = None) -> str:
     """Tell the annotation format of a file or folder, by the rules in the module docs.
 
     Args:
         path: A file or folder.
+        video: For a folder of one-file annotations, the video whose file tells the format
+            (by its name, before the folder's other files); ``None``: its files in order, the
+            first whose format can be told.
 
     Returns:
         One of :data:`FORMATS`.
@@ -255,7 +258,7 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     try:
         if path.is_dir():
-            return _detect_folder(path)
+            return _detect_folder(path, video)
     except OSError as err:
         raise AnnotationError(path, f"cannot list folder ({err.strerror or err})") from None
     if not path.exists():
@@ -317,7 +320,7 @@ def _dimension_folders(path: Path) -> dict[str, Path]:
             if p.name.lower() in _DIMS and p.is_dir()}
 
 
-def _detect_folder(path: Path) -> str:
+def _detect_folder(path: Path, video: str | None = None) -> str:
     if len(_dimension_folders(path)) == 2:
         return "recola"
     if _has_dante_file(path):
@@ -332,8 +335,16 @@ def _detect_folder(path: Path) -> str:
         return "dante"
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".txt")
                    and p.is_file() and not p.name.startswith("."))  # not macOS's ._a.csv
-    if files:
-        return detect_format(files[0])
+    if video is not None:  # the video's own file first (a README.txt beside it says nothing)
+        files.sort(key=lambda p: name_key(p.stem) != name_key(video))
+    first_error = None
+    for file in files:
+        try:
+            return detect_format(file)
+        except AnnotationError as err:
+            first_error = first_error or err
+    if first_error is not None:
+        raise first_error
     raise AnnotationError(path, f"cannot tell the annotation format of this folder; "
                                 f"pass format= one of {FORMATS}")
 

@@ -814,3 +814,16 @@ def test_read_annotations_names_an_option_of_the_wrong_type(tmp_path, option, va
     with pytest.raises(InputError, match=match):
         read_annotations(path, "aff-wild2", **{option: value})
     assert read_annotations(path, "aff-wild2", fps=np.float32(30), delay=np.int64(0)).times[0] == 0
+
+
+def test_a_folder_tells_its_format_by_the_videos_file_not_a_readme_beside_it(tmp_path):
+    folder = tmp_path / "labels"
+    folder.mkdir()
+    (folder / "README.txt").write_text("notes on the labels\n")  # sorts first
+    (folder / "v1.csv").write_text("time,valence,arousal\n0,0.1,0.2\n0.04,0.1,0.2\n")
+    assert detect_format(folder, video="v1") == "csv"
+    assert detect_format(folder) == "csv"  # the first file whose format can be told
+    assert read_annotations(folder, video="v1").values.shape == (2, 2)
+    (folder / "v1.csv").unlink()
+    with pytest.raises(AnnotationError, match="README.txt"):  # nothing else: its own problem
+        detect_format(folder)
