@@ -92,8 +92,9 @@ maybe an empty sixth), the second a number, is ``sewa``. A folder with ``arousal
 ``valence/`` subfolders is ``recola``; one holding ``valence.csv`` or ``arousal.csv`` is
 ``dante``; one holding ``<its name>.json`` beside frame images is ``afew-va``; then ``afew-va``
 if a subfolder holds both, ``dante`` if some ``<UserId>/<video>/`` holds ``valence.csv`` or
-``arousal.csv``; else the folder's first ``.csv`` or ``.txt`` file (sorted) decides. Anything
-else raises ``AnnotationError``.
+``arousal.csv``; else its ``.csv`` and ``.txt`` files decide: the video's own first, when one
+is named, then the others in sorted order, the first whose format can be told. Anything else
+raises ``AnnotationError``.
 
 Reaction delay: annotators respond late, so the label of frame time t is the annotation at
 t + delay. ``read_annotations(..., delay=d)`` returns times shifted by -d;
