@@ -199,8 +199,10 @@ def plot_trajectory(times: np.ndarray, mean: np.ndarray, truth: np.ndarray | Non
         ax.axhline(0.0, color="0.7", lw=0.6, zorder=0)
         ax.set_ylim(-1.05, 1.05)
         ax.set_ylabel(name)
-        if len(times):
-            ax.set_xlim(times[0], times[-1])
+        if len(times):  # one frame (or one time): half a step either side of it
+            half = step / 2 if step > 0 else 0.5
+            ax.set_xlim(*((times[0], times[-1]) if times[-1] > times[0]
+                          else (times[0] - half, times[0] + half)))
     axes[1].set_xlabel("time (s)")
     axes[0].legend(loc="upper right", fontsize="small", ncol=4, frameon=False)
     if title:

@@ -187,3 +187,14 @@ def test_synthetic_samples_still_draws(tmp_path):
 
 def test_exports_are_sorted():
     assert plots.__all__ == sorted(plots.__all__)
+
+
+def test_plot_trajectory_of_one_frame_or_one_time_draws_without_a_warning():
+    import warnings
+
+    for times in ([2.0], [2.0, 2.0]):
+        axes = plots.detached_axes(2, 1, (4, 3))[:, 0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # matplotlib's identical-xlims warning
+            plots.plot_trajectory(np.array(times), np.zeros((len(times), 2)), axes=axes)
+        assert axes[0].get_xlim()[0] < 2.0 < axes[0].get_xlim()[1]
