@@ -56,6 +56,13 @@ def ou_stationary_cov(theta: Tensor, diffusion: Tensor) -> Tensor:
     if theta.dtype != diffusion.dtype:
         raise InputError(f"theta and diffusion must share a dtype, got {theta.dtype} and "
                          f"{diffusion.dtype}")
+    return _stationary_cov(theta, diffusion)
+
+
+def _stationary_cov(theta: Tensor, diffusion: Tensor) -> Tensor:
+    """:func:`ou_stationary_cov` of inputs whose shapes, dtypes and values are checked: only
+    mean reversion is (every call costs it, as a streamed frame's step does)."""
+    k = theta.shape[-1]
     with torch.no_grad():
         unstable = torch.linalg.eigvals(theta.detach().cpu()).real <= 0  # mps has none
     if bool(unstable.any()):
@@ -80,9 +87,11 @@ def _check_values(**tensors: Tensor) -> None:
         if not isinstance(value, Tensor) or not value.is_floating_point():
             kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
             raise InputError(f"{name} must be a floating-point tensor, got {kind}")
-        with torch.no_grad():
-            if not bool(torch.isfinite(value).all()):
-                raise InputError(f"{name} must be finite, got {value.detach().cpu().tolist()}")
+    with torch.no_grad():  # one test of them all; which one, only when one fails
+        if bool(torch.stack([torch.isfinite(v).all() for v in tensors.values()]).all()):
+            return
+    name, value = next((n, v) for n, v in tensors.items() if not bool(torch.isfinite(v).all()))
+    raise InputError(f"{name} must be finite, got {value.detach().cpu().tolist()}")
 
 
 def _batched_kron(a: Tensor, b: Tensor) -> Tensor:
@@ -136,7 +145,7 @@ def ou_discretize(theta: Tensor, mu: Tensor, diffusion: Tensor, dt: Tensor | flo
     eye = torch.eye(k, dtype=work, device=theta.device)
     transition = torch.linalg.matrix_exp(-theta * dt[..., None, None])  # (..., K, K)
     offset = ((eye - transition) @ mu[..., None])[..., 0]
-    stationary = ou_stationary_cov(theta, diffusion)
+    stationary = _stationary_cov(theta, diffusion)  # its inputs checked above
     process = _sym(stationary - transition @ stationary @ transition.transpose(-1, -2))
     return transition.to(dtype), offset.to(dtype), process.to(dtype)
 

@@ -128,7 +128,7 @@ from coreaffect.hidden_route import AffectEstimate, HiddenRouteNet, _chunk_plan,
 from coreaffect.prior import HiddenRoutePrior, latent_moments
 from coreaffect.streaming import _StreamState
 from coreaffect.trajectory import AffectRow, AffectTrajectory
-from coreaffect.video import RATE_TOLERANCE, Frame, VideoSource, frame_rate
+from coreaffect.video import Frame, VideoSource, frame_rate, rates_agree
 
 __all__ = ["STAGES", "CoreAffect", "load_run"]
 
@@ -808,8 +808,7 @@ class CoreAffect:
         rates = {name: frame_rate([times], [indices]) for name, (times, indices) in videos.items()}
         trained = self.frame_rate
         off = {name: rate for name, rate in rates.items()
-               if trained is not None and rate is not None
-               and not 1 / RATE_TOLERANCE <= rate / trained <= RATE_TOLERANCE}
+               if trained is not None and rate is not None and not rates_agree(rate, trained)}
         if not off:
             return rates
         clip, hz = self.model.config.clip_length, _hertz(trained)

@@ -117,7 +117,7 @@ from coreaffect.hidden_route import (
     create_model,
 )
 from coreaffect.metrics import json_number
-from coreaffect.video import RATE_TOLERANCE, frame_rate
+from coreaffect.video import frame_rate, rates_agree
 
 __all__ = ["LOSSES", "TrainConfig", "TrainResult", "affect_loss", "dense_window_estimates",
            "train_hidden_route"]
@@ -510,7 +510,7 @@ def _warn_of_mixed_rates(videos: list[LabelledVideo], kept: float | None, clip: 
     them, and the rate the run keeps (their median) is not every video's."""
     rates = {v.id: r for v in videos
              if (r := frame_rate([v.crops.times], [v.crops.indices])) is not None}
-    if not rates or max(rates.values()) <= RATE_TOLERANCE * min(rates.values()):
+    if not rates or rates_agree(max(rates.values()), min(rates.values())):
         return
     slowest, fastest = min(rates, key=rates.get), max(rates, key=rates.get)
     logger.warning("the training videos run at %g (%s) to %g (%s) frames per second, so the "

@@ -76,7 +76,7 @@ from coreaffect.config import VideoConfig
 from coreaffect.errors import InputError, VideoError, listing, warn
 
 __all__ = ["DEFAULT_FPS", "IMAGE_SUFFIXES", "RATE_TOLERANCE", "RATE_WINDOW", "Frame", "FrameChunk",
-           "VideoSource", "frame_rate", "is_frame_image", "numbered_images"]
+           "VideoSource", "frame_rate", "is_frame_image", "numbered_images", "rates_agree"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,11 @@ def frame_rate(times: Iterable[np.ndarray], indices: Iterable[np.ndarray]) -> fl
     rates = np.concatenate(rates) if rates else np.zeros(0)
     # to 6 significant digits: times i / fps give fps back, not fps times 1 - 1e-15
     return float(f"{np.quantile(rates, 0.5, method='lower'):.6g}") if len(rates) else None
+
+
+def rates_agree(a: float, b: float) -> bool:
+    """Whether two frame rates lie within :data:`RATE_TOLERANCE` of each other, either way."""
+    return 1 / RATE_TOLERANCE <= a / b <= RATE_TOLERANCE
 
 
 def is_frame_image(path: Path) -> bool:
